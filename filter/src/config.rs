@@ -1,0 +1,601 @@
+//! The filter's configuration document: parsed, validated and compiled once at load
+//! into an immutable [`Config`] that every request borrows.
+//!
+//! The document is versioned JSON, described by `filter/config.schema.json`. A bad
+//! document is refused whole with a [`ConfigError`] naming the field by its path
+//! (`routes[0].llmRequestCosts[1].cel`), never half-applied.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::cost::RequestCost;
+
+/// The only document version this build reads.
+pub const CONFIG_VERSION: &str = "v1";
+
+/// Default request body limit: large enough for image inputs as base64.
+pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Default limit of a non-streamed response body buffered to read its usage.
+pub const DEFAULT_MAX_RESPONSE_BODY_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A refused configuration: where, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Path of the offending field, e.g. `routes[0].backends[1].name`; empty for the
+    /// document itself.
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "invalid config: {}", self.message)
+        } else {
+            write!(f, "invalid config at `{}`: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// The wire schema a backend speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackendSchema {
+    /// OpenAI's API, or any server compatible with it.
+    OpenAI,
+}
+
+impl BackendSchema {
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "OpenAI" => Some(Self::OpenAI),
+            _ => None,
+        }
+    }
+}
+
+/// One provider endpoint the gateway can send a request to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backend {
+    pub name: String,
+    pub schema: BackendSchema,
+    /// Replaces the request's `model` before it goes upstream.
+    pub model_name_override: Option<String>,
+}
+
+/// A model as listed by `GET /v1/models`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelInfo {
+    pub id: String,
+    pub owned_by: String,
+    pub created: i64,
+}
+
+/// A backend a route sends to; Envoy does the weighted and prioritised picking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteBackend {
+    pub name: String,
+    pub weight: u32,
+    pub priority: u32,
+}
+
+/// A set of models served by the same backends and metered by the same costs.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub models: Vec<String>,
+    pub backends: Vec<RouteBackend>,
+    /// Global costs, then this route's own; a route cost replaces a global one with
+    /// the same metadata key.
+    pub costs: Vec<RequestCost>,
+}
+
+/// Size limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_request_body_bytes: u64,
+    pub max_response_body_bytes: u64,
+}
+
+/// The validated, compiled configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub models: Vec<ModelInfo>,
+    pub backends: Vec<Backend>,
+    pub routes: Vec<Route>,
+    pub limits: Limits,
+    /// `GET /v1/models` answer, built once.
+    models_body: Vec<u8>,
+    model_to_route: HashMap<String, usize>,
+    backend_index: HashMap<String, usize>,
+}
+
+impl Config {
+    /// Parses and validates a configuration document.
+    pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            err(path, e.into_inner().to_string())
+        })?;
+        raw.compile()
+    }
+
+    /// The route serving `model`, if any.
+    pub fn route_for_model(&self, model: &str) -> Option<&Route> {
+        self.route_index(model).map(|i| &self.routes[i])
+    }
+
+    /// Index in [`Config::routes`] of the route serving `model`.
+    pub fn route_index(&self, model: &str) -> Option<usize> {
+        self.model_to_route.get(model).copied()
+    }
+
+    /// The backend named `name`, if configured.
+    pub fn backend(&self, name: &str) -> Option<&Backend> {
+        self.backend_index.get(name).map(|&i| &self.backends[i])
+    }
+
+    /// The JSON body of `GET /v1/models`.
+    pub fn models_body(&self) -> &[u8] {
+        &self.models_body
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    version: String,
+    #[serde(default)]
+    models: Option<Vec<RawModel>>,
+    #[serde(default)]
+    backends: Vec<RawBackend>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    #[serde(default)]
+    llm_request_costs: Vec<RawCost>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawModel {
+    id: String,
+    #[serde(default)]
+    owned_by: Option<String>,
+    #[serde(default)]
+    created: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawBackend {
+    name: String,
+    schema: RawSchema,
+    #[serde(default)]
+    model_name_override: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSchema {
+    name: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    version: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRoute {
+    name: String,
+    models: Vec<String>,
+    #[serde(default)]
+    backends: Vec<RawRouteBackend>,
+    #[serde(default)]
+    llm_request_costs: Vec<RawCost>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRouteBackend {
+    name: String,
+    #[serde(default = "default_weight")]
+    weight: u32,
+    #[serde(default)]
+    priority: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawCost {
+    metadata_key: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    cel: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawLimits {
+    #[serde(default)]
+    max_request_body_bytes: Option<u64>,
+    #[serde(default)]
+    max_response_body_bytes: Option<u64>,
+}
+
+impl RawCost {
+    fn compile(&self, path: &str) -> Result<RequestCost, ConfigError> {
+        if self.metadata_key.is_empty() {
+            return Err(err(format!("{path}.metadataKey"), "must not be empty"));
+        }
+        RequestCost::compile(&self.metadata_key, &self.kind, self.cel.as_deref())
+            .map_err(|e| err(format!("{path}.{}", e.field), e.message))
+    }
+}
+
+fn compile_costs(raw: &[RawCost], path: &str) -> Result<Vec<RequestCost>, ConfigError> {
+    let mut seen = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, cost) in raw.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        if let Some(first) = seen.insert(cost.metadata_key.as_str(), i) {
+            return Err(err(
+                format!("{p}.metadataKey"),
+                format!(
+                    "duplicate metadata key '{}' (also at {path}[{first}])",
+                    cost.metadata_key
+                ),
+            ));
+        }
+        out.push(cost.compile(&p)?);
+    }
+    Ok(out)
+}
+
+impl RawConfig {
+    fn compile(self) -> Result<Config, ConfigError> {
+        if self.version != CONFIG_VERSION {
+            return Err(err(
+                "version",
+                format!(
+                    "unsupported version '{}', expected '{CONFIG_VERSION}'",
+                    self.version
+                ),
+            ));
+        }
+
+        let limits = Limits {
+            max_request_body_bytes: positive(
+                self.limits.max_request_body_bytes,
+                DEFAULT_MAX_REQUEST_BODY_BYTES,
+                "limits.maxRequestBodyBytes",
+            )?,
+            max_response_body_bytes: positive(
+                self.limits.max_response_body_bytes,
+                DEFAULT_MAX_RESPONSE_BODY_BYTES,
+                "limits.maxResponseBodyBytes",
+            )?,
+        };
+
+        let mut backends = Vec::with_capacity(self.backends.len());
+        let mut backend_index = HashMap::new();
+        for (i, b) in self.backends.into_iter().enumerate() {
+            let p = format!("backends[{i}]");
+            if b.name.is_empty() {
+                return Err(err(format!("{p}.name"), "must not be empty"));
+            }
+            let schema = BackendSchema::parse(&b.schema.name).ok_or_else(|| {
+                err(
+                    format!("{p}.schema.name"),
+                    format!(
+                        "unsupported schema '{}', expected one of: OpenAI",
+                        b.schema.name
+                    ),
+                )
+            })?;
+            if matches!(&b.model_name_override, Some(m) if m.is_empty()) {
+                return Err(err(format!("{p}.modelNameOverride"), "must not be empty"));
+            }
+            if backend_index.insert(b.name.clone(), i).is_some() {
+                return Err(err(
+                    format!("{p}.name"),
+                    format!("duplicate backend name '{}'", b.name),
+                ));
+            }
+            backends.push(Backend {
+                name: b.name,
+                schema,
+                model_name_override: b.model_name_override,
+            });
+        }
+
+        let global_costs = compile_costs(&self.llm_request_costs, "llmRequestCosts")?;
+
+        let mut routes = Vec::with_capacity(self.routes.len());
+        let mut model_to_route: HashMap<String, usize> = HashMap::new();
+        let mut route_names = HashMap::new();
+        for (i, r) in self.routes.into_iter().enumerate() {
+            let p = format!("routes[{i}]");
+            if r.name.is_empty() {
+                return Err(err(format!("{p}.name"), "must not be empty"));
+            }
+            if let Some(first) = route_names.insert(r.name.clone(), i) {
+                return Err(err(
+                    format!("{p}.name"),
+                    format!("duplicate route name '{}' (also routes[{first}])", r.name),
+                ));
+            }
+            if r.models.is_empty() {
+                return Err(err(format!("{p}.models"), "must list at least one model"));
+            }
+            for (j, m) in r.models.iter().enumerate() {
+                if m.is_empty() {
+                    return Err(err(format!("{p}.models[{j}]"), "must not be empty"));
+                }
+                if let Some(other) = model_to_route.insert(m.clone(), i) {
+                    return Err(err(
+                        format!("{p}.models[{j}]"),
+                        format!("model '{m}' is already served by routes[{other}]"),
+                    ));
+                }
+            }
+            let mut rbs = Vec::with_capacity(r.backends.len());
+            for (j, rb) in r.backends.into_iter().enumerate() {
+                if !backend_index.contains_key(&rb.name) {
+                    return Err(err(
+                        format!("{p}.backends[{j}].name"),
+                        format!("unknown backend '{}'", rb.name),
+                    ));
+                }
+                rbs.push(RouteBackend {
+                    name: rb.name,
+                    weight: rb.weight,
+                    priority: rb.priority,
+                });
+            }
+            let own = compile_costs(&r.llm_request_costs, &format!("{p}.llmRequestCosts"))?;
+            let mut costs: Vec<RequestCost> = global_costs
+                .iter()
+                .filter(|g| own.iter().all(|o| o.metadata_key != g.metadata_key))
+                .cloned()
+                .collect();
+            costs.extend(own);
+            routes.push(Route {
+                name: r.name,
+                models: r.models,
+                backends: rbs,
+                costs,
+            });
+        }
+
+        let models = match self.models {
+            Some(list) => {
+                let mut seen = HashMap::new();
+                let mut out = Vec::with_capacity(list.len());
+                for (i, m) in list.into_iter().enumerate() {
+                    let p = format!("models[{i}]");
+                    if m.id.is_empty() {
+                        return Err(err(format!("{p}.id"), "must not be empty"));
+                    }
+                    if seen.insert(m.id.clone(), i).is_some() {
+                        return Err(err(format!("{p}.id"), format!("duplicate model '{}'", m.id)));
+                    }
+                    if !model_to_route.contains_key(&m.id) {
+                        return Err(err(
+                            format!("{p}.id"),
+                            format!("model '{}' is listed but no route serves it", m.id),
+                        ));
+                    }
+                    out.push(ModelInfo {
+                        id: m.id,
+                        owned_by: m.owned_by.unwrap_or_else(default_owner),
+                        created: m.created.unwrap_or(0),
+                    });
+                }
+                out
+            }
+            None => routes
+                .iter()
+                .flat_map(|r| r.models.iter())
+                .map(|id| ModelInfo {
+                    id: id.clone(),
+                    owned_by: default_owner(),
+                    created: 0,
+                })
+                .collect(),
+        };
+        let models_body = crate::models::list_body(&models);
+
+        Ok(Config {
+            models,
+            backends,
+            routes,
+            limits,
+            models_body,
+            model_to_route,
+            backend_index,
+        })
+    }
+}
+
+fn default_owner() -> String {
+    "Envoy AI Gateway".to_string()
+}
+
+fn positive(value: Option<u64>, default: u64, path: &str) -> Result<u64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Err(err(path, "must be greater than 0")),
+        Some(v) => Ok(v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(v: serde_json::Value) -> Result<Config, ConfigError> {
+        Config::from_json(&serde_json::to_vec(&v).unwrap())
+    }
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "version": "v1",
+            "backends": [{"name": "openai", "schema": {"name": "OpenAI"}}],
+            "routes": [{"name": "r0", "models": ["gpt-4o-mini"], "backends": [{"name": "openai"}]}],
+            "llmRequestCosts": [{"metadataKey": "in", "type": "InputToken"}]
+        })
+    }
+
+    #[test]
+    fn valid_document_loads() {
+        let c = load(base()).unwrap();
+        assert_eq!(c.route_for_model("gpt-4o-mini").unwrap().name, "r0");
+        assert!(c.route_for_model("other").is_none());
+        assert_eq!(c.models[0].id, "gpt-4o-mini");
+        assert_eq!(c.limits.max_request_body_bytes, DEFAULT_MAX_REQUEST_BODY_BYTES);
+    }
+
+    #[test]
+    fn syntax_error_is_refused() {
+        let e = Config::from_json(b"{\"version\": ").unwrap_err();
+        assert!(e.message.contains("EOF"), "{e}");
+    }
+
+    #[test]
+    fn error_paths_name_the_field() {
+        let cases: Vec<(serde_json::Value, &str)> = vec![
+            (serde_json::json!({"version": "v9"}), "version"),
+            (
+                {
+                    let mut v = base();
+                    v["routes"][0]["backends"][0]["name"] = "nope".into();
+                    v
+                },
+                "routes[0].backends[0].name",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["backends"][0]["schema"]["name"] = "Carrier-Pigeon".into();
+                    v
+                },
+                "backends[0].schema.name",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["llmRequestCosts"][0]["type"] = "Banana".into();
+                    v
+                },
+                "llmRequestCosts[0].type",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["routes"][0]["llmRequestCosts"] =
+                        serde_json::json!([{"metadataKey": "c", "type": "CEL", "cel": "input_tokens +"}]);
+                    v
+                },
+                "routes[0].llmRequestCosts[0].cel",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["routes"][0]["extra"] = 1.into();
+                    v
+                },
+                "routes[0]",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["routes"][0]["models"] = serde_json::json!(["a", 3]);
+                    v
+                },
+                "routes[0].models[1]",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["limits"] = serde_json::json!({"maxRequestBodyBytes": 0});
+                    v
+                },
+                "limits.maxRequestBodyBytes",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["models"] = serde_json::json!([{"id": "not-routed"}]);
+                    v
+                },
+                "models[0].id",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["backends"][1] = v["backends"][0].clone();
+                    v
+                },
+                "backends[1].name",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["llmRequestCosts"][1] = v["llmRequestCosts"][0].clone();
+                    v
+                },
+                "llmRequestCosts[1].metadataKey",
+            ),
+            (
+                {
+                    let mut v = base();
+                    v["routes"][1] = serde_json::json!({"name": "r1", "models": ["gpt-4o-mini"]});
+                    v
+                },
+                "routes[1].models[0]",
+            ),
+        ];
+        for (doc, path) in cases {
+            let e = load(doc.clone()).expect_err(&doc.to_string());
+            assert_eq!(e.path, path, "{e} for {doc}");
+        }
+    }
+
+    #[test]
+    fn route_costs_override_global_ones_by_key() {
+        let mut v = base();
+        v["llmRequestCosts"] = serde_json::json!([
+            {"metadataKey": "in", "type": "InputToken"},
+            {"metadataKey": "out", "type": "OutputToken"}
+        ]);
+        v["routes"][0]["llmRequestCosts"] =
+            serde_json::json!([{"metadataKey": "in", "type": "TotalToken"}]);
+        let c = load(v).unwrap();
+        let keys: Vec<_> = c.routes[0]
+            .costs
+            .iter()
+            .map(|c| c.metadata_key.as_str())
+            .collect();
+        assert_eq!(keys, ["out", "in"]);
+    }
+}

@@ -1,0 +1,157 @@
+//! Errors the gateway answers a client with. Each knows its HTTP status and how it is
+//! written in the client's API schema, as a rustls error knows its alert.
+//!
+//! Messages never carry secrets: they are built from the request's own fields and
+//! static text only.
+
+use serde_json::json;
+
+/// The API schema a client speaks; errors are written in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientSchema {
+    OpenAI,
+    Anthropic,
+}
+
+/// An error answered to the client instead of, or in place of, the upstream's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The request body is not JSON, or not the JSON object the endpoint expects.
+    InvalidJson(String),
+    /// A required field is missing or has the wrong type.
+    InvalidField { field: String, reason: String },
+    /// The request body is larger than the configured maximum.
+    BodyTooLarge { limit: u64 },
+    /// No route serves this model.
+    UnknownModel(String),
+    /// The request method is not allowed on this endpoint.
+    MethodNotAllowed { method: String, path: &'static str },
+    /// The upstream answered in a way the gateway could not process.
+    BadUpstreamResponse(String),
+    /// The filter itself failed (a bug); the stream is answered, Envoy keeps running.
+    Internal,
+}
+
+impl GatewayError {
+    /// HTTP status of the answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::InvalidJson(_) | Self::InvalidField { .. } => 400,
+            Self::BodyTooLarge { .. } => 413,
+            Self::UnknownModel(_) => 404,
+            Self::MethodNotAllowed { .. } => 405,
+            Self::BadUpstreamResponse(_) => 502,
+            Self::Internal => 500,
+        }
+    }
+
+    /// Short machine-readable code (OpenAI's `error.code`), also used as Envoy's
+    /// response-code details.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson(_) => "invalid_json",
+            Self::InvalidField { .. } => "invalid_request",
+            Self::BodyTooLarge { .. } => "request_too_large",
+            Self::UnknownModel(_) => "model_not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::BadUpstreamResponse(_) => "bad_upstream_response",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    /// Human-readable message.
+    pub fn message(&self) -> String {
+        match self {
+            Self::InvalidJson(why) => format!("The request body is not valid JSON: {why}"),
+            Self::InvalidField { field, reason } => format!("Invalid '{field}': {reason}"),
+            Self::BodyTooLarge { limit } => {
+                format!("The request body exceeds the gateway's limit of {limit} bytes")
+            }
+            Self::UnknownModel(model) => {
+                format!("The model `{model}` does not exist or is not served by this gateway")
+            }
+            Self::MethodNotAllowed { method, path } => {
+                format!("Method {method} is not allowed on {path}")
+            }
+            Self::BadUpstreamResponse(why) => format!("The upstream response was invalid: {why}"),
+            Self::Internal => "The gateway failed to process the request".to_string(),
+        }
+    }
+
+    /// The JSON body in the client's schema.
+    pub fn body(&self, schema: ClientSchema) -> Vec<u8> {
+        let value = match schema {
+            ClientSchema::OpenAI => json!({
+                "error": {
+                    "message": self.message(),
+                    "type": self.openai_type(),
+                    "param": self.param(),
+                    "code": self.code(),
+                }
+            }),
+            ClientSchema::Anthropic => json!({
+                "type": "error",
+                "error": { "type": self.anthropic_type(), "message": self.message() }
+            }),
+        };
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            Self::InvalidField { field, .. } => Some(field),
+            Self::UnknownModel(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    fn openai_type(&self) -> &'static str {
+        match self.status() {
+            404 | 400 | 405 | 413 => "invalid_request_error",
+            _ => "server_error",
+        }
+    }
+
+    fn anthropic_type(&self) -> &'static str {
+        match self.status() {
+            404 => "not_found_error",
+            413 => "request_too_large",
+            400 | 405 => "invalid_request_error",
+            _ => "api_error",
+        }
+    }
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_shape() {
+        let err = GatewayError::UnknownModel("gpt-nope".into());
+        let v: serde_json::Value = serde_json::from_slice(&err.body(ClientSchema::OpenAI)).unwrap();
+        assert_eq!(err.status(), 404);
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(v["error"]["param"], "model");
+        assert!(v["error"]["message"].as_str().unwrap().contains("gpt-nope"));
+    }
+
+    #[test]
+    fn anthropic_shape() {
+        let err = GatewayError::BodyTooLarge { limit: 10 };
+        let v: serde_json::Value =
+            serde_json::from_slice(&err.body(ClientSchema::Anthropic)).unwrap();
+        assert_eq!(err.status(), 413);
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "request_too_large");
+    }
+}

@@ -1,0 +1,89 @@
+//! The vocabulary between the core and a host: what the core reads ([`Headers`]) and
+//! what it asks the host to do ([`Action`], [`Status`]).
+//!
+//! Every `HttpFilter::on_*` call appends actions to a caller-owned `Vec<Action>` and
+//! returns a [`Status`]. The host applies the actions in the order given, then acts
+//! on the status. A [`Action::SendLocalReply`] is always the last action of a call;
+//! after it the host stops iteration and the core ignores further input for that
+//! stream.
+
+/// Read access to one header map, as the host has it now.
+///
+/// Names are lower-case, pseudo-headers included (`:path`, `:method`, `:status`).
+pub trait Headers {
+    /// The first value of `name`, if present.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// A header map for tests and for hosts that copy headers out before calling in.
+impl Headers for [(&str, &str)] {
+    fn get(&self, name: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| (*v).to_string())
+    }
+}
+
+impl<const N: usize> Headers for [(&str, &str); N] {
+    fn get(&self, name: &str) -> Option<String> {
+        Headers::get(self.as_slice(), name)
+    }
+}
+
+/// Whether the host lets the current headers or body chunk go on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Status {
+    /// Pass what the host holds (possibly modified by the actions) downstream/upstream.
+    Continue,
+    /// Headers: hold them until the body has been seen.
+    StopIteration,
+    /// Body: keep buffering; the core will see the next chunk.
+    StopAndBuffer,
+}
+
+/// Severity of a log line the core asks the host to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// A value written into dynamic metadata under [`crate::METADATA_NAMESPACE`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetadataValue {
+    Number(f64),
+    String(String),
+}
+
+/// One thing the host must do, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Set (replace) a header on the map of the current direction.
+    SetHeader { name: String, value: String },
+    /// Remove a header from the map of the current direction.
+    RemoveHeader { name: String },
+    /// Envoy must pick the route again: the routing header changed.
+    ClearRouteCache,
+    /// Allow the host to buffer this many bytes of request body (Envoy's default
+    /// buffer limit is smaller than a large chat request).
+    SetBufferLimit(u64),
+    /// Replace the body: for a request, the whole buffered body; for a response
+    /// chunk, the chunk that was just passed in. The host fixes `content-length`
+    /// itself only when told by a `SetHeader`/`RemoveHeader`.
+    ReplaceBody(Vec<u8>),
+    /// Write into the downstream request's dynamic metadata.
+    SetMetadata { key: String, value: MetadataValue },
+    /// Answer the client directly; nothing reaches the upstream.
+    SendLocalReply {
+        status: u16,
+        content_type: &'static str,
+        body: Vec<u8>,
+        /// Short reason for Envoy's response-code details (no spaces).
+        details: &'static str,
+    },
+    /// A log line. Never carries secrets.
+    Log { level: LogLevel, message: String },
+}

@@ -1,0 +1,1 @@
+//! Host layers for the AI gateway core (placeholder; see native.rs / wasm.rs).
