@@ -410,7 +410,9 @@ impl HttpFilter {
     }
 
     fn upstream_response_headers(&mut self, out: &mut Vec<Action>) {
-        let Some(backend) = self.backend() else { return };
+        let Some(backend) = self.backend() else {
+            return;
+        };
         let name = backend.name.clone();
         let model_override = backend.model_name_override.clone();
         out.push(Action::SetHeader {
@@ -496,7 +498,10 @@ impl HttpFilter {
             })
         };
         set("route_name", MetadataValue::String(route.name.clone()));
-        set("request_model", MetadataValue::String(self.request.model.clone()));
+        set(
+            "request_model",
+            MetadataValue::String(self.request.model.clone()),
+        );
         if let Some(b) = &backend {
             set("backend_name", MetadataValue::String(b.clone()));
         }
@@ -554,6 +559,10 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn parse_peek(body: &[u8]) -> Result<RequestPeek<'_>, GatewayError> {
+    // serde also reads a struct from an array; a request is always an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(GatewayError::InvalidJson("expected a JSON object".into()));
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     match serde_path_to_error::deserialize::<_, RequestPeek>(de) {
         Ok(p) => Ok(p),
@@ -612,4 +621,355 @@ fn replace_request_body(body: Vec<u8>, out: &mut Vec<Action>) {
         value: body.len().to_string(),
     });
     out.push(Action::ReplaceBody(body));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::Headers;
+
+    const CONFIG: &str = r#"{
+        "version": "v1",
+        "backends": [
+            {"name": "primary", "schema": {"name": "OpenAI"}},
+            {"name": "renamed", "schema": {"name": "OpenAI"}, "modelNameOverride": "upstream-model"}
+        ],
+        "routes": [
+            {"name": "chat", "models": ["gpt-4o-mini"], "backends": [{"name": "primary"}],
+             "llmRequestCosts": [{"metadataKey": "in", "type": "InputToken"}]},
+            {"name": "free", "models": ["free-model"], "backends": [{"name": "primary"}, {"name": "renamed"}]}
+        ],
+        "limits": {"maxRequestBodyBytes": 64}
+    }"#;
+
+    fn config() -> Arc<Config> {
+        Arc::new(Config::from_json(CONFIG.as_bytes()).unwrap())
+    }
+
+    fn t(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    /// Drives a router instance through a request; returns the transcript.
+    fn request(headers: &[(&str, &str)], body: &[u8]) -> (HttpFilter, Vec<Action>, Status) {
+        let mut f = HttpFilter::new(config(), FilterRole::Router);
+        let mut out = Vec::new();
+        let s = f.on_request_headers(&headers, body.is_empty(), t(0), &mut out);
+        if s != Status::StopIteration || f.replied() {
+            return (f, out, s);
+        }
+        let s = f.on_request_body(body, true, t(1), &mut out);
+        (f, out, s)
+    }
+
+    fn post(body: &[u8]) -> (HttpFilter, Vec<Action>, Status) {
+        request(
+            &[(":method", "POST"), (":path", "/v1/chat/completions")],
+            body,
+        )
+    }
+
+    fn local_reply(out: &[Action]) -> (u16, serde_json::Value) {
+        match out.last() {
+            Some(Action::SendLocalReply { status, body, .. }) => {
+                (*status, serde_json::from_slice(body).unwrap())
+            }
+            other => panic!("expected a local reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn routes_by_model_and_clears_route_cache() {
+        let (_, out, s) = post(br#"{"model":"gpt-4o-mini","messages":[]}"#);
+        assert_eq!(s, Status::Continue);
+        assert_eq!(
+            out,
+            vec![
+                Action::SetBufferLimit(64),
+                Action::SetHeader {
+                    name: MODEL_HEADER.into(),
+                    value: "gpt-4o-mini".into()
+                },
+                Action::ClearRouteCache,
+            ]
+        );
+    }
+
+    #[test]
+    fn spoofed_routing_header_is_removed_on_every_path() {
+        for path in ["/v1/chat/completions", "/other"] {
+            let (_, out, _) = request(
+                &[
+                    (":method", "POST"),
+                    (":path", path),
+                    (MODEL_HEADER, "free-model"),
+                ],
+                br#"{"model":"gpt-4o-mini"}"#,
+            );
+            assert_eq!(
+                out[0],
+                Action::RemoveHeader {
+                    name: MODEL_HEADER.into()
+                },
+                "{path}"
+            );
+        }
+        let (_, out, _) = post(br#"{"model":"gpt-4o-mini"}"#);
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::SetHeader { value, .. } if value == "gpt-4o-mini")));
+    }
+
+    #[test]
+    fn bad_inputs_get_openai_errors() {
+        let cases: &[(&[u8], u16, &str)] = &[
+            (b"{not json", 400, "invalid_json"),
+            (b"[1,2]", 400, "invalid_json"),
+            (br#"{"messages":[]}"#, 400, "invalid_request"),
+            (br#"{"model":""}"#, 400, "invalid_request"),
+            (br#"{"model":42}"#, 400, "invalid_request"),
+            (
+                br#"{"model":"gpt-4o-mini","stream":"yes"}"#,
+                400,
+                "invalid_request",
+            ),
+            (br#"{"model":"nope-model"}"#, 404, "model_not_found"),
+        ];
+        for (body, status, code) in cases {
+            let (f, out, s) = post(body);
+            assert_eq!(s, Status::StopIteration);
+            assert!(f.replied());
+            let (got, v) = local_reply(&out);
+            assert_eq!(
+                (got, v["error"]["code"].as_str().unwrap()),
+                (*status, *code),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let (_, out, _) = post(br#"{"model":"nope-model"}"#);
+        assert!(local_reply(&out).1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nope-model"));
+        let (_, out, _) = post(br#"{"model":42}"#);
+        assert_eq!(local_reply(&out).1["error"]["param"], "model");
+    }
+
+    #[test]
+    fn oversized_bodies_get_413_by_header_or_by_bytes() {
+        let (_, out, _) = request(
+            &[
+                (":method", "POST"),
+                (":path", "/v1/embeddings"),
+                ("content-length", "65"),
+            ],
+            b"{}",
+        );
+        assert_eq!(local_reply(&out).0, 413);
+
+        let mut f = HttpFilter::new(config(), FilterRole::Router);
+        let mut out = Vec::new();
+        let h = [(":method", "POST"), (":path", "/v1/embeddings")];
+        assert_eq!(
+            f.on_request_headers(&h, false, t(0), &mut out),
+            Status::StopIteration
+        );
+        assert_eq!(
+            f.on_request_body(&[b' '; 40], false, t(0), &mut out),
+            Status::StopAndBuffer
+        );
+        let _ = f.on_request_body(&[b' '; 40], false, t(0), &mut out);
+        let (status, v) = local_reply(&out);
+        assert_eq!(status, 413);
+        assert_eq!(v["error"]["code"], "request_too_large");
+        // Nothing more happens on this stream.
+        out.clear();
+        assert_eq!(
+            f.on_request_body(b"x", true, t(0), &mut out),
+            Status::Continue
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn models_list_and_method_checks() {
+        let (_, out, _) = request(&[(":method", "GET"), (":path", "/v1/models")], b"");
+        let (status, v) = local_reply(&out);
+        assert_eq!(status, 200);
+        let ids: Vec<_> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["gpt-4o-mini", "free-model"]);
+
+        let (_, out, _) = request(
+            &[(":method", "GET"), (":path", "/v1/chat/completions")],
+            b"",
+        );
+        assert_eq!(local_reply(&out).0, 405);
+        let (_, out, _) = request(
+            &[(":method", "POST"), (":path", "/v1/chat/completions")],
+            b"",
+        );
+        assert_eq!(local_reply(&out).0, 400);
+    }
+
+    #[test]
+    fn other_paths_pass_through_untouched() {
+        let (mut f, out, s) = request(&[(":method", "GET"), (":path", "/healthz")], b"");
+        assert_eq!(s, Status::Continue);
+        assert!(out.is_empty());
+        let mut out = Vec::new();
+        assert_eq!(
+            f.on_response_headers(&[(":status", "200")], false, t(2), &mut out),
+            Status::Continue
+        );
+        assert_eq!(
+            f.on_response_body(b"ok", true, t(3), &mut out),
+            Status::Continue
+        );
+        f.on_stream_complete(t(4), &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn streaming_with_costs_asks_upstream_for_usage() {
+        let (_, out, _) = post(br#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#);
+        let body = out.iter().find_map(|a| match a {
+            Action::ReplaceBody(b) => Some(b.clone()),
+            _ => None,
+        });
+        let v: serde_json::Value = serde_json::from_slice(&body.expect("body rewritten")).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["model"], "gpt-4o-mini");
+        assert!(out.contains(&Action::RemoveHeader {
+            name: "accept-encoding".into()
+        }));
+        let len = out.iter().find_map(|a| match a {
+            Action::SetHeader { name, value } if name == "content-length" => Some(value.clone()),
+            _ => None,
+        });
+        assert_eq!(len, Some(serde_json::to_vec(&v).unwrap().len().to_string()));
+
+        // Client asked itself, or route has no costs: body untouched.
+        for body in [
+            &br#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true}}"#[..],
+            br#"{"model":"free-model","stream":true}"#,
+            br#"{"model":"gpt-4o-mini","stream":false}"#,
+        ] {
+            let (_, out, _) = post(body);
+            assert!(!out.iter().any(|a| matches!(a, Action::ReplaceBody(_))));
+        }
+    }
+
+    #[test]
+    fn response_metadata_names_route_backend_and_override() {
+        let (mut f, _, _) = post(br#"{"model":"free-model"}"#);
+        let mut out = Vec::new();
+        let h = [
+            (":status", "200"),
+            ("content-type", "application/json"),
+            (BACKEND_HEADER, "renamed"),
+            (MODEL_OVERRIDE_HEADER, "upstream-model"),
+        ];
+        let _ = f.on_response_headers(&h, false, t(5), &mut out);
+        assert!(out.contains(&Action::RemoveHeader {
+            name: BACKEND_HEADER.into()
+        }));
+        assert!(out.contains(&Action::RemoveHeader {
+            name: MODEL_OVERRIDE_HEADER.into()
+        }));
+        out.clear();
+        let _ = f.on_response_body(b"{}", true, t(6), &mut out);
+        let meta: Vec<_> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::SetMetadata {
+                    key,
+                    value: MetadataValue::String(v),
+                } => Some((key.as_str(), v.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert!(meta.contains(&("route_name", "free")));
+        assert!(meta.contains(&("backend_name", "renamed")));
+        assert!(meta.contains(&("model_name_override", "upstream-model")));
+        assert!(meta.contains(&("request_model", "free-model")));
+        // Written once.
+        out.clear();
+        f.on_stream_complete(t(7), &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn upstream_role_overrides_model_and_names_backend() {
+        let mut f = HttpFilter::new(config(), FilterRole::Upstream);
+        f.bind_backend(Some("renamed"));
+        let mut out = Vec::new();
+        let h = [(":method", "POST"), (":path", "/v1/chat/completions")];
+        assert_eq!(
+            f.on_request_headers(&h, false, t(0), &mut out),
+            Status::StopIteration
+        );
+        let _ = f.on_request_body(br#"{"model":"free-model","n":1}"#, true, t(0), &mut out);
+        let body = out.iter().find_map(|a| match a {
+            Action::ReplaceBody(b) => Some(b.clone()),
+            _ => None,
+        });
+        assert_eq!(body.unwrap(), br#"{"model":"upstream-model","n":1}"#);
+        out.clear();
+        let _ = f.on_response_headers(&[(":status", "200")], false, t(1), &mut out);
+        assert_eq!(
+            out,
+            vec![
+                Action::SetHeader {
+                    name: BACKEND_HEADER.into(),
+                    value: "renamed".into()
+                },
+                Action::SetHeader {
+                    name: MODEL_OVERRIDE_HEADER.into(),
+                    value: "upstream-model".into()
+                },
+            ]
+        );
+
+        // No override: no buffering, and a spoofed override header is cleared.
+        let mut f = HttpFilter::new(config(), FilterRole::Upstream);
+        f.bind_backend(Some("primary"));
+        let mut out = Vec::new();
+        assert_eq!(
+            f.on_request_headers(&h, false, t(0), &mut out),
+            Status::Continue
+        );
+        let _ = f.on_response_headers(
+            &[(":status", "200"), (MODEL_OVERRIDE_HEADER, "x")],
+            false,
+            t(1),
+            &mut out,
+        );
+        assert!(out.contains(&Action::RemoveHeader {
+            name: MODEL_OVERRIDE_HEADER.into()
+        }));
+
+        // Unknown backend: pass through.
+        let mut f = HttpFilter::new(config(), FilterRole::Upstream);
+        f.bind_backend(None);
+        let mut out = Vec::new();
+        assert_eq!(
+            f.on_request_headers(&h, false, t(0), &mut out),
+            Status::Continue
+        );
+        out.clear();
+        let _ = f.on_response_headers(&[(":status", "200")], false, t(1), &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn headers_lookup_is_case_insensitive() {
+        let h = [("Content-Type", "x")];
+        assert_eq!(h.get("content-type").as_deref(), Some("x"));
+    }
 }

@@ -16,7 +16,7 @@ pub trait Headers {
 }
 
 /// A header map for tests and for hosts that copy headers out before calling in.
-impl Headers for [(&str, &str)] {
+impl Headers for &[(&str, &str)] {
     fn get(&self, name: &str) -> Option<String> {
         self.iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -26,7 +26,7 @@ impl Headers for [(&str, &str)] {
 
 impl<const N: usize> Headers for [(&str, &str); N] {
     fn get(&self, name: &str) -> Option<String> {
-        Headers::get(self.as_slice(), name)
+        Headers::get(&self.as_slice(), name)
     }
 }
 
