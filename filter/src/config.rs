@@ -397,7 +397,10 @@ impl RawConfig {
                         return Err(err(format!("{p}.id"), "must not be empty"));
                     }
                     if seen.insert(m.id.clone(), i).is_some() {
-                        return Err(err(format!("{p}.id"), format!("duplicate model '{}'", m.id)));
+                        return Err(err(
+                            format!("{p}.id"),
+                            format!("duplicate model '{}'", m.id),
+                        ));
                     }
                     if !model_to_route.contains_key(&m.id) {
                         return Err(err(
@@ -472,7 +475,10 @@ mod tests {
         assert_eq!(c.route_for_model("gpt-4o-mini").unwrap().name, "r0");
         assert!(c.route_for_model("other").is_none());
         assert_eq!(c.models[0].id, "gpt-4o-mini");
-        assert_eq!(c.limits.max_request_body_bytes, DEFAULT_MAX_REQUEST_BODY_BYTES);
+        assert_eq!(
+            c.limits.max_request_body_bytes,
+            DEFAULT_MAX_REQUEST_BODY_BYTES
+        );
     }
 
     #[test]
@@ -512,8 +518,7 @@ mod tests {
             (
                 {
                     let mut v = base();
-                    v["routes"][0]["llmRequestCosts"] =
-                        serde_json::json!([{"metadataKey": "c", "type": "CEL", "cel": "input_tokens +"}]);
+                    v["routes"][0]["llmRequestCosts"] = serde_json::json!([{"metadataKey": "c", "type": "CEL", "cel": "input_tokens +"}]);
                     v
                 },
                 "routes[0].llmRequestCosts[0].cel",

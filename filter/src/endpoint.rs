@@ -47,11 +47,23 @@ mod tests {
 
     #[test]
     fn classification() {
-        assert_eq!(Endpoint::classify("/v1/chat/completions"), Some(Endpoint::ChatCompletions));
-        assert_eq!(Endpoint::classify("/v1/chat/completions?x=1"), Some(Endpoint::ChatCompletions));
+        assert_eq!(
+            Endpoint::classify("/v1/chat/completions"),
+            Some(Endpoint::ChatCompletions)
+        );
+        assert_eq!(
+            Endpoint::classify("/v1/chat/completions?x=1"),
+            Some(Endpoint::ChatCompletions)
+        );
         assert_eq!(Endpoint::classify("/v1/models/"), Some(Endpoint::Models));
-        assert_eq!(Endpoint::classify("/v1/embeddings"), Some(Endpoint::Embeddings));
-        assert_eq!(Endpoint::classify("/v1/completions"), Some(Endpoint::Completions));
+        assert_eq!(
+            Endpoint::classify("/v1/embeddings"),
+            Some(Endpoint::Embeddings)
+        );
+        assert_eq!(
+            Endpoint::classify("/v1/completions"),
+            Some(Endpoint::Completions)
+        );
         assert_eq!(Endpoint::classify("/v1/chat/completionsX"), None);
         assert_eq!(Endpoint::classify("/healthz"), None);
     }
