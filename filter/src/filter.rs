@@ -34,6 +34,9 @@ pub const BACKEND_HEADER: &str = "x-aigw-backend";
 /// Internal response header: the model name the backend was asked for, when overridden.
 pub const MODEL_OVERRIDE_HEADER: &str = "x-aigw-model-override";
 
+/// Headers a client may not send: the gateway alone sets them.
+const CLIENT_FORBIDDEN_HEADERS: [&str; 3] = [MODEL_HEADER, BACKEND_HEADER, MODEL_OVERRIDE_HEADER];
+
 /// Where in Envoy's filter chains an instance runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FilterRole {
@@ -248,11 +251,13 @@ impl HttpFilter {
         end_of_stream: bool,
         out: &mut Vec<Action>,
     ) -> Status {
-        // Only the gateway decides the routing header, whatever the path.
-        if headers.get(MODEL_HEADER).is_some() {
-            out.push(Action::RemoveHeader {
-                name: MODEL_HEADER.to_string(),
-            });
+        // Only the gateway sets the routing and internal headers, whatever the path.
+        for name in CLIENT_FORBIDDEN_HEADERS {
+            if headers.get(name).is_some() {
+                out.push(Action::RemoveHeader {
+                    name: name.to_string(),
+                });
+            }
         }
         let path = headers.get(":path").unwrap_or_default();
         let Some(endpoint) = Endpoint::classify(&path) else {
@@ -718,6 +723,26 @@ mod tests {
         assert!(out
             .iter()
             .any(|a| matches!(a, Action::SetHeader { value, .. } if value == "gpt-4o-mini")));
+        let (_, out, _) = request(
+            &[
+                (":method", "POST"),
+                (":path", "/v1/chat/completions"),
+                (BACKEND_HEADER, "x"),
+                (MODEL_OVERRIDE_HEADER, "y"),
+            ],
+            br#"{"model":"gpt-4o-mini"}"#,
+        );
+        assert_eq!(
+            &out[..2],
+            &[
+                Action::RemoveHeader {
+                    name: BACKEND_HEADER.into()
+                },
+                Action::RemoveHeader {
+                    name: MODEL_OVERRIDE_HEADER.into()
+                },
+            ]
+        );
     }
 
     #[test]

@@ -1,1 +1,15 @@
-//! Host layers for the AI gateway core (placeholder; see native.rs / wasm.rs).
+//! Host layers for the AI gateway core (`aigw_filter`): they move headers and body
+//! bytes between a host and the core's per-request machine, and apply the actions it
+//! answers with. Nothing else happens here.
+//!
+//! - Native build: `libaigw.so`, an Envoy dynamic module. `abi` is our binding over
+//!   Envoy's C ABI (all `unsafe` lives there); `native` exports the hooks Envoy calls.
+//! - wasm32 build: `aigw.wasm`, a proxy-wasm filter.
+
+#[cfg(not(target_arch = "wasm32"))]
+mod abi;
+#[cfg(not(target_arch = "wasm32"))]
+mod native;
+
+#[cfg(target_arch = "wasm32")]
+mod wasm;

@@ -1,0 +1,338 @@
+//! The standalone Envoy bootstrap: a listener whose HTTP connection manager runs
+//! the router-level filter instance (`aigw`) before Envoy's router, one route per
+//! (rule, match) keyed on the `x-ai-eg-model` header, a catch-all, and one
+//! cluster per rule.
+//!
+//! One cluster per rule rather than per backend: Envoy's priorities (fallback) and
+//! retries only span the endpoints of one cluster, and a retry must be able to land
+//! on another provider. Each backend is its own locality in the rule's cluster,
+//! weighted by its backendRef weight at its backendRef priority, and each endpoint
+//! names its backend in host metadata (`io.envoy.ai_gateway: {backend: ...}`),
+//! where the upstream filter instance (`aigw_upstream`) reads it on every attempt.
+//! TLS differs per backend, so it is chosen per endpoint with
+//! `transport_socket_matches`.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Map, Value};
+
+use crate::compile::{Options, Plan, PlanBackend, PlanRoute, FILTER_METADATA_KEYS};
+use crate::diag::{Diagnostic, Severity};
+use crate::resources::{Address, MODEL_HEADER};
+use crate::units::envoy_duration;
+
+const METADATA_NAMESPACE: &str = aigw_filter::METADATA_NAMESPACE;
+/// Endpoint metadata key the upstream instance reads the backend name from.
+const BACKEND_KEY: &str = "backend";
+/// `envoy.transport_socket_match` key selecting a backend's TLS settings.
+const TLS_MATCH_KEY: &str = "aigw_backend";
+
+pub(crate) fn bootstrap(
+    plan: &Plan,
+    config_json: &str,
+    o: &Options,
+    diags: &mut Vec<Diagnostic>,
+) -> Value {
+    let filter = |filter_name: &str| {
+        json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": o.module_name},
+            "filter_name": filter_name,
+            "filter_config": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": config_json,
+            },
+        })
+    };
+
+    let mut routes: Vec<Value> = plan.routes.iter().flat_map(envoy_routes).collect();
+    routes.push(json!({
+        "name": "catch_all",
+        "match": {"prefix": "/"},
+        "direct_response": {
+            "status": 404,
+            "body": {"inline_string": "{\"error\":{\"message\":\"No route matches this request\",\"type\":\"invalid_request_error\",\"code\":\"route_not_found\"}}"},
+        },
+        "response_headers_to_add": [
+            {"header": {"key": "content-type", "value": "application/json"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        ],
+    }));
+
+    let hcm = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "aigw",
+        "preserve_external_request_id": true,
+        "stream_idle_timeout": "300s",
+        "access_log": [access_log(plan, o, diags)],
+        "http_filters": [
+            {"name": "aigw", "typed_config": filter("aigw")},
+            {"name": "envoy.filters.http.router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+            }},
+        ],
+        "route_config": {
+            "name": "aigw",
+            "virtual_hosts": [{"name": "aigw", "domains": ["*"], "routes": routes}],
+        },
+    });
+
+    let upstream_filter = filter("aigw_upstream");
+    let clusters: Vec<Value> = plan
+        .routes
+        .iter()
+        .map(|r| cluster(plan, r, &upstream_filter, o))
+        .collect();
+
+    let mut root = Map::new();
+    if let Some(port) = o.admin_port {
+        root.insert(
+            "admin".into(),
+            json!({"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}),
+        );
+    }
+    root.insert(
+        "static_resources".into(),
+        json!({
+            "listeners": [{
+                "name": "aigw",
+                "address": {"socket_address": {"address": o.listen_address, "port_value": o.listen_port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": hcm,
+                }]}],
+            }],
+            "clusters": clusters,
+        }),
+    );
+    Value::Object(root)
+}
+
+/// One Envoy route per match of the rule: Gateway API ORs matches, ANDs headers.
+fn envoy_routes(r: &PlanRoute) -> Vec<Value> {
+    r.matches
+        .iter()
+        .map(|(model, extra)| {
+            let mut headers = vec![json!({"name": MODEL_HEADER, "string_match": {"exact": model}})];
+            headers.extend(
+                extra
+                    .iter()
+                    .map(|(n, v)| json!({"name": n, "string_match": {"exact": v}})),
+            );
+            let mut action = Map::new();
+            action.insert("cluster".into(), json!(r.name));
+            action.insert("timeout".into(), json!(envoy_duration(r.timeout_ms)));
+            // Each backend's endpoints carry their hostname; the upstream expects it.
+            action.insert("auto_host_rewrite".into(), json!(true));
+            if let Some(ms) = r.per_try_timeout_ms {
+                // No retry_on: no retries, only the per-attempt bound.
+                action.insert(
+                    "retry_policy".into(),
+                    json!({"per_try_timeout": envoy_duration(ms)}),
+                );
+            }
+            json!({
+                "name": r.name,
+                "match": {"prefix": "/", "headers": headers},
+                "route": Value::Object(action),
+            })
+        })
+        .collect()
+}
+
+fn cluster(plan: &Plan, r: &PlanRoute, upstream_filter: &Value, o: &Options) -> Value {
+    // Envoy wants priorities 0..N without gaps; keep their order.
+    let levels: BTreeSet<u32> = r
+        .backends
+        .iter()
+        .filter(|b| b.weight > 0)
+        .map(|b| b.priority)
+        .collect();
+    let level = |p: u32| levels.iter().position(|&l| l == p).unwrap_or(0);
+
+    let mut localities = Vec::new();
+    let mut tls_matches = Vec::new();
+    let mut dns = false;
+    for rb in &r.backends {
+        // Weight 0 means no traffic (Gateway API); Envoy refuses a zero locality weight.
+        if rb.weight == 0 {
+            continue;
+        }
+        let b = &plan.backends[rb.backend];
+        let tls = b.tls.as_ref().map(|t| tls_socket(b, t, o));
+        let lb_endpoints: Vec<Value> = b
+            .endpoints
+            .iter()
+            .map(|e| {
+                let (address, hostname) = match &e.address {
+                    Address::Fqdn(h) => {
+                        dns = true;
+                        (h.as_str(), Some(h.as_str()))
+                    }
+                    Address::Ip(a) => (a.as_str(), None),
+                };
+                let mut md = Map::new();
+                md.insert(METADATA_NAMESPACE.into(), json!({BACKEND_KEY: b.name}));
+                if tls.is_some() {
+                    md.insert(
+                        "envoy.transport_socket_match".into(),
+                        json!({TLS_MATCH_KEY: b.name}),
+                    );
+                }
+                let mut endpoint = Map::new();
+                endpoint.insert(
+                    "address".into(),
+                    json!({"socket_address": {"address": address, "port_value": e.port}}),
+                );
+                if let Some(h) = hostname {
+                    endpoint.insert("hostname".into(), json!(h));
+                }
+                json!({
+                    "endpoint": Value::Object(endpoint),
+                    "metadata": {"filter_metadata": Value::Object(md)},
+                })
+            })
+            .collect();
+        localities.push(json!({
+            "locality": {"sub_zone": b.name},
+            "priority": level(rb.priority),
+            "load_balancing_weight": rb.weight,
+            "lb_endpoints": lb_endpoints,
+        }));
+        if let Some(socket) = tls {
+            tls_matches.push(json!({
+                "name": b.name,
+                "match": {TLS_MATCH_KEY: b.name},
+                "transport_socket": socket,
+            }));
+        }
+    }
+
+    let mut c = Map::new();
+    c.insert("name".into(), json!(r.name));
+    c.insert(
+        "type".into(),
+        json!(if dns { "STRICT_DNS" } else { "STATIC" }),
+    );
+    if dns {
+        c.insert("dns_lookup_family".into(), json!("V4_PREFERRED"));
+    }
+    c.insert("connect_timeout".into(), json!("10s"));
+    c.insert("lb_policy".into(), json!("ROUND_ROBIN"));
+    c.insert(
+        "common_lb_config".into(),
+        json!({"locality_weighted_lb_config": {}}),
+    );
+    c.insert(
+        "load_assignment".into(),
+        json!({"cluster_name": r.name, "endpoints": localities}),
+    );
+    if !tls_matches.is_empty() {
+        c.insert("transport_socket_matches".into(), Value::Array(tls_matches));
+    }
+    c.insert(
+        "typed_extension_protocol_options".into(),
+        json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {}},
+                "http_filters": [
+                    {"name": "aigw_upstream", "typed_config": upstream_filter},
+                    {"name": "envoy.filters.http.upstream_codec", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+                    }},
+                ],
+            }
+        }),
+    );
+    Value::Object(c)
+}
+
+fn tls_socket(b: &PlanBackend, t: &crate::resources::Tls, o: &Options) -> Value {
+    let sni = t.hostname.clone().or_else(|| {
+        b.endpoints.iter().find_map(|e| match &e.address {
+            Address::Fqdn(h) => Some(h.clone()),
+            Address::Ip(_) => None,
+        })
+    });
+    let mut common = Map::new();
+    if !t.insecure {
+        let mut validation = Map::new();
+        validation.insert("trusted_ca".into(), json!({"filename": o.ca_bundle}));
+        if let Some(h) = &sni {
+            validation.insert(
+                "match_typed_subject_alt_names".into(),
+                json!([{"san_type": "DNS", "matcher": {"exact": h}}]),
+            );
+        }
+        common.insert("validation_context".into(), Value::Object(validation));
+    }
+    let mut ctx = Map::new();
+    ctx.insert(
+        "@type".into(),
+        json!("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"),
+    );
+    if let Some(h) = &sni {
+        ctx.insert("sni".into(), json!(h));
+    }
+    ctx.insert("common_tls_context".into(), Value::Object(common));
+    json!({"name": "envoy.transport_sockets.tls", "typed_config": Value::Object(ctx)})
+}
+
+fn access_log(plan: &Plan, o: &Options, diags: &mut Vec<Diagnostic>) -> Value {
+    let mut fields = Map::new();
+    for (k, v) in [
+        ("start_time", "%START_TIME%"),
+        ("request_id", "%REQ(X-REQUEST-ID)%"),
+        ("method", "%REQ(:METHOD)%"),
+        ("path", "%REQ(:PATH)%"),
+        ("status", "%RESPONSE_CODE%"),
+        ("response_code_details", "%RESPONSE_CODE_DETAILS%"),
+        ("response_flags", "%RESPONSE_FLAGS%"),
+        ("upstream_cluster", "%UPSTREAM_CLUSTER%"),
+        ("upstream_host", "%UPSTREAM_HOST%"),
+        ("duration_ms", "%DURATION%"),
+        ("routed_model", "%REQ(X-AI-EG-MODEL)%"),
+    ] {
+        fields.insert(k.into(), json!(v));
+    }
+    let costs = plan
+        .routes
+        .iter()
+        .flat_map(|r| r.costs.iter().map(move |c| (r, c)));
+    let mut keys: Vec<(String, Option<(&PlanRoute, String)>)> = FILTER_METADATA_KEYS
+        .iter()
+        .map(|k| (k.to_string(), None))
+        .collect();
+    for (r, c) in costs {
+        if !keys.iter().any(|(k, _)| *k == c.metadata_key) {
+            keys.push((c.metadata_key.clone(), Some((r, c.path.clone()))));
+        }
+    }
+    for (key, from) in keys {
+        let usable = !key.contains([':', '(', ')', '%']);
+        if !usable || fields.contains_key(&key) {
+            if let Some((r, path)) = from {
+                diags.push(Diagnostic {
+                    severity: Severity::Warning,
+                    source: r.origin.0.clone(),
+                    resource: Some(r.origin.1.clone()),
+                    path: format!("{path}.metadataKey"),
+                    message: format!("metadata key '{key}' is left out of the access log (name clash or unusable characters)"),
+                });
+            }
+            continue;
+        }
+        fields.insert(
+            key.clone(),
+            json!(format!("%DYNAMIC_METADATA({METADATA_NAMESPACE}:{key})%")),
+        );
+    }
+    json!({
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": o.access_log_path,
+            "log_format": {"json_format": Value::Object(fields)},
+        },
+    })
+}

@@ -1,0 +1,20 @@
+//! Compiles Envoy AI Gateway Kubernetes resources (AIGatewayRoute, AIServiceBackend,
+//! BackendSecurityPolicy, with Envoy Gateway `Backend`, Gateway API
+//! `BackendTLSPolicy` and `Secret`) into the aigw filter's JSON config and a
+//! standalone Envoy bootstrap.
+//!
+//! [`compile`] is pure: manifests in, documents or diagnostics out. Reading files,
+//! folders and Secrets is the binary's job (`main.rs`); parsing their text into
+//! [`Manifest`]s is [`manifest::parse_yaml`] / [`manifest::parse_json`].
+
+mod bootstrap;
+pub mod compile;
+pub mod diag;
+pub mod manifest;
+mod read;
+pub mod resources;
+pub mod units;
+
+pub use compile::{compile, compile_with, Options, Output};
+pub use diag::{Diagnostic, ResourceId, Severity, Source};
+pub use manifest::Manifest;

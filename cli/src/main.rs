@@ -1,0 +1,253 @@
+//! `aigw`: compiles Kubernetes resources into the filter config and an Envoy
+//! bootstrap. All I/O lives here: reading files, folders and stdin, writing the
+//! outputs. Nothing is written when any error is found.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use aigw_cli::{compile_with, diag, manifest, Diagnostic, Manifest, Options};
+
+const USAGE: &str = "\
+Compiles Envoy AI Gateway resources into the aigw filter config and an Envoy bootstrap.
+
+Usage: aigw compile [OPTIONS] <PATH>...
+
+<PATH> is a YAML or JSON file (multi-document YAML and `kind: List` are read), a
+folder (its *.yaml, *.yml and *.json files, recursively, in name order), or `-` for
+standard input.
+
+Options:
+  -o, --out-dir <DIR>         write config.json and bootstrap.yaml into DIR [default: .]
+      --config <FILE>         write the filter config to FILE instead
+      --bootstrap <FILE>      write the Envoy bootstrap to FILE instead
+      --check                 only check the resources; write nothing
+      --listen-address <IP>   listener address [default: 0.0.0.0]
+      --listen-port <PORT>    listener port [default: 1975]
+      --admin-port <PORT>     admin port on 127.0.0.1; 0 leaves it out [default: 9901]
+      --access-log <PATH>     access log file [default: /dev/stdout]
+  -q, --quiet                 do not print warnings
+  -h, --help                  print this help
+  -V, --version               print the version
+
+Exit status: 0 compiled, 1 the resources have errors, 2 usage or I/O error.";
+
+struct Args {
+    paths: Vec<String>,
+    out_dir: PathBuf,
+    config: Option<PathBuf>,
+    bootstrap: Option<PathBuf>,
+    check: bool,
+    quiet: bool,
+    options: Options,
+}
+
+enum Command {
+    Compile(Box<Args>),
+    Help,
+    Version,
+}
+
+fn parse_args(argv: &[String]) -> Result<Command, String> {
+    let mut it = argv.iter();
+    match it.next().map(String::as_str) {
+        None | Some("-h" | "--help" | "help") => return Ok(Command::Help),
+        Some("-V" | "--version") => return Ok(Command::Version),
+        Some("compile") => {}
+        Some(other) => return Err(format!("unknown command '{other}'")),
+    }
+    let mut a = Args {
+        paths: Vec::new(),
+        out_dir: PathBuf::from("."),
+        config: None,
+        bootstrap: None,
+        check: false,
+        quiet: false,
+        options: Options::default(),
+    };
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        let port = |name: &str, v: String| {
+            v.parse::<u16>()
+                .map_err(|_| format!("{name}: '{v}' is not a port number"))
+        };
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-o" | "--out-dir" => a.out_dir = value(arg)?.into(),
+            "--config" => a.config = Some(value(arg)?.into()),
+            "--bootstrap" => a.bootstrap = Some(value(arg)?.into()),
+            "--check" => a.check = true,
+            "-q" | "--quiet" => a.quiet = true,
+            "--listen-address" => a.options.listen_address = value(arg)?,
+            "--listen-port" => a.options.listen_port = port(arg, value(arg)?)?,
+            "--admin-port" => {
+                let p = port(arg, value(arg)?)?;
+                a.options.admin_port = (p != 0).then_some(p);
+            }
+            "--access-log" => a.options.access_log_path = value(arg)?,
+            "-" => a.paths.push(arg.clone()),
+            s if s.starts_with('-') => return Err(format!("unknown option '{s}'")),
+            s => a.paths.push(s.to_string()),
+        }
+    }
+    if a.paths.is_empty() {
+        return Err("no input: give at least one file or folder".into());
+    }
+    Ok(Command::Compile(Box::new(a)))
+}
+
+fn is_manifest_file(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
+}
+
+/// Files under `dir`, recursively, sorted by path so output does not depend on
+/// the file system's order.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if is_manifest_file(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Reads the inputs; files in `skip` (this run's own outputs, when a folder
+/// holding them is compiled again) are left out.
+fn read_inputs(
+    paths: &[String],
+    skip: &[PathBuf],
+) -> Result<(Vec<Manifest>, Vec<Diagnostic>), String> {
+    let mut files = Vec::new();
+    for p in paths {
+        let path = Path::new(p);
+        if p == "-" {
+            files.push(PathBuf::from("-"));
+        } else if path.is_dir() {
+            let mut found = Vec::new();
+            walk(path, &mut found).map_err(|e| format!("{p}: {e}"))?;
+            files.extend(found.into_iter().filter(|f| {
+                let canonical = f.canonicalize().ok();
+                !skip.iter().any(|s| Some(s) == canonical.as_ref())
+            }));
+        } else {
+            files.push(path.to_path_buf());
+        }
+    }
+    let mut manifests = Vec::new();
+    let mut diags = Vec::new();
+    for f in files {
+        let name = f.display().to_string();
+        let text = if name == "-" {
+            std::io::read_to_string(std::io::stdin()).map_err(|e| format!("<stdin>: {e}"))?
+        } else {
+            std::fs::read_to_string(&f).map_err(|e| format!("{name}: {e}"))?
+        };
+        let (ms, ds) = if f.extension().and_then(|e| e.to_str()) == Some("json") {
+            manifest::parse_json(&name, &text)
+        } else {
+            manifest::parse_yaml(&name, &text)
+        };
+        manifests.extend(ms);
+        diags.extend(ds);
+    }
+    Ok((manifests, diags))
+}
+
+/// Writes through a temporary file and a rename, so a reader never sees half a file.
+fn write_atomic(path: &Path, contents: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, contents).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn run(a: Box<Args>) -> Result<ExitCode, String> {
+    let config = a
+        .config
+        .clone()
+        .unwrap_or_else(|| a.out_dir.join("config.json"));
+    let bootstrap = a
+        .bootstrap
+        .clone()
+        .unwrap_or_else(|| a.out_dir.join("bootstrap.yaml"));
+    let outputs: Vec<PathBuf> = [&config, &bootstrap]
+        .iter()
+        .filter_map(|p| p.canonicalize().ok())
+        .collect();
+    let (manifests, read_diags) = read_inputs(&a.paths, &outputs)?;
+    let result = compile_with(&manifests, &a.options);
+    let mut diags = read_diags;
+    let output = match result {
+        Ok(out) => {
+            diags.extend(out.warnings.iter().cloned());
+            Some(out)
+        }
+        Err(ds) => {
+            diags.extend(ds);
+            None
+        }
+    };
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    let shown: Vec<Diagnostic> = diags
+        .into_iter()
+        .filter(|d| d.is_error() || !a.quiet)
+        .collect();
+    eprint!("{}", diag::render(&shown));
+    let Some(out) = output.filter(|_| errors == 0) else {
+        eprintln!("aigw: {errors} error(s); nothing written");
+        return Ok(ExitCode::from(1));
+    };
+    if a.check {
+        eprintln!("aigw: ok ({} resources)", manifests.len());
+        return Ok(ExitCode::SUCCESS);
+    }
+    write_atomic(&config, &out.config_json)?;
+    write_atomic(&bootstrap, &out.bootstrap_yaml)?;
+    eprintln!(
+        "aigw: wrote {} and {}",
+        config.display(),
+        bootstrap.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    match parse_args(&argv) {
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Version) => {
+            println!("aigw {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Compile(a)) => match run(a) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("aigw: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Err(e) => {
+            eprintln!("aigw: {e}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}

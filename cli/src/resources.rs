@@ -1,0 +1,1253 @@
+//! Typed views of the input resources, read from manifests with every field checked
+//! against the rules the CRDs state (required fields, enums, ranges, exactly-one-of).
+//!
+//! Reading never stops at the first problem: a resource with errors is still
+//! returned with what could be read, so references to it resolve and the user
+//! gets each problem once, at its own path.
+
+use serde_json::Value;
+
+use crate::diag::{Diagnostic, Reporter, ResourceId, Source};
+use crate::manifest::Manifest;
+use crate::read::{at, Obj};
+use crate::units::{parse_duration, parse_rfc3339};
+
+/// Envoy AI Gateway's API group.
+pub const AIGW_GROUP: &str = "aigateway.envoyproxy.io";
+/// Envoy Gateway's API group (its `Backend`).
+pub const EG_GROUP: &str = "gateway.envoyproxy.io";
+/// Gateway API's group (`BackendTLSPolicy`).
+pub const GWAPI_GROUP: &str = "gateway.networking.k8s.io";
+/// kgateway's API group: recognised, not compiled yet.
+pub const KGATEWAY_GROUP: &str = "gateway.kgateway.dev";
+
+/// The routing header the filter writes the model into.
+pub const MODEL_HEADER: &str = aigw_filter::MODEL_HEADER;
+
+/// Identity and origin of a resource.
+#[derive(Clone, Debug)]
+pub struct Meta {
+    pub id: ResourceId,
+    pub source: Source,
+    /// `metadata.creationTimestamp`, Unix seconds.
+    pub created: Option<i64>,
+}
+
+#[derive(Debug)]
+pub struct HeaderMatch {
+    pub name: String,
+    pub value: String,
+    pub path: String,
+}
+
+#[derive(Debug)]
+pub struct RuleMatch {
+    pub headers: Vec<HeaderMatch>,
+}
+
+#[derive(Debug)]
+pub struct BackendRef {
+    pub name: String,
+    pub namespace: Option<String>,
+    pub weight: u32,
+    pub priority: u32,
+    pub model_name_override: Option<String>,
+    pub path: String,
+}
+
+#[derive(Debug)]
+pub struct Rule {
+    pub path: String,
+    pub matches: Vec<RuleMatch>,
+    pub backend_refs: Vec<BackendRef>,
+    pub request_timeout_ms: Option<u64>,
+    pub backend_request_timeout_ms: Option<u64>,
+    pub owned_by: Option<String>,
+    pub created_at: Option<i64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Cost {
+    pub metadata_key: String,
+    pub kind: String,
+    pub cel: Option<String>,
+    pub path: String,
+}
+
+#[derive(Debug)]
+pub struct AiGatewayRoute {
+    pub meta: Meta,
+    pub rules: Vec<Rule>,
+    pub costs: Vec<Cost>,
+}
+
+#[derive(Debug)]
+pub struct AiServiceBackend {
+    pub meta: Meta,
+    pub schema_name: Option<String>,
+    pub schema_version: Option<String>,
+    /// Envoy Gateway `Backend` (namespace, name).
+    pub backend: Option<(String, String)>,
+    pub security_policy: Option<String>,
+}
+
+/// A Secret key a policy needs, and where it is asked for.
+#[derive(Debug)]
+pub struct SecretUse {
+    pub namespace: String,
+    pub name: String,
+    pub key: &'static str,
+    pub path: String,
+}
+
+#[derive(Debug)]
+pub struct BackendSecurityPolicy {
+    pub meta: Meta,
+    pub kind: Option<String>,
+    /// v1beta1 `targetRefs`: AIServiceBackend names in the policy's namespace.
+    pub targets: Vec<(String, String)>,
+    pub secrets: Vec<SecretUse>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    Fqdn(String),
+    Ip(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub address: Address,
+    pub port: u16,
+}
+
+/// Upstream TLS for a Backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// SNI and the name the certificate must carry; defaults to the FQDN.
+    pub hostname: Option<String>,
+    /// Skip certificate verification (Backend `tls.insecureSkipVerify`).
+    pub insecure: bool,
+}
+
+#[derive(Debug)]
+pub struct EgBackend {
+    pub meta: Meta,
+    pub endpoints: Vec<Endpoint>,
+    pub tls: Option<Tls>,
+}
+
+#[derive(Debug)]
+pub struct BackendTlsPolicy {
+    pub meta: Meta,
+    /// Envoy Gateway Backend names (same namespace) this policy applies to.
+    pub backends: Vec<(String, String)>,
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Secret {
+    pub meta: Meta,
+    pub keys: Vec<String>,
+}
+
+/// Everything read from the input, in input order.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    pub routes: Vec<AiGatewayRoute>,
+    pub service_backends: Vec<AiServiceBackend>,
+    pub security_policies: Vec<BackendSecurityPolicy>,
+    pub backends: Vec<EgBackend>,
+    pub tls_policies: Vec<BackendTlsPolicy>,
+    pub secrets: Vec<Secret>,
+}
+
+const METADATA_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
+
+/// Reads every manifest into [`Inputs`], reporting into `diags`.
+pub fn read_all(manifests: &[Manifest], diags: &mut Vec<Diagnostic>) -> Inputs {
+    let mut inputs = Inputs::default();
+    for m in manifests {
+        read_one(m, &mut inputs, diags);
+    }
+    inputs
+}
+
+fn read_one(m: &Manifest, inputs: &mut Inputs, diags: &mut Vec<Diagnostic>) {
+    let mut r = Reporter {
+        source: &m.source,
+        resource: None,
+        out: diags,
+    };
+    let Some(top) = m.value.as_object() else {
+        r.error("", "a resource must be an object");
+        return;
+    };
+    let top = Obj { map: top, path: "" };
+    let (Some(api_version), Some(kind)) = (
+        top.str_req("apiVersion", &mut r),
+        top.str_req("kind", &mut r),
+    ) else {
+        return;
+    };
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version),
+    };
+    let Some(meta) = read_meta(&top, kind, &m.source, &mut r) else {
+        return;
+    };
+    r.resource = Some(meta.id.clone());
+
+    let aigw_version_ok = matches!(version, "v1alpha1" | "v1beta1");
+    match (group, kind) {
+        (AIGW_GROUP, "AIGatewayRoute" | "AIServiceBackend" | "BackendSecurityPolicy")
+            if !aigw_version_ok =>
+        {
+            r.error(
+                "apiVersion",
+                format!("unsupported version '{version}', expected v1alpha1 or v1beta1"),
+            );
+        }
+        (AIGW_GROUP, "AIGatewayRoute") => {
+            check_top(&top, &[], &mut r);
+            if let Some(spec) = spec(&top, &mut r) {
+                inputs.routes.push(read_route(meta, spec, &mut r));
+            }
+        }
+        (AIGW_GROUP, "AIServiceBackend") => {
+            check_top(&top, &[], &mut r);
+            if let Some(spec) = spec(&top, &mut r) {
+                inputs
+                    .service_backends
+                    .push(read_service_backend(meta, spec, &mut r));
+            }
+        }
+        (AIGW_GROUP, "BackendSecurityPolicy") => {
+            check_top(&top, &[], &mut r);
+            if let Some(spec) = spec(&top, &mut r) {
+                inputs
+                    .security_policies
+                    .push(read_security_policy(meta, spec, &mut r));
+            }
+        }
+        (EG_GROUP, "Backend") => {
+            check_top(&top, &[], &mut r);
+            if let Some(spec) = spec(&top, &mut r) {
+                inputs.backends.push(read_eg_backend(meta, spec, &mut r));
+            }
+        }
+        (GWAPI_GROUP, "BackendTLSPolicy") => {
+            check_top(&top, &[], &mut r);
+            if let Some(spec) = spec(&top, &mut r) {
+                inputs
+                    .tls_policies
+                    .push(read_tls_policy(meta, spec, &mut r));
+            }
+        }
+        ("", "Secret") => {
+            check_top(&top, &["data", "stringData", "type", "immutable"], &mut r);
+            inputs.secrets.push(read_secret(meta, &top, &mut r));
+        }
+        (KGATEWAY_GROUP, _) => r.warn("", "kgateway resources are not compiled yet; ignored"),
+        (AIGW_GROUP, _) => r.warn("", format!("{kind} is not compiled yet; ignored")),
+        _ => r.warn(
+            "",
+            format!("{api_version} {kind} is not used by the compiler; ignored"),
+        ),
+    }
+}
+
+fn check_top(top: &Obj<'_, '_>, extra: &[&str], r: &mut Reporter<'_>) {
+    for k in top.map.keys() {
+        if !METADATA_FIELDS.contains(&k.as_str()) && !extra.contains(&k.as_str()) {
+            r.warn(k.as_str(), "unknown field, ignored");
+        }
+    }
+}
+
+fn spec<'v>(top: &Obj<'v, '_>, r: &mut Reporter<'_>) -> Option<Obj<'v, 'static>> {
+    let Some(v) = top.get("spec") else {
+        r.error("spec", "is required");
+        return None;
+    };
+    let Value::Object(map) = v else {
+        r.error("spec", "must be an object");
+        return None;
+    };
+    Some(Obj { map, path: "spec" })
+}
+
+fn read_meta(top: &Obj<'_, '_>, kind: &str, source: &Source, r: &mut Reporter<'_>) -> Option<Meta> {
+    let Some(v) = top.get("metadata") else {
+        r.error("metadata", "is required");
+        return None;
+    };
+    let Value::Object(map) = v else {
+        r.error("metadata", "must be an object");
+        return None;
+    };
+    // Metadata carries many server-set fields; only the ones used are checked.
+    let md = Obj {
+        map,
+        path: "metadata",
+    };
+    let name = md.str_req("name", r)?;
+    let namespace = md
+        .str_opt("namespace", r)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default");
+    r.resource = Some(ResourceId {
+        kind: kind.to_string(),
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    });
+    if !is_dns_subdomain(name) {
+        r.error(
+            "metadata.name",
+            format!("'{name}' is not a valid Kubernetes name (lowercase RFC 1123 subdomain)"),
+        );
+    }
+    if !is_dns_subdomain(namespace) {
+        r.error(
+            "metadata.namespace",
+            format!("'{namespace}' is not a valid Kubernetes namespace"),
+        );
+    }
+    let created = md
+        .str_opt("creationTimestamp", r)
+        .and_then(|s| match parse_rfc3339(s) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                r.error("metadata.creationTimestamp", e);
+                None
+            }
+        });
+    Some(Meta {
+        id: ResourceId {
+            kind: kind.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        },
+        source: source.clone(),
+        created,
+    })
+}
+
+/// Lowercase RFC 1123 subdomain, as Kubernetes requires of most names.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Iterates a list's object items with their paths; non-objects are reported.
+fn objects<'v>(
+    list: &'v [Value],
+    path: &str,
+    known: &[&str],
+    r: &mut Reporter<'_>,
+    mut f: impl FnMut(Obj<'v, '_>, &mut Reporter<'_>),
+) {
+    for (i, v) in list.iter().enumerate() {
+        let p = at(path, i);
+        if let Some(o) = Obj::new(v, &p, known, r) {
+            f(o, r);
+        }
+    }
+}
+
+fn sub<'v, 'p>(
+    parent: &Obj<'v, '_>,
+    key: &str,
+    path: &'p str,
+    known: &[&str],
+    r: &mut Reporter<'_>,
+) -> Option<Obj<'v, 'p>> {
+    Obj::new(parent.get(key)?, path, known, r)
+}
+
+fn enum_value(
+    o: &Obj<'_, '_>,
+    key: &str,
+    allowed: &[&str],
+    required: bool,
+    r: &mut Reporter<'_>,
+) -> Option<String> {
+    let v = if required {
+        o.str_req(key, r)?
+    } else {
+        o.str_opt(key, r)?
+    };
+    if !allowed.contains(&v) {
+        r.error(
+            o.path(key),
+            format!(
+                "unsupported value '{v}', expected one of: {}",
+                allowed.join(", ")
+            ),
+        );
+        return None;
+    }
+    Some(v.to_string())
+}
+
+fn unsupported(o: &Obj<'_, '_>, keys: &[&str], r: &mut Reporter<'_>) {
+    for k in keys {
+        if o.has(k) {
+            r.error(o.path(k), "is not supported by the compiler yet");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- AIGatewayRoute
+
+fn read_route(meta: Meta, spec: Obj<'_, '_>, r: &mut Reporter<'_>) -> AiGatewayRoute {
+    let known = [
+        "targetRefs",
+        "parentRefs",
+        "schema",
+        "rules",
+        "filterConfig",
+        "llmRequestCosts",
+    ];
+    for k in spec.map.keys() {
+        if !known.contains(&k.as_str()) {
+            r.warn(spec.path(k), "unknown field, ignored");
+        }
+    }
+
+    let target_refs = spec.list_opt("targetRefs", 128, r);
+    if target_refs.is_some_and(<[Value]>::is_empty) {
+        r.error("spec.targetRefs", "must have at least 1 item");
+    }
+    objects(
+        target_refs.unwrap_or_default(),
+        "spec.targetRefs",
+        &["group", "kind", "name", "sectionName"],
+        r,
+        |o, r| {
+            o.str_req("name", r);
+        },
+    );
+    let parent_refs = spec.list_opt("parentRefs", 16, r);
+    objects(
+        parent_refs.unwrap_or_default(),
+        "spec.parentRefs",
+        &["group", "kind", "namespace", "name", "sectionName", "port"],
+        r,
+        |o, r| {
+            o.str_req("name", r);
+            if let Some(k) = o.str_opt("kind", r) {
+                if k != "Gateway" {
+                    r.error(o.path("kind"), "only Gateway is supported");
+                }
+            }
+        },
+    );
+    if target_refs.is_none() && parent_refs.is_none() {
+        r.warn("spec", "no targetRefs or parentRefs: attached to no Gateway in Kubernetes (the standalone bootstrap serves it)");
+    }
+
+    if let Some(schema) = sub(&spec, "schema", "spec.schema", &["name", "version"], r) {
+        if let Some(name) = schema.str_req("name", r) {
+            if name != "OpenAI" {
+                r.error(
+                    "spec.schema.name",
+                    format!("the input schema must be OpenAI, found '{name}'"),
+                );
+            }
+        }
+        schema.str_opt("version", r);
+    }
+
+    if let Some(fc) = sub(
+        &spec,
+        "filterConfig",
+        "spec.filterConfig",
+        &["type", "externalProcessor"],
+        r,
+    ) {
+        enum_value(
+            &fc,
+            "type",
+            &["ExternalProcessor", "DynamicModule"],
+            false,
+            r,
+        );
+    }
+
+    let mut costs = Vec::new();
+    objects(
+        spec.list_opt("llmRequestCosts", 36, r).unwrap_or_default(),
+        "spec.llmRequestCosts",
+        &["metadataKey", "type", "cel"],
+        r,
+        |o, r| {
+            if let Some(c) = read_cost(&o, r) {
+                costs.push(c);
+            }
+        },
+    );
+    let mut seen = std::collections::HashMap::new();
+    for c in &costs {
+        if let Some(first) = seen.insert(c.metadata_key.clone(), c.path.clone()) {
+            r.error(
+                format!("{}.metadataKey", c.path),
+                format!(
+                    "duplicate metadata key '{}' (also at {first})",
+                    c.metadata_key
+                ),
+            );
+        }
+    }
+
+    let mut rules = Vec::new();
+    match spec.list_opt("rules", 128, r) {
+        None if !spec.has("rules") => r.error("spec.rules", "is required"),
+        None => {}
+        Some([]) => r.warn("spec.rules", "no rules: this route serves nothing"),
+        Some(list) => objects(
+            list,
+            "spec.rules",
+            &[
+                "backendRefs",
+                "matches",
+                "timeouts",
+                "modelsOwnedBy",
+                "modelsCreatedAt",
+                "name",
+            ],
+            r,
+            |o, r| rules.push(read_rule(&o, r)),
+        ),
+    }
+    AiGatewayRoute { meta, rules, costs }
+}
+
+const COST_TYPES: &[&str] = &["OutputToken", "InputToken", "TotalToken", "CEL"];
+
+fn read_cost(o: &Obj<'_, '_>, r: &mut Reporter<'_>) -> Option<Cost> {
+    let key = o.str_req("metadataKey", r);
+    let kind = enum_value(o, "type", COST_TYPES, true, r);
+    let cel = o.str_opt("cel", r);
+    match (kind.as_deref(), cel) {
+        (Some("CEL"), None) => r.error(o.path("cel"), "is required when type is CEL"),
+        (Some("CEL"), Some("")) => r.error(o.path("cel"), "must not be empty"),
+        (Some(k), Some(_)) if k != "CEL" => {
+            r.warn(o.path("cel"), format!("ignored: type is {k}, not CEL"))
+        }
+        _ => {}
+    }
+    let cel = cel
+        .filter(|_| kind.as_deref() == Some("CEL"))
+        .map(str::to_string);
+    Some(Cost {
+        metadata_key: key?.to_string(),
+        kind: kind?,
+        cel,
+        path: o.path.to_string(),
+    })
+}
+
+fn read_rule(o: &Obj<'_, '_>, r: &mut Reporter<'_>) -> Rule {
+    let mut matches = Vec::new();
+    objects(
+        o.list_opt("matches", 128, r).unwrap_or_default(),
+        &o.path("matches"),
+        &["headers", "path", "queryParams", "method"],
+        r,
+        |m, r| {
+            unsupported(&m, &["path", "queryParams", "method"], r);
+            let mut headers: Vec<HeaderMatch> = Vec::new();
+            objects(
+                m.list_opt("headers", 16, r).unwrap_or_default(),
+                &m.path("headers"),
+                &["type", "name", "value"],
+                r,
+                |h, r| {
+                    if let Some(t) =
+                        enum_value(&h, "type", &["Exact", "RegularExpression"], false, r)
+                    {
+                        if t == "RegularExpression" {
+                            r.error(h.path("type"), "only Exact header matches are supported");
+                        }
+                    }
+                    let (Some(name), Some(value)) = (h.str_req("name", r), h.str_req("value", r))
+                    else {
+                        return;
+                    };
+                    if headers.iter().any(|x| x.name.eq_ignore_ascii_case(name)) {
+                        r.error(
+                            h.path("name"),
+                            format!("duplicate header '{name}' in one match"),
+                        );
+                        return;
+                    }
+                    headers.push(HeaderMatch {
+                        name: name.to_ascii_lowercase(),
+                        value: value.to_string(),
+                        path: h.path("value"),
+                    });
+                },
+            );
+            matches.push(RuleMatch { headers });
+        },
+    );
+
+    let mut backend_refs = Vec::new();
+    let refs = o.list_opt("backendRefs", 128, r);
+    if refs.is_none_or(<[Value]>::is_empty) {
+        r.error(
+            o.path("backendRefs"),
+            "must list at least one backend (a rule without backends cannot serve requests)",
+        );
+    }
+    objects(
+        refs.unwrap_or_default(),
+        &o.path("backendRefs"),
+        &[
+            "name",
+            "namespace",
+            "group",
+            "kind",
+            "weight",
+            "priority",
+            "modelNameOverride",
+            "headerMutation",
+            "bodyMutation",
+        ],
+        r,
+        |b, r| {
+            unsupported(&b, &["headerMutation", "bodyMutation"], r);
+            if b.has("group") || b.has("kind") {
+                r.error(
+                    b.path("kind"),
+                    "only AIServiceBackend references are supported (InferencePool is not yet)",
+                );
+            }
+            let name = b.str_req("name", r);
+            let namespace = b.str_opt("namespace", r).filter(|s| !s.is_empty());
+            let weight = b.int_opt("weight", 0, 1_000_000, r).unwrap_or(1) as u32;
+            let priority = b
+                .int_opt("priority", 0, i64::from(u32::MAX), r)
+                .unwrap_or(0) as u32;
+            let model_name_override = match b.str_opt("modelNameOverride", r) {
+                Some("") | None => None,
+                Some(m) => Some(m.to_string()),
+            };
+            if let Some(name) = name {
+                backend_refs.push(BackendRef {
+                    name: name.to_string(),
+                    namespace: namespace.map(str::to_string),
+                    weight,
+                    priority,
+                    model_name_override,
+                    path: b.path.to_string(),
+                });
+            }
+        },
+    );
+
+    let (mut request_timeout_ms, mut backend_request_timeout_ms) = (None, None);
+    let tpath = o.path("timeouts");
+    if let Some(t) = sub(o, "timeouts", &tpath, &["request", "backendRequest"], r) {
+        let dur = |key: &str, r: &mut Reporter<'_>| {
+            t.str_opt(key, r).and_then(|s| match parse_duration(s) {
+                Ok(ms) => Some(ms),
+                Err(e) => {
+                    r.error(t.path(key), e);
+                    None
+                }
+            })
+        };
+        request_timeout_ms = dur("request", r);
+        backend_request_timeout_ms = dur("backendRequest", r);
+        if let (Some(req), Some(be)) = (request_timeout_ms, backend_request_timeout_ms) {
+            if req != 0 && (be == 0 || be > req) {
+                r.error(
+                    t.path("backendRequest"),
+                    "must not be longer than timeouts.request",
+                );
+            }
+        }
+    }
+
+    let owned_by = o.str_opt("modelsOwnedBy", r).map(str::to_string);
+    let created_at = o
+        .str_opt("modelsCreatedAt", r)
+        .and_then(|s| match parse_rfc3339(s) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                r.error(o.path("modelsCreatedAt"), e);
+                None
+            }
+        });
+    o.str_opt("name", r);
+
+    Rule {
+        path: o.path.to_string(),
+        matches,
+        backend_refs,
+        request_timeout_ms,
+        backend_request_timeout_ms,
+        owned_by,
+        created_at,
+    }
+}
+
+// ---------------------------------------------------------------- AIServiceBackend
+
+/// Every schema name Envoy AI Gateway knows; only OpenAI is translated today.
+const SCHEMAS: &[&str] = &[
+    "OpenAI",
+    "AWSBedrock",
+    "AzureOpenAI",
+    "GCPVertexAI",
+    "GCPAnthropic",
+    "Anthropic",
+    "AWSAnthropic",
+];
+
+fn read_service_backend(meta: Meta, spec: Obj<'_, '_>, r: &mut Reporter<'_>) -> AiServiceBackend {
+    let known = [
+        "schema",
+        "backendRef",
+        "backendSecurityPolicyRef",
+        "timeouts",
+        "headerMutation",
+        "bodyMutation",
+    ];
+    for k in spec.map.keys() {
+        if !known.contains(&k.as_str()) {
+            r.warn(spec.path(k), "unknown field, ignored");
+        }
+    }
+    unsupported(&spec, &["headerMutation", "bodyMutation"], r);
+    if spec.has("timeouts") {
+        r.warn(
+            "spec.timeouts",
+            "deprecated and ignored: set timeouts on the AIGatewayRoute rule",
+        );
+    }
+
+    let (mut schema_name, mut schema_version) = (None, None);
+    match sub(&spec, "schema", "spec.schema", &["name", "version"], r) {
+        None if !spec.has("schema") => r.error("spec.schema", "is required"),
+        None => {}
+        Some(s) => {
+            schema_name = enum_value(&s, "name", SCHEMAS, true, r);
+            if let Some(n) = schema_name.as_deref().filter(|n| *n != "OpenAI") {
+                r.error(
+                    "spec.schema.name",
+                    format!(
+                        "schema '{n}' is not supported yet: the filter speaks OpenAI only today"
+                    ),
+                );
+            }
+            schema_version = s
+                .str_opt("version", r)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string);
+        }
+    }
+
+    let mut backend = None;
+    match sub(
+        &spec,
+        "backendRef",
+        "spec.backendRef",
+        &["group", "kind", "name", "namespace", "port"],
+        r,
+    ) {
+        None if !spec.has("backendRef") => r.error("spec.backendRef", "is required"),
+        None => {}
+        Some(b) => {
+            let group = b.str_opt("group", r).unwrap_or("");
+            let kind = b.str_opt("kind", r).unwrap_or("Service");
+            if group != EG_GROUP || kind != "Backend" {
+                r.error(
+                    "spec.backendRef",
+                    format!("must reference an Envoy Gateway Backend (group {EG_GROUP}, kind Backend), found kind '{kind}' in group '{group}'"),
+                );
+            }
+            if b.has("port") {
+                r.warn(
+                    "spec.backendRef.port",
+                    "ignored: a Backend's endpoints carry their ports",
+                );
+            }
+            let ns = b
+                .str_opt("namespace", r)
+                .filter(|s| !s.is_empty())
+                .unwrap_or(&meta.id.namespace);
+            if let Some(name) = b.str_req("name", r) {
+                backend = Some((ns.to_string(), name.to_string()));
+            }
+        }
+    }
+
+    let mut security_policy = None;
+    if let Some(p) = sub(
+        &spec,
+        "backendSecurityPolicyRef",
+        "spec.backendSecurityPolicyRef",
+        &["group", "kind", "name"],
+        r,
+    ) {
+        let group = p.str_opt("group", r).unwrap_or(AIGW_GROUP);
+        let kind = p.str_opt("kind", r).unwrap_or("BackendSecurityPolicy");
+        if group != AIGW_GROUP || kind != "BackendSecurityPolicy" {
+            r.error(
+                "spec.backendSecurityPolicyRef",
+                format!("must reference a BackendSecurityPolicy of {AIGW_GROUP}"),
+            );
+        }
+        security_policy = p.str_req("name", r).map(str::to_string);
+    }
+
+    AiServiceBackend {
+        meta,
+        schema_name,
+        schema_version,
+        backend,
+        security_policy,
+    }
+}
+
+// ---------------------------------------------------------------- BackendSecurityPolicy
+
+/// Policy types and the spec field each one requires.
+const POLICY_TYPES: &[(&str, &str)] = &[
+    ("APIKey", "apiKey"),
+    ("AWSCredentials", "awsCredentials"),
+    ("AzureCredentials", "azureCredentials"),
+    ("AzureAPIKey", "azureAPIKey"),
+    ("AnthropicAPIKey", "anthropicAPIKey"),
+    ("GCPCredentials", "gcpCredentials"),
+];
+
+fn read_security_policy(
+    meta: Meta,
+    spec: Obj<'_, '_>,
+    r: &mut Reporter<'_>,
+) -> BackendSecurityPolicy {
+    let mut known: Vec<&str> = POLICY_TYPES.iter().map(|(_, f)| *f).collect();
+    known.extend(["type", "targetRefs"]);
+    for k in spec.map.keys() {
+        if !known.contains(&k.as_str()) {
+            r.warn(spec.path(k), "unknown field, ignored");
+        }
+    }
+    let names: Vec<&str> = POLICY_TYPES.iter().map(|(t, _)| *t).collect();
+    let kind = enum_value(&spec, "type", &names, true, r);
+    let ns = meta.id.namespace.clone();
+    let mut secrets = Vec::new();
+
+    // Exactly the mechanism named by `type`, and no other.
+    for (t, field) in POLICY_TYPES {
+        let wanted = kind.as_deref() == Some(*t);
+        match (wanted, spec.has(field)) {
+            (true, false) => r.error(spec.path(field), format!("is required when type is {t}")),
+            (false, true) if kind.is_some() => r.error(
+                spec.path(field),
+                format!(
+                    "must not be set when type is {}: only one mechanism per policy",
+                    kind.as_deref().unwrap_or_default()
+                ),
+            ),
+            _ => {}
+        }
+    }
+
+    let mut secret_ref = |o: &Obj<'_, '_>,
+                          key: &str,
+                          secret_key: &'static str,
+                          required: bool,
+                          r: &mut Reporter<'_>| {
+        let path = o.path(key);
+        match sub(o, key, &path, &["group", "kind", "name", "namespace"], r) {
+            None if required && !o.has(key) => r.error(path, "is required"),
+            None => {}
+            Some(s) => {
+                if let Some(k) = s.str_opt("kind", r) {
+                    if k != "Secret" {
+                        r.error(s.path("kind"), "must be Secret");
+                    }
+                }
+                let sns = s
+                    .str_opt("namespace", r)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or(&ns)
+                    .to_string();
+                if let Some(name) = s.str_req("name", r) {
+                    secrets.push(SecretUse {
+                        namespace: sns,
+                        name: name.to_string(),
+                        key: secret_key,
+                        path: path.clone(),
+                    });
+                }
+            }
+        }
+    };
+
+    for field in ["apiKey", "azureAPIKey", "anthropicAPIKey"] {
+        let path = spec.path(field);
+        if let Some(o) = sub(&spec, field, &path, &["secretRef"], r) {
+            secret_ref(&o, "secretRef", "apiKey", true, r);
+        }
+    }
+    if let Some(aws) = sub(
+        &spec,
+        "awsCredentials",
+        "spec.awsCredentials",
+        &["region", "credentialsFile", "oidcExchangeToken"],
+        r,
+    ) {
+        aws.str_req("region", r);
+        if aws.has("credentialsFile") && aws.has("oidcExchangeToken") {
+            r.error(
+                "spec.awsCredentials",
+                "only one of credentialsFile or oidcExchangeToken may be set",
+            );
+        }
+        if let Some(cf) = sub(
+            &aws,
+            "credentialsFile",
+            "spec.awsCredentials.credentialsFile",
+            &["secretRef", "profile"],
+            r,
+        ) {
+            secret_ref(&cf, "secretRef", "credentials", true, r);
+            cf.str_opt("profile", r);
+        }
+        let p = "spec.awsCredentials.oidcExchangeToken";
+        if let Some(o) = sub(
+            &aws,
+            "oidcExchangeToken",
+            p,
+            &["oidc", "grantType", "aud", "awsRoleArn"],
+            r,
+        ) {
+            read_oidc(&o, r);
+            o.str_req("awsRoleArn", r);
+        }
+    }
+    if let Some(az) = sub(
+        &spec,
+        "azureCredentials",
+        "spec.azureCredentials",
+        &[
+            "clientID",
+            "tenantID",
+            "clientSecretRef",
+            "oidcExchangeToken",
+        ],
+        r,
+    ) {
+        az.str_req("clientID", r);
+        az.str_req("tenantID", r);
+        if az.has("clientSecretRef") == az.has("oidcExchangeToken") {
+            r.error(
+                "spec.azureCredentials",
+                "exactly one of clientSecretRef or oidcExchangeToken must be specified",
+            );
+        }
+        secret_ref(&az, "clientSecretRef", "client-secret", false, r);
+        let p = "spec.azureCredentials.oidcExchangeToken";
+        if let Some(o) = sub(
+            &az,
+            "oidcExchangeToken",
+            p,
+            &["oidc", "grantType", "aud"],
+            r,
+        ) {
+            read_oidc(&o, r);
+        }
+    }
+    if let Some(v) = spec.get("gcpCredentials") {
+        if !v.is_object() {
+            r.error("spec.gcpCredentials", "must be an object");
+        }
+    }
+
+    let mut targets = Vec::new();
+    objects(
+        spec.list_opt("targetRefs", 16, r).unwrap_or_default(),
+        "spec.targetRefs",
+        &["group", "kind", "name"],
+        r,
+        |t, r| {
+            let kind = t.str_opt("kind", r).unwrap_or("AIServiceBackend");
+            if kind != "AIServiceBackend" {
+                r.error(t.path("kind"), "must be AIServiceBackend");
+            }
+            if let Some(name) = t.str_req("name", r) {
+                targets.push((name.to_string(), t.path("name")));
+            }
+        },
+    );
+
+    BackendSecurityPolicy {
+        meta,
+        kind,
+        targets,
+        secrets,
+    }
+}
+
+fn read_oidc(o: &Obj<'_, '_>, r: &mut Reporter<'_>) {
+    match o.get("oidc") {
+        None => r.error(o.path("oidc"), "is required"),
+        Some(v) if !v.is_object() => r.error(o.path("oidc"), "must be an object"),
+        Some(_) => {}
+    }
+    o.str_opt("grantType", r);
+    o.str_opt("aud", r);
+}
+
+// ---------------------------------------------------------------- Envoy Gateway Backend
+
+fn read_eg_backend(meta: Meta, spec: Obj<'_, '_>, r: &mut Reporter<'_>) -> EgBackend {
+    let known = ["type", "endpoints", "appProtocols", "fallback", "tls"];
+    for k in spec.map.keys() {
+        if !known.contains(&k.as_str()) {
+            r.warn(spec.path(k), "unknown field, ignored");
+        }
+    }
+    if let Some(t) = enum_value(&spec, "type", &["Endpoints", "DynamicResolver"], false, r) {
+        if t == "DynamicResolver" {
+            r.error(
+                "spec.type",
+                "DynamicResolver backends are not supported yet",
+            );
+        }
+    }
+    if spec.has("appProtocols") {
+        r.warn(
+            "spec.appProtocols",
+            "ignored: upstream connections use HTTP/1.1",
+        );
+    }
+    if spec.has("fallback") {
+        r.warn(
+            "spec.fallback",
+            "ignored: the AIGatewayRoute backendRef priority decides fallback",
+        );
+    }
+
+    let mut endpoints = Vec::new();
+    let list = spec.list_opt("endpoints", 64, r);
+    if list.is_none_or(<[Value]>::is_empty) {
+        r.error("spec.endpoints", "must have at least 1 item");
+    }
+    objects(
+        list.unwrap_or_default(),
+        "spec.endpoints",
+        &["fqdn", "ip", "unix", "hostname", "zone"],
+        r,
+        |e, r| {
+            let set: Vec<&str> = ["fqdn", "ip", "unix"]
+                .into_iter()
+                .filter(|k| e.has(k))
+                .collect();
+            if set.len() != 1 {
+                r.error(e.path, "exactly one of fqdn, ip or unix must be specified");
+            }
+            if e.has("unix") {
+                r.error(
+                    e.path("unix"),
+                    "unix domain socket endpoints are not supported yet",
+                );
+            }
+            let port = |o: &Obj<'_, '_>, r: &mut Reporter<'_>| {
+                if !o.has("port") {
+                    r.error(o.path("port"), "is required");
+                }
+                o.int_opt("port", 1, 65535, r).map(|p| p as u16)
+            };
+            let fpath = e.path("fqdn");
+            if let Some(f) = sub(&e, "fqdn", &fpath, &["hostname", "port"], r) {
+                let host = f.str_req("hostname", r);
+                if let Some(h) = host.filter(|h| !is_dns_subdomain(h)) {
+                    r.error(
+                        f.path("hostname"),
+                        format!("'{h}' is not a valid lowercase DNS name"),
+                    );
+                }
+                if let (Some(h), Some(p)) = (host, port(&f, r)) {
+                    endpoints.push(Endpoint {
+                        address: Address::Fqdn(h.to_string()),
+                        port: p,
+                    });
+                }
+            }
+            let ipath = e.path("ip");
+            if let Some(i) = sub(&e, "ip", &ipath, &["address", "port"], r) {
+                let addr = i.str_req("address", r);
+                if let Some(a) = addr.filter(|a| a.parse::<std::net::IpAddr>().is_err()) {
+                    r.error(i.path("address"), format!("'{a}' is not an IP address"));
+                }
+                if let (Some(a), Some(p)) = (addr, port(&i, r)) {
+                    endpoints.push(Endpoint {
+                        address: Address::Ip(a.to_string()),
+                        port: p,
+                    });
+                }
+            }
+        },
+    );
+    let fqdns = endpoints
+        .iter()
+        .filter(|e| matches!(e.address, Address::Fqdn(_)))
+        .count();
+    if fqdns != 0 && fqdns != endpoints.len() {
+        r.error(
+            "spec.endpoints",
+            "fqdn addresses cannot be mixed with other address types",
+        );
+    }
+
+    let mut tls = None;
+    if let Some(t) = sub(
+        &spec,
+        "tls",
+        "spec.tls",
+        &[
+            "caCertificateRefs",
+            "wellKnownCACertificates",
+            "insecureSkipVerify",
+        ],
+        r,
+    ) {
+        let insecure = t.bool_opt("insecureSkipVerify", r).unwrap_or(false);
+        let well_known = enum_value(&t, "wellKnownCACertificates", &["System"], false, r);
+        let ca_refs = t
+            .list_opt("caCertificateRefs", 8, r)
+            .is_some_and(|l| !l.is_empty());
+        if ca_refs {
+            r.error(
+                "spec.tls.caCertificateRefs",
+                "is not supported yet: use wellKnownCACertificates: System",
+            );
+        }
+        if ca_refs && well_known.is_some() {
+            r.error(
+                "spec.tls",
+                "must not contain both caCertificateRefs and wellKnownCACertificates",
+            );
+        }
+        if insecure && (ca_refs || well_known.is_some()) {
+            r.error("spec.tls", "must not contain caCertificateRefs or wellKnownCACertificates when insecureSkipVerify is enabled");
+        }
+        if !insecure && !ca_refs && well_known.is_none() {
+            r.error("spec.tls", "one of caCertificateRefs or wellKnownCACertificates must be specified (or insecureSkipVerify)");
+        }
+        tls = Some(Tls {
+            hostname: None,
+            insecure,
+        });
+    }
+    EgBackend {
+        meta,
+        endpoints,
+        tls,
+    }
+}
+
+// ---------------------------------------------------------------- BackendTLSPolicy
+
+fn read_tls_policy(meta: Meta, spec: Obj<'_, '_>, r: &mut Reporter<'_>) -> BackendTlsPolicy {
+    for k in spec.map.keys() {
+        if !["targetRefs", "validation", "options"].contains(&k.as_str()) {
+            r.warn(spec.path(k), "unknown field, ignored");
+        }
+    }
+    let mut backends = Vec::new();
+    let list = spec.list_opt("targetRefs", 16, r);
+    if list.is_none_or(<[Value]>::is_empty) {
+        r.error("spec.targetRefs", "must have at least 1 item");
+    }
+    objects(
+        list.unwrap_or_default(),
+        "spec.targetRefs",
+        &["group", "kind", "name", "sectionName"],
+        r,
+        |t, r| {
+            let group = t.str_opt("group", r).unwrap_or("");
+            let kind = t.str_opt("kind", r).unwrap_or("");
+            let name = t.str_req("name", r);
+            if let (EG_GROUP, "Backend", Some(n)) = (group, kind, name) {
+                backends.push((n.to_string(), t.path("name")));
+            }
+        },
+    );
+    let mut hostname = None;
+    match sub(
+        &spec,
+        "validation",
+        "spec.validation",
+        &[
+            "caCertificateRefs",
+            "wellKnownCACertificates",
+            "hostname",
+            "subjectAltNames",
+        ],
+        r,
+    ) {
+        None if !spec.has("validation") => r.error("spec.validation", "is required"),
+        None => {}
+        Some(v) => {
+            hostname = v.str_req("hostname", r).map(str::to_string);
+            let well_known = enum_value(&v, "wellKnownCACertificates", &["System"], false, r);
+            let ca_refs = v
+                .list_opt("caCertificateRefs", 8, r)
+                .is_some_and(|l| !l.is_empty());
+            if ca_refs {
+                r.error(
+                    "spec.validation.caCertificateRefs",
+                    "is not supported yet: use wellKnownCACertificates: System",
+                );
+            } else if well_known.is_none() {
+                r.error(
+                    "spec.validation",
+                    "exactly one of caCertificateRefs or wellKnownCACertificates must be specified",
+                );
+            }
+            if v.has("subjectAltNames") {
+                r.warn(
+                    "spec.validation.subjectAltNames",
+                    "ignored: the certificate is checked against hostname",
+                );
+            }
+        }
+    }
+    BackendTlsPolicy {
+        meta,
+        backends,
+        hostname,
+    }
+}
+
+// ---------------------------------------------------------------- Secret
+
+fn read_secret(meta: Meta, top: &Obj<'_, '_>, r: &mut Reporter<'_>) -> Secret {
+    let mut keys = Vec::new();
+    for field in ["data", "stringData"] {
+        match top.get(field) {
+            None => {}
+            Some(Value::Object(map)) => keys.extend(map.keys().cloned()),
+            // Never echo the value: it may be the secret itself.
+            Some(_) => r.error(field, "must be a map of keys to values"),
+        }
+    }
+    Secret { meta, keys }
+}

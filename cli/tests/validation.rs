@@ -1,0 +1,866 @@
+//! One error test per rule the CRDs state: start from a valid set of resources,
+//! break one field, and check the error names that resource and field path.
+
+use aigw_cli::{compile, Manifest, Source};
+use serde_json::{json, Value};
+
+/// A valid input: route, backend, policy, Envoy Gateway Backend, TLS policy, Secret.
+fn base() -> Vec<Value> {
+    vec![
+        json!({
+            "apiVersion": "aigateway.envoyproxy.io/v1alpha1", "kind": "AIGatewayRoute",
+            "metadata": {"name": "route", "namespace": "ns"},
+            "spec": {
+                "targetRefs": [{"name": "gw", "kind": "Gateway", "group": "gateway.networking.k8s.io"}],
+                "schema": {"name": "OpenAI"},
+                "rules": [{
+                    "matches": [{"headers": [{"type": "Exact", "name": "x-ai-eg-model", "value": "m1"}]}],
+                    "backendRefs": [{"name": "asb", "weight": 2, "priority": 0}],
+                    "timeouts": {"request": "30s", "backendRequest": "10s"},
+                    "modelsCreatedAt": "2024-05-21T10:00:00Z"
+                }, {
+                    "matches": [{"headers": [{"name": "x-ai-eg-model", "value": "m2"}]}],
+                    "backendRefs": [{"name": "asb"}]
+                }],
+                "llmRequestCosts": [
+                    {"metadataKey": "in", "type": "InputToken"},
+                    {"metadataKey": "cel", "type": "CEL", "cel": "input_tokens * 2"}
+                ]
+            }
+        }),
+        json!({
+            "apiVersion": "aigateway.envoyproxy.io/v1alpha1", "kind": "AIServiceBackend",
+            "metadata": {"name": "asb", "namespace": "ns"},
+            "spec": {
+                "schema": {"name": "OpenAI"},
+                "backendRef": {"name": "be", "kind": "Backend", "group": "gateway.envoyproxy.io"},
+                "backendSecurityPolicyRef": {"name": "bsp", "kind": "BackendSecurityPolicy", "group": "aigateway.envoyproxy.io"}
+            }
+        }),
+        json!({
+            "apiVersion": "aigateway.envoyproxy.io/v1alpha1", "kind": "BackendSecurityPolicy",
+            "metadata": {"name": "bsp", "namespace": "ns"},
+            "spec": {"type": "APIKey", "apiKey": {"secretRef": {"name": "key"}}}
+        }),
+        json!({
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "Backend",
+            "metadata": {"name": "be", "namespace": "ns"},
+            "spec": {"endpoints": [{"fqdn": {"hostname": "api.example.com", "port": 443}}]}
+        }),
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1alpha3", "kind": "BackendTLSPolicy",
+            "metadata": {"name": "tls", "namespace": "ns"},
+            "spec": {
+                "targetRefs": [{"group": "gateway.envoyproxy.io", "kind": "Backend", "name": "be"}],
+                "validation": {"wellKnownCACertificates": "System", "hostname": "api.example.com"}
+            }
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "key", "namespace": "ns"},
+            "stringData": {"apiKey": "sk-test-value"}
+        }),
+    ]
+}
+
+const ROUTE: usize = 0;
+const ASB: usize = 1;
+const BSP: usize = 2;
+const BE: usize = 3;
+const TLS: usize = 4;
+const SECRET: usize = 5;
+
+fn manifests(docs: Vec<Value>) -> Vec<Manifest> {
+    docs.into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            Manifest::new(
+                Source {
+                    file: "t.yaml".into(),
+                    document: i + 1,
+                },
+                v,
+            )
+        })
+        .collect()
+}
+
+/// Sets (`Some`; one past a list's end appends) or removes (`None`) the field at
+/// a JSON pointer.
+fn set(v: &mut Value, pointer: &str, new: Option<Value>) {
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    let p = v.pointer_mut(parent).unwrap_or_else(|| panic!("{parent}"));
+    match (p, new) {
+        (Value::Object(m), Some(n)) => {
+            m.insert(key.to_string(), n);
+        }
+        (Value::Object(m), None) => {
+            m.remove(key);
+        }
+        (Value::Array(a), Some(n)) => {
+            let i = key.parse::<usize>().unwrap();
+            if i == a.len() {
+                a.push(n);
+            } else {
+                a[i] = n;
+            }
+        }
+        (Value::Array(a), None) => {
+            a.remove(key.parse::<usize>().unwrap());
+        }
+        _ => panic!("{pointer}"),
+    }
+}
+
+#[test]
+fn base_compiles() {
+    let out = compile(&manifests(base())).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert_eq!(out.config["routes"][0]["backends"][0]["weight"], 2);
+    assert_eq!(out.config["models"][0]["created"], 1_716_285_600);
+    assert!(out.bootstrap_yaml.contains("per_try_timeout: 10s"));
+    assert!(out.bootstrap_yaml.contains("sni: api.example.com"));
+    assert!(!out.config_json.contains("sk-test-value"));
+    assert!(!out.bootstrap_yaml.contains("sk-test-value"));
+    // The credentials are checked but not applied yet: said once, as a warning.
+    assert_eq!(out.warnings.len(), 1, "{:#?}", out.warnings);
+}
+
+type Edit = Box<dyn Fn(&mut Vec<Value>)>;
+
+fn edit(doc: usize, pointer: &'static str, v: Value) -> Edit {
+    Box::new(move |docs| set(&mut docs[doc], pointer, Some(v.clone())))
+}
+
+fn remove(doc: usize, pointer: &'static str) -> Edit {
+    Box::new(move |docs| set(&mut docs[doc], pointer, None))
+}
+
+fn push(v: Value) -> Edit {
+    Box::new(move |docs| docs.push(v.clone()))
+}
+
+#[test]
+fn each_rule_reports_its_field() {
+    let many = |n: usize, item: Value| Value::Array(vec![item; n]);
+    let cost = json!({"metadataKey": "k", "type": "InputToken"});
+    let header = json!({"name": "x-ai-eg-model", "value": "m1"});
+    // (edit, kind, path, message fragment)
+    let cases: Vec<(Edit, &str, &str, &str)> = vec![
+        // AIGatewayRoute
+        (
+            remove(ROUTE, "/spec"),
+            "AIGatewayRoute",
+            "spec",
+            "is required",
+        ),
+        (
+            edit(ROUTE, "/apiVersion", json!("aigateway.envoyproxy.io/v2")),
+            "AIGatewayRoute",
+            "apiVersion",
+            "unsupported version",
+        ),
+        (
+            edit(ROUTE, "/metadata/name", json!("Bad_Name")),
+            "AIGatewayRoute",
+            "metadata.name",
+            "not a valid Kubernetes name",
+        ),
+        (
+            edit(ROUTE, "/spec/targetRefs", json!([])),
+            "AIGatewayRoute",
+            "spec.targetRefs",
+            "at least 1",
+        ),
+        (
+            edit(ROUTE, "/spec/targetRefs/0", json!({"kind": "Gateway"})),
+            "AIGatewayRoute",
+            "spec.targetRefs[0].name",
+            "is required",
+        ),
+        (
+            edit(
+                ROUTE,
+                "/spec/parentRefs",
+                json!([{"name": "x", "kind": "Service"}]),
+            ),
+            "AIGatewayRoute",
+            "spec.parentRefs[0].kind",
+            "only Gateway",
+        ),
+        (
+            edit(ROUTE, "/spec/schema/name", json!("AWSBedrock")),
+            "AIGatewayRoute",
+            "spec.schema.name",
+            "must be OpenAI",
+        ),
+        (
+            edit(ROUTE, "/spec/filterConfig", json!({"type": "Wasm"})),
+            "AIGatewayRoute",
+            "spec.filterConfig.type",
+            "unsupported value",
+        ),
+        (
+            remove(ROUTE, "/spec/rules"),
+            "AIGatewayRoute",
+            "spec.rules",
+            "is required",
+        ),
+        (
+            edit(ROUTE, "/spec/rules", many(129, json!({}))),
+            "AIGatewayRoute",
+            "spec.rules",
+            "at most 128",
+        ),
+        (
+            edit(
+                ROUTE,
+                "/spec/rules/0/matches/0/headers/0/type",
+                json!("RegularExpression"),
+            ),
+            "AIGatewayRoute",
+            "spec.rules[0].matches[0].headers[0].type",
+            "only Exact",
+        ),
+        (
+            edit(
+                ROUTE,
+                "/spec/rules/0/matches/0/headers/0/type",
+                json!("Prefix"),
+            ),
+            "AIGatewayRoute",
+            "spec.rules[0].matches[0].headers[0].type",
+            "unsupported value",
+        ),
+        (
+            remove(ROUTE, "/spec/rules/0/matches/0/headers/0/name"),
+            "AIGatewayRoute",
+            "spec.rules[0].matches[0].headers[0].name",
+            "is required",
+        ),
+        (
+            edit(ROUTE, "/spec/rules/0/matches/0/headers/0/value", json!("")),
+            "AIGatewayRoute",
+            "spec.rules[0].matches[0].headers[0].value",
+            "must not be empty",
+        ),
+        (
+            edit(
+                ROUTE,
+                "/spec/rules/0/matches/0/headers",
+                many(2, header.clone()),
+            ),
+            "AIGatewayRoute",
+            "spec.rules[0].matches[0].headers[1].name",
+            "duplicate header",
+        ),
+        (
+            edit(ROUTE, "/spec/rules/0/matches/0/headers", many(17, header)),
+            "AIGatewayRoute",
+            "spec.rules[0].matches[0].headers",
+            "at most 16",
+        ),
+        (
+            edit(
+                ROUTE,
+                "/spec/rules/0/matches/0/path",
+                json!({"value": "/v1"}),
+            ),
+            "AIGatewayRoute",
+            "spec.rules[0].matches[0].path",
+            "not supported",
+        ),
+        (
+            edit(
+                ROUTE,
+                "/spec/rules/0/matches/0/headers/0/name",
+                json!("x-other"),
+            ),
+            "AIGatewayRoute",
+            "spec.rules[0].matches[0].headers",
+            "x-ai-eg-model",
+        ),
+        (
+            remove(ROUTE, "/spec/rules/0/matches"),
+            "AIGatewayRoute",
+            "spec.rules[0].matches",
+            "x-ai-eg-model",
+        ),
+        (
+            edit(
+                ROUTE,
+                "/spec/rules/1/matches/0/headers/0/value",
+                json!("m1"),
+            ),
+            "AIGatewayRoute",
+            "spec.rules[1].matches[0].headers[0].value",
+            "already routed",
+        ),
+        (
+            edit(ROUTE, "/spec/rules/0/backendRefs/0/name", json!("")),
+            "AIGatewayRoute",
+            "spec.rules[0].backendRefs[0].name",
+            "must not be empty",
+        ),
+        (
+            edit(ROUTE, "/spec/rules/0/backendRefs/0/name", json!("nope")),
+            "AIGatewayRoute",
+            "spec.rules[0].backendRefs[0].name",
+            "not found",
+        ),
+        (
+            edit(
+                ROUTE,
+                "/spec/rules/0/backendRefs/0/namespace",
+                json!("other"),
+            ),
+            "AIGatewayRoute",
+            "spec.rules[0].backendRefs[0].name",
+            "other/asb not found",
+        ),
+        (
+            edit(ROUTE, "/spec/rules/0/backendRefs/0/weight", json!(-1)),
+            "AIGatewayRoute",
+            "spec.rules[0].backendRefs[0].weight",
+            "between 0 and",
+        ),
+        (
+            edit(ROUTE, "/spec/rules/0/backendRefs/0/weight", json!("2")),
+            "AIGatewayRoute",
+            "spec.rules[0].backendRefs[0].weight",
+            "must be an integer",
+        ),
+        (
+            edit(ROUTE, "/spec/rules/0/backendRefs/0/priority", json!(-1)),
+            "AIGatewayRoute",
+            "spec.rules[0].backendRefs[0].priority",
+            "between 0 and",
+        ),
+        (
+            edit(
+                ROUTE,
+                "/spec/rules/0/backendRefs/0/kind",
+                json!("InferencePool"),
+            ),
+            "AIGatewayRoute",
+            "spec.rules[0].backendRefs[0].kind",
+            "InferencePool",
+        ),
+        (
+            edit(ROUTE, "/spec/rules/0/backendRefs/1", json!({"name": "asb"})),
+            "AIGatewayRoute",
+            "spec.rules[0].backendRefs[1].name",
+            "referenced twice",
+        ),
+        (
+            edit(ROUTE, "/spec/rules/0/backendRefs", json!([])),
+            "AIGatewayRoute",
+            "spec.rules[0].backendRefs",
+            "at least one backend",
+        ),
+        (
+            edit(
+                ROUTE,
+                "/spec/rules/0/backendRefs/0/headerMutation",
+                json!({}),
+            ),
+            "AIGatewayRoute",
+            "spec.rules[0].backendRefs[0].headerMutation",
+            "not supported",
+        ),
+        (
+            edit(ROUTE, "/spec/rules/0/timeouts/request", json!("10x")),
+            "AIGatewayRoute",
+            "spec.rules[0].timeouts.request",
+            "not a Gateway API duration",
+        ),
+        (
+            edit(ROUTE, "/spec/rules/0/timeouts/backendRequest", json!("1m")),
+            "AIGatewayRoute",
+            "spec.rules[0].timeouts.backendRequest",
+            "longer than",
+        ),
+        (
+            edit(
+                ROUTE,
+                "/spec/rules/0/modelsCreatedAt",
+                json!("2024-02-30T00:00:00Z"),
+            ),
+            "AIGatewayRoute",
+            "spec.rules[0].modelsCreatedAt",
+            "RFC 3339",
+        ),
+        (
+            edit(ROUTE, "/spec/rules/0/modelsOwnedBy", json!(3)),
+            "AIGatewayRoute",
+            "spec.rules[0].modelsOwnedBy",
+            "must be a string",
+        ),
+        (
+            remove(ROUTE, "/spec/llmRequestCosts/0/metadataKey"),
+            "AIGatewayRoute",
+            "spec.llmRequestCosts[0].metadataKey",
+            "is required",
+        ),
+        (
+            edit(ROUTE, "/spec/llmRequestCosts/0/type", json!("Banana")),
+            "AIGatewayRoute",
+            "spec.llmRequestCosts[0].type",
+            "unsupported value",
+        ),
+        (
+            remove(ROUTE, "/spec/llmRequestCosts/1/cel"),
+            "AIGatewayRoute",
+            "spec.llmRequestCosts[1].cel",
+            "required when type is CEL",
+        ),
+        (
+            edit(ROUTE, "/spec/llmRequestCosts/1/metadataKey", json!("in")),
+            "AIGatewayRoute",
+            "spec.llmRequestCosts[1].metadataKey",
+            "duplicate metadata key",
+        ),
+        (
+            edit(
+                ROUTE,
+                "/spec/llmRequestCosts/0/metadataKey",
+                json!("backend_name"),
+            ),
+            "AIGatewayRoute",
+            "spec.llmRequestCosts[0].metadataKey",
+            "reserved",
+        ),
+        (
+            edit(ROUTE, "/spec/llmRequestCosts", many(37, cost)),
+            "AIGatewayRoute",
+            "spec.llmRequestCosts",
+            "at most 36",
+        ),
+        (
+            push(base()[ROUTE].clone()),
+            "AIGatewayRoute",
+            "metadata.name",
+            "duplicate AIGatewayRoute ns/route",
+        ),
+        // AIServiceBackend
+        (
+            remove(ASB, "/spec/schema"),
+            "AIServiceBackend",
+            "spec.schema",
+            "is required",
+        ),
+        (
+            edit(ASB, "/spec/schema/name", json!("AWSBedrock")),
+            "AIServiceBackend",
+            "spec.schema.name",
+            "not supported yet",
+        ),
+        (
+            edit(ASB, "/spec/schema/name", json!("Carrier")),
+            "AIServiceBackend",
+            "spec.schema.name",
+            "unsupported value",
+        ),
+        (
+            remove(ASB, "/spec/backendRef"),
+            "AIServiceBackend",
+            "spec.backendRef",
+            "is required",
+        ),
+        (
+            remove(ASB, "/spec/backendRef/name"),
+            "AIServiceBackend",
+            "spec.backendRef.name",
+            "is required",
+        ),
+        (
+            edit(ASB, "/spec/backendRef/kind", json!("Service")),
+            "AIServiceBackend",
+            "spec.backendRef",
+            "Envoy Gateway Backend",
+        ),
+        (
+            edit(ASB, "/spec/backendRef/name", json!("gone")),
+            "AIServiceBackend",
+            "spec.backendRef.name",
+            "not found",
+        ),
+        (
+            edit(ASB, "/spec/backendSecurityPolicyRef/name", json!("gone")),
+            "AIServiceBackend",
+            "spec.backendSecurityPolicyRef.name",
+            "not found",
+        ),
+        (
+            edit(ASB, "/spec/headerMutation", json!({})),
+            "AIServiceBackend",
+            "spec.headerMutation",
+            "not supported",
+        ),
+        (
+            push(base()[ASB].clone()),
+            "AIServiceBackend",
+            "metadata.name",
+            "duplicate",
+        ),
+        // BackendSecurityPolicy
+        (
+            remove(BSP, "/spec/type"),
+            "BackendSecurityPolicy",
+            "spec.type",
+            "is required",
+        ),
+        (
+            edit(BSP, "/spec/type", json!("Password")),
+            "BackendSecurityPolicy",
+            "spec.type",
+            "unsupported value",
+        ),
+        (
+            edit(BSP, "/spec/type", json!("AWSCredentials")),
+            "BackendSecurityPolicy",
+            "spec.awsCredentials",
+            "is required when type is AWSCredentials",
+        ),
+        (
+            edit(BSP, "/spec/type", json!("AWSCredentials")),
+            "BackendSecurityPolicy",
+            "spec.apiKey",
+            "only one mechanism",
+        ),
+        (
+            remove(BSP, "/spec/apiKey/secretRef"),
+            "BackendSecurityPolicy",
+            "spec.apiKey.secretRef",
+            "is required",
+        ),
+        (
+            edit(BSP, "/spec/apiKey/secretRef/name", json!("")),
+            "BackendSecurityPolicy",
+            "spec.apiKey.secretRef.name",
+            "must not be empty",
+        ),
+        (
+            edit(SECRET, "/stringData", json!({"other": "x"})),
+            "BackendSecurityPolicy",
+            "spec.apiKey.secretRef",
+            "has no key 'apiKey'",
+        ),
+        (
+            edit(
+                BSP,
+                "/spec",
+                json!({"type": "AWSCredentials", "awsCredentials": {"region": ""}}),
+            ),
+            "BackendSecurityPolicy",
+            "spec.awsCredentials.region",
+            "must not be empty",
+        ),
+        (
+            edit(
+                BSP,
+                "/spec",
+                json!({"type": "AWSCredentials", "awsCredentials": {"region": "us-east-1",
+                "credentialsFile": {"secretRef": {"name": "key"}}, "oidcExchangeToken": {"oidc": {}, "awsRoleArn": "arn"}}}),
+            ),
+            "BackendSecurityPolicy",
+            "spec.awsCredentials",
+            "only one of credentialsFile or oidcExchangeToken",
+        ),
+        (
+            edit(
+                BSP,
+                "/spec",
+                json!({"type": "AWSCredentials", "awsCredentials": {"region": "us-east-1", "oidcExchangeToken": {"oidc": {}}}}),
+            ),
+            "BackendSecurityPolicy",
+            "spec.awsCredentials.oidcExchangeToken.awsRoleArn",
+            "is required",
+        ),
+        (
+            edit(
+                BSP,
+                "/spec",
+                json!({"type": "AzureCredentials", "azureCredentials": {"clientID": "c", "tenantID": "t"}}),
+            ),
+            "BackendSecurityPolicy",
+            "spec.azureCredentials",
+            "exactly one of clientSecretRef or oidcExchangeToken",
+        ),
+        (
+            edit(
+                BSP,
+                "/spec",
+                json!({"type": "AzureCredentials", "azureCredentials": {"clientID": "c", "tenantID": "t",
+                "clientSecretRef": {"name": "key"}, "oidcExchangeToken": {"oidc": {}}}}),
+            ),
+            "BackendSecurityPolicy",
+            "spec.azureCredentials",
+            "exactly one of clientSecretRef or oidcExchangeToken",
+        ),
+        (
+            edit(
+                BSP,
+                "/spec",
+                json!({"type": "AzureCredentials", "azureCredentials": {"tenantID": "t", "clientSecretRef": {"name": "key"}}}),
+            ),
+            "BackendSecurityPolicy",
+            "spec.azureCredentials.clientID",
+            "is required",
+        ),
+        (
+            edit(BSP, "/spec/targetRefs", json!([{"name": "ghost"}])),
+            "BackendSecurityPolicy",
+            "spec.targetRefs[0].name",
+            "not found",
+        ),
+        // Envoy Gateway Backend
+        (
+            remove(BE, "/spec/endpoints"),
+            "Backend",
+            "spec.endpoints",
+            "at least 1",
+        ),
+        (
+            edit(
+                BE,
+                "/spec/endpoints/0/ip",
+                json!({"address": "10.0.0.1", "port": 80}),
+            ),
+            "Backend",
+            "spec.endpoints[0]",
+            "exactly one of fqdn, ip or unix",
+        ),
+        (
+            edit(BE, "/spec/endpoints/0", json!({})),
+            "Backend",
+            "spec.endpoints[0]",
+            "exactly one of fqdn, ip or unix",
+        ),
+        (
+            edit(BE, "/spec/endpoints/0/fqdn/port", json!(0)),
+            "Backend",
+            "spec.endpoints[0].fqdn.port",
+            "between 1 and 65535",
+        ),
+        (
+            remove(BE, "/spec/endpoints/0/fqdn/port"),
+            "Backend",
+            "spec.endpoints[0].fqdn.port",
+            "is required",
+        ),
+        (
+            edit(
+                BE,
+                "/spec/endpoints/0/fqdn/hostname",
+                json!("API.example.com"),
+            ),
+            "Backend",
+            "spec.endpoints[0].fqdn.hostname",
+            "lowercase DNS",
+        ),
+        (
+            edit(
+                BE,
+                "/spec/endpoints/1",
+                json!({"ip": {"address": "10.0.0.300", "port": 80}}),
+            ),
+            "Backend",
+            "spec.endpoints[1].ip.address",
+            "not an IP",
+        ),
+        (
+            edit(
+                BE,
+                "/spec/endpoints/1",
+                json!({"ip": {"address": "10.0.0.3", "port": 80}}),
+            ),
+            "Backend",
+            "spec.endpoints",
+            "cannot be mixed",
+        ),
+        (
+            edit(BE, "/spec/endpoints/0", json!({"unix": {"path": "/s"}})),
+            "Backend",
+            "spec.endpoints[0].unix",
+            "not supported",
+        ),
+        (
+            edit(BE, "/spec/type", json!("DynamicResolver")),
+            "Backend",
+            "spec.type",
+            "not supported",
+        ),
+        (
+            edit(
+                BE,
+                "/spec/tls",
+                json!({"wellKnownCACertificates": "System", "insecureSkipVerify": true}),
+            ),
+            "Backend",
+            "spec.tls",
+            "insecureSkipVerify",
+        ),
+        (
+            edit(BE, "/spec/tls", json!({})),
+            "Backend",
+            "spec.tls",
+            "one of caCertificateRefs or wellKnownCACertificates",
+        ),
+        (
+            edit(
+                BE,
+                "/spec/tls",
+                json!({"caCertificateRefs": [{"name": "ca"}]}),
+            ),
+            "Backend",
+            "spec.tls.caCertificateRefs",
+            "not supported",
+        ),
+        // BackendTLSPolicy
+        (
+            remove(TLS, "/spec/validation/hostname"),
+            "BackendTLSPolicy",
+            "spec.validation.hostname",
+            "is required",
+        ),
+        (
+            remove(TLS, "/spec/validation/wellKnownCACertificates"),
+            "BackendTLSPolicy",
+            "spec.validation",
+            "exactly one of",
+        ),
+        (
+            push({
+                let mut t = base()[TLS].clone();
+                t["metadata"]["name"] = json!("tls2");
+                t
+            }),
+            "BackendTLSPolicy",
+            "spec.targetRefs[0].name",
+            "already has a BackendTLSPolicy",
+        ),
+        // Any resource
+        (
+            edit(SECRET, "/metadata", json!({})),
+            "",
+            "metadata.name",
+            "is required",
+        ),
+        (remove(ROUTE, "/kind"), "", "kind", "is required"),
+    ];
+
+    let mut failures = Vec::new();
+    for (i, (edit, kind, path, fragment)) in cases.iter().enumerate() {
+        let mut docs = base();
+        edit(&mut docs);
+        let diags = match compile(&manifests(docs)) {
+            Ok(_) => {
+                failures.push(format!("case {i} ({path}): compiled without error"));
+                continue;
+            }
+            Err(d) => d,
+        };
+        let hit = diags.iter().any(|d| {
+            d.is_error()
+                && d.path == *path
+                && d.message.contains(fragment)
+                && d.resource.as_ref().map_or("", |r| r.kind.as_str()) == *kind
+        });
+        if !hit {
+            let got: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+            failures.push(format!(
+                "case {i}: no error {kind} {path} ~ '{fragment}'; got:\n  {}",
+                got.join("\n  ")
+            ));
+        }
+        for d in &diags {
+            assert!(!d.message.contains("sk-test-value"), "{d}");
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn warnings_do_not_block_and_unknown_fields_are_named() {
+    let mut docs = base();
+    docs[ROUTE]["spec"]["ruels"] = json!([]);
+    docs.push(json!({"apiVersion": "gateway.kgateway.dev/v1alpha1", "kind": "TrafficPolicy", "metadata": {"name": "tp"}, "spec": {}}));
+    let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
+    let paths: Vec<(&str, &str)> = out
+        .warnings
+        .iter()
+        .map(|d| {
+            (
+                d.resource.as_ref().map_or("", |r| r.kind.as_str()),
+                d.path.as_str(),
+            )
+        })
+        .collect();
+    assert!(
+        paths.contains(&("AIGatewayRoute", "spec.ruels")),
+        "{paths:?}"
+    );
+    assert!(paths.contains(&("TrafficPolicy", "")), "{paths:?}");
+}
+
+#[test]
+fn all_errors_are_reported_in_one_run() {
+    let mut docs = base();
+    docs[ROUTE]["spec"]["rules"][0]["backendRefs"][0]["weight"] = json!(-5);
+    docs[ASB]["spec"]["schema"]["name"] = json!("AzureOpenAI");
+    docs[BE]["spec"]["endpoints"][0]["fqdn"]["port"] = json!(99999);
+    let diags = compile(&manifests(docs)).unwrap_err();
+    let errors: Vec<&str> = diags
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.path.as_str())
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "spec.rules[0].backendRefs[0].weight",
+            "spec.schema.name",
+            "spec.endpoints[0].fqdn.port"
+        ]
+    );
+}
+
+#[test]
+fn weight_zero_backend_gets_no_traffic_and_priorities_are_compacted() {
+    let mut docs = base();
+    for (name, host) in [("b2", "two.example.com"), ("b3", "three.example.com")] {
+        let mut a = docs[ASB].clone();
+        a["metadata"]["name"] = json!(name);
+        a["spec"]["backendRef"]["name"] = json!(name);
+        docs.push(a);
+        let mut b = docs[BE].clone();
+        b["metadata"]["name"] = json!(name);
+        b["spec"]["endpoints"][0]["fqdn"]["hostname"] = json!(host);
+        docs.push(b);
+    }
+    docs[ROUTE]["spec"]["rules"][0]["backendRefs"] = json!([
+        {"name": "asb", "priority": 5},
+        {"name": "b2", "weight": 0},
+        {"name": "b3", "priority": 9}
+    ]);
+    let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
+    // The filter config keeps the user's numbers...
+    let rbs = &out.config["routes"][0]["backends"];
+    assert_eq!(rbs[0]["priority"], 5);
+    assert_eq!(rbs[1]["weight"], 0);
+    // ...Envoy gets contiguous priorities and no zero-weight locality.
+    let boot: Value = serde_norway::from_str(&out.bootstrap_yaml).unwrap();
+    let eps = &boot["static_resources"]["clusters"][0]["load_assignment"]["endpoints"];
+    let got: Vec<(String, u64)> = eps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["locality"]["sub_zone"].as_str().unwrap().to_string(),
+                l["priority"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, [("asb.ns".to_string(), 0), ("b3.ns".to_string(), 1)]);
+}

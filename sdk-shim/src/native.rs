@@ -1,0 +1,631 @@
+//! The hooks Envoy calls (`envoy_dynamic_module_on_*`), in the proxy-wasm SDK's shape:
+//! a root type per filter config ([`Root`]), a per-request type ([`Stream`]), and
+//! exported hooks that convert, call the core, and apply its actions.
+//!
+//! No panic unwinds into Envoy: every hook body runs under `catch_unwind`. A panic in
+//! a stream hook answers the client with a JSON 500 if no response has started (a
+//! reset otherwise), is logged and counted, and leaves the stream dead: its later
+//! hooks just let traffic pass.
+
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use aigw_filter::error::ClientSchema;
+use aigw_filter::host::LogLevel as CoreLogLevel;
+use aigw_filter::{
+    Action, Config, FilterRole, GatewayError, Headers, HttpFilter, MetadataValue, Status,
+    METADATA_NAMESPACE,
+};
+
+use crate::abi::{
+    self, BodyStatus, BodyType, EnvoyBuffer, EnvoyHttpHeader, FilterConfigHandle, HeaderType,
+    HeadersStatus, HttpFilterHandle, LogLevel, MetadataSource, ModulePtr, TrailersStatus,
+};
+
+/// `filter_name` of the instance before Envoy's router.
+const ROUTER_FILTER_NAME: &str = "aigw";
+/// `filter_name` of the instance in a backend cluster's upstream HTTP filters.
+const UPSTREAM_FILTER_NAME: &str = "aigw_upstream";
+/// Host/cluster metadata key naming the backend (namespace [`METADATA_NAMESPACE`]).
+const BACKEND_METADATA_KEY: &str = "backend";
+
+/// One filter configuration: shared by every stream it creates, on any worker.
+pub struct Root {
+    config: Arc<Config>,
+    role: FilterRole,
+    /// Counter of panics caught in stream hooks, if Envoy let us define it.
+    panics: Option<usize>,
+}
+
+/// One HTTP stream. Lives in a `RefCell`: a callback into Envoy (a local reply) may
+/// re-enter another hook of the same stream, which then finds it borrowed and passes.
+pub struct Stream {
+    core: HttpFilter,
+    role: FilterRole,
+    panics: Option<usize>,
+    /// A panic was caught: the core's state is unknown, leave the stream alone.
+    dead: bool,
+    /// Response headers reached this filter: a local reply is no longer possible.
+    response_started: bool,
+    /// A local reply was sent (by the core or after a panic).
+    replied: bool,
+}
+
+/// Which header map and body the current hook works on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Request,
+    Response,
+}
+
+impl Direction {
+    fn headers(self) -> HeaderType {
+        match self {
+            Direction::Request => HeaderType::Request,
+            Direction::Response => HeaderType::Response,
+        }
+    }
+}
+
+/// Monotonic time since the first call, the `now` the core expects.
+fn now() -> Duration {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed()
+}
+
+/// Runs a hook body; a panic becomes `on_panic` instead of unwinding into Envoy.
+fn guard<R>(name: &str, on_panic: R, body: impl FnOnce() -> R) -> R {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| {
+        abi::log(LogLevel::Error, &format!("aigw: panic caught in {name}"));
+        on_panic
+    })
+}
+
+// ------------------------------------------------------------------------------------
+// Program and filter config
+// ------------------------------------------------------------------------------------
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const std::ffi::c_char {
+    abi::abi_version()
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+    mut envoy: FilterConfigHandle<'_>,
+    name: EnvoyBuffer<'_>,
+    config: EnvoyBuffer<'_>,
+) -> ModulePtr<Root> {
+    guard("config_new", ModulePtr::null(), || {
+        match Root::new(&mut envoy, name.as_bytes(), config.as_bytes()) {
+            Ok(root) => ModulePtr::new(root),
+            Err(message) => {
+                abi::log(LogLevel::Error, &format!("aigw: {message}"));
+                ModulePtr::null()
+            }
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(root: ModulePtr<Root>) {
+    guard("config_destroy", (), || root.destroy())
+}
+
+/// Per-route config is not supported: refuse it loudly rather than ignore it.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
+    name: EnvoyBuffer<'_>,
+    _config: EnvoyBuffer<'_>,
+) -> ModulePtr<()> {
+    guard("per_route_config_new", ModulePtr::null(), || {
+        let name = String::from_utf8_lossy(name.as_bytes());
+        abi::log(
+            LogLevel::Error,
+            &format!("aigw: per-route config ('{name}') is not supported; configure routes in the filter config"),
+        );
+        ModulePtr::null()
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(
+    config: ModulePtr<()>,
+) {
+    guard("per_route_config_destroy", (), || config.destroy())
+}
+
+impl Root {
+    /// Validates the whole config; an error names the bad field by its path.
+    fn new(envoy: &mut FilterConfigHandle<'_>, name: &[u8], config: &[u8]) -> Result<Root, String> {
+        let role = role_for(name)?;
+        let config = Config::from_json(config).map_err(|e| e.to_string())?;
+        Ok(Root {
+            config: Arc::new(config),
+            role,
+            panics: envoy.define_counter("aigw_panics"),
+        })
+    }
+}
+
+/// The role a `filter_name` selects.
+fn role_for(name: &[u8]) -> Result<FilterRole, String> {
+    match name {
+        n if n == ROUTER_FILTER_NAME.as_bytes() => Ok(FilterRole::Router),
+        n if n == UPSTREAM_FILTER_NAME.as_bytes() => Ok(FilterRole::Upstream),
+        other => Err(format!(
+            "unknown filter_name '{}': expected '{ROUTER_FILTER_NAME}' or '{UPSTREAM_FILTER_NAME}'",
+            String::from_utf8_lossy(other)
+        )),
+    }
+}
+
+// ------------------------------------------------------------------------------------
+// Stream lifecycle
+// ------------------------------------------------------------------------------------
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
+    root: ModulePtr<Root>,
+    _envoy: HttpFilterHandle<'_>,
+) -> ModulePtr<RefCell<Stream>> {
+    guard("filter_new", ModulePtr::null(), || match root.get() {
+        Some(root) => ModulePtr::new(RefCell::new(Stream {
+            core: HttpFilter::new(Arc::clone(&root.config), root.role),
+            role: root.role,
+            panics: root.panics,
+            dead: false,
+            response_started: false,
+            replied: false,
+        })),
+        None => ModulePtr::null(),
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: ModulePtr<RefCell<Stream>>) {
+    guard("filter_destroy", (), || stream.destroy())
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+    mut envoy: HttpFilterHandle<'_>,
+    stream: ModulePtr<RefCell<Stream>>,
+    end_of_stream: bool,
+) -> HeadersStatus {
+    let status = run(&mut envoy, &stream, Direction::Request, |s, envoy, out| {
+        if s.role == FilterRole::Upstream {
+            s.core.bind_backend(backend_of(envoy).as_deref());
+        }
+        let headers = HostHeaders(envoy, HeaderType::Request);
+        s.core
+            .on_request_headers(&headers, end_of_stream, now(), out)
+    });
+    headers_status(status)
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    mut envoy: HttpFilterHandle<'_>,
+    stream: ModulePtr<RefCell<Stream>>,
+    end_of_stream: bool,
+) -> BodyStatus {
+    let status = run(&mut envoy, &stream, Direction::Request, |s, envoy, out| {
+        let chunk = envoy.body(BodyType::ReceivedRequest).unwrap_or_default();
+        s.core.on_request_body(&chunk, end_of_stream, now(), out)
+    });
+    body_status(status)
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+    mut envoy: HttpFilterHandle<'_>,
+    stream: ModulePtr<RefCell<Stream>>,
+) -> TrailersStatus {
+    // Trailers end the body: the core sees an empty last chunk.
+    let status = run(&mut envoy, &stream, Direction::Request, |s, _, out| {
+        s.core.on_request_body(&[], true, now(), out)
+    });
+    trailers_status(status)
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    mut envoy: HttpFilterHandle<'_>,
+    stream: ModulePtr<RefCell<Stream>>,
+    end_of_stream: bool,
+) -> HeadersStatus {
+    let status = run(&mut envoy, &stream, Direction::Response, |s, envoy, out| {
+        s.response_started = true;
+        let headers = HostHeaders(envoy, HeaderType::Response);
+        s.core
+            .on_response_headers(&headers, end_of_stream, now(), out)
+    });
+    headers_status(status)
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    mut envoy: HttpFilterHandle<'_>,
+    stream: ModulePtr<RefCell<Stream>>,
+    end_of_stream: bool,
+) -> BodyStatus {
+    let status = run(&mut envoy, &stream, Direction::Response, |s, envoy, out| {
+        let chunk = envoy.body(BodyType::ReceivedResponse).unwrap_or_default();
+        s.core.on_response_body(&chunk, end_of_stream, now(), out)
+    });
+    body_status(status)
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+    mut envoy: HttpFilterHandle<'_>,
+    stream: ModulePtr<RefCell<Stream>>,
+) -> TrailersStatus {
+    let status = run(&mut envoy, &stream, Direction::Response, |s, _, out| {
+        s.core.on_response_body(&[], true, now(), out)
+    });
+    trailers_status(status)
+}
+
+/// Called before access logs are written (router role; Envoy 1.40 does not call it
+/// on upstream filters): the place to write what is known of an unfinished response.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
+    mut envoy: HttpFilterHandle<'_>,
+    stream: ModulePtr<RefCell<Stream>>,
+) {
+    run(&mut envoy, &stream, Direction::Response, |s, _, out| {
+        s.core.on_stream_complete(now(), out);
+        Status::Continue
+    });
+}
+
+// Hooks for features the gateway does not use (callouts, schedulers, watermarks of
+// terminal filters). Envoy requires the symbols; they do nothing.
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    _envoy: HttpFilterHandle<'_>,
+    _stream: ModulePtr<RefCell<Stream>>,
+    _callout_id: u64,
+    _result: u32,
+    _headers: *const EnvoyHttpHeader,
+    _headers_size: usize,
+    _body_chunks: *const EnvoyBuffer<'_>,
+    _body_chunks_size: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+    _envoy: HttpFilterHandle<'_>,
+    _stream: ModulePtr<RefCell<Stream>>,
+    _stream_id: u64,
+    _headers: *const EnvoyHttpHeader,
+    _headers_size: usize,
+    _end_stream: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+    _envoy: HttpFilterHandle<'_>,
+    _stream: ModulePtr<RefCell<Stream>>,
+    _stream_id: u64,
+    _data: *const EnvoyBuffer<'_>,
+    _data_count: usize,
+    _end_stream: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+    _envoy: HttpFilterHandle<'_>,
+    _stream: ModulePtr<RefCell<Stream>>,
+    _stream_id: u64,
+    _trailers: *const EnvoyHttpHeader,
+    _trailers_size: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+    _envoy: HttpFilterHandle<'_>,
+    _stream: ModulePtr<RefCell<Stream>>,
+    _stream_id: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+    _envoy: HttpFilterHandle<'_>,
+    _stream: ModulePtr<RefCell<Stream>>,
+    _stream_id: u64,
+    _reason: u32,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    _envoy: HttpFilterHandle<'_>,
+    _stream: ModulePtr<RefCell<Stream>>,
+    _event_id: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+    _envoy: HttpFilterHandle<'_>,
+    _stream: ModulePtr<RefCell<Stream>>,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+    _envoy: HttpFilterHandle<'_>,
+    _stream: ModulePtr<RefCell<Stream>>,
+) {
+}
+
+// ------------------------------------------------------------------------------------
+// Glue
+// ------------------------------------------------------------------------------------
+
+/// The core's view of one of Envoy's header maps.
+struct HostHeaders<'h, 'e>(&'h HttpFilterHandle<'e>, HeaderType);
+
+impl Headers for HostHeaders<'_, '_> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.header(self.1, name)
+    }
+}
+
+/// What a stream hook answers when it does nothing (dead stream, re-entered, null).
+const PASS: Option<Status> = None;
+/// What a stream hook answers after a panic: stop, the stream was answered or reset.
+const STOP: Option<Status> = Some(Status::StopIteration);
+
+/// Drives one stream hook: borrows the stream, calls the core via `step`, releases
+/// the borrow, then applies the actions in order. `None` means "let it pass".
+fn run(
+    envoy: &mut HttpFilterHandle<'_>,
+    stream: &ModulePtr<RefCell<Stream>>,
+    dir: Direction,
+    step: impl FnOnce(&mut Stream, &HttpFilterHandle<'_>, &mut Vec<Action>) -> Status,
+) -> Option<Status> {
+    let Some(cell) = stream.get() else {
+        return PASS;
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        // Re-entered from our own callback (e.g. a local reply's response headers).
+        let Ok(mut s) = cell.try_borrow_mut() else {
+            return PASS;
+        };
+        if s.dead {
+            return PASS;
+        }
+        let mut actions = Vec::new();
+        let status = step(&mut s, envoy, &mut actions);
+        if actions
+            .iter()
+            .any(|a| matches!(a, Action::SendLocalReply { .. }))
+        {
+            s.replied = true;
+        }
+        drop(s);
+        for action in actions {
+            apply(envoy, dir, action);
+        }
+        Some(status)
+    }));
+    result.unwrap_or_else(|payload| {
+        on_panic(envoy, cell, panic_message(payload.as_ref()));
+        STOP
+    })
+}
+
+/// After a panic: mark the stream dead, count it, answer 500 if no response has
+/// started, reset the stream if one has (never half-translated output).
+fn on_panic(envoy: &mut HttpFilterHandle<'_>, cell: &RefCell<Stream>, message: &str) {
+    let Ok(mut s) = cell.try_borrow_mut() else {
+        return;
+    };
+    s.dead = true;
+    if let Some(id) = s.panics {
+        envoy.increment_counter(id, 1);
+    }
+    let (replied, response_started) = (s.replied, s.response_started);
+    s.replied = true;
+    drop(s);
+    let err = GatewayError::Internal;
+    let outcome = if replied {
+        "already answered"
+    } else if response_started {
+        envoy.reset_stream(err.code());
+        "stream reset"
+    } else {
+        envoy.send_response(
+            err.status(),
+            &[("content-type", "application/json")],
+            &err.body(ClientSchema::OpenAI),
+            err.code(),
+        );
+        "answered 500"
+    };
+    abi::log(
+        LogLevel::Error,
+        &format!("aigw: panic in a stream hook ({message}); {outcome}"),
+    );
+}
+
+/// The text of a panic payload (`panic!` with a literal or a format string).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string payload")
+}
+
+/// Applies one action of the core to Envoy's stream.
+fn apply(envoy: &mut HttpFilterHandle<'_>, dir: Direction, action: Action) {
+    match action {
+        Action::SetHeader { name, value } => {
+            envoy.set_header(dir.headers(), &name, &value);
+        }
+        Action::RemoveHeader { name } => {
+            envoy.remove_header(dir.headers(), &name);
+        }
+        Action::ClearRouteCache => envoy.clear_route_cache(),
+        Action::SetBufferLimit(wanted) => {
+            // Raise only: 0 is "unlimited", and another filter may need more.
+            let current = envoy.buffer_limit();
+            if current != 0 && current < wanted {
+                envoy.set_buffer_limit(wanted);
+            }
+        }
+        Action::ReplaceBody(body) => replace_body(envoy, dir, &body),
+        Action::SetMetadata { key, value } => match value {
+            MetadataValue::Number(n) => envoy.set_metadata_number(METADATA_NAMESPACE, &key, n),
+            MetadataValue::String(v) => envoy.set_metadata_string(METADATA_NAMESPACE, &key, &v),
+        },
+        Action::SendLocalReply {
+            status,
+            content_type,
+            body,
+            details,
+        } => envoy.send_response(status, &[("content-type", content_type)], &body, details),
+        Action::Log { level, message } => abi::log(log_level(level), &message),
+    }
+}
+
+/// Envoy has no "replace": drain, then append. A request body is replaced whole at
+/// end of stream, so what Envoy buffered so far goes too; a response chunk is the
+/// chunk just received. In a trailers hook there is no received chunk: the new bytes
+/// go to the end of the buffered body instead.
+fn replace_body(envoy: &mut HttpFilterHandle<'_>, dir: Direction, body: &[u8]) {
+    let (received, buffered) = match dir {
+        Direction::Request => (BodyType::ReceivedRequest, BodyType::BufferedRequest),
+        Direction::Response => (BodyType::ReceivedResponse, BodyType::BufferedResponse),
+    };
+    if dir == Direction::Request {
+        envoy.drain_body(buffered);
+    }
+    envoy.drain_body(received);
+    if !envoy.append_body(received, body) {
+        envoy.append_body(buffered, body);
+    }
+}
+
+/// The upstream instance's backend: `io.envoy.ai_gateway/backend` in the selected
+/// host's metadata, else in the cluster's.
+fn backend_of(envoy: &HttpFilterHandle<'_>) -> Option<String> {
+    let key = (METADATA_NAMESPACE, BACKEND_METADATA_KEY);
+    envoy
+        .metadata_string(MetadataSource::Host, key.0, key.1)
+        .or_else(|| envoy.metadata_string(MetadataSource::Cluster, key.0, key.1))
+}
+
+fn headers_status(status: Option<Status>) -> HeadersStatus {
+    match status {
+        None | Some(Status::Continue) => HeadersStatus::Continue,
+        Some(Status::StopIteration | Status::StopAndBuffer) => HeadersStatus::StopIteration,
+    }
+}
+
+fn trailers_status(status: Option<Status>) -> TrailersStatus {
+    match status {
+        None | Some(Status::Continue) => TrailersStatus::Continue,
+        Some(Status::StopIteration | Status::StopAndBuffer) => TrailersStatus::StopIteration,
+    }
+}
+
+fn body_status(status: Option<Status>) -> BodyStatus {
+    match status {
+        None | Some(Status::Continue) => BodyStatus::Continue,
+        Some(Status::StopAndBuffer) => BodyStatus::StopIterationAndBuffer,
+        // A local reply was sent or the stream reset: keep nothing.
+        Some(Status::StopIteration) => BodyStatus::StopIterationNoBuffer,
+    }
+}
+
+fn log_level(level: CoreLogLevel) -> LogLevel {
+    match level {
+        CoreLogLevel::Debug => LogLevel::Debug,
+        CoreLogLevel::Info => LogLevel::Info,
+        CoreLogLevel::Warn => LogLevel::Warn,
+        CoreLogLevel::Error => LogLevel::Error,
+    }
+}
+
+// Only host-free parts are tested here: the hooks themselves need Envoy's symbols
+// and are exercised against a real Envoy (see the integration tests).
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_names_select_roles() {
+        assert_eq!(role_for(b"aigw"), Ok(FilterRole::Router));
+        assert_eq!(role_for(b"aigw_upstream"), Ok(FilterRole::Upstream));
+        let err = role_for(b"aigw_router").unwrap_err();
+        assert!(err.contains("'aigw_router'"), "{err}");
+    }
+
+    #[test]
+    fn statuses_map_to_envoy_enums() {
+        assert_eq!(headers_status(None), HeadersStatus::Continue);
+        assert_eq!(
+            headers_status(Some(Status::Continue)),
+            HeadersStatus::Continue
+        );
+        assert_eq!(
+            headers_status(Some(Status::StopIteration)),
+            HeadersStatus::StopIteration
+        );
+        assert_eq!(body_status(None), BodyStatus::Continue);
+        assert_eq!(
+            body_status(Some(Status::StopAndBuffer)),
+            BodyStatus::StopIterationAndBuffer
+        );
+        // After a local reply nothing may be buffered.
+        assert_eq!(
+            body_status(Some(Status::StopIteration)),
+            BodyStatus::StopIterationNoBuffer
+        );
+        // The numeric values are the header's.
+        assert_eq!(BodyStatus::StopIterationNoBuffer as u32, 3);
+        assert_eq!(HeaderType::Response as u32, 2);
+    }
+
+    #[test]
+    fn panic_messages_are_recovered() {
+        let literal = catch_unwind(|| panic!("boom")).unwrap_err();
+        assert_eq!(panic_message(literal.as_ref()), "boom");
+        let formatted = catch_unwind(|| panic!("bad {}", 42)).unwrap_err();
+        assert_eq!(panic_message(formatted.as_ref()), "bad 42");
+        let other = catch_unwind(|| std::panic::panic_any(7u8)).unwrap_err();
+        assert_eq!(panic_message(other.as_ref()), "non-string payload");
+    }
+
+    #[test]
+    fn module_ptr_owns_its_value() {
+        struct Flag(std::rc::Rc<std::cell::Cell<bool>>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.set(true);
+            }
+        }
+        let dropped = std::rc::Rc::new(std::cell::Cell::new(false));
+        let ptr = ModulePtr::new(Flag(dropped.clone()));
+        assert!(ptr.get().is_some());
+        assert!(!dropped.get());
+        ptr.destroy();
+        assert!(dropped.get());
+        assert!(ModulePtr::<Flag>::null().get().is_none());
+        ModulePtr::<Flag>::null().destroy();
+    }
+}
