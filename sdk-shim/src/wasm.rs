@@ -1,0 +1,683 @@
+//! The proxy-wasm adapter: `aigw.wasm` for Envoy's `envoy.filters.http.wasm`.
+//!
+//! The proxy-wasm crate dispatches Envoy's calls to one [`Root`] per plugin
+//! configuration and one [`Stream`] per HTTP stream; each hook converts what Envoy
+//! passes, calls the core ([`HttpFilter`]) and applies the [`CoreAction`]s it answers.
+//!
+//! **Role.** The plugin configuration is the same JSON document the native module
+//! reads; the plugin's `root_id` picks the role: `aigw` (or empty) is the router
+//! instance in the HTTP connection manager, `aigw_upstream` the upstream instance in a
+//! backend cluster's `http_filters`. Any other `root_id` is refused.
+//!
+//! **Envoy config.** Both roles need `allow_on_headers_stop_iteration: true` in the
+//! plugin config (Envoy >= 1.35): otherwise Envoy turns `Pause` on request headers
+//! into StopAllIteration, the body hook never runs and the request hangs. With it,
+//! the headers wait while the body is delivered, so the router picks the route only
+//! after `x-ai-eg-model` is set.
+//!
+//! **Host calls.** The SDK's own wrappers panic (a trap in wasm) on any host status
+//! they do not expect, and read status codes into Rust enums. The few calls made here
+//! go through [`host`], which returns every status as a value, so nothing in this
+//! file can trap on a host answer.
+//!
+//! **What the wasm host lacks** compared with the native module, and what is done
+//! instead:
+//! - Dynamic metadata: the proxy-wasm ABI cannot write it (Envoy issue 15148). Each
+//!   [`CoreAction::SetMetadata`] becomes the filter-state object
+//!   `wasm.io.envoy.ai_gateway.KEY` (text; numbers as decimal text), read by access
+//!   logs with `%FILTER_STATE(wasm.io.envoy.ai_gateway.KEY:PLAIN)%`.
+//! - Buffer limit: there is no call to raise it; Envoy's connection buffer limit
+//!   (`per_connection_buffer_limit_bytes`, 1 MiB by default) bounds the buffered
+//!   request body and Envoy answers 413 itself past it.
+//! - Clearing the route cache goes through Envoy's foreign function
+//!   `clear_route_cache`.
+
+use std::sync::Arc;
+
+use aigw_filter::host::LogLevel;
+use aigw_filter::{
+    Action as CoreAction, Config, FilterRole, Headers, HttpFilter, MetadataValue,
+    Status as CoreStatus, METADATA_NAMESPACE,
+};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_root_context(|_| Box::new(Root::default()));
+}}
+
+/// `root_id` of the router-level instance.
+pub const ROOT_ID_ROUTER: &str = "aigw";
+/// `root_id` of the upstream (per backend cluster) instance.
+pub const ROOT_ID_UPSTREAM: &str = "aigw_upstream";
+
+/// Property paths tried, in order, for the backend name of the upstream attempt:
+/// the selected endpoint's metadata, then the cluster's. Envoy 1.40 answers them
+/// under `xds.`; the bare `upstream_host_metadata` is not found in upstream filters.
+const BACKEND_PATHS: [[&str; 5]; 2] = [
+    [
+        "xds",
+        "upstream_host_metadata",
+        "filter_metadata",
+        METADATA_NAMESPACE,
+        "backend",
+    ],
+    [
+        "xds",
+        "cluster_metadata",
+        "filter_metadata",
+        METADATA_NAMESPACE,
+        "backend",
+    ],
+];
+
+/// One plugin configuration: the validated config and the role, shared by streams.
+#[derive(Default)]
+struct Root {
+    config: Option<Arc<Config>>,
+    role: Option<FilterRole>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let root_id = host::property(&["plugin_root_id"]).unwrap_or_default();
+        let role = match String::from_utf8_lossy(&root_id).as_ref() {
+            "" | ROOT_ID_ROUTER => FilterRole::Router,
+            ROOT_ID_UPSTREAM => FilterRole::Upstream,
+            other => {
+                host::log(
+                    LogLevel::Error,
+                    &format!(
+                        "unknown root_id `{other}`: use `{ROOT_ID_ROUTER}` (router) \
+                         or `{ROOT_ID_UPSTREAM}` (upstream cluster filter)"
+                    ),
+                );
+                return false;
+            }
+        };
+        let bytes = host::plugin_configuration().unwrap_or_default();
+        match Config::from_json(&bytes) {
+            Ok(config) => {
+                self.config = Some(Arc::new(config));
+                self.role = Some(role);
+                true
+            }
+            Err(e) => {
+                // Names the field path; Envoy then refuses the plugin.
+                host::log(LogLevel::Error, &e.to_string());
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // The SDK traps on None: without a config (never, as Envoy refuses a failed
+        // on_configure) the stream passes through.
+        let filter = match (&self.config, self.role) {
+            (Some(config), Some(role)) => Some(HttpFilter::new(config.clone(), role)),
+            _ => None,
+        };
+        Some(Box::new(Stream {
+            filter,
+            role: self.role.unwrap_or(FilterRole::Router),
+            out: Vec::new(),
+            request_buffered: 0,
+            response_buffered: 0,
+            completed: false,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// One HTTP stream.
+struct Stream {
+    /// `None` only when the root has no config: everything passes through.
+    filter: Option<HttpFilter>,
+    role: FilterRole,
+    /// Reused action list.
+    out: Vec<CoreAction>,
+    /// Bytes at the front of Envoy's body buffer already fed to the core. After a
+    /// `Pause` Envoy keeps the bytes and reports the buffered total on the next call;
+    /// after a `Continue` the buffer holds only the next chunk.
+    request_buffered: usize,
+    response_buffered: usize,
+    completed: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Request,
+    Response,
+}
+
+impl Direction {
+    fn headers(self) -> host::MapType {
+        match self {
+            Direction::Request => host::MapType::RequestHeaders,
+            Direction::Response => host::MapType::ResponseHeaders,
+        }
+    }
+
+    fn body(self) -> host::BufferType {
+        match self {
+            Direction::Request => host::BufferType::RequestBody,
+            Direction::Response => host::BufferType::ResponseBody,
+        }
+    }
+}
+
+/// The part of Envoy's body buffer a body hook saw: `start..size` is the new chunk.
+#[derive(Clone, Copy)]
+struct BodyCall {
+    start: usize,
+    size: usize,
+}
+
+/// The header map of one direction, read through the host on each lookup.
+struct HostHeaders(host::MapType);
+
+impl Headers for HostHeaders {
+    fn get(&self, name: &str) -> Option<String> {
+        host::header(self.0, name)
+    }
+}
+
+impl Context for Stream {
+    fn on_done(&mut self) -> bool {
+        self.complete();
+        true
+    }
+}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if self.role == FilterRole::Upstream {
+            let backend = upstream_backend();
+            if let Some(f) = self.filter.as_mut() {
+                f.bind_backend(backend.as_deref());
+            }
+        }
+        let headers = HostHeaders(Direction::Request.headers());
+        let now = host::now();
+        let status = self.call(|f, out| f.on_request_headers(&headers, end_of_stream, now, out));
+        self.apply(Direction::Request, None, status).0
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.body(Direction::Request, body_size, end_of_stream)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let headers = HostHeaders(Direction::Response.headers());
+        let now = host::now();
+        let status = self.call(|f, out| f.on_response_headers(&headers, end_of_stream, now, out));
+        self.apply(Direction::Response, None, status).0
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.body(Direction::Response, body_size, end_of_stream)
+    }
+
+    /// Envoy calls this while writing access logs, before `on_done`: metadata of a
+    /// response that never reached its end still gets written.
+    fn on_log(&mut self) {
+        self.complete();
+    }
+}
+
+impl Stream {
+    /// Runs one core call with the reused action list; `None` when passing through.
+    fn call(
+        &mut self,
+        f: impl FnOnce(&mut HttpFilter, &mut Vec<CoreAction>) -> CoreStatus,
+    ) -> Option<CoreStatus> {
+        let filter = self.filter.as_mut()?;
+        self.out.clear();
+        Some(f(filter, &mut self.out))
+    }
+
+    fn body(&mut self, dir: Direction, body_size: usize, end_of_stream: bool) -> Action {
+        if self.filter.is_none() {
+            return Action::Continue;
+        }
+        let start = match dir {
+            Direction::Request => self.request_buffered,
+            Direction::Response => self.response_buffered,
+        }
+        .min(body_size);
+        let chunk = if body_size > start {
+            host::buffer(dir.body(), start, body_size - start).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let now = host::now();
+        let status = self.call(|f, out| match dir {
+            Direction::Request => f.on_request_body(&chunk, end_of_stream, now, out),
+            Direction::Response => f.on_response_body(&chunk, end_of_stream, now, out),
+        });
+        let call = BodyCall {
+            start,
+            size: body_size,
+        };
+        let (action, size) = self.apply(dir, Some(call), status);
+        let kept = if action == Action::Pause { size } else { 0 };
+        match dir {
+            Direction::Request => self.request_buffered = kept,
+            Direction::Response => self.response_buffered = kept,
+        }
+        action
+    }
+
+    /// The stream ended: lets the core write what it knows, once.
+    fn complete(&mut self) {
+        if self.completed {
+            return;
+        }
+        self.completed = true;
+        let now = host::now();
+        let status = self.call(|f, out| {
+            f.on_stream_complete(now, out);
+            CoreStatus::Continue
+        });
+        let _ = self.apply(Direction::Response, None, status);
+    }
+
+    /// Applies the queued actions in order, then maps the core's status. Returns the
+    /// action for Envoy and the body buffer's size afterwards (for body hooks).
+    fn apply(
+        &mut self,
+        dir: Direction,
+        body: Option<BodyCall>,
+        status: Option<CoreStatus>,
+    ) -> (Action, usize) {
+        let mut size = body.map_or(0, |b| b.size);
+        let mut replied = false;
+        let mut out = std::mem::take(&mut self.out);
+        for action in out.drain(..) {
+            match action {
+                CoreAction::SetHeader { name, value } => {
+                    report(host::set_header(dir.headers(), &name, &value), "set header");
+                }
+                CoreAction::RemoveHeader { name } => {
+                    report(host::remove_header(dir.headers(), &name), "remove header");
+                }
+                CoreAction::ClearRouteCache => {
+                    report(host::clear_route_cache(), "clear_route_cache");
+                }
+                // No proxy-wasm call: Envoy's connection buffer limit applies.
+                CoreAction::SetBufferLimit(_) => {}
+                CoreAction::ReplaceBody(bytes) => match body {
+                    Some(call) => {
+                        if let Some(new_size) = replace_body(dir, call, &bytes) {
+                            size = new_size;
+                        }
+                    }
+                    None => host::log(LogLevel::Warn, "body replaced outside a body hook"),
+                },
+                CoreAction::SetMetadata { key, value } => {
+                    let text = match value {
+                        MetadataValue::Number(n) => number_text(n),
+                        MetadataValue::String(s) => s,
+                    };
+                    let name = format!("{METADATA_NAMESPACE}.{key}");
+                    report(
+                        host::set_property(&[&name], text.as_bytes()),
+                        "set metadata",
+                    );
+                }
+                CoreAction::SendLocalReply {
+                    status,
+                    content_type,
+                    body,
+                    details,
+                } => {
+                    replied = true;
+                    let headers = [("content-type", content_type)];
+                    report(
+                        host::send_local_reply(status, details, &headers, &body),
+                        "send local reply",
+                    );
+                }
+                CoreAction::Log { level, message } => host::log(level, &message),
+            }
+        }
+        self.out = out;
+        let action = match status {
+            _ if replied => Action::Pause,
+            None | Some(CoreStatus::Continue) => Action::Continue,
+            Some(CoreStatus::StopIteration | CoreStatus::StopAndBuffer) => Action::Pause,
+        };
+        (action, size)
+    }
+}
+
+/// Replaces the chunk `call.start..call.size` of the body buffer. Envoy can only
+/// replace a whole buffer, so a kept prefix is read back and written again. A request
+/// `ReplaceBody` is the whole body, so the prefix is dropped. Returns the new size.
+fn replace_body(dir: Direction, call: BodyCall, bytes: &[u8]) -> Option<usize> {
+    let result = if dir == Direction::Request || call.start == 0 {
+        host::set_buffer(dir.body(), 0, call.size, bytes).map(|()| bytes.len())
+    } else {
+        let mut whole = host::buffer(dir.body(), 0, call.start).unwrap_or_default();
+        whole.extend_from_slice(bytes);
+        host::set_buffer(dir.body(), 0, call.size, &whole).map(|()| whole.len())
+    };
+    match result {
+        Ok(n) => Some(n),
+        Err(e) => {
+            report(Err(e), "replace body");
+            None
+        }
+    }
+}
+
+/// The backend of this upstream attempt, from the selected host's metadata, else
+/// from the cluster's.
+fn upstream_backend() -> Option<String> {
+    BACKEND_PATHS.iter().find_map(|path| {
+        host::property(path)
+            .filter(|v| !v.is_empty())
+            .and_then(|v| String::from_utf8(v).ok())
+    })
+}
+
+/// Metadata numbers as text: whole numbers without a fraction.
+fn number_text(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 9.0e15 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
+}
+
+fn report(result: Result<(), host::HostError>, what: &str) {
+    if let Err(e) = result {
+        host::log(
+            LogLevel::Warn,
+            &format!("{what} failed: host status {}", e.0),
+        );
+    }
+}
+
+/// The proxy-wasm host calls this adapter makes, each returning the host's status as a
+/// value. Raw imports and `unsafe` live only here.
+mod host {
+    use std::ptr::{null, null_mut};
+    use std::time::Duration;
+
+    use aigw_filter::host::LogLevel;
+
+    /// Header maps (proxy-wasm ABI numbering).
+    #[derive(Clone, Copy)]
+    #[repr(u32)]
+    pub enum MapType {
+        RequestHeaders = 0,
+        ResponseHeaders = 2,
+    }
+
+    /// Buffers (proxy-wasm ABI numbering).
+    #[derive(Clone, Copy)]
+    #[repr(u32)]
+    pub enum BufferType {
+        RequestBody = 0,
+        ResponseBody = 1,
+        PluginConfiguration = 7,
+    }
+
+    /// A status other than OK, as the host returned it.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct HostError(pub u32);
+
+    const OK: u32 = 0;
+
+    // Statuses are read as plain integers: an unknown value is an error, not UB.
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
+        fn proxy_get_current_time_nanoseconds(ret: *mut u64) -> u32;
+        fn proxy_get_buffer_bytes(
+            buffer: u32,
+            start: usize,
+            max_size: usize,
+            ret_data: *mut *mut u8,
+            ret_size: *mut usize,
+        ) -> u32;
+        fn proxy_set_buffer_bytes(
+            buffer: u32,
+            start: usize,
+            size: usize,
+            data: *const u8,
+            data_size: usize,
+        ) -> u32;
+        fn proxy_get_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_size: usize,
+            ret_data: *mut *mut u8,
+            ret_size: *mut usize,
+        ) -> u32;
+        fn proxy_replace_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+        ) -> u32;
+        fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
+        fn proxy_get_property(
+            path: *const u8,
+            path_size: usize,
+            ret_data: *mut *mut u8,
+            ret_size: *mut usize,
+        ) -> u32;
+        fn proxy_set_property(
+            path: *const u8,
+            path_size: usize,
+            value: *const u8,
+            value_size: usize,
+        ) -> u32;
+        #[allow(clippy::too_many_arguments)]
+        fn proxy_send_local_response(
+            status: u32,
+            details: *const u8,
+            details_size: usize,
+            body: *const u8,
+            body_size: usize,
+            headers: *const u8,
+            headers_size: usize,
+            grpc_status: i32,
+        ) -> u32;
+        fn proxy_call_foreign_function(
+            name: *const u8,
+            name_size: usize,
+            args: *const u8,
+            args_size: usize,
+            ret_data: *mut *mut u8,
+            ret_size: *mut usize,
+        ) -> u32;
+    }
+
+    fn check(status: u32) -> Result<(), HostError> {
+        if status == OK {
+            Ok(())
+        } else {
+            Err(HostError(status))
+        }
+    }
+
+    /// Takes ownership of bytes the host returned.
+    ///
+    /// # Safety
+    /// `data` is null or was allocated for exactly `size` bytes by the SDK's
+    /// `proxy_on_memory_allocate` (a boxed `[u8]` from the global allocator), which the
+    /// host calls for every returned value and then hands over.
+    unsafe fn take(data: *mut u8, size: usize) -> Option<Vec<u8>> {
+        if data.is_null() {
+            return None;
+        }
+        // SAFETY: see above; layout `[u8; size]` matches the allocation.
+        Some(unsafe { Vec::from_raw_parts(data, size, size) })
+    }
+
+    /// Calls a host function that returns an allocated value.
+    fn returned(call: impl FnOnce(*mut *mut u8, *mut usize) -> u32) -> Option<Vec<u8>> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        if call(&mut data, &mut size) != OK {
+            return None;
+        }
+        // SAFETY: on OK the host set `data`/`size` to an allocation it made through
+        // `proxy_on_memory_allocate` (or left `data` null).
+        unsafe { take(data, size) }
+    }
+
+    pub fn log(level: LogLevel, message: &str) {
+        let level = match level {
+            LogLevel::Debug => 1,
+            LogLevel::Info => 2,
+            LogLevel::Warn => 3,
+            LogLevel::Error => 4,
+        };
+        // SAFETY: the host reads `message` only during the call.
+        let _ = unsafe { proxy_log(level, message.as_ptr(), message.len()) };
+    }
+
+    /// Wall-clock time since the UNIX epoch; zero if the host cannot tell.
+    pub fn now() -> Duration {
+        let mut ns: u64 = 0;
+        // SAFETY: the host writes one u64 into `ns`.
+        match unsafe { proxy_get_current_time_nanoseconds(&mut ns) } {
+            OK => Duration::from_nanos(ns),
+            _ => Duration::ZERO,
+        }
+    }
+
+    pub fn buffer(buffer: BufferType, start: usize, max_size: usize) -> Option<Vec<u8>> {
+        // SAFETY: out-pointers are valid for the call.
+        returned(|d, s| unsafe { proxy_get_buffer_bytes(buffer as u32, start, max_size, d, s) })
+    }
+
+    pub fn plugin_configuration() -> Option<Vec<u8>> {
+        buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+    }
+
+    pub fn set_buffer(
+        buffer: BufferType,
+        start: usize,
+        size: usize,
+        data: &[u8],
+    ) -> Result<(), HostError> {
+        // SAFETY: the host copies `data` during the call.
+        check(unsafe {
+            proxy_set_buffer_bytes(buffer as u32, start, size, data.as_ptr(), data.len())
+        })
+    }
+
+    /// The first value of a header, lossily decoded if not UTF-8.
+    pub fn header(map: MapType, name: &str) -> Option<String> {
+        // SAFETY: `name` is read during the call; out-pointers are valid.
+        let bytes = returned(|d, s| unsafe {
+            proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), d, s)
+        })?;
+        Some(match String::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })
+    }
+
+    pub fn set_header(map: MapType, name: &str, value: &str) -> Result<(), HostError> {
+        // SAFETY: the host copies both strings during the call.
+        check(unsafe {
+            proxy_replace_header_map_value(
+                map as u32,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            )
+        })
+    }
+
+    pub fn remove_header(map: MapType, name: &str) -> Result<(), HostError> {
+        // SAFETY: the host reads `name` during the call.
+        check(unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) })
+    }
+
+    /// Property path segments are joined with NUL bytes.
+    fn path_bytes(path: &[&str]) -> Vec<u8> {
+        path.join("\0").into_bytes()
+    }
+
+    pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+        let path = path_bytes(path);
+        // SAFETY: `path` is read during the call; out-pointers are valid.
+        returned(|d, s| unsafe { proxy_get_property(path.as_ptr(), path.len(), d, s) })
+    }
+
+    /// Envoy stores it as the filter-state object `wasm.<path>`.
+    pub fn set_property(path: &[&str], value: &[u8]) -> Result<(), HostError> {
+        let path = path_bytes(path);
+        // SAFETY: the host copies both buffers during the call.
+        check(unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) })
+    }
+
+    pub fn send_local_reply(
+        status: u16,
+        details: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), HostError> {
+        let headers = serialize_pairs(headers);
+        // SAFETY: the host copies all buffers during the call; -1: not a gRPC reply.
+        check(unsafe {
+            proxy_send_local_response(
+                u32::from(status),
+                details.as_ptr(),
+                details.len(),
+                body.as_ptr(),
+                body.len(),
+                headers.as_ptr(),
+                headers.len(),
+                -1,
+            )
+        })
+    }
+
+    /// Envoy's foreign function `clear_route_cache` (no arguments, no result).
+    pub fn clear_route_cache() -> Result<(), HostError> {
+        let name = "clear_route_cache";
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: `name` is read during the call; out-pointers are valid.
+        let status = unsafe {
+            proxy_call_foreign_function(name.as_ptr(), name.len(), null(), 0, &mut data, &mut size)
+        };
+        check(status)?;
+        // SAFETY: any result was allocated through `proxy_on_memory_allocate`.
+        drop(unsafe { take(data, size) });
+        Ok(())
+    }
+
+    /// proxy-wasm map encoding: count, (key length, value length) per pair, then each
+    /// key and value followed by a NUL.
+    fn serialize_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+        for (k, v) in pairs {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in pairs {
+            out.extend_from_slice(k.as_bytes());
+            out.push(0);
+            out.extend_from_slice(v.as_bytes());
+            out.push(0);
+        }
+        out
+    }
+}
