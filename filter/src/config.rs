@@ -529,7 +529,7 @@ mod tests {
                     v["routes"][0]["extra"] = 1.into();
                     v
                 },
-                "routes[0]",
+                "routes[0].extra",
             ),
             (
                 {
@@ -558,7 +558,8 @@ mod tests {
             (
                 {
                     let mut v = base();
-                    v["backends"][1] = v["backends"][0].clone();
+                    let first = v["backends"][0].clone();
+                    v["backends"].as_array_mut().unwrap().push(first);
                     v
                 },
                 "backends[1].name",
@@ -566,7 +567,8 @@ mod tests {
             (
                 {
                     let mut v = base();
-                    v["llmRequestCosts"][1] = v["llmRequestCosts"][0].clone();
+                    let first = v["llmRequestCosts"][0].clone();
+                    v["llmRequestCosts"].as_array_mut().unwrap().push(first);
                     v
                 },
                 "llmRequestCosts[1].metadataKey",
@@ -574,7 +576,10 @@ mod tests {
             (
                 {
                     let mut v = base();
-                    v["routes"][1] = serde_json::json!({"name": "r1", "models": ["gpt-4o-mini"]});
+                    v["routes"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(serde_json::json!({"name": "r1", "models": ["gpt-4o-mini"]}));
                     v
                 },
                 "routes[1].models[0]",

@@ -13,10 +13,14 @@ pub mod config;
 pub mod cost;
 pub mod endpoint;
 pub mod error;
+pub mod eventstream;
 pub mod filter;
 pub mod host;
 pub mod models;
+pub mod schema;
+pub mod sigv4;
 pub mod sse;
+pub mod translate;
 pub mod usage;
 
 pub use config::{Config, ConfigError};

@@ -1,0 +1,744 @@
+#!/usr/bin/env python3
+"""Gateway overhead benchmark: plain Envoy vs Envoy + the aigw filter.
+
+One run starts a canned upstream (an Envoy answering with direct_response), one
+Envoy per gateway, checks that each gateway really works, then drives every
+(workload, gateway) pair with wrk at saturation and writes a table of throughput,
+latency and CPU per request with the ratios against the plain-Envoy baseline to
+bench/out/latest.md.
+
+Python 3 standard library only. Settings come from the environment (see SETTINGS).
+To add a row, add a Gateway to GATEWAYS or a Workload to WORKLOADS; nothing else
+needs to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import resource
+import shutil
+import shlex
+import signal
+import socket
+import statistics
+import string
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Optional
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+OUT = BENCH / "out"
+RUN = OUT / "run"
+FIXTURES = BENCH / "fixtures"
+
+NS = "io.envoy.ai_gateway"
+
+# The Envoy command, resolved in main() (see find_envoy).
+ENVOY: list[str] = []
+
+
+def env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        sys.exit(f"bench: {name} must be an integer")
+
+
+# Settings (environment variables).
+SETTINGS = {
+    "duration_s": env_int("BENCH_DURATION", 10),  # measured wrk run per pair
+    "warmup_s": env_int("BENCH_WARMUP", 3),  # unmeasured wrk run before each
+    "connections": env_int("BENCH_CONNECTIONS", 32),
+    "threads": env_int("BENCH_THREADS", 1),
+    # Rounds per pair; gateways alternate order each round; the table shows medians
+    # over rounds, which damps noise from other work on the machine.
+    "rounds": env_int("BENCH_ROUNDS", 3),
+    # Before measuring, wait up to this long for other work on the machine to stop.
+    "quiet_wait_s": env_int("BENCH_QUIET_WAIT", 30),
+    # 1: pin each gateway Envoy to CPU 0 and the upstream and wrk to the other CPUs.
+    "pin": env_int("BENCH_PIN", 1 if (os.cpu_count() or 1) >= 2 else 0),
+    # Niceness of the bench's processes (Envoys and wrk). Negative values (root only)
+    # let them win the CPU over background work such as compiles.
+    "nice": env_int("BENCH_NICE", -10 if os.geteuid() == 0 else 0),
+}
+ONLY_WORKLOADS = [w for w in os.environ.get("BENCH_WORKLOADS", "").split(",") if w]
+ONLY_GATEWAYS = [g for g in os.environ.get("BENCH_GATEWAYS", "").split(",") if g]
+
+# Goals of a filter gateway against the plain baseline.
+GOAL_RPS_RATIO = 0.9
+GOAL_P50_RATIO = 1.1
+
+# What the canned upstream reports and what the bench's costs must turn it into.
+EXPECTED_USAGE = {"in": "212", "out": "38", "total": "250", "cel": str(212 + 4 * 38)}
+
+# One access-log line per check request (only those carry x-bench-log: 1).
+LOG_FORMAT = " ".join(
+    [
+        "id=%REQ(X-BENCH-ID)%",
+        "status=%RESPONSE_CODE%",
+        f"model=%DYNAMIC_METADATA({NS}:request_model)%",
+        f"route=%DYNAMIC_METADATA({NS}:route_name)%",
+        f"backend=%DYNAMIC_METADATA({NS}:backend_name)%",
+        f"in=%DYNAMIC_METADATA({NS}:llm_input_token)%",
+        f"out=%DYNAMIC_METADATA({NS}:llm_output_token)%",
+        f"total=%DYNAMIC_METADATA({NS}:llm_total_token)%",
+        f"cel=%DYNAMIC_METADATA({NS}:llm_cel_cost)%",
+    ]
+)
+
+
+# Local requests never go through an HTTP proxy from the environment.
+HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class BenchError(Exception):
+    """The setup is broken: no number from this run can be trusted."""
+
+
+# --------------------------------------------------------------------------- tools
+
+
+def find_envoy() -> list[str]:
+    """The Envoy command: ENVOY_BIN, else AIGW_ENVOY (set by the Makefile, may be
+    `func-e run`), else the repo's .venv, else the setup venv, else PATH."""
+    for var in ("ENVOY_BIN", "AIGW_ENVOY"):
+        if os.environ.get(var, "").strip():
+            return shlex.split(os.environ[var])
+    for cand in (REPO / ".venv/bin/envoy", Path("/tmp/setup/venv/bin/envoy")):
+        if cand.exists():
+            return [str(cand)]
+    found = shutil.which("envoy")
+    if not found:
+        raise BenchError("no Envoy binary: set ENVOY_BIN or run `make` to install .venv")
+    return [found]
+
+
+def aigw_so() -> Path:
+    """AIGW_SO, else libaigw.so in AIGW_MODULE_DIR (Makefile), else target/release."""
+    if os.environ.get("AIGW_SO"):
+        return Path(os.environ["AIGW_SO"]).resolve()
+    module_dir = os.environ.get("AIGW_MODULE_DIR") or REPO / "target/release"
+    return (Path(module_dir) / "libaigw.so").resolve()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launcher(cpus: Optional[str]) -> list[str]:
+    """Command prefix applying the bench's niceness and CPU pinning (both exec, so
+    the pid stays the target's)."""
+    pre = []
+    if SETTINGS["nice"] and shutil.which("nice"):
+        pre += ["nice", "-n", str(SETTINGS["nice"])]
+    if cpus is not None:
+        pre += ["taskset", "-c", cpus]
+    return pre
+
+
+class AutogroupNice:
+    """With sched autogroup on, the kernel shares CPU between sessions first and nice
+    values only order processes inside one session, so a compile started from another
+    terminal still takes half the machine. Raising this session's autogroup priority
+    (root only) for the run, and putting it back after, is what makes BENCH_NICE work."""
+
+    PATH = Path("/proc/self/autogroup")
+
+    def __init__(self, nice: int):
+        self.nice, self.saved = nice, None
+
+    def __enter__(self):
+        if self.nice >= 0 or os.geteuid() != 0:
+            return self
+        try:
+            self.saved = int(self.PATH.read_text().split("nice")[1])
+            self.PATH.write_text(str(self.nice))
+        except (OSError, ValueError, IndexError):
+            self.saved = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            try:
+                self.PATH.write_text(str(self.saved))
+            except OSError:
+                pass
+
+
+def cpu_sets() -> tuple[Optional[str], Optional[str]]:
+    """(gateway CPUs, upstream+load CPUs) for taskset, or (None, None) unpinned."""
+    if not SETTINGS["pin"] or not shutil.which("taskset"):
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return str(cpus[0]), ",".join(str(c) for c in cpus[1:])
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its descendants (Envoy may run under a
+    launcher such as func-e), in seconds; 0 for a process that is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for child in children_of(pid):
+        total += proc_cpu_seconds(child)
+    return total
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out += [int(c) for c in task.read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all CPUs spent busy since boot (/proc/stat, idle and iowait out)."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def wait_quiet(max_wait: float, ours: list[int]) -> float:
+    """Waits (up to max_wait s) until other work on the machine uses < 0.3 CPU;
+    returns the last CPU use seen, in cores."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        b0, o0, t0 = machine_busy_seconds(), sum(map(proc_cpu_seconds, ours)), time.monotonic()
+        time.sleep(1.0)
+        b1, o1, t1 = machine_busy_seconds(), sum(map(proc_cpu_seconds, ours)), time.monotonic()
+        other = max(0.0, ((b1 - b0) - (o1 - o0)) / (t1 - t0))
+        if other < 0.3 or time.monotonic() >= deadline:
+            return other
+
+
+def proc_rss_mib(pid: int) -> float:
+    """Resident memory of a process and its descendants, in MiB."""
+    total = 0.0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    except OSError:
+        return 0.0
+    return total + sum(proc_rss_mib(c) for c in children_of(pid))
+
+
+# --------------------------------------------------------------------------- envoy
+
+
+class Envoy:
+    """One Envoy process from a template in bench/envoy/, with --concurrency 1."""
+
+    def __init__(self, name: str, template: str, subs: dict, cpus: Optional[str],
+                 extra_env: Optional[dict] = None):
+        self.name = name
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.access_log = RUN / f"{name}.access.log"
+        text = (BENCH / "envoy" / template).read_text()
+        cfg = string.Template(text).substitute(
+            PORT=self.port,
+            ADMIN_PORT=self.admin_port,
+            ACCESS_LOG=self.access_log,
+            LOG_FORMAT=LOG_FORMAT,
+            FIXTURES=FIXTURES,
+            **subs,
+        )
+        self.config = RUN / f"{name}.yaml"
+        self.config.write_text(cfg)
+        self.log = RUN / f"{name}.log"
+        cmd = ENVOY + [
+            "-c", str(self.config), "--concurrency", "1",
+            "--disable-hot-restart", "-l", "warn", "--log-path", str(self.log),
+            # Check requests wait for their access-log line (default flush: 10 s).
+            "--file-flush-interval-msec", "200",
+        ]
+        cmd = launcher(cpus) + cmd
+        env = dict(os.environ, **(extra_env or {}))
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.STDOUT)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(
+                    f"{self.name}: Envoy exited with {self.proc.returncode}; "
+                    f"log {self.log}:\n{tail(self.log)}")
+            try:
+                with HTTP.open(
+                        f"http://127.0.0.1:{self.admin_port}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise BenchError(f"{self.name}: Envoy not ready after {timeout}s; log {self.log}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def tail(path: Path, n: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+# --------------------------------------------------------------------------- cases
+
+
+@dataclasses.dataclass
+class Gateway:
+    """A gateway under test. `metered`: its access log must show token counts."""
+
+    name: str
+    describe: str
+    template: str
+    metered: bool
+    requires: list[Path] = dataclasses.field(default_factory=list)
+    env: Callable[[], dict] = dict
+    subs: Callable[[], dict] = dict
+
+
+@dataclasses.dataclass
+class Workload:
+    """A request shape: body, headers, and what a correct answer looks like."""
+
+    name: str
+    describe: str
+    body: bytes
+    headers: dict
+    stream: bool
+    # Off by default (keeps `make bench` under ~5 minutes); run with BENCH_WORKLOADS.
+    default: bool = True
+
+
+def filter_config_literal() -> str:
+    """The bench's filter configuration, minified, as a YAML/JSON string literal."""
+    doc = json.loads((BENCH / "aigw-config.json").read_text())
+    return json.dumps(json.dumps(doc, separators=(",", ":")))
+
+
+def native_env() -> dict:
+    return {"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(aigw_so().parent)}
+
+
+GATEWAYS = [
+    Gateway("plain", "Envoy, no filter (the limit)", "gateway-plain.yaml", metered=False),
+    Gateway("native", "Envoy + libaigw.so (dynamic module)", "gateway-native.yaml",
+            metered=True, requires=[aigw_so()], env=native_env,
+            subs=lambda: {"AIGW_CONFIG": filter_config_literal()}),
+]
+BASELINE = "plain"
+
+
+def chat_body(size: int, stream: bool, include_usage: bool = False) -> bytes:
+    """A realistic chat request padded with user text to exactly `size` bytes."""
+    doc = {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "You are a concise assistant for a travel "
+             "company. Answer in plain English, cite the city and country, and never "
+             "invent opening hours."},
+            {"role": "user", "content": ""},
+        ],
+        "temperature": 0.2,
+        "max_tokens": 256,
+        "user": "bench-user-0001",
+    }
+    if stream:
+        doc["stream"] = True
+    if include_usage:
+        doc["stream_options"] = {"include_usage": True}
+    filler = ("I am planning a long weekend in Europe and would like to know which "
+              "capital is best for museums, food and walking. ")
+    base = len(json.dumps(doc, separators=(",", ":")).encode())
+    need = size - base
+    if need < 0:
+        raise BenchError(f"chat body of {size} bytes is too small for the template")
+    text = "What is the capital of France? " + filler * (need // len(filler) + 1)
+    doc["messages"][1]["content"] = text[:need]
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    assert len(body) == size, len(body)
+    return body
+
+
+WORKLOADS = [
+    Workload("chat-1k", "1 KiB chat request, JSON answer", chat_body(1024, False),
+             {}, stream=False),
+    # No stream_options in the request: with costs configured the filter asks the
+    # upstream for usage and strips the usage chunk again (the heavier path).
+    Workload("chat-1k-stream", "1 KiB chat request, SSE answer (8 events + [DONE])",
+             chat_body(1024, True), {"x-bench-stream": "1"}, stream=True),
+    # The client asks for usage itself: no request rewrite, no usage-chunk removal.
+    Workload("chat-1k-stream-usage", "as chat-1k-stream, client sets "
+             "stream_options.include_usage", chat_body(1024, True, include_usage=True),
+             {"x-bench-stream": "1"}, stream=True, default=False),
+]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check(gw: Gateway, envoy: Envoy, wl: Workload) -> str:
+    """One request through the gateway; refuse the run unless it is right."""
+    req_id = f"{gw.name}-{wl.name}-{time.monotonic_ns()}"
+    headers = {"content-type": "application/json", "x-bench-log": "1",
+               "x-bench-id": req_id, **wl.headers}
+    req = urllib.request.Request(f"{envoy.url}/v1/chat/completions", data=wl.body,
+                                 headers=headers, method="POST")
+    try:
+        with HTTP.open(req, timeout=10) as r:
+            status, ctype, body = r.status, r.headers.get("content-type", ""), r.read()
+    except urllib.error.HTTPError as e:
+        raise BenchError(f"{gw.name}/{wl.name}: HTTP {e.code}: {e.read()[:300]!r}")
+    except (urllib.error.URLError, OSError) as e:
+        raise BenchError(f"{gw.name}/{wl.name}: request failed: {e}")
+    if status != 200:
+        raise BenchError(f"{gw.name}/{wl.name}: status {status}")
+    text = body.decode(errors="replace")
+    if wl.stream:
+        if not ctype.startswith("text/event-stream") or not text.rstrip().endswith(
+                "data: [DONE]"):
+            raise BenchError(f"{gw.name}/{wl.name}: not an SSE answer ending in [DONE]: "
+                             f"{ctype} {text[-200:]!r}")
+    else:
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            raise BenchError(f"{gw.name}/{wl.name}: answer is not JSON: {text[:200]!r}")
+        if not doc.get("choices"):
+            raise BenchError(f"{gw.name}/{wl.name}: answer has no choices: {text[:200]!r}")
+
+    line = wait_log_line(envoy.access_log, req_id)
+    fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+    if fields.get("status") != "200":
+        raise BenchError(f"{gw.name}/{wl.name}: access log says {line!r}")
+    if gw.metered:
+        got = {k: fields.get(k) for k in EXPECTED_USAGE}
+        if got != EXPECTED_USAGE:
+            raise BenchError(
+                f"{gw.name}/{wl.name}: metering is not working: access log has {got}, "
+                f"expected {EXPECTED_USAGE}\n  line: {line}")
+    return line
+
+
+def wait_log_line(path: Path, req_id: str, timeout: float = 8.0) -> str:
+    """Envoy flushes file access logs about once a second."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            for line in path.read_text(errors="replace").splitlines():
+                if f"id={req_id} " in line:
+                    return line
+        time.sleep(0.2)
+    raise BenchError(f"no access-log line for {req_id} in {path}")
+
+
+# --------------------------------------------------------------------------- load
+
+
+def wrk(url: str, wl: Workload, seconds: int, cpus: Optional[str]) -> dict:
+    body_file = RUN / f"{wl.name}.body"
+    if not body_file.exists():
+        body_file.write_bytes(wl.body)
+    cmd = ["wrk", f"-t{SETTINGS['threads']}", f"-c{SETTINGS['connections']}",
+           f"-d{seconds}s", "--latency", "--timeout", "5s", "-s", str(BENCH / "post.lua"),
+           f"{url}/v1/chat/completions", "--", str(body_file)]
+    cmd += [f"{k}={v}" for k, v in wl.headers.items()]
+    cmd = launcher(cpus) + cmd
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
+    for line in res.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            return json.loads(line[len("BENCH_JSON "):])
+    raise BenchError(f"wrk gave no summary (rc {res.returncode}):\n{res.stdout}\n{res.stderr}")
+
+
+def measure(url: str, wl: Workload, cpus: Optional[str], pid: Optional[int],
+            ours: list[int]) -> dict:
+    """Warm up, then one measured run. Reports the CPU per request of `pid` (the
+    gateway) and how much CPU other work on the machine took meanwhile (`ours`: the
+    bench's own Envoys; wrk is counted as a child), which says how noisy it was."""
+    if SETTINGS["warmup_s"] > 0:
+        wrk(url, wl, SETTINGS["warmup_s"], cpus)
+    cpu0 = proc_cpu_seconds(pid) if pid else 0.0
+    busy0, ours0 = machine_busy_seconds(), sum(map(proc_cpu_seconds, ours))
+    kids0, t0 = children_cpu_seconds(), time.monotonic()
+    r = wrk(url, wl, SETTINGS["duration_s"], cpus)
+    busy1, ours1 = machine_busy_seconds(), sum(map(proc_cpu_seconds, ours))
+    kids1, t1 = children_cpu_seconds(), time.monotonic()
+    cpu1 = proc_cpu_seconds(pid) if pid else 0.0
+    other = ((busy1 - busy0) - (ours1 - ours0) - (kids1 - kids0)) / (t1 - t0)
+    errors = sum(r[k] for k in r if k.startswith("err_"))
+    reqs = max(r["requests"], 1)
+    return {
+        "rps": r["requests"] / (r["duration_us"] / 1e6),
+        "p50_ms": r["lat_p50_us"] / 1000,
+        "p99_ms": r["lat_p99_us"] / 1000,
+        "cpu_us_per_req": (cpu1 - cpu0) * 1e6 / reqs if pid else None,
+        "rss_mib": proc_rss_mib(pid) if pid else None,
+        "other_cpu": max(0.0, other),
+        "errors": errors,
+        "requests": r["requests"],
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+METRICS = ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "rss_mib", "other_cpu")
+
+
+def median_run(rs: list[dict]) -> dict:
+    """Per-metric median over rounds."""
+    out = {}
+    for k in METRICS:
+        vals = [r[k] for r in rs if r.get(k) is not None]
+        out[k] = statistics.median(vals) if vals else None
+    return out
+
+
+def summarize(runs: dict, workloads: list[Workload], gateways: list[Gateway],
+              meta: dict) -> list[dict]:
+    """Table rows: medians over rounds; each ratio is the median of the ratios of
+    runs of the same round, which were measured next to each other."""
+    rows = []
+    for wl in workloads:
+        base_runs = runs[(wl.name, BASELINE)]
+        base = median_run(base_runs)
+        up = median_run(runs[(wl.name, "upstream")])
+        rows.append({"workload": wl.name, "gateway": "upstream", **up})
+        if up["rps"] < 1.2 * base["rps"]:
+            meta["notes"].append(
+                f"{wl.name}: the upstream alone ({up['rps']:.0f} req/s) is not clearly "
+                f"faster than the plain gateway ({base['rps']:.0f}); ratios are "
+                "compressed.")
+        for g in gateways:
+            g_runs = runs[(wl.name, g.name)]
+            r = dict(median_run(g_runs), workload=wl.name, gateway=g.name)
+            if g.name == BASELINE:
+                r["goals"] = "baseline"
+            else:
+                pairs = list(zip(g_runs, base_runs))
+                r["rps_ratio"] = statistics.median(a["rps"] / b["rps"] for a, b in pairs)
+                r["p50_ratio"] = statistics.median(a["p50_ms"] / b["p50_ms"] for a, b in pairs)
+                r["cpu_ratio"] = statistics.median(
+                    a["cpu_us_per_req"] / b["cpu_us_per_req"] for a, b in pairs)
+                ok_rps = r["rps_ratio"] >= GOAL_RPS_RATIO
+                ok_p50 = r["p50_ratio"] <= GOAL_P50_RATIO
+                r["goals"] = (f"req/s {'PASS' if ok_rps else 'FAIL'}, "
+                              f"p50 {'PASS' if ok_p50 else 'FAIL'}")
+            rows.append(r)
+    return rows
+
+
+def fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def render(rows: list[dict], meta: dict, gateways: list[Gateway],
+           workloads: list[Workload]) -> str:
+    pinning = (f"gateway pinned to CPU {meta['gw_cpus']}, upstream and wrk to CPU "
+               f"{meta['load_cpus']}" if meta["gw_cpus"] else "unpinned")
+    out = [
+        "# aigw bench: gateway overhead",
+        "",
+        f"- when: {meta['when']}  commit: {meta['commit']}",
+        f"- envoy: {meta['envoy']}",
+        f"- machine: {meta['cpus']} CPUs, load average before the run {meta['load']}",
+        f"- load: wrk -t{SETTINGS['threads']} -c{SETTINGS['connections']} "
+        f"-d{SETTINGS['duration_s']}s after a {SETTINGS['warmup_s']}s warm-up, "
+        f"median of {SETTINGS['rounds']} rounds (ratios: median of same-round ratios); "
+        f"every Envoy runs with --concurrency 1; bench processes at nice "
+        f"{SETTINGS['nice']}; {pinning}",
+        "- upstream: Envoy direct_response with canned OpenAI answers "
+        "(usage 212/38/250 tokens); the filter runs with 3 token costs and 1 CEL cost",
+        "",
+        "| workload | gateway | req/s | p50 ms | p99 ms | gateway CPU µs/req "
+        "| other CPU | req/s ratio | p50 ratio | CPU ratio | goals |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['workload']} | {r['gateway']} | {r['rps']:.0f} | {r['p50_ms']:.2f} "
+            f"| {r['p99_ms']:.2f} | {fmt(r['cpu_us_per_req'], '.0f')} "
+            f"| {r['other_cpu']:.2f} "
+            f"| {fmt(r.get('rps_ratio'), '.3f')} | {fmt(r.get('p50_ratio'), '.3f')} "
+            f"| {fmt(r.get('cpu_ratio'), '.3f')} "
+            f"| {r.get('goals', '')} |")
+    out += [
+        "",
+        f"Goals for a filter gateway against `{BASELINE}` on the same workload: "
+        f"req/s ratio >= {GOAL_RPS_RATIO}, p50 ratio <= {GOAL_P50_RATIO}. "
+        "`upstream` rows hit the canned upstream directly: the ceiling of the setup "
+        "(it must be well above the `plain` row, or the upstream is the bottleneck). "
+        f"p50/p99 are at saturation ({SETTINGS['connections']} connections), so they include "
+        "queueing. "
+        "`gateway CPU µs/req`: CPU time of the gateway Envoy per request, the least "
+        "noise-sensitive cost figure. `other CPU`: CPUs used by work outside the bench "
+        "during the measured run (the bench runs at a higher priority, so such work "
+        "mostly fills idle time, but a high value means a noisier row).",
+    ]
+    out.append("")
+    out += [f"- gateway `{g.name}`: {g.describe}" for g in gateways]
+    out += [f"- workload `{w.name}`: {w.describe} ({len(w.body)} B request)"
+            for w in workloads]
+    for note in meta["notes"]:
+        out.append(f"\nNote: {note}")
+    return "\n".join(out) + "\n"
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True).stdout.strip() or "?"
+    except OSError:
+        return "?"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    global ENVOY
+    ENVOY = find_envoy()
+    if not shutil.which("wrk"):
+        raise BenchError("wrk is not installed (apt-get install -y wrk)")
+    if RUN.exists():
+        shutil.rmtree(RUN)
+    RUN.mkdir(parents=True)
+
+    gateways = [g for g in GATEWAYS
+                if not ONLY_GATEWAYS or g.name in ONLY_GATEWAYS or g.name == BASELINE]
+    workloads = [w for w in WORKLOADS
+                 if w.name in ONLY_WORKLOADS or (not ONLY_WORKLOADS and w.default)]
+    if not workloads:
+        raise BenchError(f"no workload selected; known: {[w.name for w in WORKLOADS]}")
+    for g in gateways:
+        for p in g.requires:
+            if not p.exists():
+                raise BenchError(f"gateway {g.name} needs {p} (cargo build --release "
+                                 "-p aigw-shim)")
+
+    gw_cpus, load_cpus = cpu_sets()
+    version = subprocess.run(ENVOY + ["--version"], capture_output=True,
+                             text=True).stdout.strip().split("version:")[-1].strip()
+    meta = {
+        "when": datetime.datetime.now().isoformat(timespec="seconds"),
+        "commit": git_commit(), "envoy": f"{' '.join(ENVOY)} ({version})",
+        "cpus": os.cpu_count(),
+        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "gw_cpus": gw_cpus, "load_cpus": load_cpus, "notes": [],
+    }
+    print(f"bench: envoy {' '.join(ENVOY)}; pinning gateway={gw_cpus} "
+          f"load={load_cpus}; nice {SETTINGS['nice']}", flush=True)
+
+    procs: list[Envoy] = []
+    try:
+        upstream = Envoy("upstream", "upstream.yaml", {}, load_cpus)
+        procs.append(upstream)
+        envoys = {}
+        for g in gateways:
+            subs = {"UPSTREAM_PORT": upstream.port, **g.subs()}
+            envoys[g.name] = Envoy(g.name, g.template, subs, gw_cpus, g.env())
+            procs.append(envoys[g.name])
+
+        # A broken setup must not produce a number: check every pair first.
+        for g in gateways:
+            for wl in workloads:
+                line = check(g, envoys[g.name], wl)
+                print(f"check ok  {g.name:8} {wl.name:16} {line}", flush=True)
+
+        pids = [p.proc.pid for p in procs]
+        other = wait_quiet(SETTINGS["quiet_wait_s"], pids)
+        if other >= 0.3:
+            meta["notes"].append(f"the machine was busy before the run ({other:.1f} CPUs "
+                                 "of other work); see the `other CPU` column.")
+        runs: dict[tuple[str, str], list[dict]] = {}
+        for wl in workloads:
+            r = measure(upstream.url, wl, load_cpus, None, pids)
+            runs[(wl.name, "upstream")] = [r]
+            print(f"measured  {'upstream':8} {wl.name:16} {r['rps']:8.0f} req/s", flush=True)
+        for rnd in range(SETTINGS["rounds"]):
+            wait_quiet(5, pids)
+            order = gateways if rnd % 2 == 0 else list(reversed(gateways))
+            for wl in workloads:
+                for g in order:
+                    env = envoys[g.name]
+                    r = measure(env.url, wl, load_cpus, env.proc.pid, pids)
+                    print(f"round {rnd + 1}   {g.name:8} {wl.name:16} {r['rps']:8.0f} req/s "
+                          f"p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms "
+                          f"cpu {fmt(r['cpu_us_per_req'], '.0f')} us/req "
+                          f"other {r['other_cpu']:.2f} CPUs "
+                          f"errors {r['errors']}", flush=True)
+                    if r["errors"]:
+                        raise BenchError(f"{g.name}/{wl.name}: {r['errors']} errors under "
+                                         "load (see wrk summary); numbers are void")
+                    runs.setdefault((wl.name, g.name), []).append(r)
+    finally:
+        for p in reversed(procs):
+            p.stop()
+
+    rows = summarize(runs, workloads, gateways, meta)
+
+    table = render(rows, meta, gateways, workloads)
+    OUT.mkdir(exist_ok=True)
+    (OUT / "latest.md").write_text(table)
+    (OUT / "latest.json").write_text(json.dumps({"meta": meta, "settings": SETTINGS,
+                                                  "rows": rows}, indent=2))
+    print()
+    print(table)
+    print(f"written to {OUT / 'latest.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    # SIGTERM (e.g. make interrupted) unwinds like Ctrl-C, so the Envoys are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        with AutogroupNice(SETTINGS["nice"]):
+            rc = main()
+        sys.exit(rc)
+    except BenchError as e:
+        print(f"bench: FAILED: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
