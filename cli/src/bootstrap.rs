@@ -26,6 +26,9 @@ const METADATA_NAMESPACE: &str = aigw_filter::METADATA_NAMESPACE;
 const BACKEND_KEY: &str = "backend";
 /// `envoy.transport_socket_match` key selecting a backend's TLS settings.
 const TLS_MATCH_KEY: &str = "aigw_backend";
+/// Retry triggers and codes: the failures another provider can fix.
+const RETRY_ON: &str = "connect-failure,refused-stream,reset,retriable-status-codes";
+const RETRY_STATUS_CODES: [u16; 5] = [429, 500, 502, 503, 504];
 
 pub(crate) fn bootstrap(
     plan: &Plan,
@@ -123,12 +126,41 @@ fn envoy_routes(r: &PlanRoute) -> Vec<Value> {
             action.insert("timeout".into(), json!(envoy_duration(r.timeout_ms)));
             // Each backend's endpoints carry their hostname; the upstream expects it.
             action.insert("auto_host_rewrite".into(), json!(true));
+            let mut retry = Map::new();
             if let Some(ms) = r.per_try_timeout_ms {
-                // No retry_on: no retries, only the per-attempt bound.
-                action.insert(
-                    "retry_policy".into(),
-                    json!({"per_try_timeout": envoy_duration(ms)}),
+                // Without retry_on there are no retries, only the per-attempt bound.
+                retry.insert("per_try_timeout".into(), json!(envoy_duration(ms)));
+            }
+            if let Some(n) = r.num_retries.filter(|&n| n > 0) {
+                retry.insert("retry_on".into(), json!(RETRY_ON));
+                retry.insert("retriable_status_codes".into(), json!(RETRY_STATUS_CODES));
+                retry.insert("num_retries".into(), json!(n));
+                // Another host, and with priorities the next level: a retry is
+                // meant to land on another provider.
+                retry.insert(
+                    "retry_host_predicate".into(),
+                    json!([{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                    }}]),
                 );
+                let levels: BTreeSet<u32> = r
+                    .backends
+                    .iter()
+                    .filter(|b| b.weight > 0)
+                    .map(|b| b.priority)
+                    .collect();
+                if levels.len() > 1 {
+                    retry.insert(
+                        "retry_priority".into(),
+                        json!({"name": "envoy.retry_priorities.previous_priorities", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                            "update_frequency": 1
+                        }}),
+                    );
+                }
+            }
+            if !retry.is_empty() {
+                action.insert("retry_policy".into(), Value::Object(retry));
             }
             json!({
                 "name": r.name,

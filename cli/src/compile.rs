@@ -12,8 +12,9 @@ use serde_json::{json, Map, Value};
 
 use crate::bootstrap;
 use crate::diag::{Diagnostic, Reporter, ResourceId, Severity, Source};
+use crate::envoy_gateway;
 use crate::manifest::Manifest;
-use crate::resources::{self, Cost, Endpoint, Inputs, Meta, Tls, MODEL_HEADER};
+use crate::resources::{self, Cost, Endpoint, Inputs, Meta, ParentRef, Tls, MODEL_HEADER};
 
 /// Route timeout when a rule sets none: LLM answers are slow, and Envoy's own
 /// default (15s) cuts many of them off. Envoy AI Gateway uses the same default.
@@ -43,6 +44,15 @@ pub struct Options {
     pub module_name: String,
     /// Where Envoy writes the JSON access log.
     pub access_log_path: String,
+    /// Envoy Gateway output: absolute path of `lib<module_name>.so` inside the
+    /// Envoy proxy image, allow-listed in the generated `EnvoyProxy`.
+    pub module_path: String,
+    /// Envoy Gateway output: namespace of the generated `EnvoyProxy`.
+    pub envoy_proxy_namespace: String,
+    /// Envoy Gateway wasm variant: where Envoy downloads `aigw.wasm` from, and its
+    /// SHA-256 (64 lowercase hex digits). The variant is produced only with both.
+    pub wasm_url: Option<String>,
+    pub wasm_sha256: Option<String>,
 }
 
 impl Default for Options {
@@ -54,6 +64,10 @@ impl Default for Options {
             ca_bundle: "/etc/ssl/certs/ca-certificates.crt".into(),
             module_name: "aigw".into(),
             access_log_path: "/dev/stdout".into(),
+            module_path: "/usr/local/lib/envoy/libaigw.so".into(),
+            envoy_proxy_namespace: "envoy-gateway-system".into(),
+            wasm_url: None,
+            wasm_sha256: None,
         }
     }
 }
@@ -67,6 +81,20 @@ pub struct Output {
     pub config_json: String,
     /// A standalone Envoy bootstrap loading the filter with `config`.
     pub bootstrap_yaml: String,
+    /// Envoy Gateway manifests (EnvoyProxy allow-list, HTTPRoutes,
+    /// HTTPRouteFilters, EnvoyExtensionPolicies with `dynamicModule`,
+    /// BackendTrafficPolicies, generated Backends), in apply order.
+    pub envoy_gateway: Vec<Value>,
+    /// `envoy_gateway` as one multi-document YAML file.
+    pub envoy_gateway_yaml: String,
+    /// The same with the filter loaded as wasm (`wasm` instead of
+    /// `dynamicModule`, no EnvoyProxy allow-list); only when
+    /// [`Options::wasm_url`] and [`Options::wasm_sha256`] are set.
+    pub envoy_gateway_wasm: Option<Vec<Value>>,
+    pub envoy_gateway_wasm_yaml: Option<String>,
+    /// Input fields the gateway does not enforce, one object per field
+    /// (`resource`, `source`, `field`, `value`); each also has a warning.
+    pub not_enforced: Vec<Value>,
     /// Findings that did not stop compilation.
     pub warnings: Vec<Diagnostic>,
 }
@@ -90,7 +118,7 @@ pub fn compile_with(manifests: &[Manifest], options: &Options) -> Result<Output,
         return Err(fail(diags));
     }
 
-    let (config, origins) = config_document(&plan);
+    let (config, origins) = config_document(&plan, &|_| true);
     let config_json = match serde_json::to_string_pretty(&config) {
         Ok(s) => s + "\n",
         Err(e) => {
@@ -117,17 +145,54 @@ pub fn compile_with(manifests: &[Manifest], options: &Options) -> Result<Output,
             return Err(fail(diags));
         }
     };
+
+    let eg = envoy_gateway::manifests(&plan, options, &mut diags);
+    if diags.iter().any(Diagnostic::is_error) {
+        return Err(fail(diags));
+    }
+    let envoy_gateway_yaml = match eg.dynamic_yaml() {
+        Ok(s) => s,
+        Err(e) => {
+            diags.push(generated_error(e));
+            return Err(fail(diags));
+        }
+    };
+    let envoy_gateway_wasm_yaml = match eg.wasm_yaml() {
+        Ok(s) => s,
+        Err(e) => {
+            diags.push(generated_error(e));
+            return Err(fail(diags));
+        }
+    };
+    let not_enforced = plan
+        .not_enforced
+        .iter()
+        .map(|n| {
+            json!({
+                "resource": n.resource.to_string(),
+                "source": n.source.to_string(),
+                "field": n.path,
+                "value": n.value,
+            })
+        })
+        .collect();
+
     let mut warnings = diags;
     warnings.sort_by(|a, b| a.source.cmp(&b.source));
     Ok(Output {
         config,
         config_json,
         bootstrap_yaml,
+        envoy_gateway: eg.dynamic,
+        envoy_gateway_yaml,
+        envoy_gateway_wasm: eg.wasm,
+        envoy_gateway_wasm_yaml,
+        not_enforced,
         warnings,
     })
 }
 
-fn generated_error(message: String) -> Diagnostic {
+pub(crate) fn generated_error(message: String) -> Diagnostic {
     Diagnostic {
         severity: Severity::Error,
         source: Source {
@@ -154,6 +219,10 @@ pub struct PlanBackend {
     pub model_name_override: Option<String>,
     pub endpoints: Vec<Endpoint>,
     pub tls: Option<Tls>,
+    /// The Envoy Gateway `Backend` (namespace, name) the endpoints come from, and
+    /// its `spec.fallback`; `None` when the compiler makes the Backend itself.
+    pub eg_backend: Option<(String, String)>,
+    pub eg_fallback: bool,
     pub origin: (Source, ResourceId),
 }
 
@@ -177,7 +246,13 @@ pub struct PlanRoute {
     pub backends: Vec<PlanRouteBackend>,
     pub costs: Vec<Cost>,
     pub timeout_ms: u64,
+    /// Per-attempt bound (`timeouts.backendRequest`).
     pub per_try_timeout_ms: Option<u64>,
+    /// Retries after the first attempt, on connect failures, resets and
+    /// 429/5xx answers; `None` leaves Envoy's default (no retry).
+    pub num_retries: Option<u32>,
+    /// Gateways the route's resource attaches to.
+    pub parents: Vec<ParentRef>,
     pub rule_path: String,
     pub origin: (Source, ResourceId),
 }
@@ -190,11 +265,21 @@ pub struct PlanModel {
     pub route: usize,
 }
 
+/// An input field the gateway does not enforce, carried to the output.
+#[derive(Debug)]
+pub struct NotEnforced {
+    pub source: Source,
+    pub resource: ResourceId,
+    pub path: String,
+    pub value: Value,
+}
+
 #[derive(Debug, Default)]
 pub struct Plan {
     pub backends: Vec<PlanBackend>,
     pub routes: Vec<PlanRoute>,
     pub models: Vec<PlanModel>,
+    pub not_enforced: Vec<NotEnforced>,
 }
 
 fn reporter<'a>(meta: &'a Meta, out: &'a mut Vec<Diagnostic>) -> Reporter<'a> {
@@ -473,6 +558,8 @@ fn plan(inputs: &Inputs, diags: &mut Vec<Diagnostic>) -> Plan {
                             model_name_override: b.model_name_override.clone(),
                             endpoints: eg.endpoints.clone(),
                             tls,
+                            eg_backend: Some(egkey),
+                            eg_fallback: eg.fallback,
                             origin: (asb.meta.source.clone(), asb.meta.id.clone()),
                         });
                         variants.insert(vkey, plan.backends.len() - 1);
@@ -526,11 +613,15 @@ fn plan(inputs: &Inputs, diags: &mut Vec<Diagnostic>) -> Plan {
                     .request_timeout_ms
                     .unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
                 per_try_timeout_ms: rule.backend_request_timeout_ms,
+                num_retries: None,
+                parents: route.parents.clone(),
                 rule_path: rule.path.clone(),
                 origin: origin.clone(),
             });
         }
     }
+
+    plan_generic(inputs, &mut plan, &mut model_owner, diags);
 
     for (i, b) in inputs.service_backends.iter().enumerate() {
         let key = (b.meta.id.namespace.clone(), b.meta.id.name.clone());
@@ -542,18 +633,132 @@ fn plan(inputs: &Inputs, diags: &mut Vec<Diagnostic>) -> Plan {
     plan
 }
 
+/// Generic AIGatewayRoutes: one route each, OpenAI backends reached directly.
+fn plan_generic(
+    inputs: &Inputs,
+    plan: &mut Plan,
+    model_owner: &mut HashMap<String, String>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut names: HashMap<String, Source> = HashMap::new();
+    for g in &inputs.generic_routes {
+        let mut r = reporter(&g.meta, diags);
+        let origin = (g.meta.source.clone(), g.meta.id.clone());
+        if let Some(first) = names.get(&g.meta.id.name) {
+            r.error(
+                "name",
+                format!("duplicate generic route (first defined at {first})"),
+            );
+            continue;
+        }
+        names.insert(g.meta.id.name.clone(), g.meta.source.clone());
+        r.warn(
+            "",
+            "names no Gateway: the generated HTTPRoute has no parentRefs (add them before applying it; the standalone bootstrap serves the route as is)",
+        );
+        let mut models = Vec::new();
+        for (m, path) in &g.models {
+            if let Some(other) = model_owner.get(m) {
+                r.error(
+                    path.as_str(),
+                    format!("model '{m}' is already routed by {other}: a model maps to one rule"),
+                );
+                continue;
+            }
+            model_owner.insert(m.clone(), g.meta.id.to_string());
+            models.push((m.clone(), path.clone()));
+        }
+        let mut backends = Vec::new();
+        for b in &g.backends {
+            let name = format!("{}.generic@{}", g.meta.id.name, b.model);
+            let idx = match plan.backends.iter().position(|x| x.name == name) {
+                Some(i) => i,
+                None => {
+                    plan.backends.push(PlanBackend {
+                        name,
+                        schema_name: "OpenAI".into(),
+                        schema_version: None,
+                        model_name_override: Some(b.model.clone()),
+                        endpoints: vec![Endpoint {
+                            address: resources::Address::Fqdn(crate::generic::OPENAI_HOST.into()),
+                            port: 443,
+                        }],
+                        tls: Some(Tls::default()),
+                        eg_backend: None,
+                        eg_fallback: false,
+                        origin: origin.clone(),
+                    });
+                    plan.backends.len() - 1
+                }
+            };
+            if backends.iter().any(|x: &PlanRouteBackend| x.backend == idx) {
+                r.error(
+                    format!("{}.model", b.path),
+                    format!("model '{}' is listed twice for provider openai", b.model),
+                );
+                continue;
+            }
+            backends.push(PlanRouteBackend {
+                backend: idx,
+                weight: b.weight,
+                priority: b.priority,
+                path: b.path.clone(),
+            });
+        }
+        if !backends.is_empty() && backends.iter().all(|b| b.weight == 0) {
+            r.warn("backends", "every backend has weight 0: requests get 503");
+        }
+        for (path, value) in &g.not_enforced {
+            plan.not_enforced.push(NotEnforced {
+                source: g.meta.source.clone(),
+                resource: g.meta.id.clone(),
+                path: path.clone(),
+                value: value.clone(),
+            });
+        }
+        for (m, _) in &models {
+            plan.models.push(PlanModel {
+                id: m.clone(),
+                owned_by: "aigw".into(),
+                created: 0,
+                route: plan.routes.len(),
+            });
+        }
+        let matches = models
+            .iter()
+            .map(|(m, _)| (m.clone(), g.headers.clone()))
+            .collect();
+        plan.routes.push(PlanRoute {
+            name: format!("generic/{}", g.meta.id.name),
+            models,
+            matches,
+            backends,
+            costs: Vec::new(),
+            timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            per_try_timeout_ms: g.per_try_timeout_ms,
+            num_retries: g.num_retries,
+            parents: Vec::new(),
+            rule_path: String::new(),
+            origin,
+        });
+    }
+}
+
 // ---------------------------------------------------------------- filter config
 
 /// Where a part of the generated config came from, to map filter errors back.
 #[derive(Debug)]
-struct Origin {
+pub(crate) struct Origin {
     config_path: String,
     source: Source,
     resource: ResourceId,
     path: String,
 }
 
-fn config_document(plan: &Plan) -> (Value, Vec<Origin>) {
+/// The filter config for the routes `keep` selects (all of them for
+/// `config.json`; one AIGatewayRoute's for its EnvoyExtensionPolicy), with only
+/// the models and backends those routes use.
+pub(crate) fn config_document(plan: &Plan, keep: &dyn Fn(usize) -> bool) -> (Value, Vec<Origin>) {
     let mut origins = Vec::new();
     let mut origin =
         |config_path: String, (source, resource): &(Source, ResourceId), path: &str| {
@@ -566,14 +771,19 @@ fn config_document(plan: &Plan) -> (Value, Vec<Origin>) {
         };
 
     let mut models = Vec::new();
-    for (i, m) in plan.models.iter().enumerate() {
+    for (i, m) in plan.models.iter().filter(|m| keep(m.route)).enumerate() {
         let r = &plan.routes[m.route];
         origin(format!("models[{i}]"), &r.origin, &r.rule_path);
         models.push(json!({"id": m.id, "ownedBy": m.owned_by, "created": m.created}));
     }
 
+    let used: std::collections::HashSet<usize> = (0..plan.routes.len())
+        .filter(|&i| keep(i))
+        .flat_map(|i| plan.routes[i].backends.iter().map(|b| b.backend))
+        .collect();
     let mut backends = Vec::new();
-    for (i, b) in plan.backends.iter().enumerate() {
+    let kept_backends = (0..plan.backends.len()).filter(|i| used.contains(i));
+    for (i, b) in kept_backends.map(|i| &plan.backends[i]).enumerate() {
         origin(format!("backends[{i}]"), &b.origin, "spec");
         let mut schema = Map::new();
         schema.insert("name".into(), json!(b.schema_name));
@@ -590,7 +800,8 @@ fn config_document(plan: &Plan) -> (Value, Vec<Origin>) {
     }
 
     let mut routes = Vec::new();
-    for (i, r) in plan.routes.iter().enumerate() {
+    let kept_routes = (0..plan.routes.len()).filter(|&i| keep(i));
+    for (i, r) in kept_routes.map(|i| &plan.routes[i]).enumerate() {
         let p = format!("routes[{i}]");
         origin(p.clone(), &r.origin, &r.rule_path);
         for (j, (_, path)) in r.models.iter().enumerate() {

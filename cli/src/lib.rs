@@ -1,7 +1,7 @@
 //! Compiles Envoy AI Gateway Kubernetes resources (AIGatewayRoute, AIServiceBackend,
 //! BackendSecurityPolicy, with Envoy Gateway `Backend`, Gateway API
-//! `BackendTLSPolicy` and `Secret`) into the aigw filter's JSON config and a
-//! standalone Envoy bootstrap.
+//! `BackendTLSPolicy` and `Secret`, and the generic AIGatewayRoute) into the aigw
+//! filter's JSON config, a standalone Envoy bootstrap and Envoy Gateway manifests.
 //!
 //! [`compile`] is pure: manifests in, documents or diagnostics out. Reading files,
 //! folders and Secrets is the binary's job (`main.rs`); parsing their text into
@@ -10,6 +10,8 @@
 mod bootstrap;
 pub mod compile;
 pub mod diag;
+mod envoy_gateway;
+pub mod generic;
 pub mod manifest;
 mod read;
 pub mod resources;

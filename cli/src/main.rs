@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use aigw_cli::{compile_with, diag, manifest, Diagnostic, Manifest, Options};
 
 const USAGE: &str = "\
-Compiles Envoy AI Gateway resources into the aigw filter config and an Envoy bootstrap.
+Compiles Envoy AI Gateway resources into the aigw filter config, an Envoy bootstrap
+and Envoy Gateway manifests.
 
 Usage: aigw compile [OPTIONS] <PATH>...
 
@@ -17,9 +18,20 @@ folder (its *.yaml, *.yml and *.json files, recursively, in name order), or `-` 
 standard input.
 
 Options:
-  -o, --out-dir <DIR>         write config.json and bootstrap.yaml into DIR [default: .]
+  -o, --out-dir <DIR>         write config.json, bootstrap.yaml, envoy-gateway.yaml
+                              (envoy-gateway-wasm.yaml with --wasm-url, and
+                              not-enforced.json when a field is not enforced) into
+                              DIR [default: .]
       --config <FILE>         write the filter config to FILE instead
       --bootstrap <FILE>      write the Envoy bootstrap to FILE instead
+      --envoy-gateway <FILE>  write the Envoy Gateway manifests to FILE instead
+      --module-path <PATH>    absolute path of libaigw.so in the Envoy Gateway proxy
+                              image [default: /usr/local/lib/envoy/libaigw.so]
+      --envoy-proxy-namespace <NS>
+                              namespace of the generated EnvoyProxy
+                              [default: envoy-gateway-system]
+      --wasm-url <URL>        also write the wasm variant, loading aigw.wasm from URL
+      --wasm-sha256 <HEX>     SHA-256 of aigw.wasm (required with --wasm-url)
       --check                 only check the resources; write nothing
       --listen-address <IP>   listener address [default: 0.0.0.0]
       --listen-port <PORT>    listener port [default: 1975]
@@ -36,6 +48,7 @@ struct Args {
     out_dir: PathBuf,
     config: Option<PathBuf>,
     bootstrap: Option<PathBuf>,
+    envoy_gateway: Option<PathBuf>,
     check: bool,
     quiet: bool,
     options: Options,
@@ -60,6 +73,7 @@ fn parse_args(argv: &[String]) -> Result<Command, String> {
         out_dir: PathBuf::from("."),
         config: None,
         bootstrap: None,
+        envoy_gateway: None,
         check: false,
         quiet: false,
         options: Options::default(),
@@ -79,6 +93,11 @@ fn parse_args(argv: &[String]) -> Result<Command, String> {
             "-o" | "--out-dir" => a.out_dir = value(arg)?.into(),
             "--config" => a.config = Some(value(arg)?.into()),
             "--bootstrap" => a.bootstrap = Some(value(arg)?.into()),
+            "--envoy-gateway" => a.envoy_gateway = Some(value(arg)?.into()),
+            "--module-path" => a.options.module_path = value(arg)?,
+            "--envoy-proxy-namespace" => a.options.envoy_proxy_namespace = value(arg)?,
+            "--wasm-url" => a.options.wasm_url = Some(value(arg)?),
+            "--wasm-sha256" => a.options.wasm_sha256 = Some(value(arg)?),
             "--check" => a.check = true,
             "-q" | "--quiet" => a.quiet = true,
             "--listen-address" => a.options.listen_address = value(arg)?,
@@ -186,7 +205,13 @@ fn run(a: Box<Args>) -> Result<ExitCode, String> {
         .bootstrap
         .clone()
         .unwrap_or_else(|| a.out_dir.join("bootstrap.yaml"));
-    let outputs: Vec<PathBuf> = [&config, &bootstrap]
+    let envoy_gateway = a
+        .envoy_gateway
+        .clone()
+        .unwrap_or_else(|| a.out_dir.join("envoy-gateway.yaml"));
+    let eg_wasm = a.out_dir.join("envoy-gateway-wasm.yaml");
+    let not_enforced = a.out_dir.join("not-enforced.json");
+    let outputs: Vec<PathBuf> = [&config, &bootstrap, &envoy_gateway, &eg_wasm, &not_enforced]
         .iter()
         .filter_map(|p| p.canonicalize().ok())
         .collect();
@@ -219,11 +244,20 @@ fn run(a: Box<Args>) -> Result<ExitCode, String> {
     }
     write_atomic(&config, &out.config_json)?;
     write_atomic(&bootstrap, &out.bootstrap_yaml)?;
-    eprintln!(
-        "aigw: wrote {} and {}",
-        config.display(),
-        bootstrap.display()
-    );
+    write_atomic(&envoy_gateway, &out.envoy_gateway_yaml)?;
+    let mut written = vec![config, bootstrap, envoy_gateway];
+    if let Some(w) = &out.envoy_gateway_wasm_yaml {
+        write_atomic(&eg_wasm, w)?;
+        written.push(eg_wasm);
+    }
+    if !out.not_enforced.is_empty() {
+        let text = serde_json::to_string_pretty(&out.not_enforced)
+            .map_err(|e| format!("cannot serialise the not-enforced list: {e}"))?;
+        write_atomic(&not_enforced, &(text + "\n"))?;
+        written.push(not_enforced);
+    }
+    let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    eprintln!("aigw: wrote {}", names.join(", "));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -74,9 +74,19 @@ pub struct Cost {
     pub path: String,
 }
 
+/// A Gateway the route attaches to (from `targetRefs` or `parentRefs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParentRef {
+    pub name: String,
+    pub namespace: Option<String>,
+    pub section_name: Option<String>,
+    pub port: Option<u16>,
+}
+
 #[derive(Debug)]
 pub struct AiGatewayRoute {
     pub meta: Meta,
+    pub parents: Vec<ParentRef>,
     pub rules: Vec<Rule>,
     pub costs: Vec<Cost>,
 }
@@ -135,6 +145,9 @@ pub struct EgBackend {
     pub meta: Meta,
     pub endpoints: Vec<Endpoint>,
     pub tls: Option<Tls>,
+    /// `spec.fallback`: Envoy Gateway's only notion of priority (used by the
+    /// Envoy Gateway output; the standalone bootstrap uses backendRef priorities).
+    pub fallback: bool,
 }
 
 #[derive(Debug)]
@@ -160,6 +173,7 @@ pub struct Inputs {
     pub backends: Vec<EgBackend>,
     pub tls_policies: Vec<BackendTlsPolicy>,
     pub secrets: Vec<Secret>,
+    pub generic_routes: Vec<crate::generic::GenericRoute>,
 }
 
 const METADATA_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
@@ -183,6 +197,12 @@ fn read_one(m: &Manifest, inputs: &mut Inputs, diags: &mut Vec<Diagnostic>) {
         r.error("", "a resource must be an object");
         return;
     };
+    if crate::generic::is_generic(&m.value) {
+        if let Some(g) = crate::generic::read(&m.value, &m.source, &mut r) {
+            inputs.generic_routes.push(g);
+        }
+        return;
+    }
     let top = Obj { map: top, path: "" };
     let (Some(api_version), Some(kind)) = (
         top.str_req("apiVersion", &mut r),
@@ -428,13 +448,22 @@ fn read_route(meta: Meta, spec: Obj<'_, '_>, r: &mut Reporter<'_>) -> AiGatewayR
     if target_refs.is_some_and(<[Value]>::is_empty) {
         r.error("spec.targetRefs", "must have at least 1 item");
     }
+    let mut parents = Vec::new();
     objects(
         target_refs.unwrap_or_default(),
         "spec.targetRefs",
         &["group", "kind", "name", "sectionName"],
         r,
         |o, r| {
-            o.str_req("name", r);
+            let section_name = o.str_opt("sectionName", r).map(str::to_string);
+            if let Some(name) = o.str_req("name", r) {
+                parents.push(ParentRef {
+                    name: name.to_string(),
+                    namespace: None,
+                    section_name,
+                    port: None,
+                });
+            }
         },
     );
     let parent_refs = spec.list_opt("parentRefs", 16, r);
@@ -444,11 +473,24 @@ fn read_route(meta: Meta, spec: Obj<'_, '_>, r: &mut Reporter<'_>) -> AiGatewayR
         &["group", "kind", "namespace", "name", "sectionName", "port"],
         r,
         |o, r| {
-            o.str_req("name", r);
             if let Some(k) = o.str_opt("kind", r) {
                 if k != "Gateway" {
                     r.error(o.path("kind"), "only Gateway is supported");
                 }
+            }
+            let namespace = o
+                .str_opt("namespace", r)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string);
+            let section_name = o.str_opt("sectionName", r).map(str::to_string);
+            let port = o.int_opt("port", 1, 65535, r).map(|p| p as u16);
+            if let Some(name) = o.str_req("name", r) {
+                parents.push(ParentRef {
+                    name: name.to_string(),
+                    namespace,
+                    section_name,
+                    port,
+                });
             }
         },
     );
@@ -529,7 +571,12 @@ fn read_route(meta: Meta, spec: Obj<'_, '_>, r: &mut Reporter<'_>) -> AiGatewayR
             |o, r| rules.push(read_rule(&o, r)),
         ),
     }
-    AiGatewayRoute { meta, rules, costs }
+    AiGatewayRoute {
+        meta,
+        parents,
+        rules,
+        costs,
+    }
 }
 
 const COST_TYPES: &[&str] = &["OutputToken", "InputToken", "TotalToken", "CEL"];
@@ -1037,12 +1084,9 @@ fn read_eg_backend(meta: Meta, spec: Obj<'_, '_>, r: &mut Reporter<'_>) -> EgBac
             "ignored: upstream connections use HTTP/1.1",
         );
     }
-    if spec.has("fallback") {
-        r.warn(
-            "spec.fallback",
-            "ignored: the AIGatewayRoute backendRef priority decides fallback",
-        );
-    }
+    // The standalone bootstrap follows backendRef priorities; the Envoy Gateway
+    // output checks this flag against them.
+    let fallback = spec.bool_opt("fallback", r).unwrap_or(false);
 
     let mut endpoints = Vec::new();
     let list = spec.list_opt("endpoints", 64, r);
@@ -1160,6 +1204,7 @@ fn read_eg_backend(meta: Meta, spec: Obj<'_, '_>, r: &mut Reporter<'_>) -> EgBac
         meta,
         endpoints,
         tls,
+        fallback,
     }
 }
 

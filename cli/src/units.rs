@@ -47,6 +47,23 @@ pub fn envoy_duration(ms: u64) -> String {
     }
 }
 
+/// Renders milliseconds as a Gateway API duration (`1m30s`, `500ms`, `0s`).
+pub fn gwapi_duration(ms: u64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let mut rest = ms;
+    for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+        let n = rest / size;
+        rest %= size;
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    out
+}
+
 /// Parses an RFC 3339 date-time (`2024-05-21T10:00:00Z`, fractions and offsets
 /// allowed) into Unix seconds.
 pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
@@ -165,6 +182,10 @@ mod tests {
         }
         assert_eq!(envoy_duration(60_000), "60s");
         assert_eq!(envoy_duration(1_500), "1.500s");
+        for ms in [0, 500, 1_000, 61_001, 5_400_000, 86_400_000] {
+            assert_eq!(parse_duration(&gwapi_duration(ms)), Ok(ms), "{ms}");
+        }
+        assert_eq!(gwapi_duration(90_000), "1m30s");
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! Golden tests: each folder under `tests/golden/` holds an `input.yaml` and the
-//! expected outputs: `config.json`, `bootstrap.yaml` and `warnings.txt` when it
-//! compiles, `errors.txt` (every diagnostic) when it does not.
+//! Golden tests: each folder under `tests/golden/` holds an `input.yaml`, an
+//! optional `options.txt` (`key=value` lines: `wasm_url`, `wasm_sha256`,
+//! `module_path`) and the expected outputs: `config.json`, `bootstrap.yaml`,
+//! `envoy-gateway.yaml`, `envoy-gateway-wasm.yaml` (with a wasm URL),
+//! `not-enforced.json` (when some field is not enforced) and `warnings.txt`
+//! when it compiles, `errors.txt` (every diagnostic) when it does not.
 //! `UPDATE_GOLDEN=1 cargo test -p aigw-cli --test golden` rewrites them.
 
 use std::path::{Path, PathBuf};
 
-use aigw_cli::{compile, diag, manifest};
+use aigw_cli::{compile_with, diag, manifest, Options};
 
 fn cases() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
@@ -19,16 +22,39 @@ fn cases() -> Vec<PathBuf> {
     dirs
 }
 
+/// The case's compile options (`options.txt`).
+pub fn options(dir: &Path) -> Options {
+    let mut o = Options::default();
+    let Ok(text) = std::fs::read_to_string(dir.join("options.txt")) else {
+        return o;
+    };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (k, v) = line.split_once('=').unwrap();
+        match k.trim() {
+            "wasm_url" => o.wasm_url = Some(v.trim().into()),
+            "wasm_sha256" => o.wasm_sha256 = Some(v.trim().into()),
+            "module_path" => o.module_path = v.trim().into(),
+            other => panic!("{}: unknown option {other}", dir.display()),
+        }
+    }
+    o
+}
+
 /// Expected outputs of one case: (file name, contents); absent files are `None`.
 fn outputs(dir: &Path) -> Vec<(&'static str, Option<String>)> {
     let text = std::fs::read_to_string(dir.join("input.yaml")).unwrap();
     let (manifests, mut diags) = manifest::parse_yaml("input.yaml", &text);
-    match compile(&manifests) {
+    match compile_with(&manifests, &options(dir)) {
         Ok(out) if diags.is_empty() => {
             diags.extend(out.warnings);
+            let not_enforced = (!out.not_enforced.is_empty())
+                .then(|| serde_json::to_string_pretty(&out.not_enforced).unwrap() + "\n");
             vec![
                 ("config.json", Some(out.config_json)),
                 ("bootstrap.yaml", Some(out.bootstrap_yaml)),
+                ("envoy-gateway.yaml", Some(out.envoy_gateway_yaml)),
+                ("envoy-gateway-wasm.yaml", out.envoy_gateway_wasm_yaml),
+                ("not-enforced.json", not_enforced),
                 ("warnings.txt", Some(diag::render(&diags))),
                 ("errors.txt", None),
             ]
@@ -40,6 +66,9 @@ fn outputs(dir: &Path) -> Vec<(&'static str, Option<String>)> {
             vec![
                 ("config.json", None),
                 ("bootstrap.yaml", None),
+                ("envoy-gateway.yaml", None),
+                ("envoy-gateway-wasm.yaml", None),
+                ("not-enforced.json", None),
                 ("warnings.txt", None),
                 ("errors.txt", Some(diag::render(&diags))),
             ]

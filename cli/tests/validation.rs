@@ -864,3 +864,103 @@ fn weight_zero_backend_gets_no_traffic_and_priorities_are_compacted() {
         .collect();
     assert_eq!(got, [("asb.ns".to_string(), 0), ("b3.ns".to_string(), 1)]);
 }
+
+/// Envoy Gateway output rules: Gateway API's per-rule limits and the options.
+#[test]
+fn envoy_gateway_limits_and_options_are_errors() {
+    let mut docs = base();
+    let refs: Vec<Value> = (0..17)
+        .map(|i| json!({"name": "asb", "weight": 1, "modelNameOverride": format!("m{i}")}))
+        .collect();
+    set(
+        &mut docs[ROUTE],
+        "/spec/rules/0/backendRefs",
+        Some(Value::Array(refs)),
+    );
+    let errs = compile(&manifests(docs)).unwrap_err();
+    let e: Vec<_> = errs.iter().filter(|d| d.is_error()).collect();
+    assert_eq!(e.len(), 1, "{errs:#?}");
+    assert_eq!(e[0].path, "spec.rules[0].backendRefs");
+    assert!(e[0].message.contains("at most 16 backendRefs"), "{}", e[0]);
+
+    let mut docs = base();
+    let matches: Vec<Value> = (0..65)
+        .map(|i| json!({"headers": [{"name": "x-ai-eg-model", "value": format!("x{i}")}]}))
+        .collect();
+    set(
+        &mut docs[ROUTE],
+        "/spec/rules/0/matches",
+        Some(Value::Array(matches)),
+    );
+    let errs = compile(&manifests(docs)).unwrap_err();
+    assert!(
+        errs.iter().any(|d| d.is_error()
+            && d.path == "spec.rules[0].matches"
+            && d.message.contains("64 matches")),
+        "{errs:#?}"
+    );
+
+    let o = aigw_cli::Options {
+        module_path: "relative/libaigw.so".into(),
+        wasm_sha256: Some("f".repeat(64)),
+        ..aigw_cli::Options::default()
+    };
+    let errs = aigw_cli::compile_with(&manifests(base()), &o).unwrap_err();
+    let msgs: Vec<_> = errs
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(msgs.len(), 2, "{msgs:#?}");
+    assert!(msgs[0].starts_with("error: <options>") && msgs[0].contains("absolute path"));
+    assert!(msgs[1].contains("needs both"));
+}
+
+/// Many rules are split across HTTPRoutes; one catch-all, one policy for all.
+#[test]
+fn envoy_gateway_splits_large_routes() {
+    let mut docs = base();
+    let rules: Vec<Value> = (0..40)
+        .map(|i| {
+            json!({
+                "matches": [{"headers": [{"name": "x-ai-eg-model", "value": format!("m{i}")}]}],
+                "backendRefs": [{"name": "asb"}]
+            })
+        })
+        .collect();
+    set(&mut docs[ROUTE], "/spec/rules", Some(Value::Array(rules)));
+    let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
+    let routes: Vec<&Value> = out
+        .envoy_gateway
+        .iter()
+        .filter(|d| d["kind"] == "HTTPRoute")
+        .collect();
+    assert_eq!(routes.len(), 3);
+    let names: Vec<&str> = routes
+        .iter()
+        .map(|r| r["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["route", "route-1", "route-2"]);
+    let counts: Vec<usize> = routes
+        .iter()
+        .map(|r| r["spec"]["rules"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(counts, [16, 16, 9]); // 15 + the catch-all, 16, 9
+    let eep = out
+        .envoy_gateway
+        .iter()
+        .find(|d| d["kind"] == "EnvoyExtensionPolicy")
+        .unwrap();
+    assert_eq!(eep["spec"]["targetRefs"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        eep["spec"]["dynamicModule"][0]["config"]["routes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        40
+    );
+    assert!(out
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("split into 3 HTTPRoutes")));
+}

@@ -1,0 +1,392 @@
+//! The generic AIGatewayRoute (seed `004`: a provider-neutral JSON Schema with
+//! `name`, `modelAlias`, `matchers`, `backends`, `strategy`, `cache`,
+//! `rateLimit`, `budget`, `guardrails`, `retries`, `observability`, `tenant`).
+//!
+//! It is recognised as a document without `apiVersion` that has `backends`. What
+//! the filter and Envoy can do today is mapped (models, header matches, OpenAI
+//! backends with weight, priority and a per-backend model, fallback and
+//! load-balance strategies, retries); every other field is carried into the
+//! output's `notEnforced` list with a warning naming it, never dropped silently.
+
+use serde_json::Value;
+
+use crate::diag::{Reporter, ResourceId};
+use crate::read::{at, Obj};
+use crate::resources::{is_dns_subdomain, Meta};
+use crate::units::parse_duration;
+
+/// Where the `openai` provider is reached.
+pub const OPENAI_HOST: &str = "api.openai.com";
+
+#[derive(Debug)]
+pub struct GenericBackend {
+    pub model: String,
+    pub weight: u32,
+    pub priority: u32,
+    pub path: String,
+}
+
+#[derive(Debug)]
+pub struct GenericRoute {
+    pub meta: Meta,
+    /// Models routed here, each with the field it came from.
+    pub models: Vec<(String, String)>,
+    /// Header matches ANDed with the model (name lowercased, value).
+    pub headers: Vec<(String, String)>,
+    pub backends: Vec<GenericBackend>,
+    pub num_retries: Option<u32>,
+    pub per_try_timeout_ms: Option<u64>,
+    /// Fields carried as not enforced: (path, value).
+    pub not_enforced: Vec<(String, Value)>,
+}
+
+/// Whether a document is a generic AIGatewayRoute.
+pub fn is_generic(v: &Value) -> bool {
+    v.get("apiVersion").is_none() && v.get("backends").is_some()
+}
+
+const FIELDS: &[&str] = &[
+    "name",
+    "modelAlias",
+    "matchers",
+    "backends",
+    "strategy",
+    "cache",
+    "rateLimit",
+    "budget",
+    "guardrails",
+    "retries",
+    "observability",
+    "tenant",
+    "kind",
+];
+const MATCHER_TYPES: &[&str] = &["header", "model", "path", "identity", "time", "content"];
+const STRATEGIES: &[&str] = &[
+    "fallback",
+    "load-balance",
+    "fanout",
+    "shadow",
+    "cost-optimized",
+    "latency-optimized",
+];
+
+fn enum_opt(o: &Obj<'_, '_>, key: &str, allowed: &[&str], r: &mut Reporter<'_>) -> Option<String> {
+    let v = o.str_opt(key, r)?;
+    if !allowed.contains(&v) {
+        r.error(
+            o.path(key),
+            format!(
+                "unsupported value '{v}', expected one of: {}",
+                allowed.join(", ")
+            ),
+        );
+        return None;
+    }
+    Some(v.to_string())
+}
+
+fn number_opt(o: &Obj<'_, '_>, key: &str, r: &mut Reporter<'_>) {
+    if let Some(v) = o.get(key) {
+        if !v.is_number() {
+            r.error(o.path(key), "must be a number");
+        }
+    }
+}
+
+/// Reads a generic route; `r.resource` is set here.
+pub(crate) fn read(
+    v: &Value,
+    source: &crate::diag::Source,
+    r: &mut Reporter<'_>,
+) -> Option<GenericRoute> {
+    let top = Obj::new(v, "", FIELDS, r)?;
+    if let Some(k) = top.str_opt("kind", r) {
+        if k != "AIGatewayRoute" {
+            r.error("kind", format!("a document without apiVersion must be a generic AIGatewayRoute, found kind '{k}'"));
+        }
+    }
+    let name = top.str_req("name", r)?;
+    let id = ResourceId {
+        kind: "AIGatewayRoute".into(),
+        namespace: "default".into(),
+        name: name.to_string(),
+    };
+    r.resource = Some(id.clone());
+    if !is_dns_subdomain(name) {
+        r.error(
+            "name",
+            format!("'{name}' must be a lowercase RFC 1123 name: it names the generated Envoy and Kubernetes resources"),
+        );
+    }
+    let mut not_enforced: Vec<(String, Value)> = Vec::new();
+    let mut carry = |path: String, value: &Value, why: &str, r: &mut Reporter<'_>| {
+        r.warn(
+            path.as_str(),
+            format!("not enforced: {why}; carried into notEnforced"),
+        );
+        not_enforced.push((path, value.clone()));
+    };
+
+    let mut models: Vec<(String, String)> = Vec::new();
+    if let Some(alias) = top.str_opt("modelAlias", r) {
+        if alias.is_empty() {
+            r.error("modelAlias", "must not be empty");
+        } else {
+            models.push((alias.to_string(), "modelAlias".into()));
+        }
+    }
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for (i, m) in top
+        .list_opt("matchers", 64, r)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let p = at("matchers", i);
+        let Some(o) = Obj::new(m, &p, &["type", "key", "value"], r) else {
+            continue;
+        };
+        let kind = if o.has("type") {
+            enum_opt(&o, "type", MATCHER_TYPES, r)
+        } else {
+            r.error(o.path("type"), "is required");
+            None
+        };
+        let key = o.str_opt("key", r);
+        let value = o.str_opt("value", r);
+        match kind.as_deref() {
+            Some("model") => match value {
+                Some(v) if !v.is_empty() => {
+                    if !models.iter().any(|(m, _)| m == v) {
+                        models.push((v.to_string(), o.path("value")));
+                    }
+                }
+                _ => r.error(o.path("value"), "is required for a model matcher"),
+            },
+            Some("header") => match (key, value) {
+                (Some(k), Some(v)) if !k.is_empty() => {
+                    let k = k.to_ascii_lowercase();
+                    if k == crate::resources::MODEL_HEADER {
+                        r.error(
+                            o.path("key"),
+                            "the model header is set by the gateway: use a model matcher",
+                        );
+                    } else {
+                        headers.push((k, v.to_string()));
+                    }
+                }
+                (k, _) => r.error(
+                    o.path(if k.is_none_or(str::is_empty) {
+                        "key"
+                    } else {
+                        "value"
+                    }),
+                    "is required for a header matcher",
+                ),
+            },
+            Some(t) => carry(
+                p.clone(),
+                m,
+                &format!("{t} matchers are not supported by the filter"),
+                r,
+            ),
+            None => {}
+        }
+    }
+    if models.is_empty() {
+        r.error(
+            "modelAlias",
+            "needs a modelAlias or a model matcher: the filter routes by model",
+        );
+    }
+
+    let strategy = enum_opt(&top, "strategy", STRATEGIES, r);
+    if let Some(s) = strategy
+        .as_deref()
+        .filter(|s| !["fallback", "load-balance"].contains(s))
+    {
+        carry(
+            "strategy".into(),
+            &Value::String(s.into()),
+            "only fallback and load-balance are done (by Envoy, from weights and priorities)",
+            r,
+        );
+    }
+
+    let mut backends = Vec::new();
+    let list = top.list_opt("backends", 64, r);
+    if list.is_none_or(<[Value]>::is_empty) && top.has("backends") {
+        r.error("backends", "must have at least 1 item");
+    }
+    let any_priority = list
+        .unwrap_or_default()
+        .iter()
+        .any(|b| b.get("priority").is_some());
+    for (i, b) in list.unwrap_or_default().iter().enumerate() {
+        let p = at("backends", i);
+        let Some(o) = Obj::new(
+            b,
+            &p,
+            &["provider", "model", "weight", "priority", "credentialRef"],
+            r,
+        ) else {
+            continue;
+        };
+        let provider = o.str_req("provider", r);
+        if let Some(pr) = provider.filter(|p| *p != "openai") {
+            r.error(
+                o.path("provider"),
+                format!("provider '{pr}' is not supported yet (only openai)"),
+            );
+        }
+        let model = o.str_req("model", r);
+        let weight = o.int_opt("weight", 0, 1_000_000, r).unwrap_or(1) as u32;
+        let priority = o.int_opt("priority", 0, i64::from(u32::MAX), r);
+        // `fallback` without priorities: the list order is the fallback order.
+        let priority = match (priority, strategy.as_deref()) {
+            (Some(p), _) => p as u32,
+            (None, Some("fallback")) if !any_priority => i as u32,
+            (None, _) => 0,
+        };
+        if let Some(c) = o.get("credentialRef") {
+            if c.is_string() {
+                carry(
+                    o.path("credentialRef"),
+                    c,
+                    "upstream credentials are not applied by the filter yet",
+                    r,
+                );
+            } else {
+                r.error(o.path("credentialRef"), "must be a string");
+            }
+        }
+        if let (Some(_), Some(model)) = (provider, model) {
+            backends.push(GenericBackend {
+                model: model.to_string(),
+                weight,
+                priority,
+                path: p.clone(),
+            });
+        }
+    }
+    if !top.has("backends") {
+        r.error("backends", "is required");
+    }
+
+    // Typed checks of the carried objects, so a typo is still an error.
+    let sub = |key: &str, known: &[&str], r: &mut Reporter<'_>| -> Option<Obj<'_, 'static>> {
+        let v = top.get(key)?;
+        let path: &'static str = match key {
+            "cache" => "cache",
+            "rateLimit" => "rateLimit",
+            "budget" => "budget",
+            "retries" => "retries",
+            _ => "observability",
+        };
+        Obj::new(v, path, known, r)
+    };
+    if let Some(c) = sub("cache", &["mode", "ttlSeconds", "similarityThreshold"], r) {
+        enum_opt(&c, "mode", &["off", "exact", "semantic"], r);
+        c.int_opt("ttlSeconds", 0, i64::MAX, r);
+        number_opt(&c, "similarityThreshold", r);
+        if let Some(t) = c.get("similarityThreshold").and_then(Value::as_f64) {
+            if !(0.0..=1.0).contains(&t) {
+                r.error(
+                    c.path("similarityThreshold"),
+                    "must be between 0 and 1 (a cosine similarity)",
+                );
+            }
+        }
+        carry(
+            "cache".into(),
+            top.map.get("cache").unwrap_or(&Value::Null),
+            "the filter does not cache responses",
+            r,
+        );
+    }
+    if let Some(rl) = sub(
+        "rateLimit",
+        &["requestsPerMinute", "tokensPerMinute", "concurrency"],
+        r,
+    ) {
+        for k in ["requestsPerMinute", "tokensPerMinute", "concurrency"] {
+            rl.int_opt(k, 0, i64::MAX, r);
+        }
+        carry("rateLimit".into(), top.map.get("rateLimit").unwrap_or(&Value::Null), "rate limits need Envoy's rate-limit service, which the compiler does not configure yet", r);
+    }
+    if let Some(b) = sub("budget", &["currency", "limit", "period", "action"], r) {
+        b.str_opt("currency", r);
+        number_opt(&b, "limit", r);
+        enum_opt(&b, "period", &["daily", "weekly", "monthly"], r);
+        enum_opt(&b, "action", &["alert", "throttle", "block"], r);
+        carry(
+            "budget".into(),
+            top.map.get("budget").unwrap_or(&Value::Null),
+            "spend caps are not enforced",
+            r,
+        );
+    }
+    if let Some(list) = top.list_opt("guardrails", 64, r) {
+        for (i, g) in list.iter().enumerate() {
+            let p = at("guardrails", i);
+            if let Some(o) = Obj::new(g, &p, &["name", "stage", "policyRef"], r) {
+                o.str_req("name", r);
+                if o.has("stage") {
+                    enum_opt(&o, "stage", &["request", "response", "both"], r);
+                } else {
+                    r.error(o.path("stage"), "is required");
+                }
+                o.str_opt("policyRef", r);
+            }
+        }
+        carry(
+            "guardrails".into(),
+            top.map.get("guardrails").unwrap_or(&Value::Null),
+            "the filter runs no guardrails",
+            r,
+        );
+    }
+    let (mut num_retries, mut per_try_timeout_ms) = (None, None);
+    if let Some(rt) = sub("retries", &["attempts", "perTryTimeout"], r) {
+        // `attempts` counts the first try too.
+        num_retries = rt.int_opt("attempts", 1, 100, r).map(|a| a as u32 - 1);
+        if let Some(s) = rt.str_opt("perTryTimeout", r) {
+            match parse_duration(s) {
+                Ok(ms) => per_try_timeout_ms = Some(ms),
+                Err(e) => r.error(rt.path("perTryTimeout"), e),
+            }
+        }
+    }
+    if let Some(ob) = sub(
+        "observability",
+        &["openTelemetry", "langfuse", "logRequestBody"],
+        r,
+    ) {
+        for k in ["openTelemetry", "langfuse", "logRequestBody"] {
+            ob.bool_opt(k, r);
+        }
+        carry("observability".into(), top.map.get("observability").unwrap_or(&Value::Null), "telemetry sinks are not configured by the compiler (the access log and dynamic metadata are always on)", r);
+    }
+    if let Some(t) = top.str_opt("tenant", r) {
+        carry(
+            "tenant".into(),
+            &Value::String(t.into()),
+            "tenancy is not modelled by the filter",
+            r,
+        );
+    }
+
+    Some(GenericRoute {
+        meta: Meta {
+            id,
+            source: source.clone(),
+            created: None,
+        },
+        models,
+        headers,
+        backends,
+        num_retries,
+        per_try_timeout_ms,
+        not_enforced,
+    })
+}

@@ -1,0 +1,474 @@
+//! Checks every generated Envoy Gateway manifest (each golden case that compiles,
+//! both variants) against the subset of the Envoy Gateway / Gateway API CRD
+//! schemas in `tests/schemas/envoy-gateway-subset.json`, plus the rules the CRDs
+//! state as CEL and the references between the generated documents.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use aigw_cli::units::parse_duration;
+use aigw_cli::{compile_with, manifest, Options};
+use serde_json::{json, Value};
+
+fn schema() -> Value {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemas/envoy-gateway-subset.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn format_ok(format: &str, s: &str) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    match format {
+        "duration" => parse_duration(s).is_ok(),
+        "sha256" => s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "dns1123label" => label(s),
+        "dns1123subdomain" => s.len() <= 253 && s.split('.').all(label),
+        "eg-module-name" => {
+            let b = s.as_bytes();
+            !b.is_empty()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b".-".contains(c))
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+        }
+        "absolute-path" => s.starts_with('/'),
+        "http-url" => {
+            let rest = s
+                .strip_prefix("https://")
+                .or_else(|| s.strip_prefix("http://"));
+            rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+        }
+        "ip" => s.parse::<std::net::IpAddr>().is_ok(),
+        "header-name" => s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)),
+        other => panic!("unknown format {other}"),
+    }
+}
+
+/// Validates `v` against schema node `node`; problems go to `errs` with paths.
+fn check(root: &Value, node: &Value, v: &Value, path: &str, errs: &mut Vec<String>) {
+    if let Some(r) = node.get("$ref").and_then(Value::as_str) {
+        return check(root, &root["defs"][r], v, path, errs);
+    }
+    let mut err = |m: String| errs.push(format!("{path}: {m}"));
+    match node["type"].as_str().unwrap() {
+        "any" => {}
+        "string" => {
+            let Some(s) = v.as_str() else {
+                return err(format!("expected a string, found {v}"));
+            };
+            if let Some(n) = node["minLength"].as_u64() {
+                if (s.len() as u64) < n {
+                    err(format!("shorter than {n}"));
+                }
+            }
+            if let Some(n) = node["maxLength"].as_u64() {
+                if s.len() as u64 > n {
+                    err(format!("longer than {n}"));
+                }
+            }
+            if let Some(e) = node["enum"].as_array() {
+                if !e.iter().any(|x| x == v) {
+                    err(format!("'{s}' not in {e:?}"));
+                }
+            }
+            if let Some(f) = node["format"].as_str() {
+                if !format_ok(f, s) {
+                    err(format!("'{s}' is not a valid {f}"));
+                }
+            }
+        }
+        "integer" => {
+            let Some(n) = v.as_i64() else {
+                return err(format!("expected an integer, found {v}"));
+            };
+            if node["minimum"].as_i64().is_some_and(|m| n < m) {
+                err(format!("{n} below minimum"));
+            }
+            if node["maximum"].as_i64().is_some_and(|m| n > m) {
+                err(format!("{n} above maximum"));
+            }
+        }
+        "boolean" => {
+            if !v.is_boolean() {
+                err(format!("expected a boolean, found {v}"));
+            }
+        }
+        "array" => {
+            let Some(items) = v.as_array() else {
+                return err(format!("expected a list, found {v}"));
+            };
+            if node["minItems"]
+                .as_u64()
+                .is_some_and(|m| (items.len() as u64) < m)
+            {
+                err(format!("fewer than {} items", node["minItems"]));
+            }
+            if node["maxItems"]
+                .as_u64()
+                .is_some_and(|m| items.len() as u64 > m)
+            {
+                err(format!("more than {} items", node["maxItems"]));
+            }
+            for (i, item) in items.iter().enumerate() {
+                check(root, &node["items"], item, &format!("{path}[{i}]"), errs);
+            }
+        }
+        "map" => {
+            let Some(map) = v.as_object() else {
+                return err(format!("expected a map, found {v}"));
+            };
+            for (k, x) in map {
+                check(root, &node["values"], x, &format!("{path}.{k}"), errs);
+            }
+        }
+        "object" => {
+            let Some(map) = v.as_object() else {
+                return err(format!("expected an object, found {v}"));
+            };
+            let props = node["properties"].as_object().unwrap();
+            for k in node["required"].as_array().into_iter().flatten() {
+                if !map.contains_key(k.as_str().unwrap()) {
+                    errs.push(format!("{path}.{}: required", k.as_str().unwrap()));
+                }
+            }
+            for (k, x) in map {
+                match props.get(k) {
+                    Some(p) => check(root, p, x, &format!("{path}.{k}"), errs),
+                    None => errs.push(format!("{path}.{k}: not in the schema")),
+                }
+            }
+            for group in node["oneOfRequired"].as_array().into_iter().flatten() {
+                let set = group
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|k| map.contains_key(k.as_str().unwrap()))
+                    .count();
+                if set != 1 {
+                    errs.push(format!("{path}: exactly one of {group} must be set"));
+                }
+            }
+            // Unions: the discriminator's member must be set, and no other member.
+            if let Some(u) = node.get("union") {
+                let disc = map
+                    .get(u["discriminator"].as_str().unwrap())
+                    .or(u.get("default"))
+                    .and_then(Value::as_str);
+                for (d, field) in u["members"].as_object().unwrap() {
+                    let f = field.as_str().unwrap();
+                    let wanted = disc == Some(d.as_str());
+                    if wanted != map.contains_key(f) {
+                        errs.push(format!("{path}.{f}: must be set exactly when type is {d}"));
+                    }
+                }
+            }
+        }
+        t => panic!("unknown type {t}"),
+    }
+}
+
+/// Schema, CEL-equivalent and cross-document checks of one output variant.
+fn validate(docs: &[Value]) -> Vec<String> {
+    let root = schema();
+    let mut errs = Vec::new();
+    let mut present: HashSet<(String, String, String)> = HashSet::new();
+    let mut modules: HashSet<String> = HashSet::new();
+    for (i, d) in docs.iter().enumerate() {
+        let key = format!(
+            "{} {}",
+            d["apiVersion"].as_str().unwrap_or(""),
+            d["kind"].as_str().unwrap_or("")
+        );
+        let p = format!("doc[{i}] {key}");
+        let Some(spec_schema) = root["kinds"].get(&key) else {
+            errs.push(format!("{p}: kind not in the schema subset"));
+            continue;
+        };
+        for k in d.as_object().unwrap().keys() {
+            if !["apiVersion", "kind", "metadata", "spec"].contains(&k.as_str()) {
+                errs.push(format!("{p}.{k}: not a top-level field"));
+            }
+        }
+        check(
+            &root,
+            &root["metadata"],
+            &d["metadata"],
+            &format!("{p}.metadata"),
+            &mut errs,
+        );
+        check(
+            &root,
+            spec_schema,
+            &d["spec"],
+            &format!("{p}.spec"),
+            &mut errs,
+        );
+        let ns = d["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let name = d["metadata"]["name"].as_str().unwrap_or("").to_string();
+        present.insert((d["kind"].as_str().unwrap_or("").to_string(), ns, name));
+        for m in d["spec"]["dynamicModules"].as_array().into_iter().flatten() {
+            modules.insert(m["name"].as_str().unwrap_or("").to_string());
+        }
+    }
+    for (i, d) in docs.iter().enumerate() {
+        let p = format!("doc[{i}] {}", d["kind"].as_str().unwrap_or(""));
+        let ns = d["metadata"]["namespace"].as_str().unwrap_or("");
+        let has = |kind: &str, name: &str| {
+            present.contains(&(kind.to_string(), ns.to_string(), name.to_string()))
+        };
+        // Policies attach to resources of their own namespace that exist here.
+        for t in d["spec"]["targetRefs"].as_array().into_iter().flatten() {
+            let (kind, name) = (t["kind"].as_str().unwrap(), t["name"].as_str().unwrap());
+            if !has(kind, name) {
+                errs.push(format!(
+                    "{p}: targets {kind} {ns}/{name}, which is not generated"
+                ));
+            }
+        }
+        // A dynamic module must be allow-listed in the EnvoyProxy.
+        for m in d["spec"]["dynamicModule"].as_array().into_iter().flatten() {
+            let name = m["name"].as_str().unwrap_or("");
+            if !modules.contains(name) {
+                errs.push(format!(
+                    "{p}: module '{name}' is not allow-listed in an EnvoyProxy"
+                ));
+            }
+            // The filter config must be one the filter loads.
+            if let Err(e) = aigw_filter::Config::from_json(m["config"].to_string().as_bytes()) {
+                errs.push(format!("{p}: filter config refused: {e}"));
+            }
+        }
+        if d["kind"] == "HTTPRoute" {
+            let rules = d["spec"]["rules"].as_array().cloned().unwrap_or_default();
+            let total: usize = rules
+                .iter()
+                .map(|r| r["matches"].as_array().map_or(1, Vec::len))
+                .sum();
+            if total > 128 {
+                errs.push(format!("{p}: {total} matches, at most 128 per HTTPRoute"));
+            }
+            for (j, r) in rules.iter().enumerate() {
+                let t = &r["timeouts"];
+                if let (Some(req), Some(be)) = (t["request"].as_str(), t["backendRequest"].as_str())
+                {
+                    let (req, be) = (parse_duration(req), parse_duration(be));
+                    if matches!((req, be), (Ok(req), Ok(be)) if req != 0 && be > req) {
+                        errs.push(format!(
+                            "{p}.rules[{j}]: backendRequest longer than request"
+                        ));
+                    }
+                }
+                for f in r["filters"].as_array().into_iter().flatten() {
+                    let e = &f["extensionRef"];
+                    if e.is_object()
+                        && !has(e["kind"].as_str().unwrap(), e["name"].as_str().unwrap())
+                    {
+                        errs.push(format!("{p}.rules[{j}]: extensionRef {e} is not generated"));
+                    }
+                }
+                let responds = r["filters"].as_array().is_some_and(|f| {
+                    f.iter()
+                        .any(|f| f["extensionRef"]["name"] == "aigw-route-not-found")
+                });
+                if r["backendRefs"].as_array().is_none_or(Vec::is_empty) && !responds {
+                    errs.push(format!(
+                        "{p}.rules[{j}]: no backendRefs and no direct response"
+                    ));
+                }
+            }
+        }
+    }
+    errs
+}
+
+fn golden_dirs() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("input.yaml").is_file())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+fn options(dir: &Path) -> Options {
+    let mut o = Options::default();
+    for line in std::fs::read_to_string(dir.join("options.txt"))
+        .unwrap_or_default()
+        .lines()
+    {
+        match line.split_once('=') {
+            Some(("wasm_url", v)) => o.wasm_url = Some(v.into()),
+            Some(("wasm_sha256", v)) => o.wasm_sha256 = Some(v.into()),
+            Some(("module_path", v)) => o.module_path = v.into(),
+            _ => {}
+        }
+    }
+    o
+}
+
+#[test]
+fn generated_manifests_match_the_crd_schemas() {
+    let mut checked = 0;
+    let mut wasm_checked = 0;
+    for dir in golden_dirs() {
+        let text = std::fs::read_to_string(dir.join("input.yaml")).unwrap();
+        let (ms, _) = manifest::parse_yaml("input.yaml", &text);
+        let Ok(out) = compile_with(&ms, &options(&dir)) else {
+            continue;
+        };
+        let errs = validate(&out.envoy_gateway);
+        assert!(errs.is_empty(), "{}:\n{}", dir.display(), errs.join("\n"));
+        // The YAML file holds exactly these documents.
+        let (back, diags) = manifest::parse_yaml("eg.yaml", &out.envoy_gateway_yaml);
+        assert!(diags.is_empty());
+        assert_eq!(
+            back.iter().map(|m| &m.value).collect::<Vec<_>>(),
+            out.envoy_gateway.iter().collect::<Vec<_>>()
+        );
+        checked += 1;
+        if let Some(w) = &out.envoy_gateway_wasm {
+            let errs = validate(w);
+            assert!(
+                errs.is_empty(),
+                "{} (wasm):\n{}",
+                dir.display(),
+                errs.join("\n")
+            );
+            assert!(w.iter().all(|d| d["kind"] != "EnvoyProxy"));
+            assert!(w.iter().any(|d| d["spec"]["wasm"][0]["rootID"] == "aigw"));
+            wasm_checked += 1;
+        }
+    }
+    assert!(
+        checked >= 2 && wasm_checked >= 1,
+        "{checked} {wasm_checked}"
+    );
+}
+
+type Breaker = Box<dyn Fn(&mut Vec<Value>)>;
+
+/// The checker itself finds what it must: each broken copy of a valid output
+/// fails for the reason it was broken.
+#[test]
+fn the_checker_rejects_broken_manifests() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/multi");
+    let text = std::fs::read_to_string(dir.join("input.yaml")).unwrap();
+    let (ms, _) = manifest::parse_yaml("input.yaml", &text);
+    let out = compile_with(&ms, &options(&dir)).unwrap();
+    let docs = out.envoy_gateway;
+    let cases: Vec<(&str, Breaker)> = vec![
+        (
+            "dynamicModule[0].filterName: expected a string",
+            Box::new(move |d| {
+                let i = d
+                    .iter()
+                    .position(|d| d["kind"] == "EnvoyExtensionPolicy")
+                    .unwrap();
+                d[i]["spec"]["dynamicModule"][0]["filterName"] = json!(1);
+            }),
+        ),
+        (
+            "dynamicModules[0].nme: not in the schema",
+            Box::new(move |d| {
+                let m = d[0]["spec"]["dynamicModules"][0].as_object_mut().unwrap();
+                let v = m.remove("name").unwrap();
+                m.insert("nme".into(), v);
+            }),
+        ),
+        (
+            "is not allow-listed",
+            Box::new(move |d| {
+                d[0]["spec"]["dynamicModules"][0]["name"] = json!("other");
+            }),
+        ),
+        (
+            "local: must be set exactly when type is Local",
+            Box::new(move |d| {
+                d[0]["spec"]["dynamicModules"][0]["source"]["type"] = json!("Remote");
+            }),
+        ),
+        (
+            "timeouts.request: '2 minutes' is not a valid duration",
+            Box::new(move |d| {
+                let i = d.iter().position(|d| d["kind"] == "HTTPRoute").unwrap();
+                d[i]["spec"]["rules"][0]["timeouts"]["request"] = json!("2 minutes");
+            }),
+        ),
+        (
+            "backendRequest longer than request",
+            Box::new(move |d| {
+                let i = d.iter().position(|d| d["kind"] == "HTTPRoute").unwrap();
+                d[i]["spec"]["rules"][0]["timeouts"]["backendRequest"] = json!("1h");
+            }),
+        ),
+        (
+            "more than 16 items",
+            Box::new(move |d| {
+                let i = d.iter().position(|d| d["kind"] == "HTTPRoute").unwrap();
+                let r = d[i]["spec"]["rules"][0].clone();
+                d[i]["spec"]["rules"] = json!(vec![r; 17]);
+            }),
+        ),
+        (
+            "targets HTTPRoute team-a/nope",
+            Box::new(move |d| {
+                let i = d
+                    .iter()
+                    .position(|d| d["kind"] == "BackendTrafficPolicy")
+                    .unwrap();
+                d[i]["spec"]["targetRefs"][0]["name"] = json!("nope");
+            }),
+        ),
+        (
+            "triggers[0]: '5xxx' not in",
+            Box::new(move |d| {
+                let i = d
+                    .iter()
+                    .position(|d| d["kind"] == "BackendTrafficPolicy")
+                    .unwrap();
+                d[i]["spec"]["retry"]["retryOn"]["triggers"][0] = json!("5xxx");
+            }),
+        ),
+        (
+            "filter config refused",
+            Box::new(move |d| {
+                let i = d
+                    .iter()
+                    .position(|d| d["kind"] == "EnvoyExtensionPolicy")
+                    .unwrap();
+                d[i]["spec"]["dynamicModule"][0]["config"]["version"] = json!("v0");
+            }),
+        ),
+        (
+            "extensionRef",
+            Box::new(move |d| {
+                d.retain(|d| d["kind"] != "HTTPRouteFilter");
+            }),
+        ),
+    ];
+    assert_eq!(docs[0]["kind"], "EnvoyProxy");
+    assert!(validate(&docs).is_empty());
+    for (want, broken) in cases {
+        let mut d = docs.clone();
+        broken(&mut d);
+        let errs = validate(&d);
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "want '{want}', got {errs:#?}"
+        );
+    }
+}
