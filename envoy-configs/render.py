@@ -6,13 +6,22 @@ filter instances; routes, clusters and the access log's cost fields are derived 
 it. Rendering is lenient: a document that does not parse still renders (with no
 model routes), so Envoy's own refusal of it can be observed.
 
+Two builds of the filter: `native` (libaigw.so, a dynamic module; the template as
+written) and `wasm` (aigw.wasm in envoy.filters.http.wasm). For wasm, both filter
+instances become Wasm filters whose root_id picks the role; access-log fields read
+filter state `wasm.io.envoy.ai_gateway.KEY` instead of dynamic metadata (proxy-wasm
+cannot write metadata); and the listener and backend clusters get a connection buffer
+limit of at least limits.maxRequestBodyBytes, since wasm cannot raise the per-stream
+limit and Envoy would answer 413 itself past its 1 MiB default.
+
 Limits of what is generated: each backend gets one STATIC cluster pointing at the
 given upstream address; a route with several backends becomes weighted_clusters
 (backend `priority` is not rendered: per-backend clusters cannot express it).
 
     render.py --config envoy-configs/example/config.json --out .run/envoy.yaml \
         [--listen 127.0.0.1:1975] [--admin-port 9901] [--upstream 127.0.0.1:8081] \
-        [--backend-upstream NAME=HOST:PORT ...] [--access-log PATH]
+        [--backend-upstream NAME=HOST:PORT ...] [--access-log PATH] \
+        [--build native|wasm] [--wasm target/wasm32-wasip1/release/aigw.wasm]
 """
 
 from __future__ import annotations
@@ -28,7 +37,18 @@ from typing import Any
 import yaml
 
 TEMPLATE = Path(__file__).resolve().parent / "bootstrap.yaml.in"
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_WASM = REPO / "target" / "wasm32-wasip1" / "release" / "aigw.wasm"
+BUILDS = ("native", "wasm")
 _PLACEHOLDER = re.compile(r"\$\{([A-Z_]+)\}")
+_METADATA_FIELD = re.compile(r"%DYNAMIC_METADATA\(io\.envoy\.ai_gateway:([A-Za-z0-9_.-]+)\)%")
+# The filter's default limits.maxRequestBodyBytes.
+DEFAULT_BODY_LIMIT = 8 * 1024 * 1024
+# Envoy's default connection buffer limit: the wasm build needs more for bigger bodies.
+ENVOY_DEFAULT_BUFFER = 1024 * 1024
+# Above the body limit, so the filter (not Envoy) sees the chunk that crosses it and
+# answers its own JSON 413.
+BUFFER_HEADROOM = 1024 * 1024
 
 
 def substitute(node: Any, values: dict[str, Any]) -> Any:
@@ -48,6 +68,24 @@ def substitute(node: Any, values: dict[str, Any]) -> Any:
 
 def cluster_name(backend: str) -> str:
     return f"backend_{backend}"
+
+
+def body_limit(doc: dict) -> int:
+    limits = doc.get("limits")
+    value = limits.get("maxRequestBodyBytes") if isinstance(limits, dict) else None
+    return value if isinstance(value, int) and value > 0 else DEFAULT_BODY_LIMIT
+
+
+def wasm_buffer_limit(doc: dict) -> int:
+    """per_connection_buffer_limit_bytes for the wasm build."""
+    return max(body_limit(doc), ENVOY_DEFAULT_BUFFER) + BUFFER_HEADROOM
+
+
+def metadata_field(key: str, build: str) -> str:
+    """The access-log command that reads one io.envoy.ai_gateway value."""
+    if build == "wasm":
+        return f"%FILTER_STATE(wasm.io.envoy.ai_gateway.{key}:PLAIN)%"
+    return f"%DYNAMIC_METADATA(io.envoy.ai_gateway:{key})%"
 
 
 def cost_keys(doc: dict) -> list[str]:
@@ -72,8 +110,12 @@ def render(
     upstream: tuple[str, int] = ("127.0.0.1", 8081),
     backend_upstreams: dict[str, tuple[str, int]] | None = None,
     access_log_path: str = "/dev/stdout",
+    build: str = "native",
+    wasm_path: str | Path = DEFAULT_WASM,
 ) -> dict:
     """Returns the bootstrap as a dict (dump it with yaml.safe_dump)."""
+    if build not in BUILDS:
+        raise ValueError(f"build must be one of {BUILDS}, not {build!r}")
     text = filter_config if isinstance(filter_config, str) else json.dumps(filter_config)
     try:
         doc = json.loads(text)
@@ -94,13 +136,18 @@ def render(
         "FILTER_CONFIG": text,
         "UPSTREAM_HOST": upstream[0],
         "UPSTREAM_PORT": upstream[1],
+        "WASM_PATH": str(Path(wasm_path).resolve()),
     }
     boot = substitute(template, common)
 
     hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     fields = hcm["access_log"][0]["typed_config"]["log_format"]["json_format"]
     for key in cost_keys(doc):
-        fields[key] = f"%DYNAMIC_METADATA(io.envoy.ai_gateway:{key})%"
+        fields[key] = metadata_field(key, build)
+    if build == "wasm":
+        for name, value in fields.items():
+            fields[name] = _METADATA_FIELD.sub(lambda m: metadata_field(m.group(1), build), value)
+        wasm_filters(hcm["http_filters"], protos["wasm_filter"], common)
 
     routes = []
     for route in doc.get("routes") or []:
@@ -130,10 +177,25 @@ def render(
             continue
         host, port = backend_upstreams.get(name, upstream)
         values = dict(common, CLUSTER=cluster_name(name), BACKEND=name, UPSTREAM_HOST=host, UPSTREAM_PORT=port)
-        clusters.append(substitute(protos["backend_cluster"], values))
+        cluster = substitute(protos["backend_cluster"], values)
+        if build == "wasm":
+            cluster["per_connection_buffer_limit_bytes"] = wasm_buffer_limit(doc)
+            opts = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+            wasm_filters(opts["http_filters"], protos["wasm_filter"], common)
+        clusters.append(cluster)
     clusters.append(substitute(protos["default_cluster"], common))
     boot["static_resources"]["clusters"] = clusters
+    if build == "wasm":
+        boot["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] = wasm_buffer_limit(doc)
     return copy.deepcopy(boot)
+
+
+def wasm_filters(http_filters: list, proto: dict, common: dict) -> None:
+    """Swaps the dynamic-module instances (`aigw`, `aigw_upstream`) for the Wasm
+    filter; the root_id carries the role that filter_name carries natively."""
+    for f in http_filters:
+        if f.get("name") in ("aigw", "aigw_upstream"):
+            f["typed_config"] = substitute(proto, dict(common, ROOT_ID=f["name"]))
 
 
 def dump(boot: dict) -> str:
@@ -154,6 +216,8 @@ def main() -> int:
     ap.add_argument("--upstream", default="127.0.0.1:8081", help="HOST:PORT every backend points at")
     ap.add_argument("--backend-upstream", action="append", default=[], help="NAME=HOST:PORT for one backend")
     ap.add_argument("--access-log", default="/dev/stdout")
+    ap.add_argument("--build", choices=BUILDS, default="native", help="filter build to load")
+    ap.add_argument("--wasm", default=str(DEFAULT_WASM), help="path of aigw.wasm (--build wasm)")
     args = ap.parse_args()
 
     text = Path(args.config).read_text(encoding="utf-8")
@@ -171,6 +235,8 @@ def main() -> int:
             upstream=_host_port(args.upstream),
             backend_upstreams=per_backend,
             access_log_path=args.access_log,
+            build=args.build,
+            wasm_path=args.wasm,
         )
     )
     if args.out:

@@ -4,8 +4,9 @@
 # this terminal as requests complete.
 #
 # Environment: AIGW_CONFIG (filter config, default envoy-configs/example/config.json),
-# AIGW_PORT (1975), AIGW_SIM_PORT (8081), AIGW_ADMIN_PORT (9901), AIGW_MODULE_DIR
-# (directory of libaigw.so), AIGW_ENVOY (Envoy command), PYTHON (with PyYAML).
+# AIGW_BUILD (native, the default, or wasm), AIGW_PORT (1975), AIGW_SIM_PORT (8081),
+# AIGW_ADMIN_PORT (9901), AIGW_MODULE_DIR (directory of libaigw.so), AIGW_WASM (path
+# of aigw.wasm), AIGW_ENVOY (Envoy command), PYTHON (with PyYAML).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,14 +15,16 @@ CONFIG="${AIGW_CONFIG:-$ROOT/envoy-configs/example/config.json}"
 PORT="${AIGW_PORT:-1975}"
 SIM_PORT="${AIGW_SIM_PORT:-8081}"
 ADMIN_PORT="${AIGW_ADMIN_PORT:-9901}"
+BUILD="${AIGW_BUILD:-native}"
 MODULE_DIR="${AIGW_MODULE_DIR:-$ROOT/target/release}"
+WASM="${AIGW_WASM:-$ROOT/target/wasm32-wasip1/release/aigw.wasm}"
 read -r -a ENVOY <<<"${AIGW_ENVOY:-$ROOT/.venv/bin/envoy}"
 RUN_DIR="$ROOT/.run"
 
 mkdir -p "$RUN_DIR"
 "$PYTHON" "$ROOT/envoy-configs/render.py" --config "$CONFIG" --out "$RUN_DIR/envoy.yaml" \
   --listen "127.0.0.1:$PORT" --admin-port "$ADMIN_PORT" --upstream "127.0.0.1:$SIM_PORT" \
-  --access-log /dev/stdout
+  --access-log /dev/stdout --build "$BUILD" --wasm "$WASM"
 
 pids=()
 cleanup() {
@@ -43,7 +46,10 @@ ready() {
 try: sys.exit(0 if u.urlopen(sys.argv[1], timeout=1).read().startswith(b"LIVE") else 1)
 except OSError: sys.exit(1)' "http://127.0.0.1:$ADMIN_PORT/ready"
 }
-for _ in $(seq 1 100); do
+# V8 compiles the wasm module at startup: allow it a few minutes on a busy machine.
+attempts=100
+[ "$BUILD" = wasm ] && attempts=900
+for _ in $(seq 1 "$attempts"); do
   if ready; then break; fi
   for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || { echo "a process exited during startup" >&2; exit 1; }; done
   sleep 0.2
@@ -52,7 +58,7 @@ done
 URL="http://127.0.0.1:$PORT"
 cat <<EOF
 
-AI gateway on $URL (config: ${CONFIG#"$ROOT"/}, bootstrap: .run/envoy.yaml)
+AI gateway ($BUILD build) on $URL (config: ${CONFIG#"$ROOT"/}, bootstrap: .run/envoy.yaml)
 Simulator on 127.0.0.1:$SIM_PORT, Envoy admin on 127.0.0.1:$ADMIN_PORT. Ctrl-C stops both.
 
   curl -s $URL/v1/models

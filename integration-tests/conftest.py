@@ -1,17 +1,25 @@
 """Session harness: a provider simulator and a real Envoy with the filter loaded.
 
-Nothing is built here: `make test` builds target/release/libaigw.so first. The
-gateway fixture picks free ports, starts the simulator (one listener per backend, so
-a recorded request shows which backend got it), renders the bootstrap from
-envoy-configs/bootstrap.yaml.in with TEST_CONFIG, starts Envoy and waits until it
-serves. Environment overrides: AIGW_MODULE_DIR (directory of libaigw.so),
-AIGW_ENVOY (the Envoy command), AIGW_CASSETTES (cassette directory).
+Nothing is built here: `make test` builds target/release/libaigw.so and
+target/wasm32-wasip1/release/aigw.wasm first. The session fixture `build` is
+parametrized by filter build (`native`, `wasm`), so every test that talks to Envoy
+runs against both; pytest groups the tests by build, so one Envoy runs at a time.
+The gateway fixture picks free ports, starts the simulator (one listener per backend,
+so a recorded request shows which backend got it), renders the bootstrap from
+envoy-configs/bootstrap.yaml.in for the build with TEST_CONFIG, starts Envoy and
+waits until it serves.
+
+Environment: AIGW_BUILDS (builds to test, comma-separated; default "native,wasm";
+the option --aigw-builds wins), AIGW_MODULE_DIR (directory of libaigw.so), AIGW_WASM
+(path of aigw.wasm), AIGW_ENVOY (the Envoy command), AIGW_CASSETTES (cassette
+directory).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -35,12 +43,17 @@ import render  # noqa: E402  (envoy-configs/render.py)
 
 MODULE_DIR = Path(os.environ.get("AIGW_MODULE_DIR", REPO / "target" / "release"))
 MODULE = MODULE_DIR / "libaigw.so"
+WASM = Path(os.environ.get("AIGW_WASM", render.DEFAULT_WASM))
+BUILDS = render.BUILDS
 # In a CI clone the shared test data lives beside the repository.
 CASSETTES = Path(os.environ.get("AIGW_CASSETTES", REPO.parent / "shared" / "conformance" / "openai-cassettes"))
 SCHEMA = REPO / "filter" / "config.schema.json"
 EXAMPLE_CONFIG = REPO / "envoy-configs" / "example" / "config.json"
 
-BODY_LIMIT = 64 * 1024
+# Above Envoy's default 1 MiB connection buffer limit, so the body tests also check
+# that the filter (native: per-stream limit; wasm: the rendered per-connection limit)
+# sees the whole body and answers its own JSON 413.
+BODY_LIMIT = 2 * 1024 * 1024
 OVERRIDE_MODEL = "gpt-4o-mini-2024-07-18"
 CEL_COST = "input_tokens * 3 + output_tokens * 15"
 TOKEN_KEYS = {
@@ -51,6 +64,12 @@ TOKEN_KEYS = {
     "llm_reasoning_token": "ReasoningToken",
 }
 BACKENDS = ["primary", "secondary", "pinned"]
+# Numeric metadata besides the cost keys. The native module writes numbers as JSON
+# numbers; the wasm build as decimal text (filter state), which the log reader converts.
+LATENCY_KEYS = ["token_latency_ttft", "token_latency_itl"]
+# Envoy's startup, seconds: V8 compiles the ~4 MB wasm module first (2-16 s on a
+# busy 2-core machine, once per worker).
+STARTUP_TIMEOUT = {"native": 60, "wasm": 180}
 
 
 # ---- cassettes -----------------------------------------------------------------
@@ -189,6 +208,41 @@ def make_test_config() -> dict:
     }
 
 
+# ---- builds ----------------------------------------------------------------------
+
+def pytest_addoption(parser):
+    parser.addoption("--aigw-builds", default=None,
+                     help="filter builds to test, comma-separated: native,wasm (default: $AIGW_BUILDS, else both)")
+
+
+def selected_builds(config) -> list[str]:
+    raw = config.getoption("--aigw-builds") or os.environ.get("AIGW_BUILDS") or ",".join(BUILDS)
+    builds = [b for b in re.split(r"[,\s]+", raw.strip()) if b]
+    unknown = [b for b in builds if b not in BUILDS]
+    if unknown or not builds:
+        raise pytest.UsageError(f"unknown filter build(s) {unknown or raw!r}: choose from {', '.join(BUILDS)}")
+    return list(dict.fromkeys(builds))
+
+
+def pytest_generate_tests(metafunc):
+    # Every test that (directly or through `gateway`) uses `build` runs once per build.
+    if "build" in metafunc.fixturenames:
+        builds = selected_builds(metafunc.config)
+        metafunc.parametrize("build", builds, ids=builds, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def build(request) -> str:
+    """The filter build under test: `native` (libaigw.so) or `wasm` (aigw.wasm)."""
+    name = request.param
+    artifact = MODULE if name == "native" else WASM
+    if not artifact.exists():
+        hint = "AIGW_MODULE_DIR" if name == "native" else "AIGW_WASM"
+        pytest.fail(f"{artifact} not found: run `make build` first (or set {hint}), "
+                    f"or test the other build only (AIGW_BUILDS)")
+    return name
+
+
 # ---- processes -----------------------------------------------------------------
 
 def envoy_command() -> list[str]:
@@ -245,20 +299,21 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(5)
 
 
-def validate_envoy_config(filter_config: str, workdir: Path) -> subprocess.CompletedProcess:
+def validate_envoy_config(filter_config: str, workdir: Path, build: str) -> subprocess.CompletedProcess:
     """`envoy --mode validate` on a bootstrap carrying `filter_config`."""
     boot = render.render(filter_config, listen_port=free_port(), admin_port=free_port(),
-                         access_log_path=str(workdir / "validate-access.log"))
+                         access_log_path=str(workdir / "validate-access.log"), build=build, wasm_path=WASM)
     path = workdir / f"validate-{uuid.uuid4().hex[:8]}.yaml"
     path.write_text(render.dump(boot))
     return subprocess.run(envoy_command() + ["--mode", "validate", "-c", str(path), "--log-level", "info"],
-                          env=envoy_env(), capture_output=True, text=True, timeout=60)
+                          env=envoy_env(), capture_output=True, text=True, timeout=STARTUP_TIMEOUT[build])
 
 
 # ---- the gateway fixture ---------------------------------------------------------
 
 @dataclass
 class Gateway:
+    build: str
     url: str
     admin_url: str
     sim_url: str
@@ -279,8 +334,9 @@ class Gateway:
         r = self.session.post(self.url + path, data=data, headers=h, stream=stream, timeout=timeout)
         return r, rid
 
-    def log_entry(self, request_id: str, timeout: float = 10.0) -> dict:
-        """The access-log line of a request (written when its stream ends)."""
+    def log_entry(self, request_id: str, timeout: float = 10.0, raw: bool = False) -> dict:
+        """The access-log line of a request (written when its stream ends), normalized
+        across builds unless `raw`."""
         deadline = time.monotonic() + timeout
         while True:
             if self.access_log.exists():
@@ -288,10 +344,27 @@ class Gateway:
                     if request_id in line:
                         entry = json.loads(line)
                         if entry.get("request_id") == request_id:
-                            return entry
+                            return entry if raw else self.normalize(entry)
             if time.monotonic() > deadline:
                 raise AssertionError(f"no access-log line for {request_id} in {self.access_log}")
             time.sleep(0.05)
+
+    def numeric_keys(self) -> list[str]:
+        return render.cost_keys(self.config) + LATENCY_KEYS
+
+    def normalize(self, entry: dict) -> dict:
+        """One shape for both builds. wasm metadata is filter state, so its numbers
+        arrive as decimal text ("13", "44.126"): those become numbers, and anything
+        else is left as it is (metadata_number then rejects it). Native numbers are
+        already JSON numbers and are not touched."""
+        if self.build != "wasm":
+            return entry
+        out = dict(entry)
+        for key in self.numeric_keys():
+            v = out.get(key)
+            if isinstance(v, str) and _DECIMAL.fullmatch(v):
+                out[key] = int(v) if _INTEGER.fullmatch(v) else float(v)
+        return out
 
     def upstream(self, request_id: str) -> list[dict]:
         """What the simulator received for a request (one entry per attempt)."""
@@ -308,11 +381,17 @@ class Gateway:
         return self.envoy.poll() is None
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+
+
 def metadata_number(entry: dict, key: str) -> float | None:
-    """A numeric metadata field of an access-log line; None when absent."""
+    """A numeric metadata field of a (normalized) access-log line; None when absent.
+    The value must be a JSON number: a string here is a bug in the filter's output."""
     v = entry.get(key)
     if v is None or v == "-" or v == "":
         return None
+    assert isinstance(v, (int, float)) and not isinstance(v, bool), f"{key} is not a number: {v!r} in {entry}"
     return float(v)
 
 
@@ -333,56 +412,86 @@ def workdir():
         print(f"\nlogs kept in {d}")
 
 
-@pytest.fixture(scope="session")
-def gateway(workdir: Path):
-    if not MODULE.exists():
-        pytest.fail(f"{MODULE} not found: run `make build` first (or set AIGW_MODULE_DIR)")
-    cfg = make_test_config()
-    labels = BACKENDS + ["default"]
-    ports = {label: free_port() for label in labels}
-    ready = workdir / "sim-ready.json"
-    sim_log = workdir / "simulator.log"
-    sim_cmd = [sys.executable, str(HERE / "simulator.py"), "--cassettes", str(CASSETTES),
-               "--ready-file", str(ready)]
-    for label, port in ports.items():
-        sim_cmd += ["--listen", f"127.0.0.1:{port}={label}"]
-    with open(sim_log, "w") as out:
-        sim = subprocess.Popen(sim_cmd, stdout=out, stderr=subprocess.STDOUT)
-    envoy = None
+def sim_ports(ready: Path, labels: list[str]) -> dict[str, int] | None:
+    """The simulator's bound ports, once it has written all of them."""
     try:
-        wait_for(ready.exists, 15, "simulator", sim, sim_log)
-        sim_url = f"http://127.0.0.1:{ports['default']}"
+        bound = json.loads(ready.read_text())
+    except (OSError, ValueError):
+        return None
+    return dict(zip(labels, bound)) if len(bound) == len(labels) else None
 
+
+def start_envoy(boot_for, workdir: Path, build: str) -> tuple[subprocess.Popen, int, int]:
+    """Starts Envoy on free ports; `boot_for(listen, admin)` renders the bootstrap.
+    Free ports are only probably free (other processes on the machine bind too), so a
+    start that fails on a taken port is retried on new ones."""
+    envoy_log = workdir / "envoy.log"
+    for attempt in range(3):
         listen, admin = free_port(), free_port()
-        access_log = workdir / "access.log"
-        envoy_log = workdir / "envoy.log"
-        boot = render.render(
-            json.dumps(cfg),
-            listen_port=listen,
-            admin_port=admin,
-            upstream=("127.0.0.1", ports["default"]),
-            backend_upstreams={b: ("127.0.0.1", ports[b]) for b in BACKENDS},
-            access_log_path=str(access_log),
-        )
         boot_path = workdir / "envoy.yaml"
-        boot_path.write_text(render.dump(boot))
-        (workdir / "config.json").write_text(json.dumps(cfg, indent=2))
+        boot_path.write_text(render.dump(boot_for(listen, admin)))
         cmd = envoy_command() + ["-c", str(boot_path), "--concurrency", "2", "--use-dynamic-base-id",
                                  "--file-flush-interval-msec", "20", "--log-level", "info",
-                                 "--component-log-level", "dynamic_modules:debug"]
+                                 "--component-log-level", "dynamic_modules:debug,wasm:debug"]
         with open(envoy_log, "w") as out:
             envoy = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=envoy_env())
         admin_url = f"http://127.0.0.1:{admin}"
-        wait_for(lambda: requests.get(f"{admin_url}/ready", timeout=1).text.strip() == "LIVE",
-                 60, "envoy", envoy, envoy_log)
 
         def listening() -> bool:
             with socket.create_connection(("127.0.0.1", listen), timeout=1):
                 return True
 
-        wait_for(listening, 10, "envoy listener", envoy, envoy_log)
-        gw = Gateway(url=f"http://127.0.0.1:{listen}", admin_url=admin_url, sim_url=sim_url,
-                     access_log=access_log, envoy_log=envoy_log, config=cfg, envoy=envoy)
+        try:
+            wait_for(lambda: requests.get(f"{admin_url}/ready", timeout=1).text.strip() == "LIVE",
+                     STARTUP_TIMEOUT[build], f"envoy ({build})", envoy, envoy_log)
+            wait_for(listening, 10, "envoy listener", envoy, envoy_log)
+            return envoy, listen, admin
+        except RuntimeError:
+            stop(envoy)
+            if attempt == 2 or "already in use" not in envoy_log.read_text(errors="replace"):
+                raise
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def gateway(workdir: Path, build: str):
+    cfg = make_test_config()
+    labels = BACKENDS + ["default"]
+    workdir = workdir / build
+    workdir.mkdir(exist_ok=True)
+    ready = workdir / "sim-ready.json"
+    sim_log = workdir / "simulator.log"
+    # Port 0: the simulator binds its own ports and writes them to the ready file.
+    sim_cmd = [sys.executable, str(HERE / "simulator.py"), "--cassettes", str(CASSETTES),
+               "--ready-file", str(ready)]
+    for label in labels:
+        sim_cmd += ["--listen", f"127.0.0.1:0={label}"]
+    with open(sim_log, "w") as out:
+        sim = subprocess.Popen(sim_cmd, stdout=out, stderr=subprocess.STDOUT)
+    envoy = None
+    try:
+        wait_for(lambda: sim_ports(ready, labels) is not None, 15, "simulator", sim, sim_log)
+        ports = sim_ports(ready, labels) or {}
+        sim_url = f"http://127.0.0.1:{ports['default']}"
+        access_log = workdir / "access.log"
+        envoy_log = workdir / "envoy.log"
+        (workdir / "config.json").write_text(json.dumps(cfg, indent=2))
+
+        def boot_for(listen: int, admin: int) -> dict:
+            return render.render(
+                json.dumps(cfg),
+                listen_port=listen,
+                admin_port=admin,
+                upstream=("127.0.0.1", ports["default"]),
+                backend_upstreams={b: ("127.0.0.1", ports[b]) for b in BACKENDS},
+                access_log_path=str(access_log),
+                build=build,
+                wasm_path=WASM,
+            )
+
+        envoy, listen, admin = start_envoy(boot_for, workdir, build)
+        gw = Gateway(build=build, url=f"http://127.0.0.1:{listen}", admin_url=f"http://127.0.0.1:{admin}",
+                     sim_url=sim_url, access_log=access_log, envoy_log=envoy_log, config=cfg, envoy=envoy)
         yield gw
         assert gw.alive(), "Envoy died during the tests:\n" + envoy_log.read_text(errors="replace")[-4000:]
     finally:

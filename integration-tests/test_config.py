@@ -8,7 +8,7 @@ import json
 import jsonschema
 import pytest
 
-from conftest import EXAMPLE_CONFIG, MODULE, SCHEMA, make_test_config, validate_envoy_config
+from conftest import BODY_LIMIT, EXAMPLE_CONFIG, SCHEMA, make_test_config, render, validate_envoy_config
 
 
 @pytest.fixture(scope="module")
@@ -70,25 +70,65 @@ ENVOY_REJECTS = {
 
 
 @pytest.mark.parametrize("name", ENVOY_REJECTS)
-def test_envoy_refuses_invalid_config(tmp_path, name):
-    if not MODULE.exists():
-        pytest.fail(f"{MODULE} not found: run `make build` first")
+def test_envoy_refuses_invalid_config(tmp_path, build, name):
     doc, field_path = ENVOY_REJECTS[name]
-    res = validate_envoy_config(json.dumps(doc), tmp_path)
+    res = validate_envoy_config(json.dumps(doc), tmp_path, build)
     out = res.stdout + res.stderr
     assert res.returncode != 0, f"Envoy accepted a bad config:\n{out[-3000:]}"
     assert field_path in out, f"log does not name `{field_path}`:\n{out[-3000:]}"
 
 
-def test_envoy_refuses_unparseable_config(tmp_path):
-    if not MODULE.exists():
-        pytest.fail(f"{MODULE} not found: run `make build` first")
-    res = validate_envoy_config('{"version": "v1", "routes": [', tmp_path)
+def test_envoy_refuses_unparseable_config(tmp_path, build):
+    res = validate_envoy_config('{"version": "v1", "routes": [', tmp_path, build)
     assert res.returncode != 0, (res.stdout + res.stderr)[-3000:]
 
 
-def test_envoy_accepts_the_example_config(tmp_path):
-    if not MODULE.exists():
-        pytest.fail(f"{MODULE} not found: run `make build` first")
-    res = validate_envoy_config(EXAMPLE_CONFIG.read_text(), tmp_path)
+def test_envoy_accepts_the_example_config(tmp_path, build):
+    res = validate_envoy_config(EXAMPLE_CONFIG.read_text(), tmp_path, build)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+
+
+# ---- the rendered bootstrap per build (no Envoy) ------------------------------------
+
+def rendered(build: str) -> dict:
+    return render.render(json.dumps(make_test_config()), build=build, wasm_path="/x/aigw.wasm")
+
+
+def http_filters(boot: dict) -> tuple[list, list[list]]:
+    hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    backends = [c for c in boot["static_resources"]["clusters"] if c["name"].startswith("backend_")]
+    opts = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    return hcm["http_filters"], [c["typed_extension_protocol_options"][opts]["http_filters"] for c in backends]
+
+
+def test_native_bootstrap_loads_the_dynamic_module():
+    boot = rendered("native")
+    router, upstreams = http_filters(boot)
+    for f, name in [(router[0], "aigw")] + [(u[0], "aigw_upstream") for u in upstreams]:
+        assert f["typed_config"]["@type"].endswith("DynamicModuleFilter")
+        assert f["typed_config"]["filter_name"] == name
+    assert "per_connection_buffer_limit_bytes" not in boot["static_resources"]["listeners"][0]
+
+
+def test_wasm_bootstrap_roles_buffers_and_log_fields():
+    boot = rendered("wasm")
+    router, upstreams = http_filters(boot)
+    assert len(upstreams) == 3
+    for f, role in [(router[0], "aigw")] + [(u[0], "aigw_upstream") for u in upstreams]:
+        cfg = f["typed_config"]["config"]
+        assert f["typed_config"]["@type"].endswith("filters.http.wasm.v3.Wasm")
+        assert cfg["root_id"] == role
+        assert cfg["allow_on_headers_stop_iteration"] is True
+        assert cfg["vm_config"]["code"]["local"]["filename"] == "/x/aigw.wasm"
+        assert json.loads(cfg["configuration"]["value"]) == make_test_config()
+    # No per-stream limit in proxy-wasm: the connection limit must hold a whole body,
+    # with room for the chunk that crosses the filter's own limit.
+    buffers = [boot["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"]]
+    buffers += [c["per_connection_buffer_limit_bytes"] for c in boot["static_resources"]["clusters"]
+                if c["name"].startswith("backend_")]
+    assert all(b > BODY_LIMIT for b in buffers), buffers
+    hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    fields = hcm["access_log"][0]["typed_config"]["log_format"]["json_format"]
+    assert fields["llm_cel_cost"] == "%FILTER_STATE(wasm.io.envoy.ai_gateway.llm_cel_cost:PLAIN)%"
+    assert fields["route_name"] == "%FILTER_STATE(wasm.io.envoy.ai_gateway.route_name:PLAIN)%"
+    assert not [v for v in fields.values() if "DYNAMIC_METADATA" in v]

@@ -315,6 +315,27 @@ def test_token_latencies_for_streams(gateway):
     assert itl is not None and 10 <= itl < 1_000, entry
 
 
+def test_metadata_value_types_per_build(gateway):
+    """What each build writes, before the log reader normalizes it. Native: dynamic
+    metadata, numbers as JSON numbers. wasm: filter state (proxy-wasm cannot write
+    metadata), every value as text, numbers in decimal."""
+    r, rid = gateway.post(CHAT, chat_body(stream=True), headers={"x-sim-tokens": "4", "x-sim-delay-ms": "5"})
+    assert r.status_code == 200
+    raw = gateway.log_entry(rid, raw=True)
+    usage = gateway.one_upstream(rid)["response"]["usage"]
+    counts = {"llm_input_token": usage["prompt_tokens"], "llm_output_token": usage["completion_tokens"],
+              "llm_total_token": usage["total_tokens"]}
+    if gateway.build == "native":
+        for key, want in counts.items():
+            assert type(raw[key]) in (int, float) and raw[key] == want, raw
+        assert isinstance(raw["token_latency_ttft"], (int, float)), raw
+    else:
+        for key, want in counts.items():
+            assert raw[key] == str(want), raw
+        assert isinstance(raw["token_latency_ttft"], str) and float(raw["token_latency_ttft"]) > 0, raw
+    assert raw["route_name"] == "main" and raw["backend_name"] == "primary"
+
+
 def test_no_token_latencies_without_stream(gateway):
     r, rid = gateway.post(CHAT, chat_body())
     assert r.status_code == 200
