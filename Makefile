@@ -92,6 +92,10 @@ test-integration: $(addprefix build-,$(TEST_BUILDS)) venv
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@if command -v rustup >/dev/null 2>&1; then \
+		rustup target list --installed | grep -x '$(WASM_TARGET)' >/dev/null || rustup target add $(WASM_TARGET); \
+	fi
+	$(CARGO) clippy -p aigw-shim --target $(WASM_TARGET) -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -551,7 +551,7 @@ impl HttpFilter {
                 Ok(v) => set(&cost.metadata_key, MetadataValue::Number(v as f64)),
                 Err(e) => logs.push(Action::Log {
                     level: LogLevel::Warn,
-                    message: format!("cost '{}' not written: {e:?}", cost.metadata_key),
+                    message: format!("cost '{}' not written: {e}", cost.metadata_key),
                 }),
             }
         }
@@ -990,6 +990,113 @@ mod tests {
         out.clear();
         let _ = f.on_response_headers(&[(":status", "200")], false, t(1), &mut out);
         assert!(out.is_empty());
+    }
+
+    fn metered_config() -> Arc<Config> {
+        Arc::new(
+            Config::from_json(
+                br#"{
+            "version": "v1",
+            "backends": [{"name": "primary", "schema": {"name": "OpenAI"}}],
+            "routes": [{"name": "chat", "models": ["m"], "backends": [{"name": "primary"}]}],
+            "llmRequestCosts": [
+                {"metadataKey": "in", "type": "InputToken"},
+                {"metadataKey": "total", "type": "TotalToken"},
+                {"metadataKey": "weighted", "type": "CEL", "cel": "input_tokens + output_tokens * 4"},
+                {"metadataKey": "negative", "type": "CEL", "cel": "input_tokens - 1000"}
+            ]
+        }"#,
+            )
+            .unwrap(),
+        )
+    }
+
+    fn numbers(out: &[Action]) -> Vec<(&str, f64)> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::SetMetadata {
+                    key,
+                    value: MetadataValue::Number(n),
+                } => Some((key.as_str(), *n)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stream_is_metered_and_the_injected_usage_chunk_removed() {
+        let mut f = HttpFilter::new(metered_config(), FilterRole::Router);
+        let mut out = Vec::new();
+        let h = [(":method", "POST"), (":path", "/v1/chat/completions")];
+        let _ = f.on_request_headers(&h, false, t(0), &mut out);
+        let _ = f.on_request_body(br#"{"model":"m","stream":true}"#, true, t(0), &mut out);
+        assert!(out.iter().any(|a| matches!(a, Action::ReplaceBody(_))));
+        out.clear();
+        let rh = [(":status", "200"), ("content-type", "text/event-stream")];
+        let _ = f.on_response_headers(&rh, false, t(100), &mut out);
+        let chunks: [&[u8]; 4] = [
+            b"data: {\"model\":\"m-1\",\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\ndata: {\"choices\":[],\"usage\":",
+            b"{\"prompt_tokens\":10,\"completion_tokens\":3,\"total_tokens\":13}}\n\n",
+            b"data: [DONE]\n\n",
+        ];
+        let mut sent = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            out.clear();
+            let eos = i == chunks.len() - 1;
+            let _ = f.on_response_body(chunk, eos, t(200 + 100 * i as u64), &mut out);
+            match out.iter().find_map(|a| match a {
+                Action::ReplaceBody(b) => Some(b.clone()),
+                _ => None,
+            }) {
+                Some(b) => sent.extend(b),
+                None => sent.extend_from_slice(chunk),
+            }
+        }
+        let sent = String::from_utf8(sent).unwrap();
+        assert!(!sent.contains("usage"), "{sent}");
+        assert!(
+            sent.contains("\"a\"") && sent.contains("\"b\"") && sent.ends_with("data: [DONE]\n\n")
+        );
+        let n = numbers(&out);
+        assert!(n.contains(&("in", 10.0)));
+        assert!(n.contains(&("total", 13.0)));
+        assert!(n.contains(&("weighted", 22.0)));
+        assert!(n.contains(&("token_latency_ttft", 200.0)), "{n:?}");
+        // Negative results are logged, not written.
+        assert!(!n.iter().any(|(k, _)| *k == "negative"));
+        assert!(out.iter().any(
+            |a| matches!(a, Action::Log { level: LogLevel::Warn, message } if message.contains("negative"))
+        ));
+        assert!(out.contains(&Action::SetMetadata {
+            key: "response_model".into(),
+            value: MetadataValue::String("m-1".into())
+        }));
+    }
+
+    #[test]
+    fn upstream_errors_pass_through_unmetered() {
+        let mut f = HttpFilter::new(metered_config(), FilterRole::Router);
+        let mut out = Vec::new();
+        let h = [(":method", "POST"), (":path", "/v1/chat/completions")];
+        let _ = f.on_request_headers(&h, false, t(0), &mut out);
+        let _ = f.on_request_body(br#"{"model":"m"}"#, true, t(0), &mut out);
+        out.clear();
+        let _ = f.on_response_headers(&[(":status", "429")], false, t(1), &mut out);
+        let _ = f.on_response_body(
+            br#"{"error":{"message":"slow down"}}"#,
+            true,
+            t(2),
+            &mut out,
+        );
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::ReplaceBody(_) | Action::SendLocalReply { .. })));
+        assert!(numbers(&out).is_empty());
+        assert!(out.contains(&Action::SetMetadata {
+            key: "route_name".into(),
+            value: MetadataValue::String("chat".into())
+        }));
     }
 
     #[test]
