@@ -12,8 +12,6 @@
 //! TLS differs per backend, so it is chosen per endpoint with
 //! `transport_socket_matches`.
 
-use std::collections::BTreeSet;
-
 use serde_json::{json, Map, Value};
 
 use crate::compile::{Options, Plan, PlanBackend, PlanRoute, FILTER_METADATA_KEYS};
@@ -143,12 +141,7 @@ fn envoy_routes(r: &PlanRoute) -> Vec<Value> {
                         "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
                     }}]),
                 );
-                let levels: BTreeSet<u32> = r
-                    .backends
-                    .iter()
-                    .filter(|b| b.weight > 0)
-                    .map(|b| b.priority)
-                    .collect();
+                let levels = r.priority_levels();
                 if levels.len() > 1 {
                     retry.insert(
                         "retry_priority".into(),
@@ -173,12 +166,7 @@ fn envoy_routes(r: &PlanRoute) -> Vec<Value> {
 
 fn cluster(plan: &Plan, r: &PlanRoute, upstream_filter: &Value, o: &Options) -> Value {
     // Envoy wants priorities 0..N without gaps; keep their order.
-    let levels: BTreeSet<u32> = r
-        .backends
-        .iter()
-        .filter(|b| b.weight > 0)
-        .map(|b| b.priority)
-        .collect();
+    let levels = r.priority_levels();
     let level = |p: u32| levels.iter().position(|&l| l == p).unwrap_or(0);
 
     let mut localities = Vec::new();

@@ -257,6 +257,17 @@ pub struct PlanRoute {
     pub origin: (Source, ResourceId),
 }
 
+impl PlanRoute {
+    /// The distinct priorities of the backends that take traffic (weight > 0), in order.
+    pub fn priority_levels(&self) -> std::collections::BTreeSet<u32> {
+        self.backends
+            .iter()
+            .filter(|b| b.weight > 0)
+            .map(|b| b.priority)
+            .collect()
+    }
+}
+
 #[derive(Debug)]
 pub struct PlanModel {
     pub id: String,

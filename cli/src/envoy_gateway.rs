@@ -548,12 +548,7 @@ fn rule_doc(
         })
         .collect();
 
-    let levels: BTreeSet<u32> = r
-        .backends
-        .iter()
-        .filter(|b| b.weight > 0)
-        .map(|b| b.priority)
-        .collect();
+    let levels = r.priority_levels();
     let primary = levels.first().copied().unwrap_or(0);
     if levels.len() > 2 {
         warn(

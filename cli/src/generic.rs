@@ -70,19 +70,9 @@ const STRATEGIES: &[&str] = &[
     "latency-optimized",
 ];
 
+/// An optional string field that must be one of `allowed`.
 fn enum_opt(o: &Obj<'_, '_>, key: &str, allowed: &[&str], r: &mut Reporter<'_>) -> Option<String> {
-    let v = o.str_opt(key, r)?;
-    if !allowed.contains(&v) {
-        r.error(
-            o.path(key),
-            format!(
-                "unsupported value '{v}', expected one of: {}",
-                allowed.join(", ")
-            ),
-        );
-        return None;
-    }
-    Some(v.to_string())
+    crate::resources::enum_value(o, key, allowed, false, r)
 }
 
 fn number_opt(o: &Obj<'_, '_>, key: &str, r: &mut Reporter<'_>) {

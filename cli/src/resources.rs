@@ -394,7 +394,7 @@ fn sub<'v, 'p>(
     Obj::new(parent.get(key)?, path, known, r)
 }
 
-fn enum_value(
+pub(crate) fn enum_value(
     o: &Obj<'_, '_>,
     key: &str,
     allowed: &[&str],
