@@ -9,7 +9,8 @@
 #                per build (native and wasm)
 #   make lint    rustfmt check and clippy with warnings denied
 #   make run     simulator + Envoy with the filter on 127.0.0.1:1975 (Ctrl-C stops);
-#                BUILD=wasm runs the proxy-wasm build
+#                native: envoy-configs/examples/aigateway compiled by the CLI into
+#                .run/compiled/; BUILD=wasm runs the proxy-wasm build (render.py)
 #   make bench   benchmarks (bench/run.sh)
 #
 # Useful variables: PYTEST_ARGS="-x -k models", AIGW_BUILDS=native (integration tests
@@ -29,6 +30,7 @@ MODULE_DIR := $(abspath $(TARGET_DIR)/release)
 MODULE := $(MODULE_DIR)/libaigw.so
 WASM_TARGET := wasm32-wasip1
 WASM := $(abspath $(TARGET_DIR)/$(WASM_TARGET)/release/aigw.wasm)
+CLI := $(abspath $(TARGET_DIR)/release/aigw)
 
 # Builds the integration tests run against (comma or space separated), and the one
 # `make run` starts.
@@ -45,7 +47,7 @@ export ENVOY_VERSION
 
 PYTEST_ARGS ?=
 
-.PHONY: all build build-native build-wasm test test-rust test-integration lint fmt run bench venv clean distclean
+.PHONY: all build build-native build-wasm build-cli test test-rust test-integration lint fmt run bench venv clean distclean
 
 all: build
 
@@ -76,15 +78,23 @@ build-wasm:
 	$(CARGO) build --release -p aigw-shim --target $(WASM_TARGET)
 	@test -f $(WASM) || { echo "expected $(WASM) after the build" >&2; exit 1; }
 
+# The `aigw` CLI (compiles Kubernetes resources): `make run` and the example tests.
+build-cli:
+	$(CARGO) build --release -p aigw-cli
+	@test -f $(CLI) || { echo "expected $(CLI) after the build" >&2; exit 1; }
+
 ## ---- Tests ------------------------------------------------------------------------
 
 test: test-rust test-integration
 
-test-rust:
-	$(CARGO) test --workspace
+# The CRD compiler's tests run `envoy --mode validate` on their golden bootstraps
+# with the built module.
+test-rust: build-native venv
+	AIGW_REQUIRE_ENVOY=1 ENVOY_BIN=$(abspath $(VENV)/bin/envoy) ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$(MODULE_DIR) \
+		$(CARGO) test --workspace
 
-test-integration: $(addprefix build-,$(TEST_BUILDS)) venv
-	AIGW_BUILDS="$(TEST_BUILDS)" AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_WASM=$(WASM) AIGW_ENVOY="$(ENVOY)" \
+test-integration: $(addprefix build-,$(TEST_BUILDS)) build-cli venv
+	AIGW_BUILDS="$(TEST_BUILDS)" AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_WASM=$(WASM) AIGW_CLI=$(CLI) AIGW_ENVOY="$(ENVOY)" \
 		$(VENV_PY) -m pytest integration-tests $(PYTEST_ARGS)
 
 ## ---- Lint -------------------------------------------------------------------------
@@ -102,8 +112,8 @@ fmt:
 
 ## ---- Run --------------------------------------------------------------------------
 
-run: build-$(BUILD) venv
-	AIGW_BUILD=$(BUILD) AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_WASM=$(WASM) AIGW_ENVOY="$(ENVOY)" \
+run: build-$(BUILD) $(if $(filter native,$(BUILD)),build-cli) venv
+	AIGW_BUILD=$(BUILD) AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_WASM=$(WASM) AIGW_CLI=$(CLI) AIGW_ENVOY="$(ENVOY)" \
 		PYTHON=$(abspath $(VENV_PY)) bash envoy-configs/run-local.sh
 
 ## ---- Bench ------------------------------------------------------------------------

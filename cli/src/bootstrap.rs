@@ -47,6 +47,8 @@ pub(crate) fn bootstrap(
     };
 
     let mut routes: Vec<Value> = plan.routes.iter().flat_map(envoy_routes).collect();
+    routes.extend(preflight_route(plan));
+    routes.extend(plan.kg.direct_routes.iter().cloned());
     routes.push(json!({
         "name": "catch_all",
         "match": {"prefix": "/"},
@@ -65,12 +67,7 @@ pub(crate) fn bootstrap(
         "preserve_external_request_id": true,
         "stream_idle_timeout": "300s",
         "access_log": [access_log(plan, o, diags)],
-        "http_filters": [
-            {"name": "aigw", "typed_config": filter("aigw")},
-            {"name": "envoy.filters.http.router", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-            }},
-        ],
+        "http_filters": http_filters(plan, filter("aigw")),
         "route_config": {
             "name": "aigw",
             "virtual_hosts": [{"name": "aigw", "domains": ["*"], "routes": routes}],
@@ -78,11 +75,23 @@ pub(crate) fn bootstrap(
     });
 
     let upstream_filter = filter("aigw_upstream");
-    let clusters: Vec<Value> = plan
+    let mut clusters: Vec<Value> = plan
         .routes
         .iter()
         .map(|r| cluster(plan, r, &upstream_filter, o))
         .collect();
+    clusters.extend(plan.kg.clusters.iter().cloned());
+    let mut listener = json!({
+        "name": "aigw",
+        "address": {"socket_address": {"address": o.listen_address, "port_value": o.listen_port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": hcm,
+        }]}],
+    });
+    if let Some(n) = plan.kg.buffer_limit {
+        listener["per_connection_buffer_limit_bytes"] = json!(n);
+    }
 
     let mut root = Map::new();
     if let Some(port) = o.admin_port {
@@ -94,14 +103,7 @@ pub(crate) fn bootstrap(
     root.insert(
         "static_resources".into(),
         json!({
-            "listeners": [{
-                "name": "aigw",
-                "address": {"socket_address": {"address": o.listen_address, "port_value": o.listen_port}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": hcm,
-                }]}],
-            }],
+            "listeners": [listener],
             "clusters": clusters,
         }),
     );
@@ -152,14 +154,25 @@ fn envoy_routes(r: &PlanRoute) -> Vec<Value> {
                     );
                 }
             }
+            if let Some(Value::Object(kg)) = &r.extra.retry {
+                retry = kg.clone();
+            }
             if !retry.is_empty() {
                 action.insert("retry_policy".into(), Value::Object(retry));
             }
-            json!({
+            if let Some(ms) = r.extra.timeout_ms {
+                action.insert("timeout".into(), json!(envoy_duration(ms)));
+            }
+            if let Some(ms) = r.extra.idle_timeout_ms {
+                action.insert("idle_timeout".into(), json!(envoy_duration(ms)));
+            }
+            let mut route = json!({
                 "name": r.name,
                 "match": {"prefix": "/", "headers": headers},
                 "route": Value::Object(action),
-            })
+            });
+            apply_extra(&mut route, &r.extra);
+            route
         })
         .collect()
 }
@@ -355,4 +368,75 @@ fn access_log(plan: &Plan, o: &Options, diags: &mut Vec<Diagnostic>) -> Value {
             "log_format": {"json_format": Value::Object(fields)},
         },
     })
+}
+
+/// ext_authz and ext_proc (from kgateway policies) run before the filter, so a
+/// denied request never reaches it. CORS runs twice: before the filter to answer
+/// preflights (they carry no model; see [`preflight_route`]), and after it, once
+/// the model has picked the route, to add the response headers. Envoy's CORS
+/// filter skips routes without a route entry, such as the catch-all.
+fn http_filters(plan: &Plan, aigw: Value) -> Vec<Value> {
+    let cors = |name: &str| {
+        json!({"name": name, "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
+        }})
+    };
+    let mut out = Vec::new();
+    if plan.kg.cors {
+        out.push(cors(CORS_FILTER));
+    }
+    out.extend(plan.kg.filters.iter().cloned());
+    out.push(json!({"name": "aigw", "typed_config": aigw}));
+    if plan.kg.cors {
+        out.push(cors(CORS_AFTER_FILTER));
+    }
+    out.push(
+        json!({"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+        }}),
+    );
+    out
+}
+
+const CORS_FILTER: &str = "envoy.filters.http.cors";
+const CORS_AFTER_FILTER: &str = "aigw_cors";
+
+/// A route for CORS preflights (OPTIONS with `access-control-request-method`),
+/// which carry no model: the first CORS policy answers them in the CORS filter
+/// before `aigw`; the cluster is never reached when the origin is allowed.
+fn preflight_route(plan: &Plan) -> Option<Value> {
+    let policy = plan.kg.vhost_cors.as_ref()?;
+    let cluster = plan.routes.iter().find(|r| r.extra.cors.is_some())?;
+    Some(json!({
+        "name": "cors_preflight",
+        "match": {"prefix": "/", "headers": [
+            {"name": ":method", "string_match": {"exact": "OPTIONS"}},
+            {"name": "access-control-request-method", "present_match": true},
+        ]},
+        "route": {"cluster": cluster.name},
+        "typed_per_filter_config": {CORS_FILTER: policy},
+    }))
+}
+
+/// kgateway TrafficPolicy settings on an Envoy route: CORS and header changes.
+fn apply_extra(route: &mut Value, x: &crate::kgateway::RouteExtra) {
+    if let Some(c) = &x.cors {
+        route["typed_per_filter_config"] = json!({CORS_FILTER: c, CORS_AFTER_FILTER: c});
+    }
+    for (key, v) in [
+        ("request_headers_to_add", &x.request_add),
+        ("response_headers_to_add", &x.response_add),
+    ] {
+        if !v.is_empty() {
+            route[key] = json!(v);
+        }
+    }
+    for (key, v) in [
+        ("request_headers_to_remove", &x.request_remove),
+        ("response_headers_to_remove", &x.response_remove),
+    ] {
+        if !v.is_empty() {
+            route[key] = json!(v);
+        }
+    }
 }

@@ -255,6 +255,8 @@ pub struct PlanRoute {
     pub parents: Vec<ParentRef>,
     pub rule_path: String,
     pub origin: (Source, ResourceId),
+    /// kgateway TrafficPolicy settings (and whether this is a kgateway route).
+    pub extra: crate::kgateway::RouteExtra,
 }
 
 impl PlanRoute {
@@ -291,9 +293,11 @@ pub struct Plan {
     pub routes: Vec<PlanRoute>,
     pub models: Vec<PlanModel>,
     pub not_enforced: Vec<NotEnforced>,
+    /// Listener-wide additions from kgateway policies.
+    pub kg: crate::kgateway::Listener,
 }
 
-fn reporter<'a>(meta: &'a Meta, out: &'a mut Vec<Diagnostic>) -> Reporter<'a> {
+pub(crate) fn reporter<'a>(meta: &'a Meta, out: &'a mut Vec<Diagnostic>) -> Reporter<'a> {
     Reporter {
         source: &meta.source,
         resource: Some(meta.id.clone()),
@@ -628,11 +632,13 @@ fn plan(inputs: &Inputs, diags: &mut Vec<Diagnostic>) -> Plan {
                 parents: route.parents.clone(),
                 rule_path: rule.path.clone(),
                 origin: origin.clone(),
+                extra: Default::default(),
             });
         }
     }
 
     plan_generic(inputs, &mut plan, &mut model_owner, diags);
+    crate::kgateway::plan(&inputs.kg, &secret_ix, &mut plan, &mut model_owner, diags);
 
     for (i, b) in inputs.service_backends.iter().enumerate() {
         let key = (b.meta.id.namespace.clone(), b.meta.id.name.clone());
@@ -751,6 +757,7 @@ fn plan_generic(
             parents: Vec::new(),
             rule_path: String::new(),
             origin,
+            extra: Default::default(),
         });
     }
 }
@@ -851,12 +858,16 @@ pub(crate) fn config_document(plan: &Plan, keep: &dyn Fn(usize) -> bool) -> (Val
         routes.push(Value::Object(o));
     }
 
-    let doc = json!({
+    let mut doc = json!({
         "version": aigw_filter::config::CONFIG_VERSION,
         "models": models,
         "backends": backends,
         "routes": routes,
     });
+    if let Some(n) = plan.kg.buffer_limit {
+        // kgateway HTTPListenerPolicy buffer: the filter buffers bodies too.
+        doc["limits"] = json!({"maxRequestBodyBytes": n});
+    }
     (doc, origins)
 }
 

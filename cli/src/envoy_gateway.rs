@@ -254,6 +254,9 @@ pub(crate) fn manifests(plan: &Plan, o: &Options, diags: &mut Vec<Diagnostic>) -
     // Consecutive plan routes of one resource form one group.
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (i, r) in plan.routes.iter().enumerate() {
+        if r.extra.kgateway {
+            continue;
+        }
         match groups.last_mut() {
             Some(g) if plan.routes[g[0]].origin.1 == r.origin.1 => g.push(i),
             _ => groups.push(vec![i]),

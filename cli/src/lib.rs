@@ -1,6 +1,7 @@
 //! Compiles Envoy AI Gateway Kubernetes resources (AIGatewayRoute, AIServiceBackend,
 //! BackendSecurityPolicy, with Envoy Gateway `Backend`, Gateway API
-//! `BackendTLSPolicy` and `Secret`, and the generic AIGatewayRoute) into the aigw
+//! `BackendTLSPolicy` and `Secret`, the generic AIGatewayRoute, and kgateway
+//! resources with their HTTPRoutes) into the aigw
 //! filter's JSON config, a standalone Envoy bootstrap and Envoy Gateway manifests.
 //!
 //! [`compile`] is pure: manifests in, documents or diagnostics out. Reading files,
@@ -12,6 +13,7 @@ pub mod compile;
 pub mod diag;
 mod envoy_gateway;
 pub mod generic;
+pub mod kgateway;
 pub mod manifest;
 mod read;
 pub mod resources;

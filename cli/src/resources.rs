@@ -174,6 +174,7 @@ pub struct Inputs {
     pub tls_policies: Vec<BackendTlsPolicy>,
     pub secrets: Vec<Secret>,
     pub generic_routes: Vec<crate::generic::GenericRoute>,
+    pub kg: crate::kgateway::Inputs,
 }
 
 const METADATA_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
@@ -269,7 +270,17 @@ fn read_one(m: &Manifest, inputs: &mut Inputs, diags: &mut Vec<Diagnostic>) {
             check_top(&top, &["data", "stringData", "type", "immutable"], &mut r);
             inputs.secrets.push(read_secret(meta, &top, &mut r));
         }
-        (KGATEWAY_GROUP, _) => r.warn("", "kgateway resources are not compiled yet; ignored"),
+        (KGATEWAY_GROUP, _) => {
+            check_top(&top, &[], &mut r);
+            let spec = spec(&top, &mut r);
+            crate::kgateway::read(kind, version, meta, spec, &mut inputs.kg, &mut r);
+        }
+        (GWAPI_GROUP, "HTTPRoute") => {
+            check_top(&top, &[], &mut r);
+            if let Some(spec) = spec(&top, &mut r) {
+                crate::kgateway::read_http_route(meta, spec, &mut inputs.kg, &mut r);
+            }
+        }
         (AIGW_GROUP, _) => r.warn("", format!("{kind} is not compiled yet; ignored")),
         _ => r.warn(
             "",

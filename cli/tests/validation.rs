@@ -784,7 +784,7 @@ fn each_rule_reports_its_field() {
 fn warnings_do_not_block_and_unknown_fields_are_named() {
     let mut docs = base();
     docs[ROUTE]["spec"]["ruels"] = json!([]);
-    docs.push(json!({"apiVersion": "gateway.kgateway.dev/v1alpha1", "kind": "TrafficPolicy", "metadata": {"name": "tp"}, "spec": {}}));
+    docs.push(json!({"apiVersion": "gateway.kgateway.dev/v1alpha1", "kind": "GatewayParameters", "metadata": {"name": "tp"}, "spec": {}}));
     let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
     let paths: Vec<(&str, &str)> = out
         .warnings
@@ -800,7 +800,7 @@ fn warnings_do_not_block_and_unknown_fields_are_named() {
         paths.contains(&("AIGatewayRoute", "spec.ruels")),
         "{paths:?}"
     );
-    assert!(paths.contains(&("TrafficPolicy", "")), "{paths:?}");
+    assert!(paths.contains(&("GatewayParameters", "spec")), "{paths:?}");
 }
 
 #[test]

@@ -1,0 +1,1762 @@
+//! kgateway resources (`gateway.kgateway.dev/v1alpha1`: Backend, AIBackend,
+//! TrafficPolicy, HTTPListenerPolicy, DirectResponse, GatewayExtension,
+//! GatewayParameters) and the Gateway API `HTTPRoute`s that route to them.
+//!
+//! AI backends with the `openai` provider become filter backends; the HTTPRoutes
+//! whose backendRefs point at them are the routing source (models from their
+//! `x-ai-eg-model` matches, else the backend's configured model). Policies map
+//! to native Envoy where Envoy has the feature; every field that is not mapped is
+//! named in a warning, never dropped silently.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Map, Value};
+
+use crate::compile::{Plan, PlanBackend, PlanModel, PlanRoute, PlanRouteBackend};
+use crate::diag::{Diagnostic, Reporter, ResourceId, Source};
+use crate::read::{at, Obj};
+use crate::resources::{enum_value, Address, Endpoint, Meta, Tls, KGATEWAY_GROUP, MODEL_HEADER};
+use crate::units::{envoy_duration, parse_duration};
+
+const GWAPI_GROUP: &str = "gateway.networking.k8s.io";
+const PROVIDERS: &[&str] = &["openai", "azure", "gemini", "mistral"];
+/// Envoy's router retry conditions (`x-envoy-retry-on`).
+const RETRY_ON: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "envoy-ratelimited",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "http3-post-connect-failure",
+];
+
+/// An upstream host with its TLS settings.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub endpoint: Endpoint,
+    pub tls: Option<Tls>,
+}
+
+/// The `openai` provider of an AI backend (other providers are errors).
+#[derive(Clone, Debug)]
+pub struct Provider {
+    pub model: Option<String>,
+    pub hosts: Vec<Host>,
+    pub path: String,
+}
+
+#[derive(Debug)]
+pub enum BackendKind {
+    Static(Vec<Host>),
+    Aws,
+    /// `None`: the provider is refused (already reported).
+    Ai(Option<Provider>),
+}
+
+#[derive(Debug)]
+pub struct Backend {
+    pub meta: Meta,
+    pub kind: BackendKind,
+    pub secret: Option<SecretRef>,
+}
+
+#[derive(Debug)]
+pub struct GroupRef {
+    pub name: String,
+    pub namespace: String,
+    pub weight: u32,
+    pub priority: u32,
+    pub path: String,
+}
+
+#[derive(Debug)]
+pub struct AiBackend {
+    pub meta: Meta,
+    pub provider: Option<Provider>,
+    pub groups: Vec<GroupRef>,
+    pub secret: Option<SecretRef>,
+}
+
+#[derive(Debug)]
+pub struct SecretRef {
+    pub namespace: String,
+    pub name: String,
+    pub path: String,
+}
+
+#[derive(Debug)]
+pub struct RouteRef {
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+    pub weight: u32,
+    pub path: String,
+}
+
+#[derive(Debug)]
+pub struct HttpRule {
+    pub path: String,
+    pub models: Vec<(String, String)>,
+    pub prefix: String,
+    pub refs: Vec<RouteRef>,
+    pub direct: Option<(String, String)>,
+}
+
+#[derive(Debug)]
+pub struct HttpRoute {
+    pub meta: Meta,
+    pub rules: Vec<HttpRule>,
+    /// Whether any backendRef or filter points at a kgateway resource.
+    pub kgateway: bool,
+}
+
+#[derive(Debug)]
+pub struct Target {
+    pub kind: String,
+    pub name: String,
+    pub path: String,
+}
+
+#[derive(Debug)]
+pub struct ExtRef {
+    /// `extAuth`, `extProc` or `rateLimit`.
+    pub field: &'static str,
+    pub name: String,
+    pub namespace: String,
+    pub path: String,
+}
+
+#[derive(Debug)]
+pub struct TrafficPolicy {
+    pub meta: Meta,
+    pub targets: Vec<Target>,
+    pub extra: RouteExtra,
+    pub cors: bool,
+    pub ext: Vec<ExtRef>,
+}
+
+#[derive(Debug)]
+pub struct ListenerPolicy {
+    pub meta: Meta,
+    pub targets: Vec<Target>,
+    pub max_request_bytes: Option<u64>,
+    pub basic_auth: Option<SecretRef>,
+}
+
+#[derive(Debug)]
+pub struct DirectResponse {
+    pub meta: Meta,
+    pub status: u16,
+    pub body: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Extension {
+    pub meta: Meta,
+    /// `ExtAuth`, `ExtProc` or `RateLimit`.
+    pub kind: Option<String>,
+    /// grpcService.backendRef: (namespace, name, port, path).
+    pub backend: Option<(String, String, Option<u16>, String)>,
+}
+
+/// Everything kgateway read from the input.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    pub backends: Vec<Backend>,
+    pub ai_backends: Vec<AiBackend>,
+    pub http_routes: Vec<HttpRoute>,
+    pub traffic: Vec<TrafficPolicy>,
+    pub listener: Vec<ListenerPolicy>,
+    pub direct: Vec<DirectResponse>,
+    pub extensions: Vec<Extension>,
+}
+
+/// Route settings from TrafficPolicies, applied to the Envoy route.
+#[derive(Clone, Debug, Default)]
+pub struct RouteExtra {
+    /// A kgateway route: left out of the Envoy Gateway output.
+    pub kgateway: bool,
+    /// `envoy.filters.http.cors` CorsPolicy.
+    pub cors: Option<Value>,
+    pub timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    /// A complete Envoy retry policy.
+    pub retry: Option<Value>,
+    pub request_add: Vec<Value>,
+    pub request_remove: Vec<String>,
+    pub response_add: Vec<Value>,
+    pub response_remove: Vec<String>,
+}
+
+/// Listener-wide additions to the standalone bootstrap.
+#[derive(Debug, Default)]
+pub struct Listener {
+    pub cors: bool,
+    /// The CORS policy answering preflights: they carry no model, so they
+    /// match no model route (a route of their own).
+    pub vhost_cors: Option<Value>,
+    /// HTTP filters run before `aigw` (ext_authz, ext_proc).
+    pub filters: Vec<Value>,
+    pub clusters: Vec<Value>,
+    /// Routes with `direct_response`, after the model routes.
+    pub direct_routes: Vec<Value>,
+    pub buffer_limit: Option<u64>,
+}
+
+// ---------------------------------------------------------------- reading
+
+fn host_of(s: &str) -> Address {
+    if s.parse::<std::net::IpAddr>().is_ok() {
+        Address::Ip(s.to_string())
+    } else {
+        Address::Fqdn(s.to_string())
+    }
+}
+
+fn port(o: &Obj<'_, '_>, key: &str, required: bool, r: &mut Reporter<'_>) -> Option<u16> {
+    if required && !o.has(key) {
+        r.error(o.path(key), "is required");
+        return None;
+    }
+    o.int_opt(key, 1, 65535, r).map(|p| p as u16)
+}
+
+fn secret_ref(o: &Obj<'_, '_>, key: &str, ns: &str, r: &mut Reporter<'_>) -> Option<SecretRef> {
+    let p = o.path(key);
+    let s = Obj::new(o.get(key)?, &p, &["name", "namespace"], r)?;
+    Some(SecretRef {
+        name: s.str_req("name", r)?.to_string(),
+        namespace: s.str_opt("namespace", r).unwrap_or(ns).to_string(),
+        path: p.clone(),
+    })
+}
+
+/// `hosts` of a Static backend or a provider's `hostOverride`.
+fn read_host(o: &Obj<'_, '_>, r: &mut Reporter<'_>) -> Option<Host> {
+    let host = o.str_req("host", r);
+    let port = port(o, "port", true, r);
+    let tls = match o.get("tls") {
+        Some(v) => {
+            let p = o.path("tls");
+            let t = Obj::new(v, &p, &["sni", "insecureSkipVerify"], r)?;
+            Some(Tls {
+                hostname: t.str_opt("sni", r).map(str::to_string),
+                insecure: t.bool_opt("insecureSkipVerify", r).unwrap_or(false),
+            })
+        }
+        None => None,
+    };
+    Some(Host {
+        endpoint: Endpoint {
+            address: host_of(host?),
+            port: port?,
+        },
+        tls,
+    })
+}
+
+/// `provider` of an AI backend: `type` plus exactly the matching sub-object.
+fn read_provider(
+    o: &Obj<'_, '_>,
+    ns: &str,
+    secret: &mut Option<SecretRef>,
+    r: &mut Reporter<'_>,
+) -> Option<Provider> {
+    let p = o.path("provider");
+    let Some(v) = o.get("provider") else {
+        r.error(p, "is required");
+        return None;
+    };
+    let mut known = vec!["type", "hostOverride"];
+    known.extend(PROVIDERS);
+    let pr = Obj::new(v, &p, &known, r)?;
+    let kind = enum_value(&pr, "type", PROVIDERS, true, r);
+    for other in PROVIDERS {
+        if pr.has(other) && kind.as_deref() != Some(other) {
+            r.error(
+                pr.path(other),
+                format!(
+                    "exactly one provider: this must match `type` ({})",
+                    kind.as_deref().unwrap_or("unset")
+                ),
+            );
+        }
+    }
+    let kind = kind?;
+    let sp = pr.path(&kind);
+    let sub_known: &[&str] = match kind.as_str() {
+        "azure" => &["endpoint", "deploymentName", "apiVersion", "authToken"],
+        _ => &["model", "authToken"],
+    };
+    let sub = match pr.get(&kind) {
+        Some(v) => Obj::new(v, &sp, sub_known, r),
+        None => {
+            r.error(sp.clone(), format!("is required with type {kind}"));
+            None
+        }
+    };
+    let mut model = None;
+    if let Some(s) = &sub {
+        if kind == "azure" {
+            s.str_req("endpoint", r);
+            s.str_req("deploymentName", r);
+            s.str_opt("apiVersion", r);
+        } else {
+            model = s.str_opt("model", r).map(str::to_string);
+            if model.as_deref() == Some("") {
+                r.error(s.path("model"), "must not be empty");
+                model = None;
+            }
+        }
+        if let Some(a) = s.get("authToken") {
+            let ap = s.path("authToken");
+            if let Some(ao) = Obj::new(a, &ap, &["secretRef"], r) {
+                if ao.has("secretRef") {
+                    *secret = secret_ref(&ao, "secretRef", ns, r);
+                } else {
+                    r.error(ao.path("secretRef"), "is required");
+                }
+            }
+        }
+    }
+    if kind != "openai" {
+        r.error(
+            pr.path("type"),
+            format!("translation to provider '{kind}' is not supported yet (only openai and OpenAI-compatible hosts)"),
+        );
+        return None;
+    }
+    let mut hosts = Vec::new();
+    if let Some(h) = pr.get("hostOverride") {
+        let hp = pr.path("hostOverride");
+        if let Some(ho) = Obj::new(h, &hp, &["host", "port", "tls"], r) {
+            hosts.extend(read_host(&ho, r));
+        }
+    } else {
+        hosts.push(Host {
+            endpoint: Endpoint {
+                address: Address::Fqdn(crate::generic::OPENAI_HOST.into()),
+                port: 443,
+            },
+            tls: Some(Tls::default()),
+        });
+    }
+    sub?;
+    Some(Provider {
+        model,
+        hosts,
+        path: p,
+    })
+}
+
+fn read_targets(spec: &Obj<'_, '_>, r: &mut Reporter<'_>) -> Vec<Target> {
+    let mut out = Vec::new();
+    let Some(list) = spec.list_opt("targetRefs", 16, r) else {
+        if !spec.has("targetRefs") {
+            r.error(spec.path("targetRefs"), "is required");
+        }
+        return out;
+    };
+    if list.is_empty() {
+        r.error(spec.path("targetRefs"), "must have at least 1 item");
+    }
+    for (i, v) in list.iter().enumerate() {
+        let p = at(&spec.path("targetRefs"), i);
+        let Some(t) = Obj::new(
+            v,
+            &p,
+            &["group", "kind", "name", "namespace", "sectionName"],
+            r,
+        ) else {
+            continue;
+        };
+        if let Some(g) = t.str_opt("group", r) {
+            if g != GWAPI_GROUP {
+                r.error(t.path("group"), format!("must be {GWAPI_GROUP}"));
+            }
+        }
+        let kind = enum_value(&t, "kind", &["Gateway", "HTTPRoute"], true, r);
+        let name = t.str_req("name", r);
+        if t.has("namespace") {
+            t.str_opt("namespace", r);
+        }
+        if t.has("sectionName") {
+            t.str_opt("sectionName", r);
+            r.warn(
+                t.path("sectionName"),
+                "not mapped: the policy applies to the whole target",
+            );
+        }
+        if let (Some(kind), Some(name)) = (kind, name) {
+            out.push(Target {
+                kind,
+                name: name.to_string(),
+                path: p,
+            });
+        }
+    }
+    out
+}
+
+fn duration(o: &Obj<'_, '_>, key: &str, r: &mut Reporter<'_>) -> Option<u64> {
+    let s = o.str_opt(key, r)?;
+    match parse_duration(s) {
+        Ok(ms) => Some(ms),
+        Err(e) => {
+            r.error(o.path(key), e);
+            None
+        }
+    }
+}
+
+/// Reads one kgateway resource into `kg`; `r.resource` is set.
+pub(crate) fn read(
+    kind: &str,
+    version: &str,
+    meta: Meta,
+    spec: Option<Obj<'_, '_>>,
+    kg: &mut Inputs,
+    r: &mut Reporter<'_>,
+) {
+    if version != "v1alpha1" {
+        r.error(
+            "apiVersion",
+            format!("unsupported version '{version}', expected v1alpha1"),
+        );
+        return;
+    }
+    let ns = meta.id.namespace.clone();
+    let Some(spec) = spec else {
+        if !matches!(
+            kind,
+            "Backend"
+                | "AIBackend"
+                | "TrafficPolicy"
+                | "HTTPListenerPolicy"
+                | "DirectResponse"
+                | "GatewayExtension"
+                | "GatewayParameters"
+        ) {
+            r.warn("", format!("kgateway {kind} is not compiled; ignored"));
+        }
+        return;
+    };
+    match kind {
+        "Backend" => {
+            let Some(o) = Obj::new(
+                &Value::Object(spec.map.clone()),
+                "spec",
+                &["type", "static", "aws", "ai"],
+                r,
+            )
+            .map(|_| spec) else {
+                return;
+            };
+            let t = enum_value(&o, "type", &["Static", "AWS", "AI"], true, r);
+            for (k, ty) in [("static", "Static"), ("aws", "AWS"), ("ai", "AI")] {
+                if o.has(k) && t.as_deref().is_some_and(|t| t != ty) {
+                    r.error(
+                        o.path(k),
+                        format!(
+                            "exactly one of static, aws, ai: must match `type` ({})",
+                            t.as_deref().unwrap_or("")
+                        ),
+                    );
+                }
+            }
+            let Some(t) = t else { return };
+            let key = match t.as_str() {
+                "Static" => "static",
+                "AWS" => "aws",
+                _ => "ai",
+            };
+            let p = o.path(key);
+            let Some(sub) = o.get(key) else {
+                r.error(p, format!("is required with type {t}"));
+                return;
+            };
+            let mut secret = None;
+            let kind = match key {
+                "static" => {
+                    let Some(s) = Obj::new(sub, &p, &["hosts"], r) else {
+                        return;
+                    };
+                    let list = s.list_opt("hosts", 64, r).unwrap_or_default();
+                    if list.is_empty() {
+                        r.error(s.path("hosts"), "must have at least 1 item");
+                    }
+                    let mut hosts = Vec::new();
+                    for (i, h) in list.iter().enumerate() {
+                        let hp = at(&s.path("hosts"), i);
+                        if let Some(ho) = Obj::new(h, &hp, &["host", "port", "tls"], r) {
+                            hosts.extend(read_host(&ho, r));
+                        }
+                    }
+                    BackendKind::Static(hosts)
+                }
+                "aws" => {
+                    let Some(s) = Obj::new(
+                        sub,
+                        &p,
+                        &["region", "lambdaFunctionName", "accountId", "roleArn"],
+                        r,
+                    ) else {
+                        return;
+                    };
+                    s.str_req("region", r);
+                    s.str_req("lambdaFunctionName", r);
+                    s.str_opt("accountId", r);
+                    s.str_opt("roleArn", r);
+                    BackendKind::Aws
+                }
+                _ => {
+                    let Some(s) = Obj::new(sub, &p, &["provider"], r) else {
+                        return;
+                    };
+                    BackendKind::Ai(read_provider(&s, &ns, &mut secret, r))
+                }
+            };
+            kg.backends.push(Backend { meta, kind, secret });
+        }
+        "AIBackend" => {
+            let Some(o) = Obj::new(
+                &Value::Object(spec.map.clone()),
+                "spec",
+                &["provider", "groups"],
+                r,
+            )
+            .map(|_| spec) else {
+                return;
+            };
+            let mut secret = None;
+            let provider = read_provider(&o, &ns, &mut secret, r);
+            let mut groups = Vec::new();
+            let mut seen: HashMap<(String, String), String> = HashMap::new();
+            for (i, g) in o
+                .list_opt("groups", 16, r)
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
+                let gp = at("spec.groups", i);
+                let Some(go) = Obj::new(g, &gp, &["priority", "backends"], r) else {
+                    continue;
+                };
+                let priority = go
+                    .int_opt("priority", 0, i64::from(u32::MAX), r)
+                    .map_or(i as u32, |p| p as u32);
+                let list = go.list_opt("backends", 64, r).unwrap_or_default();
+                if list.is_empty() {
+                    r.error(go.path("backends"), "must have at least 1 item");
+                }
+                for (j, b) in list.iter().enumerate() {
+                    let bp = at(&go.path("backends"), j);
+                    let Some(bo) = Obj::new(b, &bp, &["backendRef", "weight"], r) else {
+                        continue;
+                    };
+                    let weight = bo.int_opt("weight", 0, 1_000_000, r).unwrap_or(1) as u32;
+                    let rp = bo.path("backendRef");
+                    let Some(rv) = bo.get("backendRef") else {
+                        r.error(rp, "is required");
+                        continue;
+                    };
+                    let Some(ro) = Obj::new(rv, &rp, &["name", "namespace"], r) else {
+                        continue;
+                    };
+                    let Some(name) = ro.str_req("name", r) else {
+                        continue;
+                    };
+                    let bns = ro.str_opt("namespace", r).unwrap_or(&ns).to_string();
+                    let key = (bns.clone(), name.to_string());
+                    if let Some(first) = seen.get(&key) {
+                        r.error(
+                            ro.path("name"),
+                            format!("Backend {bns}/{name} is already listed at {first}"),
+                        );
+                        continue;
+                    }
+                    seen.insert(key, rp.clone());
+                    groups.push(GroupRef {
+                        name: name.to_string(),
+                        namespace: bns,
+                        weight,
+                        priority,
+                        path: rp,
+                    });
+                }
+            }
+            kg.ai_backends.push(AiBackend {
+                meta,
+                provider,
+                groups,
+                secret,
+            });
+        }
+        "TrafficPolicy" => read_traffic(meta, spec, kg, r),
+        "HTTPListenerPolicy" => {
+            let Some(o) = Obj::new(
+                &Value::Object(spec.map.clone()),
+                "spec",
+                &[
+                    "targetRefs",
+                    "accessLogging",
+                    "buffer",
+                    "celValidation",
+                    "basicAuth",
+                ],
+                r,
+            )
+            .map(|_| spec) else {
+                return;
+            };
+            let targets = read_targets(&o, r);
+            for t in &targets {
+                if t.kind != "Gateway" {
+                    r.error(
+                        format!("{}.kind", t.path),
+                        "a listener policy targets a Gateway",
+                    );
+                }
+            }
+            if let Some(v) = o.get("accessLogging") {
+                if !v.is_object() {
+                    r.error(o.path("accessLogging"), "must be an object");
+                } else {
+                    r.warn(o.path("accessLogging"), "not mapped: the standalone bootstrap always writes its own JSON access log (access_log) with the filter's metadata");
+                }
+            }
+            let mut max_request_bytes = None;
+            if let Some(v) = o.get("buffer") {
+                let p = o.path("buffer");
+                if let Some(b) = Obj::new(v, &p, &["maxRequestBytes"], r) {
+                    max_request_bytes = b
+                        .int_opt("maxRequestBytes", 1, i64::from(u32::MAX), r)
+                        .map(|n| n as u64);
+                    if !b.has("maxRequestBytes") {
+                        r.error(b.path("maxRequestBytes"), "is required");
+                    }
+                }
+            }
+            if let Some(v) = o.get("celValidation") {
+                let p = o.path("celValidation");
+                if let Some(c) = Obj::new(v, &p, &["rules"], r) {
+                    for (i, rule) in c
+                        .list_opt("rules", 64, r)
+                        .unwrap_or_default()
+                        .iter()
+                        .enumerate()
+                    {
+                        let rp = at(&c.path("rules"), i);
+                        if let Some(ro) = Obj::new(rule, &rp, &["expression", "action"], r) {
+                            ro.str_req("expression", r);
+                            enum_value(&ro, "action", &["Deny", "Allow"], false, r);
+                        }
+                    }
+                    r.warn(p, "not mapped: Envoy has no CEL request-validation filter the compiler configures");
+                }
+            }
+            let mut basic_auth = None;
+            if let Some(v) = o.get("basicAuth") {
+                let p = o.path("basicAuth");
+                if let Some(b) = Obj::new(v, &p, &["credentialsSecretRef"], r) {
+                    if b.has("credentialsSecretRef") {
+                        basic_auth = secret_ref(&b, "credentialsSecretRef", &ns, r);
+                    } else {
+                        r.error(b.path("credentialsSecretRef"), "is required");
+                    }
+                }
+            }
+            kg.listener.push(ListenerPolicy {
+                meta,
+                targets,
+                max_request_bytes,
+                basic_auth,
+            });
+        }
+        "DirectResponse" => {
+            let Some(o) = Obj::new(
+                &Value::Object(spec.map.clone()),
+                "spec",
+                &["statusCode", "body"],
+                r,
+            )
+            .map(|_| spec) else {
+                return;
+            };
+            if !o.has("statusCode") {
+                r.error(o.path("statusCode"), "is required");
+            }
+            let status = o.int_opt("statusCode", 200, 599, r);
+            let body = o.str_opt("body", r).map(str::to_string);
+            if let Some(s) = status {
+                kg.direct.push(DirectResponse {
+                    meta,
+                    status: s as u16,
+                    body,
+                });
+            }
+        }
+        "GatewayExtension" => {
+            let Some(o) = Obj::new(
+                &Value::Object(spec.map.clone()),
+                "spec",
+                &["type", "extAuth", "extProc", "rateLimit"],
+                r,
+            )
+            .map(|_| spec) else {
+                return;
+            };
+            let t = enum_value(&o, "type", &["ExtAuth", "ExtProc", "RateLimit"], true, r);
+            let mut backend = None;
+            for (k, ty) in [
+                ("extAuth", "ExtAuth"),
+                ("extProc", "ExtProc"),
+                ("rateLimit", "RateLimit"),
+            ] {
+                let p = o.path(k);
+                match (o.get(k), t.as_deref() == Some(ty)) {
+                    (Some(_), false) if t.is_some() => r.error(
+                        p,
+                        format!(
+                            "exactly one of extAuth, extProc, rateLimit: must match `type` ({})",
+                            t.as_deref().unwrap_or("")
+                        ),
+                    ),
+                    (None, true) => r.error(p, format!("is required with type {ty}")),
+                    (Some(v), true) => {
+                        let Some(so) = Obj::new(v, &p, &["grpcService"], r) else {
+                            continue;
+                        };
+                        let gp = so.path("grpcService");
+                        let Some(g) = so
+                            .get("grpcService")
+                            .and_then(|v| Obj::new(v, &gp, &["backendRef"], r))
+                        else {
+                            r.error(gp, "is required");
+                            continue;
+                        };
+                        let bp = g.path("backendRef");
+                        let Some(b) = g
+                            .get("backendRef")
+                            .and_then(|v| Obj::new(v, &bp, &["name", "namespace", "port"], r))
+                        else {
+                            r.error(bp, "is required");
+                            continue;
+                        };
+                        let name = b.str_req("name", r);
+                        let bns = b.str_opt("namespace", r).unwrap_or(&ns).to_string();
+                        let port = port(&b, "port", false, r);
+                        if let Some(name) = name {
+                            backend = Some((bns, name.to_string(), port, bp.clone()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            kg.extensions.push(Extension {
+                meta,
+                kind: t,
+                backend,
+            });
+        }
+        "GatewayParameters" => {
+            if let Some(o) =
+                Obj::new(&Value::Object(spec.map.clone()), "spec", &["kube"], r).map(|_| spec)
+            {
+                if let Some(k) = o.get("kube") {
+                    let kp = o.path("kube");
+                    if let Some(ko) = Obj::new(
+                        k,
+                        &kp,
+                        &["deployment", "podTemplate", "envoyContainer", "service"],
+                        r,
+                    ) {
+                        if let Some(d) = ko.get("deployment") {
+                            let dp = ko.path("deployment");
+                            if let Some(dobj) = Obj::new(d, &dp, &["replicas"], r) {
+                                dobj.int_opt("replicas", 0, i64::from(i32::MAX), r);
+                            }
+                        }
+                        if let Some(s) = ko.get("service") {
+                            let sp = ko.path("service");
+                            if let Some(so) = Obj::new(s, &sp, &["type", "extraAnnotations"], r) {
+                                enum_value(
+                                    &so,
+                                    "type",
+                                    &["ClusterIP", "NodePort", "LoadBalancer"],
+                                    false,
+                                    r,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            r.warn(
+                "spec",
+                "not mapped: deployment settings have no counterpart in a standalone bootstrap",
+            );
+        }
+        _ => r.warn("", format!("kgateway {kind} is not compiled; ignored")),
+    }
+}
+
+fn header_mod(
+    o: &Obj<'_, '_>,
+    key: &str,
+    r: &mut Reporter<'_>,
+) -> Option<(Vec<Value>, Vec<String>)> {
+    let p = o.path(key);
+    let h = Obj::new(o.get(key)?, &p, &["set", "add", "remove"], r)?;
+    let mut add = Vec::new();
+    for (field, action) in [
+        ("set", "OVERWRITE_IF_EXISTS_OR_ADD"),
+        ("add", "APPEND_IF_EXISTS_OR_ADD"),
+    ] {
+        let mut names: Vec<String> = Vec::new();
+        for (i, v) in h
+            .list_opt(field, 64, r)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let ip = at(&h.path(field), i);
+            let Some(io) = Obj::new(v, &ip, &["name", "value"], r) else {
+                continue;
+            };
+            let (Some(n), Some(val)) = (io.str_req("name", r), io.str_opt("value", r)) else {
+                if !io.has("value") {
+                    r.error(io.path("value"), "is required");
+                }
+                continue;
+            };
+            let lower = n.to_ascii_lowercase();
+            if field == "set" && names.contains(&lower) {
+                r.error(io.path("name"), format!("header '{n}' is set twice"));
+                continue;
+            }
+            names.push(lower);
+            add.push(json!({"header": {"key": n, "value": val}, "append_action": action}));
+        }
+    }
+    let mut remove = Vec::new();
+    for (i, v) in h
+        .list_opt("remove", 64, r)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        match v.as_str() {
+            Some(s) if !s.is_empty() => remove.push(s.to_string()),
+            _ => r.error(at(&h.path("remove"), i), "must be a non-empty string"),
+        }
+    }
+    Some((add, remove))
+}
+
+fn read_traffic(meta: Meta, spec: Obj<'_, '_>, kg: &mut Inputs, r: &mut Reporter<'_>) {
+    let known = [
+        "targetRefs",
+        "cors",
+        "extAuth",
+        "extProc",
+        "rateLimit",
+        "timeout",
+        "retries",
+        "requestHeaderModifier",
+        "responseHeaderModifier",
+    ];
+    for k in spec.map.keys() {
+        if !known.contains(&k.as_str()) {
+            r.warn(spec.path(k), "unknown field, ignored");
+        }
+    }
+    let ns = meta.id.namespace.clone();
+    let targets = read_targets(&spec, r);
+    let mut extra = RouteExtra::default();
+    let mut cors = false;
+    if let Some(v) = spec.get("cors") {
+        let p = spec.path("cors");
+        if let Some(c) = Obj::new(
+            v,
+            &p,
+            &[
+                "allowOrigins",
+                "allowMethods",
+                "allowHeaders",
+                "exposeHeaders",
+                "maxAge",
+                "allowCredentials",
+            ],
+            r,
+        ) {
+            let mut policy = Map::new();
+            policy.insert(
+                "@type".into(),
+                json!("type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy"),
+            );
+            let mut origins = Vec::new();
+            for (i, o) in c
+                .list_opt("allowOrigins", 64, r)
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
+                let op = at(&c.path("allowOrigins"), i);
+                let Some(oo) = Obj::new(o, &op, &["type", "value"], r) else {
+                    continue;
+                };
+                let t = enum_value(&oo, "type", &["Exact", "Prefix", "Regex"], false, r)
+                    .unwrap_or_else(|| "Exact".into());
+                let Some(val) = oo.str_req("value", r) else {
+                    continue;
+                };
+                origins.push(match t.as_str() {
+                    "Prefix" => json!({"prefix": val}),
+                    "Regex" => json!({"safe_regex": {"regex": val}}),
+                    _ => json!({"exact": val}),
+                });
+            }
+            if origins.is_empty() {
+                r.error(c.path("allowOrigins"), "must have at least 1 item");
+            }
+            policy.insert("allow_origin_string_match".into(), Value::Array(origins));
+            for (k, envoy) in [
+                ("allowMethods", "allow_methods"),
+                ("allowHeaders", "allow_headers"),
+                ("exposeHeaders", "expose_headers"),
+            ] {
+                let mut items = Vec::new();
+                for (i, v) in c.list_opt(k, 64, r).unwrap_or_default().iter().enumerate() {
+                    match v.as_str() {
+                        Some(s) if !s.is_empty() => items.push(s),
+                        _ => r.error(at(&c.path(k), i), "must be a non-empty string"),
+                    }
+                }
+                if !items.is_empty() {
+                    policy.insert(envoy.into(), json!(items.join(",")));
+                }
+            }
+            if let Some(ms) = duration(&c, "maxAge", r) {
+                policy.insert("max_age".into(), json!((ms / 1000).to_string()));
+            }
+            if let Some(b) = c.bool_opt("allowCredentials", r) {
+                policy.insert("allow_credentials".into(), json!(b));
+            }
+            extra.cors = Some(Value::Object(policy));
+            cors = true;
+        }
+    }
+    let mut ext = Vec::new();
+    for field in ["extAuth", "extProc", "rateLimit"] {
+        let p = spec.path(field);
+        let Some(e) = spec
+            .get(field)
+            .and_then(|v| Obj::new(v, &p, &["extensionRef", "disable"], r))
+        else {
+            continue;
+        };
+        let disable = e.bool_opt("disable", r);
+        match (e.get("extensionRef"), disable) {
+            (Some(_), Some(true)) | (None, None | Some(false)) => {
+                r.error(p.clone(), "exactly one of extensionRef and disable: true");
+            }
+            (None, Some(true)) => r.warn(
+                e.path("disable"),
+                "nothing to disable: the standalone bootstrap adds no such filter by default",
+            ),
+            (Some(v), _) => {
+                let rp = e.path("extensionRef");
+                if let Some(ro) = Obj::new(v, &rp, &["name", "namespace"], r) {
+                    if let Some(name) = ro.str_req("name", r) {
+                        ext.push(ExtRef {
+                            field,
+                            name: name.to_string(),
+                            namespace: ro.str_opt("namespace", r).unwrap_or(&ns).to_string(),
+                            path: rp.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if let Some(v) = spec.get("timeout") {
+        let p = spec.path("timeout");
+        if let Some(t) = Obj::new(v, &p, &["request", "idle"], r) {
+            extra.timeout_ms = duration(&t, "request", r);
+            extra.idle_timeout_ms = duration(&t, "idle", r);
+        }
+    }
+    if let Some(v) = spec.get("retries") {
+        let p = spec.path("retries");
+        if let Some(t) = Obj::new(
+            v,
+            &p,
+            &["attempts", "perTryTimeout", "backOff", "retryOn"],
+            r,
+        ) {
+            let mut retry = Map::new();
+            let attempts = t.int_opt("attempts", 0, 100, r);
+            if !t.has("attempts") {
+                r.error(t.path("attempts"), "is required");
+            }
+            let on = match t.str_opt("retryOn", r) {
+                Some(s) => {
+                    for c in s.split(',').map(str::trim) {
+                        if !RETRY_ON.contains(&c) {
+                            r.error(
+                                t.path("retryOn"),
+                                format!(
+                                    "unknown retry condition '{c}', expected any of: {}",
+                                    RETRY_ON.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                    s.split(',').map(str::trim).collect::<Vec<_>>().join(",")
+                }
+                None => "connect-failure,refused-stream,reset,5xx".to_string(),
+            };
+            retry.insert("retry_on".into(), json!(on));
+            retry.insert("num_retries".into(), json!(attempts.unwrap_or(1)));
+            if let Some(ms) = duration(&t, "perTryTimeout", r) {
+                retry.insert("per_try_timeout".into(), json!(envoy_duration(ms)));
+            }
+            if let Some(b) = t.get("backOff") {
+                let bp = t.path("backOff");
+                if let Some(bo) = Obj::new(b, &bp, &["baseInterval", "maxInterval"], r) {
+                    let base = duration(&bo, "baseInterval", r);
+                    let max = duration(&bo, "maxInterval", r);
+                    match (base, max) {
+                        (Some(b), Some(m)) if m < b => {
+                            r.error(bo.path("maxInterval"), "must not be below baseInterval")
+                        }
+                        (Some(b), m) if b > 0 => {
+                            let mut o = json!({"base_interval": envoy_duration(b)});
+                            if let Some(m) = m {
+                                o["max_interval"] = json!(envoy_duration(m));
+                            }
+                            retry.insert("retry_back_off".into(), o);
+                        }
+                        (None, Some(_)) => {
+                            r.error(bo.path("baseInterval"), "is required with maxInterval")
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            extra.retry = Some(Value::Object(retry));
+        }
+    }
+    if let Some((a, rm)) = header_mod(&spec, "requestHeaderModifier", r) {
+        extra.request_add = a;
+        extra.request_remove = rm;
+    }
+    if let Some((a, rm)) = header_mod(&spec, "responseHeaderModifier", r) {
+        extra.response_add = a;
+        extra.response_remove = rm;
+    }
+    kg.traffic.push(TrafficPolicy {
+        meta,
+        targets,
+        extra,
+        cors,
+        ext,
+    });
+}
+
+/// Reads a Gateway API HTTPRoute: only its kgateway side is compiled.
+pub(crate) fn read_http_route(
+    meta: Meta,
+    spec: Obj<'_, '_>,
+    kg: &mut Inputs,
+    r: &mut Reporter<'_>,
+) {
+    let ns = meta.id.namespace.clone();
+    let mut rules = Vec::new();
+    let mut kgateway = false;
+    for (i, v) in spec
+        .list_opt("rules", 16, r)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let p = at("spec.rules", i);
+        let Some(o) = Obj::new(
+            v,
+            &p,
+            &["name", "matches", "backendRefs", "filters", "timeouts"],
+            r,
+        ) else {
+            continue;
+        };
+        let mut refs = Vec::new();
+        for (j, b) in o
+            .list_opt("backendRefs", 16, r)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let bp = at(&o.path("backendRefs"), j);
+            let Some(bo) = Obj::new(
+                b,
+                &bp,
+                &[
+                    "group",
+                    "kind",
+                    "name",
+                    "namespace",
+                    "port",
+                    "weight",
+                    "filters",
+                ],
+                r,
+            ) else {
+                continue;
+            };
+            let group = bo.str_opt("group", r).unwrap_or("");
+            let kind = bo.str_opt("kind", r).unwrap_or("Service");
+            if group != KGATEWAY_GROUP {
+                continue;
+            }
+            kgateway = true;
+            let Some(name) = bo.str_req("name", r) else {
+                continue;
+            };
+            refs.push(RouteRef {
+                kind: kind.to_string(),
+                name: name.to_string(),
+                namespace: bo.str_opt("namespace", r).unwrap_or(&ns).to_string(),
+                weight: bo.int_opt("weight", 0, 1_000_000, r).unwrap_or(1) as u32,
+                path: bp,
+            });
+        }
+        let mut direct = None;
+        for (j, f) in o
+            .list_opt("filters", 16, r)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let fp = at(&o.path("filters"), j);
+            let ext = f.get("extensionRef");
+            let is_dr =
+                ext.and_then(|e| e.get("kind")).and_then(Value::as_str) == Some("DirectResponse");
+            match (
+                is_dr,
+                ext.and_then(|e| e.get("name")).and_then(Value::as_str),
+            ) {
+                (true, Some(n)) => {
+                    kgateway = true;
+                    direct = Some((n.to_string(), format!("{fp}.extensionRef.name")));
+                }
+                _ => r.warn(
+                    fp,
+                    "not mapped: only kgateway DirectResponse filters are compiled",
+                ),
+            }
+        }
+        let mut models = Vec::new();
+        let mut prefix = "/".to_string();
+        for (j, m) in o
+            .list_opt("matches", 8, r)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let mp = at(&o.path("matches"), j);
+            let Some(mo) = Obj::new(m, &mp, &["path", "headers", "method", "queryParams"], r)
+            else {
+                continue;
+            };
+            for (k, h) in mo
+                .list_opt("headers", 16, r)
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
+                let hp = at(&mo.path("headers"), k);
+                let Some(ho) = Obj::new(h, &hp, &["type", "name", "value"], r) else {
+                    continue;
+                };
+                let t = enum_value(&ho, "type", &["Exact", "RegularExpression"], false, r);
+                let (Some(n), Some(v)) = (ho.str_req("name", r), ho.str_req("value", r)) else {
+                    continue;
+                };
+                if n.eq_ignore_ascii_case(MODEL_HEADER) && t.as_deref() != Some("RegularExpression")
+                {
+                    if !models.iter().any(|(m, _): &(String, String)| m == v) {
+                        models.push((v.to_string(), ho.path("value")));
+                    }
+                } else {
+                    r.warn(hp, format!("not mapped: only Exact `{MODEL_HEADER}` matches route kgateway AI backends"));
+                }
+            }
+            if let Some(pv) = mo.get("path") {
+                let pp = mo.path("path");
+                if let Some(po) = Obj::new(pv, &pp, &["type", "value"], r) {
+                    let t = enum_value(
+                        &po,
+                        "type",
+                        &["Exact", "PathPrefix", "RegularExpression"],
+                        false,
+                        r,
+                    );
+                    match (t.as_deref(), po.str_opt("value", r)) {
+                        (Some("PathPrefix") | None, Some(v)) if v.starts_with('/') => prefix = v.to_string(),
+                        (_, Some(_)) => r.warn(pp, "not mapped: only PathPrefix paths are compiled (used by DirectResponse rules)"),
+                        _ => {}
+                    }
+                }
+            }
+            for k in ["method", "queryParams"] {
+                if mo.has(k) {
+                    r.warn(mo.path(k), "not mapped: the compiled route ignores it");
+                }
+            }
+        }
+        if o.has("timeouts") {
+            r.warn(
+                o.path("timeouts"),
+                "not mapped for kgateway routes: use a TrafficPolicy timeout",
+            );
+        }
+        rules.push(HttpRule {
+            path: p,
+            models,
+            prefix,
+            refs,
+            direct,
+        });
+    }
+    kg.http_routes.push(HttpRoute {
+        meta,
+        rules,
+        kgateway,
+    });
+}
+
+// ---------------------------------------------------------------- planning
+
+type Key = (String, String);
+
+fn key(m: &Meta) -> Key {
+    (m.id.namespace.clone(), m.id.name.clone())
+}
+
+fn index<T>(
+    items: &[T],
+    meta: impl Fn(&T) -> &Meta,
+    diags: &mut Vec<Diagnostic>,
+) -> HashMap<Key, usize> {
+    let mut map = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let m = meta(item);
+        if let Some(&first) = map.get(&key(m)) {
+            let f: &Source = &meta(&items[first]).source;
+            crate::compile::reporter(m, diags).error(
+                "metadata.name",
+                format!("duplicate {} (first defined at {f})", m.id),
+            );
+        } else {
+            map.insert(key(m), i);
+        }
+    }
+    map
+}
+
+fn push_backend(
+    plan: &mut Plan,
+    name: String,
+    p: &Provider,
+    hosts: &[Host],
+    origin: &(Source, ResourceId),
+) -> usize {
+    if let Some(i) = plan.backends.iter().position(|b| b.name == name) {
+        return i;
+    }
+    let tls = hosts.iter().find_map(|h| h.tls.clone());
+    plan.backends.push(PlanBackend {
+        name,
+        schema_name: "OpenAI".into(),
+        schema_version: None,
+        model_name_override: p.model.clone(),
+        endpoints: hosts.iter().map(|h| h.endpoint.clone()).collect(),
+        tls,
+        eg_backend: None,
+        eg_fallback: false,
+        origin: origin.clone(),
+    });
+    plan.backends.len() - 1
+}
+
+/// Plans kgateway HTTPRoutes into filter routes, backends and Envoy extras.
+pub(crate) fn plan(
+    kg: &Inputs,
+    secrets: &HashMap<Key, usize>,
+    plan: &mut Plan,
+    model_owner: &mut HashMap<String, String>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let be_ix = index(&kg.backends, |b| &b.meta, diags);
+    let ai_ix = index(&kg.ai_backends, |b| &b.meta, diags);
+    let hr_ix = index(&kg.http_routes, |b| &b.meta, diags);
+    let dr_ix = index(&kg.direct, |b| &b.meta, diags);
+    let ext_ix = index(&kg.extensions, |b| &b.meta, diags);
+    let _ = index(&kg.traffic, |b| &b.meta, diags);
+    let _ = index(&kg.listener, |b| &b.meta, diags);
+
+    let check_secret = |s: &Option<SecretRef>, meta: &Meta, diags: &mut Vec<Diagnostic>| {
+        if let Some(s) = s {
+            let mut r = crate::compile::reporter(meta, diags);
+            if !secrets.contains_key(&(s.namespace.clone(), s.name.clone())) {
+                r.warn(
+                    s.path.as_str(),
+                    format!(
+                        "Secret {}/{} is not among the inputs; it must exist in the cluster",
+                        s.namespace, s.name
+                    ),
+                );
+            }
+            r.warn(
+                s.path.as_str(),
+                "validated only: the filter does not apply upstream credentials yet",
+            );
+        }
+    };
+    for b in &kg.backends {
+        check_secret(&b.secret, &b.meta, diags);
+    }
+    for b in &kg.ai_backends {
+        check_secret(&b.secret, &b.meta, diags);
+        let mut r = crate::compile::reporter(&b.meta, diags);
+        for g in &b.groups {
+            match be_ix.get(&(g.namespace.clone(), g.name.clone())) {
+                None => r.error(
+                    format!("{}.name", g.path),
+                    format!(
+                        "Backend {KGATEWAY_GROUP}/{}/{} not found among the inputs",
+                        g.namespace, g.name
+                    ),
+                ),
+                Some(&i) if matches!(kg.backends[i].kind, BackendKind::Aws) => r.error(
+                    format!("{}.name", g.path),
+                    "an AWS Lambda backend cannot serve an AI provider group",
+                ),
+                _ => {}
+            }
+        }
+    }
+
+    let mut route_of: HashMap<Key, Vec<usize>> = HashMap::new();
+    let mut used_be = vec![false; kg.backends.len()];
+    let mut used_ai = vec![false; kg.ai_backends.len()];
+    for hr in kg.http_routes.iter().filter(|h| h.kgateway) {
+        let mut r = crate::compile::reporter(&hr.meta, diags);
+        let origin = (hr.meta.source.clone(), hr.meta.id.clone());
+        for (i, rule) in hr.rules.iter().enumerate() {
+            let name = format!("{}/{}/rule/{i}", hr.meta.id.namespace, hr.meta.id.name);
+            if let Some((dr, path)) = &rule.direct {
+                if !rule.refs.is_empty() {
+                    r.error(
+                        format!("{}.backendRefs", rule.path),
+                        "a rule with a DirectResponse filter takes no backendRefs",
+                    );
+                    continue;
+                }
+                let Some(&d) = dr_ix.get(&(hr.meta.id.namespace.clone(), dr.clone())) else {
+                    r.error(
+                        path.as_str(),
+                        format!(
+                            "DirectResponse {}/{dr} not found among the inputs",
+                            hr.meta.id.namespace
+                        ),
+                    );
+                    continue;
+                };
+                let d = &kg.direct[d];
+                let mut resp = json!({"status": d.status});
+                if let Some(b) = &d.body {
+                    resp["body"] = json!({"inline_string": b});
+                }
+                plan.kg.direct_routes.push(json!({"name": name, "match": {"prefix": rule.prefix}, "direct_response": resp}));
+                continue;
+            }
+            let mut backends: Vec<PlanRouteBackend> = Vec::new();
+            let mut configured: Vec<(String, String)> = Vec::new();
+            for rf in &rule.refs {
+                let k = (rf.namespace.clone(), rf.name.clone());
+                let mut add = |idx: usize, weight: u32, priority: u32, r: &mut Reporter<'_>| {
+                    if backends.iter().any(|b| b.backend == idx) {
+                        r.error(
+                            format!("{}.name", rf.path),
+                            format!(
+                                "{} {}/{} is referenced twice in this rule",
+                                rf.kind, rf.namespace, rf.name
+                            ),
+                        );
+                        return;
+                    }
+                    backends.push(PlanRouteBackend {
+                        backend: idx,
+                        weight: weight.saturating_mul(rf.weight),
+                        priority,
+                        path: rf.path.clone(),
+                    });
+                };
+                match rf.kind.as_str() {
+                    "Backend" => {
+                        let Some(&bi) = be_ix.get(&k) else {
+                            r.error(
+                                format!("{}.name", rf.path),
+                                format!(
+                                    "Backend {KGATEWAY_GROUP}/{}/{} not found among the inputs",
+                                    rf.namespace, rf.name
+                                ),
+                            );
+                            continue;
+                        };
+                        used_be[bi] = true;
+                        let b = &kg.backends[bi];
+                        match &b.kind {
+                            BackendKind::Ai(Some(p)) => {
+                                if let Some(m) = &p.model {
+                                    configured.push((m.clone(), format!("{}.model", p.path)));
+                                }
+                                let bname = format!("{}.{}{}", b.meta.id.name, b.meta.id.namespace, p.model.as_ref().map(|m| format!("@{m}")).unwrap_or_default());
+                                let idx = push_backend(plan, bname, p, &p.hosts, &(b.meta.source.clone(), b.meta.id.clone()));
+                                add(idx, 1, 0, &mut r);
+                            }
+                            BackendKind::Ai(None) => {}
+                            _ => r.error(format!("{}.name", rf.path), "not an AI backend: the filter routes by model, so kgateway routes must point at type AI backends or AIBackends"),
+                        }
+                    }
+                    "AIBackend" => {
+                        let Some(&ai) = ai_ix.get(&k) else {
+                            r.error(
+                                format!("{}.name", rf.path),
+                                format!(
+                                    "AIBackend {}/{} not found among the inputs",
+                                    rf.namespace, rf.name
+                                ),
+                            );
+                            continue;
+                        };
+                        used_ai[ai] = true;
+                        let a = &kg.ai_backends[ai];
+                        let Some(p) = &a.provider else { continue };
+                        if let Some(m) = &p.model {
+                            configured.push((m.clone(), format!("{}.openai.model", p.path)));
+                        }
+                        let suffix = p
+                            .model
+                            .as_ref()
+                            .map(|m| format!("@{m}"))
+                            .unwrap_or_default();
+                        let origin = (a.meta.source.clone(), a.meta.id.clone());
+                        if a.groups.is_empty() {
+                            let idx = push_backend(
+                                plan,
+                                format!("{}.{}{suffix}", a.meta.id.name, a.meta.id.namespace),
+                                p,
+                                &p.hosts,
+                                &origin,
+                            );
+                            add(idx, 1, 0, &mut r);
+                        }
+                        for g in &a.groups {
+                            let Some(&bi) = be_ix.get(&(g.namespace.clone(), g.name.clone()))
+                            else {
+                                continue;
+                            };
+                            used_be[bi] = true;
+                            let b = &kg.backends[bi];
+                            let hosts = match &b.kind {
+                                BackendKind::Static(h) => h.clone(),
+                                BackendKind::Ai(Some(bp)) => bp.hosts.clone(),
+                                _ => continue,
+                            };
+                            let idx = push_backend(
+                                plan,
+                                format!("{}.{}{suffix}", b.meta.id.name, b.meta.id.namespace),
+                                p,
+                                &hosts,
+                                &origin,
+                            );
+                            add(idx, g.weight, g.priority, &mut r);
+                        }
+                    }
+                    other => r.error(
+                        format!("{}.kind", rf.path),
+                        format!("unsupported kind '{other}', expected Backend or AIBackend"),
+                    ),
+                }
+            }
+            if backends.is_empty() {
+                continue;
+            }
+            if rule.prefix != "/" {
+                r.warn(
+                    format!("{}.matches", rule.path),
+                    "path not mapped for AI rules: the filter routes by model",
+                );
+            }
+            let from_matches = !rule.models.is_empty();
+            let candidates = if from_matches {
+                rule.models.clone()
+            } else {
+                configured
+            };
+            let mut models: Vec<(String, String)> = Vec::new();
+            for (m, path) in candidates {
+                if models.iter().any(|(x, _)| *x == m) {
+                    continue;
+                }
+                if let Some(other) = model_owner.get(&m) {
+                    r.error(
+                        path.as_str(),
+                        format!(
+                            "model '{m}' is already routed by {other}: a model maps to one rule"
+                        ),
+                    );
+                    continue;
+                }
+                model_owner.insert(m.clone(), format!("{} {}", hr.meta.id, rule.path));
+                models.push((m, path));
+            }
+            if models.is_empty() && !from_matches {
+                r.error(format!("{}.matches", rule.path), format!("needs an Exact `{MODEL_HEADER}` match, or a backend with a configured model: the filter routes by model"));
+                continue;
+            }
+            for (m, _) in &models {
+                plan.models.push(PlanModel {
+                    id: m.clone(),
+                    owned_by: "kgateway".into(),
+                    created: hr.meta.created.unwrap_or(0),
+                    route: plan.routes.len(),
+                });
+            }
+            route_of
+                .entry(key(&hr.meta))
+                .or_default()
+                .push(plan.routes.len());
+            plan.routes.push(PlanRoute {
+                name,
+                matches: models
+                    .iter()
+                    .map(|(m, _)| (m.clone(), Vec::new()))
+                    .collect(),
+                models,
+                backends,
+                costs: Vec::new(),
+                timeout_ms: crate::compile::DEFAULT_REQUEST_TIMEOUT_MS,
+                per_try_timeout_ms: None,
+                num_retries: None,
+                parents: Vec::new(),
+                rule_path: rule.path.clone(),
+                origin: origin.clone(),
+                extra: RouteExtra {
+                    kgateway: true,
+                    ..RouteExtra::default()
+                },
+            });
+        }
+    }
+    for hr in kg.http_routes.iter().filter(|h| !h.kgateway) {
+        crate::compile::reporter(&hr.meta, diags)
+            .warn("", "routes to no kgateway backend; ignored");
+    }
+    if kg.http_routes.iter().any(|h| h.kgateway)
+        || !kg.backends.is_empty()
+        || !kg.ai_backends.is_empty()
+    {
+        // Said once: the Envoy Gateway output cannot carry kgateway routes.
+        if let Some(hr) = kg.http_routes.iter().find(|h| h.kgateway) {
+            crate::compile::reporter(&hr.meta, diags).warn("", "kgateway routes are compiled into the standalone bootstrap only, not into the Envoy Gateway output");
+        }
+    }
+    for (i, b) in kg.backends.iter().enumerate() {
+        if !used_be[i] && be_ix.get(&key(&b.meta)) == Some(&i) {
+            let why = if matches!(b.kind, BackendKind::Aws) {
+                "AWS Lambda backends are not compiled (the filter serves OpenAI-compatible routes)"
+            } else {
+                "not referenced by any HTTPRoute or AIBackend; not compiled"
+            };
+            crate::compile::reporter(&b.meta, diags).warn("", why);
+        }
+    }
+    for (i, b) in kg.ai_backends.iter().enumerate() {
+        if !used_ai[i] && ai_ix.get(&key(&b.meta)) == Some(&i) {
+            crate::compile::reporter(&b.meta, diags)
+                .warn("", "not referenced by any HTTPRoute; not compiled");
+        }
+    }
+
+    // Targets: an HTTPRoute's routes, or with a Gateway every kgateway route.
+    let all: Vec<usize> = (0..plan.routes.len())
+        .filter(|&i| plan.routes[i].extra.kgateway)
+        .collect();
+    let targets = |ts: &[Target], r: &mut Reporter<'_>, ns: &str| -> Vec<usize> {
+        let mut out = Vec::new();
+        for t in ts {
+            if t.kind == "Gateway" {
+                out.extend(&all);
+            } else if let Some(rs) = route_of.get(&(ns.to_string(), t.name.clone())) {
+                out.extend(rs);
+            } else if hr_ix.contains_key(&(ns.to_string(), t.name.clone())) {
+                r.warn(
+                    format!("{}.name", t.path),
+                    format!(
+                        "HTTPRoute {ns}/{} has no compiled AI rule; policy not applied",
+                        t.name
+                    ),
+                );
+            } else {
+                r.error(
+                    format!("{}.name", t.path),
+                    format!("HTTPRoute {ns}/{} not found among the inputs", t.name),
+                );
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    };
+    let mut applied: Vec<Option<String>> = vec![None; plan.routes.len()];
+    let mut ext_added: Vec<Key> = Vec::new();
+    for tp in &kg.traffic {
+        let ns = tp.meta.id.namespace.clone();
+        let mut r = crate::compile::reporter(&tp.meta, diags);
+        let ids = targets(&tp.targets, &mut r, &ns);
+        for &i in &ids {
+            if let Some(other) = &applied[i] {
+                r.error(
+                    "spec.targetRefs",
+                    format!(
+                        "route {} already has TrafficPolicy {other}: one policy per route",
+                        plan.routes[i].name
+                    ),
+                );
+                continue;
+            }
+            applied[i] = Some(tp.meta.id.to_string());
+            let kgflag = plan.routes[i].extra.kgateway;
+            plan.routes[i].extra = RouteExtra {
+                kgateway: kgflag,
+                ..tp.extra.clone()
+            };
+        }
+        if tp.cors {
+            plan.kg.cors = true;
+            match &plan.kg.vhost_cors {
+                None => plan.kg.vhost_cors = tp.extra.cors.clone(),
+                Some(c) if Some(c) != tp.extra.cors.as_ref() => r.warn(
+                    "spec.cors",
+                    "preflight requests (which carry no model) are answered with the first TrafficPolicy's CORS settings",
+                ),
+                Some(_) => {}
+            }
+        }
+        for e in &tp.ext {
+            let Some(&x) = ext_ix.get(&(e.namespace.clone(), e.name.clone())) else {
+                r.error(
+                    format!("{}.name", e.path),
+                    format!(
+                        "GatewayExtension {}/{} not found among the inputs",
+                        e.namespace, e.name
+                    ),
+                );
+                continue;
+            };
+            let x = &kg.extensions[x];
+            let want = match e.field {
+                "extAuth" => "ExtAuth",
+                "extProc" => "ExtProc",
+                _ => "RateLimit",
+            };
+            if x.kind.as_deref() != Some(want) {
+                r.error(
+                    format!("{}.name", e.path),
+                    format!("{} is not of type {want}", x.meta.id),
+                );
+                continue;
+            }
+            if want == "RateLimit" {
+                r.warn(e.path.as_str(), "not mapped: kgateway's rate limit has no descriptors here, so Envoy's ratelimit filter would limit nothing");
+                continue;
+            }
+            // Only a kgateway Static Backend gives the compiler an address.
+            let addr = x.backend.as_ref().and_then(|(bns, bn, port, _)| {
+                let b = &kg.backends[*be_ix.get(&(bns.clone(), bn.clone()))?];
+                match &b.kind {
+                    BackendKind::Static(h) => h
+                        .first()
+                        .map(|h| (h.endpoint.clone(), port.unwrap_or(h.endpoint.port))),
+                    _ => None,
+                }
+            });
+            let Some((ep, port)) = addr else {
+                r.warn(e.path.as_str(), format!("not mapped: {} does not point at a kgateway Static Backend, so its address is unknown to the compiler", x.meta.id));
+                continue;
+            };
+            if !ids.is_empty() && ids.len() != all.len() {
+                r.warn(
+                    e.path.as_str(),
+                    "applied to the whole listener: the standalone bootstrap has one listener",
+                );
+            }
+            let k = key(&x.meta);
+            if ext_added.contains(&k) {
+                continue;
+            }
+            ext_added.push(k);
+            let cluster = format!("kgateway/{}/{}", x.meta.id.namespace, x.meta.id.name);
+            let (address, dns) = match &ep.address {
+                Address::Ip(a) => (a.clone(), false),
+                Address::Fqdn(h) => (h.clone(), true),
+            };
+            plan.kg.clusters.push(json!({
+                "name": cluster,
+                "type": if dns { "STRICT_DNS" } else { "STATIC" },
+                "connect_timeout": "5s",
+                "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}}
+                }},
+                "load_assignment": {"cluster_name": cluster, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": address, "port_value": port}}}}]}]},
+            }));
+            let grpc = json!({"envoy_grpc": {"cluster_name": cluster}});
+            plan.kg.filters.push(if want == "ExtAuth" {
+                json!({"name": "envoy.filters.http.ext_authz", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                    "grpc_service": grpc, "transport_api_version": "V3"}})
+            } else {
+                json!({"name": "envoy.filters.http.ext_proc", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+                    "grpc_service": grpc}})
+            });
+        }
+    }
+    for lp in &kg.listener {
+        let ns = lp.meta.id.namespace.clone();
+        let mut r = crate::compile::reporter(&lp.meta, diags);
+        let _ = targets(&lp.targets, &mut r, &ns);
+        if let Some(n) = lp.max_request_bytes {
+            plan.kg.buffer_limit = Some(plan.kg.buffer_limit.map_or(n, |m| m.min(n)));
+        }
+        if let Some(s) = &lp.basic_auth {
+            if !secrets.contains_key(&(s.namespace.clone(), s.name.clone())) {
+                r.warn(
+                    s.path.as_str(),
+                    format!("Secret {}/{} is not among the inputs", s.namespace, s.name),
+                );
+            }
+            r.warn(s.path.as_str(), "not mapped: the compiler never reads Secret values, so it cannot inline the htpasswd users Envoy's basic_auth filter needs");
+        }
+    }
+}

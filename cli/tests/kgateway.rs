@@ -1,0 +1,750 @@
+//! kgateway resources: one error test per rule the seeds state, starting from
+//! the valid `golden/kgateway` input and breaking one field; plus the mappings
+//! that the golden case does not show (ext_authz, rate limit, basic auth).
+
+use aigw_cli::manifest::parse_yaml;
+use aigw_cli::{compile, Manifest};
+use serde_json::{json, Value};
+
+const ROUTE: usize = 0;
+const AIB: usize = 1;
+const SIM: usize = 2;
+const COMPAT: usize = 5;
+const TP: usize = 6;
+const LP: usize = 7;
+const DR: usize = 8;
+const GP: usize = 9;
+
+fn base() -> Vec<Value> {
+    let text = include_str!("golden/kgateway/input.yaml");
+    let (ms, diags) = parse_yaml("input.yaml", text);
+    assert!(diags.is_empty(), "{diags:?}");
+    ms.into_iter().map(|m| m.value).collect()
+}
+
+fn manifests(docs: Vec<Value>) -> Vec<Manifest> {
+    let text: String = docs
+        .iter()
+        .map(|d| format!("---\n{}\n", serde_json::to_string(d).unwrap()))
+        .collect();
+    let (ms, diags) = parse_yaml("t.yaml", &text);
+    assert!(diags.is_empty(), "{diags:?}");
+    ms
+}
+
+/// Sets (`Some`) or removes (`None`) the field at a JSON pointer.
+fn set(v: &mut Value, pointer: &str, new: Option<Value>) {
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    let p = v.pointer_mut(parent).unwrap_or_else(|| panic!("{parent}"));
+    match (p, new) {
+        (Value::Object(m), Some(n)) => {
+            m.insert(key.to_string(), n);
+        }
+        (Value::Object(m), None) => {
+            m.remove(key);
+        }
+        (Value::Array(a), Some(n)) => {
+            let i: usize = key.parse().unwrap();
+            if i == a.len() {
+                a.push(n);
+            } else {
+                a[i] = n;
+            }
+        }
+        (Value::Array(a), None) => {
+            a.remove(key.parse::<usize>().unwrap());
+        }
+        _ => panic!("{pointer}"),
+    }
+}
+
+type Edit = Box<dyn Fn(&mut Vec<Value>)>;
+
+fn edit(doc: usize, pointer: &'static str, v: Value) -> Edit {
+    Box::new(move |d| set(&mut d[doc], pointer, Some(v.clone())))
+}
+
+fn remove(doc: usize, pointer: &'static str) -> Edit {
+    Box::new(move |d| set(&mut d[doc], pointer, None))
+}
+
+fn push(v: Value) -> Edit {
+    Box::new(move |d| d.push(v.clone()))
+}
+
+fn extension(spec: Value) -> Value {
+    json!({"apiVersion": "gateway.kgateway.dev/v1alpha1", "kind": "GatewayExtension",
+           "metadata": {"name": "ext", "namespace": "default"}, "spec": spec})
+}
+
+#[test]
+fn base_compiles() {
+    let out = compile(&manifests(base())).unwrap_or_else(|d| panic!("{d:#?}"));
+    let models: Vec<&str> = out.config["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    // From the x-ai-eg-model match, then from the backend's configured model.
+    assert_eq!(models, ["gpt-4o-mini", "gpt-4o"]);
+    assert_eq!(out.config["routes"][0]["backends"][2]["priority"], 1);
+    assert_eq!(out.config["routes"][0]["backends"][0]["weight"], 3);
+    assert_eq!(out.config["limits"]["maxRequestBodyBytes"], 4_194_304);
+    assert!(out.bootstrap_yaml.contains("envoy.filters.http.cors"));
+    assert!(out.bootstrap_yaml.contains("name: cors_preflight"));
+    assert!(out.bootstrap_yaml.contains("name: aigw_cors"));
+    assert!(out.bootstrap_yaml.contains("timeout: 45s"));
+    assert!(out
+        .bootstrap_yaml
+        .contains("per_connection_buffer_limit_bytes: 4194304"));
+    // kgateway routes stay out of the Envoy Gateway output.
+    assert!(!out.envoy_gateway_yaml.contains("chat"));
+}
+
+#[test]
+fn each_rule_reports_its_field() {
+    let cases: Vec<(Edit, &str, &str, &str)> = vec![
+        // Backend
+        (
+            remove(SIM, "/spec/type"),
+            "Backend",
+            "spec.type",
+            "is required",
+        ),
+        (
+            edit(SIM, "/spec/type", json!("Lambda")),
+            "Backend",
+            "spec.type",
+            "unsupported value",
+        ),
+        (
+            edit(SIM, "/spec/aws", json!({"region": "r"})),
+            "Backend",
+            "spec.aws",
+            "exactly one of",
+        ),
+        (
+            remove(SIM, "/spec/static"),
+            "Backend",
+            "spec.static",
+            "is required with type Static",
+        ),
+        (
+            edit(SIM, "/spec/static/hosts", json!([])),
+            "Backend",
+            "spec.static.hosts",
+            "at least 1",
+        ),
+        (
+            edit(SIM, "/spec/static/hosts/0/port", json!(70000)),
+            "Backend",
+            "spec.static.hosts[0].port",
+            "between 1 and 65535",
+        ),
+        (
+            remove(SIM, "/spec/static/hosts/0/host"),
+            "Backend",
+            "spec.static.hosts[0].host",
+            "is required",
+        ),
+        (
+            edit(
+                SIM,
+                "/spec",
+                json!({"type": "AWS", "aws": {"region": "us-east-1"}}),
+            ),
+            "Backend",
+            "spec.aws.lambdaFunctionName",
+            "is required",
+        ),
+        (
+            edit(
+                COMPAT,
+                "/spec/ai/provider",
+                json!({"type": "azure", "azure": {"endpoint": "e", "deploymentName": "d"}}),
+            ),
+            "Backend",
+            "spec.ai.provider.type",
+            "translation to provider 'azure' is not supported yet",
+        ),
+        (
+            edit(COMPAT, "/spec/ai/provider/type", json!("anthropic")),
+            "Backend",
+            "spec.ai.provider.type",
+            "unsupported value",
+        ),
+        (
+            edit(COMPAT, "/spec/ai/provider/gemini", json!({})),
+            "Backend",
+            "spec.ai.provider.gemini",
+            "exactly one provider",
+        ),
+        (
+            edit(COMPAT, "/spec/ai/provider/openai/model", json!("")),
+            "Backend",
+            "spec.ai.provider.openai.model",
+            "must not be empty",
+        ),
+        (
+            edit(COMPAT, "/spec/ai/provider/hostOverride/port", json!(0)),
+            "Backend",
+            "spec.ai.provider.hostOverride.port",
+            "between 1 and 65535",
+        ),
+        // AIBackend
+        (
+            remove(AIB, "/spec/provider"),
+            "AIBackend",
+            "spec.provider",
+            "is required",
+        ),
+        (
+            edit(AIB, "/spec/provider/type", json!("gemini")),
+            "AIBackend",
+            "spec.provider.openai",
+            "exactly one provider",
+        ),
+        (
+            edit(
+                AIB,
+                "/spec/provider",
+                json!({"type": "mistral", "mistral": {"model": "m"}}),
+            ),
+            "AIBackend",
+            "spec.provider.type",
+            "translation to provider 'mistral' is not supported yet",
+        ),
+        (
+            remove(AIB, "/spec/provider/openai"),
+            "AIBackend",
+            "spec.provider.openai",
+            "is required with type openai",
+        ),
+        (
+            edit(AIB, "/spec/provider/openai/authToken", json!({})),
+            "AIBackend",
+            "spec.provider.openai.authToken.secretRef",
+            "is required",
+        ),
+        (
+            edit(AIB, "/spec/provider/openai/authToken/secretRef", json!({})),
+            "AIBackend",
+            "spec.provider.openai.authToken.secretRef.name",
+            "is required",
+        ),
+        (
+            edit(
+                AIB,
+                "/spec/groups/0/backends/0/backendRef/name",
+                json!("nope"),
+            ),
+            "AIBackend",
+            "spec.groups[0].backends[0].backendRef.name",
+            "not found",
+        ),
+        (
+            edit(
+                AIB,
+                "/spec/groups/1/backends/0/backendRef/name",
+                json!("simulator"),
+            ),
+            "AIBackend",
+            "spec.groups[1].backends[0].backendRef.name",
+            "already listed",
+        ),
+        (
+            edit(AIB, "/spec/groups/0/backends", json!([])),
+            "AIBackend",
+            "spec.groups[0].backends",
+            "at least 1",
+        ),
+        (
+            edit(AIB, "/spec/groups/0/backends/0/weight", json!(-1)),
+            "AIBackend",
+            "spec.groups[0].backends[0].weight",
+            "between",
+        ),
+        (
+            edit(AIB, "/spec/groups/0/priority", json!(-1)),
+            "AIBackend",
+            "spec.groups[0].priority",
+            "between",
+        ),
+        (
+            remove(AIB, "/spec/groups/0/backends/0/backendRef"),
+            "AIBackend",
+            "spec.groups[0].backends[0].backendRef",
+            "is required",
+        ),
+        (
+            edit(
+                SIM,
+                "/spec",
+                json!({"type": "AWS", "aws": {"region": "r", "lambdaFunctionName": "f"}}),
+            ),
+            "AIBackend",
+            "spec.groups[0].backends[0].backendRef.name",
+            "AWS Lambda",
+        ),
+        // HTTPRoute
+        (
+            edit(ROUTE, "/spec/rules/1/backendRefs/0/name", json!("nope")),
+            "HTTPRoute",
+            "spec.rules[1].backendRefs[0].name",
+            "not found",
+        ),
+        (
+            edit(
+                ROUTE,
+                "/spec/rules/1/backendRefs/0/name",
+                json!("simulator"),
+            ),
+            "HTTPRoute",
+            "spec.rules[1].backendRefs[0].name",
+            "not an AI backend",
+        ),
+        (
+            edit(ROUTE, "/spec/rules/1/backendRefs/0/kind", json!("Service")),
+            "HTTPRoute",
+            "spec.rules[1].backendRefs[0].kind",
+            "unsupported kind",
+        ),
+        (
+            edit(
+                ROUTE,
+                "/spec/rules/0/backendRefs/1",
+                json!({"group": "gateway.kgateway.dev", "kind": "AIBackend", "name": "openai"}),
+            ),
+            "HTTPRoute",
+            "spec.rules[0].backendRefs[1].name",
+            "referenced twice",
+        ),
+        (
+            edit(
+                ROUTE,
+                "/spec/rules/2/filters/0/extensionRef/name",
+                json!("nope"),
+            ),
+            "HTTPRoute",
+            "spec.rules[2].filters[0].extensionRef.name",
+            "not found",
+        ),
+        (
+            edit(
+                ROUTE,
+                "/spec/rules/2/backendRefs",
+                json!([{"group": "gateway.kgateway.dev", "kind": "Backend", "name": "openai-compatible"}]),
+            ),
+            "HTTPRoute",
+            "spec.rules[2].backendRefs",
+            "takes no backendRefs",
+        ),
+        (
+            edit(
+                ROUTE,
+                "/spec/rules/1/matches",
+                json!([{"headers": [{"type": "Exact", "name": "x-ai-eg-model", "value": "gpt-4o-mini"}]}]),
+            ),
+            "HTTPRoute",
+            "spec.rules[1].matches[0].headers[0].value",
+            "already routed",
+        ),
+        (
+            remove(COMPAT, "/spec/ai/provider/openai/model"),
+            "HTTPRoute",
+            "spec.rules[1].matches",
+            "needs an Exact",
+        ),
+        // TrafficPolicy
+        (
+            remove(TP, "/spec/targetRefs"),
+            "TrafficPolicy",
+            "spec.targetRefs",
+            "is required",
+        ),
+        (
+            edit(TP, "/spec/targetRefs", json!([])),
+            "TrafficPolicy",
+            "spec.targetRefs",
+            "at least 1",
+        ),
+        (
+            edit(TP, "/spec/targetRefs/0/kind", json!("Service")),
+            "TrafficPolicy",
+            "spec.targetRefs[0].kind",
+            "unsupported value",
+        ),
+        (
+            remove(TP, "/spec/targetRefs/0/name"),
+            "TrafficPolicy",
+            "spec.targetRefs[0].name",
+            "is required",
+        ),
+        (
+            edit(TP, "/spec/targetRefs/0/name", json!("nope")),
+            "TrafficPolicy",
+            "spec.targetRefs[0].name",
+            "not found",
+        ),
+        (
+            edit(TP, "/spec/targetRefs/0/group", json!("example.com")),
+            "TrafficPolicy",
+            "spec.targetRefs[0].group",
+            "must be gateway.networking.k8s.io",
+        ),
+        (
+            edit(TP, "/spec/cors/allowOrigins/0/type", json!("Glob")),
+            "TrafficPolicy",
+            "spec.cors.allowOrigins[0].type",
+            "unsupported value",
+        ),
+        (
+            edit(TP, "/spec/cors/allowOrigins", json!([])),
+            "TrafficPolicy",
+            "spec.cors.allowOrigins",
+            "at least 1",
+        ),
+        (
+            edit(TP, "/spec/cors/maxAge", json!("soon")),
+            "TrafficPolicy",
+            "spec.cors.maxAge",
+            "duration",
+        ),
+        (
+            edit(TP, "/spec/timeout/request", json!("5 minutes")),
+            "TrafficPolicy",
+            "spec.timeout.request",
+            "duration",
+        ),
+        (
+            edit(TP, "/spec/retries/attempts", json!(101)),
+            "TrafficPolicy",
+            "spec.retries.attempts",
+            "between 0 and 100",
+        ),
+        (
+            remove(TP, "/spec/retries/attempts"),
+            "TrafficPolicy",
+            "spec.retries.attempts",
+            "is required",
+        ),
+        (
+            edit(TP, "/spec/retries/retryOn", json!("5xx,sometimes")),
+            "TrafficPolicy",
+            "spec.retries.retryOn",
+            "unknown retry condition 'sometimes'",
+        ),
+        (
+            edit(TP, "/spec/retries/backOff/maxInterval", json!("10ms")),
+            "TrafficPolicy",
+            "spec.retries.backOff.maxInterval",
+            "below baseInterval",
+        ),
+        (
+            edit(
+                TP,
+                "/spec/requestHeaderModifier/set/1",
+                json!({"name": "X-Gateway", "value": "b"}),
+            ),
+            "TrafficPolicy",
+            "spec.requestHeaderModifier.set[1].name",
+            "set twice",
+        ),
+        (
+            edit(TP, "/spec/responseHeaderModifier/add/0/name", json!("")),
+            "TrafficPolicy",
+            "spec.responseHeaderModifier.add[0].name",
+            "must not be empty",
+        ),
+        (
+            edit(TP, "/spec/requestHeaderModifier/remove", json!([""])),
+            "TrafficPolicy",
+            "spec.requestHeaderModifier.remove[0]",
+            "non-empty",
+        ),
+        (
+            edit(TP, "/spec/extAuth", json!({})),
+            "TrafficPolicy",
+            "spec.extAuth",
+            "exactly one of extensionRef and disable",
+        ),
+        (
+            edit(
+                TP,
+                "/spec/extProc",
+                json!({"extensionRef": {"name": "nope"}}),
+            ),
+            "TrafficPolicy",
+            "spec.extProc.extensionRef.name",
+            "not found",
+        ),
+        (
+            Box::new(|d: &mut Vec<Value>| {
+                d[TP]["spec"]["extAuth"] = json!({"extensionRef": {"name": "ext"}});
+                d.push(extension(json!({"type": "RateLimit", "rateLimit": {"grpcService": {"backendRef": {"name": "simulator"}}}})));
+            }),
+            "TrafficPolicy",
+            "spec.extAuth.extensionRef.name",
+            "is not of type ExtAuth",
+        ),
+        (
+            Box::new(|d: &mut Vec<Value>| {
+                let mut t = d[TP].clone();
+                t["metadata"]["name"] = json!("second");
+                d.push(t);
+            }),
+            "TrafficPolicy",
+            "spec.targetRefs",
+            "one policy per route",
+        ),
+        // HTTPListenerPolicy
+        (
+            edit(LP, "/spec/targetRefs/0/kind", json!("HTTPRoute")),
+            "HTTPListenerPolicy",
+            "spec.targetRefs[0].kind",
+            "targets a Gateway",
+        ),
+        (
+            remove(LP, "/spec/targetRefs"),
+            "HTTPListenerPolicy",
+            "spec.targetRefs",
+            "is required",
+        ),
+        (
+            edit(LP, "/spec/buffer/maxRequestBytes", json!(0)),
+            "HTTPListenerPolicy",
+            "spec.buffer.maxRequestBytes",
+            "between 1",
+        ),
+        (
+            edit(
+                LP,
+                "/spec/celValidation",
+                json!({"rules": [{"expression": "true", "action": "Maybe"}]}),
+            ),
+            "HTTPListenerPolicy",
+            "spec.celValidation.rules[0].action",
+            "unsupported value",
+        ),
+        (
+            edit(
+                LP,
+                "/spec/celValidation",
+                json!({"rules": [{"action": "Deny"}]}),
+            ),
+            "HTTPListenerPolicy",
+            "spec.celValidation.rules[0].expression",
+            "is required",
+        ),
+        (
+            edit(LP, "/spec/basicAuth", json!({})),
+            "HTTPListenerPolicy",
+            "spec.basicAuth.credentialsSecretRef",
+            "is required",
+        ),
+        (
+            edit(LP, "/spec/accessLogging", json!("on")),
+            "HTTPListenerPolicy",
+            "spec.accessLogging",
+            "must be an object",
+        ),
+        // DirectResponse
+        (
+            edit(DR, "/spec/statusCode", json!(100)),
+            "DirectResponse",
+            "spec.statusCode",
+            "between 200 and 599",
+        ),
+        (
+            edit(DR, "/spec/statusCode", json!(600)),
+            "DirectResponse",
+            "spec.statusCode",
+            "between 200 and 599",
+        ),
+        (
+            remove(DR, "/spec/statusCode"),
+            "DirectResponse",
+            "spec.statusCode",
+            "is required",
+        ),
+        (
+            edit(DR, "/spec/body", json!(3)),
+            "DirectResponse",
+            "spec.body",
+            "must be a string",
+        ),
+        // GatewayExtension
+        (
+            push(extension(json!({}))),
+            "GatewayExtension",
+            "spec.type",
+            "is required",
+        ),
+        (
+            push(extension(json!({"type": "Auth"}))),
+            "GatewayExtension",
+            "spec.type",
+            "unsupported value",
+        ),
+        (
+            push(extension(json!({"type": "ExtAuth"}))),
+            "GatewayExtension",
+            "spec.extAuth",
+            "is required with type ExtAuth",
+        ),
+        (
+            push(extension(
+                json!({"type": "ExtAuth", "extAuth": {"grpcService": {"backendRef": {"name": "simulator"}}}, "extProc": {}}),
+            )),
+            "GatewayExtension",
+            "spec.extProc",
+            "exactly one of",
+        ),
+        (
+            push(extension(json!({"type": "ExtProc", "extProc": {}}))),
+            "GatewayExtension",
+            "spec.extProc.grpcService",
+            "is required",
+        ),
+        (
+            push(extension(
+                json!({"type": "ExtProc", "extProc": {"grpcService": {"backendRef": {"name": "s", "port": 0}}}}),
+            )),
+            "GatewayExtension",
+            "spec.extProc.grpcService.backendRef.port",
+            "between 1 and 65535",
+        ),
+        (
+            push(extension(
+                json!({"type": "ExtProc", "extProc": {"grpcService": {"backendRef": {}}}}),
+            )),
+            "GatewayExtension",
+            "spec.extProc.grpcService.backendRef.name",
+            "is required",
+        ),
+        // GatewayParameters
+        (
+            edit(GP, "/spec/kube/service", json!({"type": "External"})),
+            "GatewayParameters",
+            "spec.kube.service.type",
+            "unsupported value",
+        ),
+        (
+            edit(GP, "/spec/kube/deployment/replicas", json!(-1)),
+            "GatewayParameters",
+            "spec.kube.deployment.replicas",
+            "between",
+        ),
+        // Any kgateway resource
+        (
+            Box::new(|d: &mut Vec<Value>| {
+                let c = d[DR].clone();
+                d.push(c);
+            }),
+            "DirectResponse",
+            "metadata.name",
+            "duplicate",
+        ),
+        (
+            edit(DR, "/apiVersion", json!("gateway.kgateway.dev/v1beta1")),
+            "DirectResponse",
+            "apiVersion",
+            "unsupported version",
+        ),
+        (remove(DR, "/spec"), "DirectResponse", "spec", "is required"),
+    ];
+
+    let mut failures = Vec::new();
+    for (i, (edit, kind, path, fragment)) in cases.iter().enumerate() {
+        let mut docs = base();
+        edit(&mut docs);
+        let diags = match compile(&manifests(docs)) {
+            Ok(_) => {
+                failures.push(format!("case {i} ({path}): compiled without error"));
+                continue;
+            }
+            Err(d) => d,
+        };
+        let hit = diags.iter().any(|d| {
+            d.is_error()
+                && d.path == *path
+                && d.message.contains(fragment)
+                && d.resource.as_ref().map_or("", |r| r.kind.as_str()) == *kind
+        });
+        if !hit {
+            let got: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+            failures.push(format!(
+                "case {i}: no error {kind} {path} ~ '{fragment}'; got:\n  {}",
+                got.join("\n  ")
+            ));
+        }
+        for d in &diags {
+            assert!(!d.message.contains("sk-placeholder"), "{d}");
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn warning_paths(out: &aigw_cli::Output) -> Vec<(String, String)> {
+    out.warnings
+        .iter()
+        .map(|d| {
+            (
+                d.resource
+                    .as_ref()
+                    .map_or(String::new(), |r| r.kind.clone()),
+                d.path.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn ext_auth_with_a_static_backend_becomes_an_envoy_filter() {
+    let mut docs = base();
+    docs[TP]["spec"]["extAuth"] = json!({"extensionRef": {"name": "ext"}});
+    docs.push(extension(json!({"type": "ExtAuth", "extAuth": {"grpcService": {"backendRef": {"name": "simulator", "port": 9000}}}})));
+    let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert!(out.bootstrap_yaml.contains("envoy.filters.http.ext_authz"));
+    assert!(out
+        .bootstrap_yaml
+        .contains("cluster_name: kgateway/default/ext"));
+    assert!(out.bootstrap_yaml.contains("port_value: 9000"));
+}
+
+#[test]
+fn unmapped_features_are_warnings_naming_the_field() {
+    let mut docs = base();
+    docs[TP]["spec"]["extProc"] = json!({"extensionRef": {"name": "ext"}});
+    docs.push(extension(
+        json!({"type": "ExtProc", "extProc": {"grpcService": {"backendRef": {"name": "svc"}}}}),
+    ));
+    docs[LP]["spec"]["basicAuth"] = json!({"credentialsSecretRef": {"name": "htpasswd"}});
+    docs[LP]["spec"]["accessLogging"] = json!({"fileSink": {"path": "/dev/stdout"}});
+    docs[LP]["spec"]["celValidation"] =
+        json!({"rules": [{"expression": "true", "action": "Allow"}]});
+    let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
+    let paths = warning_paths(&out);
+    for (kind, path) in [
+        ("TrafficPolicy", "spec.extProc.extensionRef"),
+        ("HTTPListenerPolicy", "spec.basicAuth.credentialsSecretRef"),
+        ("HTTPListenerPolicy", "spec.accessLogging"),
+        ("HTTPListenerPolicy", "spec.celValidation"),
+        ("GatewayParameters", "spec"),
+    ] {
+        assert!(
+            paths.contains(&(kind.to_string(), path.to_string())),
+            "{kind} {path}: {paths:?}"
+        );
+    }
+    assert!(!out.bootstrap_yaml.contains("ext_proc"));
+}
+
+#[test]
+fn gateway_target_applies_to_every_kgateway_route() {
+    let mut docs = base();
+    docs[TP]["spec"]["targetRefs"] = json!([{"kind": "Gateway", "name": "kgateway"}]);
+    let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert_eq!(out.bootstrap_yaml.matches("timeout: 45s").count(), 2);
+}
