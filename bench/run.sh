@@ -6,7 +6,9 @@
 # $AIGW_MODULE_DIR/libaigw.so, else target/release/libaigw.so; built here when missing).
 # Settings: BENCH_DURATION, BENCH_WARMUP, BENCH_CONNECTIONS, BENCH_THREADS,
 # BENCH_ROUNDS, BENCH_QUIET_WAIT, BENCH_PIN, BENCH_NICE, BENCH_WORKLOADS,
-# BENCH_GATEWAYS (see SETTINGS in bench/run.py). Python 3 stdlib only (PYTHON).
+# BENCH_GATEWAYS, BENCH_TTFT* (see SETTINGS in bench/run.py), BENCH_LITELLM=1 (adds
+# the LiteLLM gateway), BENCH_CHART=1 (bench/out/latest.png). aigw.wasm: AIGW_WASM, else target/wasm32-wasip1/release
+# (built when missing). Python 3 stdlib only (PYTHON).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +27,39 @@ so="${AIGW_SO:-${AIGW_MODULE_DIR:-target/release}/libaigw.so}"
 if [ ! -f "$so" ]; then
   echo "bench: $so is missing, building it" >&2
   cargo build --release -p aigw-shim
+fi
+
+wasm="${AIGW_WASM:-target/wasm32-wasip1/release/aigw.wasm}"
+case ",${BENCH_GATEWAYS:-wasm}," in
+  *,wasm,*)
+    if [ ! -f "$wasm" ]; then
+      echo "bench: $wasm is missing, building it" >&2
+      cargo build --release -p aigw-shim --target wasm32-wasip1
+    fi ;;
+esac
+
+# LiteLLM (opt-in: BENCH_LITELLM=1 or BENCH_GATEWAYS naming litellm) lives in its own
+# venv, installed from PyPI on first use (a few minutes), never by the default run.
+case "${BENCH_LITELLM:-0},${BENCH_GATEWAYS:-}," in
+  1,*|*litellm,*)
+    venv=bench/.venv-litellm
+    if [ ! -x "$venv/bin/litellm" ]; then
+      echo "bench: installing litellm[proxy] into $venv" >&2
+      "${PYTHON:-python3}" -m venv "$venv"
+      "$venv/bin/pip" install -q 'litellm[proxy]'
+    fi ;;
+esac
+
+# Chart (opt-in: BENCH_CHART=1): matplotlib in bench/.venv-chart, installed on first use.
+if [ "${BENCH_CHART:-0}" = 1 ]; then
+  cvenv=bench/.venv-chart
+  if [ ! -x "$cvenv/bin/python" ] || ! "$cvenv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+    echo "bench: installing matplotlib into $cvenv" >&2
+    "${PYTHON:-python3}" -m venv "$cvenv"
+    "$cvenv/bin/pip" install -q matplotlib
+  fi
+  "${PYTHON:-python3}" bench/run.py "$@"
+  exec "$cvenv/bin/python" bench/chart.py
 fi
 
 exec "${PYTHON:-python3}" bench/run.py "$@"
