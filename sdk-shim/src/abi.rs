@@ -389,7 +389,13 @@ impl HttpFilterHandle<'_> {
         }
         Some(match chunks.as_slice() {
             [one] => Cow::Borrowed(one.as_bytes()),
-            many => Cow::Owned(many.iter().flat_map(|c| c.as_bytes()).copied().collect()),
+            many => {
+                let mut joined = Vec::with_capacity(many.iter().map(|c| c.as_bytes().len()).sum());
+                for c in many {
+                    joined.extend_from_slice(c.as_bytes());
+                }
+                Cow::Owned(joined)
+            }
         })
     }
 
