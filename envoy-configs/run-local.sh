@@ -3,28 +3,52 @@
 # Ctrl-C (or the end of either process) stops both. Access-log lines (JSON) appear on
 # this terminal as requests complete.
 #
-# Environment: AIGW_CONFIG (filter config, default envoy-configs/example/config.json),
-# AIGW_BUILD (native, the default, or wasm), AIGW_PORT (1975), AIGW_SIM_PORT (8081),
-# AIGW_ADMIN_PORT (9901), AIGW_MODULE_DIR (directory of libaigw.so), AIGW_WASM (path
-# of aigw.wasm), AIGW_ENVOY (Envoy command), PYTHON (with PyYAML).
+# Native build: the Kubernetes resources in AIGW_EXAMPLE (default
+# envoy-configs/examples/aigateway) are compiled by the CLI (`aigw compile`) into
+# .run/compiled/ (config.json, bootstrap.yaml, envoy-gateway.yaml) and Envoy runs on
+# that bootstrap; the simulator listens where the example's Backend points
+# (127.0.0.1:8081). Wasm build, or AIGW_CONFIG set: the CLI writes no wasm bootstrap,
+# so envoy-configs/render.py renders one from a filter config (default
+# envoy-configs/example/config.json, the same models as the compiled example).
+#
+# Environment: AIGW_EXAMPLE, AIGW_CONFIG, AIGW_BUILD (native, the default, or wasm),
+# AIGW_PORT (1975), AIGW_SIM_PORT (8081; render.py only, the compiled example names
+# its own), AIGW_ADMIN_PORT (9901), AIGW_MODULE_DIR (directory of libaigw.so),
+# AIGW_WASM (path of aigw.wasm), AIGW_CLI (path of the aigw binary), AIGW_ENVOY
+# (Envoy command), PYTHON (with PyYAML).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
-CONFIG="${AIGW_CONFIG:-$ROOT/envoy-configs/example/config.json}"
+EXAMPLE="${AIGW_EXAMPLE:-$ROOT/envoy-configs/examples/aigateway}"
+CONFIG="${AIGW_CONFIG:-}"
 PORT="${AIGW_PORT:-1975}"
 SIM_PORT="${AIGW_SIM_PORT:-8081}"
 ADMIN_PORT="${AIGW_ADMIN_PORT:-9901}"
 BUILD="${AIGW_BUILD:-native}"
 MODULE_DIR="${AIGW_MODULE_DIR:-$ROOT/target/release}"
 WASM="${AIGW_WASM:-$ROOT/target/wasm32-wasip1/release/aigw.wasm}"
+CLI="${AIGW_CLI:-$ROOT/target/release/aigw}"
 read -r -a ENVOY <<<"${AIGW_ENVOY:-$ROOT/.venv/bin/envoy}"
 RUN_DIR="$ROOT/.run"
 
 mkdir -p "$RUN_DIR"
-"$PYTHON" "$ROOT/envoy-configs/render.py" --config "$CONFIG" --out "$RUN_DIR/envoy.yaml" \
-  --listen "127.0.0.1:$PORT" --admin-port "$ADMIN_PORT" --upstream "127.0.0.1:$SIM_PORT" \
-  --access-log /dev/stdout --build "$BUILD" --wasm "$WASM"
+if [ "$BUILD" = native ] && [ -z "$CONFIG" ]; then
+  # The simulator's address comes from the example's Backend (an IP endpoint).
+  SIM_PORT=8081
+  rm -rf "$RUN_DIR/compiled"
+  "$CLI" compile -o "$RUN_DIR/compiled" --listen-address 127.0.0.1 --listen-port "$PORT" \
+    --admin-port "$ADMIN_PORT" --access-log /dev/stdout "$EXAMPLE"
+  BOOTSTRAP="$RUN_DIR/compiled/bootstrap.yaml"
+  SOURCE="resources: ${EXAMPLE#"$ROOT"/}, compiled into .run/compiled/"
+else
+  CONFIG="${CONFIG:-$ROOT/envoy-configs/example/config.json}"
+  BOOTSTRAP="$RUN_DIR/envoy.yaml"
+  "$PYTHON" "$ROOT/envoy-configs/render.py" --config "$CONFIG" --out "$BOOTSTRAP" \
+    --listen "127.0.0.1:$PORT" --admin-port "$ADMIN_PORT" --upstream "127.0.0.1:$SIM_PORT" \
+    --access-log /dev/stdout --build "$BUILD" --wasm "$WASM"
+  SOURCE="config: ${CONFIG#"$ROOT"/}, bootstrap: ${BOOTSTRAP#"$ROOT"/}"
+fi
 
 pids=()
 cleanup() {
@@ -37,7 +61,7 @@ trap cleanup INT TERM EXIT
 "$PYTHON" "$ROOT/integration-tests/simulator.py" --listen "127.0.0.1:$SIM_PORT=simulator" &
 pids+=($!)
 
-ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$MODULE_DIR" "${ENVOY[@]}" -c "$RUN_DIR/envoy.yaml" \
+ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$MODULE_DIR" "${ENVOY[@]}" -c "$BOOTSTRAP" \
   --log-level warn --file-flush-interval-msec 100 --use-dynamic-base-id &
 pids+=($!)
 
@@ -58,7 +82,8 @@ done
 URL="http://127.0.0.1:$PORT"
 cat <<EOF
 
-AI gateway ($BUILD build) on $URL (config: ${CONFIG#"$ROOT"/}, bootstrap: .run/envoy.yaml)
+AI gateway ($BUILD build) on $URL
+($SOURCE)
 Simulator on 127.0.0.1:$SIM_PORT, Envoy admin on 127.0.0.1:$ADMIN_PORT. Ctrl-C stops both.
 
   curl -s $URL/v1/models
@@ -67,7 +92,7 @@ Simulator on 127.0.0.1:$SIM_PORT, Envoy admin on 127.0.0.1:$ADMIN_PORT. Ctrl-C s
     -d '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello!"}]}'
 
   curl -sN $URL/v1/chat/completions -H 'content-type: application/json' \\
-    -d '{"model": "gpt-5-nano", "stream": true, "messages": [{"role": "user", "content": "Hello!"}]}'
+    -d '{"model": "gpt-5-nano", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "Hello!"}]}'
 
   curl -s $URL/v1/embeddings -H 'content-type: application/json' \\
     -d '{"model": "text-embedding-3-small", "input": "Hello!"}'

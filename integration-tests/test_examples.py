@@ -1,0 +1,303 @@
+"""The examples under envoy-configs/examples/, compiled by the `aigw` CLI.
+
+Each folder is compiled with the built binary (AIGW_CLI, default
+target/release/aigw; `make test` builds it), its bootstrap is checked with
+`envoy --mode validate`, and then it is served: the simulator on a free port,
+Envoy on the generated bootstrap, and a chat completion (plain and streamed)
+through the `openai` SDK whose token counts must appear in the access log.
+
+Native build only: the CLI writes a standalone bootstrap for libaigw.so (the
+dynamic module) and none for aigw.wasm; both builds run the same core, which the
+rest of the suite tests against each build.
+
+The only change made to a generated bootstrap is in a copy: every upstream
+endpoint is pointed at the simulator's free port (the examples name 127.0.0.1:8081,
+which `make run` may be using). An example whose backends are remote (the generic
+route's `openai` provider is always api.openai.com:443 with TLS: the generic schema
+has no address field and the CLI no option for one) is also served, but only after
+its clusters are rewritten to plain HTTP on the simulator, so for it these tests
+check the compiled routes, filter config and access log, not the upstream TLS.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from conftest import (
+    HERE,
+    MODULE,
+    REPO,
+    STARTUP_TIMEOUT,
+    envoy_command,
+    envoy_env,
+    free_port,
+    selected_builds,
+    sim_ports,
+    start_envoy,
+    stop,
+    wait_for,
+)
+
+EXAMPLES_DIR = REPO / "envoy-configs" / "examples"
+EXAMPLES = sorted(p.name for p in EXAMPLES_DIR.iterdir() if p.is_dir()) if EXAMPLES_DIR.is_dir() else []
+CLI = Path(os.environ.get("AIGW_CLI", REPO / "target" / "release" / "aigw"))
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+TOKEN_KEYS = ("llm_input_token", "llm_output_token", "llm_total_token")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def native_only(request):
+    if "native" not in selected_builds(request.config):
+        pytest.skip("the CLI writes a bootstrap for the native module only")
+    if not MODULE.exists():
+        pytest.fail(f"{MODULE} not found: run `make build-native` first (or set AIGW_MODULE_DIR)")
+    if not CLI.exists():
+        pytest.fail(f"{CLI} not found: run `make build-cli` first (or set AIGW_CLI)")
+
+
+def compile_example(name: str, out: Path, access_log: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(CLI), "compile", "-o", str(out), "--listen-address", "127.0.0.1",
+         "--listen-port", str(free_port()), "--admin-port", str(free_port()),
+         "--access-log", str(access_log), str(EXAMPLES_DIR / name)],
+        capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """Compiles each example once: name -> output folder."""
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            out = tmp_path_factory.mktemp(f"example-{name}")
+            res = compile_example(name, out / "compiled", out / "access.log")
+            assert res.returncode == 0, f"aigw compile {name} failed:\n{res.stderr}"
+            cache[name] = out
+        return cache[name]
+
+    return get
+
+
+def endpoints(boot: dict) -> list[dict]:
+    """Every upstream socket_address of the bootstrap's clusters."""
+    out = []
+    for cluster in boot["static_resources"]["clusters"]:
+        for locality in cluster["load_assignment"]["endpoints"]:
+            for lb in locality["lb_endpoints"]:
+                out.append(lb["endpoint"]["address"]["socket_address"])
+    return out
+
+
+def is_local(boot: dict) -> bool:
+    return all(sa["address"] in LOCAL_HOSTS for sa in endpoints(boot))
+
+
+def to_simulator(boot: dict, port: int) -> dict:
+    """A copy of `boot` whose upstreams are the simulator on 127.0.0.1:`port`, in
+    plain HTTP (TLS and DNS resolution removed for remote backends)."""
+    boot = copy.deepcopy(boot)
+    for cluster in boot["static_resources"]["clusters"]:
+        cluster["type"] = "STATIC"
+        cluster.pop("dns_lookup_family", None)
+        cluster.pop("transport_socket_matches", None)
+        cluster.pop("transport_socket", None)
+    for sa in endpoints(boot):
+        sa["address"], sa["port_value"] = "127.0.0.1", port
+    return boot
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_compiles_and_validates(name: str, compiled):
+    out = compiled(name) / "compiled"
+    for f in ("config.json", "bootstrap.yaml"):
+        assert (out / f).is_file(), f"{f} not written for {name}"
+    boot = yaml.safe_load((out / "bootstrap.yaml").read_text())
+    listener = boot["static_resources"]["listeners"][0]["address"]["socket_address"]
+    assert listener["address"] == "127.0.0.1"
+    res = subprocess.run(envoy_command() + ["--mode", "validate", "-c", str(out / "bootstrap.yaml"),
+                                            "--log-level", "info"],
+                         env=envoy_env(), capture_output=True, text=True, timeout=STARTUP_TIMEOUT["native"])
+    assert res.returncode == 0, f"envoy rejected the {name} bootstrap:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+
+
+def test_aigateway_example_is_local(compiled):
+    """`make run` serves this example from the simulator on 127.0.0.1:8081."""
+    boot = yaml.safe_load((compiled("aigateway") / "compiled" / "bootstrap.yaml").read_text())
+    assert {(sa["address"], sa["port_value"]) for sa in endpoints(boot)} == {("127.0.0.1", 8081)}
+    assert {c["type"] for c in boot["static_resources"]["clusters"]} == {"STATIC"}
+
+
+class Served:
+    """Simulator + Envoy on a copy of an example's bootstrap."""
+
+    def __init__(self, url: str, sim_url: str, access_log: Path, config: dict):
+        self.url, self.sim_url, self.access_log, self.config = url, sim_url, access_log, config
+
+    def log_entry(self, request_id: str, timeout: float = 10.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.access_log.exists():
+                for line in self.access_log.read_text(errors="replace").splitlines():
+                    if request_id in line:
+                        entry = json.loads(line)
+                        if entry.get("request_id") == request_id:
+                            return entry
+            assert time.monotonic() < deadline, f"no access-log line for {request_id} in {self.access_log}"
+            time.sleep(0.05)
+
+    def upstream(self, request_id: str) -> list[dict]:
+        r = requests.get(f"{self.sim_url}/_sim/requests", params={"id": request_id}, timeout=5)
+        r.raise_for_status()
+        return r.json()
+
+
+@pytest.fixture(scope="module", params=EXAMPLES)
+def served(request, compiled):
+    name = request.param
+    base = compiled(name)
+    boot = yaml.safe_load((base / "compiled" / "bootstrap.yaml").read_text())
+    config = json.loads((base / "compiled" / "config.json").read_text())
+    local = is_local(boot)
+    work = base / "serve"
+    work.mkdir()
+    ready = work / "sim-ready.json"
+    sim_log = work / "simulator.log"
+    with open(sim_log, "w") as log:
+        sim = subprocess.Popen([sys.executable, str(HERE / "simulator.py"), "--listen", "127.0.0.1:0=sim",
+                                "--ready-file", str(ready)], stdout=log, stderr=subprocess.STDOUT)
+    envoy = None
+    try:
+        wait_for(lambda: sim_ports(ready, ["sim"]) is not None, 15, "simulator", sim, sim_log)
+        sim_port = (sim_ports(ready, ["sim"]) or {})["sim"]
+        access_log = work / "access.log"
+
+        def boot_for(listen: int, admin: int) -> dict:
+            b = to_simulator(boot, sim_port)
+            b["admin"]["address"]["socket_address"]["port_value"] = admin
+            listener = b["static_resources"]["listeners"][0]
+            listener["address"]["socket_address"]["port_value"] = listen
+            hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+            for al in hcm["access_log"]:
+                al["typed_config"]["path"] = str(access_log)
+            return b
+
+        envoy, listen, _admin = start_envoy(boot_for, work, "native")
+        yield name, local, Served(f"http://127.0.0.1:{listen}", f"http://127.0.0.1:{sim_port}", access_log, config)
+        assert envoy.poll() is None, "Envoy died:\n" + (work / "envoy.log").read_text(errors="replace")[-4000:]
+    finally:
+        if envoy is not None:
+            stop(envoy)
+        stop(sim)
+
+
+def client(url: str):
+    import openai
+
+    return openai.OpenAI(base_url=url + "/v1", api_key="sk-test-not-a-secret", max_retries=0, timeout=30)
+
+
+def costs(config: dict, model: str) -> dict[str, dict]:
+    """The llmRequestCosts that apply to `model` (top level and its route), by key."""
+    out = {c["metadataKey"]: c for c in config.get("llmRequestCosts", [])}
+    for route in config["routes"]:
+        if model in route["models"]:
+            out.update({c["metadataKey"]: c for c in route.get("llmRequestCosts", [])})
+    return out
+
+
+def check_tokens(gw: "Served", entry: dict, model: str, usage) -> None:
+    """The access-log line carries the counts the simulator reported, under every
+    token cost the example configures for `model` (an example without costs logs
+    none; the aigateway example has all three plus a CEL cost)."""
+    counts = {"InputToken": usage.prompt_tokens, "OutputToken": usage.completion_tokens,
+              "TotalToken": usage.total_tokens}
+    for key, cost in costs(gw.config, model).items():
+        if cost["type"] in counts:
+            assert entry[key] == counts[cost["type"]], (key, entry)
+        elif cost["type"] == "CEL" and cost["cel"] == "input_tokens * 3 + output_tokens * 15":
+            assert entry[key] == usage.prompt_tokens * 3 + usage.completion_tokens * 15, (key, entry)
+
+
+def first_chat_model(config: dict) -> str:
+    """The first model of the first route whose backend has no override."""
+    overridden = {b["name"] for b in config["backends"] if b.get("modelNameOverride")}
+    for route in config["routes"]:
+        if not any(b["name"] in overridden for b in route["backends"]):
+            return route["models"][0]
+    return config["routes"][0]["models"][0]
+
+
+def test_example_serves_chat(served):
+    """A chat completion through Envoy on the compiled bootstrap (for a remote
+    example, with its upstream replaced by the simulator: see the module doc)."""
+    name, local, gw = served
+    model = first_chat_model(gw.config)
+    rid = str(uuid.uuid4())
+    resp = client(gw.url).chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Hello from the examples test"}],
+        extra_headers={"x-request-id": rid})
+    assert resp.choices[0].message.content, resp
+    assert resp.usage is not None and resp.usage.total_tokens > 0
+    entry = gw.log_entry(rid)
+    assert entry["status"] == 200, entry
+    assert entry["request_model"] == model, entry
+    check_tokens(gw, entry, model, resp.usage)
+    upstream = gw.upstream(rid)
+    assert len(upstream) == 1, upstream
+    assert upstream[0]["response"]["usage"]["prompt_tokens"] == resp.usage.prompt_tokens
+
+
+def test_example_serves_streamed_chat(served):
+    name, local, gw = served
+    model = first_chat_model(gw.config)
+    rid = str(uuid.uuid4())
+    stream = client(gw.url).chat.completions.create(
+        model=model, stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Stream please"}], extra_headers={"x-request-id": rid})
+    text, usage = "", None
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+        if chunk.usage:
+            usage = chunk.usage
+    assert text and usage is not None
+    check_tokens(gw, gw.log_entry(rid), model, usage)
+
+
+def test_example_model_overrides(served):
+    """Backends with a model override send the upstream model, log the client's."""
+    name, local, gw = served
+    overrides = {b["name"]: b["modelNameOverride"] for b in gw.config["backends"] if b.get("modelNameOverride")}
+    routes = [r for r in gw.config["routes"] if r["backends"][0]["name"] in overrides]
+    if not routes:
+        pytest.skip(f"{name} has no model override")
+    route = routes[0]
+    want = overrides[route["backends"][0]["name"]]
+    model = route["models"][0]
+    rid = str(uuid.uuid4())
+    resp = client(gw.url).chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Hi"}], extra_headers={"x-request-id": rid})
+    assert resp.choices[0].message.content
+    (up,) = gw.upstream(rid)
+    assert up["body_json"]["model"] == want, up["body_json"]
+    entry = gw.log_entry(rid)
+    assert entry["request_model"] == model and entry["model_name_override"] == want, entry
+    check_tokens(gw, entry, model, resp.usage)
+
+
+def test_example_lists_models(served):
+    name, local, gw = served
+    got = client(gw.url).models.list()
+    assert sorted(m.id for m in got.data) == sorted(m["id"] for m in gw.config["models"])
