@@ -6,6 +6,9 @@ use aigw_cli::manifest::parse_yaml;
 use aigw_cli::{compile, Manifest};
 use serde_json::{json, Value};
 
+mod common;
+use common::{edit, push, remove, ErrorCase};
+
 const ROUTE: usize = 0;
 const AIB: usize = 1;
 const SIM: usize = 2;
@@ -33,45 +36,6 @@ fn manifests(docs: Vec<Value>) -> Vec<Manifest> {
 }
 
 /// Sets (`Some`) or removes (`None`) the field at a JSON pointer.
-fn set(v: &mut Value, pointer: &str, new: Option<Value>) {
-    let (parent, key) = pointer.rsplit_once('/').unwrap();
-    let p = v.pointer_mut(parent).unwrap_or_else(|| panic!("{parent}"));
-    match (p, new) {
-        (Value::Object(m), Some(n)) => {
-            m.insert(key.to_string(), n);
-        }
-        (Value::Object(m), None) => {
-            m.remove(key);
-        }
-        (Value::Array(a), Some(n)) => {
-            let i: usize = key.parse().unwrap();
-            if i == a.len() {
-                a.push(n);
-            } else {
-                a[i] = n;
-            }
-        }
-        (Value::Array(a), None) => {
-            a.remove(key.parse::<usize>().unwrap());
-        }
-        _ => panic!("{pointer}"),
-    }
-}
-
-type Edit = Box<dyn Fn(&mut Vec<Value>)>;
-
-fn edit(doc: usize, pointer: &'static str, v: Value) -> Edit {
-    Box::new(move |d| set(&mut d[doc], pointer, Some(v.clone())))
-}
-
-fn remove(doc: usize, pointer: &'static str) -> Edit {
-    Box::new(move |d| set(&mut d[doc], pointer, None))
-}
-
-fn push(v: Value) -> Edit {
-    Box::new(move |d| d.push(v.clone()))
-}
-
 fn extension(spec: Value) -> Value {
     json!({"apiVersion": "gateway.kgateway.dev/v1alpha1", "kind": "GatewayExtension",
            "metadata": {"name": "ext", "namespace": "default"}, "spec": spec})
@@ -104,7 +68,7 @@ fn base_compiles() {
 
 #[test]
 fn each_rule_reports_its_field() {
-    let cases: Vec<(Edit, &str, &str, &str)> = vec![
+    let cases: Vec<ErrorCase> = vec![
         // Backend
         (
             remove(SIM, "/spec/type"),
@@ -655,35 +619,7 @@ fn each_rule_reports_its_field() {
         (remove(DR, "/spec"), "DirectResponse", "spec", "is required"),
     ];
 
-    let mut failures = Vec::new();
-    for (i, (edit, kind, path, fragment)) in cases.iter().enumerate() {
-        let mut docs = base();
-        edit(&mut docs);
-        let diags = match compile(&manifests(docs)) {
-            Ok(_) => {
-                failures.push(format!("case {i} ({path}): compiled without error"));
-                continue;
-            }
-            Err(d) => d,
-        };
-        let hit = diags.iter().any(|d| {
-            d.is_error()
-                && d.path == *path
-                && d.message.contains(fragment)
-                && d.resource.as_ref().map_or("", |r| r.kind.as_str()) == *kind
-        });
-        if !hit {
-            let got: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
-            failures.push(format!(
-                "case {i}: no error {kind} {path} ~ '{fragment}'; got:\n  {}",
-                got.join("\n  ")
-            ));
-        }
-        for d in &diags {
-            assert!(!d.message.contains("sk-placeholder"), "{d}");
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    common::assert_error_cases(&cases, base, manifests, "sk-placeholder");
 }
 
 fn warning_paths(out: &aigw_cli::Output) -> Vec<(String, String)> {

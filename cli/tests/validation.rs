@@ -4,6 +4,9 @@
 use aigw_cli::{compile, Manifest, Source};
 use serde_json::{json, Value};
 
+mod common;
+use common::{edit, push, remove, set, ErrorCase};
+
 /// A valid input: route, backend, policy, Envoy Gateway Backend, TLS policy, Secret.
 fn base() -> Vec<Value> {
     vec![
@@ -85,33 +88,6 @@ fn manifests(docs: Vec<Value>) -> Vec<Manifest> {
         .collect()
 }
 
-/// Sets (`Some`; one past a list's end appends) or removes (`None`) the field at
-/// a JSON pointer.
-fn set(v: &mut Value, pointer: &str, new: Option<Value>) {
-    let (parent, key) = pointer.rsplit_once('/').unwrap();
-    let p = v.pointer_mut(parent).unwrap_or_else(|| panic!("{parent}"));
-    match (p, new) {
-        (Value::Object(m), Some(n)) => {
-            m.insert(key.to_string(), n);
-        }
-        (Value::Object(m), None) => {
-            m.remove(key);
-        }
-        (Value::Array(a), Some(n)) => {
-            let i = key.parse::<usize>().unwrap();
-            if i == a.len() {
-                a.push(n);
-            } else {
-                a[i] = n;
-            }
-        }
-        (Value::Array(a), None) => {
-            a.remove(key.parse::<usize>().unwrap());
-        }
-        _ => panic!("{pointer}"),
-    }
-}
-
 #[test]
 fn base_compiles() {
     let out = compile(&manifests(base())).unwrap_or_else(|d| panic!("{d:#?}"));
@@ -125,27 +101,13 @@ fn base_compiles() {
     assert_eq!(out.warnings.len(), 1, "{:#?}", out.warnings);
 }
 
-type Edit = Box<dyn Fn(&mut Vec<Value>)>;
-
-fn edit(doc: usize, pointer: &'static str, v: Value) -> Edit {
-    Box::new(move |docs| set(&mut docs[doc], pointer, Some(v.clone())))
-}
-
-fn remove(doc: usize, pointer: &'static str) -> Edit {
-    Box::new(move |docs| set(&mut docs[doc], pointer, None))
-}
-
-fn push(v: Value) -> Edit {
-    Box::new(move |docs| docs.push(v.clone()))
-}
-
 #[test]
 fn each_rule_reports_its_field() {
     let many = |n: usize, item: Value| Value::Array(vec![item; n]);
     let cost = json!({"metadataKey": "k", "type": "InputToken"});
     let header = json!({"name": "x-ai-eg-model", "value": "m1"});
     // (edit, kind, path, message fragment)
-    let cases: Vec<(Edit, &str, &str, &str)> = vec![
+    let cases: Vec<ErrorCase> = vec![
         // AIGatewayRoute
         (
             remove(ROUTE, "/spec"),
@@ -749,35 +711,7 @@ fn each_rule_reports_its_field() {
         (remove(ROUTE, "/kind"), "", "kind", "is required"),
     ];
 
-    let mut failures = Vec::new();
-    for (i, (edit, kind, path, fragment)) in cases.iter().enumerate() {
-        let mut docs = base();
-        edit(&mut docs);
-        let diags = match compile(&manifests(docs)) {
-            Ok(_) => {
-                failures.push(format!("case {i} ({path}): compiled without error"));
-                continue;
-            }
-            Err(d) => d,
-        };
-        let hit = diags.iter().any(|d| {
-            d.is_error()
-                && d.path == *path
-                && d.message.contains(fragment)
-                && d.resource.as_ref().map_or("", |r| r.kind.as_str()) == *kind
-        });
-        if !hit {
-            let got: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
-            failures.push(format!(
-                "case {i}: no error {kind} {path} ~ '{fragment}'; got:\n  {}",
-                got.join("\n  ")
-            ));
-        }
-        for d in &diags {
-            assert!(!d.message.contains("sk-test-value"), "{d}");
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    common::assert_error_cases(&cases, base, manifests, "sk-test-value");
 }
 
 #[test]

@@ -1,0 +1,92 @@
+//! Helpers shared by the compiler's validation tests: edit a known-good set of
+//! resources one field at a time and check that exactly that field is reported.
+
+use aigw_cli::{compile, Manifest};
+use serde_json::Value;
+
+/// Sets (`Some`; one past a list's end appends) or removes (`None`) the field at
+/// a JSON pointer.
+pub fn set(v: &mut Value, pointer: &str, new: Option<Value>) {
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    let p = v.pointer_mut(parent).unwrap_or_else(|| panic!("{parent}"));
+    match (p, new) {
+        (Value::Object(m), Some(n)) => {
+            m.insert(key.to_string(), n);
+        }
+        (Value::Object(m), None) => {
+            m.remove(key);
+        }
+        (Value::Array(a), Some(n)) => {
+            let i = key.parse::<usize>().unwrap();
+            if i == a.len() {
+                a.push(n);
+            } else {
+                a[i] = n;
+            }
+        }
+        (Value::Array(a), None) => {
+            a.remove(key.parse::<usize>().unwrap());
+        }
+        _ => panic!("{pointer}"),
+    }
+}
+
+/// One change to the documents of a test case.
+pub type Edit = Box<dyn Fn(&mut Vec<Value>)>;
+
+pub fn edit(doc: usize, pointer: &'static str, v: Value) -> Edit {
+    Box::new(move |docs| set(&mut docs[doc], pointer, Some(v.clone())))
+}
+
+pub fn remove(doc: usize, pointer: &'static str) -> Edit {
+    Box::new(move |docs| set(&mut docs[doc], pointer, None))
+}
+
+#[allow(dead_code)] // not every test file adds documents
+pub fn push(v: Value) -> Edit {
+    Box::new(move |docs| docs.push(v.clone()))
+}
+
+/// An edit, and the error it must give: resource kind ("" for none), field path and
+/// a fragment of the message.
+pub type ErrorCase = (Edit, &'static str, &'static str, &'static str);
+
+/// Applies each case to a fresh `base()`, compiles, and checks that the expected error
+/// is among the diagnostics and that `secret` appears in none of them. Reports every
+/// failing case at once.
+pub fn assert_error_cases(
+    cases: &[ErrorCase],
+    base: impl Fn() -> Vec<Value>,
+    manifests: impl Fn(Vec<Value>) -> Vec<Manifest>,
+    secret: &str,
+) {
+    let mut failures = Vec::new();
+    for (i, (edit, kind, path, fragment)) in cases.iter().enumerate() {
+        let mut docs = base();
+        edit(&mut docs);
+        let diags = match compile(&manifests(docs)) {
+            Ok(_) => {
+                failures.push(format!("case {i} ({path}): compiled without error"));
+                continue;
+            }
+            Err(d) => d,
+        };
+        let hit = diags.iter().any(|d| {
+            d.is_error()
+                && d.path == *path
+                && d.message.contains(fragment)
+                && d.resource.as_ref().map_or("", |r| r.kind.as_str()) == *kind
+        });
+        if !hit {
+            let got: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+            failures.push(format!(
+                "case {i}: no error {kind} {path} ~ '{fragment}'; got:\n  {}",
+                got.join("\n  ")
+            ));
+        }
+        for d in &diags {
+            assert!(!d.message.contains(secret), "{d}");
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
