@@ -7,7 +7,8 @@ process per gateway, checks that each gateway really works, then drives every
 (workload, gateway) pair with wrk at saturation and writes a table of throughput,
 latency and CPU per request with the ratios against the plain-Envoy baseline to
 bench/out/latest.md. Then a second set of Envoy gateways in front of a paced SSE
-upstream (bench/sse_upstream.py) gives the time to first token at low concurrency.
+upstream (bench/sse_upstream.py) gives the time to first token at low concurrency,
+and a third set the gateway Envoy's resident memory while 1,000 streams are open.
 
 Python 3 standard library only. Settings come from the environment (see SETTINGS).
 To add a row, add a Gateway to GATEWAYS or a Workload to WORKLOADS; nothing else
@@ -77,7 +78,14 @@ SETTINGS = {
     "ttft_requests": env_int("BENCH_TTFT", 40),
     "ttft_first_ms": env_int("BENCH_TTFT_FIRST_MS", 20),
     "ttft_gap_ms": env_int("BENCH_TTFT_GAP_MS", 5),
+    # Memory under many open streams (~15 s; BENCH_MEMORY=0 skips it, =only runs it alone):
+    # this many concurrent streaming requests per Envoy gateway, held open by a slow
+    # upstream (first event after memory_first_ms, then one every memory_gap_ms).
+    "memory_streams": env_int("BENCH_MEMORY_STREAMS", 1000),
+    "memory_first_ms": env_int("BENCH_MEMORY_FIRST_MS", 200),
+    "memory_gap_ms": env_int("BENCH_MEMORY_GAP_MS", 5000),
 }
+MEMORY = os.environ.get("BENCH_MEMORY", "1")
 ONLY_WORKLOADS = [w for w in os.environ.get("BENCH_WORKLOADS", "").split(",") if w]
 ONLY_GATEWAYS = [g for g in os.environ.get("BENCH_GATEWAYS", "").split(",") if g]
 
@@ -637,12 +645,14 @@ def measure(url: str, wl: Workload, cpus: Optional[str], pid: Optional[int],
 class SseUpstream:
     """bench/sse_upstream.py: a paced streaming upstream (one event at a time)."""
 
-    def __init__(self, cpus: Optional[str]):
+    def __init__(self, cpus: Optional[str], first_ms: Optional[int] = None,
+                 gap_ms: Optional[int] = None):
         self.port = free_port()
+        first = SETTINGS["ttft_first_ms"] if first_ms is None else first_ms
+        gap = SETTINGS["ttft_gap_ms"] if gap_ms is None else gap_ms
         cmd = launcher(cpus) + [
             sys.executable, str(BENCH / "sse_upstream.py"), str(self.port),
-            "--first-ms", str(SETTINGS["ttft_first_ms"]),
-            "--gap-ms", str(SETTINGS["ttft_gap_ms"])]
+            "--first-ms", str(first), "--gap-ms", str(gap)]
         self.log = RUN / "sse-upstream.log"
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
                                      stderr=self.log.open("wb"))
@@ -733,6 +743,183 @@ def render_ttft(res: dict[str, dict]) -> list[str]:
                    f"| {'-' if name == BASELINE else format(d_ttft, '+.2f')} "
                    f"| {'-' if name == BASELINE else format(d_total, '+.2f')} | {goal} |")
     return out
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def raise_fd_limit(need: int) -> None:
+    """Each held stream costs the client one fd and Envoy two: lift the soft limit
+    (inherited by the Envoys and the upstream started after this)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        new = hard if hard == resource.RLIM_INFINITY else min(hard, max(need, soft))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raise BenchError(f"memory: need {need} open files, ulimit -n is {soft}")
+
+
+async def hold_streams(port: int, body: bytes, n: int, timeout: float):
+    """Opens `n` streaming requests at once and waits until every one has its first
+    `data:` event; returns their (reader, writer) pairs, still open. Only a small
+    read buffer per stream: the client must stay cheap next to the gateway."""
+    import asyncio
+
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            "connection: close\r\n\r\n").encode()
+    gate = asyncio.Semaphore(200)  # connects in flight, not streams held
+
+    async def one():
+        async with gate:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=4096)
+            writer.write(head + body)
+            await writer.drain()
+        buf = b""
+        while b"data:" not in buf.partition(b"\r\n\r\n")[2]:
+            data = await reader.read(4096)
+            if not data:
+                break
+            buf += data
+        if not buf.startswith(b"HTTP/1.1 200") or b"data:" not in buf:
+            writer.close()
+            raise BenchError(f"memory: wrong streaming answer on port {port}: {buf[:300]!r}")
+        return reader, writer
+
+    tasks = [asyncio.ensure_future(one()) for _ in range(n)]
+    try:
+        return await asyncio.wait_for(asyncio.gather(*tasks), timeout)
+    except BaseException:
+        for t in tasks:
+            if t.done() and not t.cancelled() and t.exception() is None:
+                t.result()[1].close()
+            else:
+                t.cancel()
+        raise
+
+
+def measure_memory(gateways: list[Gateway], gw_cpus: Optional[str],
+                   load_cpus: Optional[str], procs: list) -> dict[str, dict]:
+    """Per Envoy gateway: RSS after a warm-up, then RSS while `memory_streams`
+    streaming requests are all open at once (max of a few samples)."""
+    import asyncio
+
+    n = SETTINGS["memory_streams"]
+    raise_fd_limit(3 * n + 512)
+    # Every stream must still be open when the last one gets its first event.
+    upstream = SseUpstream(load_cpus, SETTINGS["memory_first_ms"], SETTINGS["memory_gap_ms"])
+    procs.append(upstream)
+    body = chat_body(1024, True)
+    events = (FIXTURES / "chat-completion.sse").read_bytes().count(b"data:")
+    lasts_ms = SETTINGS["memory_first_ms"] + (events - 1) * SETTINGS["memory_gap_ms"]
+    out = {}
+    for g in gateways:
+        if g.start:  # not an Envoy
+            continue
+        subs = {"UPSTREAM_PORT": upstream.port, **g.subs()}
+        env = Envoy(f"{g.name}-memory", g.template, subs, gw_cpus, g.env(), g.ready_timeout)
+        procs.append(env)
+        try:
+            async def warm_up():  # first-request allocations, VM, caches
+                for _, w in await hold_streams(env.port, body, 3, timeout=30):
+                    w.close()
+                await asyncio.sleep(0.5)
+
+            asyncio.run(warm_up())
+            idle = proc_rss_mib(env.proc.pid)
+            t0 = time.monotonic()
+
+            async def sample() -> float:
+                samples = []
+                for _ in range(5):
+                    samples.append(proc_rss_mib(env.proc.pid))
+                    await asyncio.sleep(0.1)
+                return max(samples)
+
+            async def run():
+                # Half first, then the rest: the slope between the two is the cost
+                # of one more stream once the allocator has warmed up.
+                held = await hold_streams(env.port, body, n // 2, timeout=60)
+                half = await sample()
+                held += await hold_streams(env.port, body, n - n // 2, timeout=60)
+                opened = time.monotonic() - t0
+                full = await sample()
+                for _, w in held:
+                    w.close()
+                return opened, half, full
+
+            opened, half, loaded = asyncio.run(run())
+        finally:
+            env.stop()
+        if opened * 1000 > lasts_ms:
+            raise BenchError(f"memory: {g.name} took {opened:.1f}s to open {n} streams, "
+                             "longer than one stream lasts: raise BENCH_MEMORY_GAP_MS")
+        out[g.name] = {"idle_mib": idle, "half_mib": half, "loaded_mib": loaded,
+                       "open_s": opened, "kib_per_stream": (loaded - idle) * 1024 / n,
+                       "kib_per_stream_slope": (loaded - half) * 1024 / (n - n // 2)}
+        print(f"memory    {g.name:8} idle {idle:.1f} MiB, {n // 2} streams {half:.1f} MiB, "
+              f"{n} streams {loaded:.1f} MiB "
+              f"({out[g.name]['kib_per_stream']:.1f} KiB/stream from idle, "
+              f"{out[g.name]['kib_per_stream_slope']:.1f} from {n // 2} to {n}; all open "
+              f"after {opened:.1f}s)", flush=True)
+    upstream.stop()
+    return out
+
+
+def render_memory(res: dict[str, dict]) -> list[str]:
+    base = res.get(BASELINE)
+    n = SETTINGS["memory_streams"]
+    out = [
+        "",
+        f"## Memory: {n} concurrent streams",
+        "",
+        f"Resident memory (VmRSS) of the gateway Envoy (--concurrency 1) after 3 warm-up "
+        f"requests (idle), and the highest of 5 samples taken while {n} streaming chat "
+        "requests (1 KiB each, one connection each) are all open at once against "
+        f"bench/sse_upstream.py (first event after {SETTINGS['memory_first_ms']} ms, then one "
+        f"every {SETTINGS['memory_gap_ms']} ms); samples start once every stream has "
+        f"its first event. The streams open in two halves: `KiB/stream` is (RSS under "
+        f"load - RSS idle) / {n}; `slope` is the growth from {n // 2} to {n} streams per "
+        "stream, which leaves out memory the allocator already held after the warm-up "
+        "(the V8 gateway holds much). Ratios are against `plain`.",
+        "",
+        f"| gateway | RSS idle MiB | RSS {n // 2} streams MiB | RSS {n} streams MiB "
+        "| KiB/stream | slope KiB/stream | RSS ratio | KiB/stream ratio | slope ratio |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+
+    def ratio(r: dict, key: str) -> str:
+        if not base or r is base or base[key] <= 0:
+            return "-"
+        return format(r[key] / base[key], ".2f")
+
+    for name, r in res.items():
+        out.append(f"| {name} | {r['idle_mib']:.1f} | {r['half_mib']:.1f} "
+                   f"| {r['loaded_mib']:.1f} | {r['kib_per_stream']:.1f} "
+                   f"| {r['kib_per_stream_slope']:.1f} | {ratio(r, 'loaded_mib')} "
+                   f"| {ratio(r, 'kib_per_stream')} | {ratio(r, 'kib_per_stream_slope')} |")
+    return out
+
+
+def memory_only(gateways: list[Gateway]) -> int:
+    """BENCH_MEMORY=only: just the memory table, to bench/out/memory.md."""
+    gw_cpus, load_cpus = cpu_sets()
+    procs: list = []
+    try:
+        res = measure_memory(gateways, gw_cpus, load_cpus, procs)
+    finally:
+        for p in reversed(procs):
+            p.stop()
+    table = "\n".join(["# aigw bench: gateway memory", "",
+                       f"- when: {datetime.datetime.now().isoformat(timespec='seconds')}  "
+                       f"commit: {git_commit()}"] + render_memory(res)) + "\n"
+    OUT.mkdir(exist_ok=True)
+    (OUT / "memory.md").write_text(table)
+    print()
+    print(table)
+    print(f"written to {OUT / 'memory.md'}")
+    return 0
 
 
 # --------------------------------------------------------------------------- report
@@ -882,29 +1069,39 @@ def run_ttft(gateways: list[Gateway], gw_cpus: Optional[str], load_cpus: Optiona
     return res
 
 
+def selected_gateways() -> list[Gateway]:
+    with_litellm = os.environ.get("BENCH_LITELLM") == "1"
+    gateways = [g for g in GATEWAYS
+                if g.name in ONLY_GATEWAYS or g.name == BASELINE
+                or (not ONLY_GATEWAYS and g.default)
+                or (g.name == "litellm" and with_litellm)]
+    for g in gateways:
+        for p in g.requires:
+            if not p.exists():
+                raise BenchError(f"gateway {g.name} needs {p} (cargo build --release "
+                                 "-p aigw-shim [--target wasm32-wasip1])")
+    return gateways
+
+
 def main() -> int:
     global ENVOY
     ENVOY = find_envoy()
+    if MEMORY == "only":
+        if RUN.exists():
+            shutil.rmtree(RUN)
+        RUN.mkdir(parents=True)
+        return memory_only(selected_gateways())
     if not shutil.which("wrk"):
         raise BenchError("wrk is not installed (apt-get install -y wrk)")
     if RUN.exists():
         shutil.rmtree(RUN)
     RUN.mkdir(parents=True)
 
-    with_litellm = os.environ.get("BENCH_LITELLM") == "1"
-    gateways = [g for g in GATEWAYS
-                if g.name in ONLY_GATEWAYS or g.name == BASELINE
-                or (not ONLY_GATEWAYS and g.default)
-                or (g.name == "litellm" and with_litellm)]
+    gateways = selected_gateways()
     workloads = [w for w in WORKLOADS
                  if w.name in ONLY_WORKLOADS or (not ONLY_WORKLOADS and w.default)]
     if not workloads:
         raise BenchError(f"no workload selected; known: {[w.name for w in WORKLOADS]}")
-    for g in gateways:
-        for p in g.requires:
-            if not p.exists():
-                raise BenchError(f"gateway {g.name} needs {p} (cargo build --release "
-                                 "-p aigw-shim [--target wasm32-wasip1])")
 
     gw_cpus, load_cpus = cpu_sets()
     version = subprocess.run(ENVOY + ["--version"], capture_output=True,
@@ -974,6 +1171,9 @@ def main() -> int:
         ttft = None
         if SETTINGS["ttft_requests"] > 0:
             ttft = run_ttft(gateways, gw_cpus, load_cpus, procs)
+        memory = None
+        if MEMORY == "1":
+            memory = measure_memory(gateways, gw_cpus, load_cpus, procs)
     finally:
         for p in reversed(procs):
             p.stop()
@@ -983,10 +1183,13 @@ def main() -> int:
     table = render(rows, meta, gateways, workloads)
     if ttft:
         table += "\n".join(render_ttft(ttft)) + "\n"
+    if memory:
+        table += "\n".join(render_memory(memory)) + "\n"
     OUT.mkdir(exist_ok=True)
     (OUT / "latest.md").write_text(table)
     (OUT / "latest.json").write_text(json.dumps({"meta": meta, "settings": SETTINGS,
-                                                  "rows": rows, "ttft": ttft},
+                                                  "rows": rows, "ttft": ttft,
+                                                  "memory": memory},
                                                  indent=2))
     print()
     print(table)

@@ -6,7 +6,8 @@
 # $AIGW_MODULE_DIR/libaigw.so, else target/release/libaigw.so; built here when missing).
 # Settings: BENCH_DURATION, BENCH_WARMUP, BENCH_CONNECTIONS, BENCH_THREADS,
 # BENCH_ROUNDS, BENCH_QUIET_WAIT, BENCH_PIN, BENCH_NICE, BENCH_WORKLOADS,
-# BENCH_GATEWAYS, BENCH_TTFT* (see SETTINGS in bench/run.py), BENCH_LITELLM=1 (adds
+# BENCH_GATEWAYS, BENCH_TTFT*, BENCH_MEMORY* (see SETTINGS in bench/run.py; BENCH_MEMORY=0
+# skips the 1,000-stream memory table, =only runs it alone), BENCH_LITELLM=1 (adds
 # the LiteLLM gateway), BENCH_CHART=1 (bench/out/latest.png). aigw.wasm: AIGW_WASM, else target/wasm32-wasip1/release
 # (built when missing). Python 3 stdlib only (PYTHON).
 set -euo pipefail

@@ -4,7 +4,8 @@
 Answers every HTTP/1.1 POST with the events of bench/fixtures/chat-completion.sse,
 sent one by one (chunked) with a delay before the first event and between events,
 like a model generating tokens. The canned Envoy upstream cannot pace its answer.
-Python 3 standard library only; meant for low concurrency (a few requests at once).
+Python 3 standard library only; one asyncio task per stream, so it also holds
+the memory bench's 1,000 slow streams.
 
 Usage: sse_upstream.py PORT [--first-ms 20] [--gap-ms 10]
 Prints "ready" on stdout once it listens.
@@ -70,7 +71,7 @@ async def main() -> None:
     evs = events()
     server = await asyncio.start_server(
         lambda r, w: handle(r, w, evs, args.first_ms / 1000, args.gap_ms / 1000),
-        "127.0.0.1", args.port)
+        "127.0.0.1", args.port, backlog=4096)  # the memory bench opens 1,000 at once
     print("ready", flush=True)
     async with server:
         await server.serve_forever()

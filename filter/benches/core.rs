@@ -1,0 +1,269 @@
+//! Micro-benchmarks of the core's hot paths, per KiB of input, each set against a bare
+//! `serde_json::from_slice::<serde_json::Value>` of the same bytes: parsing the body
+//! once is the least any JSON-aware gateway does, so the ratio says what the filter
+//! costs on top of that.
+//!
+//! Run: `cargo bench -p aigw-filter --bench core -- --quick` (see bench/README.md).
+//! After criterion's groups the binary prints its own ratio table, timed with
+//! `Instant` over interleaved batches (criterion's estimates are not reachable from
+//! code without its JSON output files).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aigw_filter::config::Config;
+use aigw_filter::filter::{FilterRole, HttpFilter};
+use aigw_filter::host::{Action, Status};
+use aigw_filter::translate::bedrock::from_openai;
+use aigw_filter::usage::{BodyFormat, MeterOptions, ResponseMeter};
+use criterion::{Criterion, Throughput};
+
+/// The bench gateway's configuration (bench/aigw-config.json): one route, four costs.
+const CONFIG: &str = r#"{
+  "version": "v1",
+  "backends": [{"name": "openai", "schema": {"name": "OpenAI"}}],
+  "routes": [
+    {"name": "gpt-4o-mini", "models": ["gpt-4o-mini"], "backends": [{"name": "openai"}]}
+  ],
+  "llmRequestCosts": [
+    {"metadataKey": "llm_input_token", "type": "InputToken"},
+    {"metadataKey": "llm_output_token", "type": "OutputToken"},
+    {"metadataKey": "llm_total_token", "type": "TotalToken"},
+    {"metadataKey": "llm_cel_cost", "type": "CEL", "cel": "model == 'gpt-4o-mini' ? input_tokens + 4 * output_tokens : total_tokens"}
+  ],
+  "limits": {"maxRequestBodyBytes": 1048576}
+}"#;
+
+const HEADERS: [(&str, &str); 3] = [
+    (":method", "POST"),
+    (":path", "/v1/chat/completions"),
+    ("content-type", "application/json"),
+];
+
+const JSON_RESPONSE: &[u8] = include_bytes!("../src/testdata/chat-basic.json");
+const SSE_RESPONSE: &[u8] = include_bytes!("../src/testdata/chat-streaming.sse");
+
+/// A chat request padded with user text to exactly `size` bytes (as bench/run.py's
+/// `chat_body`, non-streaming).
+fn chat_body(size: usize) -> Vec<u8> {
+    let mut doc = serde_json::json!({
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "You are a concise assistant for a travel company. \
+              Answer in plain English, cite the city and country, and never invent opening hours."},
+            {"role": "user", "content": ""}
+        ],
+        "temperature": 0.2,
+        "max_tokens": 256,
+        "user": "bench-user-0001"
+    });
+    let base = serde_json::to_vec(&doc).map_or(0, |v| v.len());
+    assert!(size > base, "chat body of {size} bytes is too small");
+    let filler = "I am planning a long weekend in Europe and would like to know which \
+                  capital is best for museums, food and walking. ";
+    let mut text = String::from("What is the capital of France? ");
+    while text.len() < size - base {
+        text.push_str(filler);
+    }
+    text.truncate(size - base);
+    doc["messages"][1]["content"] = text.into();
+    let body = serde_json::to_vec(&doc).unwrap_or_default();
+    assert_eq!(body.len(), size);
+    body
+}
+
+/// One request through a router instance, headers then the whole body.
+fn route(config: &Arc<Config>, body: &[u8], out: &mut Vec<Action>) -> Status {
+    out.clear();
+    let mut f = HttpFilter::new(config.clone(), FilterRole::Router);
+    let _ = f.on_request_headers(&HEADERS, false, Duration::ZERO, out);
+    f.on_request_body(body, true, Duration::ZERO, out)
+}
+
+fn translate(body: &[u8]) -> usize {
+    from_openai::request_from_slice(body, "anthropic.claude-3-haiku-20240307-v1:0")
+        .map_or(0, |(_, b)| b.len())
+}
+
+fn meter(format: BodyFormat, body: &[u8]) -> ResponseMeter {
+    let mut m = ResponseMeter::new(MeterOptions {
+        format,
+        gzip: false,
+        strip_usage_chunk: false,
+        max_buffered: 1 << 20,
+    });
+    let _ = m.feed(body, true, Duration::ZERO);
+    m
+}
+
+fn parse(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body).is_ok()
+}
+
+/// The baseline of an event stream: every `data:` payload parsed on its own.
+fn parse_events(body: &[u8]) -> usize {
+    body.split(|&b| b == b'\n')
+        .filter_map(|line| line.strip_prefix(b"data: "))
+        .filter(|d| *d != b"[DONE]")
+        .filter(|d| parse(d))
+        .count()
+}
+
+/// One measured case: the operation and its baseline on the same bytes.
+struct Case {
+    name: String,
+    bytes: usize,
+    op: Box<dyn Fn()>,
+    base: Box<dyn Fn()>,
+}
+
+fn cases(config: &Arc<Config>) -> Vec<Case> {
+    let mut cases = Vec::new();
+    for size in [1024, 64 * 1024] {
+        let body = chat_body(size);
+        let (cfg, b) = (config.clone(), body.clone());
+        cases.push(Case {
+            name: format!("request/router/{}k", size / 1024),
+            bytes: size,
+            op: Box::new(move || {
+                let mut out = Vec::new();
+                let _ = black_box(route(&cfg, black_box(&b), &mut out));
+            }),
+            base: Box::new({
+                let b = body.clone();
+                move || {
+                    black_box(parse(black_box(&b)));
+                }
+            }),
+        });
+        let b = body.clone();
+        cases.push(Case {
+            name: format!("request/bedrock/{}k", size / 1024),
+            bytes: size,
+            op: Box::new(move || {
+                black_box(translate(black_box(&b)));
+            }),
+            base: Box::new(move || {
+                black_box(parse(black_box(&body)));
+            }),
+        });
+    }
+    cases.push(Case {
+        name: "response/meter-json".into(),
+        bytes: JSON_RESPONSE.len(),
+        op: Box::new(|| {
+            black_box(meter(BodyFormat::Json, black_box(JSON_RESPONSE)).usage());
+        }),
+        base: Box::new(|| {
+            black_box(parse(black_box(JSON_RESPONSE)));
+        }),
+    });
+    cases.push(Case {
+        name: "response/meter-sse".into(),
+        bytes: SSE_RESPONSE.len(),
+        op: Box::new(|| {
+            black_box(meter(BodyFormat::EventStream, black_box(SSE_RESPONSE)).content_events());
+        }),
+        base: Box::new(|| {
+            black_box(parse_events(black_box(SSE_RESPONSE)));
+        }),
+    });
+    cases
+}
+
+/// Refuses to time a path that does not do the real work (an error reply is cheap).
+fn check(config: &Arc<Config>) {
+    for size in [1024, 64 * 1024] {
+        let body = chat_body(size);
+        let mut out = Vec::new();
+        let status = route(config, &body, &mut out);
+        assert_eq!(status, Status::Continue, "router did not pass the request");
+        assert!(
+            out.iter().any(|a| matches!(a, Action::ClearRouteCache)),
+            "router did not route: {out:?}"
+        );
+        assert!(translate(&body) > 0, "bedrock translation failed");
+    }
+    assert!(meter(BodyFormat::Json, JSON_RESPONSE).usage().is_some());
+    assert!(meter(BodyFormat::EventStream, SSE_RESPONSE).content_events() > 0);
+    assert!(parse_events(SSE_RESPONSE) > 0);
+}
+
+/// Nanoseconds per call of `f`, over `iters` calls.
+fn time_ns(f: &dyn Fn(), iters: u32) -> f64 {
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    t0.elapsed().as_nanos() as f64 / f64::from(iters)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Op and baseline alternate in batches of ~`batch` each, so drift on a shared
+/// machine hits both; medians over the batches.
+fn ratios(cases: &[Case], batch: Duration, rounds: usize) {
+    println!();
+    println!("core cost per KiB against serde_json::from_slice::<Value> of the same bytes");
+    println!(
+        "{:<22} {:>8} {:>12} {:>12} {:>7}",
+        "case", "bytes", "ns/KiB", "base ns/KiB", "ratio"
+    );
+    for c in cases {
+        // Calibrate the batch size on the op.
+        let one = time_ns(&*c.op, 3).max(1.0);
+        let iters = ((batch.as_nanos() as f64 / one) as u32).max(1);
+        let (mut op, mut base) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            op.push(time_ns(&*c.op, iters));
+            base.push(time_ns(&*c.base, iters));
+        }
+        let (op, base) = (median(op), median(base));
+        let kib = c.bytes as f64 / 1024.0;
+        println!(
+            "{:<22} {:>8} {:>12.0} {:>12.0} {:>7.2}",
+            c.name,
+            c.bytes,
+            op / kib,
+            base / kib,
+            op / base
+        );
+    }
+}
+
+fn main() {
+    let config = match Config::from_json(CONFIG.as_bytes()) {
+        Ok(c) => Arc::new(c),
+        Err(e) => panic!("bench config: {e}"),
+    };
+    check(&config);
+    let cases = cases(&config);
+
+    let mut c = Criterion::default().configure_from_args();
+    for group in ["request", "response"] {
+        let mut g = c.benchmark_group(group);
+        for case in cases.iter().filter(|k| k.name.starts_with(group)) {
+            g.throughput(Throughput::Bytes(case.bytes as u64));
+            let id = &case.name[group.len() + 1..];
+            g.bench_function(id, |b| b.iter(|| (case.op)()));
+            g.bench_function(format!("{id}/serde_json-baseline"), |b| {
+                b.iter(|| (case.base)())
+            });
+        }
+        g.finish();
+    }
+    c.final_summary();
+
+    // `cargo bench` passes --bench; `cargo test --benches` does not and only wants a
+    // smoke run.
+    let (batch, rounds) = if std::env::args().any(|a| a == "--bench") {
+        (Duration::from_millis(50), 7)
+    } else {
+        (Duration::from_micros(1), 1)
+    };
+    ratios(&cases, batch, rounds);
+}
