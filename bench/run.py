@@ -264,6 +264,18 @@ def proc_rss_mib(pid: int) -> float:
     return total + sum(proc_rss_mib(c) for c in children_of(pid))
 
 
+
+def stop_process(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 # --------------------------------------------------------------------------- envoy
 
 
@@ -326,13 +338,7 @@ class Envoy:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
 
 
 LITELLM_VENV = BENCH / ".venv-litellm"
@@ -389,13 +395,7 @@ class LiteLLM:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
 
 
 def tail(path: Path, n: int = 20) -> str:
@@ -662,13 +662,7 @@ class SseUpstream:
             raise BenchError(f"sse_upstream.py did not start: {tail(self.log)}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 5)
 
 
 def stream_once(port: int, body: bytes) -> tuple[float, float]:
