@@ -311,6 +311,21 @@ def validate_envoy_config(filter_config: str, workdir: Path, build: str) -> subp
 
 # ---- the gateway fixture ---------------------------------------------------------
 
+def wait_log_entry(access_log: Path, request_id: str, timeout: float = 10.0) -> dict:
+    """The JSON access-log line of a request, as written (when its stream ends)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if access_log.exists():
+            for line in access_log.read_text(errors="replace").splitlines():
+                if request_id in line:
+                    entry = json.loads(line)
+                    if entry.get("request_id") == request_id:
+                        return entry
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no access-log line for {request_id} in {access_log}")
+        time.sleep(0.05)
+
+
 @dataclass
 class Gateway:
     build: str
@@ -337,17 +352,8 @@ class Gateway:
     def log_entry(self, request_id: str, timeout: float = 10.0, raw: bool = False) -> dict:
         """The access-log line of a request (written when its stream ends), normalized
         across builds unless `raw`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.access_log.exists():
-                for line in self.access_log.read_text(errors="replace").splitlines():
-                    if request_id in line:
-                        entry = json.loads(line)
-                        if entry.get("request_id") == request_id:
-                            return entry if raw else self.normalize(entry)
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no access-log line for {request_id} in {self.access_log}")
-            time.sleep(0.05)
+        entry = wait_log_entry(self.access_log, request_id, timeout)
+        return entry if raw else self.normalize(entry)
 
     def numeric_keys(self) -> list[str]:
         return render.cost_keys(self.config) + LATENCY_KEYS

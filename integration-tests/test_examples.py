@@ -26,7 +26,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from conftest import (
     start_envoy,
     stop,
     wait_for,
+    wait_log_entry,
 )
 
 EXAMPLES_DIR = REPO / "envoy-configs" / "examples"
@@ -146,16 +146,7 @@ class Served:
         self.url, self.sim_url, self.access_log, self.config = url, sim_url, access_log, config
 
     def log_entry(self, request_id: str, timeout: float = 10.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.access_log.exists():
-                for line in self.access_log.read_text(errors="replace").splitlines():
-                    if request_id in line:
-                        entry = json.loads(line)
-                        if entry.get("request_id") == request_id:
-                            return entry
-            assert time.monotonic() < deadline, f"no access-log line for {request_id} in {self.access_log}"
-            time.sleep(0.05)
+        return wait_log_entry(self.access_log, request_id, timeout)
 
     def upstream(self, request_id: str) -> list[dict]:
         r = requests.get(f"{self.sim_url}/_sim/requests", params={"id": request_id}, timeout=5)

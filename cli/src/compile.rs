@@ -598,12 +598,7 @@ fn plan(inputs: &Inputs, diags: &mut Vec<Diagnostic>) -> Plan {
                     path: b.path.clone(),
                 });
             }
-            if !backends.is_empty() && backends.iter().all(|b| b.weight == 0) {
-                r.warn(
-                    format!("{}.backendRefs", rule.path),
-                    "every backend has weight 0: requests get 503",
-                );
-            }
+            warn_if_no_weight(&backends, format!("{}.backendRefs", rule.path), &mut r);
 
             let created = rule.created_at.or(route.meta.created).unwrap_or(0);
             let owned_by = rule
@@ -722,9 +717,7 @@ fn plan_generic(
                 path: b.path.clone(),
             });
         }
-        if !backends.is_empty() && backends.iter().all(|b| b.weight == 0) {
-            r.warn("backends", "every backend has weight 0: requests get 503");
-        }
+        warn_if_no_weight(&backends, "backends".to_string(), &mut r);
         for (path, value) in &g.not_enforced {
             plan.not_enforced.push(NotEnforced {
                 source: g.meta.source.clone(),
@@ -900,6 +893,13 @@ fn map_filter_error(e: &aigw_filter::ConfigError, origins: &[Origin]) -> Diagnos
             }
         }
         None => generated_error(format!("refused by the filter: {e}")),
+    }
+}
+
+/// Backends that all have weight 0 take no traffic: Envoy answers 503.
+fn warn_if_no_weight(backends: &[PlanRouteBackend], path: String, r: &mut Reporter<'_>) {
+    if !backends.is_empty() && backends.iter().all(|b| b.weight == 0) {
+        r.warn(path, "every backend has weight 0: requests get 503");
     }
 }
 

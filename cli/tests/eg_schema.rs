@@ -4,11 +4,13 @@
 //! state as CEL and the references between the generated documents.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use aigw_cli::units::parse_duration;
 use aigw_cli::{compile_with, manifest, Options};
 use serde_json::{json, Value};
+
+mod common;
 
 fn schema() -> Value {
     let path =
@@ -293,17 +295,6 @@ fn validate(docs: &[Value]) -> Vec<String> {
     errs
 }
 
-fn golden_dirs() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("input.yaml").is_file())
-        .collect();
-    dirs.sort();
-    dirs
-}
-
 fn options(dir: &Path) -> Options {
     let mut o = Options::default();
     for line in std::fs::read_to_string(dir.join("options.txt"))
@@ -324,7 +315,7 @@ fn options(dir: &Path) -> Options {
 fn generated_manifests_match_the_crd_schemas() {
     let mut checked = 0;
     let mut wasm_checked = 0;
-    for dir in golden_dirs() {
+    for dir in common::golden_cases() {
         let text = std::fs::read_to_string(dir.join("input.yaml")).unwrap();
         let (ms, _) = manifest::parse_yaml("input.yaml", &text);
         let Ok(out) = compile_with(&ms, &options(&dir)) else {

@@ -10,16 +10,10 @@ use std::path::{Path, PathBuf};
 
 use aigw_cli::{compile_with, diag, manifest, Options};
 
+mod common;
+
 fn cases() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("input.yaml").is_file())
-        .collect();
-    dirs.sort();
-    assert!(!dirs.is_empty(), "no golden cases under {}", root.display());
-    dirs
+    common::golden_cases()
 }
 
 /// The case's compile options (`options.txt`).

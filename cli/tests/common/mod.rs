@@ -1,5 +1,11 @@
-//! Helpers shared by the compiler's validation tests: edit a known-good set of
-//! resources one field at a time and check that exactly that field is reported.
+//! Helpers shared by the compiler's tests: edit a known-good set of resources one
+//! field at a time and check that exactly that field is reported; find the golden
+//! cases.
+
+// Each test file is its own crate and uses only some of these.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
 
 use aigw_cli::{compile, Manifest};
 use serde_json::Value;
@@ -42,7 +48,6 @@ pub fn remove(doc: usize, pointer: &'static str) -> Edit {
     Box::new(move |docs| set(&mut docs[doc], pointer, None))
 }
 
-#[allow(dead_code)] // not every test file adds documents
 pub fn push(v: Value) -> Edit {
     Box::new(move |docs| docs.push(v.clone()))
 }
@@ -89,4 +94,17 @@ pub fn assert_error_cases(
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The golden case folders (`tests/golden/<case>/input.yaml`), in name order.
+pub fn golden_cases() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("input.yaml").is_file())
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty(), "no golden cases under {}", root.display());
+    dirs
 }
