@@ -352,6 +352,97 @@ pub struct FunctionCallDelta {
     pub arguments: Option<String>,
 }
 
+/// The member of OpenAI's error document `{"error": {...}}`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct ErrorBody {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub param: Option<String>,
+    pub code: Option<String>,
+}
+
+/// `POST /v1/embeddings` body.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct EmbeddingsRequest {
+    #[serde(default)]
+    pub model: String,
+    pub input: EmbeddingInput,
+    /// `float` (default) or `base64` (little-endian f32, base64; the official SDKs
+    /// ask for it by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding_format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u32>,
+    #[serde(flatten)]
+    pub rest: Rest,
+}
+
+impl EmbeddingsRequest {
+    /// The answer must carry base64 text instead of float arrays.
+    pub fn wants_base64(&self) -> bool {
+        self.encoding_format.as_deref() == Some("base64")
+    }
+}
+
+/// `input`: text, texts, or token ids (one list or several).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum EmbeddingInput {
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<u32>),
+    TokenLists(Vec<Vec<u32>>),
+}
+
+/// A `list` of embeddings.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct EmbeddingsResponse {
+    pub object: String,
+    pub data: Vec<Embedding>,
+    pub model: String,
+    pub usage: EmbeddingsUsage,
+    #[serde(flatten)]
+    pub rest: Rest,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Embedding {
+    pub object: String,
+    pub index: u32,
+    pub embedding: EmbeddingVector,
+}
+
+/// Floats, or their base64 form when the request asked for it.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum EmbeddingVector {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+impl EmbeddingVector {
+    /// The vector as the client asked for it: floats, or base64 of their
+    /// little-endian `f32` bytes.
+    pub fn new(values: Vec<f32>, base64: bool) -> Self {
+        if !base64 {
+            return EmbeddingVector::Float(values);
+        }
+        use base64::Engine as _;
+        let mut bytes = Vec::with_capacity(values.len() * 4);
+        for v in &values {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        EmbeddingVector::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct EmbeddingsUsage {
+    pub prompt_tokens: u64,
+    pub total_tokens: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,6 +496,24 @@ mod tests {
             r#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#,
         );
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn embedding_vectors_as_floats_or_base64() {
+        assert_eq!(
+            EmbeddingVector::new(vec![1.0, -2.5], false),
+            EmbeddingVector::Float(vec![1.0, -2.5])
+        );
+        // 1.0f32 = 00 00 80 3f, -2.5f32 = 00 00 20 c0 (little-endian).
+        assert_eq!(
+            EmbeddingVector::new(vec![1.0, -2.5], true),
+            EmbeddingVector::Base64("AACAPwAAIMA=".into())
+        );
+        let r: EmbeddingsRequest =
+            serde_json::from_str(r#"{"model":"m","input":["a","b"],"encoding_format":"base64"}"#)
+                .unwrap();
+        assert!(r.wants_base64());
+        assert_eq!(r.input, EmbeddingInput::Texts(vec!["a".into(), "b".into()]));
     }
 
     #[test]

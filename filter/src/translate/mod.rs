@@ -1,14 +1,25 @@
 //! Translation between the client's API schema and a provider's own.
 //!
-//! One module per provider (`bedrock`), holding one `from_<client schema>` module each
-//! (`from_openai`), with the same verbs: `request`, `response`, a stream translator
-//! and `error`. All pure: bytes and parsed values in, bytes out; ids and timestamps
-//! the answer needs come in [`ResponseMeta`] because nothing here reads a clock or
-//! draws random numbers.
+//! Hub and spokes: OpenAI Chat Completions is the hub. Each provider module
+//! (`bedrock`, `anthropic`, `gemini`, `openai`) turns a hub request
+//! ([`ChatCompletionRequest`]) into its own body, and its answer back into a hub
+//! answer ([`ChatCompletion`]) or, for streams, into hub [`StreamItem`]s through a
+//! [`ChunkSource`]. A client that speaks another API (Anthropic Messages) is
+//! translated to the hub on the way in and from it on the way out (`anthropic`), so
+//! every client reaches every provider. Where client and provider speak the same
+//! API, bodies pass through with only the edits the provider needs.
+//!
+//! All pure: bytes and parsed values in, bytes or values out; ids and timestamps the
+//! answer needs come in [`ResponseMeta`] because nothing here reads a clock or draws
+//! random numbers.
 
 pub mod bedrock;
 
+use std::fmt;
+
 use serde_json::json;
+
+use crate::schema::openai::{ChatCompletionChunk, ErrorBody};
 
 /// Why a translation failed. Each variant knows its HTTP status and its OpenAI-shaped
 /// body. Messages are built from the request's own fields and static text only.
@@ -103,6 +114,12 @@ impl std::fmt::Display for TranslateError {
 
 impl std::error::Error for TranslateError {}
 
+impl From<TranslateError> for ProviderError {
+    fn from(e: TranslateError) -> Self {
+        ProviderError::from_translate(&e)
+    }
+}
+
 /// What the client-side answer needs that the provider's answer lacks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResponseMeta {
@@ -112,6 +129,177 @@ pub struct ResponseMeta {
     pub model: String,
     /// `created`, Unix seconds.
     pub created: u64,
+}
+
+/// What a provider answers for a hub response, as the client should see it: the
+/// error in a normalized form that [`ProviderError::openai_body`] and
+/// [`ProviderError::anthropic_body`] write in the client's schema.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderError {
+    /// HTTP status for the client (already mapped from the provider's).
+    pub status: u16,
+    pub kind: ErrorKind,
+    /// The provider's own error code or type, when it gave one
+    /// (`ThrottlingException`, `overloaded_error`, `RESOURCE_EXHAUSTED`).
+    pub code: Option<String>,
+    /// The provider's message; never the request's credentials.
+    pub message: String,
+}
+
+/// Error classes every client schema can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidRequest,
+    Authentication,
+    PermissionDenied,
+    NotFound,
+    RequestTooLarge,
+    RateLimit,
+    Overloaded,
+    Timeout,
+    Server,
+}
+
+impl ErrorKind {
+    /// The class a bare HTTP status implies, for bodies that say nothing better.
+    pub fn from_status(status: u16) -> ErrorKind {
+        match status {
+            400 | 405 | 409 | 422 => ErrorKind::InvalidRequest,
+            401 => ErrorKind::Authentication,
+            403 => ErrorKind::PermissionDenied,
+            404 => ErrorKind::NotFound,
+            408 | 504 => ErrorKind::Timeout,
+            413 => ErrorKind::RequestTooLarge,
+            429 => ErrorKind::RateLimit,
+            503 | 529 => ErrorKind::Overloaded,
+            _ => ErrorKind::Server,
+        }
+    }
+
+    /// OpenAI's `error.type`.
+    pub fn openai_type(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest | ErrorKind::NotFound | ErrorKind::RequestTooLarge => {
+                "invalid_request_error"
+            }
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::PermissionDenied => "permission_error",
+            ErrorKind::RateLimit => "rate_limit_error",
+            ErrorKind::Overloaded | ErrorKind::Timeout | ErrorKind::Server => "server_error",
+        }
+    }
+
+    /// Anthropic's `error.type`.
+    pub fn anthropic_type(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request_error",
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::PermissionDenied => "permission_error",
+            ErrorKind::NotFound => "not_found_error",
+            ErrorKind::RequestTooLarge => "request_too_large",
+            ErrorKind::RateLimit => "rate_limit_error",
+            ErrorKind::Overloaded => "overloaded_error",
+            ErrorKind::Timeout => "timeout_error",
+            ErrorKind::Server => "api_error",
+        }
+    }
+}
+
+impl ProviderError {
+    /// An error whose class follows from its status.
+    pub fn new(status: u16, code: Option<String>, message: impl Into<String>) -> Self {
+        ProviderError {
+            status,
+            kind: ErrorKind::from_status(status),
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A translation failure as a client-facing error.
+    pub fn from_translate(e: &TranslateError) -> Self {
+        let (status, code) = match e {
+            TranslateError::UpstreamStream { kind, .. } => (502, kind.clone()),
+            other => (other.status(), other.code().to_string()),
+        };
+        ProviderError {
+            status,
+            kind: match e {
+                TranslateError::Unsupported { .. } | TranslateError::InvalidRequest { .. } => {
+                    ErrorKind::InvalidRequest
+                }
+                _ => ErrorKind::Server,
+            },
+            code: Some(code),
+            message: e.message(),
+        }
+    }
+
+    /// OpenAI's `{"error": {...}}`.
+    pub fn openai_body(&self) -> Vec<u8> {
+        let body = ErrorBody {
+            message: self.message.clone(),
+            kind: self.kind.openai_type().to_string(),
+            param: None,
+            code: self.code.clone(),
+        };
+        serde_json::to_vec(&json!({ "error": body })).unwrap_or_default()
+    }
+
+    /// Anthropic's `{"type": "error", "error": {...}}`.
+    pub fn anthropic_body(&self) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "type": "error",
+            "error": { "type": self.kind.anthropic_type(), "message": self.message }
+        }))
+        .unwrap_or_default()
+    }
+}
+
+/// The request a provider gets: path (with query), body, and headers its API needs
+/// besides auth (`anthropic-version`, `content-type`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamRequest {
+    pub path: String,
+    pub body: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// One step of a translated stream, in hub form.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamItem {
+    /// A `chat.completion.chunk`. A usage-only chunk has empty `choices`.
+    Chunk(ChatCompletionChunk),
+    /// The stream failed (provider exception, unreadable event, cut short); nothing
+    /// follows it.
+    Error(ProviderError),
+    /// The stream completed normally; nothing follows it.
+    Done,
+}
+
+/// A provider's streamed answer, bytes in, hub items out.
+///
+/// `feed` takes each body chunk as it arrives, whatever its boundaries, and appends
+/// the items it completes. At `end_of_stream` the source ends with exactly one
+/// [`StreamItem::Done`] or [`StreamItem::Error`] (a stream cut off before the
+/// provider's own end marker is an error); after that, further calls append
+/// nothing. A source never panics on bad input.
+pub trait ChunkSource: fmt::Debug + Send {
+    fn feed(&mut self, chunk: &[u8], end_of_stream: bool, out: &mut Vec<StreamItem>);
+}
+
+/// Writes hub items as an OpenAI `text/event-stream`: `data: <chunk>`, an error as
+/// `data: {"error": ...}`, and `data: [DONE]` at a normal end.
+pub fn encode_openai_sse(item: &StreamItem, out: &mut Vec<u8>) {
+    match item {
+        StreamItem::Chunk(chunk) => {
+            if let Ok(json) = serde_json::to_vec(chunk) {
+                push_sse_data(out, &json);
+            }
+        }
+        StreamItem::Error(e) => push_sse_data(out, &e.openai_body()),
+        StreamItem::Done => out.extend_from_slice(SSE_DONE),
+    }
 }
 
 /// Appends one SSE event `data: <json>\n\n`.
