@@ -269,7 +269,7 @@ pub struct UpstreamRequest {
 #[derive(Clone, Debug, PartialEq)]
 pub enum StreamItem {
     /// A `chat.completion.chunk`. A usage-only chunk has empty `choices`.
-    Chunk(ChatCompletionChunk),
+    Chunk(Box<ChatCompletionChunk>),
     /// The stream failed (provider exception, unreadable event, cut short); nothing
     /// follows it.
     Error(ProviderError),
