@@ -15,8 +15,11 @@ limit of at least limits.maxRequestBodyBytes, since wasm cannot raise the per-st
 limit and Envoy would answer 413 itself past its 1 MiB default.
 
 Limits of what is generated: each backend gets one STATIC cluster pointing at the
-given upstream address; a route with several backends becomes weighted_clusters
-(backend `priority` is not rendered: per-backend clusters cannot express it).
+given upstream address; a route with several backends of one priority becomes
+weighted_clusters. A route whose backends have several priorities gets its own
+cluster instead, one endpoint per backend (carrying the backend's name in its
+metadata) at the backend's priority, and a retry policy that moves each retry to the
+next priority on 5xx, 429, resets and connect failures: fallback across providers.
 
     render.py --config envoy-configs/example/config.json --out .run/envoy.yaml \
         [--listen 127.0.0.1:1975] [--admin-port 9901] [--upstream 127.0.0.1:8081] \
@@ -150,13 +153,22 @@ def render(
         wasm_filters(hcm["http_filters"], protos["wasm_filter"], common)
 
     routes = []
+    fallback_clusters = []
     for route in doc.get("routes") or []:
         if not isinstance(route, dict):
             continue
         backends = [b for b in route.get("backends") or [] if isinstance(b, dict) and "name" in b]
+        priorities = sorted({int(b.get("priority", 0)) for b in backends})
+        fallback = len(priorities) > 1
+        if fallback:
+            fallback_clusters.append(
+                fallback_cluster(protos, common, route, backends, backend_upstreams, upstream, build, doc))
         for model in route.get("models") or []:
             r = substitute(protos["model_route"], {"ROUTE_NAME": route.get("name", ""), "MODEL": model})
-            if len(backends) == 1:
+            if fallback:
+                r["route"]["cluster"] = route_cluster_name(route.get("name", ""))
+                r["route"]["retry_policy"] = fallback_retry_policy(len(priorities))
+            elif len(backends) == 1:
                 r["route"]["cluster"] = cluster_name(backends[0]["name"])
             elif backends:
                 r["route"]["weighted_clusters"] = {
@@ -183,11 +195,65 @@ def render(
             opts = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
             wasm_filters(opts["http_filters"], protos["wasm_filter"], common)
         clusters.append(cluster)
+    clusters.extend(fallback_clusters)
     clusters.append(substitute(protos["default_cluster"], common))
     boot["static_resources"]["clusters"] = clusters
     if build == "wasm":
         boot["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] = wasm_buffer_limit(doc)
     return copy.deepcopy(boot)
+
+
+def route_cluster_name(route: str) -> str:
+    return f"route_{route}"
+
+
+def fallback_cluster(protos: dict, common: dict, route: dict, backends: list, backend_upstreams: dict,
+                     upstream: tuple[str, int], build: str, doc: dict) -> dict:
+    """One cluster for a route with fallback: an endpoint per backend at its priority,
+    each naming its backend in metadata for the upstream filter instance."""
+    name = route_cluster_name(route.get("name", ""))
+    values = dict(common, CLUSTER=name, BACKEND="", UPSTREAM_HOST=upstream[0], UPSTREAM_PORT=upstream[1])
+    cluster = substitute(protos["backend_cluster"], values)
+    proto_endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    by_priority: dict[int, list] = {}
+    for b in backends:
+        host, port = backend_upstreams.get(b["name"], upstream)
+        ep = copy.deepcopy(proto_endpoint)
+        ep["endpoint"]["address"]["socket_address"] = {"address": host, "port_value": port}
+        ep["metadata"]["filter_metadata"]["io.envoy.ai_gateway"]["backend"] = b["name"]
+        ep["load_balancing_weight"] = max(1, int(b.get("weight", 1)))
+        by_priority.setdefault(int(b.get("priority", 0)), []).append(ep)
+    cluster["load_assignment"]["endpoints"] = [
+        {"priority": i, "lb_endpoints": eps} for i, (_, eps) in enumerate(sorted(by_priority.items()))
+    ]
+    if build == "wasm":
+        cluster["per_connection_buffer_limit_bytes"] = wasm_buffer_limit(doc)
+        opts = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+        wasm_filters(opts["http_filters"], protos["wasm_filter"], common)
+    return cluster
+
+
+def fallback_retry_policy(levels: int) -> dict:
+    """Each retry goes to a priority not tried yet."""
+    return {
+        "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
+        "retriable_status_codes": [429],
+        "num_retries": levels - 1,
+        "retry_priority": {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "update_frequency": 1,
+            },
+        },
+        "retry_host_predicate": [{
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
+            },
+        }],
+        "host_selection_retry_max_attempts": 5,
+    }
 
 
 def wasm_filters(http_filters: list, proto: dict, common: dict) -> None:

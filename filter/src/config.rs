@@ -9,7 +9,10 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use crate::backend::RawBackend;
+pub use crate::backend::{Backend, BackendSchema};
 use crate::cost::RequestCost;
+use crate::secrets::SecretStore;
 
 /// The only document version this build reads.
 pub const CONFIG_VERSION: &str = "v1";
@@ -46,32 +49,6 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
         path: path.into(),
         message: message.into(),
     }
-}
-
-/// The wire schema a backend speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum BackendSchema {
-    /// OpenAI's API, or any server compatible with it.
-    OpenAI,
-}
-
-impl BackendSchema {
-    fn parse(name: &str) -> Option<Self> {
-        match name {
-            "OpenAI" => Some(Self::OpenAI),
-            _ => None,
-        }
-    }
-}
-
-/// One provider endpoint the gateway can send a request to.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Backend {
-    pub name: String,
-    pub schema: BackendSchema,
-    /// Replaces the request's `model` before it goes upstream.
-    pub model_name_override: Option<String>,
 }
 
 /// A model as listed by `GET /v1/models`.
@@ -119,6 +96,8 @@ pub struct Config {
     models_body: Vec<u8>,
     model_to_route: HashMap<String, usize>,
     backend_index: HashMap<String, usize>,
+    /// Contents of credential files, written by the host.
+    secrets: SecretStore,
 }
 
 impl Config {
@@ -145,12 +124,33 @@ impl Config {
 
     /// The backend named `name`, if configured.
     pub fn backend(&self, name: &str) -> Option<&Backend> {
-        self.backend_index.get(name).map(|&i| &self.backends[i])
+        self.backend_index(name).map(|i| &self.backends[i])
+    }
+
+    /// Index in [`Config::backends`] of the backend named `name`.
+    pub fn backend_index(&self, name: &str) -> Option<usize> {
+        self.backend_index.get(name).copied()
     }
 
     /// The JSON body of `GET /v1/models`.
     pub fn models_body(&self) -> &[u8] {
         &self.models_body
+    }
+
+    /// Credential files, for the host to read into [`Config::secrets`] and watch.
+    pub fn secret_files(&self) -> Vec<&str> {
+        let mut files: Vec<&str> = self
+            .backends
+            .iter()
+            .flat_map(|b| b.secret_files())
+            .collect();
+        files.sort_unstable();
+        files.dedup();
+        files
+    }
+
+    pub fn secrets(&self) -> &SecretStore {
+        &self.secrets
     }
 }
 
@@ -178,24 +178,6 @@ struct RawModel {
     owned_by: Option<String>,
     #[serde(default)]
     created: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawBackend {
-    name: String,
-    schema: RawSchema,
-    #[serde(default)]
-    model_name_override: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawSchema {
-    name: String,
-    #[serde(default)]
-    #[allow(dead_code)]
-    version: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -300,32 +282,14 @@ impl RawConfig {
         let mut backend_index = HashMap::new();
         for (i, b) in self.backends.into_iter().enumerate() {
             let p = format!("backends[{i}]");
-            if b.name.is_empty() {
-                return Err(err(format!("{p}.name"), "must not be empty"));
-            }
-            let schema = BackendSchema::parse(&b.schema.name).ok_or_else(|| {
-                err(
-                    format!("{p}.schema.name"),
-                    format!(
-                        "unsupported schema '{}', expected one of: OpenAI",
-                        b.schema.name
-                    ),
-                )
-            })?;
-            if matches!(&b.model_name_override, Some(m) if m.is_empty()) {
-                return Err(err(format!("{p}.modelNameOverride"), "must not be empty"));
-            }
+            let b = b.compile(&p)?;
             if backend_index.insert(b.name.clone(), i).is_some() {
                 return Err(err(
                     format!("{p}.name"),
                     format!("duplicate backend name '{}'", b.name),
                 ));
             }
-            backends.push(Backend {
-                name: b.name,
-                schema,
-                model_name_override: b.model_name_override,
-            });
+            backends.push(b);
         }
 
         let global_costs = compile_costs(&self.llm_request_costs, "llmRequestCosts")?;
@@ -436,6 +400,7 @@ impl RawConfig {
             models_body,
             model_to_route,
             backend_index,
+            secrets: SecretStore::default(),
         })
     }
 }

@@ -8,6 +8,8 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// Anthropic's Messages API, `POST /anthropic/v1/messages`.
+    Messages,
 }
 
 impl Endpoint {
@@ -21,6 +23,7 @@ impl Endpoint {
             "/v1/chat/completions" => Some(Endpoint::ChatCompletions),
             "/v1/completions" => Some(Endpoint::Completions),
             "/v1/embeddings" => Some(Endpoint::Embeddings),
+            "/anthropic/v1/messages" => Some(Endpoint::Messages),
             _ => None,
         }
     }
@@ -32,12 +35,24 @@ impl Endpoint {
             Endpoint::ChatCompletions => "/v1/chat/completions",
             Endpoint::Completions => "/v1/completions",
             Endpoint::Embeddings => "/v1/embeddings",
+            Endpoint::Messages => "/anthropic/v1/messages",
         }
     }
 
     /// Whether responses of this endpoint can be streamed as SSE.
     pub fn can_stream(self) -> bool {
-        matches!(self, Endpoint::ChatCompletions | Endpoint::Completions)
+        matches!(
+            self,
+            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Messages
+        )
+    }
+
+    /// The API schema its clients speak (and get errors in).
+    pub fn client_schema(self) -> crate::error::ClientSchema {
+        match self {
+            Endpoint::Messages => crate::error::ClientSchema::Anthropic,
+            _ => crate::error::ClientSchema::OpenAI,
+        }
     }
 }
 
@@ -64,6 +79,11 @@ mod tests {
             Endpoint::classify("/v1/completions"),
             Some(Endpoint::Completions)
         );
+        assert_eq!(
+            Endpoint::classify("/anthropic/v1/messages"),
+            Some(Endpoint::Messages)
+        );
+        assert_eq!(Endpoint::classify("/v1/messages"), None);
         assert_eq!(Endpoint::classify("/v1/chat/completionsX"), None);
         assert_eq!(Endpoint::classify("/healthz"), None);
     }

@@ -21,18 +21,16 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{Backend, Config, Route};
+use crate::config::{Config, Route};
 use crate::cost::CostInputs;
 use crate::endpoint::Endpoint;
 use crate::error::{ClientSchema, GatewayError};
 use crate::host::{Action, Headers, LogLevel, MetadataValue, Status};
+use crate::upstream::Upstream;
 use crate::usage::{BodyFormat, MeterOptions, ResponseMeter};
 use crate::MODEL_HEADER;
 
-/// Internal response header: the backend that answered (upstream → router instance).
-pub const BACKEND_HEADER: &str = "x-aigw-backend";
-/// Internal response header: the model name the backend was asked for, when overridden.
-pub const MODEL_OVERRIDE_HEADER: &str = "x-aigw-model-override";
+pub use crate::upstream::{BACKEND_HEADER, MODEL_OVERRIDE_HEADER};
 
 /// Headers a client may not send: the gateway alone sets them.
 const CLIENT_FORBIDDEN_HEADERS: [&str; 3] = [MODEL_HEADER, BACKEND_HEADER, MODEL_OVERRIDE_HEADER];
@@ -57,6 +55,8 @@ pub struct HttpFilter {
     body: Vec<u8>,
     request: RequestFacts,
     response: ResponseFacts,
+    /// The upstream role's state (boxed: the router role does not need it).
+    upstream: Option<Box<Upstream>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,8 +82,6 @@ struct RequestFacts {
     stream: bool,
     /// The gateway added `stream_options.include_usage`; strip the usage chunk.
     injected_usage: bool,
-    /// Upstream role: the backend bound by the host.
-    backend: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -123,18 +121,26 @@ impl HttpFilter {
             body: Vec::new(),
             request: RequestFacts::default(),
             response: ResponseFacts::default(),
+            upstream: (role == FilterRole::Upstream).then(|| Box::new(Upstream::new())),
         }
     }
 
     /// Upstream role: names the backend Envoy picked for this attempt (from the
-    /// selected host's or cluster's metadata). Call before `on_request_headers`.
-    pub fn bind_backend(&mut self, backend: Option<&str>) {
-        self.request.backend = backend.map(str::to_string);
+    /// selected host's or cluster's metadata) and the wall-clock time (Unix seconds:
+    /// request signing, `created` of translated answers). Call before
+    /// `on_request_headers`.
+    pub fn bind_backend(&mut self, backend: Option<&str>, unix_seconds: u64) {
+        if let Some(u) = self.upstream.as_mut() {
+            u.bind(backend, unix_seconds);
+        }
     }
 
-    /// The error answered, for the host's counters, when the machine replied locally.
+    /// Whether the machine answered the stream itself (a local reply).
     pub fn replied(&self) -> bool {
-        self.phase == Phase::Replied
+        match &self.upstream {
+            Some(u) => u.replied(),
+            None => self.phase == Phase::Replied,
+        }
     }
 
     pub fn on_request_headers(
@@ -144,14 +150,14 @@ impl HttpFilter {
         now: Duration,
         out: &mut Vec<Action>,
     ) -> Status {
+        if let Some(u) = self.upstream.as_mut() {
+            return u.on_request_headers(&self.config, headers, end_of_stream, out);
+        }
         if self.phase != Phase::Start {
             return Status::Continue;
         }
         self.started_at = now;
-        match self.role {
-            FilterRole::Router => self.router_request_headers(headers, end_of_stream, out),
-            FilterRole::Upstream => self.upstream_request_headers(headers, end_of_stream, out),
-        }
+        self.router_request_headers(headers, end_of_stream, out)
     }
 
     pub fn on_request_body(
@@ -161,6 +167,9 @@ impl HttpFilter {
         _now: Duration,
         out: &mut Vec<Action>,
     ) -> Status {
+        if let Some(u) = self.upstream.as_mut() {
+            return u.on_request_body(&self.config, chunk, end_of_stream, out);
+        }
         if self.phase != Phase::RequestBody {
             return Status::Continue;
         }
@@ -175,10 +184,7 @@ impl HttpFilter {
         }
         let body = std::mem::take(&mut self.body);
         self.phase = Phase::Response;
-        match self.role {
-            FilterRole::Router => self.router_request_body(&body, out),
-            FilterRole::Upstream => self.upstream_request_body(&body, out),
-        }
+        self.router_request_body(&body, out)
     }
 
     pub fn on_response_headers(
@@ -188,17 +194,15 @@ impl HttpFilter {
         now: Duration,
         out: &mut Vec<Action>,
     ) -> Status {
+        if let Some(u) = self.upstream.as_mut() {
+            return u.on_response_headers(&self.config, headers, end_of_stream, out);
+        }
         if self.phase != Phase::Response {
             return Status::Continue;
         }
-        match self.role {
-            FilterRole::Router => {
-                self.router_response_headers(headers, out);
-                if end_of_stream {
-                    self.finish(now, out);
-                }
-            }
-            FilterRole::Upstream => self.upstream_response_headers(out),
+        self.router_response_headers(headers, out);
+        if end_of_stream {
+            self.finish(now, out);
         }
         Status::Continue
     }
@@ -210,7 +214,10 @@ impl HttpFilter {
         now: Duration,
         out: &mut Vec<Action>,
     ) -> Status {
-        if self.phase != Phase::Response || self.role != FilterRole::Router {
+        if let Some(u) = self.upstream.as_mut() {
+            return u.on_response_body(&self.config, chunk, end_of_stream, out);
+        }
+        if self.phase != Phase::Response {
             return Status::Continue;
         }
         if let Some(meter) = self.response.meter.as_mut() {
@@ -236,10 +243,13 @@ impl HttpFilter {
 
     fn reply(&mut self, err: GatewayError, out: &mut Vec<Action>) -> Status {
         self.phase = Phase::Replied;
+        let schema = self
+            .endpoint
+            .map_or(ClientSchema::OpenAI, Endpoint::client_schema);
         out.push(Action::SendLocalReply {
             status: err.status(),
             content_type: "application/json",
-            body: err.body(ClientSchema::OpenAI),
+            body: err.body(schema),
             details: err.code(),
         });
         Status::StopIteration
@@ -297,24 +307,13 @@ impl HttpFilter {
         if end_of_stream {
             return self.reply(GatewayError::InvalidJson("the body is empty".into()), out);
         }
-        self.begin_body(headers, out)
-    }
-
-    /// Checks the announced size and starts buffering the request body.
-    fn begin_body(&mut self, headers: &dyn Headers, out: &mut Vec<Action>) -> Status {
-        let limit = self.config.limits.max_request_body_bytes;
-        if let Some(len) = headers
-            .get("content-length")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            if len > limit {
-                return self.reply(GatewayError::BodyTooLarge { limit }, out);
+        match begin_body(&self.config, headers, &mut self.body, out) {
+            Ok(()) => {
+                self.phase = Phase::RequestBody;
+                Status::StopIteration
             }
-            self.body.reserve(len as usize);
+            Err(e) => self.reply(e, out),
         }
-        out.push(Action::SetBufferLimit(limit));
-        self.phase = Phase::RequestBody;
-        Status::StopIteration
     }
 
     fn router_request_body(&mut self, body: &[u8], out: &mut Vec<Action>) -> Status {
@@ -352,7 +351,8 @@ impl HttpFilter {
         });
         out.push(Action::ClearRouteCache);
 
-        if self.request.stream && wants_usage && !include_usage {
+        let openai = endpoint.client_schema() == ClientSchema::OpenAI;
+        if openai && self.request.stream && wants_usage && !include_usage {
             match with_include_usage(body) {
                 Ok(new_body) => {
                     self.request.injected_usage = true;
@@ -368,79 +368,6 @@ impl HttpFilter {
         self.request.model = model;
         self.request.route = Some(route_index);
         Status::Continue
-    }
-
-    fn upstream_request_headers(
-        &mut self,
-        headers: &dyn Headers,
-        end_of_stream: bool,
-        out: &mut Vec<Action>,
-    ) -> Status {
-        let path = headers.get(":path").unwrap_or_default();
-        let endpoint = match Endpoint::classify(&path) {
-            Some(e) if e != Endpoint::Models => e,
-            _ => {
-                self.phase = Phase::PassThrough;
-                return Status::Continue;
-            }
-        };
-        self.endpoint = Some(endpoint);
-        let Some(backend) = self.backend() else {
-            out.push(Action::Log {
-                level: LogLevel::Warn,
-                message: format!(
-                    "upstream filter: no configured backend for this host ({:?}); passing through",
-                    self.request.backend
-                ),
-            });
-            self.phase = Phase::PassThrough;
-            return Status::Continue;
-        };
-        if backend.model_name_override.is_none() || end_of_stream {
-            self.phase = Phase::Response;
-            return Status::Continue;
-        }
-        self.begin_body(headers, out)
-    }
-
-    fn upstream_request_body(&mut self, body: &[u8], out: &mut Vec<Action>) -> Status {
-        let Some(model) = self.backend().and_then(|b| b.model_name_override.clone()) else {
-            return Status::Continue;
-        };
-        match with_model(body, &model) {
-            Ok(new_body) => replace_request_body(new_body, out),
-            Err(e) => return self.reply(e, out),
-        }
-        Status::Continue
-    }
-
-    fn upstream_response_headers(&mut self, out: &mut Vec<Action>) {
-        let Some(backend) = self.backend() else {
-            return;
-        };
-        let name = backend.name.clone();
-        let model_override = backend.model_name_override.clone();
-        out.push(Action::SetHeader {
-            name: BACKEND_HEADER.into(),
-            value: name,
-        });
-        match model_override {
-            Some(m) => out.push(Action::SetHeader {
-                name: MODEL_OVERRIDE_HEADER.into(),
-                value: m,
-            }),
-            None => out.push(Action::RemoveHeader {
-                name: MODEL_OVERRIDE_HEADER.into(),
-            }),
-        }
-        self.phase = Phase::Done;
-    }
-
-    fn backend(&self) -> Option<&Backend> {
-        self.request
-            .backend
-            .as_deref()
-            .and_then(|n| self.config.backend(n))
     }
 
     fn route(&self) -> Option<&Route> {
@@ -614,13 +541,28 @@ fn with_include_usage(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
     })
 }
 
-fn with_model(body: &[u8], model: &str) -> Result<Vec<u8>, GatewayError> {
-    edit_object(body, |obj| {
-        obj.insert("model".into(), model.into());
-    })
+/// Checks the announced size of a request body and starts buffering it.
+pub(crate) fn begin_body(
+    config: &Config,
+    headers: &dyn Headers,
+    body: &mut Vec<u8>,
+    out: &mut Vec<Action>,
+) -> Result<(), GatewayError> {
+    let limit = config.limits.max_request_body_bytes;
+    if let Some(len) = headers
+        .get("content-length")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        if len > limit {
+            return Err(GatewayError::BodyTooLarge { limit });
+        }
+        body.reserve(len as usize);
+    }
+    out.push(Action::SetBufferLimit(limit));
+    Ok(())
 }
 
-fn replace_request_body(body: Vec<u8>, out: &mut Vec<Action>) {
+pub(crate) fn replace_request_body(body: Vec<u8>, out: &mut Vec<Action>) {
     out.push(Action::SetHeader {
         name: "content-length".into(),
         value: body.len().to_string(),
@@ -932,7 +874,7 @@ mod tests {
     #[test]
     fn upstream_role_overrides_model_and_names_backend() {
         let mut f = HttpFilter::new(config(), FilterRole::Upstream);
-        f.bind_backend(Some("renamed"));
+        f.bind_backend(Some("renamed"), 0);
         let mut out = Vec::new();
         let h = [(":method", "POST"), (":path", "/v1/chat/completions")];
         assert_eq!(
@@ -963,7 +905,7 @@ mod tests {
 
         // No override: no buffering, and a spoofed override header is cleared.
         let mut f = HttpFilter::new(config(), FilterRole::Upstream);
-        f.bind_backend(Some("primary"));
+        f.bind_backend(Some("primary"), 0);
         let mut out = Vec::new();
         assert_eq!(
             f.on_request_headers(&h, false, t(0), &mut out),
@@ -981,7 +923,7 @@ mod tests {
 
         // Unknown backend: pass through.
         let mut f = HttpFilter::new(config(), FilterRole::Upstream);
-        f.bind_backend(None);
+        f.bind_backend(None, 0);
         let mut out = Vec::new();
         assert_eq!(
             f.on_request_headers(&h, false, t(0), &mut out),

@@ -9,6 +9,8 @@
 //!
 //! One [`Config`] is validated once at load and shared read-only by every request.
 
+pub mod auth;
+pub mod backend;
 pub mod config;
 pub mod cost;
 pub mod endpoint;
@@ -18,9 +20,11 @@ pub mod filter;
 pub mod host;
 pub mod models;
 pub mod schema;
+pub mod secrets;
 pub mod sigv4;
 pub mod sse;
 pub mod translate;
+pub mod upstream;
 pub mod usage;
 
 pub use config::{Config, ConfigError};

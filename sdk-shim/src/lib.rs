@@ -10,6 +10,8 @@
 mod abi;
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
+#[cfg(not(target_arch = "wasm32"))]
+mod secret_files;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;

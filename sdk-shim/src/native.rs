@@ -75,6 +75,13 @@ fn now() -> Duration {
     START.get_or_init(Instant::now).elapsed()
 }
 
+/// Wall-clock time for request signing and the `created` of translated answers.
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Runs a hook body; a panic becomes `on_panic` instead of unwinding into Envoy.
 fn guard<R>(name: &str, on_panic: R, body: impl FnOnce() -> R) -> R {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| {
@@ -141,9 +148,10 @@ impl Root {
     /// Validates the whole config; an error names the bad field by its path.
     fn new(envoy: &mut FilterConfigHandle<'_>, name: &[u8], config: &[u8]) -> Result<Root, String> {
         let role = role_for(name)?;
-        let config = Config::from_json(config).map_err(|e| e.to_string())?;
+        let config = Arc::new(Config::from_json(config).map_err(|e| e.to_string())?);
+        crate::secret_files::watch(&config);
         Ok(Root {
-            config: Arc::new(config),
+            config,
             role,
             panics: envoy.define_counter("aigw_panics"),
         })
@@ -197,7 +205,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
 ) -> HeadersStatus {
     let status = run(&mut envoy, &stream, Direction::Request, |s, envoy, out| {
         if s.role == FilterRole::Upstream {
-            s.core.bind_backend(backend_of(envoy).as_deref());
+            s.core
+                .bind_backend(backend_of(envoy).as_deref(), unix_seconds());
         }
         let headers = HostHeaders(envoy, HeaderType::Request);
         s.core
@@ -502,18 +511,16 @@ fn apply(envoy: &mut HttpFilterHandle<'_>, dir: Direction, action: Action) {
     }
 }
 
-/// Envoy has no "replace": drain, then append. A request body is replaced whole at
-/// end of stream, so what Envoy buffered so far goes too; a response chunk is the
-/// chunk just received. In a trailers hook there is no received chunk: the new bytes
-/// go to the end of the buffered body instead.
+/// Envoy has no "replace": drain, then append. The core replaces everything this
+/// filter holds: what it buffered so far (a whole request or answer) and the chunk
+/// just received (a stream's chunk, when nothing is buffered). In a trailers hook
+/// there is no received chunk: the new bytes go to the buffered body instead.
 fn replace_body(envoy: &mut HttpFilterHandle<'_>, dir: Direction, body: &[u8]) {
     let (received, buffered) = match dir {
         Direction::Request => (BodyType::ReceivedRequest, BodyType::BufferedRequest),
         Direction::Response => (BodyType::ReceivedResponse, BodyType::BufferedResponse),
     };
-    if dir == Direction::Request {
-        envoy.drain_body(buffered);
-    }
+    envoy.drain_body(buffered);
     envoy.drain_body(received);
     if !envoy.append_body(received, body) {
         envoy.append_body(buffered, body);

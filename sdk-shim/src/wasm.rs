@@ -99,6 +99,17 @@ impl RootContext for Root {
         };
         let bytes = host::plugin_configuration().unwrap_or_default();
         match Config::from_json(&bytes) {
+            Ok(config) if !config.secret_files().is_empty() => {
+                host::log(
+                    LogLevel::Error,
+                    &format!(
+                        "credential files cannot be read by the wasm build (no file system \
+                         in Envoy's wasm runtime): {}; give the values inline",
+                        config.secret_files().join(", ")
+                    ),
+                );
+                false
+            }
             Ok(config) => {
                 self.config = Some(Arc::new(config));
                 self.role = Some(role);
@@ -171,10 +182,9 @@ impl Direction {
     }
 }
 
-/// The part of Envoy's body buffer a body hook saw: `start..size` is the new chunk.
+/// Envoy's body buffer as a body hook saw it: `size` bytes, kept ones included.
 #[derive(Clone, Copy)]
 struct BodyCall {
-    start: usize,
     size: usize,
 }
 
@@ -199,7 +209,7 @@ impl HttpContext for Stream {
         if self.role == FilterRole::Upstream {
             let backend = upstream_backend();
             if let Some(f) = self.filter.as_mut() {
-                f.bind_backend(backend.as_deref());
+                f.bind_backend(backend.as_deref(), host::now().as_secs());
             }
         }
         let headers = HostHeaders(Direction::Request.headers());
@@ -260,10 +270,7 @@ impl Stream {
             Direction::Request => f.on_request_body(&chunk, end_of_stream, now, out),
             Direction::Response => f.on_response_body(&chunk, end_of_stream, now, out),
         });
-        let call = BodyCall {
-            start,
-            size: body_size,
-        };
+        let call = BodyCall { size: body_size };
         let (action, size) = self.apply(dir, Some(call), status);
         let kept = if action == Action::Pause { size } else { 0 };
         match dir {
@@ -356,17 +363,10 @@ impl Stream {
     }
 }
 
-/// Replaces the chunk `call.start..call.size` of the body buffer. Envoy can only
-/// replace a whole buffer, so a kept prefix is read back and written again. A request
-/// `ReplaceBody` is the whole body, so the prefix is dropped. Returns the new size.
+/// Replaces everything the filter holds: the bytes it kept by pausing (a whole
+/// request or answer) and the new chunk. Returns the new size.
 fn replace_body(dir: Direction, call: BodyCall, bytes: &[u8]) -> Option<usize> {
-    let result = if dir == Direction::Request || call.start == 0 {
-        host::set_buffer(dir.body(), 0, call.size, bytes).map(|()| bytes.len())
-    } else {
-        let mut whole = host::buffer(dir.body(), 0, call.start).unwrap_or_default();
-        whole.extend_from_slice(bytes);
-        host::set_buffer(dir.body(), 0, call.size, &whole).map(|()| whole.len())
-    };
+    let result = host::set_buffer(dir.body(), 0, call.size, bytes).map(|()| bytes.len());
     match result {
         Ok(n) => Some(n),
         Err(e) => {

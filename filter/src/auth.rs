@@ -1,0 +1,319 @@
+//! Upstream credentials: which headers a request to a backend carries, computed on
+//! each attempt over the request as it will be sent (SigV4 signs the translated
+//! body, path and host).
+//!
+//! Errors name the backend and the file at most, never a value.
+
+use std::fmt;
+
+use crate::backend::{Auth, AwsCredentials, Backend, KeyHeader};
+use crate::secrets::SecretStore;
+use crate::sigv4::{self, Credentials, SignableRequest, SigningParams};
+
+/// The request being authenticated, as it leaves the gateway.
+#[derive(Clone, Copy, Debug)]
+pub struct Outgoing<'a> {
+    pub method: &'a str,
+    /// `:authority`, as sent.
+    pub authority: &'a str,
+    /// `:path` with its query string, as sent.
+    pub path: &'a str,
+    pub content_type: Option<&'a str>,
+    pub body: &'a [u8],
+    /// Wall-clock time, seconds since the Unix epoch (SigV4).
+    pub unix_seconds: u64,
+}
+
+/// Why no credential could be attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthError {
+    /// The backend takes credentials only per request, and this one brought none (401).
+    Missing { header: String },
+    /// A credential file has not been read (missing, unreadable or empty) (503).
+    Unavailable { file: String },
+    /// The AWS credentials file has no usable profile (503).
+    BadCredentialsFile { file: String, profile: String },
+    /// The request could not be signed (500).
+    Signing(sigv4::SigningError),
+}
+
+impl AuthError {
+    pub fn status(&self) -> u16 {
+        match self {
+            AuthError::Missing { .. } => 401,
+            AuthError::Unavailable { .. } | AuthError::BadCredentialsFile { .. } => 503,
+            AuthError::Signing(_) => 500,
+        }
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthError::Missing { header } => write!(
+                f,
+                "this model's provider needs a credential in the '{header}' request header"
+            ),
+            AuthError::Unavailable { file } => {
+                write!(f, "the credential file {file} could not be read")
+            }
+            AuthError::BadCredentialsFile { file, profile } => write!(
+                f,
+                "the AWS credentials file {file} has no complete profile '{profile}'"
+            ),
+            AuthError::Signing(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The headers that authenticate `req` to `backend`: from the client's override
+/// header (`override_value`) when the backend allows one and it was sent, else from
+/// the backend's configured auth. Empty when the backend needs none.
+pub fn headers(
+    backend: &Backend,
+    secrets: &SecretStore,
+    override_value: Option<&str>,
+    req: &Outgoing<'_>,
+) -> Result<Vec<(String, String)>, AuthError> {
+    if let Some(value) = override_value.map(str::trim).filter(|v| !v.is_empty()) {
+        return Ok(vec![key_header(&backend.override_header(), value)]);
+    }
+    let Some(auth) = &backend.auth else {
+        return match &backend.credential_override {
+            Some(header) => Err(AuthError::Missing {
+                header: header.clone(),
+            }),
+            None => Ok(Vec::new()),
+        };
+    };
+    match auth {
+        Auth::ApiKey { key, header } => {
+            let value = secrets.resolve(key).ok_or_else(|| unavailable(key))?;
+            Ok(vec![key_header(header, &value)])
+        }
+        Auth::BearerToken(token) => {
+            let value = secrets.resolve(token).ok_or_else(|| unavailable(token))?;
+            Ok(vec![key_header(&KeyHeader::Bearer, &value)])
+        }
+        Auth::AwsSigV4 {
+            region,
+            service,
+            credentials,
+        } => {
+            let creds = match credentials {
+                AwsCredentials::Static(c) => c.clone(),
+                AwsCredentials::File { path, profile } => {
+                    let text = secrets
+                        .file(path)
+                        .ok_or_else(|| AuthError::Unavailable { file: path.clone() })?;
+                    aws_profile(&text, profile).ok_or_else(|| AuthError::BadCredentialsFile {
+                        file: path.clone(),
+                        profile: profile.clone(),
+                    })?
+                }
+            };
+            let (path, query) = req.path.split_once('?').unwrap_or((req.path, ""));
+            let mut signed = vec![("host", req.authority)];
+            if let Some(ct) = req.content_type {
+                signed.push(("content-type", ct));
+            }
+            let out = sigv4::sign(
+                &SignableRequest {
+                    method: req.method,
+                    path,
+                    query,
+                    headers: &signed,
+                    body: req.body,
+                },
+                &SigningParams {
+                    credentials: &creds,
+                    region,
+                    service,
+                    unix_seconds: req.unix_seconds,
+                    content_sha256_header: false,
+                },
+            )
+            .map_err(AuthError::Signing)?;
+            Ok(out
+                .headers
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v))
+                .collect())
+        }
+    }
+}
+
+fn unavailable(secret: &crate::secrets::Secret) -> AuthError {
+    match secret {
+        crate::secrets::Secret::File(path) => AuthError::Unavailable { file: path.clone() },
+        crate::secrets::Secret::Inline(_) => AuthError::Unavailable {
+            file: "(inline)".into(),
+        },
+    }
+}
+
+fn key_header(header: &KeyHeader, value: &str) -> (String, String) {
+    match header {
+        KeyHeader::Bearer => ("authorization".into(), format!("Bearer {value}")),
+        KeyHeader::Named(name) => (name.clone(), value.to_string()),
+    }
+}
+
+/// One profile of an AWS shared credentials (or config) file: `[name]` or
+/// `[profile name]` sections of `key = value` lines.
+pub fn aws_profile(text: &str, profile: &str) -> Option<Credentials> {
+    let mut in_section = false;
+    let (mut id, mut secret, mut token) = (None, None, None);
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            let name = name.trim();
+            let name = name.strip_prefix("profile ").map_or(name, str::trim);
+            in_section = name == profile;
+            continue;
+        }
+        if !in_section {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            let v = v.trim().to_string();
+            match k.trim().to_ascii_lowercase().as_str() {
+                "aws_access_key_id" => id = Some(v),
+                "aws_secret_access_key" => secret = Some(v),
+                "aws_session_token" | "aws_security_token" => token = Some(v),
+                _ => {}
+            }
+        }
+    }
+    match (id, secret) {
+        (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
+            Some(Credentials::new(id, secret, token))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn backend(json: serde_json::Value) -> (Config, Backend) {
+        let doc = serde_json::json!({"version": "v1", "backends": [json]});
+        let c = Config::from_json(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        let b = c.backends[0].clone();
+        (c, b)
+    }
+
+    fn req(body: &[u8]) -> Outgoing<'_> {
+        Outgoing {
+            method: "POST",
+            authority: "bedrock-runtime.us-east-1.amazonaws.com",
+            path: "/model/m/converse",
+            content_type: Some("application/json"),
+            body,
+            unix_seconds: 1_700_000_000,
+        }
+    }
+
+    #[test]
+    fn api_keys_go_in_the_schema_header() {
+        for (schema, header, value) in [
+            ("OpenAI", "authorization", "Bearer k1"),
+            ("AzureOpenAI", "api-key", "k1"),
+            ("Anthropic", "x-api-key", "k1"),
+            ("Gemini", "x-goog-api-key", "k1"),
+        ] {
+            let (c, b) = backend(serde_json::json!({
+                "name": "b", "schema": {"name": schema}, "auth": {"apiKey": {"value": "k1"}}
+            }));
+            let h = headers(&b, c.secrets(), None, &req(b"{}")).unwrap();
+            assert_eq!(h, vec![(header.to_string(), value.to_string())], "{schema}");
+        }
+    }
+
+    #[test]
+    fn override_header_wins_and_missing_one_is_401() {
+        let (c, b) = backend(serde_json::json!({
+            "name": "b", "schema": {"name": "Anthropic"},
+            "credentialOverride": {"header": "x-provider-key"}
+        }));
+        let h = headers(&b, c.secrets(), Some("client-key"), &req(b"{}")).unwrap();
+        assert_eq!(h, vec![("x-api-key".into(), "client-key".into())]);
+        let e = headers(&b, c.secrets(), None, &req(b"{}")).unwrap_err();
+        assert_eq!(e.status(), 401);
+        assert!(e.to_string().contains("x-provider-key"));
+        // With a configured key, no override falls back to it.
+        let (c, b) = backend(serde_json::json!({
+            "name": "b", "schema": {"name": "OpenAI"},
+            "auth": {"apiKey": {"value": "conf"}},
+            "credentialOverride": {"header": "x-provider-key"}
+        }));
+        let h = headers(&b, c.secrets(), Some("  "), &req(b"{}")).unwrap();
+        assert_eq!(h[0].1, "Bearer conf");
+    }
+
+    #[test]
+    fn token_files_are_read_through_the_store() {
+        let (c, b) = backend(serde_json::json!({
+            "name": "b", "schema": {"name": "GCPVertexAI"}, "project": "p", "region": "us-central1",
+            "auth": {"bearerToken": {"file": "/var/run/token"}}
+        }));
+        assert_eq!(c.secret_files(), vec!["/var/run/token"]);
+        let e = headers(&b, c.secrets(), None, &req(b"{}")).unwrap_err();
+        assert_eq!(e.status(), 503);
+        c.secrets().set("/var/run/token", b"ya29.one\n");
+        let h = headers(&b, c.secrets(), None, &req(b"{}")).unwrap();
+        assert_eq!(h[0].1, "Bearer ya29.one");
+        c.secrets().set("/var/run/token", b"ya29.two");
+        let h = headers(&b, c.secrets(), None, &req(b"{}")).unwrap();
+        assert_eq!(h[0].1, "Bearer ya29.two");
+    }
+
+    #[test]
+    fn sigv4_signs_the_outgoing_request() {
+        let (c, b) = backend(serde_json::json!({
+            "name": "b", "schema": {"name": "AWSBedrock"}, "region": "us-east-1",
+            "auth": {"awsSigV4": {"accessKeyId": "AKIDEXAMPLE", "secretAccessKey": "s3cr3t", "sessionToken": "tok"}}
+        }));
+        let h = headers(&b, c.secrets(), None, &req(b"{\"a\":1}")).unwrap();
+        let names: Vec<_> = h.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["x-amz-date", "x-amz-security-token", "authorization"]
+        );
+        let auth = &h[2].1;
+        assert!(auth.starts_with(
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20231114/us-east-1/bedrock/aws4_request"
+        ));
+        assert!(auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token"));
+        // Another body, another signature.
+        let h2 = headers(&b, c.secrets(), None, &req(b"{\"a\":2}")).unwrap();
+        assert_ne!(h2[2].1, h[2].1);
+        assert!(!format!("{b:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn aws_credentials_files_by_profile() {
+        let text = "[default]\naws_access_key_id = A1\naws_secret_access_key = S1\n\n\
+                    [profile prod]\naws_access_key_id=A2\naws_secret_access_key=S2\naws_session_token=T2\n";
+        assert_eq!(aws_profile(text, "default").unwrap().access_key_id(), "A1");
+        assert_eq!(aws_profile(text, "prod").unwrap().access_key_id(), "A2");
+        assert!(aws_profile(text, "dev").is_none());
+        assert!(aws_profile("[default]\naws_access_key_id=A\n", "default").is_none());
+
+        let (c, b) = backend(serde_json::json!({
+            "name": "b", "schema": {"name": "AWSBedrock"}, "region": "eu-west-1",
+            "auth": {"awsSigV4": {"credentialsFile": "/aws/credentials", "profile": "prod"}}
+        }));
+        c.secrets().set("/aws/credentials", text.as_bytes());
+        let h = headers(&b, c.secrets(), None, &req(b"{}")).unwrap();
+        assert!(h
+            .iter()
+            .any(|(n, v)| n == "x-amz-security-token" && v == "T2"));
+        assert!(h[2].1.contains("Credential=A2/"));
+    }
+}

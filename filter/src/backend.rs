@@ -1,0 +1,665 @@
+//! A backend: one provider endpoint, the API schema it speaks, how to authenticate to
+//! it, and the edits its requests get. Parsed from the `backends[]` of the
+//! configuration document and validated there (see [`crate::config`]).
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::ConfigError;
+use crate::secrets::Secret;
+use crate::sigv4::Credentials;
+
+/// The wire schema a backend speaks, with what its paths need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackendSchema {
+    /// OpenAI's API or any server compatible with it. `prefix` replaces `/v1` in the
+    /// client's path (`schema.version`, default `v1`).
+    OpenAI { prefix: String },
+    /// Mistral's API: OpenAI-compatible under `/v1`.
+    Mistral,
+    /// Azure OpenAI: `/openai/deployments/{model}/...?api-version=`.
+    AzureOpenAI { api_version: String },
+    /// AWS Bedrock Converse (any model Bedrock serves; embeddings with Titan).
+    AwsBedrock,
+    /// Anthropic models on AWS Bedrock through InvokeModel (Messages bodies).
+    AwsAnthropic { version: Option<String> },
+    /// Anthropic's own API.
+    Anthropic { version: Option<String> },
+    /// Anthropic models on GCP Vertex AI (rawPredict).
+    GcpAnthropic {
+        project: String,
+        region: String,
+        version: Option<String>,
+    },
+    /// Gemini on GCP Vertex AI.
+    GcpVertexAi {
+        project: String,
+        region: String,
+        version: Option<String>,
+    },
+    /// Gemini on Google AI Studio (`generativelanguage.googleapis.com`).
+    Gemini { version: Option<String> },
+}
+
+/// The schema names a configuration may use.
+pub const SCHEMA_NAMES: &[&str] = &[
+    "OpenAI",
+    "Mistral",
+    "AzureOpenAI",
+    "AWSBedrock",
+    "AWSAnthropic",
+    "Anthropic",
+    "GCPAnthropic",
+    "GCPVertexAI",
+    "Gemini",
+];
+
+/// Default Azure OpenAI `api-version` (a GA version).
+pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
+
+impl BackendSchema {
+    /// Whether the backend speaks OpenAI's wire format (requests pass through).
+    pub fn is_openai_family(&self) -> bool {
+        matches!(
+            self,
+            BackendSchema::OpenAI { .. }
+                | BackendSchema::Mistral
+                | BackendSchema::AzureOpenAI { .. }
+        )
+    }
+
+    /// Whether the backend speaks Anthropic's Messages format.
+    pub fn is_anthropic_family(&self) -> bool {
+        matches!(
+            self,
+            BackendSchema::Anthropic { .. }
+                | BackendSchema::AwsAnthropic { .. }
+                | BackendSchema::GcpAnthropic { .. }
+        )
+    }
+
+    /// The provider's public host, when it has one fixed host (or one per region).
+    fn default_host(&self, region: Option<&str>) -> Option<String> {
+        match self {
+            BackendSchema::Mistral => Some("api.mistral.ai".into()),
+            BackendSchema::AwsBedrock | BackendSchema::AwsAnthropic { .. } => {
+                region.map(|r| format!("bedrock-runtime.{r}.amazonaws.com"))
+            }
+            BackendSchema::Anthropic { .. } => Some("api.anthropic.com".into()),
+            BackendSchema::GcpAnthropic { region, .. }
+            | BackendSchema::GcpVertexAi { region, .. } => Some(if region == "global" {
+                "aiplatform.googleapis.com".into()
+            } else {
+                format!("{region}-aiplatform.googleapis.com")
+            }),
+            BackendSchema::Gemini { .. } => Some("generativelanguage.googleapis.com".into()),
+            BackendSchema::OpenAI { .. } | BackendSchema::AzureOpenAI { .. } => None,
+        }
+    }
+
+    /// The header an API key travels in for this schema.
+    fn api_key_header(&self) -> KeyHeader {
+        match self {
+            BackendSchema::AzureOpenAI { .. } => KeyHeader::Named("api-key".into()),
+            BackendSchema::Anthropic { .. } => KeyHeader::Named("x-api-key".into()),
+            BackendSchema::Gemini { .. } => KeyHeader::Named("x-goog-api-key".into()),
+            _ => KeyHeader::Bearer,
+        }
+    }
+}
+
+/// Where an API key goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyHeader {
+    /// `authorization: Bearer <key>`.
+    Bearer,
+    /// `<name>: <key>`.
+    Named(String),
+}
+
+/// AWS credentials: given, or read from a credentials file (INI, one profile).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AwsCredentials {
+    Static(Credentials),
+    File { path: String, profile: String },
+}
+
+/// How the gateway authenticates to a backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    ApiKey {
+        key: Secret,
+        header: KeyHeader,
+    },
+    /// An OAuth access token (Azure Entra ID, GCP), `authorization: Bearer`.
+    BearerToken(Secret),
+    AwsSigV4 {
+        region: String,
+        service: String,
+        credentials: AwsCredentials,
+    },
+}
+
+/// Header edits applied to every request sent to the backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderMutation {
+    pub set: Vec<(String, String)>,
+    pub remove: Vec<String>,
+}
+
+/// Top-level field edits of the body sent to the backend (after translation).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BodyMutation {
+    pub set: Vec<(String, Value)>,
+    pub remove: Vec<String>,
+}
+
+impl BodyMutation {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// One provider endpoint the gateway can send a request to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backend {
+    pub name: String,
+    pub schema: BackendSchema,
+    /// Replaces the request's `model` before it goes upstream.
+    pub model_name_override: Option<String>,
+    /// The `:authority` requests carry upstream (a provider's default when unset).
+    pub host: Option<String>,
+    pub auth: Option<Auth>,
+    /// A client header whose value, when present, is used as this request's
+    /// credential instead of the configured one.
+    pub credential_override: Option<String>,
+    /// Let the client's own credential headers through to the provider.
+    pub forward_client_credentials: bool,
+    pub header_mutation: HeaderMutation,
+    pub body_mutation: BodyMutation,
+}
+
+impl Backend {
+    /// Files the host must read for this backend's credentials.
+    pub fn secret_files(&self) -> Vec<&str> {
+        match &self.auth {
+            Some(Auth::ApiKey {
+                key: Secret::File(p),
+                ..
+            })
+            | Some(Auth::BearerToken(Secret::File(p)))
+            | Some(Auth::AwsSigV4 {
+                credentials: AwsCredentials::File { path: p, .. },
+                ..
+            }) => vec![p.as_str()],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The header a per-request credential (override) goes in, by schema.
+    pub fn override_header(&self) -> KeyHeader {
+        match &self.auth {
+            Some(Auth::ApiKey { header, .. }) => header.clone(),
+            Some(Auth::BearerToken(_)) => KeyHeader::Bearer,
+            _ => self.schema.api_key_header(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The document's form.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RawBackend {
+    pub name: String,
+    schema: RawSchema,
+    #[serde(default)]
+    model_name_override: Option<String>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    project: Option<String>,
+    #[serde(default)]
+    auth: Option<RawAuth>,
+    #[serde(default)]
+    credential_override: Option<RawCredentialOverride>,
+    #[serde(default)]
+    forward_client_credentials: bool,
+    #[serde(default)]
+    header_mutation: Option<RawHeaderMutation>,
+    #[serde(default)]
+    body_mutation: Option<RawBodyMutation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSchema {
+    name: String,
+    #[serde(default)]
+    version: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawAuth {
+    #[serde(default)]
+    api_key: Option<RawApiKey>,
+    #[serde(default)]
+    bearer_token: Option<RawSecret>,
+    #[serde(default)]
+    aws_sig_v4: Option<RawSigV4>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSecret {
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawApiKey {
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    file: Option<String>,
+    /// Header name; `authorization` means `Bearer <key>`.
+    #[serde(default)]
+    header: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSigV4 {
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default)]
+    access_key_id: Option<String>,
+    #[serde(default)]
+    secret_access_key: Option<String>,
+    #[serde(default)]
+    session_token: Option<String>,
+    #[serde(default)]
+    credentials_file: Option<String>,
+    #[serde(default)]
+    profile: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawCredentialOverride {
+    header: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawHeaderMutation {
+    #[serde(default)]
+    set: Vec<RawHeader>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawHeader {
+    name: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawBodyMutation {
+    #[serde(default)]
+    set: Vec<RawField>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawField {
+    field: String,
+    value: Value,
+}
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// Headers the gateway owns: a mutation may not touch them.
+fn reserved_header(name: &str) -> bool {
+    name.starts_with(':')
+        || name.starts_with(crate::INTERNAL_HEADER_PREFIX)
+        || matches!(
+            name,
+            crate::MODEL_HEADER | "host" | "content-length" | "transfer-encoding"
+        )
+}
+
+/// A header name as HTTP allows it (token characters), lower-cased.
+fn header_name(name: &str, path: &str) -> Result<String, ConfigError> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !valid {
+        return Err(err(path, format!("'{name}' is not a valid header name")));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+fn header_value(value: &str, path: &str) -> Result<(), ConfigError> {
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(err(path, "a header value may not contain CR, LF or NUL"));
+    }
+    Ok(())
+}
+
+fn non_empty(v: Option<String>, path: &str, what: &str) -> Result<String, ConfigError> {
+    match v {
+        Some(s) if !s.trim().is_empty() => Ok(s),
+        Some(_) => Err(err(path, "must not be empty")),
+        None => Err(err(path, format!("is required for {what}"))),
+    }
+}
+
+fn secret(value: Option<String>, file: Option<String>, path: &str) -> Result<Secret, ConfigError> {
+    match (value, file) {
+        (Some(v), None) if !v.is_empty() => Ok(Secret::Inline(Arc::from(v.trim()))),
+        (None, Some(f)) if !f.is_empty() => Ok(Secret::File(f)),
+        (Some(_), None) => Err(err(format!("{path}.value"), "must not be empty")),
+        (None, Some(_)) => Err(err(format!("{path}.file"), "must not be empty")),
+        _ => Err(err(path, "exactly one of 'value' or 'file' is required")),
+    }
+}
+
+impl RawBackend {
+    pub(crate) fn compile(self, p: &str) -> Result<Backend, ConfigError> {
+        if self.name.is_empty() {
+            return Err(err(format!("{p}.name"), "must not be empty"));
+        }
+        let version = self.schema.version.filter(|v| !v.is_empty());
+        let sp = format!("{p}.schema.name");
+        let region = self.region.filter(|r| !r.is_empty());
+        let schema = match self.schema.name.as_str() {
+            "OpenAI" => {
+                let prefix = version.unwrap_or_else(|| "v1".into());
+                let prefix = format!("/{}", prefix.trim_matches('/'));
+                BackendSchema::OpenAI {
+                    prefix: if prefix == "/" { String::new() } else { prefix },
+                }
+            }
+            "Mistral" => BackendSchema::Mistral,
+            "AzureOpenAI" => BackendSchema::AzureOpenAI {
+                api_version: version.unwrap_or_else(|| DEFAULT_AZURE_API_VERSION.into()),
+            },
+            "AWSBedrock" => BackendSchema::AwsBedrock,
+            "AWSAnthropic" => BackendSchema::AwsAnthropic { version },
+            "Anthropic" => BackendSchema::Anthropic { version },
+            "GCPAnthropic" | "GCPVertexAI" => {
+                let project = non_empty(self.project, &format!("{p}.project"), &self.schema.name)?;
+                let region = non_empty(region.clone(), &format!("{p}.region"), &self.schema.name)?;
+                if self.schema.name == "GCPAnthropic" {
+                    BackendSchema::GcpAnthropic {
+                        project,
+                        region,
+                        version,
+                    }
+                } else {
+                    BackendSchema::GcpVertexAi {
+                        project,
+                        region,
+                        version,
+                    }
+                }
+            }
+            "Gemini" => BackendSchema::Gemini { version },
+            other => {
+                return Err(err(
+                    sp,
+                    format!(
+                        "unsupported schema '{other}', expected one of: {}",
+                        SCHEMA_NAMES.join(", ")
+                    ),
+                ))
+            }
+        };
+        if matches!(&self.model_name_override, Some(m) if m.is_empty()) {
+            return Err(err(format!("{p}.modelNameOverride"), "must not be empty"));
+        }
+        if let Some(h) = &self.host {
+            let bad = h.is_empty() || h.bytes().any(|b| b.is_ascii_whitespace() || b == b'/');
+            if bad {
+                return Err(err(
+                    format!("{p}.host"),
+                    "must be a host name, optionally with :port",
+                ));
+            }
+        }
+        let host = self.host.or_else(|| schema.default_host(region.as_deref()));
+
+        let auth = match self.auth {
+            None => None,
+            Some(a) => Some(compile_auth(
+                a,
+                &schema,
+                region.as_deref(),
+                &format!("{p}.auth"),
+            )?),
+        };
+        if matches!(
+            schema,
+            BackendSchema::AwsBedrock | BackendSchema::AwsAnthropic { .. }
+        ) && host.is_none()
+        {
+            return Err(err(
+                format!("{p}.region"),
+                "an AWS backend needs 'region' (or 'host') to know where to send requests",
+            ));
+        }
+        let credential_override = match self.credential_override {
+            None => None,
+            Some(o) => {
+                let path = format!("{p}.credentialOverride.header");
+                let name = header_name(&o.header, &path)?;
+                if reserved_header(&name) {
+                    return Err(err(path, format!("'{name}' is reserved for the gateway")));
+                }
+                if matches!(auth, Some(Auth::AwsSigV4 { .. })) {
+                    return Err(err(
+                        path,
+                        "a per-request credential cannot replace SigV4 signing",
+                    ));
+                }
+                Some(name)
+            }
+        };
+        let mut header_mutation = HeaderMutation::default();
+        if let Some(m) = self.header_mutation {
+            for (i, h) in m.set.into_iter().enumerate() {
+                let path = format!("{p}.headerMutation.set[{i}]");
+                let name = header_name(&h.name, &format!("{path}.name"))?;
+                if reserved_header(&name) {
+                    return Err(err(
+                        format!("{path}.name"),
+                        format!("'{name}' is set by the gateway itself"),
+                    ));
+                }
+                header_value(&h.value, &format!("{path}.value"))?;
+                header_mutation.set.push((name, h.value));
+            }
+            for (i, h) in m.remove.into_iter().enumerate() {
+                let path = format!("{p}.headerMutation.remove[{i}]");
+                let name = header_name(&h, &path)?;
+                if reserved_header(&name) {
+                    return Err(err(path, format!("'{name}' is needed by the gateway")));
+                }
+                header_mutation.remove.push(name);
+            }
+        }
+        let mut body_mutation = BodyMutation::default();
+        if let Some(m) = self.body_mutation {
+            for (i, f) in m.set.into_iter().enumerate() {
+                if f.field.is_empty() {
+                    return Err(err(
+                        format!("{p}.bodyMutation.set[{i}].field"),
+                        "must not be empty",
+                    ));
+                }
+                body_mutation.set.push((f.field, f.value));
+            }
+            for (i, f) in m.remove.into_iter().enumerate() {
+                if f.is_empty() {
+                    return Err(err(
+                        format!("{p}.bodyMutation.remove[{i}]"),
+                        "must not be empty",
+                    ));
+                }
+                body_mutation.remove.push(f);
+            }
+        }
+        Ok(Backend {
+            name: self.name,
+            schema,
+            model_name_override: self.model_name_override,
+            host,
+            auth,
+            credential_override,
+            forward_client_credentials: self.forward_client_credentials,
+            header_mutation,
+            body_mutation,
+        })
+    }
+}
+
+fn compile_auth(
+    a: RawAuth,
+    schema: &BackendSchema,
+    region: Option<&str>,
+    p: &str,
+) -> Result<Auth, ConfigError> {
+    let given = [
+        a.api_key.is_some(),
+        a.bearer_token.is_some(),
+        a.aws_sig_v4.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(err(
+            p,
+            "exactly one of 'apiKey', 'bearerToken' or 'awsSigV4' is required",
+        ));
+    }
+    if let Some(k) = a.api_key {
+        let path = format!("{p}.apiKey");
+        let key = secret(k.value, k.file, &path)?;
+        let header = match k.header {
+            None => schema.api_key_header(),
+            Some(h) => {
+                let name = header_name(&h, &format!("{path}.header"))?;
+                if name == "authorization" {
+                    KeyHeader::Bearer
+                } else if reserved_header(&name) {
+                    return Err(err(
+                        format!("{path}.header"),
+                        format!("'{name}' is reserved for the gateway"),
+                    ));
+                } else {
+                    KeyHeader::Named(name)
+                }
+            }
+        };
+        return Ok(Auth::ApiKey { key, header });
+    }
+    if let Some(t) = a.bearer_token {
+        return Ok(Auth::BearerToken(secret(
+            t.value,
+            t.file,
+            &format!("{p}.bearerToken"),
+        )?));
+    }
+    let Some(s) = a.aws_sig_v4 else {
+        return Err(err(p, "no credentials"));
+    };
+    let path = format!("{p}.awsSigV4");
+    let region = match s
+        .region
+        .filter(|r| !r.is_empty())
+        .or(region.map(str::to_string))
+    {
+        Some(r) => r,
+        None => {
+            return Err(err(
+                format!("{path}.region"),
+                "is required (here or as the backend's 'region')",
+            ))
+        }
+    };
+    let service = s
+        .service
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "bedrock".into());
+    let credentials = match (s.access_key_id, s.secret_access_key, s.credentials_file) {
+        (Some(id), Some(secret), None) => {
+            if id.is_empty() {
+                return Err(err(format!("{path}.accessKeyId"), "must not be empty"));
+            }
+            if secret.is_empty() {
+                return Err(err(format!("{path}.secretAccessKey"), "must not be empty"));
+            }
+            AwsCredentials::Static(Credentials::new(id, secret, s.session_token))
+        }
+        (None, None, Some(file)) if !file.is_empty() => {
+            if s.session_token.is_some() {
+                return Err(err(
+                    format!("{path}.sessionToken"),
+                    "goes in the credentials file when one is used",
+                ));
+            }
+            AwsCredentials::File {
+                path: file,
+                profile: s
+                    .profile
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "default".into()),
+            }
+        }
+        (Some(_), None, None) => {
+            return Err(err(
+                format!("{path}.secretAccessKey"),
+                "is required with accessKeyId",
+            ))
+        }
+        (None, Some(_), None) => {
+            return Err(err(
+                format!("{path}.accessKeyId"),
+                "is required with secretAccessKey",
+            ))
+        }
+        _ => {
+            return Err(err(
+                path,
+                "give either accessKeyId and secretAccessKey, or credentialsFile",
+            ))
+        }
+    };
+    Ok(Auth::AwsSigV4 {
+        region,
+        service,
+        credentials,
+    })
+}

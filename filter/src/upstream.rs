@@ -1,0 +1,531 @@
+//! The upstream instance: runs in a backend cluster's upstream filters, once per
+//! attempt, for the backend Envoy picked. It turns the request into the provider's
+//! (path, host, body, credentials) and the answer back into the client's schema, so a
+//! retry or fallback that lands on another provider is translated for that one, and
+//! the router instance always sees the client's schema.
+
+use crate::auth::{self, Outgoing};
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::endpoint::Endpoint;
+use crate::error::{ClientSchema, GatewayError};
+use crate::host::{Action, Headers, LogLevel, Status};
+use crate::translate::plan::{self, Attempt, ClientApi, ResponsePlan, StreamTranslator};
+use crate::translate::TranslateError;
+use crate::MODEL_HEADER;
+
+/// Internal response header: the backend that answered (upstream → router instance).
+pub const BACKEND_HEADER: &str = "x-aigw-backend";
+/// Internal response header: the model name the backend was asked for, when overridden.
+pub const MODEL_OVERRIDE_HEADER: &str = "x-aigw-model-override";
+
+/// Credential headers of the client's own, removed unless a backend forwards them.
+const CLIENT_CREDENTIAL_HEADERS: [&str; 4] =
+    ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Start,
+    /// Not for the gateway (unknown path or backend): untouched.
+    PassThrough,
+    RequestBody,
+    /// Request sent; waiting for the answer's headers.
+    Sent,
+    /// Reading a whole answer to translate it (`error`: the status was not 2xx).
+    ResponseBody {
+        error: bool,
+    },
+    /// Translating a stream chunk by chunk.
+    Streaming,
+    Done,
+    Replied,
+}
+
+/// The request facts the attempt needs after its headers are gone.
+#[derive(Debug, Default)]
+struct Request {
+    method: String,
+    authority: String,
+    path: String,
+    request_id: String,
+    client_model: String,
+    override_value: Option<String>,
+}
+
+/// One attempt's state.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    phase: Phase,
+    backend_name: Option<String>,
+    backend: Option<usize>,
+    unix_seconds: u64,
+    api: Option<ClientApi>,
+    request: Request,
+    body: Vec<u8>,
+    status: u16,
+    plan: Option<ResponsePlan>,
+    stream: Option<StreamTranslator>,
+    saved: SavedHeaders,
+}
+
+impl Upstream {
+    pub(crate) fn new() -> Self {
+        Upstream {
+            phase: Phase::Start,
+            backend_name: None,
+            backend: None,
+            unix_seconds: 0,
+            api: None,
+            request: Request::default(),
+            body: Vec::new(),
+            status: 0,
+            plan: None,
+            stream: None,
+            saved: SavedHeaders::default(),
+        }
+    }
+
+    pub(crate) fn bind(&mut self, backend: Option<&str>, unix_seconds: u64) {
+        self.backend_name = backend.map(str::to_string);
+        self.unix_seconds = unix_seconds;
+    }
+
+    pub(crate) fn replied(&self) -> bool {
+        self.phase == Phase::Replied
+    }
+
+    fn backend<'c>(&self, config: &'c Config) -> Option<&'c Backend> {
+        self.backend.map(|i| &config.backends[i])
+    }
+
+    fn schema(&self) -> ClientSchema {
+        self.api.map_or(ClientSchema::OpenAI, ClientApi::schema)
+    }
+
+    fn reply(
+        &mut self,
+        status: u16,
+        body: Vec<u8>,
+        details: &'static str,
+        out: &mut Vec<Action>,
+    ) -> Status {
+        self.phase = Phase::Replied;
+        out.push(Action::SendLocalReply {
+            status,
+            content_type: "application/json",
+            body,
+            details,
+        });
+        Status::StopIteration
+    }
+
+    fn reply_error(&mut self, e: &GatewayError, out: &mut Vec<Action>) -> Status {
+        let body = e.body(self.schema());
+        self.reply(e.status(), body, e.code(), out)
+    }
+
+    fn reply_translate(&mut self, e: &TranslateError, out: &mut Vec<Action>) -> Status {
+        let pe = crate::translate::ProviderError::from_translate(e);
+        let body = match self.schema() {
+            ClientSchema::OpenAI => e.openai_body(),
+            ClientSchema::Anthropic => pe.anthropic_body(),
+        };
+        self.reply(e.status(), body, e.code(), out)
+    }
+
+    pub(crate) fn on_request_headers(
+        &mut self,
+        config: &Config,
+        headers: &dyn Headers,
+        end_of_stream: bool,
+        out: &mut Vec<Action>,
+    ) -> Status {
+        let path = headers.get(":path").unwrap_or_default();
+        let Some(api) = Endpoint::classify(&path).and_then(ClientApi::from_endpoint) else {
+            self.phase = Phase::PassThrough;
+            return Status::Continue;
+        };
+        let Some(index) = self
+            .backend_name
+            .as_deref()
+            .and_then(|n| config.backend_index(n))
+        else {
+            out.push(Action::Log {
+                level: LogLevel::Warn,
+                message: format!(
+                    "upstream filter: no configured backend for this host ({:?}); passing through",
+                    self.backend_name
+                ),
+            });
+            self.phase = Phase::PassThrough;
+            return Status::Continue;
+        };
+        self.api = Some(api);
+        self.backend = Some(index);
+        let backend = &config.backends[index];
+        self.request = Request {
+            method: headers.get(":method").unwrap_or_else(|| "POST".into()),
+            authority: headers.get(":authority").unwrap_or_default(),
+            path,
+            request_id: headers.get("x-request-id").unwrap_or_default(),
+            client_model: headers.get(MODEL_HEADER).unwrap_or_default(),
+            override_value: None,
+        };
+        if let Some(name) = &backend.credential_override {
+            self.request.override_value = headers.get(name);
+            out.push(Action::RemoveHeader { name: name.clone() });
+        }
+        if !backend.forward_client_credentials {
+            for name in CLIENT_CREDENTIAL_HEADERS {
+                if headers.get(name).is_some() {
+                    out.push(Action::RemoveHeader { name: name.into() });
+                }
+            }
+        }
+        if plan::needs_body(api, backend) && !end_of_stream {
+            return match crate::filter::begin_body(config, headers, &mut self.body, out) {
+                Ok(()) => {
+                    self.phase = Phase::RequestBody;
+                    Status::StopIteration
+                }
+                Err(e) => self.reply_error(&e, out),
+            };
+        }
+        let prepared = plan::prepare_without_body(&self.attempt(config));
+        self.send(config, prepared, None, out)
+    }
+
+    pub(crate) fn on_request_body(
+        &mut self,
+        config: &Config,
+        chunk: &[u8],
+        end_of_stream: bool,
+        out: &mut Vec<Action>,
+    ) -> Status {
+        if self.phase != Phase::RequestBody {
+            return Status::Continue;
+        }
+        let limit = config.limits.max_request_body_bytes;
+        if (self.body.len() + chunk.len()) as u64 > limit {
+            self.body = Vec::new();
+            return self.reply_error(&GatewayError::BodyTooLarge { limit }, out);
+        }
+        self.body.extend_from_slice(chunk);
+        if !end_of_stream {
+            return Status::StopAndBuffer;
+        }
+        let body = std::mem::take(&mut self.body);
+        match plan::prepare(&self.attempt(config), &body) {
+            Ok(prepared) => self.send(config, prepared, Some(&body), out),
+            Err(e) => self.reply_translate(&e, out),
+        }
+    }
+
+    fn attempt<'a>(&'a self, config: &'a Config) -> Attempt<'a> {
+        Attempt {
+            api: self.api.unwrap_or(ClientApi::Chat),
+            backend: &config.backends[self.backend.unwrap_or(0)],
+            path: &self.request.path,
+            client_model: &self.request.client_model,
+            request_id: &self.request.request_id,
+            unix_seconds: self.unix_seconds,
+            max_event_bytes: config.limits.max_response_body_bytes as usize,
+        }
+    }
+
+    /// Rewrites the request for the provider: body, path, host, the API's headers,
+    /// the backend's header edits, then credentials over the final request.
+    fn send(
+        &mut self,
+        config: &Config,
+        prepared: plan::Prepared,
+        original: Option<&[u8]>,
+        out: &mut Vec<Action>,
+    ) -> Status {
+        let Some(backend) = self.backend(config) else {
+            return Status::Continue;
+        };
+        let set = |out: &mut Vec<Action>, name: &str, value: String| {
+            out.push(Action::SetHeader {
+                name: name.to_string(),
+                value,
+            })
+        };
+        if prepared.path != self.request.path {
+            set(out, ":path", prepared.path.clone());
+        }
+        let authority = backend
+            .host
+            .clone()
+            .unwrap_or_else(|| self.request.authority.clone());
+        if authority != self.request.authority {
+            set(out, ":authority", authority.clone());
+        }
+        let mut content_type = None;
+        for (name, value) in &prepared.headers {
+            if *name == "content-type" {
+                content_type = Some(value.clone());
+            }
+            set(out, name, value.clone());
+        }
+        if !prepared.response.is_passthrough() {
+            // The answer is parsed here: it must come uncompressed.
+            out.push(Action::RemoveHeader {
+                name: "accept-encoding".into(),
+            });
+        }
+        for name in &backend.header_mutation.remove {
+            out.push(Action::RemoveHeader { name: name.clone() });
+        }
+        for (name, value) in &backend.header_mutation.set {
+            set(out, name, value.clone());
+        }
+        let body: &[u8] = match (&prepared.body, original) {
+            (Some(b), _) => b,
+            (None, Some(b)) => b,
+            (None, None) => &[],
+        };
+        let outgoing = Outgoing {
+            method: &self.request.method,
+            authority: &authority,
+            path: &prepared.path,
+            content_type: content_type
+                .as_deref()
+                .or(original.map(|_| "application/json")),
+            body,
+            unix_seconds: self.unix_seconds,
+        };
+        match auth::headers(
+            backend,
+            config.secrets(),
+            self.request.override_value.as_deref(),
+            &outgoing,
+        ) {
+            Ok(h) => {
+                for (name, value) in h {
+                    set(out, &name, value);
+                }
+            }
+            Err(e) => {
+                let status = e.status();
+                out.push(Action::Log {
+                    level: LogLevel::Warn,
+                    message: format!("backend '{}': {e}", backend.name),
+                });
+                let err = crate::translate::ProviderError::new(status, None, e.to_string());
+                let body = match self.schema() {
+                    ClientSchema::OpenAI => err.openai_body(),
+                    ClientSchema::Anthropic => err.anthropic_body(),
+                };
+                return self.reply(status, body, "upstream_credentials", out);
+            }
+        }
+        if let Some(new_body) = prepared.body {
+            crate::filter::replace_request_body(new_body, out);
+        }
+        self.plan = Some(prepared.response);
+        self.phase = Phase::Sent;
+        Status::Continue
+    }
+
+    pub(crate) fn on_response_headers(
+        &mut self,
+        config: &Config,
+        headers: &dyn Headers,
+        end_of_stream: bool,
+        out: &mut Vec<Action>,
+    ) -> Status {
+        if self.phase != Phase::Sent {
+            return Status::Continue;
+        }
+        let Some(backend) = self.backend(config) else {
+            return Status::Continue;
+        };
+        out.push(Action::SetHeader {
+            name: BACKEND_HEADER.into(),
+            value: backend.name.clone(),
+        });
+        match &backend.model_name_override {
+            Some(m) => out.push(Action::SetHeader {
+                name: MODEL_OVERRIDE_HEADER.into(),
+                value: m.clone(),
+            }),
+            None => out.push(Action::RemoveHeader {
+                name: MODEL_OVERRIDE_HEADER.into(),
+            }),
+        }
+        self.status = headers
+            .get(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let Some(plan) = &self.plan else {
+            self.phase = Phase::Done;
+            return Status::Continue;
+        };
+        if plan.is_passthrough() {
+            self.phase = Phase::Done;
+            return Status::Continue;
+        }
+        let ok = (200..300).contains(&self.status);
+        if ok && plan.is_stream() && is_stream_content(headers) {
+            if let Some(t) = plan.stream() {
+                self.stream = Some(t);
+                out.push(Action::SetHeader {
+                    name: "content-type".into(),
+                    value: "text/event-stream".into(),
+                });
+                out.push(Action::RemoveHeader {
+                    name: "content-length".into(),
+                });
+                self.phase = Phase::Streaming;
+                if end_of_stream {
+                    return self.on_response_body(config, &[], true, out);
+                }
+                return Status::Continue;
+            }
+        }
+        self.phase = Phase::ResponseBody { error: !ok };
+        self.saved = SavedHeaders::of(headers);
+        if end_of_stream {
+            return self.finish_body(config, out);
+        }
+        // Held until the whole answer is translated.
+        Status::StopIteration
+    }
+
+    pub(crate) fn on_response_body(
+        &mut self,
+        config: &Config,
+        chunk: &[u8],
+        end_of_stream: bool,
+        out: &mut Vec<Action>,
+    ) -> Status {
+        match self.phase {
+            Phase::Streaming => {
+                let mut bytes = Vec::new();
+                if let Some(t) = self.stream.as_mut() {
+                    t.feed(chunk, end_of_stream, &mut bytes);
+                }
+                // Always replaced, even by nothing: the provider's bytes never pass.
+                out.push(Action::ReplaceBody(bytes));
+                if end_of_stream {
+                    self.phase = Phase::Done;
+                    self.stream = None;
+                }
+                Status::Continue
+            }
+            Phase::ResponseBody { .. } => {
+                let limit = config.limits.max_response_body_bytes as usize;
+                if self.body.len() + chunk.len() > limit {
+                    self.body = Vec::new();
+                    let e = crate::translate::ProviderError::new(
+                        502,
+                        Some("response_too_large".into()),
+                        format!(
+                            "the provider's answer exceeds the gateway's limit of {limit} bytes"
+                        ),
+                    );
+                    return self.answer_error(&e, out);
+                }
+                self.body.extend_from_slice(chunk);
+                if !end_of_stream {
+                    return Status::StopAndBuffer;
+                }
+                self.finish_body(config, out)
+            }
+            _ => Status::Continue,
+        }
+    }
+
+    /// The whole answer is in: translate it and let it go.
+    fn finish_body(&mut self, _config: &Config, out: &mut Vec<Action>) -> Status {
+        let body = std::mem::take(&mut self.body);
+        let Some(plan) = self.plan.as_ref() else {
+            return Status::Continue;
+        };
+        let error = matches!(self.phase, Phase::ResponseBody { error: true });
+        self.phase = Phase::Done;
+        let (status, bytes) = if error {
+            match plan.error(self.status, &self.saved, &body) {
+                Some(translated) => translated,
+                None => return Status::Continue,
+            }
+        } else {
+            match plan.body(&body) {
+                Ok(b) => (self.status, b),
+                Err(translated) => translated,
+            }
+        };
+        self.write_answer(status, bytes, out)
+    }
+
+    /// Replaces a held answer with an error in the client's schema.
+    fn answer_error(
+        &mut self,
+        e: &crate::translate::ProviderError,
+        out: &mut Vec<Action>,
+    ) -> Status {
+        self.phase = Phase::Done;
+        let body = match self.schema() {
+            ClientSchema::OpenAI => e.openai_body(),
+            ClientSchema::Anthropic => e.anthropic_body(),
+        };
+        self.write_answer(e.status, body, out)
+    }
+
+    fn write_answer(&mut self, status: u16, body: Vec<u8>, out: &mut Vec<Action>) -> Status {
+        if status != self.status {
+            out.push(Action::SetHeader {
+                name: ":status".into(),
+                value: status.to_string(),
+            });
+        }
+        out.push(Action::SetHeader {
+            name: "content-type".into(),
+            value: "application/json".into(),
+        });
+        out.push(Action::RemoveHeader {
+            name: "content-encoding".into(),
+        });
+        out.push(Action::SetHeader {
+            name: "content-length".into(),
+            value: body.len().to_string(),
+        });
+        out.push(Action::ReplaceBody(body));
+        Status::Continue
+    }
+}
+
+/// Whether a 2xx answer is a stream (SSE, or AWS's binary event stream).
+fn is_stream_content(headers: &dyn Headers) -> bool {
+    headers.get("content-type").is_some_and(|ct| {
+        let ct = ct.trim_start().to_ascii_lowercase();
+        ct.starts_with("text/event-stream") || ct.starts_with("application/vnd.amazon.eventstream")
+    })
+}
+
+/// The response headers an error translation reads after the headers have gone.
+#[derive(Debug, Default)]
+struct SavedHeaders(Vec<(&'static str, String)>);
+
+impl SavedHeaders {
+    const NAMES: [&'static str; 2] = ["content-type", "x-amzn-errortype"];
+
+    fn of(headers: &dyn Headers) -> Self {
+        SavedHeaders(
+            Self::NAMES
+                .iter()
+                .filter_map(|n| headers.get(n).map(|v| (*n, v)))
+                .collect(),
+        )
+    }
+}
+
+impl Headers for SavedHeaders {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+}
