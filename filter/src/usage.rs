@@ -9,8 +9,10 @@
 //!
 //! Besides OpenAI's names (`prompt_tokens`, `completion_tokens`, ...) the reader
 //! takes Anthropic's (`input_tokens`, `output_tokens`, `cache_read_input_tokens`,
-//! `cache_creation_input_tokens`, also nested in `message` or `response`). Names are
-//! mapped as they are: no provider-specific arithmetic happens here.
+//! `cache_creation_input_tokens`, also nested in `message` or `response`). One sum is
+//! done so that input tokens mean the same whatever the client's API: Anthropic's
+//! `input_tokens` leave out cache reads and writes, OpenAI's `prompt_tokens` count
+//! them, and the gateway reports the latter (all input tokens).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -472,6 +474,11 @@ impl RawUsage {
                 .or(self.cache_creation_input_tokens),
             reasoning: d(&self.completion_tokens_details, |d| d.reasoning_tokens)
                 .or(d(&self.output_tokens_details, |d| d.reasoning_tokens)),
+            // Anthropic's cache counts sit beside `input_tokens`, outside it.
+            input_excludes_cache: self.prompt_tokens.is_none()
+                && self.input_tokens.is_some()
+                && (self.cache_read_input_tokens.is_some()
+                    || self.cache_creation_input_tokens.is_some()),
         }
     }
 }
@@ -486,6 +493,8 @@ struct UsageFields {
     cached: Option<u64>,
     cache_creation: Option<u64>,
     reasoning: Option<u64>,
+    /// `input` counts uncached tokens only (Anthropic).
+    input_excludes_cache: bool,
 }
 
 impl UsageFields {
@@ -505,10 +514,16 @@ impl UsageFields {
         pick(&mut self.cached, new.cached);
         pick(&mut self.cache_creation, new.cache_creation);
         pick(&mut self.reasoning, new.reasoning);
+        self.input_excludes_cache |= new.input_excludes_cache;
     }
 
     fn resolve(self) -> TokenUsage {
-        let input = self.input.unwrap_or(0);
+        let mut input = self.input.unwrap_or(0);
+        if self.input_excludes_cache {
+            input = input
+                .saturating_add(self.cached.unwrap_or(0))
+                .saturating_add(self.cache_creation.unwrap_or(0));
+        }
         let output = self.output.unwrap_or(0);
         TokenUsage {
             input_tokens: input,
@@ -797,19 +812,35 @@ mod tests {
         );
         let mut m = ResponseMeter::new(opts(BodyFormat::EventStream));
         run(&mut m, &[body.as_bytes()]);
-        assert_eq!(
-            m.usage(),
-            Some(TokenUsage {
-                input_tokens: 10,
-                output_tokens: 7,
-                total_tokens: 17,
-                cached_input_tokens: 4,
-                cache_creation_input_tokens: 3,
-                reasoning_tokens: 0,
-            })
-        );
+        // Input tokens count cache reads and writes too, as OpenAI's prompt_tokens do.
+        let expected = TokenUsage {
+            input_tokens: 17,
+            output_tokens: 7,
+            total_tokens: 24,
+            cached_input_tokens: 4,
+            cache_creation_input_tokens: 3,
+            reasoning_tokens: 0,
+        };
+        assert_eq!(m.usage(), Some(expected));
         assert_eq!(m.response_model(), Some("claude-x"));
         assert_eq!(m.content_events(), 1);
+
+        // The newer API repeats every count, cumulatively, in message_delta.
+        let cumulative = body.replace(
+            r#"{"output_tokens":7}"#,
+            r#"{"input_tokens":10,"cache_read_input_tokens":4,"cache_creation_input_tokens":3,"output_tokens":7}"#,
+        );
+        let mut m = ResponseMeter::new(opts(BodyFormat::EventStream));
+        run(&mut m, &[cumulative.as_bytes()]);
+        assert_eq!(m.usage(), Some(expected));
+
+        // An OpenAI Responses usage (input_tokens with details) already counts cached.
+        let mut m = ResponseMeter::new(opts(BodyFormat::Json));
+        run(
+            &mut m,
+            &[br#"{"usage":{"input_tokens":10,"input_tokens_details":{"cached_tokens":4},"output_tokens":2}}"#],
+        );
+        assert_eq!(m.usage().map(|u| u.input_tokens), Some(10));
     }
 
     #[test]
