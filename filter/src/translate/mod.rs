@@ -14,6 +14,7 @@
 //! random numbers.
 
 pub mod bedrock;
+pub mod gemini;
 pub mod plan;
 
 use std::fmt;
