@@ -46,6 +46,7 @@ use crate::schema::openai::{
     ToolChoice as OToolChoice, Usage as OUsage,
 };
 use crate::sigv4::encode_path_segment;
+use crate::translate::openai::{clip, plain_reason, MAX_MESSAGE_CHARS};
 use crate::translate::{
     ChunkSource, ProviderError, ResponseMeta, StreamItem, TranslateError, UpstreamRequest,
 };
@@ -1108,34 +1109,16 @@ pub fn error(status: u16, headers: &dyn Headers, body: &[u8]) -> ProviderError {
     ProviderError::new(mapped, name, message)
 }
 
-/// Longest provider message passed on.
-const MAX_MESSAGE_CHARS: usize = 2000;
-/// Longest non-JSON body quoted in a message (a proxy's one-line reason).
-const MAX_QUOTED_BODY: usize = 200;
-
-fn clip(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
-}
-
 /// A message for a body that has none: the status, the exception name, and a short
-/// plain-text body (Envoy's `upstream connect error ...`), never HTML or a long body.
+/// plain-text reason, never HTML or a long body.
 fn generic_message(status: u16, name: Option<&str>, non_json: bool, body: &[u8]) -> String {
     let mut m = format!("Bedrock returned HTTP {status}");
     if let Some(n) = name {
         m.push_str(&format!(" ({n})"));
     }
-    if non_json {
-        if let Ok(text) = std::str::from_utf8(body) {
-            let text = text.trim();
-            let plain = !text.is_empty()
-                && text.len() <= MAX_QUOTED_BODY
-                && !text.contains('<')
-                && !text.chars().any(char::is_control);
-            if plain {
-                m.push_str(": ");
-                m.push_str(text);
-            }
-        }
+    if let Some(reason) = plain_reason(body).filter(|_| non_json) {
+        m.push_str(": ");
+        m.push_str(reason);
     }
     m
 }

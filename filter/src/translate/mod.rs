@@ -14,6 +14,7 @@
 //! random numbers.
 
 pub mod bedrock;
+pub mod openai;
 
 use std::fmt;
 
