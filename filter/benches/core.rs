@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use aigw_filter::config::Config;
 use aigw_filter::filter::{FilterRole, HttpFilter};
 use aigw_filter::host::{Action, Status};
-use aigw_filter::translate::bedrock::from_openai;
+use aigw_filter::schema::openai::ChatCompletionRequest;
+use aigw_filter::translate::bedrock;
 use aigw_filter::usage::{BodyFormat, MeterOptions, ResponseMeter};
 use criterion::{Criterion, Throughput};
 
@@ -81,9 +82,12 @@ fn route(config: &Arc<Config>, body: &[u8], out: &mut Vec<Action>) -> Status {
     f.on_request_body(body, true, Duration::ZERO, out)
 }
 
+/// Parse and translate, as the upstream filter does with a client's body.
 fn translate(body: &[u8]) -> usize {
-    from_openai::request_from_slice(body, "anthropic.claude-3-haiku-20240307-v1:0")
-        .map_or(0, |(_, b)| b.len())
+    serde_json::from_slice::<ChatCompletionRequest>(body)
+        .ok()
+        .and_then(|req| bedrock::chat_request(&req, "anthropic.claude-3-haiku-20240307-v1:0").ok())
+        .map_or(0, |up| up.body.len())
 }
 
 fn meter(format: BodyFormat, body: &[u8]) -> ResponseMeter {

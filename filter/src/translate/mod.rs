@@ -15,6 +15,7 @@
 
 pub mod bedrock;
 pub mod gemini;
+pub mod openai;
 pub mod plan;
 
 use std::fmt;

@@ -1,7 +1,7 @@
 """Writes the ConverseStream fixtures (*.bin) from the event lists below, with an
 encoder independent of the Rust one, and checks each file decodes with botocore.
 
-Run: /tmp/setup/venv/bin/python make_streams.py
+Run: python3 make_streams.py (needs botocore)
 """
 import binascii
 import json
@@ -72,6 +72,23 @@ STREAMS = {
         event("metadata", {"metrics": {"latencyMs": 900},
                            "usage": {"inputTokens": 30, "outputTokens": 41, "totalTokens": 171,
                                      "cacheReadInputTokens": 100, "cacheWriteInputTokens": 0}}),
+    ],
+    # Claude 3.7 with thinking: signed and redacted reasoning, a prompt cache read and
+    # write in the usage.
+    "stream_reasoning": [
+        event("messageStart", {"role": "assistant"}),
+        event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "Paris is "}}}),
+        event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "the capital."}}}),
+        event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "RXFvQkNrZ0lBUkFCR0FJ"}}}),
+        event("contentBlockStop", {"contentBlockIndex": 0}),
+        event("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"reasoningContent": {"redactedContent": "cmVkYWN0ZWQ="}}}),
+        event("contentBlockStop", {"contentBlockIndex": 1}),
+        event("contentBlockDelta", {"contentBlockIndex": 2, "delta": {"text": "Paris."}}),
+        event("contentBlockStop", {"contentBlockIndex": 2}),
+        event("messageStop", {"stopReason": "end_turn"}),
+        event("metadata", {"metrics": {"latencyMs": 700},
+                           "usage": {"inputTokens": 10, "outputTokens": 30, "totalTokens": 2040,
+                                     "cacheReadInputTokens": 1500, "cacheWriteInputTokens": 500}}),
     ],
     "stream_exception": [
         event("messageStart", {"role": "assistant"}),
