@@ -8,9 +8,10 @@ use crate::backend::{Backend, BackendSchema, BodyMutation};
 use crate::endpoint::Endpoint;
 use crate::error::ClientSchema;
 use crate::host::Headers;
-use crate::schema::openai::ChatCompletion;
+use crate::schema::openai::{ChatCompletion, ChatCompletionRequest, EmbeddingsRequest};
 use crate::translate::{
-    encode_openai_sse, ChunkSource, ProviderError, ResponseMeta, StreamItem, TranslateError,
+    bedrock, encode_openai_sse, gemini, openai, ChunkSource, ProviderError, ResponseMeta,
+    StreamItem, TranslateError, UpstreamRequest,
 };
 
 /// The API a client called, as far as the upstream instance cares.
@@ -81,9 +82,10 @@ pub struct Prepared {
 
 /// How the provider's answer becomes the client's.
 #[derive(Debug)]
-#[allow(dead_code)] // include_usage: read by the provider readers as they land
 pub struct ResponsePlan {
     kind: Reader,
+    /// The backend's schema: which provider's errors and embeddings to read.
+    schema: BackendSchema,
     client: ClientSchema,
     stream: bool,
     include_usage: bool,
@@ -96,6 +98,15 @@ pub struct ResponsePlan {
 enum Reader {
     /// The client and the provider speak the same API: bytes pass.
     Passthrough,
+    /// An OpenAI-schema provider answering a client of another API.
+    OpenAi,
+    Bedrock,
+    Gemini,
+    /// A provider's embeddings answer (the backend's schema says whose).
+    Embeddings {
+        model: String,
+        base64: bool,
+    },
 }
 
 /// Whether the request body must be read before the request can go: always, except
@@ -129,9 +140,14 @@ pub fn prepare(a: &Attempt<'_>, body: &[u8]) -> Result<Prepared, TranslateError>
         .backend
         .model_name_override
         .as_deref()
-        .unwrap_or(peek.model.as_deref().unwrap_or(a.client_model));
-    let mut prepared = match (&a.backend.schema, a.api) {
-        (s, api) if s.is_openai_family() && api != ClientApi::Messages => {
+        .unwrap_or(peek.model.as_deref().unwrap_or(a.client_model))
+        .to_string();
+    let schema = &a.backend.schema;
+    let mut prepared = match a.api {
+        // Same API on both sides: only the model and the path change.
+        ClientApi::Chat | ClientApi::Completions | ClientApi::Embeddings
+            if schema.is_openai_family() =>
+        {
             let body = match &a.backend.model_name_override {
                 Some(m) => Some(edit_object(body, |o| {
                     o.insert("model".into(), Value::String(m.clone()));
@@ -139,33 +155,168 @@ pub fn prepare(a: &Attempt<'_>, body: &[u8]) -> Result<Prepared, TranslateError>
                 None => None,
             };
             Prepared {
-                path: openai_path(a, model),
+                path: openai_path(a, &model),
                 body,
                 headers: Vec::new(),
                 response: ResponsePlan::passthrough(a, peek.stream),
             }
         }
-        (s, ClientApi::Messages) if s.is_openai_family() => {
-            return Err(TranslateError::unsupported(
-                "model",
-                "the Anthropic Messages API is not translated for this backend yet",
-            ));
-        }
-        (s, _) => {
+        ClientApi::Completions => {
             return Err(TranslateError::unsupported(
                 "model",
                 format!(
-                    "{} backends are not supported by this build",
-                    schema_name(s)
+                    "legacy completions are served by OpenAI-schema backends only, not {}",
+                    schema_name(schema)
                 ),
-            ));
+            ))
         }
+        ClientApi::Embeddings => embeddings(a, body, &model)?,
+        ClientApi::Chat => {
+            let hub = hub_request(body, &model)?;
+            chat(a, &hub, &model)?
+        }
+        ClientApi::Messages => messages(a, body, &model)?,
     };
     if !a.backend.body_mutation.is_empty() {
         let current = prepared.body.as_deref().unwrap_or(body);
         prepared.body = Some(mutate(current, &a.backend.body_mutation)?);
     }
     Ok(prepared)
+}
+
+/// An OpenAI chat request, read whole; `model` is the one the provider gets.
+fn hub_request(body: &[u8], model: &str) -> Result<ChatCompletionRequest, TranslateError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let mut req: ChatCompletionRequest = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        TranslateError::invalid(
+            if path == "." { "body".into() } else { path },
+            e.into_inner().to_string(),
+        )
+    })?;
+    req.model = model.to_string();
+    Ok(req)
+}
+
+/// The Gemini API a backend speaks, if it is a Gemini backend.
+fn gemini_api(schema: &BackendSchema) -> Option<gemini::Api<'_>> {
+    match schema {
+        BackendSchema::Gemini { version } => Some(gemini::Api::AiStudio {
+            version: version.as_deref(),
+        }),
+        BackendSchema::GcpVertexAi {
+            project,
+            region,
+            version,
+        } => Some(gemini::Api::Vertex {
+            project,
+            region,
+            version: version.as_deref(),
+        }),
+        _ => None,
+    }
+}
+
+/// A hub chat request to a provider of another API.
+fn chat(
+    a: &Attempt<'_>,
+    hub: &ChatCompletionRequest,
+    model: &str,
+) -> Result<Prepared, TranslateError> {
+    let stream = hub.is_stream();
+    let include_usage = hub
+        .stream_options
+        .as_ref()
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    let schema = &a.backend.schema;
+    let (up, reader) = if schema.is_openai_family() {
+        // Reached from an Anthropic client only: the hub is OpenAI's own body.
+        let body =
+            serde_json::to_vec(hub).map_err(|e| TranslateError::invalid("body", e.to_string()))?;
+        let path = openai_path(
+            &Attempt {
+                api: ClientApi::Chat,
+                ..*a
+            },
+            model,
+        );
+        (
+            UpstreamRequest {
+                path,
+                body,
+                headers: vec![("content-type", "application/json".into())],
+            },
+            Reader::OpenAi,
+        )
+    } else if let Some(api) = gemini_api(schema) {
+        (gemini::chat_request(hub, &api, model)?, Reader::Gemini)
+    } else if *schema == BackendSchema::AwsBedrock {
+        (bedrock::chat_request(hub, model)?, Reader::Bedrock)
+    } else {
+        return Err(TranslateError::unsupported(
+            "model",
+            format!(
+                "{} backends are not supported by this build",
+                schema_name(schema)
+            ),
+        ));
+    };
+    Ok(Prepared {
+        path: up.path,
+        body: Some(up.body),
+        headers: up.headers,
+        response: ResponsePlan::new(a, reader, stream, include_usage),
+    })
+}
+
+/// An OpenAI embeddings request to a provider of another API.
+fn embeddings(a: &Attempt<'_>, body: &[u8], model: &str) -> Result<Prepared, TranslateError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let req: EmbeddingsRequest = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        TranslateError::invalid(
+            if path == "." { "body".into() } else { path },
+            e.into_inner().to_string(),
+        )
+    })?;
+    let base64 = req.wants_base64();
+    let schema = &a.backend.schema;
+    let up = if let Some(api) = gemini_api(schema) {
+        gemini::embeddings_request(&req, &api, model)?
+    } else if *schema == BackendSchema::AwsBedrock {
+        bedrock::embeddings_request(&req, model)?
+    } else {
+        return Err(TranslateError::unsupported(
+            "model",
+            format!("{} backends serve no embeddings", schema_name(schema)),
+        ));
+    };
+    Ok(Prepared {
+        path: up.path,
+        body: Some(up.body),
+        headers: up.headers,
+        response: ResponsePlan::new(
+            a,
+            Reader::Embeddings {
+                model: model.to_string(),
+                base64,
+            },
+            false,
+            false,
+        ),
+    })
+}
+
+/// An Anthropic Messages request.
+fn messages(a: &Attempt<'_>, _body: &[u8], _model: &str) -> Result<Prepared, TranslateError> {
+    Err(TranslateError::unsupported(
+        "model",
+        format!(
+            "the Anthropic Messages API is not translated for {} backends yet",
+            schema_name(&a.backend.schema)
+        ),
+    ))
 }
 
 fn schema_name(s: &BackendSchema) -> &'static str {
@@ -279,6 +430,7 @@ impl ResponsePlan {
     fn new(a: &Attempt<'_>, kind: Reader, stream: bool, include_usage: bool) -> Self {
         ResponsePlan {
             kind,
+            schema: a.backend.schema.clone(),
             client: a.api.schema(),
             stream,
             include_usage,
@@ -304,19 +456,39 @@ impl ResponsePlan {
     /// A provider error answer in the client's schema: the status and body to send.
     /// `None` for a passthrough: the client understands the provider's own errors.
     pub fn error(&self, status: u16, headers: &dyn Headers, body: &[u8]) -> Option<(u16, Vec<u8>)> {
-        let e = match self.kind {
-            Reader::Passthrough => return None,
+        if self.kind == Reader::Passthrough {
+            return None;
+        }
+        let e = if self.schema.is_openai_family() {
+            openai::error(status, headers, body)
+        } else if gemini_api(&self.schema).is_some() {
+            gemini::error(status, headers, body)
+        } else if self.schema == BackendSchema::AwsBedrock {
+            bedrock::error(status, headers, body)
+        } else {
+            ProviderError::new(status, None, format!("the provider answered {status}"))
         };
-        #[allow(unreachable_code)]
         Some(self.write_error(&e))
     }
 
     /// A whole (non-streamed) answer for the client.
     pub fn body(&self, body: &[u8]) -> Result<Vec<u8>, (u16, Vec<u8>)> {
-        let completion: Result<ChatCompletion, TranslateError> = match self.kind {
+        let completion = match &self.kind {
             Reader::Passthrough => return Ok(body.to_vec()),
+            Reader::OpenAi => openai::chat_response(body),
+            Reader::Gemini => gemini::chat_response(body, &self.meta),
+            Reader::Bedrock => bedrock::chat_response(body, &self.meta),
+            Reader::Embeddings { model, base64 } => {
+                let answer = match gemini_api(&self.schema) {
+                    Some(api) => gemini::embeddings_response(body, &api, model, *base64),
+                    None => bedrock::embeddings_response(body, model, *base64),
+                };
+                return match answer {
+                    Ok(e) => Ok(serde_json::to_vec(&e).unwrap_or_default()),
+                    Err(e) => Err(self.write_error(&ProviderError::from_translate(&e))),
+                };
+            }
         };
-        #[allow(unreachable_code)]
         match completion {
             Ok(c) => Ok(self.write_completion(&c)),
             Err(e) => Err(self.write_error(&ProviderError::from_translate(&e))),
@@ -325,10 +497,13 @@ impl ResponsePlan {
 
     /// The stream translator, when the answer is streamed and must be translated.
     pub fn stream(&self) -> Option<StreamTranslator> {
+        let (meta, usage, max) = (self.meta.clone(), self.include_usage, self.max_event_bytes);
         let source: Box<dyn ChunkSource> = match self.kind {
-            Reader::Passthrough => return None,
+            Reader::Passthrough | Reader::Embeddings { .. } => return None,
+            Reader::OpenAi => Box::new(openai::ChatStream::new(max)),
+            Reader::Gemini => Box::new(gemini::ChatStream::new(meta, usage, max)),
+            Reader::Bedrock => Box::new(bedrock::ChatStream::new(meta, usage, max)),
         };
-        #[allow(unreachable_code)]
         Some(StreamTranslator {
             source,
             client: self.client,
@@ -459,6 +634,153 @@ mod tests {
             p.body.unwrap(),
             br#"{"model":"m2","messages":[],"service_tier":"flex"}"#
         );
+    }
+
+    const CHAT: &[u8] = br#"{"model":"claude","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}],"max_tokens":50}"#;
+
+    #[test]
+    fn chat_to_bedrock_and_back() {
+        let b = backend(serde_json::json!({
+            "name": "br", "schema": {"name": "AWSBedrock"}, "region": "us-east-1",
+            "modelNameOverride": "anthropic.claude-3-haiku-20240307-v1:0"
+        }));
+        let a = attempt(ClientApi::Chat, &b, "/v1/chat/completions");
+        let p = prepare(&a, CHAT).unwrap();
+        assert_eq!(
+            p.path,
+            "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+        );
+        let body: Value = serde_json::from_slice(p.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["system"][0]["text"], "be brief");
+        assert_eq!(body["inferenceConfig"]["maxTokens"], 50);
+        assert!(body.get("model").is_none());
+        assert!(!p.response.is_passthrough());
+
+        let answer = br#"{"output":{"message":{"role":"assistant","content":[{"text":"Hello"}]}},"stopReason":"end_turn","usage":{"inputTokens":5,"outputTokens":1,"totalTokens":6}}"#;
+        let client: Value = serde_json::from_slice(&p.response.body(answer).unwrap()).unwrap();
+        assert_eq!(client["object"], "chat.completion");
+        assert_eq!(client["id"], "chatcmpl-r1");
+        assert_eq!(client["model"], "gpt-4o");
+        assert_eq!(client["choices"][0]["message"]["content"], "Hello");
+        assert_eq!(client["usage"]["total_tokens"], 6);
+
+        let h = [(
+            "x-amzn-errortype",
+            "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/",
+        )];
+        let (status, body) = p
+            .response
+            .error(429, &h, br#"{"message":"Too many requests"}"#)
+            .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, 429);
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+        assert_eq!(v["error"]["message"], "Too many requests");
+
+        // An unreadable answer is a 502 in the client's schema, not a crash.
+        let (status, body) = p.response.body(b"<html>").unwrap_err();
+        assert_eq!(status, 502);
+        assert!(serde_json::from_slice::<Value>(&body).unwrap()["error"].is_object());
+    }
+
+    #[test]
+    fn streamed_chat_to_bedrock_becomes_openai_sse() {
+        use crate::eventstream::encode_event;
+        let b = backend(
+            serde_json::json!({"name": "br", "schema": {"name": "AWSBedrock"}, "region": "us-west-2"}),
+        );
+        let a = attempt(ClientApi::Chat, &b, "/v1/chat/completions");
+        let req = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
+        let p = prepare(&a, req).unwrap();
+        assert_eq!(p.path, "/model/m/converse-stream");
+        let mut t = p.response.stream().expect("a stream translator");
+        let mut frames = Vec::new();
+        for (ev, json) in [
+            ("messageStart", r#"{"role":"assistant"}"#),
+            (
+                "contentBlockDelta",
+                r#"{"contentBlockIndex":0,"delta":{"text":"Hel"}}"#,
+            ),
+            (
+                "contentBlockDelta",
+                r#"{"contentBlockIndex":0,"delta":{"text":"lo"}}"#,
+            ),
+            ("messageStop", r#"{"stopReason":"end_turn"}"#),
+            (
+                "metadata",
+                r#"{"usage":{"inputTokens":3,"outputTokens":2,"totalTokens":5}}"#,
+            ),
+        ] {
+            frames.extend(encode_event(ev, json.as_bytes()).unwrap());
+        }
+        let mut out = Vec::new();
+        for piece in frames.chunks(7) {
+            t.feed(piece, false, &mut out);
+        }
+        t.feed(&[], true, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        let content: String = text
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
+        assert_eq!(content, "Hello");
+        assert!(text.contains(r#""total_tokens":5"#));
+    }
+
+    #[test]
+    fn chat_and_embeddings_to_gemini() {
+        let b = backend(serde_json::json!({
+            "name": "g", "schema": {"name": "GCPVertexAI"}, "project": "p1", "region": "us-central1"
+        }));
+        let a = attempt(ClientApi::Chat, &b, "/v1/chat/completions");
+        let p = prepare(&a, br#"{"model":"gemini-2.0-flash","stream":true,"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        assert_eq!(
+            p.path,
+            "/v1/projects/p1/locations/us-central1/publishers/google/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
+        );
+        assert!(p.response.stream().is_some());
+        let a = attempt(ClientApi::Embeddings, &b, "/v1/embeddings");
+        let p = prepare(&a, br#"{"model":"text-embedding-005","input":"hi"}"#).unwrap();
+        assert!(p.path.ends_with("text-embedding-005:predict"), "{}", p.path);
+        let answer = br#"{"predictions":[{"embeddings":{"values":[0.5,-1],"statistics":{"token_count":2}}}]}"#;
+        let v: Value = serde_json::from_slice(&p.response.body(answer).unwrap()).unwrap();
+        assert_eq!(v["data"][0]["embedding"], serde_json::json!([0.5, -1.0]));
+        assert_eq!(v["usage"]["prompt_tokens"], 2);
+    }
+
+    #[test]
+    fn what_a_provider_cannot_do_is_a_422() {
+        let b = backend(
+            serde_json::json!({"name": "br", "schema": {"name": "AWSBedrock"}, "region": "us-east-1"}),
+        );
+        let e = prepare(
+            &attempt(ClientApi::Completions, &b, "/v1/completions"),
+            br#"{"model":"m","prompt":"x"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.status(), 422);
+        let e = prepare(
+            &attempt(ClientApi::Chat, &b, "/v1/chat/completions"),
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":3}"#,
+        )
+        .unwrap_err();
+        assert_eq!((e.status(), e.code()), (422, "unsupported_by_provider"));
+        // An invalid request names the field.
+        let e = prepare(
+            &attempt(ClientApi::Chat, &b, "/v1/chat/completions"),
+            br#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(e.message().contains("messages[0].role"), "{}", e.message());
     }
 
     #[test]
