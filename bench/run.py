@@ -34,6 +34,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -279,6 +280,69 @@ def stop_process(proc: subprocess.Popen, timeout: float) -> None:
 # --------------------------------------------------------------------------- envoy
 
 
+def routed_models() -> list[tuple[str, str]]:
+    """(model, backend) of every model in the bench's filter configuration."""
+    doc = json.loads((BENCH / "aigw-config.json").read_text())
+    return [(m, r["backends"][0]["name"]) for r in doc["routes"] for m in r["models"]]
+
+
+def expand_repeats(text: str) -> str:
+    """Writes each `# repeat per model` / `# repeat per backend` block of a template
+    once per model (route) or backend of aigw-config.json, up to `# end repeat`."""
+    out: list[str] = []
+    lines = iter(text.splitlines(keepends=True))
+    for line in lines:
+        marker = line.strip()
+        if not marker.startswith("# repeat per "):
+            out.append(line)
+            continue
+        block = []
+        for inner in lines:
+            if inner.strip() == "# end repeat":
+                break
+            block.append(inner)
+        models = routed_models()
+        if marker.startswith("# repeat per model"):
+            items = [{"MODEL": m, "BACKEND": b} for m, b in models]
+        else:
+            items = [{"BACKEND": b} for b in dict.fromkeys(b for _, b in models)]
+        for values in items:
+            for inner in block:
+                for key, value in values.items():
+                    inner = inner.replace("${" + key + "}", value)
+                out.append(inner)
+    return "".join(out)
+
+
+def eventstream_message(event_type: str, payload: bytes) -> bytes:
+    """One AWS event-stream message (string headers, CRC32s), as Bedrock streams them."""
+    headers = b""
+    for name, value in ((":event-type", event_type), (":content-type", "application/json"),
+                        (":message-type", "event")):
+        n, v = name.encode(), value.encode()
+        headers += bytes([len(n)]) + n + b"\x07" + len(v).to_bytes(2, "big") + v
+    total = 12 + len(headers) + len(payload) + 4
+    prelude = total.to_bytes(4, "big") + len(headers).to_bytes(4, "big")
+    prelude += zlib.crc32(prelude).to_bytes(4, "big")
+    body = prelude + headers + payload
+    return body + zlib.crc32(body).to_bytes(4, "big")
+
+
+def write_bedrock_stream(path: Path) -> None:
+    """The ConverseStream answer of the canned upstream: the same text and usage as
+    fixtures/chat-completion.sse, in Bedrock's binary framing."""
+    pieces = ["The capital", " of France", " is Paris.", " It sits on", " the Seine."]
+    events = [("messageStart", {"role": "assistant"})]
+    events += [("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": t}})
+               for t in pieces]
+    events += [("contentBlockStop", {"contentBlockIndex": 0}),
+               ("messageStop", {"stopReason": "end_turn"}),
+               ("metadata", {"usage": {"inputTokens": 212, "outputTokens": 38,
+                                       "totalTokens": 250}, "metrics": {"latencyMs": 312}})]
+    path.write_bytes(b"".join(eventstream_message(e, json.dumps(p).encode())
+                              for e, p in events))
+
+
 class Envoy:
     """One Envoy process from a template in bench/envoy/, with --concurrency 1."""
 
@@ -288,13 +352,14 @@ class Envoy:
         self.port = free_port()
         self.admin_port = free_port()
         self.access_log = RUN / f"{name}.access.log"
-        text = (BENCH / "envoy" / template).read_text()
+        text = expand_repeats((BENCH / "envoy" / template).read_text())
         cfg = string.Template(text).substitute({
             "PORT": self.port,
             "ADMIN_PORT": self.admin_port,
             "ACCESS_LOG": self.access_log,
             "LOG_FORMAT": LOG_FORMAT,
             "FIXTURES": FIXTURES,
+            "RUN": RUN,
             **subs,
         })
         self.config = RUN / f"{name}.yaml"
@@ -473,18 +538,21 @@ GATEWAYS = [
             subs=lambda: {"AIGW_CONFIG": filter_config_literal(),
                           "AIGW_WASM": aigw_wasm(), "LOG_FORMAT": WASM_LOG_FORMAT}),
     # LiteLLM does not forward the client's x-bench-stream header, so the canned
-    # upstream would answer JSON to a streaming call: JSON workloads only.
+    # upstream would answer JSON to a streaming call: JSON workloads only, and only
+    # the OpenAI passthrough ones (it is configured for one OpenAI backend).
     Gateway("litellm", "LiteLLM proxy (PyPI, 1 worker), OpenAI backend",
             "", metered=False, start=LiteLLM, default=False,
-            goal_rps=0.0, goal_p50=None, serves=lambda wl: not wl.stream),
+            goal_rps=0.0, goal_p50=None,
+            serves=lambda wl: not wl.stream and wl.name.startswith("chat")),
 ]
 BASELINE = "plain"
 
 
-def chat_body(size: int, stream: bool, include_usage: bool = False) -> bytes:
+def chat_body(size: int, stream: bool, include_usage: bool = False,
+              model: str = "gpt-4o-mini") -> bytes:
     """A realistic chat request padded with user text to exactly `size` bytes."""
     doc = {
-        "model": "gpt-4o-mini",
+        "model": model,
         "messages": [
             {"role": "system", "content": "You are a concise assistant for a travel "
              "company. Answer in plain English, cite the city and country, and never "
@@ -527,6 +595,22 @@ WORKLOADS = [
     # (BENCH_WORKLOADS=chat-64k) so the default run stays under ~6 minutes.
     Workload("chat-64k", "64 KiB chat request, JSON answer", chat_body(65536, False),
              {}, stream=False, default=False),
+    # Translation: the same OpenAI request, sent by the filter to Bedrock Converse
+    # (SigV4-signed) or Anthropic Messages, and the answer translated back. Plain
+    # Envoy proxies the request as it is and gets the canned OpenAI answer.
+    Workload("bedrock-1k", "1 KiB chat request, OpenAI → Bedrock Converse, JSON answer",
+             chat_body(1024, False, model="bedrock-claude"), {}, stream=False),
+    Workload("bedrock-1k-stream", "1 KiB chat request, OpenAI → Bedrock ConverseStream "
+             "(event-stream → SSE)", chat_body(1024, True, model="bedrock-claude"),
+             {"x-bench-stream": "1"}, stream=True),
+    Workload("anthropic-1k", "1 KiB chat request, OpenAI → Anthropic Messages, JSON answer",
+             chat_body(1024, False, model="claude-sonnet"), {}, stream=False),
+    Workload("anthropic-1k-stream", "1 KiB chat request, OpenAI → Anthropic Messages, SSE",
+             chat_body(1024, True, model="claude-sonnet"), {"x-bench-stream": "1"},
+             stream=True, default=False),
+    Workload("bedrock-64k", "64 KiB chat request, OpenAI → Bedrock Converse, JSON answer",
+             chat_body(65536, False, model="bedrock-claude"), {}, stream=False,
+             default=False),
 ]
 
 
@@ -1112,6 +1196,8 @@ def main() -> int:
 
     procs: list[Envoy] = []
     try:
+        RUN.mkdir(parents=True, exist_ok=True)
+        write_bedrock_stream(RUN / "bedrock-converse-stream.bin")
         upstream = Envoy("upstream", "upstream.yaml", {}, load_cpus)
         procs.append(upstream)
         envoys = {}
