@@ -17,7 +17,7 @@
 //!   reasoning and tools can be replayed; a streamed signature comes as
 //!   `{"type":"thinking","thinking":"","signature":"..."}`.
 //! - `stop_reason` on a choice: the stop sequence that ended the answer (vLLM's name).
-//! - `is_error` on a tool message, `top_k` and `user` at the top level.
+//! - `is_error` and `cache_control` on a tool message, `top_k` at the top level.
 //!
 //! `response_format` `json_schema` travels as a forced tool ([`RESPONSE_TOOL`]) whose
 //! input is the answer: every Claude model on every flavor honours a forced tool,
@@ -168,14 +168,14 @@ pub fn chat_request(
                 system.push_message(m, &field)?;
                 continue;
             }
-            Role::User => (an::Role::User, user_content(m, &field)?),
+            Role::User => (an::Role::User, user_content(m, &field, target)?),
             Role::Assistant => match assistant_content(m, &field)? {
                 Some(c) => (an::Role::Assistant, c),
                 None => continue,
             },
             Role::Tool => (
                 an::Role::User,
-                an::Content::Blocks(vec![tool_result(m, &field)?]),
+                an::Content::Blocks(vec![tool_result(m, &field, target)?]),
             ),
             Role::Function => {
                 return Err(TranslateError::unsupported(
@@ -199,12 +199,6 @@ pub fn chat_request(
                     "response_format",
                     "Anthropic models cannot be held to a JSON schema while thinking; \
                      drop reasoning or use json_object",
-                ));
-            }
-            if tools.iter().any(|t| t.name == RESPONSE_TOOL) {
-                return Err(TranslateError::invalid(
-                    "tools",
-                    format!("the tool name '{RESPONSE_TOOL}' is reserved by the gateway"),
                 ));
             }
             let rf = req.response_format.as_ref();
@@ -390,7 +384,11 @@ fn push_turn(messages: &mut Vec<an::Message>, role: an::Role, content: an::Conte
     });
 }
 
-fn user_content(m: &ChatMessage, field: &str) -> Result<an::Content, TranslateError> {
+fn user_content(
+    m: &ChatMessage,
+    field: &str,
+    target: &Target,
+) -> Result<an::Content, TranslateError> {
     match &m.content {
         None => Err(TranslateError::invalid(
             format!("{field}.content"),
@@ -400,14 +398,18 @@ fn user_content(m: &ChatMessage, field: &str) -> Result<an::Content, TranslateEr
         Some(MessageContent::Parts(parts)) => parts
             .iter()
             .enumerate()
-            .map(|(j, p)| part_block(p, &format!("{field}.content[{j}]")))
+            .map(|(j, p)| part_block(p, &format!("{field}.content[{j}]"), target))
             .collect::<Result<_, _>>()
             .map(an::Content::Blocks),
     }
 }
 
 /// A user (or tool result) content part as a block; its `cache_control` follows.
-fn part_block(p: &ContentPart, field: &str) -> Result<an::ContentBlock, TranslateError> {
+fn part_block(
+    p: &ContentPart,
+    field: &str,
+    target: &Target,
+) -> Result<an::ContentBlock, TranslateError> {
     let mut block = match p.kind.as_str() {
         "text" => match &p.text {
             Some(t) => an::ContentBlock::text(t.clone()),
@@ -416,7 +418,7 @@ fn part_block(p: &ContentPart, field: &str) -> Result<an::ContentBlock, Translat
         "image_url" => match &p.image_url {
             Some(img) => an::ContentBlock::with_source(
                 "image",
-                image_source(&img.url, &format!("{field}.image_url.url"))?,
+                image_source(&img.url, &format!("{field}.image_url.url"), target)?,
             ),
             None => {
                 return Err(TranslateError::invalid(
@@ -465,9 +467,9 @@ fn is_base64(data: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
 }
 
-/// An image URL as a source: data URLs inline, http(s) URLs by reference (Anthropic
-/// fetches them).
-fn image_source(url: &str, field: &str) -> Result<an::Source, TranslateError> {
+/// An image URL as a source: data URLs inline, http(s) URLs by reference. Only
+/// Anthropic's own API fetches URLs; the gateway does not fetch them for the clouds.
+fn image_source(url: &str, field: &str, target: &Target) -> Result<an::Source, TranslateError> {
     if url.starts_with("data:") {
         let Some((mime, data)) = parse_data_url(url) else {
             return Err(TranslateError::invalid(
@@ -502,6 +504,13 @@ fn image_source(url: &str, field: &str) -> Result<an::Source, TranslateError> {
     }
     let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
     if lower.starts_with("https://") || lower.starts_with("http://") {
+        if target.flavor != Flavor::Native {
+            return Err(TranslateError::unsupported(
+                field,
+                "Claude on Vertex and Bedrock cannot fetch image URLs; send the image inline \
+                 as a base64 data URL (data:image/png;base64,...)",
+            ));
+        }
         return Ok(an::Source {
             kind: "url".into(),
             url: Some(url.to_string()),
@@ -668,7 +677,11 @@ fn tool_input(arguments: &str, field: &str) -> Result<Value, TranslateError> {
     Ok(input)
 }
 
-fn tool_result(m: &ChatMessage, field: &str) -> Result<an::ContentBlock, TranslateError> {
+fn tool_result(
+    m: &ChatMessage,
+    field: &str,
+    target: &Target,
+) -> Result<an::ContentBlock, TranslateError> {
     let Some(id) = m.tool_call_id.clone() else {
         return Err(TranslateError::invalid(
             format!("{field}.tool_call_id"),
@@ -685,7 +698,7 @@ fn tool_result(m: &ChatMessage, field: &str) -> Result<an::ContentBlock, Transla
                 .map(|(j, p)| {
                     let f = format!("{field}.content[{j}]");
                     match p.kind.as_str() {
-                        "text" | "image_url" => part_block(p, &f),
+                        "text" | "image_url" => part_block(p, &f, target),
                         other => Err(TranslateError::unsupported(
                             f,
                             format!("a '{other}' part is not allowed in a tool result"),
@@ -700,6 +713,7 @@ fn tool_result(m: &ChatMessage, field: &str) -> Result<an::ContentBlock, Transla
         tool_use_id: Some(id),
         content,
         is_error: m.rest.get("is_error").and_then(Value::as_bool),
+        cache_control: m.rest.get("cache_control").cloned(),
         ..Default::default()
     })
 }
@@ -723,6 +737,13 @@ fn tools(req: &ChatCompletionRequest) -> Result<Vec<an::Tool>, TranslateError> {
                 ))
             }
         };
+        // Its calls come back as the answer's text.
+        if f.name == RESPONSE_TOOL {
+            return Err(TranslateError::invalid(
+                format!("{field}.function.name"),
+                format!("the tool name '{RESPONSE_TOOL}' is reserved by the gateway"),
+            ));
+        }
         out.push(an::Tool {
             kind: None,
             name: f.name.clone(),
@@ -973,6 +994,7 @@ pub fn chat_response(body: &[u8], meta: &ResponseMeta) -> Result<ChatCompletion,
     let mut reasoning = String::new();
     let mut thinking_blocks = Vec::new();
     let mut tool_calls = Vec::new();
+    let mut json_answer = None;
     for block in resp.content {
         match block.kind.as_str() {
             "text" => text.push_str(block.text.as_deref().unwrap_or_default()),
@@ -984,7 +1006,7 @@ pub fn chat_response(body: &[u8], meta: &ResponseMeta) -> Result<ChatCompletion,
             "redacted_thinking" => thinking_blocks
                 .push(json!({"type": "redacted_thinking", "data": block.data.unwrap_or_default()})),
             "tool_use" if block.name.as_deref() == Some(RESPONSE_TOOL) => {
-                text.push_str(&block.input.unwrap_or_else(|| json!({})).to_string())
+                json_answer = Some(block.input.unwrap_or_else(|| json!({})).to_string())
             }
             "tool_use" => {
                 let n = tool_calls.len();
@@ -1002,6 +1024,10 @@ pub fn chat_response(body: &[u8], meta: &ResponseMeta) -> Result<ChatCompletion,
             // Server tool blocks and citations-only blocks have no hub form.
             _ => {}
         }
+    }
+    // The structured answer is the whole answer, whatever prose came with it.
+    if let Some(answer) = json_answer {
+        text = answer;
     }
     let stop = resp.stop_reason.as_deref().unwrap_or("end_turn");
     let mut finish = finish_reason(stop);
@@ -2169,6 +2195,9 @@ fn client_tool_result(b: an::ContentBlock, field: &str) -> Result<ChatMessage, T
     if let Some(e) = b.is_error {
         rest.insert("is_error".into(), Value::Bool(e));
     }
+    if let Some(cc) = b.cache_control {
+        rest.insert("cache_control".into(), cc);
+    }
     Ok(ChatMessage {
         role: Role::Tool,
         content,
@@ -2681,6 +2710,15 @@ mod tests {
         assert_eq!(b["anthropic_version"], "vertex-2099-01-01");
         assert_eq!(b.get("stream"), None);
 
+        // The clouds fetch no image URLs.
+        let img = hub(json!({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}));
+        for flavor in [vertex, Flavor::Bedrock] {
+            let err = chat_request(&img, &target(flavor, false)).unwrap_err();
+            assert_eq!(err.status(), 422);
+            assert!(err.message().contains("base64 data URL"), "{err}");
+        }
+
         let mut t = target(Flavor::Bedrock, true);
         t.model = "us.anthropic.claude-3-5-sonnet-20241022-v2:0";
         let up = chat_request(&r, &t).unwrap();
@@ -2982,7 +3020,7 @@ mod tests {
                 400,
             ),
             (
-                json!({"response_format": rf, "tools": [{"type": "function", "function": {"name": RESPONSE_TOOL}}]}),
+                json!({"tools": [{"type": "function", "function": {"name": RESPONSE_TOOL}}]}),
                 400,
             ),
             (json!({"response_format": {"type": "yaml"}}), 400),
@@ -3209,7 +3247,7 @@ mod tests {
         assert_eq!(u.prompt_tokens_details.unwrap().cache_creation_tokens, None);
 
         let c = chat_response(
-            br#"{"content":[{"type":"tool_use","id":"t","name":"aigw_json_response","input":{"a":1}}],
+            br#"{"content":[{"type":"text","text":"Sure:"},{"type":"tool_use","id":"t","name":"aigw_json_response","input":{"a":1}}],
                  "stop_reason":"tool_use","usage":{}}"#,
             &meta(),
         )
@@ -4061,7 +4099,8 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
                     {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Rome"}}]},
                 {"role": "user", "content": [
                     {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
-                    {"type": "tool_result", "tool_use_id": "toolu_2", "content": [{"type": "text", "text": "rain"}], "is_error": true},
+                    {"type": "tool_result", "tool_use_id": "toolu_2", "content": [{"type": "text", "text": "rain"}], "is_error": true,
+                     "cache_control": {"type": "ephemeral"}},
                     {"type": "text", "text": "Thanks"}]},
                 {"role": "assistant", "content": "You're welcome."},
                 {"role": "user", "content": "Bye"}
@@ -4099,7 +4138,8 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
                  "reasoning_content": "Need tool.",
                  "thinking_blocks": [{"type": "thinking", "thinking": "Need tool.", "signature": "sig"}]},
                 {"role": "tool", "content": "sunny", "tool_call_id": "toolu_1"},
-                {"role": "tool", "content": [{"type": "text", "text": "rain"}], "tool_call_id": "toolu_2", "is_error": true},
+                {"role": "tool", "content": [{"type": "text", "text": "rain"}], "tool_call_id": "toolu_2", "is_error": true,
+                 "cache_control": {"type": "ephemeral"}},
                 {"role": "user", "content": [{"type": "text", "text": "Thanks"}]},
                 {"role": "assistant", "content": "You're welcome."},
                 {"role": "user", "content": "Bye"}
