@@ -469,6 +469,12 @@ mod tests {
             panic!()
         };
         assert_eq!(usage.unwrap().input_tokens, None);
+        // Bedrock adds its metrics to message_stop.
+        let e: StreamEvent = serde_json::from_str(
+            r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":5}}"#,
+        )
+        .unwrap();
+        assert_eq!(e, StreamEvent::MessageStop);
         assert_eq!(
             serde_json::to_string(&StreamEvent::MessageStop).unwrap(),
             r#"{"type":"message_stop"}"#

@@ -14,7 +14,8 @@
 //! Hub extensions this module reads and writes, where OpenAI has no field:
 //! - `thinking_blocks` on a message (and in a stream delta): Anthropic's `thinking`
 //!   (with `signature`) and `redacted_thinking` blocks, so a conversation with
-//!   reasoning and tools can be replayed; a streamed signature comes as
+//!   reasoning and tools can be replayed. In a stream the text travels in
+//!   `reasoning_content` and a signature as
 //!   `{"type":"thinking","thinking":"","signature":"..."}`.
 //! - `stop_reason` on a choice: the stop sequence that ended the answer (vLLM's name).
 //! - `is_error` and `cache_control` on a tool message, `top_k` at the top level.
@@ -2543,15 +2544,8 @@ impl ClientStream {
                 self.close(out);
                 continue;
             }
-            if let Some(t) = b.thinking.filter(|t| !t.is_empty()) {
-                let index = self.ensure(Open::Thinking, out);
-                let delta = an::BlockDelta {
-                    kind: "thinking_delta".into(),
-                    thinking: Some(t),
-                    ..Default::default()
-                };
-                self.delta(index, delta, out);
-            }
+            // Streamed thinking text travels in `reasoning_content`; the blocks
+            // carry signatures.
             if let Some(s) = b.signature.filter(|s| !s.is_empty()) {
                 let index = self.ensure(Open::Thinking, out);
                 let delta = an::BlockDelta {
@@ -3511,10 +3505,26 @@ mod tests {
             .collect()
     }
 
+    /// The events as Bedrock sends them: its metrics on message_stop.
+    fn bedrock_events(data: &[u8]) -> Vec<Vec<u8>> {
+        sse_datas(data)
+            .into_iter()
+            .map(|json| {
+                let mut v: Value = serde_json::from_slice(&json).unwrap();
+                if v["type"] != "message_stop" {
+                    return json;
+                }
+                v["amazon-bedrock-invocationMetrics"] = json!({"inputTokenCount": 1230,
+                    "outputTokenCount": 89, "invocationLatency": 2087, "firstByteLatency": 512});
+                serde_json::to_vec(&v).unwrap()
+            })
+            .collect()
+    }
+
     /// Bedrock's framing of the same events.
     fn bedrock_frames(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        for json in sse_datas(data) {
+        for json in bedrock_events(data) {
             let payload = json!({
                 "bytes": base64::engine::general_purpose::STANDARD.encode(&json),
                 "p": "abcdefghij"
@@ -4001,7 +4011,7 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     fn messages_stream_any_split() {
         let frames = bedrock_frames(STREAM);
         let mut want = Vec::new();
-        for json in sse_datas(STREAM) {
+        for json in bedrock_events(STREAM) {
             let v: Value = serde_json::from_slice(&json).unwrap();
             write_event(&mut want, v["type"].as_str().unwrap(), &json);
         }
