@@ -84,6 +84,7 @@ pub struct Target<'a> {
     pub flavor: Flavor<'a>,
     /// The provider's model id (Bedrock: id, inference profile or ARN).
     pub model: &'a str,
+    /// Decides path and body; the request's own `stream` is not read.
     pub stream: bool,
     /// Whether a hub stream must end with a usage chunk (for the caller's
     /// [`ChatStream`]; Anthropic always reports usage).
