@@ -4,4 +4,5 @@
 //! every other field, so a body parsed and written back loses nothing, and a field a
 //! provider adds tomorrow passes through untouched.
 
+pub mod anthropic;
 pub mod openai;

@@ -13,6 +13,7 @@
 //! answer needs come in [`ResponseMeta`] because nothing here reads a clock or draws
 //! random numbers.
 
+pub mod anthropic;
 pub mod bedrock;
 pub mod gemini;
 pub mod openai;
