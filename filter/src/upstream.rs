@@ -529,3 +529,199 @@ impl Headers for SavedHeaders {
             .map(|(_, v)| v.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::config::Config;
+    use crate::filter::{FilterRole, HttpFilter};
+    use crate::host::{Action, Status};
+
+    fn gateway() -> Arc<Config> {
+        Arc::new(
+            Config::from_json(
+                br#"{"version": "v1",
+                "backends": [
+                  {"name": "br", "schema": {"name": "AWSBedrock"}, "region": "us-east-1",
+                   "auth": {"awsSigV4": {"accessKeyId": "AKID", "secretAccessKey": "secret"}},
+                   "headerMutation": {"set": [{"name": "x-team", "value": "blue"}], "remove": ["x-debug"]}},
+                  {"name": "oa", "schema": {"name": "OpenAI"}}
+                ],
+                "routes": [{"name": "r", "models": ["m"], "backends": [{"name": "br"}]}]}"#,
+            )
+            .unwrap(),
+        )
+    }
+
+    fn set<'a>(out: &'a [Action], name: &str) -> Option<&'a str> {
+        out.iter().rev().find_map(|a| match a {
+            Action::SetHeader { name: n, value } if n == name => Some(value.as_str()),
+            _ => None,
+        })
+    }
+
+    fn body(out: &[Action]) -> Option<&[u8]> {
+        out.iter().find_map(|a| match a {
+            Action::ReplaceBody(b) => Some(b.as_slice()),
+            _ => None,
+        })
+    }
+
+    const T: Duration = Duration::ZERO;
+
+    #[test]
+    fn a_bedrock_attempt_is_translated_signed_and_answered_in_openai() {
+        let mut f = HttpFilter::new(gateway(), FilterRole::Upstream);
+        f.bind_backend(Some("br"), 1_700_000_000);
+        let mut out = Vec::new();
+        let h = [
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            (":authority", "gateway.local"),
+            ("x-ai-eg-model", "m"),
+            ("x-request-id", "req-7"),
+            ("authorization", "Bearer client-key"),
+            ("x-debug", "1"),
+        ];
+        assert_eq!(
+            f.on_request_headers(&h, false, T, &mut out),
+            Status::StopIteration
+        );
+        assert!(out.contains(&Action::RemoveHeader {
+            name: "authorization".into()
+        }));
+        out.clear();
+        let req = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        assert_eq!(f.on_request_body(req, true, T, &mut out), Status::Continue);
+        assert_eq!(set(&out, ":path"), Some("/model/m/converse"));
+        assert_eq!(
+            set(&out, ":authority"),
+            Some("bedrock-runtime.us-east-1.amazonaws.com")
+        );
+        assert_eq!(set(&out, "x-team"), Some("blue"));
+        assert!(out.contains(&Action::RemoveHeader {
+            name: "x-debug".into()
+        }));
+        let sent = body(&out).unwrap().to_vec();
+        assert_eq!(
+            set(&out, "content-length"),
+            Some(sent.len().to_string().as_str())
+        );
+        let auth = set(&out, "authorization").unwrap();
+        assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKID/20231114/us-east-1/bedrock/"));
+        assert_eq!(set(&out, "x-amz-date"), Some("20231114T221320Z"));
+        // Signed after every other edit: the signature's header comes last.
+        let last_set = out
+            .iter()
+            .rposition(|a| matches!(a, Action::SetHeader { name, .. } if name == "authorization"));
+        let body_at = out.iter().position(|a| matches!(a, Action::ReplaceBody(_)));
+        assert!(last_set < body_at);
+
+        // The answer: held until whole, then translated with its length fixed.
+        out.clear();
+        let rh = [(":status", "200"), ("content-type", "application/json")];
+        assert_eq!(
+            f.on_response_headers(&rh, false, T, &mut out),
+            Status::StopIteration
+        );
+        assert_eq!(set(&out, super::BACKEND_HEADER), Some("br"));
+        out.clear();
+        let answer = br#"{"output":{"message":{"role":"assistant","content":[{"text":"Hello"}]}},"stopReason":"end_turn","usage":{"inputTokens":5,"outputTokens":1,"totalTokens":6}}"#;
+        assert_eq!(
+            f.on_response_body(&answer[..20], false, T, &mut out),
+            Status::StopAndBuffer
+        );
+        assert_eq!(
+            f.on_response_body(&answer[20..], true, T, &mut out),
+            Status::Continue
+        );
+        let client: serde_json::Value = serde_json::from_slice(body(&out).unwrap()).unwrap();
+        assert_eq!(client["id"], "chatcmpl-req-7");
+        assert_eq!(client["choices"][0]["message"]["content"], "Hello");
+        assert_eq!(
+            set(&out, "content-length"),
+            Some(body(&out).unwrap().len().to_string().as_str())
+        );
+    }
+
+    #[test]
+    fn provider_errors_and_refusals_come_in_the_clients_schema() {
+        // A Bedrock throttle for an Anthropic client.
+        let mut f = HttpFilter::new(gateway(), FilterRole::Upstream);
+        f.bind_backend(Some("br"), 0);
+        let mut out = Vec::new();
+        let h = [
+            (":method", "POST"),
+            (":path", "/anthropic/v1/messages"),
+            ("x-ai-eg-model", "m"),
+        ];
+        let _ = f.on_request_headers(&h, false, T, &mut out);
+        let req = br#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+        let _ = f.on_request_body(req, true, T, &mut out);
+        out.clear();
+        let rh = [
+            (":status", "400"),
+            ("x-amzn-errortype", "ThrottlingException:http://x/"),
+        ];
+        assert_eq!(
+            f.on_response_headers(&rh, false, T, &mut out),
+            Status::StopIteration
+        );
+        let _ = f.on_response_body(br#"{"message":"Rate exceeded"}"#, true, T, &mut out);
+        assert_eq!(set(&out, ":status"), Some("429"));
+        let v: serde_json::Value = serde_json::from_slice(body(&out).unwrap()).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+
+        // A request Bedrock cannot express: a 422 before anything is sent.
+        let mut f = HttpFilter::new(gateway(), FilterRole::Upstream);
+        f.bind_backend(Some("br"), 0);
+        let mut out = Vec::new();
+        let h = [
+            (":method", "POST"),
+            (":path", "/v1/completions"),
+            ("x-ai-eg-model", "m"),
+        ];
+        let _ = f.on_request_headers(&h, false, T, &mut out);
+        let s = f.on_request_body(br#"{"model":"m","prompt":"x"}"#, true, T, &mut out);
+        assert_eq!(s, Status::StopIteration);
+        assert!(f.replied());
+        assert!(matches!(
+            out.last(),
+            Some(Action::SendLocalReply { status: 422, .. })
+        ));
+    }
+
+    #[test]
+    fn openai_passthrough_touches_neither_body_nor_answer() {
+        let mut f = HttpFilter::new(gateway(), FilterRole::Upstream);
+        f.bind_backend(Some("oa"), 0);
+        let mut out = Vec::new();
+        let h = [
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            ("x-ai-eg-model", "m"),
+        ];
+        assert_eq!(
+            f.on_request_headers(&h, false, T, &mut out),
+            Status::Continue
+        );
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::SetHeader { name, .. } if name == ":path")));
+        out.clear();
+        let rh = [(":status", "500")];
+        assert_eq!(
+            f.on_response_headers(&rh, false, T, &mut out),
+            Status::Continue
+        );
+        out.clear();
+        assert_eq!(
+            f.on_response_body(b"{}", true, T, &mut out),
+            Status::Continue
+        );
+        assert!(out.is_empty());
+    }
+}

@@ -10,8 +10,8 @@ use crate::error::ClientSchema;
 use crate::host::Headers;
 use crate::schema::openai::{ChatCompletion, ChatCompletionRequest, EmbeddingsRequest};
 use crate::translate::{
-    bedrock, encode_openai_sse, gemini, openai, ChunkSource, ProviderError, ResponseMeta,
-    StreamItem, TranslateError, UpstreamRequest,
+    anthropic, bedrock, encode_openai_sse, gemini, openai, ChunkSource, ProviderError,
+    ResponseMeta, StreamItem, TranslateError, UpstreamRequest,
 };
 
 /// The API a client called, as far as the upstream instance cares.
@@ -102,6 +102,15 @@ enum Reader {
     OpenAi,
     Bedrock,
     Gemini,
+    /// An Anthropic-family provider answering a hub request.
+    Anthropic {
+        eventstream: bool,
+    },
+    /// An Anthropic-family provider answering an Anthropic client: the body passes
+    /// (Bedrock's binary stream becomes SSE), errors are normalized.
+    AnthropicMessages {
+        eventstream: bool,
+    },
     /// A provider's embeddings answer (the backend's schema says whose).
     Embeddings {
         model: String,
@@ -253,6 +262,12 @@ fn chat(
         (gemini::chat_request(hub, &api, model)?, Reader::Gemini)
     } else if *schema == BackendSchema::AwsBedrock {
         (bedrock::chat_request(hub, model)?, Reader::Bedrock)
+    } else if let Some(target) = anthropic_target(schema, model, stream, include_usage) {
+        let eventstream = target.flavor == anthropic::Flavor::Bedrock;
+        (
+            anthropic::chat_request(hub, &target)?,
+            Reader::Anthropic { eventstream },
+        )
     } else {
         return Err(TranslateError::unsupported(
             "model",
@@ -308,15 +323,49 @@ fn embeddings(a: &Attempt<'_>, body: &[u8], model: &str) -> Result<Prepared, Tra
     })
 }
 
-/// An Anthropic Messages request.
-fn messages(a: &Attempt<'_>, _body: &[u8], _model: &str) -> Result<Prepared, TranslateError> {
-    Err(TranslateError::unsupported(
-        "model",
-        format!(
-            "the Anthropic Messages API is not translated for {} backends yet",
-            schema_name(&a.backend.schema)
-        ),
-    ))
+/// An Anthropic Messages request: passed through (with the flavor's edits) to an
+/// Anthropic model, through the hub to any other provider.
+fn messages(a: &Attempt<'_>, body: &[u8], model: &str) -> Result<Prepared, TranslateError> {
+    let stream = Peek::of(body)?.stream;
+    if let Some(target) = anthropic_target(&a.backend.schema, model, stream, true) {
+        let eventstream = target.flavor == anthropic::Flavor::Bedrock;
+        let up = anthropic::messages_request(body, &target)?;
+        return Ok(Prepared {
+            path: up.path,
+            body: Some(up.body),
+            headers: up.headers,
+            response: ResponsePlan::new(a, Reader::AnthropicMessages { eventstream }, stream, true),
+        });
+    }
+    let mut hub = anthropic::client_request(body)?;
+    hub.model = model.to_string();
+    chat(a, &hub, model)
+}
+
+/// Where an Anthropic-family backend takes a request.
+fn anthropic_target<'a>(
+    schema: &'a BackendSchema,
+    model: &'a str,
+    stream: bool,
+    include_usage: bool,
+) -> Option<anthropic::Target<'a>> {
+    let (flavor, version) = match schema {
+        BackendSchema::Anthropic { version } => (anthropic::Flavor::Native, version),
+        BackendSchema::GcpAnthropic {
+            project,
+            region,
+            version,
+        } => (anthropic::Flavor::Vertex { project, region }, version),
+        BackendSchema::AwsAnthropic { version } => (anthropic::Flavor::Bedrock, version),
+        _ => return None,
+    };
+    Some(anthropic::Target {
+        flavor,
+        model,
+        stream,
+        include_usage,
+        version: version.as_deref(),
+    })
 }
 
 fn schema_name(s: &BackendSchema) -> &'static str {
@@ -465,6 +514,8 @@ impl ResponsePlan {
             gemini::error(status, headers, body)
         } else if self.schema == BackendSchema::AwsBedrock {
             bedrock::error(status, headers, body)
+        } else if self.schema.is_anthropic_family() {
+            anthropic::error(status, headers, body)
         } else {
             ProviderError::new(status, None, format!("the provider answered {status}"))
         };
@@ -474,8 +525,9 @@ impl ResponsePlan {
     /// A whole (non-streamed) answer for the client.
     pub fn body(&self, body: &[u8]) -> Result<Vec<u8>, (u16, Vec<u8>)> {
         let completion = match &self.kind {
-            Reader::Passthrough => return Ok(body.to_vec()),
+            Reader::Passthrough | Reader::AnthropicMessages { .. } => return Ok(body.to_vec()),
             Reader::OpenAi => openai::chat_response(body),
+            Reader::Anthropic { .. } => anthropic::chat_response(body, &self.meta),
             Reader::Gemini => gemini::chat_response(body, &self.meta),
             Reader::Bedrock => bedrock::chat_response(body, &self.meta),
             Reader::Embeddings { model, base64 } => {
@@ -499,14 +551,35 @@ impl ResponsePlan {
     pub fn stream(&self) -> Option<StreamTranslator> {
         let (meta, usage, max) = (self.meta.clone(), self.include_usage, self.max_event_bytes);
         let source: Box<dyn ChunkSource> = match self.kind {
-            Reader::Passthrough | Reader::Embeddings { .. } => return None,
+            Reader::Passthrough
+            | Reader::Embeddings { .. }
+            | Reader::AnthropicMessages { eventstream: false } => return None,
+            Reader::AnthropicMessages { eventstream: true } => {
+                return Some(StreamTranslator::Messages(anthropic::MessagesStream::new(
+                    max,
+                )))
+            }
             Reader::OpenAi => Box::new(openai::ChatStream::new(max)),
             Reader::Gemini => Box::new(gemini::ChatStream::new(meta, usage, max)),
             Reader::Bedrock => Box::new(bedrock::ChatStream::new(meta, usage, max)),
+            Reader::Anthropic { eventstream } => {
+                let framing = if eventstream {
+                    anthropic::Framing::EventStream
+                } else {
+                    anthropic::Framing::Sse
+                };
+                Box::new(anthropic::ChatStream::new(framing, meta, usage, max))
+            }
         };
-        Some(StreamTranslator {
+        let client = match self.client {
+            ClientSchema::OpenAI => ClientEncoder::OpenAi,
+            ClientSchema::Anthropic => {
+                ClientEncoder::Anthropic(anthropic::ClientStream::new(&self.meta.model))
+            }
+        };
+        Some(StreamTranslator::Hub {
             source,
-            client: self.client,
+            client,
             items: Vec::new(),
         })
     }
@@ -514,7 +587,7 @@ impl ResponsePlan {
     fn write_completion(&self, c: &ChatCompletion) -> Vec<u8> {
         match self.client {
             ClientSchema::OpenAI => serde_json::to_vec(c).unwrap_or_default(),
-            ClientSchema::Anthropic => serde_json::to_vec(c).unwrap_or_default(),
+            ClientSchema::Anthropic => anthropic::client_response(c),
         }
     }
 
@@ -532,21 +605,47 @@ impl ResponsePlan {
 
 /// A streamed answer on its way to the client: provider bytes in, client bytes out.
 #[derive(Debug)]
-pub struct StreamTranslator {
-    source: Box<dyn ChunkSource>,
-    client: ClientSchema,
-    items: Vec<StreamItem>,
+pub enum StreamTranslator {
+    /// Provider stream → hub items → the client's stream.
+    Hub {
+        source: Box<dyn ChunkSource>,
+        client: ClientEncoder,
+        items: Vec<StreamItem>,
+    },
+    /// Bedrock's InvokeModel stream of Anthropic events, for an Anthropic client.
+    Messages(anthropic::MessagesStream),
+}
+
+/// Writes hub items in the client's stream format.
+#[derive(Debug)]
+pub enum ClientEncoder {
+    OpenAi,
+    Anthropic(anthropic::ClientStream),
 }
 
 impl StreamTranslator {
     /// Translates one body chunk; what the client gets is appended to `out`.
     pub fn feed(&mut self, chunk: &[u8], end_of_stream: bool, out: &mut Vec<u8>) {
-        self.items.clear();
-        self.source.feed(chunk, end_of_stream, &mut self.items);
-        for item in &self.items {
-            match self.client {
-                ClientSchema::OpenAI => encode_openai_sse(item, out),
-                ClientSchema::Anthropic => encode_openai_sse(item, out),
+        match self {
+            StreamTranslator::Messages(m) => m.feed(chunk, end_of_stream, out),
+            StreamTranslator::Hub {
+                source,
+                client,
+                items,
+            } => {
+                items.clear();
+                source.feed(chunk, end_of_stream, items);
+                for item in items.iter() {
+                    match client {
+                        ClientEncoder::OpenAi => encode_openai_sse(item, out),
+                        ClientEncoder::Anthropic(c) => c.encode(item, out),
+                    }
+                }
+                if end_of_stream {
+                    if let ClientEncoder::Anthropic(c) = client {
+                        c.finish(out);
+                    }
+                }
             }
         }
     }
@@ -754,6 +853,162 @@ mod tests {
         let v: Value = serde_json::from_slice(&p.response.body(answer).unwrap()).unwrap();
         assert_eq!(v["data"][0]["embedding"], serde_json::json!([0.5, -1.0]));
         assert_eq!(v["usage"]["prompt_tokens"], 2);
+    }
+
+    fn sse_data(bytes: &[u8]) -> Vec<Value> {
+        String::from_utf8_lossy(bytes)
+            .split("\n\n")
+            .flat_map(|e| e.lines())
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str(d).ok())
+            .collect()
+    }
+
+    #[test]
+    fn chat_to_anthropic_native() {
+        let b = backend(serde_json::json!({"name": "a", "schema": {"name": "Anthropic"}}));
+        let p = prepare(&attempt(ClientApi::Chat, &b, "/v1/chat/completions"), CHAT).unwrap();
+        assert_eq!(p.path, "/v1/messages");
+        assert!(p
+            .headers
+            .iter()
+            .any(|(n, v)| *n == "anthropic-version" && v == "2023-06-01"));
+        let body: Value = serde_json::from_slice(p.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["system"], "be brief");
+        assert_eq!(body["model"], "claude");
+        let answer = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","usage":{"input_tokens":4,"cache_read_input_tokens":6,"output_tokens":2}}"#;
+        let v: Value = serde_json::from_slice(&p.response.body(answer).unwrap()).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "Hi");
+        assert_eq!(v["usage"]["prompt_tokens"], 10);
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 6);
+        let (status, body) = p
+            .response
+            .error(
+                529,
+                &[("content-type", "application/json")],
+                br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            )
+            .unwrap();
+        assert_eq!(status, 503, "OpenAI clients know no 529");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap()["error"]["message"],
+            "Overloaded"
+        );
+    }
+
+    const MESSAGES: &[u8] = br#"{"model":"claude","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+
+    #[test]
+    fn messages_to_bedrock_anthropic_pass_through_as_sse() {
+        use crate::eventstream::encode_event;
+        use base64::Engine as _;
+        let b = backend(
+            serde_json::json!({"name": "ba", "schema": {"name": "AWSAnthropic"}, "region": "us-east-1"}),
+        );
+        let p = prepare(
+            &attempt(ClientApi::Messages, &b, "/anthropic/v1/messages"),
+            MESSAGES,
+        )
+        .unwrap();
+        assert_eq!(p.path, "/model/claude/invoke-with-response-stream");
+        let body: Value = serde_json::from_slice(p.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["anthropic_version"], "bedrock-2023-05-31");
+        assert!(body.get("model").is_none() && body.get("stream").is_none());
+        let mut frames = Vec::new();
+        for ev in [
+            r#"{"type":"message_start","message":{"id":"m","type":"message","role":"assistant","model":"claude","content":[],"usage":{"input_tokens":3,"output_tokens":1}}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Yo"}}"#,
+            r#"{"type":"content_block_stop","index":0}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":2}}"#,
+            r#"{"type":"message_stop"}"#,
+        ] {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(ev);
+            frames.extend(
+                encode_event("chunk", format!(r#"{{"bytes":"{b64}"}}"#).as_bytes()).unwrap(),
+            );
+        }
+        let mut t = p.response.stream().unwrap();
+        let mut out = Vec::new();
+        for piece in frames.chunks(5) {
+            t.feed(piece, false, &mut out);
+        }
+        t.feed(&[], true, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("event: message_start\n"), "{text}");
+        assert!(text.contains(r#""text":"Yo""#) && text.contains("event: message_stop"));
+    }
+
+    #[test]
+    fn messages_through_the_hub_to_openai_and_bedrock() {
+        // To an OpenAI-schema backend: an OpenAI chat body out, an Anthropic answer back.
+        let o = backend(serde_json::json!({"name": "o", "schema": {"name": "OpenAI"}}));
+        let body = br#"{"model":"claude","max_tokens":64,"system":"terse","messages":[{"role":"user","content":"hi"}]}"#;
+        let p = prepare(
+            &attempt(ClientApi::Messages, &o, "/anthropic/v1/messages"),
+            body,
+        )
+        .unwrap();
+        assert_eq!(p.path, "/v1/chat/completions");
+        let sent: Value = serde_json::from_slice(p.body.as_deref().unwrap()).unwrap();
+        assert_eq!(sent["messages"][0]["role"], "system");
+        let answer = br#"{"id":"c1","object":"chat.completion","created":1,"model":"gpt","choices":[{"index":0,"message":{"role":"assistant","content":"Hey"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
+        let v: Value = serde_json::from_slice(&p.response.body(answer).unwrap()).unwrap();
+        assert_eq!(v["type"], "message");
+        assert_eq!(v["content"][0]["text"], "Hey");
+        assert_eq!(v["stop_reason"], "end_turn");
+        assert_eq!(v["usage"]["input_tokens"], 5);
+        let (status, body) = p
+            .response
+            .error(
+                429,
+                &[],
+                br#"{"error":{"message":"slow down","type":"rate_limit_error"}}"#,
+            )
+            .unwrap();
+        let e: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((status, e["type"].as_str()), (429, Some("error")));
+        assert_eq!(e["error"]["type"], "rate_limit_error");
+
+        // To Bedrock Converse, streamed: Anthropic SSE events back.
+        use crate::eventstream::encode_event;
+        let br = backend(
+            serde_json::json!({"name": "br", "schema": {"name": "AWSBedrock"}, "region": "us-east-1"}),
+        );
+        let p = prepare(
+            &attempt(ClientApi::Messages, &br, "/anthropic/v1/messages"),
+            MESSAGES,
+        )
+        .unwrap();
+        assert_eq!(p.path, "/model/claude/converse-stream");
+        let mut frames = Vec::new();
+        for (ev, json) in [
+            ("messageStart", r#"{"role":"assistant"}"#),
+            (
+                "contentBlockDelta",
+                r#"{"contentBlockIndex":0,"delta":{"text":"Yo"}}"#,
+            ),
+            ("messageStop", r#"{"stopReason":"end_turn"}"#),
+            (
+                "metadata",
+                r#"{"usage":{"inputTokens":3,"outputTokens":1,"totalTokens":4}}"#,
+            ),
+        ] {
+            frames.extend(encode_event(ev, json.as_bytes()).unwrap());
+        }
+        let mut t = p.response.stream().unwrap();
+        let mut out = Vec::new();
+        t.feed(&frames, true, &mut out);
+        let events = sse_data(&out);
+        let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+        assert_eq!(types.first(), Some(&"message_start"));
+        assert_eq!(types.last(), Some(&"message_stop"));
+        let delta = events
+            .iter()
+            .find(|e| e["type"] == "message_delta")
+            .unwrap();
+        assert_eq!(delta["usage"]["output_tokens"], 1);
+        assert_eq!(delta["delta"]["stop_reason"], "end_turn");
     }
 
     #[test]
