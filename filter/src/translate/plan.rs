@@ -574,7 +574,7 @@ impl ResponsePlan {
         let client = match self.client {
             ClientSchema::OpenAI => ClientEncoder::OpenAi,
             ClientSchema::Anthropic => {
-                ClientEncoder::Anthropic(anthropic::ClientStream::new(&self.meta.model))
+                ClientEncoder::Anthropic(Box::new(anthropic::ClientStream::new(&self.meta.model)))
             }
         };
         Some(StreamTranslator::Hub {
@@ -613,14 +613,14 @@ pub enum StreamTranslator {
         items: Vec<StreamItem>,
     },
     /// Bedrock's InvokeModel stream of Anthropic events, for an Anthropic client.
-    Messages(anthropic::MessagesStream),
+    Messages(Box<anthropic::MessagesStream>),
 }
 
 /// Writes hub items in the client's stream format.
 #[derive(Debug)]
 pub enum ClientEncoder {
     OpenAi,
-    Anthropic(anthropic::ClientStream),
+    Anthropic(Box<anthropic::ClientStream>),
 }
 
 impl StreamTranslator {
