@@ -555,8 +555,8 @@ impl ResponsePlan {
             | Reader::Embeddings { .. }
             | Reader::AnthropicMessages { eventstream: false } => return None,
             Reader::AnthropicMessages { eventstream: true } => {
-                return Some(StreamTranslator::Messages(anthropic::MessagesStream::new(
-                    max,
+                return Some(StreamTranslator::Messages(Box::new(
+                    anthropic::MessagesStream::new(max),
                 )))
             }
             Reader::OpenAi => Box::new(openai::ChatStream::new(max)),
