@@ -6,13 +6,13 @@ and the recorded requests."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import struct
 import subprocess
 import sys
 import uuid
 import zlib
-from pathlib import Path
 
 import pytest
 import requests
@@ -551,7 +551,7 @@ def signed(sim, path: str, body: bytes, *, token: str | None = None, region: str
 def test_sigv4_accepted_and_tampered(sim):
     path = CLAUDE_PATH + "/converse"
     body = json.dumps(CONVERSE).encode()
-    h = signed(sim, path, body, extra={"x-amz-content-sha256": __import__("hashlib").sha256(body).hexdigest()})
+    h = signed(sim, path, body, extra={"x-amz-content-sha256": hashlib.sha256(body).hexdigest()})
     # Unsigned headers that a proxy adds do not matter.
     r, rec = sim.post(path, data=body, headers={**h, "x-forwarded-proto": "http", "x-envoy-expected-rq-timeout-ms": "1"},
                       listener="auth")

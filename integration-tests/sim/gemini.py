@@ -7,7 +7,7 @@ import re
 import time
 from typing import Any
 
-from .core import Answer, Ctx, Reject, Response, Stream, count_words, digest, json_response, make_answer
+from .core import Answer, Ctx, Response, Stream, count_words, digest, json_response, make_answer
 
 STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
           409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL", 501: "NOT_IMPLEMENTED",
@@ -358,7 +358,3 @@ def predict(ctx: Ctx, model: str) -> Response:
     resp.sent = {"sent_text": "", "sent_reasoning": "", "sent_tool_calls": [],
                  "sent_usage": {"predictions": stats, "metadata": meta}}
     return resp
-
-
-def reject_unknown_op(op: str) -> None:
-    raise Reject(404, f"simulator: unsupported method {op}")
