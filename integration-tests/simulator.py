@@ -1,465 +1,189 @@
 #!/usr/bin/env python3
-"""A provider simulator: an OpenAI-schema upstream for `make run` and the tests.
+"""A provider simulator: OpenAI, Azure OpenAI, Anthropic, Bedrock and Gemini upstreams for `make run` and the tests.
 
-Standard library only (PyYAML is needed for cassette replay alone). One asyncio
-process serves HTTP/1.1 with keep-alive on one or more listeners; each listener has a
-label (the backend name in the tests), so a recorded request shows which backend
-Envoy sent it to.
+Standard library only (PyYAML is needed for cassette replay, botocore for SigV4
+checks). One asyncio process serves HTTP/1.1 with keep-alive on one or more
+listeners; each listener has a label (the backend name in the tests), so a recorded
+request shows which backend Envoy sent it to. The code is in the `sim` package beside
+this file; this is its entry point.
+
+Every listener serves every provider, chosen by path (POST only):
+
+    OpenAI          {any prefix}/chat/completions | /completions | /embeddings
+                    (/v1/..., /api/v1/..., /v1beta/openai/...; a prefix holding
+                    /projects/ is Vertex's OpenAI endpoint: bearer auth)
+    Azure OpenAI    /openai/deployments/{deployment}/chat/completions | /completions
+                    | /embeddings ?api-version=... (required; the body model is
+                    optional, the deployment names it)
+    Anthropic       /v1/messages (anthropic-version header; model, max_tokens,
+                    messages; SSE when "stream": true)
+    Vertex Claude   /v1/projects/{p}/locations/{r}/publishers/anthropic/models/{m}
+                    :rawPredict | :streamRawPredict (anthropic_version
+                    "vertex-2023-10-16" or an API version date, no model)
+    Bedrock         /model/{modelId}/converse | /converse-stream (modelId one
+                    percent-encoded segment); /model/{id}/invoke |
+                    /invoke-with-response-stream for Anthropic models
+                    (anthropic_version "bedrock-2023-05-31" or an API version
+                    date, no model, no stream) and
+                    for Titan text embeddings (model ids holding "titan-embed")
+    Gemini          /v1beta/models/{m}:generateContent | :streamGenerateContent
+                    (?alt=sse: SSE with CRLF line ends; without: a streamed JSON
+                    array) | :batchEmbedContents | :embedContent
+    Vertex Gemini   /v1/projects/{p}/locations/{r}/publishers/google/models/{m}
+                    :generateContent | :streamGenerateContent | :predict (embeddings)
+
+Bedrock streams are application/vnd.amazon.eventstream frames, sent in chunks cut at
+odd places (7 bytes into a frame, across frame ends, mid-payload) unless
+`x-sim-split: 0`; every event payload carries Bedrock's "p" padding field.
 
 What it answers, decided per request by headers (they pass through Envoy):
 
     x-sim-cassette: NAME     replay NAME.yaml from the cassette directory: recorded
                              status, content-type and body; SSE bodies are sent one
                              event per chunk, each flushed separately.
-    x-sim-status: CODE       answer CODE with x-sim-body (or an OpenAI-style error).
+    x-sim-status: CODE       answer CODE with x-sim-body, else an error body in the
+                             provider's own format (OpenAI/Azure {"error":{...}},
+                             Anthropic {"type":"error","error":{type,message}} with
+                             529 overloaded_error, Bedrock {"message"} plus
+                             x-amzn-errortype, Google {"error":{code,message,status}}).
     x-sim-body: TEXT         the body for x-sim-status.
-    x-sim-reset-after: N     stream N events, then reset the connection (TCP RST).
-    x-sim-gzip: 1            gzip the response body (per event for streams).
-    x-sim-delay-ms: MS       pause between streamed events (default 5).
-    x-sim-tokens: N          content chunks / completion tokens generated (default 5).
-    x-sim-cached-tokens: N   report N cached prompt tokens in generated usage.
-    x-sim-reasoning-tokens: N  report N reasoning tokens in generated usage.
+    x-sim-error-type: TYPE   the error type of x-sim-status's default body (OpenAI
+                             type, Azure code, Anthropic error.type, Bedrock
+                             x-amzn-errortype, Google status).
+    x-sim-reset-after: N     stream N events (Bedrock: N frames), then reset the
+                             connection (TCP RST).
+    x-sim-gzip: 1            gzip the response body (per chunk for streams).
+    x-sim-delay-ms: MS       pause between streamed chunks (default 5).
+    x-sim-tokens: N          text pieces = visible output tokens (default 5, at least
+                             1; with x-sim-tool-call, default 0 and 0 allowed).
+    x-sim-cached-tokens: N   N prompt tokens read from cache.
+    x-sim-cache-write-tokens: N  N prompt tokens written to cache (Anthropic, Bedrock).
+    x-sim-reasoning-tokens: N  thinking pieces (Anthropic thinking, Bedrock
+                             reasoningContent, Gemini thoughts) when the request asks
+                             for thinking (default 3 then); OpenAI and Gemini report N
+                             in usage whether asked or not.
+    x-sim-tool-call: NAME    the answer calls tool NAME with arguments built from its
+                             declared schema ({"city":"Paris"} when none), streamed in
+                             3 argument pieces; 400 if the request declares tools and
+                             NAME is not one of them.
+    x-sim-stream-error: TYPE after x-sim-stream-error-after events (default 3), end
+                             the stream with an error event: OpenAI `data: {"error"}`,
+                             Anthropic `event: error`, Bedrock an exception frame
+                             (:message-type exception, :exception-type TYPE), Gemini a
+                             `data: {"error":{code,message,status: TYPE}}` event.
+    x-sim-split: 0           Bedrock frames one per chunk, uncut.
 
-Without x-sim-cassette or x-sim-status, it generates an answer for any model on
-/v1/chat/completions, /v1/completions and /v1/embeddings, streaming or not, and sends
-the usage chunk only when `stream_options.include_usage` is true, as OpenAI does.
+Token rule (so tests can predict counts): words = whitespace-separated words of the
+text the model reads (message and prompt text, system text, tool-result text; not
+tool definitions, tool-call arguments, images or thinking; OpenAI token-array
+prompts count one per token). prompt = max(1, words, cached + cache_write): every
+prompt token, cached ones included. Output = text pieces + tool-argument pieces (3,
+fewer for arguments under 3 characters) + thinking pieces where the provider counts
+them in output (Anthropic, Bedrock; Gemini reports them as thoughtsTokenCount,
+OpenAI as reasoning_tokens inside completion_tokens_details). Per provider:
+  OpenAI/Azure  prompt_tokens = prompt, cached_tokens = cached.
+  Anthropic     input_tokens = prompt - cached - cache_write,
+                cache_read_input_tokens = cached,
+                cache_creation_input_tokens = cache_write.
+  Bedrock       inputTokens = prompt - cached - cache_write, totalTokens = all of
+                input, output and both cache counts (cache fields only when not 0).
+  Gemini        promptTokenCount = prompt, cachedContentTokenCount = cached,
+                totalTokenCount = prompt + candidates + thoughts; every streamed
+                event carries cumulative usageMetadata.
+  Embeddings    max(1, words) per input (Titan inputTextTokenCount, Vertex
+                token_count); Gemini batchEmbedContents reports no usage.
+A max-tokens field (max_tokens / max_completion_tokens, inferenceConfig.maxTokens,
+generationConfig.maxOutputTokens) below the text pieces truncates the text to it,
+drops the tool call and stops for length.
+
+Checks on what arrives (a failure answers in the provider's format with its status,
+unless x-sim-status or x-sim-cassette asks for something else, and is recorded in
+`checks`): POST, content-type application/json, a JSON object body, required query
+params and headers (Azure api-version, anthropic-version), the body's shape per
+provider (required fields, no foreign ones: e.g. Converse has no `model` and list
+contents; Vertex/Bedrock Anthropic bodies carry anthropic_version and no `model`;
+Gemini contents non-empty with roles user/model), and auth when expected.
+
+Auth expectations (repeatable; LABEL "*" means every listener):
+
+    --expect-api-key LABEL=KEY  the listener wants the API-key header of the path
+                             family: Authorization: Bearer (OpenAI, Mistral and other
+                             compatibles, Bedrock API keys), api-key (Azure),
+                             x-api-key or Authorization: Bearer (Anthropic: recent
+                             SDKs send the key as a bearer), x-goog-api-key or ?key= (AI
+                             Studio). 401 in the provider's format otherwise (Bedrock:
+                             403).
+    --expect-bearer LABEL=TOKEN  Authorization: Bearer TOKEN on Vertex paths (and
+                             Azure AD on Azure paths, either this or api-key).
+    --aws-credentials LABEL=AKID:SECRET[:SESSION_TOKEN]  Bedrock paths need a valid
+                             SigV4 signature (service bedrock, any region), recomputed
+                             with botocore over the received method, path, query,
+                             SignedHeaders and body; x-amz-content-sha256 must match
+                             the body when present, x-amz-security-token the session
+                             token; x-amz-date within 15 minutes. 403 with
+                             x-amzn-errortype InvalidSignatureException (or
+                             MissingAuthenticationTokenException,
+                             UnrecognizedClientException) otherwise.
 
 Control endpoints (never recorded):
 
     GET    /_sim/health            200 "ok"
     GET    /_sim/requests[?id=X]   JSON list of recorded requests (all, or those whose
-                                   x-request-id is X): listener, method, path, headers
-                                   (lower-case names), body (text) and body_json.
+                                   x-request-id is X), each with: listener, method,
+                                   path (with query), query ({name: [values]}),
+                                   headers ([[lower-case name, value]]), body (text),
+                                   body_json, received_at, provider (openai,
+                                   azure-openai, anthropic, vertex-anthropic,
+                                   bedrock-converse, bedrock-anthropic, bedrock-titan,
+                                   bedrock-invoke, gemini, vertex-gemini; null for an
+                                   unknown path), operation, model, checks (failure
+                                   messages, [] when fine), sent_text, sent_reasoning,
+                                   sent_tool_calls ([{id, name, arguments}]),
+                                   sent_usage (the usage object as sent in provider
+                                   terms: streams record what was written so far, the
+                                   Anthropic stream's message_start usage merged with
+                                   message_delta's, Gemini's last usageMetadata, Vertex
+                                   predict {predictions: [statistics], metadata}), and
+                                   response {status, usage} (usage: the generated
+                                   answer's usage on OpenAI paths, as before).
     DELETE /_sim/requests          forget them.
 
 Usage: simulator.py --listen 127.0.0.1:8081[=label] [--listen ...]
                     [--cassettes DIR] [--ready-file PATH]
+                    [--expect-api-key LABEL=KEY] [--expect-bearer LABEL=TOKEN]
+                    [--aws-credentials LABEL=AKID:SECRET[:SESSION_TOKEN]]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import gzip
-import json
 import os
-import re
-import socket
-import struct
 import sys
-import time
-import zlib
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sim.server import Expectations, Simulator, parse_labeled, parse_listen, serve  # noqa: E402
+from sim.sigv4 import AwsCredentials  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 # In a CI clone the shared test data lives beside the repository.
 DEFAULT_CASSETTES = REPO.parent / "shared" / "conformance" / "openai-cassettes"
 
-MAX_BODY = 64 * 1024 * 1024
-REASONS = {
-    200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-    404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
-    429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
-    503: "Service Unavailable", 504: "Gateway Timeout",
-}
 
-
-class BadRequest(Exception):
-    pass
-
-
-class Request:
-    def __init__(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, listener: str):
-        self.method = method
-        self.target = target
-        split = urlsplit(target)
-        self.path = split.path
-        self.query = parse_qs(split.query)
-        self.headers = headers
-        self.body = body
-        self.listener = listener
-
-    def header(self, name: str, default: str | None = None) -> str | None:
-        name = name.lower()
-        for k, v in self.headers:
-            if k == name:
-                return v
-        return default
-
-    def int_header(self, name: str, default: int) -> int:
-        try:
-            return int(self.header(name, str(default)))
-        except ValueError:
-            return default
-
-    def json(self) -> Any:
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            return None
-
-    def record(self) -> dict:
-        text = self.body.decode("utf-8", errors="replace")
-        return {
-            "listener": self.listener,
-            "method": self.method,
-            "path": self.target,
-            "headers": [[k, v] for k, v in self.headers],
-            "body": text,
-            "body_json": self.json(),
-            "received_at": time.time(),
-        }
-
-
-class Response:
-    """What to send: either a whole body or a list of chunks streamed with delays."""
-
-    def __init__(self, status: int, content_type: str, body: bytes = b"", chunks: list[bytes] | None = None,
-                 delay: float = 0.0, reset_after: int | None = None, gzip_body: bool = False,
-                 extra_headers: list[tuple[str, str]] | None = None):
-        self.status = status
-        self.content_type = content_type
-        self.body = body
-        self.chunks = chunks
-        self.delay = delay
-        self.reset_after = reset_after
-        self.gzip = gzip_body
-        self.extra_headers = extra_headers or []
-        # The usage reported to the client, if any (shown by /_sim/requests).
-        self.usage: dict | None = None
-
-
-def json_response(status: int, obj: Any, **kw) -> Response:
-    return Response(status, "application/json", json.dumps(obj).encode(), **kw)
-
-
-def openai_error(status: int, message: str, etype: str = "invalid_request_error", code: str | None = None) -> Response:
-    return json_response(status, {"error": {"message": message, "type": etype, "param": None, "code": code}})
-
-
-class Simulator:
-    def __init__(self, cassette_dir: Path):
-        self.cassette_dir = cassette_dir
-        self.cassettes: dict[str, dict] = {}
-        self.requests: list[dict] = []
-        self.counter = 0
-
-    # ---- cassettes -------------------------------------------------------
-
-    def cassette(self, name: str) -> dict | None:
-        if name in self.cassettes:
-            return self.cassettes[name]
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
-            return None
-        path = self.cassette_dir / f"{name}.yaml"
-        if not path.is_file():
-            return None
-        import yaml  # only needed for replay
-
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
-        self.cassettes[name] = doc["interactions"][0]
-        return self.cassettes[name]
-
-    def replay(self, req: Request, name: str) -> Response:
-        inter = self.cassette(name)
-        if inter is None:
-            return openai_error(599, f"simulator: no cassette named {name!r} in {self.cassette_dir}")
-        resp = inter["response"]
-        headers = {k.lower(): v for k, v in (resp.get("headers") or {}).items()}
-        ctype = (headers.get("content-type") or ["application/json"])[0]
-        body = resp.get("body") or ""
-        delay = req.int_header("x-sim-delay-ms", 2) / 1000.0
-        if ctype.startswith("text/event-stream"):
-            events = [e.encode() for e in re.split(r"(?<=\n\n)", body) if e]
-            return Response(resp["code"], ctype, chunks=events, delay=delay,
-                            reset_after=_opt_int(req.header("x-sim-reset-after")),
-                            gzip_body=req.header("x-sim-gzip") == "1")
-        return Response(resp["code"], ctype, body.encode(), gzip_body=req.header("x-sim-gzip") == "1")
-
-    # ---- generated answers ----------------------------------------------
-
-    def generate(self, req: Request) -> Response:
-        if req.method != "POST":
-            return openai_error(405, f"simulator: {req.method} not allowed on {req.path}")
-        doc = req.json()
-        if not isinstance(doc, dict):
-            return openai_error(400, "simulator: request body is not a JSON object")
-        model = doc.get("model")
-        if not isinstance(model, str) or not model:
-            return openai_error(400, "simulator: you must provide a model parameter")
-        self.counter += 1
-        ident = f"sim-{self.counter}"
-        created = int(time.time())
-        ntok = max(1, req.int_header("x-sim-tokens", 5))
-        cached = req.int_header("x-sim-cached-tokens", 0)
-        reasoning = req.int_header("x-sim-reasoning-tokens", 0)
-        delay = req.int_header("x-sim-delay-ms", 5) / 1000.0
-        reset_after = _opt_int(req.header("x-sim-reset-after"))
-        gz = req.header("x-sim-gzip") == "1"
-        prompt_tokens = max(1, len(req.body) // 16)
-        words = [f"word{i} " if i else f"Hello from {req.listener} " for i in range(ntok)]
-
-        def usage(completion: int) -> dict:
-            u = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                 "total_tokens": prompt_tokens + completion,
-                 "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0}}
-            if completion:
-                u["completion_tokens_details"] = {"reasoning_tokens": reasoning, "audio_tokens": 0,
-                                                  "accepted_prediction_tokens": 0,
-                                                  "rejected_prediction_tokens": 0}
-            return u
-
-        if req.path == "/v1/embeddings":
-            inputs = doc.get("input")
-            n = len(inputs) if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else 1
-            dims = doc.get("dimensions") or 8
-            data = []
-            for i in range(n):
-                vec = [round(((i + 1) * (j + 1) % 17) / 17.0, 6) for j in range(dims)]
-                if doc.get("encoding_format") == "base64":
-                    emb: Any = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
-                else:
-                    emb = vec
-                data.append({"object": "embedding", "index": i, "embedding": emb})
-            resp = json_response(200, {"object": "list", "data": data, "model": model,
-                                       "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}},
-                                 gzip_body=gz)
-            resp.usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
-            return resp
-
-        chat = req.path == "/v1/chat/completions"
-        if not chat and req.path != "/v1/completions":
-            return openai_error(404, f"simulator: unknown path {req.path}")
-        stream = doc.get("stream") is True
-        include_usage = stream and bool((doc.get("stream_options") or {}).get("include_usage"))
-        obj = "chat.completion" if chat else "text_completion"
-        if not stream:
-            text = "".join(words).strip()
-            if chat:
-                choice = {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                          "logprobs": None, "finish_reason": "stop"}
-            else:
-                choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}
-            resp = json_response(200, {"id": ident, "object": obj, "created": created, "model": model,
-                                       "choices": [choice], "usage": usage(ntok),
-                                       "system_fingerprint": None}, gzip_body=gz)
-            resp.usage = usage(ntok)
-            return resp
-
-        chunk_obj = "chat.completion.chunk" if chat else "text_completion"
-        events: list[bytes] = []
-
-        def event(choices: list, u: Any = None, with_usage_field: bool = include_usage) -> None:
-            c = {"id": ident, "object": chunk_obj, "created": created, "model": model,
-                 "system_fingerprint": None, "choices": choices}
-            if with_usage_field:
-                c["usage"] = u
-            events.append(b"data: " + json.dumps(c).encode() + b"\n\n")
-
-        if chat:
-            event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                    "finish_reason": None}])
-        for w in words:
-            if chat:
-                event([{"index": 0, "delta": {"content": w}, "logprobs": None, "finish_reason": None}])
-            else:
-                event([{"index": 0, "text": w, "logprobs": None, "finish_reason": None}])
-        if chat:
-            event([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}])
-        else:
-            event([{"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"}])
-        if include_usage:
-            event([], usage(ntok))
-        events.append(b"data: [DONE]\n\n")
-        resp = Response(200, "text/event-stream; charset=utf-8", chunks=events, delay=delay,
-                        reset_after=reset_after, gzip_body=gz)
-        resp.usage = usage(ntok) if include_usage else None
-        return resp
-
-    # ---- dispatch -------------------------------------------------------
-
-    def control(self, req: Request) -> Response:
-        if req.path == "/_sim/health":
-            return Response(200, "text/plain", b"ok")
-        if req.path == "/_sim/requests":
-            if req.method == "DELETE":
-                self.requests.clear()
-                return json_response(200, {"cleared": True})
-            want = (req.query.get("id") or [None])[0]
-            out = [r for r in self.requests
-                   if want is None or any(k == "x-request-id" and v == want for k, v in r["headers"])]
-            return json_response(200, out)
-        return openai_error(404, f"simulator: unknown control path {req.path}")
-
-    def handle(self, req: Request) -> Response:
-        if req.path.startswith("/_sim/"):
-            return self.control(req)
-        record = req.record()
-        self.requests.append(record)
-        resp = self.answer(req)
-        record["response"] = {"status": resp.status, "usage": resp.usage}
-        return resp
-
-    def answer(self, req: Request) -> Response:
-        status = req.header("x-sim-status")
-        if status is not None:
-            body = req.header("x-sim-body")
-            code = _opt_int(status) or 500
-            if body is None:
-                return openai_error(code, f"simulated error {code}", "server_error" if code >= 500 else
-                                    "invalid_request_error", "simulated")
-            return Response(code, "application/json", body.encode())
-        name = req.header("x-sim-cassette")
-        if name:
-            return self.replay(req, name)
-        return self.generate(req)
-
-
-def _opt_int(v: str | None) -> int | None:
-    try:
-        return int(v) if v is not None else None
-    except ValueError:
-        return None
-
-
-# ---- HTTP/1.1 plumbing ------------------------------------------------------
-
-async def read_request(reader: asyncio.StreamReader, listener: str) -> Request | None:
-    try:
-        line = await reader.readline()
-    except (ConnectionError, asyncio.LimitOverrunError, ValueError):
-        return None
-    if not line:
-        return None
-    parts = line.decode("latin-1").strip().split(" ")
-    if len(parts) != 3:
-        raise BadRequest(f"bad request line {line!r}")
-    method, target, _version = parts
-    headers: list[tuple[str, str]] = []
-    while True:
-        h = await reader.readline()
-        if h in (b"\r\n", b"\n", b""):
-            break
-        name, _, value = h.decode("latin-1").partition(":")
-        headers.append((name.strip().lower(), value.strip()))
-    hmap = dict(headers)
-    body = b""
-    if "chunked" in hmap.get("transfer-encoding", "").lower():
-        chunks = []
-        while True:
-            size_line = await reader.readline()
-            size = int(size_line.split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass
-                break
-            chunks.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-            if sum(map(len, chunks)) > MAX_BODY:
-                raise BadRequest("body too large")
-        body = b"".join(chunks)
-    elif "content-length" in hmap:
-        n = int(hmap["content-length"])
-        if n > MAX_BODY:
-            raise BadRequest("body too large")
-        body = await reader.readexactly(n)
-    return Request(method, target, headers, body, listener)
-
-
-def reset_connection(writer: asyncio.StreamWriter) -> None:
-    """Closes the socket with RST instead of FIN: a crashed upstream."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-    writer.transport.abort()
-
-
-async def write_response(writer: asyncio.StreamWriter, resp: Response, head_only: bool) -> bool:
-    """Sends `resp`; returns False when the connection must not be reused."""
-    status_line = f"HTTP/1.1 {resp.status} {REASONS.get(resp.status, 'Status')}\r\n"
-    headers = [("content-type", resp.content_type), ("server", "aigw-simulator")] + resp.extra_headers
-    if resp.gzip:
-        headers.append(("content-encoding", "gzip"))
-    if resp.chunks is None:
-        body = gzip.compress(resp.body) if resp.gzip else resp.body
-        headers.append(("content-length", str(len(body))))
-        writer.write((status_line + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n").encode("latin-1"))
-        if not head_only:
-            writer.write(body)
-        await writer.drain()
-        return True
-
-    headers.append(("transfer-encoding", "chunked"))
-    headers.append(("cache-control", "no-cache"))
-    writer.write((status_line + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n").encode("latin-1"))
-    await writer.drain()
-    comp = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS) if resp.gzip else None
-    for i, ev in enumerate(resp.chunks):
-        if resp.reset_after is not None and i >= resp.reset_after:
-            reset_connection(writer)
-            return False
-        data = comp.compress(ev) + comp.flush(zlib.Z_SYNC_FLUSH) if comp else ev
-        if data:
-            writer.write(b"%x\r\n%s\r\n" % (len(data), data))
-            await writer.drain()
-        if resp.delay:
-            await asyncio.sleep(resp.delay)
-    if comp:
-        tail = comp.flush(zlib.Z_FINISH)
-        writer.write(b"%x\r\n%s\r\n" % (len(tail), tail))
-    writer.write(b"0\r\n\r\n")
-    await writer.drain()
-    return True
-
-
-def make_handler(sim: Simulator, listener: str):
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                try:
-                    req = await read_request(reader, listener)
-                except (BadRequest, ValueError, asyncio.IncompleteReadError) as e:
-                    await write_response(writer, openai_error(400, f"simulator: {e}"), False)
-                    break
-                if req is None:
-                    break
-                resp = sim.handle(req)
-                if not await write_response(writer, resp, req.method == "HEAD"):
-                    return
-                if (req.header("connection") or "").lower() == "close":
-                    break
-        except (ConnectionError, OSError):
-            return  # the peer went away mid-answer: nothing to clean up
-        finally:
-            if not writer.transport.is_closing():
-                writer.close()
-    return handle
-
-
-async def serve(listens: list[tuple[str, int, str]], sim: Simulator, ready_file: str | None) -> None:
-    servers = []
-    for host, port, label in listens:
-        servers.append(await asyncio.start_server(make_handler(sim, label), host, port, limit=1 << 20,
-                                                  reuse_address=True))
-    bound = [s.sockets[0].getsockname()[1] for s in servers]
-    msg = "simulator listening on " + ", ".join(f"{h}:{p} ({label})" for (h, _, label), p in zip(listens, bound))
-    print(msg, flush=True)
-    if ready_file:
-        Path(ready_file).write_text(json.dumps(bound))
-    await asyncio.gather(*(s.serve_forever() for s in servers))
-
-
-def parse_listen(spec: str) -> tuple[str, int, str]:
-    addr, _, label = spec.partition("=")
-    host, _, port = addr.rpartition(":")
-    return host or "127.0.0.1", int(port), label or "default"
+def expectations(args: argparse.Namespace) -> Expectations:
+    exp = Expectations()
+    for spec in args.expect_api_key:
+        label, key = parse_labeled(spec, "--expect-api-key")
+        exp.api_keys.setdefault(label, []).append(key)
+    for spec in args.expect_bearer:
+        label, token = parse_labeled(spec, "--expect-bearer")
+        exp.bearers.setdefault(label, []).append(token)
+    for spec in args.aws_credentials:
+        label, creds = parse_labeled(spec, "--aws-credentials")
+        exp.aws.setdefault(label, []).append(AwsCredentials.parse(creds))
+    return exp
 
 
 def main() -> None:
@@ -467,10 +191,20 @@ def main() -> None:
     ap.add_argument("--listen", action="append", default=[], help="HOST:PORT[=label], repeatable")
     ap.add_argument("--cassettes", default=os.environ.get("AIGW_CASSETTES", str(DEFAULT_CASSETTES)))
     ap.add_argument("--ready-file", help="write the bound ports here (JSON) once listening")
+    ap.add_argument("--expect-api-key", action="append", default=[], metavar="LABEL=KEY",
+                    help="listener LABEL (* = all) requires this API key in the path family's header")
+    ap.add_argument("--expect-bearer", action="append", default=[], metavar="LABEL=TOKEN",
+                    help="listener LABEL requires Authorization: Bearer TOKEN on Vertex (and Azure AD) paths")
+    ap.add_argument("--aws-credentials", action="append", default=[], metavar="LABEL=AKID:SECRET[:TOKEN]",
+                    help="listener LABEL requires a valid SigV4 signature (service bedrock) on Bedrock paths")
     args = ap.parse_args()
+    try:
+        exp = expectations(args)
+    except ValueError as e:
+        ap.error(str(e))
     listens = [parse_listen(s) for s in (args.listen or ["127.0.0.1:8081"])]
     try:
-        asyncio.run(serve(listens, Simulator(Path(args.cassettes)), args.ready_file))
+        asyncio.run(serve(listens, Simulator(Path(args.cassettes), exp), args.ready_file))
     except KeyboardInterrupt:
         pass
 
