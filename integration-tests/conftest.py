@@ -64,6 +64,96 @@ TOKEN_KEYS = {
     "llm_reasoning_token": "ReasoningToken",
 }
 BACKENDS = ["primary", "secondary", "pinned"]
+
+# ---- provider backends: one simulator listener each, credentials it checks -----------
+
+AWS_CREDS = ("AKIDAIGWTEST0001", "aigw-test-secret-not-real", "aigw-test-session-token")
+AWS_SIGV4 = {"awsSigV4": {"accessKeyId": AWS_CREDS[0], "secretAccessKey": AWS_CREDS[1],
+                          "sessionToken": AWS_CREDS[2]}}
+API_KEYS = {"anthropic": "sk-ant-test-key", "gemini": "gemini-test-key", "azure": "azure-test-key",
+            "mistral": "mistral-test-key", "compat": "compat-test-key"}
+GCP_TOKEN = "ya29.vertex-test-token"
+BEDROCK_MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+BEDROCK_CLAUDE_MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
+VERTEX_CLAUDE_MODEL = "claude-3-5-sonnet-v2@20241022"
+TITAN_MODEL = "amazon.titan-embed-text-v2:0"
+PROVIDER_BACKENDS = [
+    {"name": "bedrock", "schema": {"name": "AWSBedrock"}, "region": "us-east-1",
+     "modelNameOverride": BEDROCK_MODEL, "auth": AWS_SIGV4},
+    {"name": "bedrock-claude", "schema": {"name": "AWSAnthropic"}, "region": "us-west-2",
+     "modelNameOverride": BEDROCK_CLAUDE_MODEL, "auth": AWS_SIGV4},
+    {"name": "titan", "schema": {"name": "AWSBedrock"}, "region": "us-east-1",
+     "modelNameOverride": TITAN_MODEL, "auth": AWS_SIGV4},
+    {"name": "anthropic", "schema": {"name": "Anthropic"},
+     "auth": {"apiKey": {"value": API_KEYS["anthropic"]}}},
+    {"name": "vertex-claude", "schema": {"name": "GCPAnthropic"}, "project": "aigw-test",
+     "region": "us-east5", "modelNameOverride": VERTEX_CLAUDE_MODEL,
+     "auth": {"bearerToken": {"value": GCP_TOKEN}}},
+    {"name": "gemini", "schema": {"name": "Gemini"}, "auth": {"apiKey": {"value": API_KEYS["gemini"]}}},
+    {"name": "vertex-gemini", "schema": {"name": "GCPVertexAI"}, "project": "aigw-test",
+     "region": "us-central1", "auth": {"bearerToken": {"value": GCP_TOKEN}}},
+    {"name": "azure", "schema": {"name": "AzureOpenAI", "version": "2024-10-21"},
+     "host": "aigw-test.openai.azure.com", "auth": {"apiKey": {"value": API_KEYS["azure"]}}},
+    {"name": "mistral", "schema": {"name": "Mistral"}, "auth": {"apiKey": {"value": API_KEYS["mistral"]}}},
+    # An OpenAI-compatible server under another prefix, with header and body edits.
+    {"name": "compat", "schema": {"name": "OpenAI", "version": "api/v1"},
+     "auth": {"apiKey": {"value": API_KEYS["compat"]}},
+     "headerMutation": {"set": [{"name": "x-tenant", "value": "blue"}], "remove": ["x-debug"]},
+     "bodyMutation": {"set": [{"field": "service_tier", "value": "flex"}], "remove": ["user"]}},
+    # Bring your own key: only a per-request credential.
+    {"name": "byok", "schema": {"name": "OpenAI"}, "credentialOverride": {"header": "x-upstream-api-key"}},
+    # Nothing listens there: connections are refused.
+    {"name": "dead", "schema": {"name": "OpenAI"}},
+]
+PROVIDER_LABELS = [b["name"] for b in PROVIDER_BACKENDS if b["name"] != "dead"]
+# (model the client asks for, backend, simulator provider family)
+PROVIDER_ROUTES = [
+    ("claude-bedrock-converse", "bedrock", "bedrock-converse"),
+    ("claude-bedrock", "bedrock-claude", "bedrock-anthropic"),
+    ("claude-3-5-sonnet", "anthropic", "anthropic"),
+    ("claude-vertex", "vertex-claude", "vertex-anthropic"),
+    ("gemini-2.0-flash", "gemini", "gemini"),
+    ("gemini-2.0-flash-001", "vertex-gemini", "vertex-gemini"),
+    ("azure-gpt-4o", "azure", "azure-openai"),
+    ("mistral-small-latest", "mistral", "openai"),
+    ("compat-model", "compat", "openai"),
+]
+EMBEDDING_ROUTES = [
+    ("titan-embed", "titan", "bedrock-titan"),
+    ("text-embedding-004", "gemini", "gemini"),
+    ("text-embedding-005", "vertex-gemini", "vertex-gemini"),
+    ("azure-embedding", "azure", "azure-openai"),
+]
+# Fallback: the first backend fails (the test says how), the second answers.
+FALLBACK_ROUTES = {
+    "fallback-5xx": ("primary", "bedrock"),
+    "fallback-429": ("anthropic", "gemini"),
+    "fallback-refused": ("dead", "vertex-claude"),
+}
+
+
+def provider_routes() -> list[dict]:
+    by_backend: dict[str, list[str]] = {}
+    for model, backend, _ in PROVIDER_ROUTES + EMBEDDING_ROUTES:
+        by_backend.setdefault(backend, []).append(model)
+    routes = [{"name": f"p-{b}", "models": models, "backends": [{"name": b}]}
+              for b, models in by_backend.items()]
+    routes.append({"name": "p-byok", "models": ["byok-model"], "backends": [{"name": "byok"}]})
+    for model, (first, second) in FALLBACK_ROUTES.items():
+        routes.append({"name": model, "models": [model],
+                       "backends": [{"name": first, "priority": 0}, {"name": second, "priority": 1}]})
+    return routes
+
+
+def simulator_expectations() -> list[str]:
+    args = []
+    for label in ("bedrock", "bedrock-claude", "titan"):
+        args += ["--aws-credentials", f"{label}={':'.join(AWS_CREDS)}"]
+    for label, key in API_KEYS.items():
+        args += ["--expect-api-key", f"{label}={key}"]
+    for label in ("vertex-claude", "vertex-gemini"):
+        args += ["--expect-bearer", f"{label}={GCP_TOKEN}"]
+    return args
 # Numeric metadata besides the cost keys. The native module writes numbers as JSON
 # numbers; the wasm build as decimal text (filter state), which the log reader converts.
 LATENCY_KEYS = ["token_latency_ttft", "token_latency_itl"]
@@ -187,7 +277,7 @@ def make_test_config() -> dict:
             {"name": "primary", "schema": {"name": "OpenAI"}},
             {"name": "secondary", "schema": {"name": "OpenAI", "version": "v1"}},
             {"name": "pinned", "schema": {"name": "OpenAI"}, "modelNameOverride": OVERRIDE_MODEL},
-        ],
+        ] + PROVIDER_BACKENDS,
         "routes": [
             {
                 "name": "main",
@@ -202,7 +292,7 @@ def make_test_config() -> dict:
                 "backends": [{"name": "primary", "weight": 1}, {"name": "secondary", "weight": 1}],
             },
             {"name": "secondary-only", "models": ["other-model"], "backends": [{"name": "secondary"}]},
-        ],
+        ] + provider_routes(),
         "llmRequestCosts": [{"metadataKey": k, "type": t} for k, t in TOKEN_KEYS.items()],
         "limits": {"maxRequestBodyBytes": BODY_LIMIT},
     }
@@ -462,14 +552,14 @@ def start_envoy(boot_for, workdir: Path, build: str) -> tuple[subprocess.Popen, 
 @pytest.fixture(scope="session")
 def gateway(workdir: Path, build: str):
     cfg = make_test_config()
-    labels = BACKENDS + ["default"]
+    labels = BACKENDS + PROVIDER_LABELS + ["default"]
     workdir = workdir / build
     workdir.mkdir(exist_ok=True)
     ready = workdir / "sim-ready.json"
     sim_log = workdir / "simulator.log"
     # Port 0: the simulator binds its own ports and writes them to the ready file.
     sim_cmd = [sys.executable, str(HERE / "simulator.py"), "--cassettes", str(CASSETTES),
-               "--ready-file", str(ready)]
+               "--ready-file", str(ready)] + simulator_expectations()
     for label in labels:
         sim_cmd += ["--listen", f"127.0.0.1:0={label}"]
     with open(sim_log, "w") as out:
@@ -482,6 +572,7 @@ def gateway(workdir: Path, build: str):
         access_log = workdir / "access.log"
         envoy_log = workdir / "envoy.log"
         (workdir / "config.json").write_text(json.dumps(cfg, indent=2))
+        closed_port = free_port()
 
         def boot_for(listen: int, admin: int) -> dict:
             return render.render(
@@ -489,7 +580,8 @@ def gateway(workdir: Path, build: str):
                 listen_port=listen,
                 admin_port=admin,
                 upstream=("127.0.0.1", ports["default"]),
-                backend_upstreams={b: ("127.0.0.1", ports[b]) for b in BACKENDS},
+                backend_upstreams={**{b: ("127.0.0.1", ports[b]) for b in BACKENDS + PROVIDER_LABELS},
+                                   "dead": ("127.0.0.1", closed_port)},
                 access_log_path=str(access_log),
                 build=build,
                 wasm_path=WASM,
@@ -512,3 +604,11 @@ def openai_client(gateway: Gateway):
 
     return openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-test-not-a-secret", max_retries=0,
                          timeout=30)
+
+
+@pytest.fixture(scope="session")
+def anthropic_client(gateway: Gateway):
+    import anthropic
+
+    return anthropic.Anthropic(base_url=gateway.url + "/anthropic", api_key="sk-ant-client-not-a-secret",
+                               max_retries=0, timeout=30)

@@ -47,6 +47,8 @@ What it answers, decided per request by headers (they pass through Envoy):
                              529 overloaded_error, Bedrock {"message"} plus
                              x-amzn-errortype, Google {"error":{code,message,status}}).
     x-sim-body: TEXT         the body for x-sim-status.
+    x-sim-fail-on: LABEL=CODE[,LABEL=CODE]  as x-sim-status, on those listeners only
+                             (fail one backend, let the fallback answer).
     x-sim-error-type: TYPE   the error type of x-sim-status's default body (OpenAI
                              type, Azure code, Anthropic error.type, Bedrock
                              x-amzn-errortype, Google status).

@@ -98,6 +98,8 @@ pub struct Config {
     backend_index: HashMap<String, usize>,
     /// Contents of credential files, written by the host.
     secrets: SecretStore,
+    /// Request headers an upstream attempt may change (saved for the next attempt).
+    touched_headers: Vec<String>,
 }
 
 impl Config {
@@ -151,6 +153,11 @@ impl Config {
 
     pub fn secrets(&self) -> &SecretStore {
         &self.secrets
+    }
+
+    /// Every request header an upstream attempt may set or remove.
+    pub fn touched_headers(&self) -> &[String] {
+        &self.touched_headers
     }
 }
 
@@ -391,6 +398,24 @@ impl RawConfig {
                 .collect(),
         };
         let models_body = crate::models::list_body(&models);
+        let mut touched_headers: Vec<String> = crate::upstream::TOUCHED_HEADERS
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+        for b in &backends {
+            let m = &b.header_mutation;
+            let own = m
+                .set
+                .iter()
+                .map(|(n, _)| n)
+                .chain(&m.remove)
+                .chain(&b.credential_override);
+            for name in own {
+                if !touched_headers.contains(name) {
+                    touched_headers.push(name.clone());
+                }
+            }
+        }
 
         Ok(Config {
             models,
@@ -401,6 +426,7 @@ impl RawConfig {
             model_to_route,
             backend_index,
             secrets: SecretStore::default(),
+            touched_headers,
         })
     }
 }

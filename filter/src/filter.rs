@@ -126,12 +126,18 @@ impl HttpFilter {
     }
 
     /// Upstream role: names the backend Envoy picked for this attempt (from the
-    /// selected host's or cluster's metadata) and the wall-clock time (Unix seconds:
-    /// request signing, `created` of translated answers). Call before
-    /// `on_request_headers`.
-    pub fn bind_backend(&mut self, backend: Option<&str>, unix_seconds: u64) {
+    /// selected host's or cluster's metadata), the wall-clock time (Unix seconds:
+    /// request signing, `created` of translated answers) and what an earlier attempt
+    /// of the same request saved in filter state under
+    /// [`crate::upstream::SAVED_REQUEST_KEY`]. Call before `on_request_headers`.
+    pub fn bind_backend(
+        &mut self,
+        backend: Option<&str>,
+        unix_seconds: u64,
+        saved_request: Option<&[u8]>,
+    ) {
         if let Some(u) = self.upstream.as_mut() {
-            u.bind(backend, unix_seconds);
+            u.bind(backend, unix_seconds, saved_request);
         }
     }
 
@@ -874,7 +880,7 @@ mod tests {
     #[test]
     fn upstream_role_overrides_model_and_names_backend() {
         let mut f = HttpFilter::new(config(), FilterRole::Upstream);
-        f.bind_backend(Some("renamed"), 0);
+        f.bind_backend(Some("renamed"), 0, None);
         let mut out = Vec::new();
         let h = [(":method", "POST"), (":path", "/v1/chat/completions")];
         assert_eq!(
@@ -905,7 +911,7 @@ mod tests {
 
         // No override: no buffering, and a spoofed override header is cleared.
         let mut f = HttpFilter::new(config(), FilterRole::Upstream);
-        f.bind_backend(Some("primary"), 0);
+        f.bind_backend(Some("primary"), 0, None);
         let mut out = Vec::new();
         assert_eq!(
             f.on_request_headers(&h, false, t(0), &mut out),
@@ -923,7 +929,7 @@ mod tests {
 
         // Unknown backend: pass through.
         let mut f = HttpFilter::new(config(), FilterRole::Upstream);
-        f.bind_backend(None, 0);
+        f.bind_backend(None, 0, None);
         let mut out = Vec::new();
         assert_eq!(
             f.on_request_headers(&h, false, t(0), &mut out),

@@ -76,6 +76,10 @@ pub enum Action {
     ReplaceBody(Vec<u8>),
     /// Write into the downstream request's dynamic metadata.
     SetMetadata { key: String, value: MetadataValue },
+    /// Store bytes in the request's filter state (shared by every filter instance of
+    /// the request, upstream attempts included). Read back by the host and handed to
+    /// the core ([`crate::HttpFilter::bind_backend`]).
+    SetFilterState { key: &'static str, value: Vec<u8> },
     /// Answer the client directly; nothing reaches the upstream.
     SendLocalReply {
         status: u16,

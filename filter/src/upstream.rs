@@ -4,6 +4,8 @@
 //! retry or fallback that lands on another provider is translated for that one, and
 //! the router instance always sees the client's schema.
 
+use serde_json::{Map, Value};
+
 use crate::auth::{self, Outgoing};
 use crate::backend::Backend;
 use crate::config::Config;
@@ -22,6 +24,34 @@ pub const MODEL_OVERRIDE_HEADER: &str = "x-aigw-model-override";
 /// Credential headers of the client's own, removed unless a backend forwards them.
 const CLIENT_CREDENTIAL_HEADERS: [&str; 4] =
     ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
+
+/// Filter-state key of the request headers as the first attempt found them.
+///
+/// Envoy gives every attempt of a request the same request header map, so what one
+/// attempt rewrote (path, host, credentials) is what the next one sees. The first
+/// attempt saves the headers any attempt may touch; each later one puts them back
+/// before doing its own rewriting, so a retry on another provider starts from the
+/// client's request and no credential of one provider leaks to the next.
+pub const SAVED_REQUEST_KEY: &str = "io.envoy.ai_gateway.upstream_request";
+
+/// Request headers an attempt may set or remove, besides the backends' own
+/// (mutations, credential overrides: see [`Config::touched_headers`]).
+pub(crate) const TOUCHED_HEADERS: &[&str] = &[
+    ":path",
+    ":authority",
+    "content-type",
+    "content-length",
+    "accept",
+    "accept-encoding",
+    "anthropic-version",
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -66,6 +96,8 @@ pub(crate) struct Upstream {
     plan: Option<ResponsePlan>,
     stream: Option<StreamTranslator>,
     saved: SavedHeaders,
+    /// The request headers an earlier attempt saved (name → value, `null`: absent).
+    saved_request: Option<Map<String, Value>>,
 }
 
 impl Upstream {
@@ -82,12 +114,14 @@ impl Upstream {
             plan: None,
             stream: None,
             saved: SavedHeaders::default(),
+            saved_request: None,
         }
     }
 
-    pub(crate) fn bind(&mut self, backend: Option<&str>, unix_seconds: u64) {
+    pub(crate) fn bind(&mut self, backend: Option<&str>, unix_seconds: u64, saved: Option<&[u8]>) {
         self.backend_name = backend.map(str::to_string);
         self.unix_seconds = unix_seconds;
+        self.saved_request = saved.and_then(|b| serde_json::from_slice(b).ok());
     }
 
     pub(crate) fn replied(&self) -> bool {
@@ -136,10 +170,27 @@ impl Upstream {
     pub(crate) fn on_request_headers(
         &mut self,
         config: &Config,
-        headers: &dyn Headers,
+        live: &dyn Headers,
         end_of_stream: bool,
         out: &mut Vec<Action>,
     ) -> Status {
+        // The client's request as the first attempt saw it (see SAVED_REQUEST_KEY): a
+        // later attempt puts it back first.
+        let saved = self.saved_request.take();
+        for (name, value) in saved.iter().flatten() {
+            out.push(match value.as_str() {
+                Some(v) => Action::SetHeader {
+                    name: name.clone(),
+                    value: v.to_string(),
+                },
+                None => Action::RemoveHeader { name: name.clone() },
+            });
+        }
+        let no_saved = Map::new();
+        let headers = &Original {
+            saved: saved.as_ref().unwrap_or(&no_saved),
+            live,
+        };
         let path = headers.get(":path").unwrap_or_default();
         let Some(api) = Endpoint::classify(&path).and_then(ClientApi::from_endpoint) else {
             self.phase = Phase::PassThrough;
@@ -160,6 +211,17 @@ impl Upstream {
             self.phase = Phase::PassThrough;
             return Status::Continue;
         };
+        if saved.is_none() {
+            let snapshot: Map<String, Value> = config
+                .touched_headers()
+                .iter()
+                .map(|n| (n.clone(), live.get(n).map_or(Value::Null, Value::String)))
+                .collect();
+            out.push(Action::SetFilterState {
+                key: SAVED_REQUEST_KEY,
+                value: serde_json::to_vec(&snapshot).unwrap_or_default(),
+            });
+        }
         self.api = Some(api);
         self.backend = Some(index);
         let backend = &config.backends[index];
@@ -367,7 +429,12 @@ impl Upstream {
             return Status::Continue;
         }
         let ok = (200..300).contains(&self.status);
-        if ok && plan.is_stream() && is_stream_content(headers) {
+        let streamed = is_stream_content(headers);
+        if ok && plan.answer_passes(streamed) {
+            self.phase = Phase::Done;
+            return Status::Continue;
+        }
+        if ok && plan.is_stream() && streamed {
             if let Some(t) = plan.stream() {
                 self.stream = Some(t);
                 out.push(Action::SetHeader {
@@ -504,6 +571,22 @@ fn is_stream_content(headers: &dyn Headers) -> bool {
     })
 }
 
+/// The request headers as the client sent them: the saved values of the headers
+/// attempts touch, the live map for the others.
+struct Original<'a> {
+    saved: &'a Map<String, Value>,
+    live: &'a dyn Headers,
+}
+
+impl Headers for Original<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        match self.saved.get(name) {
+            Some(v) => v.as_str().map(str::to_string),
+            None => self.live.get(name),
+        }
+    }
+}
+
 /// The response headers an error translation reads after the headers have gone.
 #[derive(Debug, Default)]
 struct SavedHeaders(Vec<(&'static str, String)>);
@@ -574,7 +657,7 @@ mod tests {
     #[test]
     fn a_bedrock_attempt_is_translated_signed_and_answered_in_openai() {
         let mut f = HttpFilter::new(gateway(), FilterRole::Upstream);
-        f.bind_backend(Some("br"), 1_700_000_000);
+        f.bind_backend(Some("br"), 1_700_000_000, None);
         let mut out = Vec::new();
         let h = [
             (":method", "POST"),
@@ -650,7 +733,7 @@ mod tests {
     fn provider_errors_and_refusals_come_in_the_clients_schema() {
         // A Bedrock throttle for an Anthropic client.
         let mut f = HttpFilter::new(gateway(), FilterRole::Upstream);
-        f.bind_backend(Some("br"), 0);
+        f.bind_backend(Some("br"), 0, None);
         let mut out = Vec::new();
         let h = [
             (":method", "POST"),
@@ -677,7 +760,7 @@ mod tests {
 
         // A request Bedrock cannot express: a 422 before anything is sent.
         let mut f = HttpFilter::new(gateway(), FilterRole::Upstream);
-        f.bind_backend(Some("br"), 0);
+        f.bind_backend(Some("br"), 0, None);
         let mut out = Vec::new();
         let h = [
             (":method", "POST"),
@@ -695,9 +778,82 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_starts_from_the_clients_request() {
+        // Attempt 1: Bedrock rewrites path and host and signs.
+        let config = gateway();
+        let mut f = HttpFilter::new(config.clone(), FilterRole::Upstream);
+        f.bind_backend(Some("br"), 1_700_000_000, None);
+        let mut out = Vec::new();
+        let client = [
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            (":authority", "gateway.local"),
+            ("x-ai-eg-model", "m"),
+            ("authorization", "Bearer client-key"),
+        ];
+        let _ = f.on_request_headers(&client, false, T, &mut out);
+        let saved = out
+            .iter()
+            .find_map(|a| match a {
+                Action::SetFilterState { key, value } if *key == super::SAVED_REQUEST_KEY => {
+                    Some(value.clone())
+                }
+                _ => None,
+            })
+            .expect("the first attempt saves the request");
+        let _ = f.on_request_body(br#"{"model":"m","messages":[]}"#, true, T, &mut out);
+
+        // Attempt 2 on the same header map, as Envoy leaves it, to an OpenAI backend.
+        let after_first = [
+            (":method", "POST"),
+            (":path", "/model/m/converse"),
+            (":authority", "bedrock-runtime.us-east-1.amazonaws.com"),
+            ("x-ai-eg-model", "m"),
+            ("authorization", "AWS4-HMAC-SHA256 Credential=AKID/..."),
+            ("x-amz-date", "20231114T221320Z"),
+            ("x-team", "blue"),
+        ];
+        let mut f = HttpFilter::new(config, FilterRole::Upstream);
+        f.bind_backend(Some("oa"), 0, Some(&saved));
+        let mut out = Vec::new();
+        assert_eq!(
+            f.on_request_headers(&after_first, false, T, &mut out),
+            Status::Continue
+        );
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::SetFilterState { .. })));
+        let mut map: std::collections::HashMap<String, Option<String>> = after_first
+            .iter()
+            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+            .collect();
+        for a in &out {
+            match a {
+                Action::SetHeader { name, value } => {
+                    map.insert(name.clone(), Some(value.clone()));
+                }
+                Action::RemoveHeader { name } => {
+                    map.insert(name.clone(), None);
+                }
+                _ => {}
+            }
+        }
+        let get = |n: &str| map.get(n).cloned().flatten();
+        assert_eq!(get(":path").as_deref(), Some("/v1/chat/completions"));
+        assert_eq!(get(":authority").as_deref(), Some("gateway.local"));
+        assert_eq!(get("x-amz-date"), None);
+        assert_eq!(get("x-team"), None, "Bedrock's header edit is undone");
+        assert_eq!(
+            get("authorization"),
+            None,
+            "the client's key is removed again"
+        );
+    }
+
+    #[test]
     fn openai_passthrough_touches_neither_body_nor_answer() {
         let mut f = HttpFilter::new(gateway(), FilterRole::Upstream);
-        f.bind_backend(Some("oa"), 0);
+        f.bind_backend(Some("oa"), 0, None);
         let mut out = Vec::new();
         let h = [
             (":method", "POST"),

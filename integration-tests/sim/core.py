@@ -157,6 +157,12 @@ class Knobs:
     @classmethod
     def of(cls, req: Request) -> "Knobs":
         status = req.header("x-sim-status")
+        # x-sim-fail-on: LABEL=CODE[,LABEL=CODE]: the error only on those listeners
+        # (a fallback test fails one backend and lets the next answer).
+        for spec in (req.header("x-sim-fail-on") or "").split(","):
+            label, _, code = spec.strip().partition("=")
+            if label and label == req.listener:
+                status = code or "500"
         return cls(
             tokens=opt_int(req.header("x-sim-tokens")),
             cached=max(0, req.int_header("x-sim-cached-tokens", 0)),

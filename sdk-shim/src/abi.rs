@@ -265,6 +265,17 @@ extern "C" {
         result: *mut EnvoyBuffer<'_>,
     ) -> bool;
 
+    fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
+        filter: RawFilter,
+        key: ModuleBuffer<'_>,
+        value: ModuleBuffer<'_>,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_get_filter_state_bytes(
+        filter: RawFilter,
+        key: ModuleBuffer<'_>,
+        result: *mut EnvoyBuffer<'_>,
+    ) -> bool;
+
     fn envoy_dynamic_module_callback_http_clear_route_cache(filter: RawFilter);
     fn envoy_dynamic_module_callback_http_get_buffer_limit(filter: RawFilter) -> u64;
     fn envoy_dynamic_module_callback_http_set_buffer_limit(filter: RawFilter, limit: u64);
@@ -460,6 +471,33 @@ impl HttpFilterHandle<'_> {
             )
         };
         found.then(|| String::from_utf8_lossy(value.as_bytes()).into_owned())
+    }
+
+    /// Stores bytes in the stream's filter state (upstream filters share the
+    /// downstream request's). False when Envoy refused.
+    pub fn set_filter_state_bytes(&mut self, key: &str, value: &[u8]) -> bool {
+        // SAFETY: `raw` is live for this hook; Envoy copies both buffers during the call.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_filter_state_bytes(
+                self.raw,
+                ModuleBuffer::str(key),
+                ModuleBuffer::new(value),
+            )
+        }
+    }
+
+    /// Bytes of a filter-state object, copied out.
+    pub fn filter_state_bytes(&self, key: &str) -> Option<Vec<u8>> {
+        let mut value = EnvoyBuffer::EMPTY;
+        // SAFETY: `raw` is live for this hook; `value` is a valid out-pointer.
+        let found = unsafe {
+            envoy_dynamic_module_callback_http_get_filter_state_bytes(
+                self.raw,
+                ModuleBuffer::str(key),
+                &mut value,
+            )
+        };
+        found.then(|| value.as_bytes().to_vec())
     }
 
     /// Makes Envoy pick the route again (the routing header changed).

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use aigw_filter::error::ClientSchema;
 use aigw_filter::host::LogLevel as CoreLogLevel;
+use aigw_filter::upstream::SAVED_REQUEST_KEY;
 use aigw_filter::{
     Action, Config, FilterRole, GatewayError, Headers, HttpFilter, MetadataValue, Status,
     METADATA_NAMESPACE,
@@ -205,8 +206,12 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
 ) -> HeadersStatus {
     let status = run(&mut envoy, &stream, Direction::Request, |s, envoy, out| {
         if s.role == FilterRole::Upstream {
-            s.core
-                .bind_backend(backend_of(envoy).as_deref(), unix_seconds());
+            let saved = envoy.filter_state_bytes(SAVED_REQUEST_KEY);
+            s.core.bind_backend(
+                backend_of(envoy).as_deref(),
+                unix_seconds(),
+                saved.as_deref(),
+            );
         }
         let headers = HostHeaders(envoy, HeaderType::Request);
         s.core
@@ -507,6 +512,14 @@ fn apply(envoy: &mut HttpFilterHandle<'_>, dir: Direction, action: Action) {
             body,
             details,
         } => envoy.send_response(status, &[("content-type", content_type)], &body, details),
+        Action::SetFilterState { key, value } => {
+            if !envoy.set_filter_state_bytes(key, &value) {
+                abi::log(
+                    LogLevel::Warn,
+                    &format!("aigw: could not set filter state {key}"),
+                );
+            }
+        }
         Action::Log { level, message } => abi::log(log_level(level), &message),
     }
 }

@@ -35,6 +35,7 @@
 use std::sync::Arc;
 
 use aigw_filter::host::LogLevel;
+use aigw_filter::upstream::SAVED_REQUEST_KEY;
 use aigw_filter::{
     Action as CoreAction, Config, FilterRole, Headers, HttpFilter, MetadataValue,
     Status as CoreStatus, METADATA_NAMESPACE,
@@ -208,8 +209,9 @@ impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if self.role == FilterRole::Upstream {
             let backend = upstream_backend();
+            let saved = host::property(&[SAVED_REQUEST_KEY]).filter(|v| !v.is_empty());
             if let Some(f) = self.filter.as_mut() {
-                f.bind_backend(backend.as_deref(), host::now().as_secs());
+                f.bind_backend(backend.as_deref(), host::now().as_secs(), saved.as_deref());
             }
         }
         let headers = HostHeaders(Direction::Request.headers());
@@ -349,6 +351,10 @@ impl Stream {
                         host::send_local_reply(status, details, &headers, &body),
                         "send local reply",
                     );
+                }
+                // Filter state `wasm.KEY`, read back with the property KEY.
+                CoreAction::SetFilterState { key, value } => {
+                    report(host::set_property(&[key], &value), "set filter state");
                 }
                 CoreAction::Log { level, message } => host::log(level, &message),
             }

@@ -497,6 +497,17 @@ impl ResponsePlan {
         self.kind == Reader::Passthrough
     }
 
+    /// Whether a successful answer reaches the client as the provider sent it
+    /// (`streamed`: it is an event stream): always for a passthrough, and for an
+    /// Anthropic client of an Anthropic model but for Bedrock's binary stream.
+    pub fn answer_passes(&self, streamed: bool) -> bool {
+        match self.kind {
+            Reader::Passthrough => true,
+            Reader::AnthropicMessages { eventstream } => !(eventstream && streamed),
+            _ => false,
+        }
+    }
+
     /// The client asked for a stream.
     pub fn is_stream(&self) -> bool {
         self.stream
