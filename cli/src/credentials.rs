@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use crate::diag::Reporter;
 use crate::manifest::{SecretEntry, SecretValue};
 use crate::read::{at, Obj};
-use crate::resources::{is_dns_subdomain, Secret};
+use crate::resources::Secret;
 
 /// Annotation on a credential-bearing resource (BackendSecurityPolicy) naming a
 /// file the filter reads the credential from at run time instead of a value the
@@ -472,11 +472,6 @@ pub fn authority(host: &str, port: u16, tls: bool) -> String {
     } else {
         format!("{host}:{port}")
     }
-}
-
-/// Whether `host` can be an `:authority` the filter sends (a DNS name).
-pub fn is_host_name(host: &str) -> bool {
-    is_dns_subdomain(&host.to_ascii_lowercase())
 }
 
 #[cfg(test)]
