@@ -88,10 +88,10 @@ build-cli:
 test: test-rust test-integration
 
 # The CRD compiler's tests run `envoy --mode validate` on their golden bootstraps
-# with the built module.
+# with the built module (and the wasm bootstraps with aigw.wasm when it is built).
 test-rust: build-native venv
 	AIGW_REQUIRE_ENVOY=1 ENVOY_BIN=$(abspath $(VENV)/bin/envoy) ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$(MODULE_DIR) \
-		$(CARGO) test --workspace
+		AIGW_WASM=$(WASM) $(CARGO) test --workspace
 
 test-integration: $(addprefix build-,$(TEST_BUILDS)) build-cli venv
 	AIGW_BUILDS="$(TEST_BUILDS)" AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_WASM=$(WASM) AIGW_CLI=$(CLI) AIGW_ENVOY="$(ENVOY)" \

@@ -8,7 +8,7 @@ import json
 import jsonschema
 import pytest
 
-from conftest import BODY_LIMIT, EXAMPLE_CONFIG, SCHEMA, make_test_config, render, validate_envoy_config
+from conftest import BODY_LIMIT, EXAMPLE_CONFIG, REPO, SCHEMA, make_test_config, render, validate_envoy_config
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +24,59 @@ def test_example_config_matches_schema(validator):
 
 def test_test_config_matches_schema(validator):
     validator.validate(make_test_config())
+
+
+def test_compiled_golden_configs_match_schema(validator):
+    """What the CRD compiler writes (cli/tests/golden/*/config.json) is what the
+    schema describes: every backend field, credentials included."""
+    configs = sorted((REPO / "cli" / "tests" / "golden").glob("*/config.json"))
+    assert configs
+    for path in configs:
+        errors = [e.message for e in validator.iter_errors(json.loads(path.read_text()))]
+        assert not errors, f"{path}: {errors}"
+
+
+def with_backend(**fields) -> dict:
+    """The test config with backend 0 given extra fields."""
+    doc = copy.deepcopy(make_test_config())
+    doc["backends"][0].update(fields)
+    return doc
+
+
+BACKENDS_ACCEPTED = {
+    "api-key-value": with_backend(auth={"apiKey": {"value": "k", "header": "x-api-key"}}),
+    "api-key-file": with_backend(auth={"apiKey": {"file": "/run/key"}, "bearerToken": None}),
+    "bearer-file": with_backend(auth={"bearerToken": {"file": "/run/token"}}),
+    "sigv4-keys": with_backend(schema={"name": "AWSBedrock"}, region="us-east-1",
+                               auth={"awsSigV4": {"accessKeyId": "a", "secretAccessKey": "s", "sessionToken": "t"}}),
+    "sigv4-file": with_backend(schema={"name": "AWSAnthropic"}, host="bedrock.example.com",
+                               auth={"awsSigV4": {"credentialsFile": "/run/aws", "profile": "p", "region": "eu-west-1"}}),
+    "vertex": with_backend(schema={"name": "GCPVertexAI", "version": "v1"}, project="p", region="global",
+                           forwardClientCredentials=True),
+    "mutations": with_backend(credentialOverride={"header": "x-tenant-key"},
+                              headerMutation={"set": [{"name": "x-a", "value": "1"}], "remove": ["x-b"]},
+                              bodyMutation={"set": [{"field": "service_tier", "value": None}], "remove": ["user"]}),
+}
+
+
+@pytest.mark.parametrize("name", BACKENDS_ACCEPTED)
+def test_schema_accepts_backend_fields(validator, name):
+    validator.validate(BACKENDS_ACCEPTED[name])
+
+
+@pytest.mark.parametrize("name", BACKENDS_ACCEPTED)
+def test_envoy_loads_backend_fields(tmp_path, build, name):
+    """The filter loads what the schema accepts; the wasm build refuses credential
+    files, which it cannot read."""
+    doc = BACKENDS_ACCEPTED[name]
+    files = any("file" in m or "credentialsFile" in m
+                for b in doc["backends"] for m in (b.get("auth") or {}).values() if m)
+    res = validate_envoy_config(json.dumps(doc), tmp_path, build)
+    out = (res.stdout + res.stderr)[-3000:]
+    if build == "wasm" and files:
+        assert res.returncode != 0 and "credential files" in out, out
+    else:
+        assert res.returncode == 0, out
 
 
 def mutate(path: list, value, delete: bool = False) -> dict:
@@ -52,6 +105,28 @@ SCHEMA_REJECTS = {
     "negative-weight": mutate(["routes", 2, "backends", 0, "weight"], -1),
     "missing-version": mutate(["version"], None, delete=True),
     "empty-override": mutate(["backends", 2, "modelNameOverride"], ""),
+    "two-auth-mechanisms": with_backend(auth={"apiKey": {"value": "k"}, "bearerToken": {"value": "t"}}),
+    "no-auth-mechanism": with_backend(auth={}),
+    "key-value-and-file": with_backend(auth={"apiKey": {"value": "k", "file": "/k"}}),
+    "empty-key": with_backend(auth={"apiKey": {"value": ""}}),
+    "token-without-source": with_backend(auth={"bearerToken": {}}),
+    "sigv4-keys-and-file": with_backend(schema={"name": "AWSBedrock"}, region="r", auth={"awsSigV4": {
+        "accessKeyId": "a", "secretAccessKey": "s", "credentialsFile": "/f"}}),
+    "sigv4-file-with-token": with_backend(schema={"name": "AWSBedrock"}, region="r", auth={"awsSigV4": {
+        "credentialsFile": "/f", "sessionToken": "t"}}),
+    "sigv4-id-only": with_backend(schema={"name": "AWSBedrock"}, region="r", auth={"awsSigV4": {"accessKeyId": "a"}}),
+    "unknown-auth-field": with_backend(auth={"apiKey": {"value": "k"}, "oauth": {}}),
+    "gcp-without-project": with_backend(schema={"name": "GCPAnthropic"}, region="us-east5"),
+    "gcp-blank-region": with_backend(schema={"name": "GCPVertexAI"}, project="p", region=" "),
+    "aws-without-region-or-host": with_backend(schema={"name": "AWSBedrock"}),
+    "host-with-path": with_backend(host="api.example.com/v1"),
+    "null-forward-flag": with_backend(forwardClientCredentials=None),
+    "override-without-header": with_backend(credentialOverride={}),
+    "bad-header-name": with_backend(headerMutation={"set": [{"name": "bad header", "value": "v"}]}),
+    "header-value-newline": with_backend(headerMutation={"set": [{"name": "x-a", "value": "a\r\nb: c"}]}),
+    "body-set-without-value": with_backend(bodyMutation={"set": [{"field": "f"}]}),
+    "body-remove-empty": with_backend(bodyMutation={"remove": [""]}),
+    "null-mutation-list": with_backend(headerMutation={"set": None}),
 }
 
 

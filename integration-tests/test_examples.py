@@ -1,14 +1,15 @@
 """The examples under envoy-configs/examples/, compiled by the `aigw` CLI.
 
 Each folder is compiled with the built binary (AIGW_CLI, default
-target/release/aigw; `make test` builds it), its bootstrap is checked with
+target/release/aigw; `make test` builds it), its bootstraps are checked with
 `envoy --mode validate`, and then it is served: the simulator on a free port,
 Envoy on the generated bootstrap, and a chat completion (plain and streamed)
-through the `openai` SDK whose token counts must appear in the access log.
+through the `openai` SDK whose token counts must appear in the access log, with
+the credentials the example configures on the upstream request.
 
-Native build only: the CLI writes a standalone bootstrap for libaigw.so (the
-dynamic module) and none for aigw.wasm; both builds run the same core, which the
-rest of the suite tests against each build.
+Both builds: `bootstrap.yaml` loads libaigw.so (the dynamic module),
+`bootstrap-wasm.yaml` loads aigw.wasm (written unless credentials come from
+files, which the wasm build cannot read).
 
 The only change made to a generated bootstrap is in a copy: every upstream
 endpoint is pointed at the simulator's free port (the examples name 127.0.0.1:8081,
@@ -38,6 +39,7 @@ from conftest import (
     MODULE,
     REPO,
     STARTUP_TIMEOUT,
+    WASM,
     envoy_command,
     envoy_env,
     free_port,
@@ -56,21 +58,29 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 TOKEN_KEYS = ("llm_input_token", "llm_output_token", "llm_total_token")
 
 
+BOOTSTRAPS = {"native": "bootstrap.yaml", "wasm": "bootstrap-wasm.yaml"}
+
+
 @pytest.fixture(scope="module", autouse=True)
-def native_only(request):
-    if "native" not in selected_builds(request.config):
-        pytest.skip("the CLI writes a bootstrap for the native module only")
-    if not MODULE.exists():
-        pytest.fail(f"{MODULE} not found: run `make build-native` first (or set AIGW_MODULE_DIR)")
+def cli_built():
     if not CLI.exists():
         pytest.fail(f"{CLI} not found: run `make build-cli` first (or set AIGW_CLI)")
+
+
+def require_build(config, build: str) -> None:
+    """Skips a build not selected; fails when its artifact is missing."""
+    if build not in selected_builds(config):
+        pytest.skip(f"the {build} build is not selected (AIGW_BUILDS)")
+    artifact = MODULE if build == "native" else WASM
+    if not artifact.exists():
+        pytest.fail(f"{artifact} not found: run `make build-{build}` first")
 
 
 def compile_example(name: str, out: Path, access_log: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(CLI), "compile", "-o", str(out), "--listen-address", "127.0.0.1",
          "--listen-port", str(free_port()), "--admin-port", str(free_port()),
-         "--access-log", str(access_log), str(EXAMPLES_DIR / name)],
+         "--access-log", str(access_log), "--wasm-path", str(WASM.resolve()), str(EXAMPLES_DIR / name)],
         capture_output=True, text=True, timeout=60)
 
 
@@ -118,18 +128,33 @@ def to_simulator(boot: dict, port: int) -> dict:
     return boot
 
 
+# Not `build`: conftest parametrizes every test that names that fixture.
+@pytest.mark.parametrize("flavor", list(BOOTSTRAPS))
 @pytest.mark.parametrize("name", EXAMPLES)
-def test_example_compiles_and_validates(name: str, compiled):
+def test_example_compiles_and_validates(name: str, flavor: str, compiled, request):
+    build = flavor
+    require_build(request.config, build)
     out = compiled(name) / "compiled"
-    for f in ("config.json", "bootstrap.yaml"):
-        assert (out / f).is_file(), f"{f} not written for {name}"
-    boot = yaml.safe_load((out / "bootstrap.yaml").read_text())
+    assert (out / "config.json").is_file(), f"config.json not written for {name}"
+    path = out / BOOTSTRAPS[build]
+    if not path.is_file():
+        config = json.loads((out / "config.json").read_text())
+        assert build == "wasm" and credential_files(config), f"{path.name} not written for {name}"
+        pytest.skip(f"{name} reads credentials from files: no wasm bootstrap")
+    boot = yaml.safe_load(path.read_text())
     listener = boot["static_resources"]["listeners"][0]["address"]["socket_address"]
     assert listener["address"] == "127.0.0.1"
-    res = subprocess.run(envoy_command() + ["--mode", "validate", "-c", str(out / "bootstrap.yaml"),
-                                            "--log-level", "info"],
-                         env=envoy_env(), capture_output=True, text=True, timeout=STARTUP_TIMEOUT["native"])
-    assert res.returncode == 0, f"envoy rejected the {name} bootstrap:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    res = subprocess.run(envoy_command() + ["--mode", "validate", "-c", str(path), "--log-level", "info"],
+                         env=envoy_env(), capture_output=True, text=True, timeout=STARTUP_TIMEOUT[build])
+    assert res.returncode == 0, f"envoy rejected the {name} {build} bootstrap:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+
+
+def credential_files(config: dict) -> list[str]:
+    files = []
+    for b in config["backends"]:
+        for mech in (b.get("auth") or {}).values():
+            files += [mech[k] for k in ("file", "credentialsFile") if k in mech]
+    return files
 
 
 def test_aigateway_example_is_local(compiled):
@@ -142,11 +167,19 @@ def test_aigateway_example_is_local(compiled):
 class Served:
     """Simulator + Envoy on a copy of an example's bootstrap."""
 
-    def __init__(self, url: str, sim_url: str, access_log: Path, config: dict):
+    def __init__(self, url: str, sim_url: str, access_log: Path, config: dict, build: str):
         self.url, self.sim_url, self.access_log, self.config = url, sim_url, access_log, config
+        self.build = build
 
     def log_entry(self, request_id: str, timeout: float = 10.0) -> dict:
-        return wait_log_entry(self.access_log, request_id, timeout)
+        """The access-log line; wasm metadata is filter state, so its numbers come
+        as decimal text and are turned into numbers here."""
+        entry = wait_log_entry(self.access_log, request_id, timeout)
+        if self.build == "wasm":
+            for k, v in entry.items():
+                if isinstance(v, str) and v.lstrip("-").isdigit():
+                    entry[k] = int(v)
+        return entry
 
     def upstream(self, request_id: str) -> list[dict]:
         r = requests.get(f"{self.sim_url}/_sim/requests", params={"id": request_id}, timeout=5)
@@ -154,14 +187,19 @@ class Served:
         return r.json()
 
 
-@pytest.fixture(scope="module", params=EXAMPLES)
+@pytest.fixture(scope="module", params=[(n, b) for n in EXAMPLES for b in BOOTSTRAPS],
+                ids=[f"{n}-{b}" for n in EXAMPLES for b in BOOTSTRAPS])
 def served(request, compiled):
-    name = request.param
+    name, build = request.param
+    require_build(request.config, build)
     base = compiled(name)
-    boot = yaml.safe_load((base / "compiled" / "bootstrap.yaml").read_text())
+    path = base / "compiled" / BOOTSTRAPS[build]
+    if not path.is_file():
+        pytest.skip(f"{name} has no {path.name} (credentials from files)")
+    boot = yaml.safe_load(path.read_text())
     config = json.loads((base / "compiled" / "config.json").read_text())
     local = is_local(boot)
-    work = base / "serve"
+    work = base / f"serve-{build}"
     work.mkdir()
     ready = work / "sim-ready.json"
     sim_log = work / "simulator.log"
@@ -184,8 +222,9 @@ def served(request, compiled):
                 al["typed_config"]["path"] = str(access_log)
             return b
 
-        envoy, listen, _admin = start_envoy(boot_for, work, "native")
-        yield name, local, Served(f"http://127.0.0.1:{listen}", f"http://127.0.0.1:{sim_port}", access_log, config)
+        envoy, listen, _admin = start_envoy(boot_for, work, build)
+        yield name, local, Served(f"http://127.0.0.1:{listen}", f"http://127.0.0.1:{sim_port}", access_log, config,
+                                  build)
         assert envoy.poll() is None, "Envoy died:\n" + (work / "envoy.log").read_text(errors="replace")[-4000:]
     finally:
         if envoy is not None:
@@ -292,3 +331,25 @@ def test_example_lists_models(served):
     name, local, gw = served
     got = client(gw.url).models.list()
     assert sorted(m.id for m in got.data) == sorted(m["id"] for m in gw.config["models"])
+
+
+def test_example_sends_configured_credentials(served):
+    """A backend's configured API key reaches the provider in the schema's header,
+    and the client's own key does not (the examples' simulator takes any key)."""
+    name, local, gw = served
+    keyed = {b["name"]: b["auth"]["apiKey"]["value"] for b in gw.config["backends"]
+             if b["schema"]["name"] == "OpenAI" and "value" in (b.get("auth") or {}).get("apiKey", {})
+             and b["auth"]["apiKey"].get("header", "authorization") == "authorization"}
+    routes = [r for r in gw.config["routes"] if r["backends"] and all(b["name"] in keyed for b in r["backends"])]
+    if not routes:
+        pytest.skip(f"{name} configures no OpenAI API key")
+    route = routes[0]
+    rid = str(uuid.uuid4())
+    resp = client(gw.url).chat.completions.create(
+        model=route["models"][0], messages=[{"role": "user", "content": "Hi"}], extra_headers={"x-request-id": rid})
+    assert resp.choices[0].message.content
+    (up,) = gw.upstream(rid)
+    auth = [v for k, v in up["headers"] if k == "authorization"]
+    want = {f"Bearer {keyed[b['name']]}" for b in route["backends"]}
+    assert len(auth) == 1 and auth[0] in want, auth
+    assert not any("sk-test-not-a-secret" in v for _, v in up["headers"]), up["headers"]

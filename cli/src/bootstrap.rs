@@ -14,7 +14,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::compile::{Options, Plan, PlanBackend, PlanRoute, FILTER_METADATA_KEYS};
+use crate::compile::{Options, Plan, PlanRoute, FILTER_METADATA_KEYS};
 use crate::diag::{Diagnostic, Severity};
 use crate::resources::{Address, MODEL_HEADER};
 use crate::units::envoy_duration;
@@ -24,9 +24,15 @@ const METADATA_NAMESPACE: &str = aigw_filter::METADATA_NAMESPACE;
 const BACKEND_KEY: &str = "backend";
 /// `envoy.transport_socket_match` key selecting a backend's TLS settings.
 const TLS_MATCH_KEY: &str = "aigw_backend";
-/// Retry triggers and codes: the failures another provider can fix.
-const RETRY_ON: &str = "connect-failure,refused-stream,reset,retriable-status-codes";
-const RETRY_STATUS_CODES: [u16; 5] = [429, 500, 502, 503, 504];
+/// Retry triggers and codes: the failures another provider can fix (5xx answers,
+/// resets, refused connections, and rate limiting).
+const RETRY_ON: &str = "5xx,reset,connect-failure,refused-stream,retriable-status-codes";
+const RETRY_STATUS_CODES: [u16; 1] = [429];
+/// Envoy's default connection buffer limit, which the wasm build must raise.
+const ENVOY_DEFAULT_BUFFER: u64 = 1024 * 1024;
+/// Room above the body limit, so the filter (not Envoy) sees the chunk that
+/// crosses it and answers its own JSON 413.
+const BUFFER_HEADROOM: u64 = 1024 * 1024;
 
 pub(crate) fn bootstrap(
     plan: &Plan,
@@ -110,6 +116,83 @@ pub(crate) fn bootstrap(
     Value::Object(root)
 }
 
+/// The same bootstrap loading `aigw.wasm` (proxy-wasm) instead of the dynamic
+/// module: both filter instances become `envoy.filters.http.wasm` with the role in
+/// `root_id`, access-log fields read filter state (proxy-wasm cannot write
+/// dynamic metadata), and the listener and the backend clusters get a connection
+/// buffer limit above the body limit (proxy-wasm cannot raise the per-stream one,
+/// and past Envoy's 1 MiB default Envoy would answer 413 itself).
+pub(crate) fn wasm_variant(
+    native: &Value,
+    config_json: &str,
+    body_limit: u64,
+    o: &Options,
+) -> Value {
+    let wasm = |root_id: &str| {
+        json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": root_id,
+                "root_id": root_id,
+                // Without it a pause on request headers becomes StopAllIteration
+                // and the body hook never runs (Envoy 1.35 and later).
+                "allow_on_headers_stop_iteration": true,
+                "vm_config": {
+                    "vm_id": "aigw",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": o.wasm_path}},
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": config_json,
+                },
+            },
+        })
+    };
+    let buffer = body_limit.max(ENVOY_DEFAULT_BUFFER) + BUFFER_HEADROOM;
+    let swap = |filters: &mut Value, name: &str| -> bool {
+        let mut found = false;
+        for f in filters.as_array_mut().into_iter().flatten() {
+            if f["name"] == json!(name) {
+                f["typed_config"] = wasm(name);
+                found = true;
+            }
+        }
+        found
+    };
+    let mut boot = native.clone();
+    let resources = &mut boot["static_resources"];
+    for l in resources["listeners"].as_array_mut().into_iter().flatten() {
+        l["per_connection_buffer_limit_bytes"] = json!(buffer);
+        let hcm = &mut l["filter_chains"][0]["filters"][0]["typed_config"];
+        swap(&mut hcm["http_filters"], "aigw");
+        let fields = &mut hcm["access_log"][0]["typed_config"]["log_format"]["json_format"];
+        for v in fields
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|m| m.values_mut())
+        {
+            if let Some(key) = v
+                .as_str()
+                .and_then(|s| s.strip_prefix(&format!("%DYNAMIC_METADATA({METADATA_NAMESPACE}:")))
+                .and_then(|s| s.strip_suffix(")%"))
+            {
+                *v = json!(format!(
+                    "%FILTER_STATE(wasm.{METADATA_NAMESPACE}.{key}:PLAIN)%"
+                ));
+            }
+        }
+    }
+    for c in resources["clusters"].as_array_mut().into_iter().flatten() {
+        let opts = &mut c["typed_extension_protocol_options"]
+            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"];
+        if swap(opts, "aigw_upstream") {
+            c["per_connection_buffer_limit_bytes"] = json!(buffer);
+        }
+    }
+    boot
+}
+
 /// One Envoy route per match of the rule: Gateway API ORs matches, ANDs headers.
 fn envoy_routes(r: &PlanRoute) -> Vec<Value> {
     r.matches
@@ -131,31 +214,40 @@ fn envoy_routes(r: &PlanRoute) -> Vec<Value> {
                 // Without retry_on there are no retries, only the per-attempt bound.
                 retry.insert("per_try_timeout".into(), json!(envoy_duration(ms)));
             }
-            if let Some(n) = r.num_retries.filter(|&n| n > 0) {
+            let levels = r.priority_levels().len();
+            // Fallback backends are tried on failure: one retry per lower level
+            // unless the resource says how many.
+            let retries = r
+                .num_retries
+                .or((levels > 1).then(|| levels as u32 - 1))
+                .filter(|&n| n > 0);
+            if let Some(n) = retries {
                 retry.insert("retry_on".into(), json!(RETRY_ON));
                 retry.insert("retriable_status_codes".into(), json!(RETRY_STATUS_CODES));
                 retry.insert("num_retries".into(), json!(n));
-                // Another host, and with priorities the next level: a retry is
-                // meant to land on another provider.
-                retry.insert(
-                    "retry_host_predicate".into(),
-                    json!([{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
-                    }}]),
-                );
-                let levels = r.priority_levels();
-                if levels.len() > 1 {
-                    retry.insert(
-                        "retry_priority".into(),
-                        json!({"name": "envoy.retry_priorities.previous_priorities", "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
-                            "update_frequency": 1
-                        }}),
-                    );
-                }
             }
             if let Some(Value::Object(kg)) = &r.extra.retry {
                 retry = kg.clone();
+            }
+            if retry.contains_key("retry_on") {
+                // Another host, and with priorities the next level: a retry is
+                // meant to land on another provider.
+                retry.entry("retry_host_predicate").or_insert_with(|| {
+                    json!([{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                    }}])
+                });
+                retry
+                    .entry("host_selection_retry_max_attempts")
+                    .or_insert(json!(5));
+                if levels > 1 {
+                    retry.entry("retry_priority").or_insert_with(|| {
+                        json!({"name": "envoy.retry_priorities.previous_priorities", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                            "update_frequency": 1
+                        }})
+                    });
+                }
             }
             if !retry.is_empty() {
                 action.insert("retry_policy".into(), Value::Object(retry));
@@ -191,11 +283,27 @@ fn cluster(plan: &Plan, r: &PlanRoute, upstream_filter: &Value, o: &Options) -> 
             continue;
         }
         let b = &plan.backends[rb.backend];
-        let tls = b.tls.as_ref().map(|t| tls_socket(b, t, o));
+        // SNI is per endpoint (the TLS hostname, else the endpoint's own name):
+        // one socket per distinct name, keyed by the backend when it has one.
+        let snis: Vec<Option<&str>> = b
+            .endpoints
+            .iter()
+            .map(|e| match &e.address {
+                Address::Fqdn(h) => Some(h.as_str()),
+                Address::Ip(_) => None,
+            })
+            .map(|h| b.tls.as_ref().and_then(|t| t.hostname.as_deref()).or(h))
+            .collect();
+        let one_name = snis.iter().all(|n| *n == snis[0]);
+        let match_key = |sni: Option<&str>| match (one_name, sni) {
+            (false, Some(n)) => format!("{}|{n}", b.name),
+            _ => b.name.clone(),
+        };
         let lb_endpoints: Vec<Value> = b
             .endpoints
             .iter()
-            .map(|e| {
+            .zip(&snis)
+            .map(|(e, sni)| {
                 let (address, hostname) = match &e.address {
                     Address::Fqdn(h) => {
                         dns = true;
@@ -205,10 +313,18 @@ fn cluster(plan: &Plan, r: &PlanRoute, upstream_filter: &Value, o: &Options) -> 
                 };
                 let mut md = Map::new();
                 md.insert(METADATA_NAMESPACE.into(), json!({BACKEND_KEY: b.name}));
-                if tls.is_some() {
+                if let Some(t) = &b.tls {
+                    let key = match_key(*sni);
+                    if !tls_matches.iter().any(|m: &Value| m["name"] == json!(key)) {
+                        tls_matches.push(json!({
+                            "name": key,
+                            "match": {TLS_MATCH_KEY: key},
+                            "transport_socket": tls_socket(*sni, t, o),
+                        }));
+                    }
                     md.insert(
                         "envoy.transport_socket_match".into(),
-                        json!({TLS_MATCH_KEY: b.name}),
+                        json!({TLS_MATCH_KEY: key}),
                     );
                 }
                 let mut endpoint = Map::new();
@@ -231,13 +347,6 @@ fn cluster(plan: &Plan, r: &PlanRoute, upstream_filter: &Value, o: &Options) -> 
             "load_balancing_weight": rb.weight,
             "lb_endpoints": lb_endpoints,
         }));
-        if let Some(socket) = tls {
-            tls_matches.push(json!({
-                "name": b.name,
-                "match": {TLS_MATCH_KEY: b.name},
-                "transport_socket": socket,
-            }));
-        }
     }
 
     let mut c = Map::new();
@@ -280,18 +389,14 @@ fn cluster(plan: &Plan, r: &PlanRoute, upstream_filter: &Value, o: &Options) -> 
     Value::Object(c)
 }
 
-fn tls_socket(b: &PlanBackend, t: &crate::resources::Tls, o: &Options) -> Value {
-    let sni = t.hostname.clone().or_else(|| {
-        b.endpoints.iter().find_map(|e| match &e.address {
-            Address::Fqdn(h) => Some(h.clone()),
-            Address::Ip(_) => None,
-        })
-    });
+/// Upstream TLS with SNI `sni`, verified against the system CAs and `sni` as the
+/// certificate's name (unless verification is off).
+fn tls_socket(sni: Option<&str>, t: &crate::resources::Tls, o: &Options) -> Value {
     let mut common = Map::new();
     if !t.insecure {
         let mut validation = Map::new();
         validation.insert("trusted_ca".into(), json!({"filename": o.ca_bundle}));
-        if let Some(h) = &sni {
+        if let Some(h) = sni {
             validation.insert(
                 "match_typed_subject_alt_names".into(),
                 json!([{"san_type": "DNS", "matcher": {"exact": h}}]),
@@ -304,7 +409,7 @@ fn tls_socket(b: &PlanBackend, t: &crate::resources::Tls, o: &Options) -> Value 
         "@type".into(),
         json!("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"),
     );
-    if let Some(h) = &sni {
+    if let Some(h) = sni {
         ctx.insert("sni".into(), json!(h));
     }
     ctx.insert("common_tls_context".into(), Value::Object(common));

@@ -21,8 +21,10 @@
 //! `spec.dynamicModules` allow-lists the module (the wasm variant needs none).
 //!
 //! Envoy Gateway cannot attach upstream HTTP filters, so what the upstream
-//! filter instance does (backend model overrides) is not applied there; each such
-//! field gets a warning.
+//! filter instance does (model overrides, schema translation, upstream
+//! credentials, request mutations) is not applied there; each such backendRef
+//! gets a warning. The filter config in an EnvoyExtensionPolicy never carries
+//! credentials: a policy is no place for a key.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -364,7 +366,7 @@ fn route_docs(plan: &Plan, group: &[usize], diags: &mut Vec<Diagnostic>) -> Opti
     let name = first.origin.1.name.clone();
     let errors_before = diags.iter().filter(|d| d.is_error()).count();
 
-    let (config, _) = config_document(plan, &|i| group.contains(&i));
+    let (config, _) = config_document(plan, &|i| group.contains(&i), false);
     if let Err(e) = aigw_filter::Config::from_json(config.to_string().as_bytes()) {
         diags.push(generated_error(format!(
             "the filter config for {} is refused by the filter: {e}",
@@ -588,6 +590,27 @@ fn rule_doc(
                 r,
                 format!("{}.{field}", rb.path),
                 "not applied on Envoy Gateway: the override runs in the upstream filter, which an EnvoyExtensionPolicy cannot attach (the standalone bootstrap applies it)".into(),
+            );
+        }
+        let mut upstream_only = Vec::new();
+        if b.schema_name != "OpenAI" {
+            upstream_only.push(format!("translation to schema {}", b.schema_name));
+        }
+        if b.auth.is_some() || b.credential_override.is_some() {
+            upstream_only.push("upstream credentials".to_string());
+        }
+        if !b.mutations.is_empty() {
+            upstream_only.push("header and body mutations".to_string());
+        }
+        if !upstream_only.is_empty() {
+            warn(
+                diags,
+                r,
+                rb.path.clone(),
+                format!(
+                    "not applied on Envoy Gateway: {} (the upstream filter does them, which an EnvoyExtensionPolicy cannot attach; the standalone bootstrap applies them, and the policy's config carries no credential)",
+                    upstream_only.join(", ")
+                ),
             );
         }
         let (ns, name) = match &b.eg_backend {

@@ -3,9 +3,10 @@
 //! `rateLimit`, `budget`, `guardrails`, `retries`, `observability`, `tenant`).
 //!
 //! It is recognised as a document without `apiVersion` that has `backends`. What
-//! the filter and Envoy can do today is mapped (models, header matches, OpenAI
-//! backends with weight, priority and a per-backend model, fallback and
-//! load-balance strategies, retries); every other field is carried into the
+//! the filter and Envoy can do today is mapped (models, header matches, backends
+//! of the providers in [`PROVIDERS`] with weight, priority, a per-backend model
+//! and an API key from the `credentialRef` Secret, fallback and load-balance
+//! strategies, retries); every other field is carried into the
 //! output's `notEnforced` list with a warning naming it, never dropped silently.
 
 use serde_json::Value;
@@ -18,11 +19,52 @@ use crate::units::parse_duration;
 /// Where the `openai` provider is reached.
 pub const OPENAI_HOST: &str = "api.openai.com";
 
+/// A provider slug the generic schema can name: the filter schema it speaks and
+/// the public host it is reached at (port 443, TLS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Provider {
+    pub slug: &'static str,
+    pub schema: &'static str,
+    pub host: &'static str,
+}
+
+/// Providers reachable with what the generic schema says (a slug and a model).
+/// Azure OpenAI, Bedrock and Vertex AI need an endpoint, a region or a project,
+/// which the schema has no field for.
+pub const PROVIDERS: &[Provider] = &[
+    Provider {
+        slug: "openai",
+        schema: "OpenAI",
+        host: OPENAI_HOST,
+    },
+    Provider {
+        slug: "anthropic",
+        schema: "Anthropic",
+        host: "api.anthropic.com",
+    },
+    Provider {
+        slug: "mistral",
+        schema: "Mistral",
+        host: "api.mistral.ai",
+    },
+    Provider {
+        slug: "gemini",
+        schema: "Gemini",
+        host: "generativelanguage.googleapis.com",
+    },
+];
+
+/// The Secret key a `credentialRef` Secret holds the API key in.
+pub const CREDENTIAL_KEY: &str = "apiKey";
+
 #[derive(Debug)]
 pub struct GenericBackend {
+    pub provider: Provider,
     pub model: String,
     pub weight: u32,
     pub priority: u32,
+    /// `credentialRef`: a Secret in namespace `default` whose `apiKey` is sent.
+    pub credential: Option<String>,
     pub path: String,
 }
 
@@ -222,13 +264,17 @@ pub(crate) fn read(
         ) else {
             continue;
         };
-        let provider = o.str_req("provider", r);
-        if let Some(pr) = provider.filter(|p| *p != "openai") {
-            r.error(
-                o.path("provider"),
-                format!("provider '{pr}' is not supported yet (only openai)"),
-            );
-        }
+        let provider = o.str_req("provider", r).and_then(|slug| {
+            let p = PROVIDERS.iter().find(|p| p.slug == slug).copied();
+            if p.is_none() {
+                let known: Vec<&str> = PROVIDERS.iter().map(|p| p.slug).collect();
+                r.error(
+                    o.path("provider"),
+                    format!("provider '{slug}' is not supported (supported: {}; Azure OpenAI, Bedrock and Vertex AI need an endpoint, region or project, which this schema has no field for)", known.join(", ")),
+                );
+            }
+            p
+        });
         let model = o.str_req("model", r);
         let weight = o.int_opt("weight", 0, 1_000_000, r).unwrap_or(1) as u32;
         let priority = o.int_opt("priority", 0, i64::from(u32::MAX), r);
@@ -238,23 +284,25 @@ pub(crate) fn read(
             (None, Some("fallback")) if !any_priority => i as u32,
             (None, _) => 0,
         };
-        if let Some(c) = o.get("credentialRef") {
-            if c.is_string() {
-                carry(
+        let credential = match o.str_opt("credentialRef", r) {
+            Some(c) if !is_dns_subdomain(c) => {
+                r.error(
                     o.path("credentialRef"),
-                    c,
-                    "upstream credentials are not applied by the filter yet",
-                    r,
+                    format!(
+                        "'{c}' must name a Secret (a lowercase RFC 1123 name) in namespace default"
+                    ),
                 );
-            } else {
-                r.error(o.path("credentialRef"), "must be a string");
+                None
             }
-        }
-        if let (Some(_), Some(model)) = (provider, model) {
+            c => c.map(str::to_string),
+        };
+        if let (Some(provider), Some(model)) = (provider, model) {
             backends.push(GenericBackend {
+                provider,
                 model: model.to_string(),
                 weight,
                 priority,
+                credential,
                 path: p.clone(),
             });
         }
@@ -371,6 +419,7 @@ pub(crate) fn read(
             id,
             source: source.clone(),
             created: None,
+            annotations: Default::default(),
         },
         models,
         headers,

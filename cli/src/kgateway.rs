@@ -13,13 +13,29 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use crate::compile::{Plan, PlanBackend, PlanModel, PlanRoute, PlanRouteBackend};
+use crate::credentials::{authority, Auth, SecretSource, Secrets};
 use crate::diag::{Diagnostic, Reporter, ResourceId, Source};
+use crate::manifest::SecretValue;
 use crate::read::{at, Obj};
-use crate::resources::{enum_value, Address, Endpoint, Meta, Tls, KGATEWAY_GROUP, MODEL_HEADER};
+use crate::resources::{
+    enum_value, is_dns_subdomain, Address, Endpoint, Meta, Tls, KGATEWAY_GROUP, MODEL_HEADER,
+};
 use crate::units::{envoy_duration, parse_duration};
 
 const GWAPI_GROUP: &str = "gateway.networking.k8s.io";
-const PROVIDERS: &[&str] = &["openai", "azure", "gemini", "mistral"];
+/// Provider types: the seed's (`openai`, `azure`, `gemini`, `mistral`) and
+/// kgateway's current ones (`azureopenai`, `anthropic`, `vertexai`).
+const PROVIDERS: &[&str] = &[
+    "openai",
+    "azure",
+    "azureopenai",
+    "anthropic",
+    "gemini",
+    "mistral",
+    "vertexai",
+];
+/// The Secret key kgateway reads a provider token from.
+pub const TOKEN_KEY: &str = "Authorization";
 /// Envoy's router retry conditions (`x-envoy-retry-on`).
 const RETRY_ON: &[&str] = &[
     "5xx",
@@ -42,12 +58,34 @@ pub struct Host {
     pub tls: Option<Tls>,
 }
 
-/// The `openai` provider of an AI backend (other providers are errors).
+/// The LLM provider of an AI backend, in the filter's terms.
 #[derive(Clone, Debug)]
 pub struct Provider {
+    /// The filter schema (`OpenAI`, `AzureOpenAI`, `GCPVertexAI`...).
+    pub schema: &'static str,
+    pub version: Option<String>,
+    /// `model` (Azure: `deploymentName`): the backend's model override.
     pub model: Option<String>,
+    pub region: Option<String>,
+    pub project: Option<String>,
+    /// The provider's public host, when it has one.
+    pub default_host: Option<String>,
+    /// `hostOverride`, else the public host on 443 with TLS.
     pub hosts: Vec<Host>,
+    pub token: Option<AuthToken>,
+    /// `provider`, its `<type>` object, and the field the model came from.
     pub path: String,
+    pub sub_path: String,
+    pub model_path: String,
+}
+
+/// `authToken`.
+#[derive(Clone, Debug)]
+pub enum AuthToken {
+    Secret(SecretRef),
+    Inline(SecretValue),
+    /// The client's own credential goes through.
+    Passthrough,
 }
 
 #[derive(Debug)]
@@ -55,14 +93,13 @@ pub enum BackendKind {
     Static(Vec<Host>),
     Aws,
     /// `None`: the provider is refused (already reported).
-    Ai(Option<Provider>),
+    Ai(Option<Box<Provider>>),
 }
 
 #[derive(Debug)]
 pub struct Backend {
     pub meta: Meta,
     pub kind: BackendKind,
-    pub secret: Option<SecretRef>,
 }
 
 #[derive(Debug)]
@@ -79,10 +116,9 @@ pub struct AiBackend {
     pub meta: Meta,
     pub provider: Option<Provider>,
     pub groups: Vec<GroupRef>,
-    pub secret: Option<SecretRef>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SecretRef {
     pub namespace: String,
     pub name: String,
@@ -261,18 +297,13 @@ fn read_host(o: &Obj<'_, '_>, r: &mut Reporter<'_>) -> Option<Host> {
 }
 
 /// `provider` of an AI backend: `type` plus exactly the matching sub-object.
-fn read_provider(
-    o: &Obj<'_, '_>,
-    ns: &str,
-    secret: &mut Option<SecretRef>,
-    r: &mut Reporter<'_>,
-) -> Option<Provider> {
+fn read_provider(o: &Obj<'_, '_>, ns: &str, r: &mut Reporter<'_>) -> Option<Provider> {
     let p = o.path("provider");
     let Some(v) = o.get("provider") else {
         r.error(p, "is required");
         return None;
     };
-    let mut known = vec!["type", "hostOverride"];
+    let mut known = vec!["type", "hostOverride", "pathOverride"];
     known.extend(PROVIDERS);
     let pr = Obj::new(v, &p, &known, r)?;
     let kind = enum_value(&pr, "type", PROVIDERS, true, r);
@@ -290,68 +321,246 @@ fn read_provider(
     let kind = kind?;
     let sp = pr.path(&kind);
     let sub_known: &[&str] = match kind.as_str() {
-        "azure" => &["endpoint", "deploymentName", "apiVersion", "authToken"],
+        "azure" | "azureopenai" => &["endpoint", "deploymentName", "apiVersion", "authToken"],
+        "anthropic" | "gemini" => &["model", "apiVersion", "authToken"],
+        "vertexai" => &[
+            "model",
+            "apiVersion",
+            "projectId",
+            "location",
+            "publisher",
+            "modelPath",
+            "authToken",
+        ],
         _ => &["model", "authToken"],
     };
-    let sub = match pr.get(&kind) {
-        Some(v) => Obj::new(v, &sp, sub_known, r),
-        None => {
-            r.error(sp.clone(), format!("is required with type {kind}"));
-            None
+    let Some(sv) = pr.get(&kind) else {
+        r.error(sp, format!("is required with type {kind}"));
+        return None;
+    };
+    let s = Obj::new(sv, &sp, sub_known, r)?;
+    let non_empty = |key: &str, required: bool, r: &mut Reporter<'_>| {
+        if required && !s.has(key) {
+            r.error(s.path(key), "is required");
+            return None;
+        }
+        match s.str_opt(key, r) {
+            Some("") => {
+                r.error(s.path(key), "must not be empty");
+                None
+            }
+            v => v.map(str::to_string),
         }
     };
-    let mut model = None;
-    if let Some(s) = &sub {
-        if kind == "azure" {
-            s.str_req("endpoint", r);
-            s.str_req("deploymentName", r);
-            s.str_opt("apiVersion", r);
-        } else {
-            model = s.str_opt("model", r).map(str::to_string);
-            if model.as_deref() == Some("") {
-                r.error(s.path("model"), "must not be empty");
-                model = None;
-            }
-        }
-        if let Some(a) = s.get("authToken") {
-            let ap = s.path("authToken");
-            if let Some(ao) = Obj::new(a, &ap, &["secretRef"], r) {
-                if ao.has("secretRef") {
-                    *secret = secret_ref(&ao, "secretRef", ns, r);
-                } else {
-                    r.error(ao.path("secretRef"), "is required");
+    let mut out = Provider {
+        schema: "OpenAI",
+        version: None,
+        model: None,
+        region: None,
+        project: None,
+        default_host: None,
+        hosts: Vec::new(),
+        token: None,
+        path: p.clone(),
+        model_path: s.path("model"),
+        sub_path: sp.clone(),
+    };
+    let mut ok = true;
+    match kind.as_str() {
+        "azure" | "azureopenai" => {
+            out.schema = "AzureOpenAI";
+            let endpoint = non_empty("endpoint", true, r);
+            // The deployment is the model in Azure's path.
+            out.model = non_empty("deploymentName", true, r);
+            out.model_path = s.path("deploymentName");
+            out.version = non_empty("apiVersion", false, r);
+            match endpoint.as_deref().map(azure_host) {
+                Some(Ok(h)) => out.default_host = Some(h),
+                Some(Err(e)) => {
+                    r.error(s.path("endpoint"), e);
+                    ok = false;
                 }
+                None => ok = false,
+            }
+            ok &= out.model.is_some();
+        }
+        "vertexai" => {
+            out.model = non_empty("model", false, r);
+            out.version = non_empty("apiVersion", false, r);
+            out.project = non_empty("projectId", true, r);
+            out.region = non_empty("location", true, r);
+            out.schema = match non_empty("publisher", false, r)
+                .map(|p| p.to_ascii_uppercase())
+                .as_deref()
+            {
+                None | Some("GOOGLE") => "GCPVertexAI",
+                Some("ANTHROPIC") => "GCPAnthropic",
+                Some(other) => {
+                    r.error(
+                        s.path("publisher"),
+                        format!("unsupported publisher '{other}', expected GOOGLE or ANTHROPIC"),
+                    );
+                    ok = false;
+                    "GCPVertexAI"
+                }
+            };
+            if s.has("modelPath") {
+                r.warn(
+                    s.path("modelPath"),
+                    "not mapped: the filter builds the Vertex AI path from the model and the API called",
+                );
+            }
+            match &out.region {
+                Some(l) if l == "global" => {
+                    out.default_host = Some("aiplatform.googleapis.com".into())
+                }
+                Some(l) if is_dns_subdomain(l) => {
+                    out.default_host = Some(format!("{l}-aiplatform.googleapis.com"))
+                }
+                Some(l) => {
+                    r.error(
+                        s.path("location"),
+                        format!("'{l}' is not a Google Cloud location"),
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            }
+            ok &= out.project.is_some();
+        }
+        other => {
+            (out.schema, out.default_host) = match other {
+                "anthropic" => ("Anthropic", Some("api.anthropic.com".into())),
+                "gemini" => ("Gemini", Some("generativelanguage.googleapis.com".into())),
+                "mistral" => ("Mistral", Some("api.mistral.ai".into())),
+                _ => ("OpenAI", Some(crate::generic::OPENAI_HOST.into())),
+            };
+            out.model = non_empty("model", false, r);
+            if other != "openai" && other != "mistral" {
+                out.version = non_empty("apiVersion", false, r);
             }
         }
     }
-    if kind != "openai" {
-        r.error(
-            pr.path("type"),
-            format!("translation to provider '{kind}' is not supported yet (only openai and OpenAI-compatible hosts)"),
-        );
-        return None;
+    if let Some(a) = s.get("authToken") {
+        out.token = read_auth_token(a, &s.path("authToken"), ns, r);
     }
-    let mut hosts = Vec::new();
+    if let Some(po) = pr.get("pathOverride") {
+        let pp = pr.path("pathOverride");
+        if let Some(po) = Obj::new(po, &pp, &["fullPath"], r) {
+            match po.str_req("fullPath", r) {
+                Some(full) if out.schema == "OpenAI" => {
+                    match full.strip_suffix("/chat/completions") {
+                        // The filter keeps the endpoint's own suffix (chat,
+                        // completions, embeddings) after the prefix.
+                        Some(prefix) if full.starts_with('/') => {
+                            out.version = Some(crate::resources::openai_prefix(prefix))
+                        }
+                        _ => {
+                            r.error(
+                                po.path("fullPath"),
+                                "must be an absolute path ending in /chat/completions: the filter maps it to a path prefix",
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+                Some(_) => {
+                    r.error(
+                        pp,
+                        format!("is not supported for provider {kind}: only OpenAI backends take a path prefix"),
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+    }
     if let Some(h) = pr.get("hostOverride") {
         let hp = pr.path("hostOverride");
         if let Some(ho) = Obj::new(h, &hp, &["host", "port", "tls"], r) {
-            hosts.extend(read_host(&ho, r));
+            out.hosts.extend(read_host(&ho, r));
         }
-    } else {
-        hosts.push(Host {
+    } else if let Some(h) = &out.default_host {
+        out.hosts.push(Host {
             endpoint: Endpoint {
-                address: Address::Fqdn(crate::generic::OPENAI_HOST.into()),
+                address: Address::Fqdn(h.clone()),
                 port: 443,
             },
             tls: Some(Tls::default()),
         });
     }
-    sub?;
-    Some(Provider {
-        model,
-        hosts,
-        path: p,
-    })
+    ok.then_some(out)
+}
+
+/// An Azure OpenAI `endpoint` (`my-resource.openai.azure.com`, scheme and
+/// trailing slash allowed) as a host name.
+fn azure_host(endpoint: &str) -> Result<String, String> {
+    let h = endpoint
+        .strip_prefix("https://")
+        .unwrap_or(endpoint)
+        .trim_end_matches('/');
+    if is_dns_subdomain(&h.to_ascii_lowercase()) {
+        Ok(h.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "'{endpoint}' is not a host name (e.g. my-resource.openai.azure.com)"
+        ))
+    }
+}
+
+/// `authToken`: `kind` Inline, SecretRef or Passthrough (the seed's form, a bare
+/// `secretRef`, is SecretRef).
+fn read_auth_token(v: &Value, path: &str, ns: &str, r: &mut Reporter<'_>) -> Option<AuthToken> {
+    let a = Obj::new(v, path, &["kind", "inline", "secretRef"], r)?;
+    let kind = match enum_value(
+        &a,
+        "kind",
+        &["Inline", "SecretRef", "Passthrough"],
+        false,
+        r,
+    ) {
+        Some(k) => k,
+        None if a.has("kind") => return None,
+        None if a.has("inline") => "Inline".to_string(),
+        None => "SecretRef".to_string(),
+    };
+    for (field, for_kind) in [("inline", "Inline"), ("secretRef", "SecretRef")] {
+        if a.has(field) && kind != for_kind {
+            r.error(a.path(field), format!("must not be set with kind {kind}"));
+        }
+    }
+    match kind.as_str() {
+        "Inline" => match a.str_opt("inline", r) {
+            Some(v) if !v.trim().is_empty() => {
+                Some(AuthToken::Inline(SecretValue::new(strip_bearer(v))))
+            }
+            Some(_) => {
+                r.error(a.path("inline"), "must not be empty");
+                None
+            }
+            None => {
+                r.error(a.path("inline"), "is required with kind Inline");
+                None
+            }
+        },
+        "SecretRef" => {
+            if !a.has("secretRef") {
+                r.error(a.path("secretRef"), "is required");
+                return None;
+            }
+            secret_ref(&a, "secretRef", ns, r).map(AuthToken::Secret)
+        }
+        _ => Some(AuthToken::Passthrough),
+    }
+}
+
+/// kgateway's token Secrets often hold `Bearer <key>`; the filter adds the scheme.
+fn strip_bearer(v: &str) -> &str {
+    let t = v.trim();
+    match t.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("bearer ") => t[7..].trim(),
+        _ => t,
+    }
 }
 
 fn read_targets(spec: &Obj<'_, '_>, r: &mut Reporter<'_>) -> Vec<Target> {
@@ -480,7 +689,6 @@ pub(crate) fn read(
                 r.error(p, format!("is required with type {t}"));
                 return;
             };
-            let mut secret = None;
             let kind = match key {
                 "static" => {
                     let Some(s) = Obj::new(sub, &p, &["hosts"], r) else {
@@ -518,10 +726,10 @@ pub(crate) fn read(
                     let Some(s) = Obj::new(sub, &p, &["provider"], r) else {
                         return;
                     };
-                    BackendKind::Ai(read_provider(&s, &ns, &mut secret, r))
+                    BackendKind::Ai(read_provider(&s, &ns, r).map(Box::new))
                 }
             };
-            kg.backends.push(Backend { meta, kind, secret });
+            kg.backends.push(Backend { meta, kind });
         }
         "AIBackend" => {
             let Some(o) = Obj::new(
@@ -533,8 +741,7 @@ pub(crate) fn read(
             .map(|_| spec) else {
                 return;
             };
-            let mut secret = None;
-            let provider = read_provider(&o, &ns, &mut secret, r);
+            let provider = read_provider(&o, &ns, r);
             let mut groups = Vec::new();
             let mut seen: HashMap<(String, String), String> = HashMap::new();
             for (i, g) in o
@@ -594,7 +801,6 @@ pub(crate) fn read(
                 meta,
                 provider,
                 groups,
-                secret,
             });
         }
         "TrafficPolicy" => read_traffic(meta, spec, kg, r),
@@ -1270,35 +1476,81 @@ fn index<T>(
     map
 }
 
+/// A provider's credential as the filter backend carries it: `auth`, and whether
+/// the client's own credential goes through (Passthrough).
+type Creds = (Option<Auth>, bool);
+
+/// Resolves a provider's `authToken`; a Secret that is missing or lacks the
+/// token key is an error on the resource.
+fn provider_creds(
+    p: &Provider,
+    meta: &Meta,
+    secrets: &Secrets<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Creds {
+    let auth = |v: SecretValue| {
+        let key = SecretSource::Value(v);
+        if p.schema.starts_with("GCP") {
+            Auth::Bearer(key)
+        } else {
+            Auth::ApiKey { key, header: None }
+        }
+    };
+    match &p.token {
+        None => (None, false),
+        Some(AuthToken::Passthrough) => (None, true),
+        Some(AuthToken::Inline(v)) => (Some(auth(v.clone())), false),
+        Some(AuthToken::Secret(s)) => match secrets.value(&s.namespace, &s.name, TOKEN_KEY) {
+            Ok(v) => (
+                Some(auth(SecretValue::new(strip_bearer(v.expose())))),
+                false,
+            ),
+            Err(e) => {
+                crate::compile::reporter(meta, diags).error(s.path.as_str(), e);
+                (None, false)
+            }
+        },
+    }
+}
+
 fn push_backend(
     plan: &mut Plan,
     name: String,
     p: &Provider,
     hosts: &[Host],
+    creds: &Creds,
     origin: &(Source, ResourceId),
 ) -> usize {
     if let Some(i) = plan.backends.iter().position(|b| b.name == name) {
         return i;
     }
     let tls = hosts.iter().find_map(|h| h.tls.clone());
-    plan.backends.push(PlanBackend {
-        name,
-        schema_name: "OpenAI".into(),
-        schema_version: None,
-        model_name_override: p.model.clone(),
-        endpoints: hosts.iter().map(|h| h.endpoint.clone()).collect(),
-        tls,
-        eg_backend: None,
-        eg_fallback: false,
-        origin: origin.clone(),
+    let endpoints = hosts.iter().map(|h| h.endpoint.clone()).collect();
+    let mut b = PlanBackend::new(name, p.schema, endpoints, tls, origin.clone());
+    b.schema_version = p.version.clone();
+    b.model_name_override = p.model.clone();
+    b.region = p.region.clone();
+    b.project = p.project.clone();
+    b.host = hosts.iter().find_map(|h| match &h.endpoint.address {
+        Address::Fqdn(n) => Some(authority(n, h.endpoint.port, h.tls.is_some())),
+        Address::Ip(_) => None,
     });
+    (b.auth, b.forward_client_credentials) = creds.clone();
+    b.part_origins.push((
+        "auth".into(),
+        origin.clone(),
+        format!("{}.authToken", p.sub_path),
+    ));
+    b.part_origins
+        .push(("schema".into(), origin.clone(), p.path.clone()));
+    plan.backends.push(b);
     plan.backends.len() - 1
 }
 
 /// Plans kgateway HTTPRoutes into filter routes, backends and Envoy extras.
 pub(crate) fn plan(
     kg: &Inputs,
-    secrets: &HashMap<Key, usize>,
+    secrets: &Secrets<'_>,
     plan: &mut Plan,
     model_owner: &mut HashMap<String, String>,
     diags: &mut Vec<Diagnostic>,
@@ -1311,29 +1563,23 @@ pub(crate) fn plan(
     let _ = index(&kg.traffic, |b| &b.meta, diags);
     let _ = index(&kg.listener, |b| &b.meta, diags);
 
-    let check_secret = |s: &Option<SecretRef>, meta: &Meta, diags: &mut Vec<Diagnostic>| {
-        if let Some(s) = s {
-            let mut r = crate::compile::reporter(meta, diags);
-            if !secrets.contains_key(&(s.namespace.clone(), s.name.clone())) {
-                r.warn(
-                    s.path.as_str(),
-                    format!(
-                        "Secret {}/{} is not among the inputs; it must exist in the cluster",
-                        s.namespace, s.name
-                    ),
-                );
-            }
-            r.warn(
-                s.path.as_str(),
-                "validated only: the filter does not apply upstream credentials yet",
-            );
-        }
-    };
-    for b in &kg.backends {
-        check_secret(&b.secret, &b.meta, diags);
-    }
+    let be_creds: Vec<Creds> = kg
+        .backends
+        .iter()
+        .map(|b| match &b.kind {
+            BackendKind::Ai(Some(p)) => provider_creds(p, &b.meta, secrets, diags),
+            _ => (None, false),
+        })
+        .collect();
+    let ai_creds: Vec<Creds> = kg
+        .ai_backends
+        .iter()
+        .map(|b| match &b.provider {
+            Some(p) => provider_creds(p, &b.meta, secrets, diags),
+            None => (None, false),
+        })
+        .collect();
     for b in &kg.ai_backends {
-        check_secret(&b.secret, &b.meta, diags);
         let mut r = crate::compile::reporter(&b.meta, diags);
         for g in &b.groups {
             match be_ix.get(&(g.namespace.clone(), g.name.clone())) {
@@ -1426,10 +1672,10 @@ pub(crate) fn plan(
                         match &b.kind {
                             BackendKind::Ai(Some(p)) => {
                                 if let Some(m) = &p.model {
-                                    configured.push((m.clone(), format!("{}.model", p.path)));
+                                    configured.push((m.clone(), p.model_path.clone()));
                                 }
                                 let bname = format!("{}.{}{}", b.meta.id.name, b.meta.id.namespace, p.model.as_ref().map(|m| format!("@{m}")).unwrap_or_default());
-                                let idx = push_backend(plan, bname, p, &p.hosts, &(b.meta.source.clone(), b.meta.id.clone()));
+                                let idx = push_backend(plan, bname, p, &p.hosts, &be_creds[bi], &(b.meta.source.clone(), b.meta.id.clone()));
                                 add(idx, 1, 0, &mut r);
                             }
                             BackendKind::Ai(None) => {}
@@ -1451,7 +1697,7 @@ pub(crate) fn plan(
                         let a = &kg.ai_backends[ai];
                         let Some(p) = &a.provider else { continue };
                         if let Some(m) = &p.model {
-                            configured.push((m.clone(), format!("{}.openai.model", p.path)));
+                            configured.push((m.clone(), p.model_path.clone()));
                         }
                         let suffix = p
                             .model
@@ -1465,6 +1711,7 @@ pub(crate) fn plan(
                                 format!("{}.{}{suffix}", a.meta.id.name, a.meta.id.namespace),
                                 p,
                                 &p.hosts,
+                                &ai_creds[ai],
                                 &origin,
                             );
                             add(idx, 1, 0, &mut r);
@@ -1486,6 +1733,7 @@ pub(crate) fn plan(
                                 format!("{}.{}{suffix}", b.meta.id.name, b.meta.id.namespace),
                                 p,
                                 &hosts,
+                                &ai_creds[ai],
                                 &origin,
                             );
                             add(idx, g.weight, g.priority, &mut r);
@@ -1750,7 +1998,10 @@ pub(crate) fn plan(
             plan.kg.buffer_limit = Some(plan.kg.buffer_limit.map_or(n, |m| m.min(n)));
         }
         if let Some(s) = &lp.basic_auth {
-            if !secrets.contains_key(&(s.namespace.clone(), s.name.clone())) {
+            if !secrets
+                .index
+                .contains_key(&(s.namespace.clone(), s.name.clone()))
+            {
                 r.warn(
                     s.path.as_str(),
                     format!("Secret {}/{} is not among the inputs", s.namespace, s.name),

@@ -10,6 +10,7 @@
 
 mod bootstrap;
 pub mod compile;
+pub mod credentials;
 pub mod diag;
 mod envoy_gateway;
 pub mod generic;
@@ -17,8 +18,9 @@ pub mod kgateway;
 pub mod manifest;
 mod read;
 pub mod resources;
+mod security;
 pub mod units;
 
 pub use compile::{compile, compile_with, Options, Output};
 pub use diag::{Diagnostic, ResourceId, Severity, Source};
-pub use manifest::Manifest;
+pub use manifest::{Manifest, SecretValue};

@@ -18,10 +18,11 @@ folder (its *.yaml, *.yml and *.json files, recursively, in name order), or `-` 
 standard input.
 
 Options:
-  -o, --out-dir <DIR>         write config.json, bootstrap.yaml, envoy-gateway.yaml
-                              (envoy-gateway-wasm.yaml with --wasm-url, and
-                              not-enforced.json when a field is not enforced) into
-                              DIR [default: .]
+  -o, --out-dir <DIR>         write config.json, bootstrap.yaml,
+                              bootstrap-wasm.yaml (unless credentials come from
+                              files), envoy-gateway.yaml (envoy-gateway-wasm.yaml
+                              with --wasm-url, and not-enforced.json when a field
+                              is not enforced) into DIR [default: .]
       --config <FILE>         write the filter config to FILE instead
       --bootstrap <FILE>      write the Envoy bootstrap to FILE instead
       --envoy-gateway <FILE>  write the Envoy Gateway manifests to FILE instead
@@ -32,6 +33,8 @@ Options:
                               [default: envoy-gateway-system]
       --wasm-url <URL>        also write the wasm variant, loading aigw.wasm from URL
       --wasm-sha256 <HEX>     SHA-256 of aigw.wasm (required with --wasm-url)
+      --wasm-path <PATH>      aigw.wasm for bootstrap-wasm.yaml
+                              [default: /usr/local/lib/envoy/aigw.wasm]
       --check                 only check the resources; write nothing
       --listen-address <IP>   listener address [default: 0.0.0.0]
       --listen-port <PORT>    listener port [default: 1975]
@@ -40,6 +43,9 @@ Options:
   -q, --quiet                 do not print warnings
   -h, --help                  print this help
   -V, --version               print the version
+
+Credentials resolved from Secrets are written into config.json and the
+bootstraps only (mode 0600), never into messages or the Envoy Gateway manifests.
 
 Exit status: 0 compiled, 1 the resources have errors, 2 usage or I/O error.";
 
@@ -98,6 +104,7 @@ fn parse_args(argv: &[String]) -> Result<Command, String> {
             "--envoy-proxy-namespace" => a.options.envoy_proxy_namespace = value(arg)?,
             "--wasm-url" => a.options.wasm_url = Some(value(arg)?),
             "--wasm-sha256" => a.options.wasm_sha256 = Some(value(arg)?),
+            "--wasm-path" => a.options.wasm_path = value(arg)?,
             "--check" => a.check = true,
             "-q" | "--quiet" => a.quiet = true,
             "--listen-address" => a.options.listen_address = value(arg)?,
@@ -184,15 +191,32 @@ fn read_inputs(
     Ok((manifests, diags))
 }
 
-/// Writes through a temporary file and a rename, so a reader never sees half a file.
-fn write_atomic(path: &Path, contents: &str) -> Result<(), String> {
+/// Writes through a temporary file and a rename, so a reader never sees half a file;
+/// `private` files (holding credentials) are readable by their owner only.
+fn write_atomic(path: &Path, contents: &str, private: bool) -> Result<(), String> {
+    use std::io::Write;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, contents).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.mode(if private { 0o600 } else { 0o644 });
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut f = open
+        .open(&tmp)
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -211,10 +235,21 @@ fn run(a: Box<Args>) -> Result<ExitCode, String> {
         .unwrap_or_else(|| a.out_dir.join("envoy-gateway.yaml"));
     let eg_wasm = a.out_dir.join("envoy-gateway-wasm.yaml");
     let not_enforced = a.out_dir.join("not-enforced.json");
-    let outputs: Vec<PathBuf> = [&config, &bootstrap, &envoy_gateway, &eg_wasm, &not_enforced]
-        .iter()
-        .filter_map(|p| p.canonicalize().ok())
-        .collect();
+    let bootstrap_wasm = bootstrap.with_file_name(match bootstrap.file_stem() {
+        Some(stem) => format!("{}-wasm.yaml", stem.to_string_lossy()),
+        None => "bootstrap-wasm.yaml".into(),
+    });
+    let outputs: Vec<PathBuf> = [
+        &config,
+        &bootstrap,
+        &bootstrap_wasm,
+        &envoy_gateway,
+        &eg_wasm,
+        &not_enforced,
+    ]
+    .iter()
+    .filter_map(|p| p.canonicalize().ok())
+    .collect();
     let (manifests, read_diags) = read_inputs(&a.paths, &outputs)?;
     let result = compile_with(&manifests, &a.options);
     let mut diags = read_diags;
@@ -242,18 +277,32 @@ fn run(a: Box<Args>) -> Result<ExitCode, String> {
         eprintln!("aigw: ok ({} resources)", manifests.len());
         return Ok(ExitCode::SUCCESS);
     }
-    write_atomic(&config, &out.config_json)?;
-    write_atomic(&bootstrap, &out.bootstrap_yaml)?;
-    write_atomic(&envoy_gateway, &out.envoy_gateway_yaml)?;
-    let mut written = vec![config, bootstrap, envoy_gateway];
+    let private = out.holds_credentials;
+    write_atomic(&config, &out.config_json, private)?;
+    write_atomic(&bootstrap, &out.bootstrap_yaml, private)?;
+    let mut written = vec![config, bootstrap];
+    match &out.bootstrap_wasm_yaml {
+        Some(w) => {
+            write_atomic(&bootstrap_wasm, w, private)?;
+            written.push(bootstrap_wasm);
+        }
+        // Not left behind from an earlier run: it would hold an older config.
+        None => {
+            if std::fs::remove_file(&bootstrap_wasm).is_ok() {
+                eprintln!("aigw: removed {}", bootstrap_wasm.display());
+            }
+        }
+    }
+    write_atomic(&envoy_gateway, &out.envoy_gateway_yaml, false)?;
+    written.push(envoy_gateway);
     if let Some(w) = &out.envoy_gateway_wasm_yaml {
-        write_atomic(&eg_wasm, w)?;
+        write_atomic(&eg_wasm, w, false)?;
         written.push(eg_wasm);
     }
     if !out.not_enforced.is_empty() {
         let text = serde_json::to_string_pretty(&out.not_enforced)
             .map_err(|e| format!("cannot serialise the not-enforced list: {e}"))?;
-        write_atomic(&not_enforced, &(text + "\n"))?;
+        write_atomic(&not_enforced, &(text + "\n"), false)?;
         written.push(not_enforced);
     }
     let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();

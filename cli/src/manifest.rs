@@ -1,29 +1,126 @@
 //! Parsed Kubernetes manifests: one [`Manifest`] per resource, with where it came from.
 //!
 //! Parsing text is pure; reading files and folders is `main.rs`'s job. Values of
-//! `Secret` data are dropped here, at the door: the compiler needs only which keys
-//! a Secret has, and a value that is never held can never be printed.
+//! `Secret` data are taken out of the parsed document here, at the door, into
+//! [`SecretValue`]s, which print as `<redacted>`: the document walked by the
+//! compiler (and quoted by no message) keeps only the keys, and a value reaches
+//! nothing but the filter config it is compiled into.
 
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::diag::{Diagnostic, Severity, Source};
 
+/// A credential read from a Secret (or given inline in a resource). `Debug` shows
+/// no part of it and there is no `Display`: the only way out is
+/// [`SecretValue::expose`], called where the filter config is written.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(Arc<str>);
+
+impl SecretValue {
+    pub fn new(s: &str) -> SecretValue {
+        SecretValue(Arc::from(s))
+    }
+
+    /// The value itself, for the filter config only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretValue(<redacted>)")
+    }
+}
+
+/// One key of a Secret: its value, or why it has none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretEntry {
+    Value(SecretValue),
+    /// `data.KEY` that is not base64, or decodes to bytes that are not UTF-8 text.
+    Unreadable {
+        field: &'static str,
+        why: &'static str,
+    },
+}
+
+/// The values of a `Secret` manifest by key (`stringData` over `data`, as the API
+/// server merges them).
+pub type SecretData = BTreeMap<String, SecretEntry>;
+
 /// One resource as read from the input.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Manifest {
     pub source: Source,
+    /// The document; a Secret's values are blanked here (keys kept).
     pub value: Value,
+    /// A Secret's values, taken out of `value`.
+    pub secret: Option<SecretData>,
 }
 
 impl Manifest {
-    /// Wraps a parsed value, dropping Secret values (keys are kept).
+    /// Wraps a parsed value; a Secret's values move into [`Manifest::secret`].
     pub fn new(source: Source, mut value: Value) -> Manifest {
+        let mut secret = None;
         if value.get("kind").and_then(Value::as_str) == Some("Secret") {
+            secret = Some(secret_data(&value));
             redact_secret(&mut value);
         }
-        Manifest { source, value }
+        Manifest {
+            source,
+            value,
+            secret,
+        }
     }
+}
+
+fn secret_data(value: &Value) -> SecretData {
+    let mut out = SecretData::new();
+    if let Some(map) = value.get("data").and_then(Value::as_object) {
+        for (k, v) in map {
+            let entry = match v.as_str().map(decode_data) {
+                Some(Ok(s)) => SecretEntry::Value(SecretValue::new(&s)),
+                Some(Err(why)) => SecretEntry::Unreadable { field: "data", why },
+                None => SecretEntry::Unreadable {
+                    field: "data",
+                    why: "must be a base64 string",
+                },
+            };
+            out.insert(k.clone(), entry);
+        }
+    }
+    if let Some(map) = value.get("stringData").and_then(Value::as_object) {
+        for (k, v) in map {
+            // An unreadable `data` value stays an error: the API server refuses it.
+            if matches!(out.get(k), Some(SecretEntry::Unreadable { .. })) {
+                continue;
+            }
+            let entry = match v.as_str() {
+                Some(s) => SecretEntry::Value(SecretValue::new(s)),
+                None => SecretEntry::Unreadable {
+                    field: "stringData",
+                    why: "must be a string",
+                },
+            };
+            out.insert(k.clone(), entry);
+        }
+    }
+    out
+}
+
+/// `data` values are base64 (whitespace allowed, as in folded YAML).
+fn decode_data(s: &str) -> Result<String, &'static str> {
+    let compact: String = s.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .map_err(|_| "is not valid base64")?;
+    String::from_utf8(bytes).map_err(|_| "does not decode to UTF-8 text")
 }
 
 fn redact_secret(value: &mut Value) {
@@ -138,8 +235,31 @@ mod tests {
         assert_eq!(ms[0].source.document, 1);
         assert_eq!(ms[0].value["stringData"]["apiKey"], "");
         assert!(!format!("{ms:?}").contains("sk-very-secret"));
+        let data = ms[0].secret.as_ref().unwrap();
+        match &data["apiKey"] {
+            SecretEntry::Value(v) => assert_eq!(v.expose(), "sk-very-secret"),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(ms[1].value["kind"], "A");
         assert_eq!(ms[2].source.document, 3);
+    }
+
+    #[test]
+    fn secret_data_is_decoded_and_string_data_wins() {
+        // "c2stZGF0YQ==" is "sk-data"; "//79" is not UTF-8.
+        let text = "kind: Secret\nmetadata: {name: s}\ndata: {a: c2stZGF0YQ==, b: c2stZGF0YQ==, bad: '!!', bin: //79}\nstringData: {b: sk-string}\n";
+        let (ms, _) = parse_yaml("f.yaml", text);
+        let data = ms[0].secret.as_ref().unwrap();
+        let value = |k: &str| match &data[k] {
+            SecretEntry::Value(v) => v.expose().to_string(),
+            SecretEntry::Unreadable { why, .. } => why.to_string(),
+        };
+        assert_eq!(value("a"), "sk-data");
+        assert_eq!(value("b"), "sk-string");
+        assert_eq!(value("bad"), "is not valid base64");
+        assert_eq!(value("bin"), "does not decode to UTF-8 text");
+        assert_eq!(ms[0].value["data"]["a"], "");
+        assert!(!format!("{ms:?}").contains("sk-"));
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct Meta {
     pub source: Source,
     /// `metadata.creationTimestamp`, Unix seconds.
     pub created: Option<i64>,
+    /// `metadata.annotations` with string values.
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -52,6 +54,8 @@ pub struct BackendRef {
     pub weight: u32,
     pub priority: u32,
     pub model_name_override: Option<String>,
+    /// `headerMutation`, `bodyMutation` (v1beta1).
+    pub mutations: crate::credentials::Mutations,
     pub path: String,
 }
 
@@ -99,6 +103,8 @@ pub struct AiServiceBackend {
     /// Envoy Gateway `Backend` (namespace, name).
     pub backend: Option<(String, String)>,
     pub security_policy: Option<String>,
+    /// `headerMutation`, `bodyMutation` (current release).
+    pub mutations: crate::credentials::Mutations,
 }
 
 /// A Secret key a policy needs, and where it is asked for.
@@ -110,13 +116,53 @@ pub struct SecretUse {
     pub path: String,
 }
 
+/// What a BackendSecurityPolicy's mechanism gives the compiler to work with.
+#[derive(Debug)]
+pub enum PolicyCredential {
+    /// `apiKey`, `azureAPIKey`, `anthropicAPIKey`: a Secret's `apiKey` (index in
+    /// `secrets`) sent in `header`.
+    ApiKey {
+        secret: Option<usize>,
+        header: &'static str,
+    },
+    /// `awsCredentials`: `file` is the credentials file Secret (index in `secrets`)
+    /// and profile.
+    Aws {
+        region: Option<String>,
+        file: Option<(Option<usize>, String)>,
+        oidc: bool,
+    },
+    /// A credential only a token exchange gives (`azureCredentials`): `field` names it.
+    Token { field: &'static str },
+    /// `gcpCredentials`: where Vertex AI backends are, and whether the client's
+    /// own credentials go through.
+    Gcp {
+        project: Option<String>,
+        region: Option<String>,
+        passthrough: bool,
+    },
+}
+
+/// `credentialOverride.fromRequestHeaders`.
+#[derive(Debug)]
+pub struct CredentialOverride {
+    pub header: Option<String>,
+    pub fallback: bool,
+    pub path: String,
+}
+
 #[derive(Debug)]
 pub struct BackendSecurityPolicy {
     pub meta: Meta,
     pub kind: Option<String>,
     /// v1beta1 `targetRefs`: AIServiceBackend names in the policy's namespace.
     pub targets: Vec<(String, String)>,
+    /// Secret keys the mechanism names.
     pub secrets: Vec<SecretUse>,
+    pub credential: Option<PolicyCredential>,
+    /// The [`crate::credentials::CREDENTIALS_FILE_ANNOTATION`] annotation.
+    pub credentials_file: Option<String>,
+    pub credential_override: Option<CredentialOverride>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,7 +207,8 @@ pub struct BackendTlsPolicy {
 #[derive(Debug)]
 pub struct Secret {
     pub meta: Meta,
-    pub keys: Vec<String>,
+    /// Values by key (`Debug` redacts them).
+    pub values: crate::manifest::SecretData,
 }
 
 /// Everything read from the input, in input order.
@@ -268,7 +315,9 @@ fn read_one(m: &Manifest, inputs: &mut Inputs, diags: &mut Vec<Diagnostic>) {
         }
         ("", "Secret") => {
             check_top(&top, &["data", "stringData", "type", "immutable"], &mut r);
-            inputs.secrets.push(read_secret(meta, &top, &mut r));
+            inputs
+                .secrets
+                .push(read_secret(meta, &top, m.secret.clone(), &mut r));
         }
         (KGATEWAY_GROUP, _) => {
             check_top(&top, &[], &mut r);
@@ -354,6 +403,22 @@ fn read_meta(top: &Obj<'_, '_>, kind: &str, source: &Source, r: &mut Reporter<'_
                 None
             }
         });
+    let mut annotations = std::collections::BTreeMap::new();
+    if let Some(a) = md.get("annotations") {
+        match a.as_object() {
+            Some(map) => {
+                for (k, v) in map {
+                    match v.as_str() {
+                        Some(v) => {
+                            annotations.insert(k.clone(), v.to_string());
+                        }
+                        None => r.error(format!("metadata.annotations.{k}"), "must be a string"),
+                    }
+                }
+            }
+            None => r.error("metadata.annotations", "must be a map of strings"),
+        }
+    }
     Some(Meta {
         id: ResourceId {
             kind: kind.to_string(),
@@ -362,6 +427,7 @@ fn read_meta(top: &Obj<'_, '_>, kind: &str, source: &Source, r: &mut Reporter<'_
         },
         source: source.clone(),
         created,
+        annotations,
     })
 }
 
@@ -684,7 +750,7 @@ fn read_rule(o: &Obj<'_, '_>, r: &mut Reporter<'_>) -> Rule {
         ],
         r,
         |b, r| {
-            unsupported(&b, &["headerMutation", "bodyMutation"], r);
+            let mutations = crate::credentials::read_mutations(&b, r);
             if b.has("group") || b.has("kind") {
                 r.error(
                     b.path("kind"),
@@ -708,6 +774,7 @@ fn read_rule(o: &Obj<'_, '_>, r: &mut Reporter<'_>) -> Rule {
                     weight,
                     priority,
                     model_name_override,
+                    mutations,
                     path: b.path.to_string(),
                 });
             }
@@ -763,9 +830,10 @@ fn read_rule(o: &Obj<'_, '_>, r: &mut Reporter<'_>) -> Rule {
 
 // ---------------------------------------------------------------- AIServiceBackend
 
-/// Every schema name Envoy AI Gateway knows; only OpenAI is translated today.
+/// Every schema name Envoy AI Gateway knows (v1alpha1 and the current release).
 const SCHEMAS: &[&str] = &[
     "OpenAI",
+    "Cohere",
     "AWSBedrock",
     "AzureOpenAI",
     "GCPVertexAI",
@@ -773,6 +841,15 @@ const SCHEMAS: &[&str] = &[
     "Anthropic",
     "AWSAnthropic",
 ];
+
+/// An OpenAI path prefix as the filter's `schema.version` takes it: without
+/// surrounding slashes, `/` for none (an empty version means the default `v1`).
+pub(crate) fn openai_prefix(p: &str) -> String {
+    match p.trim_matches('/') {
+        "" => "/".to_string(),
+        t => t.to_string(),
+    }
+}
 
 fn read_service_backend(meta: Meta, spec: Obj<'_, '_>, r: &mut Reporter<'_>) -> AiServiceBackend {
     let known = [
@@ -782,13 +859,20 @@ fn read_service_backend(meta: Meta, spec: Obj<'_, '_>, r: &mut Reporter<'_>) -> 
         "timeouts",
         "headerMutation",
         "bodyMutation",
+        "responseBodyMutation",
     ];
     for k in spec.map.keys() {
         if !known.contains(&k.as_str()) {
             r.warn(spec.path(k), "unknown field, ignored");
         }
     }
-    unsupported(&spec, &["headerMutation", "bodyMutation"], r);
+    let mutations = crate::credentials::read_mutations(&spec, r);
+    if spec.has("responseBodyMutation") {
+        r.warn(
+            "spec.responseBodyMutation",
+            "not enforced: the filter does not edit response bodies",
+        );
+    }
     if spec.has("timeouts") {
         r.warn(
             "spec.timeouts",
@@ -797,23 +881,57 @@ fn read_service_backend(meta: Meta, spec: Obj<'_, '_>, r: &mut Reporter<'_>) -> 
     }
 
     let (mut schema_name, mut schema_version) = (None, None);
-    match sub(&spec, "schema", "spec.schema", &["name", "version"], r) {
+    match sub(
+        &spec,
+        "schema",
+        "spec.schema",
+        &["name", "version", "prefix"],
+        r,
+    ) {
         None if !spec.has("schema") => r.error("spec.schema", "is required"),
         None => {}
         Some(s) => {
             schema_name = enum_value(&s, "name", SCHEMAS, true, r);
-            if let Some(n) = schema_name.as_deref().filter(|n| *n != "OpenAI") {
+            if schema_name.as_deref() == Some("Cohere") {
                 r.error(
                     "spec.schema.name",
-                    format!(
-                        "schema '{n}' is not supported yet: the filter speaks OpenAI only today"
-                    ),
+                    "schema 'Cohere' is not supported by the filter",
                 );
+                schema_name = None;
             }
-            schema_version = s
-                .str_opt("version", r)
-                .filter(|v| !v.is_empty())
-                .map(str::to_string);
+            let version = s.str_opt("version", r).filter(|v| !v.is_empty());
+            let prefix = s.str_opt("prefix", r).filter(|v| !v.is_empty());
+            schema_version = match schema_name.as_deref() {
+                // The version acts as the prefix (v1alpha1); `prefix` wins.
+                Some("OpenAI") => {
+                    if prefix.is_some() && version.is_some() {
+                        r.warn("spec.schema.version", "ignored: prefix is set");
+                    }
+                    prefix.or(version).map(openai_prefix)
+                }
+                Some(n @ ("AzureOpenAI" | "AWSAnthropic" | "GCPAnthropic")) => {
+                    if prefix.is_some() {
+                        r.warn("spec.schema.prefix", format!("ignored for schema {n}"));
+                    }
+                    version.map(str::to_string)
+                }
+                Some(n) => {
+                    if prefix.is_some() {
+                        r.error(
+                            "spec.schema.prefix",
+                            format!("is not supported by the filter for schema {n} (only OpenAI takes a path prefix)"),
+                        );
+                    }
+                    if version.is_some() {
+                        r.warn(
+                            "spec.schema.version",
+                            format!("ignored for schema {n}, as Envoy AI Gateway ignores it"),
+                        );
+                    }
+                    None
+                }
+                None => None,
+            };
         }
     }
 
@@ -877,6 +995,7 @@ fn read_service_backend(meta: Meta, spec: Obj<'_, '_>, r: &mut Reporter<'_>) -> 
         schema_version,
         backend,
         security_policy,
+        mutations,
     }
 }
 
@@ -898,7 +1017,7 @@ fn read_security_policy(
     r: &mut Reporter<'_>,
 ) -> BackendSecurityPolicy {
     let mut known: Vec<&str> = POLICY_TYPES.iter().map(|(_, f)| *f).collect();
-    known.extend(["type", "targetRefs"]);
+    known.extend(["type", "targetRefs", "credentialOverride"]);
     for k in spec.map.keys() {
         if !known.contains(&k.as_str()) {
             r.warn(spec.path(k), "unknown field, ignored");
@@ -929,11 +1048,15 @@ fn read_security_policy(
                           key: &str,
                           secret_key: &'static str,
                           required: bool,
-                          r: &mut Reporter<'_>| {
+                          r: &mut Reporter<'_>|
+     -> Option<usize> {
         let path = o.path(key);
         match sub(o, key, &path, &["group", "kind", "name", "namespace"], r) {
-            None if required && !o.has(key) => r.error(path, "is required"),
-            None => {}
+            None if required && !o.has(key) => {
+                r.error(path, "is required");
+                None
+            }
+            None => None,
             Some(s) => {
                 if let Some(k) = s.str_opt("kind", r) {
                     if k != "Secret" {
@@ -945,22 +1068,28 @@ fn read_security_policy(
                     .filter(|s| !s.is_empty())
                     .unwrap_or(&ns)
                     .to_string();
-                if let Some(name) = s.str_req("name", r) {
-                    secrets.push(SecretUse {
-                        namespace: sns,
-                        name: name.to_string(),
-                        key: secret_key,
-                        path: path.clone(),
-                    });
-                }
+                let name = s.str_req("name", r)?;
+                secrets.push(SecretUse {
+                    namespace: sns,
+                    name: name.to_string(),
+                    key: secret_key,
+                    path: path.clone(),
+                });
+                Some(secrets.len() - 1)
             }
         }
     };
 
-    for field in ["apiKey", "azureAPIKey", "anthropicAPIKey"] {
+    let mut credential = None;
+    for (field, header) in [
+        ("apiKey", "authorization"),
+        ("azureAPIKey", "api-key"),
+        ("anthropicAPIKey", "x-api-key"),
+    ] {
         let path = spec.path(field);
         if let Some(o) = sub(&spec, field, &path, &["secretRef"], r) {
-            secret_ref(&o, "secretRef", "apiKey", true, r);
+            let secret = secret_ref(&o, "secretRef", "apiKey", true, r);
+            credential = Some(PolicyCredential::ApiKey { secret, header });
         }
     }
     if let Some(aws) = sub(
@@ -970,13 +1099,14 @@ fn read_security_policy(
         &["region", "credentialsFile", "oidcExchangeToken"],
         r,
     ) {
-        aws.str_req("region", r);
+        let region = aws.str_req("region", r).map(str::to_string);
         if aws.has("credentialsFile") && aws.has("oidcExchangeToken") {
             r.error(
                 "spec.awsCredentials",
                 "only one of credentialsFile or oidcExchangeToken may be set",
             );
         }
+        let mut file = None;
         if let Some(cf) = sub(
             &aws,
             "credentialsFile",
@@ -984,10 +1114,16 @@ fn read_security_policy(
             &["secretRef", "profile"],
             r,
         ) {
-            secret_ref(&cf, "secretRef", "credentials", true, r);
-            cf.str_opt("profile", r);
+            let secret = secret_ref(&cf, "secretRef", "credentials", true, r);
+            let profile = cf
+                .str_opt("profile", r)
+                .filter(|p| !p.is_empty())
+                .unwrap_or("default")
+                .to_string();
+            file = Some((secret, profile));
         }
         let p = "spec.awsCredentials.oidcExchangeToken";
+        let oidc = aws.has("oidcExchangeToken");
         if let Some(o) = sub(
             &aws,
             "oidcExchangeToken",
@@ -998,6 +1134,7 @@ fn read_security_policy(
             read_oidc(&o, r);
             o.str_req("awsRoleArn", r);
         }
+        credential = Some(PolicyCredential::Aws { region, file, oidc });
     }
     if let Some(az) = sub(
         &spec,
@@ -1030,10 +1167,105 @@ fn read_security_policy(
         ) {
             read_oidc(&o, r);
         }
+        credential = Some(PolicyCredential::Token {
+            field: "spec.azureCredentials",
+        });
     }
-    if let Some(v) = spec.get("gcpCredentials") {
-        if !v.is_object() {
-            r.error("spec.gcpCredentials", "must be an object");
+    if let Some(gcp) = sub(
+        &spec,
+        "gcpCredentials",
+        "spec.gcpCredentials",
+        &[
+            "projectName",
+            "region",
+            "credentialsFile",
+            "workloadIdentityFederationConfig",
+            "isPassthrough",
+        ],
+        r,
+    ) {
+        let passthrough = gcp.bool_opt("isPassthrough", r).unwrap_or(false);
+        let opt = |key: &str, r: &mut Reporter<'_>| match gcp.str_opt(key, r) {
+            Some("") => {
+                r.error(gcp.path(key), "must not be empty");
+                None
+            }
+            v => v.map(str::to_string),
+        };
+        let project = opt("projectName", r);
+        let region = opt("region", r);
+        if !passthrough && (project.is_none() || region.is_none()) {
+            r.error(
+                "spec.gcpCredentials",
+                "projectName and region are required unless isPassthrough is true",
+            );
+        }
+        if gcp.has("credentialsFile") && gcp.has("workloadIdentityFederationConfig") {
+            r.error(
+                "spec.gcpCredentials",
+                "at most one of credentialsFile or workloadIdentityFederationConfig may be specified",
+            );
+        }
+        if let Some(cf) = sub(
+            &gcp,
+            "credentialsFile",
+            "spec.gcpCredentials.credentialsFile",
+            &["secretRef"],
+            r,
+        ) {
+            secret_ref(&cf, "secretRef", "service_account.json", true, r);
+        }
+        if let Some(v) = gcp.get("workloadIdentityFederationConfig") {
+            if !v.is_object() {
+                r.error(
+                    "spec.gcpCredentials.workloadIdentityFederationConfig",
+                    "must be an object",
+                );
+            }
+        }
+        credential = Some(PolicyCredential::Gcp {
+            project,
+            region,
+            passthrough,
+        });
+    }
+
+    let mut credential_override = None;
+    if let Some(co) = sub(
+        &spec,
+        "credentialOverride",
+        "spec.credentialOverride",
+        &["fromRequestHeaders", "fromDynamicMetadata"],
+        r,
+    ) {
+        let (h, m) = (co.has("fromRequestHeaders"), co.has("fromDynamicMetadata"));
+        if h == m {
+            r.error(
+                "spec.credentialOverride",
+                "exactly one of fromRequestHeaders or fromDynamicMetadata must be specified",
+            );
+        }
+        if m {
+            r.error(
+                "spec.credentialOverride.fromDynamicMetadata",
+                "is not supported: the filter takes a per-request credential from a request header only",
+            );
+        }
+        let p = "spec.credentialOverride.fromRequestHeaders";
+        if let Some(f) = sub(
+            &co,
+            "fromRequestHeaders",
+            p,
+            &["header", "fallbackToConfigured"],
+            r,
+        ) {
+            let header = f.str_opt("header", r).filter(|h| !h.is_empty());
+            let fallback = f.bool_opt("fallbackToConfigured", r).unwrap_or(true);
+            credential_override = Some(CredentialOverride {
+                header: header.map(str::to_string),
+                fallback,
+                path: p.to_string(),
+            });
         }
     }
 
@@ -1054,11 +1286,30 @@ fn read_security_policy(
         },
     );
 
+    let credentials_file = meta
+        .annotations
+        .get(crate::credentials::CREDENTIALS_FILE_ANNOTATION)
+        .cloned();
+    if let Some(f) = &credentials_file {
+        if let Err(e) = crate::credentials::check_file_path(f) {
+            r.error(
+                format!(
+                    "metadata.annotations.{}",
+                    crate::credentials::CREDENTIALS_FILE_ANNOTATION
+                ),
+                e,
+            );
+        }
+    }
+
     BackendSecurityPolicy {
         meta,
         kind,
         targets,
         secrets,
+        credential,
+        credentials_file,
+        credential_override,
     }
 }
 
@@ -1295,15 +1546,24 @@ fn read_tls_policy(meta: Meta, spec: Obj<'_, '_>, r: &mut Reporter<'_>) -> Backe
 
 // ---------------------------------------------------------------- Secret
 
-fn read_secret(meta: Meta, top: &Obj<'_, '_>, r: &mut Reporter<'_>) -> Secret {
-    let mut keys = Vec::new();
+fn read_secret(
+    meta: Meta,
+    top: &Obj<'_, '_>,
+    values: Option<crate::manifest::SecretData>,
+    r: &mut Reporter<'_>,
+) -> Secret {
     for field in ["data", "stringData"] {
         match top.get(field) {
-            None => {}
-            Some(Value::Object(map)) => keys.extend(map.keys().cloned()),
+            None | Some(Value::Object(_)) => {}
             // Never echo the value: it may be the secret itself.
             Some(_) => r.error(field, "must be a map of keys to values"),
         }
     }
-    Secret { meta, keys }
+    let values = values.unwrap_or_default();
+    for (k, v) in &values {
+        if let crate::manifest::SecretEntry::Unreadable { field, why } = v {
+            r.error(format!("{field}.{k}"), *why);
+        }
+    }
+    Secret { meta, values }
 }

@@ -22,7 +22,7 @@ fn base() -> Vec<Value> {
     let text = include_str!("golden/kgateway/input.yaml");
     let (ms, diags) = parse_yaml("input.yaml", text);
     assert!(diags.is_empty(), "{diags:?}");
-    ms.into_iter().map(|m| m.value).collect()
+    ms.into_iter().map(common::unredacted).collect()
 }
 
 fn manifests(docs: Vec<Value>) -> Vec<Manifest> {
@@ -126,16 +126,102 @@ fn each_rule_reports_its_field() {
             edit(
                 COMPAT,
                 "/spec/ai/provider",
-                json!({"type": "azure", "azure": {"endpoint": "e", "deploymentName": "d"}}),
+                json!({"type": "azure", "azure": {"endpoint": "https://my resource", "deploymentName": "d"}}),
             ),
             "Backend",
+            "spec.ai.provider.azure.endpoint",
+            "is not a host name",
+        ),
+        (
+            edit(
+                COMPAT,
+                "/spec/ai/provider",
+                json!({"type": "azureopenai", "azureopenai": {"endpoint": "a.openai.azure.com"}}),
+            ),
+            "Backend",
+            "spec.ai.provider.azureopenai.deploymentName",
+            "is required",
+        ),
+        (
+            edit(COMPAT, "/spec/ai/provider/type", json!("bedrock")),
+            "Backend",
             "spec.ai.provider.type",
-            "translation to provider 'azure' is not supported yet",
+            "unsupported value",
         ),
         (
             edit(COMPAT, "/spec/ai/provider/type", json!("anthropic")),
             "Backend",
-            "spec.ai.provider.type",
+            "spec.ai.provider.anthropic",
+            "is required with type anthropic",
+        ),
+        (
+            edit(
+                COMPAT,
+                "/spec/ai/provider",
+                json!({"type": "vertexai", "vertexai": {"model": "gemini-2.5-pro", "location": "us-central1"}}),
+            ),
+            "Backend",
+            "spec.ai.provider.vertexai.projectId",
+            "is required",
+        ),
+        (
+            edit(
+                COMPAT,
+                "/spec/ai/provider",
+                json!({"type": "vertexai", "vertexai": {"projectId": "p", "location": "us-central1", "publisher": "META"}}),
+            ),
+            "Backend",
+            "spec.ai.provider.vertexai.publisher",
+            "expected GOOGLE or ANTHROPIC",
+        ),
+        (
+            edit(
+                COMPAT,
+                "/spec/ai/provider/pathOverride",
+                json!({"fullPath": "/v1/responses"}),
+            ),
+            "Backend",
+            "spec.ai.provider.pathOverride.fullPath",
+            "ending in /chat/completions",
+        ),
+        (
+            edit(
+                COMPAT,
+                "/spec/ai/provider",
+                json!({"type": "mistral", "mistral": {}, "pathOverride": {"fullPath": "/x/chat/completions"}}),
+            ),
+            "Backend",
+            "spec.ai.provider.pathOverride",
+            "only OpenAI backends take a path prefix",
+        ),
+        (
+            edit(
+                COMPAT,
+                "/spec/ai/provider/openai/authToken",
+                json!({"kind": "Inline"}),
+            ),
+            "Backend",
+            "spec.ai.provider.openai.authToken.inline",
+            "is required with kind Inline",
+        ),
+        (
+            edit(
+                COMPAT,
+                "/spec/ai/provider/openai/authToken",
+                json!({"kind": "Passthrough", "inline": "x"}),
+            ),
+            "Backend",
+            "spec.ai.provider.openai.authToken.inline",
+            "must not be set with kind Passthrough",
+        ),
+        (
+            edit(
+                COMPAT,
+                "/spec/ai/provider/openai/authToken",
+                json!({"kind": "OAuth"}),
+            ),
+            "Backend",
+            "spec.ai.provider.openai.authToken.kind",
             "unsupported value",
         ),
         (
@@ -172,12 +258,21 @@ fn each_rule_reports_its_field() {
         (
             edit(
                 AIB,
-                "/spec/provider",
-                json!({"type": "mistral", "mistral": {"model": "m"}}),
+                "/spec/provider/openai/authToken/secretRef/name",
+                json!("gone"),
             ),
             "AIBackend",
-            "spec.provider.type",
-            "translation to provider 'mistral' is not supported yet",
+            "spec.provider.openai.authToken.secretRef",
+            "Secret default/gone is not among the inputs",
+        ),
+        (
+            Box::new(|d: &mut Vec<Value>| {
+                let last = d.len() - 1;
+                d[last]["stringData"] = json!({"apiKey": "sk-placeholder"});
+            }),
+            "AIBackend",
+            "spec.provider.openai.authToken.secretRef",
+            "has no key 'Authorization' (its keys: apiKey)",
         ),
         (
             remove(AIB, "/spec/provider/openai"),

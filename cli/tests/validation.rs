@@ -95,10 +95,21 @@ fn base_compiles() {
     assert_eq!(out.config["models"][0]["created"], 1_716_285_600);
     assert!(out.bootstrap_yaml.contains("per_try_timeout: 10s"));
     assert!(out.bootstrap_yaml.contains("sni: api.example.com"));
-    assert!(!out.config_json.contains("sk-test-value"));
-    assert!(!out.bootstrap_yaml.contains("sk-test-value"));
-    // The credentials are checked but not applied yet: said once, as a warning.
-    assert_eq!(out.warnings.len(), 1, "{:#?}", out.warnings);
+    // The key is compiled into the filter config (and the bootstraps embedding
+    // it), never into the Envoy Gateway manifests.
+    assert_eq!(
+        out.config["backends"][0]["auth"],
+        json!({"apiKey": {"value": "sk-test-value", "header": "authorization"}})
+    );
+    assert!(out.bootstrap_yaml.contains("sk-test-value"));
+    assert!(!out.envoy_gateway_yaml.contains("sk-test-value"));
+    // Said per backendRef (two rules use the backend), as a warning: Envoy
+    // Gateway cannot apply it.
+    assert_eq!(out.warnings.len(), 2, "{:#?}", out.warnings);
+    assert!(out
+        .warnings
+        .iter()
+        .all(|w| w.message.contains("upstream credentials")));
 }
 
 #[test]
@@ -323,11 +334,21 @@ fn each_rule_reports_its_field() {
             edit(
                 ROUTE,
                 "/spec/rules/0/backendRefs/0/headerMutation",
-                json!({}),
+                json!({"set": [{"name": "x-ai-eg-model", "value": "m9"}]}),
             ),
             "AIGatewayRoute",
-            "spec.rules[0].backendRefs[0].headerMutation",
-            "not supported",
+            "spec.rules[0].backendRefs[0].headerMutation.set[0].name",
+            "reserved",
+        ),
+        (
+            edit(
+                ROUTE,
+                "/spec/rules/0/backendRefs/0/bodyMutation",
+                json!({"set": [{"path": "service_tier", "value": "flex"}]}),
+            ),
+            "AIGatewayRoute",
+            "spec.rules[0].backendRefs[0].bodyMutation.set[0].value",
+            "must be JSON text",
         ),
         (
             edit(ROUTE, "/spec/rules/0/timeouts/request", json!("10x")),
@@ -411,10 +432,10 @@ fn each_rule_reports_its_field() {
             "is required",
         ),
         (
-            edit(ASB, "/spec/schema/name", json!("AWSBedrock")),
+            edit(ASB, "/spec/schema/name", json!("Cohere")),
             "AIServiceBackend",
             "spec.schema.name",
-            "not supported yet",
+            "not supported by the filter",
         ),
         (
             edit(ASB, "/spec/schema/name", json!("Carrier")),
@@ -453,10 +474,10 @@ fn each_rule_reports_its_field() {
             "not found",
         ),
         (
-            edit(ASB, "/spec/headerMutation", json!({})),
+            edit(ASB, "/spec/headerMutation", json!({"remove": ["Host"]})),
             "AIServiceBackend",
-            "spec.headerMutation",
-            "not supported",
+            "spec.headerMutation.remove[0]",
+            "reserved",
         ),
         (
             push(base()[ASB].clone()),
@@ -714,6 +735,303 @@ fn each_rule_reports_its_field() {
     common::assert_error_cases(&cases, base, manifests, "sk-test-value");
 }
 
+/// A BackendSecurityPolicy of type `t` with mechanism `field`, targeting `asb`.
+fn policy(t: &str, field: &str, mechanism: Value) -> Value {
+    json!({
+        "apiVersion": "aigateway.envoyproxy.io/v1beta1", "kind": "BackendSecurityPolicy",
+        "metadata": {"name": "bsp", "namespace": "ns"},
+        "spec": {"type": t, field: mechanism}
+    })
+}
+
+/// A Secret `name` in namespace `ns` with `stringData`.
+fn secret(name: &str, data: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret",
+           "metadata": {"name": name, "namespace": "ns"}, "stringData": data})
+}
+
+const AWS_FILE: &str =
+    "[default]\naws_access_key_id = AKID\naws_secret_access_key = sk-test-value\n";
+
+/// Credentials, schemas and request edits: each rule names its resource and field.
+#[test]
+fn credential_and_mutation_rules_report_their_field() {
+    fn aws(profile: &str) -> Value {
+        policy(
+            "AWSCredentials",
+            "awsCredentials",
+            json!({"region": "us-east-1", "credentialsFile": {"secretRef": {"name": "aws"}, "profile": profile}}),
+        )
+    }
+    let cases: Vec<ErrorCase> = vec![
+        // Secrets the config needs.
+        (
+            remove(SECRET, "/stringData"),
+            "BackendSecurityPolicy",
+            "spec.apiKey.secretRef",
+            "has no key 'apiKey' (its keys: none)",
+        ),
+        (
+            edit(SECRET, "/metadata/name", json!("other")),
+            "BackendSecurityPolicy",
+            "spec.apiKey.secretRef",
+            "Secret ns/key is not among the inputs",
+        ),
+        (
+            edit(SECRET, "/stringData/apiKey", json!("  ")),
+            "BackendSecurityPolicy",
+            "spec.apiKey.secretRef",
+            "key 'apiKey' is empty",
+        ),
+        (
+            edit(SECRET, "/data", json!({"apiKey": "%%%"})),
+            "Secret",
+            "data.apiKey",
+            "not valid base64",
+        ),
+        (
+            Box::new(|docs: &mut Vec<Value>| {
+                docs[BSP] = aws("prod");
+                docs[SECRET] = secret("aws", json!({"credentials": AWS_FILE}));
+            }),
+            "BackendSecurityPolicy",
+            "spec.awsCredentials.credentialsFile.profile",
+            "has no profile 'prod'",
+        ),
+        (
+            Box::new(|docs: &mut Vec<Value>| {
+                docs[BSP] = aws("default");
+                docs[SECRET] = secret(
+                    "aws",
+                    json!({"credentials": "[default]\naws_access_key_id = AKID\n"}),
+                );
+            }),
+            "BackendSecurityPolicy",
+            "spec.awsCredentials.credentialsFile.profile",
+            "lacks aws_access_key_id or aws_secret_access_key",
+        ),
+        (
+            Box::new(|docs: &mut Vec<Value>| {
+                docs[BSP] = aws("default");
+                docs[SECRET] = secret("aws", json!({"config": AWS_FILE}));
+            }),
+            "BackendSecurityPolicy",
+            "spec.awsCredentials.credentialsFile.secretRef",
+            "has no key 'credentials'",
+        ),
+        (
+            edit(
+                BSP,
+                "/metadata/annotations",
+                json!({"aigw.io/credentials-file": "keys/openai"}),
+            ),
+            "BackendSecurityPolicy",
+            "metadata.annotations.aigw.io/credentials-file",
+            "must be an absolute file path",
+        ),
+        // Per-request credentials.
+        (
+            edit(
+                BSP,
+                "/spec/credentialOverride",
+                json!({"fromRequestHeaders": {}}),
+            ),
+            "BackendSecurityPolicy",
+            "spec.credentialOverride.fromRequestHeaders",
+            "the default header 'x-aigw-api-key' is reserved",
+        ),
+        (
+            edit(
+                BSP,
+                "/spec/credentialOverride",
+                json!({"fromDynamicMetadata": {"namespace": "envoy.filters.http.ext_authz"}}),
+            ),
+            "BackendSecurityPolicy",
+            "spec.credentialOverride.fromDynamicMetadata",
+            "from a request header only",
+        ),
+        (
+            Box::new(|docs: &mut Vec<Value>| {
+                docs[BSP] = aws("default");
+                docs[BSP]["spec"]["credentialOverride"] =
+                    json!({"fromRequestHeaders": {"header": "x-tenant-key"}});
+                docs[SECRET] = secret("aws", json!({"credentials": AWS_FILE}));
+            }),
+            "BackendSecurityPolicy",
+            "spec.credentialOverride.fromRequestHeaders",
+            "cannot replace SigV4",
+        ),
+        (
+            Box::new(|docs: &mut Vec<Value>| {
+                docs[ASB]["spec"]["schema"] = json!({"name": "AzureOpenAI"});
+                docs[BSP] = policy(
+                    "AzureCredentials",
+                    "azureCredentials",
+                    json!({"clientID": "c", "tenantID": "t", "clientSecretRef": {"name": "key"}}),
+                );
+                docs[BSP]["spec"]["credentialOverride"] = json!({"fromRequestHeaders":
+                    {"header": "x-tenant-token", "fallbackToConfigured": false}});
+            }),
+            "BackendSecurityPolicy",
+            "spec.credentialOverride.fromRequestHeaders.fallbackToConfigured",
+            "as an api-key",
+        ),
+        // What schemas need.
+        (
+            edit(ASB, "/spec/schema/name", json!("GCPVertexAI")),
+            "AIServiceBackend",
+            "spec.schema.name",
+            "needs the projectName and region of a GCPCredentials",
+        ),
+        (
+            Box::new(|docs: &mut Vec<Value>| {
+                docs[ASB]["spec"]["schema"]["name"] = json!("AWSBedrock");
+                docs[BE]["spec"]["endpoints"] =
+                    json!([{"ip": {"address": "10.0.0.1", "port": 443}}]);
+                docs[TLS]["spec"]["targetRefs"][0]["name"] = json!("other");
+            }),
+            "AIServiceBackend",
+            "spec.schema.name",
+            "needs the region of an AWSCredentials",
+        ),
+        (
+            Box::new(|docs: &mut Vec<Value>| {
+                docs[ASB]["spec"]["schema"]["name"] = json!("GCPAnthropic");
+                docs[BSP] = policy(
+                    "GCPCredentials",
+                    "gcpCredentials",
+                    json!({"isPassthrough": true, "region": "us-east5"}),
+                );
+            }),
+            "BackendSecurityPolicy",
+            "spec.gcpCredentials",
+            "not take them from per-request headers",
+        ),
+        (
+            edit(
+                BSP,
+                "/spec",
+                json!({"type": "GCPCredentials", "gcpCredentials": {"region": "us-east5"}}),
+            ),
+            "BackendSecurityPolicy",
+            "spec.gcpCredentials",
+            "projectName and region are required unless isPassthrough",
+        ),
+        (
+            edit(
+                ASB,
+                "/spec/schema",
+                json!({"name": "Anthropic", "prefix": "/anthropic/v1"}),
+            ),
+            "AIServiceBackend",
+            "spec.schema.prefix",
+            "only OpenAI takes a path prefix",
+        ),
+        // Request edits.
+        (
+            edit(
+                ASB,
+                "/spec/headerMutation",
+                json!({"set": [{"name": "bad header", "value": "v"}]}),
+            ),
+            "AIServiceBackend",
+            "spec.headerMutation.set[0].name",
+            "not a valid header name",
+        ),
+        (
+            edit(
+                ASB,
+                "/spec/headerMutation",
+                json!({"set": [{"name": "x-a", "value": "v\r\nx-b: 1"}]}),
+            ),
+            "AIServiceBackend",
+            "spec.headerMutation.set[0].value",
+            "CR, LF or NUL",
+        ),
+        (
+            edit(
+                ASB,
+                "/spec/headerMutation",
+                json!({"set": [{"name": "X-A", "value": "1"}, {"name": "x-a", "value": "2"}]}),
+            ),
+            "AIServiceBackend",
+            "spec.headerMutation.set[1].name",
+            "set twice",
+        ),
+        (
+            edit(
+                ASB,
+                "/spec/headerMutation",
+                json!({"set": [{"name": "x-a"}]}),
+            ),
+            "AIServiceBackend",
+            "spec.headerMutation.set[0].value",
+            "is required",
+        ),
+        (
+            edit(
+                ASB,
+                "/spec/headerMutation",
+                json!({"remove": vec![json!("x-a"); 17]}),
+            ),
+            "AIServiceBackend",
+            "spec.headerMutation.remove",
+            "at most 16",
+        ),
+        (
+            edit(ASB, "/spec/bodyMutation", json!({"set": [{"value": "1"}]})),
+            "AIServiceBackend",
+            "spec.bodyMutation.set[0].path",
+            "is required",
+        ),
+        (
+            edit(ASB, "/spec/bodyMutation", json!({"remove": [""]})),
+            "AIServiceBackend",
+            "spec.bodyMutation.remove[0]",
+            "must not be empty",
+        ),
+    ];
+    common::assert_error_cases(&cases, base, manifests, "sk-test-value");
+}
+
+/// Token exchanges the compiler cannot do are warnings naming the field, and
+/// the request goes without a credential; with the annotation the filter reads
+/// the token from the file.
+#[test]
+fn token_exchanges_are_warnings_or_token_files() {
+    let mut docs = base();
+    docs[ASB]["spec"]["schema"] = json!({"name": "AzureOpenAI"});
+    docs[BSP] = policy(
+        "AzureCredentials",
+        "azureCredentials",
+        json!({"clientID": "c", "tenantID": "t", "clientSecretRef": {"name": "key"}}),
+    );
+    docs[SECRET] = secret("key", json!({"client-secret": "sk-test-value"}));
+    let out = compile(&manifests(docs.clone())).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert!(out.config["backends"][0].get("auth").is_none());
+    assert!(out
+        .warnings
+        .iter()
+        .any(|w| w.path == "spec.azureCredentials" && w.message.starts_with("not enforced")));
+    assert!(out.bootstrap_wasm_yaml.is_some());
+
+    docs[BSP]["metadata"]["annotations"] = json!({"aigw.io/credentials-file": "/run/azure/token"});
+    let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert_eq!(
+        out.config["backends"][0]["auth"],
+        json!({"bearerToken": {"file": "/run/azure/token"}})
+    );
+    assert!(out.bootstrap_wasm_yaml.is_none());
+    assert!(!out.holds_credentials);
+    let w: Vec<_> = out.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(
+        w.iter()
+            .any(|w| w.contains("bootstrap-wasm.yaml is not written")),
+        "{w:#?}"
+    );
+    assert!(!w.iter().any(|w| w.contains("sk-test-value")));
+}
+
 #[test]
 fn warnings_do_not_block_and_unknown_fields_are_named() {
     let mut docs = base();
@@ -741,7 +1059,7 @@ fn warnings_do_not_block_and_unknown_fields_are_named() {
 fn all_errors_are_reported_in_one_run() {
     let mut docs = base();
     docs[ROUTE]["spec"]["rules"][0]["backendRefs"][0]["weight"] = json!(-5);
-    docs[ASB]["spec"]["schema"]["name"] = json!("AzureOpenAI");
+    docs[ASB]["spec"]["schema"]["name"] = json!("Cohere");
     docs[BE]["spec"]["endpoints"][0]["fqdn"]["port"] = json!(99999);
     let diags = compile(&manifests(docs)).unwrap_err();
     let errors: Vec<&str> = diags

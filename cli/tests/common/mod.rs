@@ -7,8 +7,28 @@
 
 use std::path::{Path, PathBuf};
 
+use aigw_cli::manifest::SecretEntry;
 use aigw_cli::{compile, Manifest};
 use serde_json::Value;
+
+/// The document of a parsed manifest with its Secret values put back (as
+/// `stringData`), for tests that edit documents and compile them again.
+pub fn unredacted(m: Manifest) -> Value {
+    let mut v = m.value;
+    if let Some(data) = m.secret {
+        let mut string_data = serde_json::Map::new();
+        for (k, e) in data {
+            if let SecretEntry::Value(s) = e {
+                string_data.insert(k, Value::String(s.expose().to_string()));
+            }
+        }
+        if let Some(o) = v.as_object_mut() {
+            o.remove("data");
+            o.insert("stringData".into(), Value::Object(string_data));
+        }
+    }
+    v
+}
 
 /// Sets (`Some`; one past a list's end appends) or removes (`None`) the field at
 /// a JSON pointer.

@@ -1,0 +1,549 @@
+//! Upstream credentials and request edits, in the terms of the filter config's
+//! `backends[]` (`auth`, `credentialOverride`, `forwardClientCredentials`,
+//! `headerMutation`, `bodyMutation`; see `filter/src/backend.rs`).
+//!
+//! Secret values are looked up here, from the `Secret` manifests of the input, and
+//! only as [`SecretValue`]s: every message names the Secret, the key and the field
+//! that asked for it, never the value.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Map, Value};
+
+use crate::diag::Reporter;
+use crate::manifest::{SecretEntry, SecretValue};
+use crate::read::{at, Obj};
+use crate::resources::Secret;
+
+/// Annotation on a credential-bearing resource (BackendSecurityPolicy) naming a
+/// file the filter reads the credential from at run time instead of a value the
+/// compiler resolves: an API key, an access token kept fresh by another process
+/// (Azure, GCP), or an AWS shared credentials file. The native build re-reads it
+/// when it changes; the wasm build cannot read files.
+pub const CREDENTIALS_FILE_ANNOTATION: &str = "aigw.io/credentials-file";
+
+/// A credential: a value compiled into the config, or a file read by the filter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    Value(SecretValue),
+    File(String),
+}
+
+impl SecretSource {
+    fn to_json(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        match self {
+            SecretSource::Value(v) => m.insert("value".into(), json!(v.expose())),
+            SecretSource::File(f) => m.insert("file".into(), json!(f)),
+        };
+        m
+    }
+}
+
+/// AWS keys for SigV4.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AwsKeys {
+    Static {
+        access_key_id: SecretValue,
+        secret_access_key: SecretValue,
+        session_token: Option<SecretValue>,
+    },
+    /// A shared credentials file and the profile to read from it.
+    File {
+        path: String,
+        profile: Option<String>,
+    },
+}
+
+/// `backends[].auth`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// `apiKey`; `header` `None` is the schema's own header.
+    ApiKey {
+        key: SecretSource,
+        header: Option<String>,
+    },
+    /// `bearerToken` (Azure Entra ID or GCP access tokens).
+    Bearer(SecretSource),
+    /// `awsSigV4`; `region` `None` is the backend's.
+    AwsSigV4 {
+        region: Option<String>,
+        keys: AwsKeys,
+    },
+}
+
+impl Auth {
+    pub fn to_json(&self) -> Value {
+        match self {
+            Auth::ApiKey { key, header } => {
+                let mut m = key.to_json();
+                if let Some(h) = header {
+                    m.insert("header".into(), json!(h));
+                }
+                json!({"apiKey": m})
+            }
+            Auth::Bearer(s) => json!({"bearerToken": s.to_json()}),
+            Auth::AwsSigV4 { region, keys } => {
+                let mut m = Map::new();
+                if let Some(r) = region {
+                    m.insert("region".into(), json!(r));
+                }
+                match keys {
+                    AwsKeys::Static {
+                        access_key_id,
+                        secret_access_key,
+                        session_token,
+                    } => {
+                        m.insert("accessKeyId".into(), json!(access_key_id.expose()));
+                        m.insert("secretAccessKey".into(), json!(secret_access_key.expose()));
+                        if let Some(t) = session_token {
+                            m.insert("sessionToken".into(), json!(t.expose()));
+                        }
+                    }
+                    AwsKeys::File { path, profile } => {
+                        m.insert("credentialsFile".into(), json!(path));
+                        if let Some(p) = profile {
+                            m.insert("profile".into(), json!(p));
+                        }
+                    }
+                }
+                json!({"awsSigV4": m})
+            }
+        }
+    }
+
+    /// The file the filter must read, if any.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            Auth::ApiKey {
+                key: SecretSource::File(f),
+                ..
+            }
+            | Auth::Bearer(SecretSource::File(f))
+            | Auth::AwsSigV4 {
+                keys: AwsKeys::File { path: f, .. },
+                ..
+            } => Some(f),
+            _ => None,
+        }
+    }
+}
+
+/// Looks up Secret values by namespace, name and key.
+pub struct Secrets<'a> {
+    pub index: &'a HashMap<(String, String), usize>,
+    pub secrets: &'a [Secret],
+}
+
+impl Secrets<'_> {
+    /// The trimmed value of `key` in Secret `ns/name`; the error says what is
+    /// missing, for the field that asked.
+    pub fn value(&self, ns: &str, name: &str, key: &str) -> Result<SecretValue, String> {
+        let Some(&i) = self.index.get(&(ns.to_string(), name.to_string())) else {
+            return Err(format!(
+                "Secret {ns}/{name} is not among the inputs: its '{key}' is compiled into the filter config, so the Secret must be given (or use the {CREDENTIALS_FILE_ANNOTATION} annotation where the resource allows it)"
+            ));
+        };
+        match self.secrets[i].values.get(key) {
+            None => {
+                let keys: Vec<&str> = self.secrets[i].values.keys().map(String::as_str).collect();
+                Err(format!(
+                    "Secret {ns}/{name} has no key '{key}' (its keys: {})",
+                    if keys.is_empty() {
+                        "none".to_string()
+                    } else {
+                        keys.join(", ")
+                    }
+                ))
+            }
+            Some(SecretEntry::Unreadable { field, why }) => {
+                Err(format!("Secret {ns}/{name}: {field}.{key} {why}"))
+            }
+            Some(SecretEntry::Value(v)) => {
+                let t = v.expose().trim();
+                if t.is_empty() {
+                    Err(format!("Secret {ns}/{name}: key '{key}' is empty"))
+                } else {
+                    Ok(SecretValue::new(t))
+                }
+            }
+        }
+    }
+}
+
+/// The keys of one profile of an AWS shared credentials file (`[name]` or
+/// `[profile name]` sections of `key = value` lines). Errors never quote the text.
+pub fn aws_profile(text: &str, profile: &str) -> Result<AwsKeys, String> {
+    let mut in_section = false;
+    let mut found = false;
+    let (mut id, mut secret, mut token) = (None, None, None);
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            let name = name.trim();
+            let name = name.strip_prefix("profile ").map_or(name, str::trim);
+            in_section = name == profile;
+            found |= in_section;
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=').filter(|_| in_section) else {
+            continue;
+        };
+        let v = v.trim();
+        let slot = match k.trim().to_ascii_lowercase().as_str() {
+            "aws_access_key_id" => &mut id,
+            "aws_secret_access_key" => &mut secret,
+            "aws_session_token" | "aws_security_token" => &mut token,
+            _ => continue,
+        };
+        *slot = (!v.is_empty()).then(|| SecretValue::new(v));
+    }
+    if !found {
+        return Err(format!("has no profile '{profile}'"));
+    }
+    match (id, secret) {
+        (Some(access_key_id), Some(secret_access_key)) => Ok(AwsKeys::Static {
+            access_key_id,
+            secret_access_key,
+            session_token: token,
+        }),
+        _ => Err(format!(
+            "profile '{profile}' lacks aws_access_key_id or aws_secret_access_key"
+        )),
+    }
+}
+
+/// Headers the gateway owns (as the filter refuses them in mutations).
+pub fn reserved_header(name: &str) -> bool {
+    name.starts_with(':')
+        || name.starts_with(aigw_filter::INTERNAL_HEADER_PREFIX)
+        || matches!(
+            name,
+            aigw_filter::MODEL_HEADER | "host" | "content-length" | "transfer-encoding"
+        )
+}
+
+/// An HTTP header name (token characters).
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Request edits for one backend: header `set`/`remove`, top-level body field
+/// `set`/`remove`, applied by the upstream filter instance.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Mutations {
+    pub headers_set: Vec<(String, String)>,
+    pub headers_remove: Vec<String>,
+    pub body_set: Vec<(String, Value)>,
+    pub body_remove: Vec<String>,
+}
+
+impl Mutations {
+    pub fn is_empty(&self) -> bool {
+        self.headers_set.is_empty()
+            && self.headers_remove.is_empty()
+            && self.body_set.is_empty()
+            && self.body_remove.is_empty()
+    }
+
+    /// `self` (a backend's own edits) under `over` (a route's), which wins where
+    /// both touch the same header or field.
+    pub fn overlaid(&self, over: &Mutations) -> Mutations {
+        let mut out = over.clone();
+        let header_taken = |n: &str, o: &Mutations| {
+            o.headers_set.iter().any(|(x, _)| x == n) || o.headers_remove.iter().any(|x| x == n)
+        };
+        for (n, v) in &self.headers_set {
+            if !header_taken(n, over) {
+                out.headers_set.push((n.clone(), v.clone()));
+            }
+        }
+        for n in &self.headers_remove {
+            if !header_taken(n, over) {
+                out.headers_remove.push(n.clone());
+            }
+        }
+        let field_taken = |n: &str, o: &Mutations| {
+            o.body_set.iter().any(|(x, _)| x == n) || o.body_remove.iter().any(|x| x == n)
+        };
+        for (n, v) in &self.body_set {
+            if !field_taken(n, over) {
+                out.body_set.push((n.clone(), v.clone()));
+            }
+        }
+        for n in &self.body_remove {
+            if !field_taken(n, over) {
+                out.body_remove.push(n.clone());
+            }
+        }
+        out
+    }
+
+    pub fn header_json(&self) -> Option<Value> {
+        if self.headers_set.is_empty() && self.headers_remove.is_empty() {
+            return None;
+        }
+        let set: Vec<Value> = self
+            .headers_set
+            .iter()
+            .map(|(n, v)| json!({"name": n, "value": v}))
+            .collect();
+        Some(json!({"set": set, "remove": self.headers_remove}))
+    }
+
+    pub fn body_json(&self) -> Option<Value> {
+        if self.body_set.is_empty() && self.body_remove.is_empty() {
+            return None;
+        }
+        let set: Vec<Value> = self
+            .body_set
+            .iter()
+            .map(|(f, v)| json!({"field": f, "value": v}))
+            .collect();
+        Some(json!({"set": set, "remove": self.body_remove}))
+    }
+}
+
+/// Envoy AI Gateway's `headerMutation` and `bodyMutation` (on an AIServiceBackend
+/// or a route's backendRef), read from object `o`.
+pub(crate) fn read_mutations(o: &Obj<'_, '_>, r: &mut Reporter<'_>) -> Mutations {
+    let mut m = Mutations::default();
+    let hp = o.path("headerMutation");
+    if let Some(h) = o
+        .get("headerMutation")
+        .and_then(|v| Obj::new(v, &hp, &["set", "remove"], r))
+    {
+        let sp = h.path("set");
+        for (i, v) in h
+            .list_opt("set", 16, r)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let ip = at(&sp, i);
+            let Some(s) = Obj::new(v, &ip, &["name", "value"], r) else {
+                continue;
+            };
+            let (Some(name), value) = (header(&s, "name", r), s.str_opt("value", r)) else {
+                continue;
+            };
+            if !s.has("value") {
+                r.error(s.path("value"), "is required");
+                continue;
+            }
+            let value = value.unwrap_or_default();
+            if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+                r.error(
+                    s.path("value"),
+                    "a header value may not contain CR, LF or NUL",
+                );
+                continue;
+            }
+            if m.headers_set.iter().any(|(n, _)| *n == name) {
+                r.error(s.path("name"), format!("header '{name}' is set twice"));
+                continue;
+            }
+            m.headers_set.push((name, value.to_string()));
+        }
+        let rp = h.path("remove");
+        for (i, v) in h
+            .list_opt("remove", 16, r)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let ip = at(&rp, i);
+            match v.as_str() {
+                Some(n) => match header_name(n, &ip, r) {
+                    Some(n) if m.headers_remove.contains(&n) => {
+                        r.error(ip, format!("header '{n}' is listed twice"))
+                    }
+                    Some(n) => m.headers_remove.push(n),
+                    None => {}
+                },
+                None => r.error(ip, "must be a string"),
+            }
+        }
+    }
+    let bp = o.path("bodyMutation");
+    if let Some(b) = o
+        .get("bodyMutation")
+        .and_then(|v| Obj::new(v, &bp, &["set", "remove"], r))
+    {
+        let sp = b.path("set");
+        for (i, v) in b
+            .list_opt("set", 16, r)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let ip = at(&sp, i);
+            let Some(s) = Obj::new(v, &ip, &["path", "value"], r) else {
+                continue;
+            };
+            let (Some(path), Some(text)) = (s.str_req("path", r), s.str_opt("value", r)) else {
+                if !s.has("value") {
+                    r.error(s.path("value"), "is required");
+                }
+                continue;
+            };
+            // The CRD carries the value as JSON text.
+            let value = match serde_json::from_str::<Value>(text) {
+                Ok(v) => v,
+                Err(e) => {
+                    r.error(
+                        s.path("value"),
+                        format!("must be JSON text (e.g. \"\\\"scale\\\"\", 42, true): {e}"),
+                    );
+                    continue;
+                }
+            };
+            if m.body_set.iter().any(|(f, _)| f == path) {
+                r.error(s.path("path"), format!("field '{path}' is set twice"));
+                continue;
+            }
+            m.body_set.push((path.to_string(), value));
+        }
+        let rp = b.path("remove");
+        for (i, v) in b
+            .list_opt("remove", 16, r)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let ip = at(&rp, i);
+            match v.as_str() {
+                Some("") => r.error(ip, "must not be empty"),
+                Some(f) if m.body_remove.iter().any(|x| x == f) => {
+                    r.error(ip, format!("field '{f}' is listed twice"))
+                }
+                Some(f) => m.body_remove.push(f.to_string()),
+                None => r.error(ip, "must be a string"),
+            }
+        }
+    }
+    m
+}
+
+fn header(o: &Obj<'_, '_>, key: &str, r: &mut Reporter<'_>) -> Option<String> {
+    let n = o.str_req(key, r)?;
+    header_name(n, &o.path(key), r)
+}
+
+/// A header name a mutation may touch, lower-cased; reports why not.
+fn header_name(n: &str, path: &str, r: &mut Reporter<'_>) -> Option<String> {
+    let lower = n.to_ascii_lowercase();
+    if !is_header_name(n) {
+        r.error(path, format!("'{n}' is not a valid header name"));
+        None
+    } else if reserved_header(&lower) {
+        r.error(
+            path,
+            format!("'{lower}' is reserved: the gateway sets it (or needs it) itself"),
+        );
+        None
+    } else {
+        Some(lower)
+    }
+}
+
+/// A file path given in an annotation or field: absolute, so that what the
+/// filter reads does not depend on Envoy's working directory.
+pub fn check_file_path(path: &str) -> Result<(), String> {
+    if path.starts_with('/') && !path.contains('\0') {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{path}' must be an absolute file path (the filter reads it at run time)"
+        ))
+    }
+}
+
+/// The `host:port` the `:authority` of a request to `host` carries (the port only
+/// when it is not the scheme's default).
+pub fn authority(host: &str, port: u16, tls: bool) -> String {
+    if (tls && port == 443) || (!tls && port == 80) {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(k: &AwsKeys) -> (String, String, Option<String>) {
+        match k {
+            AwsKeys::Static {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => (
+                access_key_id.expose().into(),
+                secret_access_key.expose().into(),
+                session_token.as_ref().map(|t| t.expose().into()),
+            ),
+            AwsKeys::File { .. } => panic!("file"),
+        }
+    }
+
+    #[test]
+    fn aws_profiles() {
+        let text = "[default]\naws_access_key_id = AKID\naws_secret_access_key=SECRET\n\n# x\n[profile ci]\naws_access_key_id=A2\naws_secret_access_key=S2\naws_session_token = T2\n[half]\naws_access_key_id=A3\n";
+        assert_eq!(
+            keys(&aws_profile(text, "default").unwrap()),
+            ("AKID".into(), "SECRET".into(), None)
+        );
+        assert_eq!(
+            keys(&aws_profile(text, "ci").unwrap()),
+            ("A2".into(), "S2".into(), Some("T2".into()))
+        );
+        let e = aws_profile(text, "half").unwrap_err();
+        assert!(e.contains("lacks"), "{e}");
+        assert!(!e.contains("A3"));
+        assert!(aws_profile(text, "nope")
+            .unwrap_err()
+            .contains("no profile"));
+    }
+
+    #[test]
+    fn route_mutations_win_over_backend_ones() {
+        let backend = Mutations {
+            headers_set: vec![("a".into(), "1".into()), ("b".into(), "1".into())],
+            headers_remove: vec!["c".into(), "d".into()],
+            body_set: vec![("x".into(), json!(1))],
+            body_remove: vec!["y".into()],
+        };
+        let route = Mutations {
+            headers_set: vec![("c".into(), "2".into())],
+            headers_remove: vec!["a".into()],
+            body_set: vec![("y".into(), json!(2))],
+            body_remove: vec![],
+        };
+        let m = backend.overlaid(&route);
+        assert_eq!(
+            m.headers_set,
+            vec![("c".to_string(), "2".to_string()), ("b".into(), "1".into())]
+        );
+        assert_eq!(m.headers_remove, vec!["a".to_string(), "d".into()]);
+        assert_eq!(
+            m.body_set,
+            vec![("y".to_string(), json!(2)), ("x".into(), json!(1))]
+        );
+        assert!(m.body_remove.is_empty());
+    }
+
+    #[test]
+    fn authorities() {
+        assert_eq!(authority("api.openai.com", 443, true), "api.openai.com");
+        assert_eq!(authority("llm.local", 8443, true), "llm.local:8443");
+        assert_eq!(authority("llm.local", 80, false), "llm.local");
+        assert_eq!(authority("llm.local", 443, false), "llm.local:443");
+    }
+}
