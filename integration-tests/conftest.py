@@ -17,6 +17,7 @@ directory).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -549,17 +550,19 @@ def start_envoy(boot_for, workdir: Path, build: str) -> tuple[subprocess.Popen, 
     raise AssertionError("unreachable")
 
 
-@pytest.fixture(scope="session")
-def gateway(workdir: Path, build: str):
-    cfg = make_test_config()
-    labels = BACKENDS + PROVIDER_LABELS + ["default"]
-    workdir = workdir / build
-    workdir.mkdir(exist_ok=True)
+@contextlib.contextmanager
+def running_gateway(cfg: dict, labels: list[str], workdir: Path, build: str, sim_args: list[str] = (),
+                    closed: list[str] = ()):
+    """A simulator with one listener per label (plus `default`) and an Envoy with
+    the filter on `cfg`; backends named like a label go to that listener, those in
+    `closed` to a port nobody listens on. Yields the Gateway; stops both after."""
+    labels = list(labels) + ["default"]
+    workdir.mkdir(parents=True, exist_ok=True)
     ready = workdir / "sim-ready.json"
     sim_log = workdir / "simulator.log"
     # Port 0: the simulator binds its own ports and writes them to the ready file.
     sim_cmd = [sys.executable, str(HERE / "simulator.py"), "--cassettes", str(CASSETTES),
-               "--ready-file", str(ready)] + simulator_expectations()
+               "--ready-file", str(ready)] + list(sim_args)
     for label in labels:
         sim_cmd += ["--listen", f"127.0.0.1:0={label}"]
     with open(sim_log, "w") as out:
@@ -573,6 +576,8 @@ def gateway(workdir: Path, build: str):
         envoy_log = workdir / "envoy.log"
         (workdir / "config.json").write_text(json.dumps(cfg, indent=2))
         closed_port = free_port()
+        upstreams = {label: ("127.0.0.1", port) for label, port in ports.items()}
+        upstreams.update({name: ("127.0.0.1", closed_port) for name in closed})
 
         def boot_for(listen: int, admin: int) -> dict:
             return render.render(
@@ -580,8 +585,7 @@ def gateway(workdir: Path, build: str):
                 listen_port=listen,
                 admin_port=admin,
                 upstream=("127.0.0.1", ports["default"]),
-                backend_upstreams={**{b: ("127.0.0.1", ports[b]) for b in BACKENDS + PROVIDER_LABELS},
-                                   "dead": ("127.0.0.1", closed_port)},
+                backend_upstreams=upstreams,
                 access_log_path=str(access_log),
                 build=build,
                 wasm_path=WASM,
@@ -596,6 +600,13 @@ def gateway(workdir: Path, build: str):
         if envoy is not None:
             stop(envoy)
         stop(sim)
+
+
+@pytest.fixture(scope="session")
+def gateway(workdir: Path, build: str):
+    with running_gateway(make_test_config(), BACKENDS + PROVIDER_LABELS, workdir / build, build,
+                         simulator_expectations(), closed=["dead"]) as gw:
+        yield gw
 
 
 @pytest.fixture(scope="session")

@@ -171,7 +171,8 @@ def rendered(build: str) -> dict:
 
 def http_filters(boot: dict) -> tuple[list, list[list]]:
     hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    backends = [c for c in boot["static_resources"]["clusters"] if c["name"].startswith("backend_")]
+    # A cluster per backend, and one per route with fallback priorities.
+    backends = [c for c in boot["static_resources"]["clusters"] if c["name"].startswith(("backend_", "route_"))]
     opts = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
     return hcm["http_filters"], [c["typed_extension_protocol_options"][opts]["http_filters"] for c in backends]
 
@@ -188,7 +189,9 @@ def test_native_bootstrap_loads_the_dynamic_module():
 def test_wasm_bootstrap_roles_buffers_and_log_fields():
     boot = rendered("wasm")
     router, upstreams = http_filters(boot)
-    assert len(upstreams) == 3
+    cfg = make_test_config()
+    fallback_routes = [r for r in cfg["routes"] if len({b.get("priority", 0) for b in r["backends"]}) > 1]
+    assert len(upstreams) == len(cfg["backends"]) + len(fallback_routes)
     for f, role in [(router[0], "aigw")] + [(u[0], "aigw_upstream") for u in upstreams]:
         cfg = f["typed_config"]["config"]
         assert f["typed_config"]["@type"].endswith("filters.http.wasm.v3.Wasm")
