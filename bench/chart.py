@@ -36,9 +36,9 @@ def main() -> int:
                     ys.append(r[key])
             bars = ax.bar(xs, ys, width, label=g)
             ax.bar_label(bars, fmt="%.0f", fontsize=7)
-        ax.set_xticks(range(len(workloads)), workloads)
+        ax.set_xticks(range(len(workloads)), workloads, rotation=20, ha="right")
         ax.set_title(title)
-    axes[0].legend()
+    axes[0].legend(loc="lower left", framealpha=0.9)
     meta = doc["meta"]
     fig.suptitle(f"aigw bench {meta['when']} ({meta['commit']}), Envoy --concurrency 1, "
                  f"{meta['cpus']} CPUs, noisy shared machine", fontsize=9)

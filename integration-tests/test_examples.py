@@ -353,3 +353,45 @@ def test_example_sends_configured_credentials(served):
     want = {f"Bearer {keyed[b['name']]}" for b in route["backends"]}
     assert len(auth) == 1 and auth[0] in want, auth
     assert not any("sk-test-not-a-secret" in v for _, v in up["headers"]), up["headers"]
+
+
+# The simulator's family for each backend schema (what it must have seen).
+SCHEMA_FAMILY = {"OpenAI": "openai", "Mistral": "openai", "AzureOpenAI": "azure-openai",
+                 "AWSBedrock": "bedrock-converse", "AWSAnthropic": "bedrock-anthropic",
+                 "Anthropic": "anthropic", "GCPAnthropic": "vertex-anthropic",
+                 "GCPVertexAI": "vertex-gemini", "Gemini": "gemini"}
+
+
+def test_example_serves_every_model_in_its_providers_api(served):
+    """Every chat model an example routes answers, streamed and not, each request
+    reaching the simulator in its backend's own API (Bedrock, Anthropic, ...), and a
+    fallback route answers from its first healthy priority."""
+    name, local, gw = served
+    schemas = {b["name"]: b["schema"]["name"] for b in gw.config["backends"]}
+    embedding = ("embed", "babbage", "davinci", "instruct")
+    checked = 0
+    for route in gw.config["routes"]:
+        for model in route["models"]:
+            if any(m in model for m in embedding):
+                continue
+            for stream in (False, True):
+                rid = str(uuid.uuid4())
+                kw = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
+                resp = client(gw.url).chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": "Hi there"}],
+                    extra_headers={"x-request-id": rid}, **kw)
+                if stream:
+                    chunks = list(resp)
+                    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                    usage = next((c.usage for c in chunks if c.usage), None)
+                else:
+                    text, usage = resp.choices[0].message.content, resp.usage
+                ups = gw.upstream(rid)
+                assert ups, (model, "nothing reached the simulator")
+                first = sorted(route["backends"], key=lambda b: b.get("priority", 0))[0]["name"]
+                assert ups[-1]["provider"] == SCHEMA_FAMILY[schemas[first]], (model, ups[-1]["provider"])
+                assert ups[-1]["checks"] == [], (model, ups[-1]["checks"])
+                assert text == ups[-1]["sent_text"], (model, text)
+                assert usage is not None and usage.completion_tokens > 0, model
+                checked += 1
+    assert checked >= 2
