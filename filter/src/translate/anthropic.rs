@@ -42,6 +42,7 @@ use crate::schema::openai::{
 };
 use crate::sigv4::encode_path_segment;
 use crate::sse::{SseDecoder, SseEvent};
+use crate::translate::function_tools;
 use crate::translate::{
     ChunkSource, ErrorKind, ProviderError, ResponseMeta, StreamItem, TranslateError,
     UpstreamRequest,
@@ -722,23 +723,7 @@ fn tool_result(
 
 fn tools(req: &ChatCompletionRequest) -> Result<Vec<an::Tool>, TranslateError> {
     let mut out = Vec::new();
-    for (i, t) in req.tools.iter().flatten().enumerate() {
-        let field = format!("tools[{i}]");
-        let f = match (t.kind.as_str(), &t.function) {
-            ("function", Some(f)) => f,
-            ("function", None) => {
-                return Err(TranslateError::invalid(
-                    format!("{field}.function"),
-                    "missing",
-                ))
-            }
-            (other, _) => {
-                return Err(TranslateError::unsupported(
-                    format!("{field}.type"),
-                    format!("'{other}' tools have no Anthropic counterpart"),
-                ))
-            }
-        };
+    for (field, t, f) in function_tools(req, "Anthropic")? {
         // Its calls come back as the answer's text.
         if f.name == RESPONSE_TOOL {
             return Err(TranslateError::invalid(
@@ -2607,6 +2592,7 @@ impl ClientStream {
 mod tests {
     use super::*;
     use crate::eventstream::{encode_event, encode_exception};
+    use crate::translate::testing::Rng;
     use serde_json::json;
 
     const STREAM: &[u8] = include_bytes!("../testdata/anthropic/stream_tools.sse");
@@ -3873,22 +3859,6 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
             _ => false,
         });
         assert!(redacted);
-    }
-
-    /// A small deterministic generator for fuzz-ish tests.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
     }
 
     #[test]

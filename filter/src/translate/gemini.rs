@@ -22,6 +22,7 @@ use crate::schema::openai::{
 };
 use crate::sigv4::encode_path_segment;
 use crate::sse::{SseDecoder, SseEvent};
+use crate::translate::function_tools;
 use crate::translate::{
     ChunkSource, ProviderError, ResponseMeta, StreamItem, TranslateError, UpstreamRequest,
 };
@@ -868,23 +869,7 @@ fn tools(
     req: &ChatCompletionRequest,
 ) -> Result<(Vec<ToolDecl>, Option<ToolConfig>), TranslateError> {
     let mut decls = Vec::new();
-    for (i, t) in req.tools.iter().flatten().enumerate() {
-        let field = format!("tools[{i}]");
-        let f = match (t.kind.as_str(), &t.function) {
-            ("function", Some(f)) => f,
-            ("function", None) => {
-                return Err(TranslateError::invalid(
-                    format!("{field}.function"),
-                    "missing",
-                ))
-            }
-            (other, _) => {
-                return Err(TranslateError::unsupported(
-                    format!("{field}.type"),
-                    format!("'{other}' tools have no Gemini counterpart"),
-                ))
-            }
-        };
+    for (field, _, f) in function_tools(req, "Gemini")? {
         let parameters = match &f.parameters {
             None => None,
             Some(p) => {
@@ -2056,6 +2041,7 @@ pub fn embeddings_response(
 mod tests {
     use super::*;
     use crate::translate::encode_openai_sse;
+    use crate::translate::testing::{self, pretty, Rng};
 
     const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/testdata/gemini/");
     const STUDIO: Api<'static> = Api::AiStudio { version: None };
@@ -2066,34 +2052,11 @@ mod tests {
     };
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!("{DIR}{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
+        testing::fixture(DIR, name)
     }
 
-    /// Compares with a golden file; `AIGW_BLESS=1 cargo test` rewrites it instead.
     fn golden(name: &str, actual: &[u8]) {
-        let path = format!("{DIR}{name}");
-        if std::env::var_os("AIGW_BLESS").is_some() {
-            std::fs::write(&path, actual).unwrap();
-            return;
-        }
-        let expected = fixture(name);
-        if name.ends_with(".json") {
-            let e: Value = serde_json::from_slice(&expected).unwrap();
-            let a: Value = serde_json::from_slice(actual).unwrap();
-            assert_eq!(a, e, "{name}:\n{}", String::from_utf8_lossy(actual));
-        } else {
-            assert_eq!(
-                String::from_utf8_lossy(actual),
-                String::from_utf8_lossy(&expected),
-                "{name}"
-            );
-        }
-    }
-
-    fn pretty<T: Serialize>(v: &T) -> Vec<u8> {
-        let mut s = serde_json::to_vec_pretty(v).unwrap();
-        s.push(b'\n');
-        s
+        testing::golden(DIR, name, actual)
     }
 
     fn meta() -> ResponseMeta {
@@ -3450,20 +3413,6 @@ mod tests {
     }
 
     // ----- garbage -----
-
-    /// A small deterministic generator (xorshift64*).
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
 
     #[test]
     fn no_panics_on_garbage() {

@@ -18,12 +18,16 @@ pub mod bedrock;
 pub mod gemini;
 pub mod openai;
 pub mod plan;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::fmt;
 
 use serde_json::json;
 
-use crate::schema::openai::{ChatCompletionChunk, ErrorBody};
+use crate::schema::openai::{
+    ChatCompletionChunk, ChatCompletionRequest, ErrorBody, FunctionDef, Tool,
+};
 
 /// Why a translation failed. Each variant knows its HTTP status and its OpenAI-shaped
 /// body. Messages are built from the request's own fields and static text only.
@@ -304,6 +308,34 @@ pub fn encode_openai_sse(item: &StreamItem, out: &mut Vec<u8>) {
         StreamItem::Error(e) => push_sse_data(out, &e.openai_body()),
         StreamItem::Done => out.extend_from_slice(SSE_DONE),
     }
+}
+
+/// The function tools of a hub request, each with its field path (`tools[2]`). A
+/// tool of another type has no counterpart at `provider`: refused (422).
+pub(crate) fn function_tools<'a>(
+    req: &'a ChatCompletionRequest,
+    provider: &str,
+) -> Result<Vec<(String, &'a Tool, &'a FunctionDef)>, TranslateError> {
+    let mut out = Vec::new();
+    for (i, t) in req.tools.iter().flatten().enumerate() {
+        let field = format!("tools[{i}]");
+        match (t.kind.as_str(), &t.function) {
+            ("function", Some(f)) => out.push((field, t, f)),
+            ("function", None) => {
+                return Err(TranslateError::invalid(
+                    format!("{field}.function"),
+                    "missing",
+                ))
+            }
+            (other, _) => {
+                return Err(TranslateError::unsupported(
+                    format!("{field}.type"),
+                    format!("'{other}' tools have no {provider} counterpart"),
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Appends one SSE event `data: <json>\n\n`.

@@ -502,43 +502,18 @@ pub(crate) fn plain_reason(body: &[u8]) -> Option<&str> {
 mod tests {
     use super::*;
     use crate::schema::openai::{ChatCompletionChunk, Usage};
+    use crate::translate::testing::{self, Rng};
     use crate::translate::{encode_openai_sse, ErrorKind};
     use serde_json::json;
 
     const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/testdata/");
 
     fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!("{DIR}{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
+        testing::fixture(DIR, name)
     }
 
-    /// Compares with a golden file; `AIGW_BLESS=1 cargo test` rewrites it instead.
     fn golden(name: &str, actual: &[u8]) {
-        let path = format!("{DIR}{name}");
-        if std::env::var_os("AIGW_BLESS").is_some() {
-            std::fs::write(&path, actual).unwrap();
-            return;
-        }
-        assert_eq!(
-            String::from_utf8_lossy(actual),
-            String::from_utf8_lossy(&fixture(name)),
-            "{name}"
-        );
-    }
-
-    /// A tiny deterministic generator for fuzz-ish tests (xorshift64*).
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
+        testing::golden(DIR, name, actual)
     }
 
     // ----- response -----
