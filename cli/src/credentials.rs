@@ -171,67 +171,25 @@ impl Secrets<'_> {
     }
 }
 
-/// The keys of one profile of an AWS shared credentials file (`[name]` or
-/// `[profile name]` sections of `key = value` lines). Errors never quote the text.
+/// The keys of one profile of an AWS shared credentials file, read as the filter
+/// reads it. Errors never quote the text.
 pub fn aws_profile(text: &str, profile: &str) -> Result<AwsKeys, String> {
-    let mut in_section = false;
-    let mut found = false;
-    let (mut id, mut secret, mut token) = (None, None, None);
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            let name = name.trim();
-            let name = name.strip_prefix("profile ").map_or(name, str::trim);
-            in_section = name == profile;
-            found |= in_section;
-            continue;
-        }
-        let Some((k, v)) = line.split_once('=').filter(|_| in_section) else {
-            continue;
-        };
-        let v = v.trim();
-        let slot = match k.trim().to_ascii_lowercase().as_str() {
-            "aws_access_key_id" => &mut id,
-            "aws_secret_access_key" => &mut secret,
-            "aws_session_token" | "aws_security_token" => &mut token,
-            _ => continue,
-        };
-        *slot = (!v.is_empty()).then(|| SecretValue::new(v));
-    }
-    if !found {
-        return Err(format!("has no profile '{profile}'"));
-    }
-    match (id, secret) {
-        (Some(access_key_id), Some(secret_access_key)) => Ok(AwsKeys::Static {
-            access_key_id,
-            secret_access_key,
-            session_token: token,
+    use aigw_filter::auth::ProfileError;
+    match aigw_filter::auth::aws_profile(text, profile) {
+        Ok(c) => Ok(AwsKeys::Static {
+            access_key_id: SecretValue::new(c.access_key_id()),
+            secret_access_key: SecretValue::new(c.secret_access_key()),
+            session_token: c.session_token().map(SecretValue::new),
         }),
-        _ => Err(format!(
+        Err(ProfileError::Missing) => Err(format!("has no profile '{profile}'")),
+        Err(ProfileError::Incomplete) => Err(format!(
             "profile '{profile}' lacks aws_access_key_id or aws_secret_access_key"
         )),
     }
 }
 
-/// Headers the gateway owns (as the filter refuses them in mutations).
-pub fn reserved_header(name: &str) -> bool {
-    name.starts_with(':')
-        || name.starts_with(aigw_filter::INTERNAL_HEADER_PREFIX)
-        || matches!(
-            name,
-            aigw_filter::MODEL_HEADER | "host" | "content-length" | "transfer-encoding"
-        )
-}
-
-/// An HTTP header name (token characters).
-pub fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
+/// Headers the gateway owns, and header names as HTTP allows them: the filter's rules.
+pub use aigw_filter::backend::{is_header_name, reserved_header};
 
 /// Request edits for one backend: header `set`/`remove`, top-level body field
 /// `set`/`remove`, applied by the upstream filter instance.

@@ -106,7 +106,7 @@ pub fn headers(
                     let text = secrets
                         .file(path)
                         .ok_or_else(|| AuthError::Unavailable { file: path.clone() })?;
-                    aws_profile(&text, profile).ok_or_else(|| AuthError::BadCredentialsFile {
+                    aws_profile(&text, profile).map_err(|_| AuthError::BadCredentialsFile {
                         file: path.clone(),
                         profile: profile.clone(),
                     })?
@@ -159,10 +159,20 @@ fn key_header(header: &KeyHeader, value: &str) -> (String, String) {
     }
 }
 
+/// Why a profile could not be read from an AWS credentials file. Never quotes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileError {
+    /// No `[name]` or `[profile name]` section.
+    Missing,
+    /// The section lacks the key id or the secret.
+    Incomplete,
+}
+
 /// One profile of an AWS shared credentials (or config) file: `[name]` or
 /// `[profile name]` sections of `key = value` lines.
-pub fn aws_profile(text: &str, profile: &str) -> Option<Credentials> {
+pub fn aws_profile(text: &str, profile: &str) -> Result<Credentials, ProfileError> {
     let mut in_section = false;
+    let mut found = false;
     let (mut id, mut secret, mut token) = (None, None, None);
     for line in text.lines() {
         let line = line.trim();
@@ -173,6 +183,7 @@ pub fn aws_profile(text: &str, profile: &str) -> Option<Credentials> {
             let name = name.trim();
             let name = name.strip_prefix("profile ").map_or(name, str::trim);
             in_section = name == profile;
+            found |= in_section;
             continue;
         }
         if !in_section {
@@ -189,10 +200,11 @@ pub fn aws_profile(text: &str, profile: &str) -> Option<Credentials> {
         }
     }
     match (id, secret) {
+        _ if !found => Err(ProfileError::Missing),
         (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
-            Some(Credentials::new(id, secret, token))
+            Ok(Credentials::new(id, secret, token))
         }
-        _ => None,
+        _ => Err(ProfileError::Incomplete),
     }
 }
 
@@ -301,9 +313,20 @@ mod tests {
         let text = "[default]\naws_access_key_id = A1\naws_secret_access_key = S1\n\n\
                     [profile prod]\naws_access_key_id=A2\naws_secret_access_key=S2\naws_session_token=T2\n";
         assert_eq!(aws_profile(text, "default").unwrap().access_key_id(), "A1");
-        assert_eq!(aws_profile(text, "prod").unwrap().access_key_id(), "A2");
-        assert!(aws_profile(text, "dev").is_none());
-        assert!(aws_profile("[default]\naws_access_key_id=A\n", "default").is_none());
+        let prod = aws_profile(text, "prod").unwrap();
+        assert_eq!(
+            (
+                prod.access_key_id(),
+                prod.secret_access_key(),
+                prod.session_token()
+            ),
+            ("A2", "S2", Some("T2"))
+        );
+        assert_eq!(aws_profile(text, "dev"), Err(ProfileError::Missing));
+        assert_eq!(
+            aws_profile("[default]\naws_access_key_id=A\n", "default"),
+            Err(ProfileError::Incomplete)
+        );
 
         let (c, b) = backend(serde_json::json!({
             "name": "b", "schema": {"name": "AWSBedrock"}, "region": "eu-west-1",

@@ -342,7 +342,7 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
 }
 
 /// Headers the gateway owns: a mutation may not touch them.
-fn reserved_header(name: &str) -> bool {
+pub fn reserved_header(name: &str) -> bool {
     name.starts_with(':')
         || name.starts_with(crate::INTERNAL_HEADER_PREFIX)
         || matches!(
@@ -351,13 +351,17 @@ fn reserved_header(name: &str) -> bool {
         )
 }
 
-/// A header name as HTTP allows it (token characters), lower-cased.
-fn header_name(name: &str, path: &str) -> Result<String, ConfigError> {
-    let valid = !name.is_empty()
+/// Whether `name` is a header name as HTTP allows it (token characters).
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !valid {
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A header name as HTTP allows it, lower-cased.
+fn header_name(name: &str, path: &str) -> Result<String, ConfigError> {
+    if !is_header_name(name) {
         return Err(err(path, format!("'{name}' is not a valid header name")));
     }
     Ok(name.to_ascii_lowercase())

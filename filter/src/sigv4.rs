@@ -46,6 +46,15 @@ impl Credentials {
     pub fn access_key_id(&self) -> &str {
         &self.access_key_id
     }
+
+    /// For tools that write configuration (the CRD compiler); never logged.
+    pub fn secret_access_key(&self) -> &str {
+        &self.secret_access_key
+    }
+
+    pub fn session_token(&self) -> Option<&str> {
+        self.session_token.as_deref()
+    }
 }
 
 impl fmt::Debug for Credentials {

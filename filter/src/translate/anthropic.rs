@@ -1034,12 +1034,8 @@ pub fn chat_response(body: &[u8], meta: &ResponseMeta) -> Result<ChatCompletion,
     } else {
         Some(text)
     };
-    Ok(ChatCompletion {
-        id: meta.id.clone(),
-        object: "chat.completion".into(),
-        created: meta.created,
-        model: meta.model.clone(),
-        choices: vec![Choice {
+    Ok(meta.completion(
+        vec![Choice {
             index: 0,
             message: ResponseMessage {
                 role: Role::Assistant,
@@ -1051,9 +1047,8 @@ pub fn chat_response(body: &[u8], meta: &ResponseMeta) -> Result<ChatCompletion,
             finish_reason: Some(finish.to_string()),
             rest: choice_rest,
         }],
-        usage: Some(hub_usage(&resp.usage)),
-        rest: Rest::new(),
-    })
+        Some(hub_usage(&resp.usage)),
+    ))
 }
 
 // ---------------------------------------------------------------------------------
@@ -1667,15 +1662,7 @@ impl ChatState {
     }
 
     fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> StreamItem {
-        StreamItem::Chunk(Box::new(ChatCompletionChunk {
-            id: self.meta.id.clone(),
-            object: "chat.completion.chunk".into(),
-            created: self.meta.created,
-            model: self.meta.model.clone(),
-            choices,
-            usage,
-            rest: Rest::new(),
-        }))
+        StreamItem::Chunk(Box::new(self.meta.chunk(choices, usage)))
     }
 
     fn emit_choice(

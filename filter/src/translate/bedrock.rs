@@ -1015,12 +1015,8 @@ pub fn chat_response(body: &[u8], meta: &ResponseMeta) -> Result<ChatCompletion,
     if !thinking_blocks.is_empty() {
         rest.insert("thinking_blocks".into(), Value::Array(thinking_blocks));
     }
-    Ok(ChatCompletion {
-        id: meta.id.clone(),
-        object: "chat.completion".into(),
-        created: meta.created,
-        model: meta.model.clone(),
-        choices: vec![Choice {
+    Ok(meta.completion(
+        vec![Choice {
             index: 0,
             message: ResponseMessage {
                 role: Role::Assistant,
@@ -1032,9 +1028,8 @@ pub fn chat_response(body: &[u8], meta: &ResponseMeta) -> Result<ChatCompletion,
             finish_reason: Some(finish_reason(&resp.stop_reason).to_string()),
             rest: Rest::new(),
         }],
-        usage: Some(resp.usage.unwrap_or_default().to_hub()),
-        rest: Rest::new(),
-    })
+        Some(resp.usage.unwrap_or_default().to_hub()),
+    ))
 }
 
 fn thinking_block(text: &str, signature: &str) -> Value {
@@ -1355,15 +1350,7 @@ impl ChatStream {
     }
 
     fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<OUsage>) -> ChatCompletionChunk {
-        ChatCompletionChunk {
-            id: self.meta.id.clone(),
-            object: "chat.completion.chunk".into(),
-            created: self.meta.created,
-            model: self.meta.model.clone(),
-            choices,
-            usage,
-            rest: Rest::new(),
-        }
+        self.meta.chunk(choices, usage)
     }
 }
 

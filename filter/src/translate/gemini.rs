@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use crate::host::Headers;
 use crate::schema::openai::{
-    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Choice, ChunkChoice,
+    ChatCompletion, ChatCompletionRequest, ChatMessage, Choice, ChunkChoice,
     CompletionTokensDetails, ContentPart, Delta, Embedding, EmbeddingInput, EmbeddingVector,
     EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage, FunctionCall, FunctionCallDelta,
     MessageContent, PromptTokensDetails, ResponseMessage, Role, ToolCall, ToolCallDelta,
@@ -1466,15 +1466,7 @@ pub fn chat_response(body: &[u8], meta: &ResponseMeta) -> Result<ChatCompletion,
             rest: Default::default(),
         });
     }
-    Ok(ChatCompletion {
-        id: meta.id.clone(),
-        object: "chat.completion".into(),
-        created: meta.created,
-        model: meta.model.clone(),
-        choices,
-        usage: resp.usage_metadata.map(UsageMetadata::to_openai),
-        rest: Default::default(),
-    })
+    Ok(meta.completion(choices, resp.usage_metadata.map(UsageMetadata::to_openai)))
 }
 
 /// Function call arguments as JSON text (`{}` when Gemini sent none).
@@ -1708,15 +1700,7 @@ impl ChunkSource for ChatStream {
 }
 
 fn chunk(meta: &ResponseMeta, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> StreamItem {
-    StreamItem::Chunk(Box::new(ChatCompletionChunk {
-        id: meta.id.clone(),
-        object: "chat.completion.chunk".into(),
-        created: meta.created,
-        model: meta.model.clone(),
-        choices,
-        usage,
-        rest: Default::default(),
-    }))
+    StreamItem::Chunk(Box::new(meta.chunk(choices, usage)))
 }
 
 /// Writes one delta of a choice, after a role chunk if the choice is new.
@@ -2975,7 +2959,7 @@ mod tests {
         whole
     }
 
-    fn chunks_of(items: &[StreamItem]) -> Vec<&ChatCompletionChunk> {
+    fn chunks_of(items: &[StreamItem]) -> Vec<&crate::schema::openai::ChatCompletionChunk> {
         items
             .iter()
             .filter_map(|i| match i {

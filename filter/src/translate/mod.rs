@@ -26,7 +26,8 @@ use std::fmt;
 use serde_json::json;
 
 use crate::schema::openai::{
-    ChatCompletionChunk, ChatCompletionRequest, ErrorBody, FunctionDef, Tool,
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, ChunkChoice, ErrorBody,
+    FunctionDef, Tool, Usage,
 };
 
 /// Why a translation failed. Each variant knows its HTTP status and its OpenAI-shaped
@@ -336,6 +337,34 @@ pub(crate) fn function_tools<'a>(
         }
     }
     Ok(out)
+}
+
+impl ResponseMeta {
+    /// A `chat.completion` with this id, model and time.
+    pub fn completion(&self, choices: Vec<Choice>, usage: Option<Usage>) -> ChatCompletion {
+        ChatCompletion {
+            id: self.id.clone(),
+            object: "chat.completion".into(),
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+            rest: Default::default(),
+        }
+    }
+
+    /// A `chat.completion.chunk` with this id, model and time.
+    pub fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+            rest: Default::default(),
+        }
+    }
 }
 
 /// Appends one SSE event `data: <json>\n\n`.
