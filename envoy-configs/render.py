@@ -190,6 +190,8 @@ def render(
         host, port = backend_upstreams.get(name, upstream)
         values = dict(common, CLUSTER=cluster_name(name), BACKEND=name, UPSTREAM_HOST=host, UPSTREAM_PORT=port)
         cluster = substitute(protos["backend_cluster"], values)
+        if doc.get("routerOnly") is True:
+            drop_upstream_filter(cluster)
         if build == "wasm":
             cluster["per_connection_buffer_limit_bytes"] = wasm_buffer_limit(doc)
             opts = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
@@ -201,6 +203,13 @@ def render(
     if build == "wasm":
         boot["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] = wasm_buffer_limit(doc)
     return copy.deepcopy(boot)
+
+
+def drop_upstream_filter(cluster: dict) -> None:
+    """routerOnly: the router-level instance does the upstream work; a cluster keeps
+    only the codec."""
+    opts = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    opts["http_filters"] = [f for f in opts["http_filters"] if f.get("name") != "aigw_upstream"]
 
 
 def route_cluster_name(route: str) -> str:

@@ -100,6 +100,9 @@ pub struct Config {
     secrets: SecretStore,
     /// Request headers an upstream attempt may change (saved for the next attempt).
     touched_headers: Vec<String>,
+    /// No upstream instance runs (Envoy Gateway): the router-level instance does the
+    /// upstream work for routes with one backend.
+    pub router_only: bool,
 }
 
 impl Config {
@@ -175,6 +178,8 @@ struct RawConfig {
     llm_request_costs: Vec<RawCost>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    router_only: bool,
 }
 
 #[derive(Deserialize)]
@@ -427,6 +432,7 @@ impl RawConfig {
             backend_index,
             secrets: SecretStore::default(),
             touched_headers,
+            router_only: self.router_only,
         })
     }
 }

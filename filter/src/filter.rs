@@ -57,6 +57,13 @@ pub struct HttpFilter {
     response: ResponseFacts,
     /// The upstream role's state (boxed: the router role does not need it).
     upstream: Option<Box<Upstream>>,
+    /// Router role with `routerOnly`: the request headers the inline upstream work
+    /// reads, taken before the body arrives.
+    inline_headers: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Router role with `routerOnly`: the upstream work, done here.
+    inline: Option<Box<Upstream>>,
+    /// Wall-clock seconds, for the inline upstream work.
+    unix_seconds: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,7 +129,16 @@ impl HttpFilter {
             request: RequestFacts::default(),
             response: ResponseFacts::default(),
             upstream: (role == FilterRole::Upstream).then(|| Box::new(Upstream::new())),
+            inline_headers: None,
+            inline: None,
+            unix_seconds: 0,
         }
+    }
+
+    /// The wall-clock time (Unix seconds), for work that signs requests or dates
+    /// answers. The upstream role gets it from [`HttpFilter::bind_backend`].
+    pub fn set_unix_seconds(&mut self, unix_seconds: u64) {
+        self.unix_seconds = unix_seconds;
     }
 
     /// Upstream role: names the backend Envoy picked for this attempt (from the
@@ -206,11 +222,28 @@ impl HttpFilter {
         if self.phase != Phase::Response {
             return Status::Continue;
         }
-        self.router_response_headers(headers, out);
+        let mut status = Status::Continue;
+        if let Some(u) = self.inline.as_mut() {
+            // The provider's answer becomes the client's first; metering reads that.
+            let mut own = Vec::new();
+            status = u.on_response_headers(&self.config, headers, end_of_stream, &mut own);
+            own.retain(|a| !matches!(a, Action::SetHeader { name, .. } | Action::RemoveHeader { name } if name.starts_with(crate::INTERNAL_HEADER_PREFIX)));
+            let view = Edited {
+                base: headers,
+                edits: &own,
+            };
+            out.extend(own.iter().cloned());
+            self.router_response_headers(&view, out);
+            if status != Status::Continue {
+                return status;
+            }
+        } else {
+            self.router_response_headers(headers, out);
+        }
         if end_of_stream {
             self.finish(now, out);
         }
-        Status::Continue
+        status
     }
 
     pub fn on_response_body(
@@ -226,10 +259,29 @@ impl HttpFilter {
         if self.phase != Phase::Response {
             return Status::Continue;
         }
-        if let Some(meter) = self.response.meter.as_mut() {
-            if let Some(rewritten) = meter.feed(chunk, end_of_stream, now) {
-                out.push(Action::ReplaceBody(rewritten));
+        let mut translated = None;
+        if let Some(u) = self.inline.as_mut() {
+            let mut own = Vec::new();
+            let status = u.on_response_body(&self.config, chunk, end_of_stream, &mut own);
+            if status != Status::Continue {
+                out.extend(own);
+                return status;
             }
+            // The client's bytes go to the meter, and out once, after it.
+            for a in own {
+                match a {
+                    Action::ReplaceBody(b) => translated = Some(b),
+                    other => out.push(other),
+                }
+            }
+        }
+        let client_bytes = translated.as_deref().unwrap_or(chunk);
+        let rewritten = match self.response.meter.as_mut() {
+            Some(meter) => meter.feed(client_bytes, end_of_stream, now),
+            None => None,
+        };
+        if let Some(b) = rewritten.or(translated) {
+            out.push(Action::ReplaceBody(b));
         }
         if end_of_stream {
             self.finish(now, out);
@@ -281,6 +333,9 @@ impl HttpFilter {
             return Status::Continue;
         };
         self.endpoint = Some(endpoint);
+        if self.config.router_only {
+            self.inline_headers = Some(crate::upstream::request_snapshot(&self.config, headers));
+        }
         let method = headers.get(":method").unwrap_or_default();
         if endpoint == Endpoint::Models {
             if method != "GET" && method != "HEAD" {
@@ -373,6 +428,53 @@ impl HttpFilter {
         }
         self.request.model = model;
         self.request.route = Some(route_index);
+        if self.config.router_only {
+            return self.inline_upstream(body, out);
+        }
+        Status::Continue
+    }
+
+    /// `routerOnly` (no upstream instance, as on Envoy Gateway): the upstream work
+    /// for a route with one backend, on the request as the router will send it.
+    fn inline_upstream(&mut self, body: &[u8], out: &mut Vec<Action>) -> Status {
+        let Some(route) = self.route() else {
+            return Status::Continue;
+        };
+        let [only] = route.backends.as_slice() else {
+            return Status::Continue;
+        };
+        let backend = only.name.clone();
+        let mut headers = self.inline_headers.take().unwrap_or_default();
+        headers.insert(MODEL_HEADER.into(), self.request.model.clone().into());
+        // The body the router sends: the gateway's own rewrite of it, if any.
+        let sent = out.iter().rev().find_map(|a| match a {
+            Action::ReplaceBody(b) => Some(b.clone()),
+            _ => None,
+        });
+        let body = sent.as_deref().unwrap_or(body);
+        let mut u = Box::new(Upstream::new_inline());
+        u.bind(Some(&backend), self.unix_seconds, None);
+        let mut own = Vec::new();
+        let view = crate::upstream::Snapshot(&headers);
+        let mut status = u.on_request_headers(&self.config, &view, false, &mut own);
+        if status == Status::StopIteration && !u.replied() {
+            status = u.on_request_body(&self.config, body, true, &mut own);
+        }
+        if own.iter().any(|a| matches!(a, Action::ReplaceBody(_))) {
+            // The translation replaces the body again: only its version is sent.
+            out.retain(|a| !matches!(a, Action::ReplaceBody(_)));
+        }
+        out.extend(own);
+        if u.replied() {
+            self.phase = Phase::Replied;
+            return status;
+        }
+        self.response.model_override = self
+            .config
+            .backend(&backend)
+            .and_then(|b| b.model_name_override.clone());
+        self.response.backend = Some(backend);
+        self.inline = Some(u);
         Status::Continue
     }
 
@@ -545,6 +647,27 @@ fn with_include_usage(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
             o.insert("include_usage".into(), true.into());
         }
     })
+}
+
+/// A header map with a call's header edits applied, as the next filter will see it.
+struct Edited<'a> {
+    base: &'a dyn Headers,
+    edits: &'a [Action],
+}
+
+impl Headers for Edited<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        for a in self.edits.iter().rev() {
+            match a {
+                Action::SetHeader { name: n, value } if n.eq_ignore_ascii_case(name) => {
+                    return Some(value.clone())
+                }
+                Action::RemoveHeader { name: n } if n.eq_ignore_ascii_case(name) => return None,
+                _ => {}
+            }
+        }
+        self.base.get(name)
+    }
 }
 
 /// Checks the announced size of a request body and starts buffering it.
@@ -1044,6 +1167,133 @@ mod tests {
         assert!(out.contains(&Action::SetMetadata {
             key: "route_name".into(),
             value: MetadataValue::String("chat".into())
+        }));
+    }
+
+    #[test]
+    fn router_only_translates_before_routing_and_meters_the_translation() {
+        let config = Arc::new(
+            Config::from_json(
+                br#"{"version": "v1", "routerOnly": true,
+                "backends": [{"name": "br", "schema": {"name": "AWSBedrock"}, "region": "us-east-1",
+                  "modelNameOverride": "amazon.nova-lite-v1:0",
+                  "auth": {"awsSigV4": {"accessKeyId": "AKID", "secretAccessKey": "s"}}}],
+                "routes": [{"name": "r", "models": ["nova"], "backends": [{"name": "br"}]}],
+                "llmRequestCosts": [{"metadataKey": "in", "type": "InputToken"}]}"#,
+            )
+            .unwrap(),
+        );
+        let mut f = HttpFilter::new(config, FilterRole::Router);
+        f.set_unix_seconds(1_700_000_000);
+        let mut out = Vec::new();
+        let h = [
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            (":authority", "gw"),
+            ("authorization", "Bearer client"),
+        ];
+        assert_eq!(
+            f.on_request_headers(&h, false, t(0), &mut out),
+            Status::StopIteration
+        );
+        out.clear();
+        let body = br#"{"model":"nova","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        assert_eq!(
+            f.on_request_body(body, true, t(1), &mut out),
+            Status::Continue
+        );
+        let set = |name: &str| {
+            out.iter().rev().find_map(|a| match a {
+                Action::SetHeader { name: n, value } if n == name => Some(value.clone()),
+                _ => None,
+            })
+        };
+        assert_eq!(set(MODEL_HEADER).as_deref(), Some("nova"));
+        assert_eq!(
+            set(":path").as_deref(),
+            Some("/model/amazon.nova-lite-v1%3A0/converse-stream")
+        );
+        assert!(set("authorization")
+            .unwrap()
+            .starts_with("AWS4-HMAC-SHA256"));
+        let bodies: Vec<_> = out
+            .iter()
+            .filter(|a| matches!(a, Action::ReplaceBody(_)))
+            .collect();
+        assert_eq!(bodies.len(), 1, "only the translated body is sent");
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::SetFilterState { .. })));
+
+        // The Bedrock stream comes back as OpenAI SSE, and is metered as such.
+        out.clear();
+        let rh = [
+            (":status", "200"),
+            ("content-type", "application/vnd.amazon.eventstream"),
+        ];
+        assert_eq!(
+            f.on_response_headers(&rh, false, t(2), &mut out),
+            Status::Continue
+        );
+        assert_eq!(
+            out.iter().find_map(|a| match a {
+                Action::SetHeader { name, value } if name == "content-type" => Some(value.as_str()),
+                _ => None,
+            }),
+            Some("text/event-stream")
+        );
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::SetHeader { name, .. } if name.starts_with("x-aigw-"))));
+        let mut frames = Vec::new();
+        for (ev, json) in [
+            ("messageStart", r#"{"role":"assistant"}"#),
+            (
+                "contentBlockDelta",
+                r#"{"contentBlockIndex":0,"delta":{"text":"Hi"}}"#,
+            ),
+            ("messageStop", r#"{"stopReason":"end_turn"}"#),
+            (
+                "metadata",
+                r#"{"usage":{"inputTokens":7,"outputTokens":1,"totalTokens":8}}"#,
+            ),
+        ] {
+            frames.extend(crate::eventstream::encode_event(ev, json.as_bytes()).unwrap());
+        }
+        let mut sent = Vec::new();
+        let mut all = Vec::new();
+        for (i, piece) in frames.chunks(9).enumerate() {
+            out.clear();
+            let _ = f.on_response_body(piece, false, t(3 + i as u64), &mut out);
+            for a in &out {
+                if let Action::ReplaceBody(b) = a {
+                    sent.extend_from_slice(b);
+                }
+            }
+            all.extend(out.drain(..));
+        }
+        let _ = f.on_response_body(&[], true, t(100), &mut out);
+        for a in &out {
+            if let Action::ReplaceBody(b) = a {
+                sent.extend_from_slice(b);
+            }
+        }
+        let text = String::from_utf8(sent).unwrap();
+        assert!(
+            text.contains(r#""content":"Hi""#) && text.ends_with("data: [DONE]\n\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("usage"),
+            "the gateway asked for usage: the client does not see it"
+        );
+        assert!(out.contains(&Action::SetMetadata {
+            key: "in".into(),
+            value: MetadataValue::Number(7.0)
+        }));
+        assert!(out.contains(&Action::SetMetadata {
+            key: "backend_name".into(),
+            value: MetadataValue::String("br".into())
         }));
     }
 

@@ -98,6 +98,8 @@ pub(crate) struct Upstream {
     saved: SavedHeaders,
     /// The request headers an earlier attempt saved (name → value, `null`: absent).
     saved_request: Option<Map<String, Value>>,
+    /// Run by the router-level instance (`routerOnly`): no attempts to save for.
+    inline: bool,
 }
 
 impl Upstream {
@@ -115,6 +117,15 @@ impl Upstream {
             stream: None,
             saved: SavedHeaders::default(),
             saved_request: None,
+            inline: false,
+        }
+    }
+
+    /// The upstream work done by the router-level instance, before routing.
+    pub(crate) fn new_inline() -> Self {
+        Upstream {
+            inline: true,
+            ..Upstream::new()
         }
     }
 
@@ -211,15 +222,10 @@ impl Upstream {
             self.phase = Phase::PassThrough;
             return Status::Continue;
         };
-        if saved.is_none() {
-            let snapshot: Map<String, Value> = config
-                .touched_headers()
-                .iter()
-                .map(|n| (n.clone(), live.get(n).map_or(Value::Null, Value::String)))
-                .collect();
+        if saved.is_none() && !self.inline {
             out.push(Action::SetFilterState {
                 key: SAVED_REQUEST_KEY,
-                value: serde_json::to_vec(&snapshot).unwrap_or_default(),
+                value: serde_json::to_vec(&request_snapshot(config, live)).unwrap_or_default(),
             });
         }
         self.api = Some(api);
@@ -569,6 +575,31 @@ fn is_stream_content(headers: &dyn Headers) -> bool {
         let ct = ct.trim_start().to_ascii_lowercase();
         ct.starts_with("text/event-stream") || ct.starts_with("application/vnd.amazon.eventstream")
     })
+}
+
+/// The headers any attempt may change, plus the few it reads, as they are now.
+pub(crate) fn request_snapshot(config: &Config, headers: &dyn Headers) -> Map<String, Value> {
+    config
+        .touched_headers()
+        .iter()
+        .map(String::as_str)
+        .chain([":method", "x-request-id"])
+        .map(|n| {
+            (
+                n.to_string(),
+                headers.get(n).map_or(Value::Null, Value::String),
+            )
+        })
+        .collect()
+}
+
+/// A request header map taken earlier ([`request_snapshot`]).
+pub(crate) struct Snapshot<'a>(pub &'a Map<String, Value>);
+
+impl Headers for Snapshot<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).and_then(Value::as_str).map(str::to_string)
+    }
 }
 
 /// The request headers as the client sent them: the saved values of the headers

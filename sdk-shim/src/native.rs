@@ -212,6 +212,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
                 unix_seconds(),
                 saved.as_deref(),
             );
+        } else {
+            s.core.set_unix_seconds(unix_seconds());
         }
         let headers = HostHeaders(envoy, HeaderType::Request);
         s.core

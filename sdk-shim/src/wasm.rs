@@ -213,6 +213,8 @@ impl HttpContext for Stream {
             if let Some(f) = self.filter.as_mut() {
                 f.bind_backend(backend.as_deref(), host::now().as_secs(), saved.as_deref());
             }
+        } else if let Some(f) = self.filter.as_mut() {
+            f.set_unix_seconds(host::now().as_secs());
         }
         let headers = HostHeaders(Direction::Request.headers());
         let now = host::now();
