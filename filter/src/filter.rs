@@ -1261,7 +1261,6 @@ mod tests {
             frames.extend(crate::eventstream::encode_event(ev, json.as_bytes()).unwrap());
         }
         let mut sent = Vec::new();
-        let mut all = Vec::new();
         for (i, piece) in frames.chunks(9).enumerate() {
             out.clear();
             let _ = f.on_response_body(piece, false, t(3 + i as u64), &mut out);
@@ -1270,7 +1269,6 @@ mod tests {
                     sent.extend_from_slice(b);
                 }
             }
-            all.extend(out.drain(..));
         }
         let _ = f.on_response_body(&[], true, t(100), &mut out);
         for a in &out {
