@@ -170,11 +170,7 @@ impl Upstream {
     }
 
     fn reply_translate(&mut self, e: &TranslateError, out: &mut Vec<Action>) -> Status {
-        let pe = crate::translate::ProviderError::from_translate(e);
-        let body = match self.schema() {
-            ClientSchema::OpenAI => e.openai_body(),
-            ClientSchema::Anthropic => pe.anthropic_body(),
-        };
+        let body = e.body(self.schema());
         self.reply(e.status(), body, e.code(), out)
     }
 
@@ -381,10 +377,7 @@ impl Upstream {
                     message: format!("backend '{}': {e}", backend.name),
                 });
                 let err = crate::translate::ProviderError::new(status, None, e.to_string());
-                let body = match self.schema() {
-                    ClientSchema::OpenAI => err.openai_body(),
-                    ClientSchema::Anthropic => err.anthropic_body(),
-                };
+                let body = err.body(self.schema());
                 return self.reply(status, body, "upstream_credentials", out);
             }
         }
@@ -460,7 +453,7 @@ impl Upstream {
         self.phase = Phase::ResponseBody { error: !ok };
         self.saved = SavedHeaders::of(headers);
         if end_of_stream {
-            return self.finish_body(config, out);
+            return self.finish_body(out);
         }
         // Held until the whole answer is translated.
         Status::StopIteration
@@ -504,14 +497,14 @@ impl Upstream {
                 if !end_of_stream {
                     return Status::StopAndBuffer;
                 }
-                self.finish_body(config, out)
+                self.finish_body(out)
             }
             _ => Status::Continue,
         }
     }
 
     /// The whole answer is in: translate it and let it go.
-    fn finish_body(&mut self, _config: &Config, out: &mut Vec<Action>) -> Status {
+    fn finish_body(&mut self, out: &mut Vec<Action>) -> Status {
         let body = std::mem::take(&mut self.body);
         let Some(plan) = self.plan.as_ref() else {
             return Status::Continue;
@@ -539,10 +532,7 @@ impl Upstream {
         out: &mut Vec<Action>,
     ) -> Status {
         self.phase = Phase::Done;
-        let body = match self.schema() {
-            ClientSchema::OpenAI => e.openai_body(),
-            ClientSchema::Anthropic => e.anthropic_body(),
-        };
+        let body = e.body(self.schema());
         self.write_answer(e.status, body, out)
     }
 

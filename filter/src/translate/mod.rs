@@ -25,6 +25,8 @@ use std::fmt;
 
 use serde_json::json;
 
+use crate::error::ClientSchema;
+
 use crate::schema::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, ChunkChoice, ErrorBody,
     FunctionDef, Tool, Usage,
@@ -88,6 +90,14 @@ impl TranslateError {
             Self::UpstreamStream { kind, message } => {
                 format!("The upstream failed mid-stream ({kind}): {message}")
             }
+        }
+    }
+
+    /// The error document in the client's schema (OpenAI's names the field in `param`).
+    pub fn body(&self, schema: ClientSchema) -> Vec<u8> {
+        match schema {
+            ClientSchema::OpenAI => self.openai_body(),
+            ClientSchema::Anthropic => ProviderError::from_translate(self).anthropic_body(),
         }
     }
 
@@ -253,6 +263,14 @@ impl ProviderError {
             code: self.code.clone(),
         };
         serde_json::to_vec(&json!({ "error": body })).unwrap_or_default()
+    }
+
+    /// The error document in the client's schema.
+    pub fn body(&self, schema: ClientSchema) -> Vec<u8> {
+        match schema {
+            ClientSchema::OpenAI => self.openai_body(),
+            ClientSchema::Anthropic => self.anthropic_body(),
+        }
     }
 
     /// Anthropic's `{"type": "error", "error": {...}}`.

@@ -603,14 +603,12 @@ impl ResponsePlan {
     }
 
     fn write_error(&self, e: &ProviderError) -> (u16, Vec<u8>) {
-        match self.client {
-            // OpenAI clients know no 529.
-            ClientSchema::OpenAI => (
-                if e.status == 529 { 503 } else { e.status },
-                e.openai_body(),
-            ),
-            ClientSchema::Anthropic => (e.status, e.anthropic_body()),
-        }
+        // OpenAI clients know no 529.
+        let status = match (self.client, e.status) {
+            (ClientSchema::OpenAI, 529) => 503,
+            (_, s) => s,
+        };
+        (status, e.body(self.client))
     }
 }
 
