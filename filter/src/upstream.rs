@@ -80,6 +80,7 @@ struct Request {
     request_id: String,
     client_model: String,
     override_value: Option<String>,
+    anthropic_beta: Option<String>,
 }
 
 /// One attempt's state.
@@ -234,6 +235,7 @@ impl Upstream {
             request_id: headers.get("x-request-id").unwrap_or_default(),
             client_model: headers.get(MODEL_HEADER).unwrap_or_default(),
             override_value: None,
+            anthropic_beta: headers.get("anthropic-beta"),
         };
         if let Some(name) = &backend.credential_override {
             self.request.override_value = headers.get(name);
@@ -294,6 +296,7 @@ impl Upstream {
             request_id: &self.request.request_id,
             unix_seconds: self.unix_seconds,
             max_event_bytes: config.limits.max_response_body_bytes as usize,
+            anthropic_beta: self.request.anthropic_beta.as_deref(),
         }
     }
 

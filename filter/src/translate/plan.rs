@@ -66,6 +66,8 @@ pub struct Attempt<'a> {
     pub unix_seconds: u64,
     /// Bound of one buffered stream event.
     pub max_event_bytes: usize,
+    /// The client's `anthropic-beta` header (Bedrock and Vertex take it in the body).
+    pub anthropic_beta: Option<&'a str>,
 }
 
 /// The request as the provider wants it.
@@ -329,7 +331,20 @@ fn messages(a: &Attempt<'_>, body: &[u8], model: &str) -> Result<Prepared, Trans
     let stream = Peek::of(body)?.stream;
     if let Some(target) = anthropic_target(&a.backend.schema, model, stream, true) {
         let eventstream = target.flavor == anthropic::Flavor::Bedrock;
-        let up = anthropic::messages_request(body, &target)?;
+        let mut up = anthropic::messages_request(body, &target)?;
+        if let (Some(beta), false) = (a.anthropic_beta, target.flavor == anthropic::Flavor::Native)
+        {
+            // Bedrock and Vertex read beta flags from the body, not the header.
+            let flags: Vec<Value> = beta
+                .split(',')
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(|f| Value::String(f.to_string()))
+                .collect();
+            up.body = edit_object(&up.body, |o| {
+                o.insert("anthropic_beta".into(), Value::Array(flags));
+            })?;
+        }
         return Ok(Prepared {
             path: up.path,
             body: Some(up.body),
@@ -682,6 +697,7 @@ mod tests {
             request_id: "r1",
             unix_seconds: 1,
             max_event_bytes: 1 << 20,
+            anthropic_beta: None,
         }
     }
 
@@ -914,14 +930,20 @@ mod tests {
         let b = backend(
             serde_json::json!({"name": "ba", "schema": {"name": "AWSAnthropic"}, "region": "us-east-1"}),
         );
-        let p = prepare(
-            &attempt(ClientApi::Messages, &b, "/anthropic/v1/messages"),
-            MESSAGES,
-        )
-        .unwrap();
+        let mut a = attempt(ClientApi::Messages, &b, "/anthropic/v1/messages");
+        a.anthropic_beta =
+            Some("interleaved-thinking-2025-05-14, token-efficient-tools-2025-02-19");
+        let p = prepare(&a, MESSAGES).unwrap();
         assert_eq!(p.path, "/model/claude/invoke-with-response-stream");
         let body: Value = serde_json::from_slice(p.body.as_deref().unwrap()).unwrap();
         assert_eq!(body["anthropic_version"], "bedrock-2023-05-31");
+        assert_eq!(
+            body["anthropic_beta"],
+            serde_json::json!([
+                "interleaved-thinking-2025-05-14",
+                "token-efficient-tools-2025-02-19"
+            ])
+        );
         assert!(body.get("model").is_none() && body.get("stream").is_none());
         let mut frames = Vec::new();
         for ev in [
