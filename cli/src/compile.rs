@@ -743,6 +743,9 @@ fn plan(inputs: &Inputs, diags: &mut Vec<Diagnostic>) -> Plan {
                         let egkey = (eg.meta.id.namespace.clone(), eg.meta.id.name.clone());
                         let tls_name = tls_host.get(&egkey).map(|(h, _)| h.clone());
                         let mut tls = eg.tls.clone();
+                        if tls.as_ref().is_some_and(|t| !t.insecure) && tls_name.is_none() {
+                            warn_no_sni(eg, r.out);
+                        }
                         if let Some(host) = &tls_name {
                             tls.get_or_insert_with(Tls::default).hostname = Some(host.clone());
                         }
@@ -930,6 +933,25 @@ fn eg_authority(
         }
         None => tls_name.map(str::to_string),
     }
+}
+
+/// An Envoy Gateway Backend with verified TLS and no BackendTLSPolicy hostname:
+/// Envoy Gateway takes the upstream SNI from a BackendTLSPolicy's
+/// `validation.hostname` only (the standalone bootstrap sends the endpoint's host
+/// name).
+fn warn_no_sni(eg: &EgBackend, diags: &mut Vec<Diagnostic>) {
+    let host = eg
+        .endpoints
+        .iter()
+        .find_map(|e| match &e.address {
+            Address::Fqdn(h) => Some(h.as_str()),
+            Address::Ip(_) => None,
+        })
+        .unwrap_or("the provider's host name");
+    reporter(&eg.meta, diags).warn(
+        "spec.tls",
+        format!("on Envoy Gateway the TLS handshake with this Backend names no server (no SNI), which a provider behind a shared front end refuses: Envoy Gateway takes the SNI from a BackendTLSPolicy's validation.hostname, and none names this Backend; add one with hostname {host} (the standalone bootstrap sends it already)"),
+    );
 }
 
 /// What a schema needs besides the AIServiceBackend: GCP backends a project and

@@ -960,7 +960,10 @@ fn generated_backend_name(backend: &str) -> String {
     }
 }
 
-/// A Backend the compiler makes (generic routes reach providers directly).
+/// A Backend the compiler makes (generic routes reach providers directly), and
+/// for a verified TLS endpoint with a host name the BackendTLSPolicy that gives
+/// Envoy Gateway its SNI and the name to check the certificate against: the
+/// provider's host, which is also the `:authority` the filter sends.
 fn generated_backend(
     b: &crate::compile::PlanBackend,
     name: &str,
@@ -977,23 +980,44 @@ fn generated_backend(
         .collect();
     let mut spec = Map::new();
     spec.insert("endpoints".into(), Value::Array(endpoints));
+    let mut tls_policy = None;
     if let Some(t) = &b.tls {
-        let tls = if t.insecure {
-            json!({"insecureSkipVerify": true})
-        } else {
-            json!({"wellKnownCACertificates": "System"})
-        };
-        spec.insert("tls".into(), tls);
+        let host = t.hostname.clone().or_else(|| {
+            b.endpoints.iter().find_map(|e| match &e.address {
+                Address::Fqdn(h) => Some(h.clone()),
+                Address::Ip(_) => None,
+            })
+        });
+        match (t.insecure, host) {
+            (true, _) => {
+                spec.insert("tls".into(), json!({"insecureSkipVerify": true}));
+            }
+            (false, Some(host)) => {
+                tls_policy = Some(json!({
+                    "apiVersion": format!("{GWAPI_GROUP}/v1"),
+                    "kind": "BackendTLSPolicy",
+                    "metadata": metadata(name, namespace),
+                    "spec": {
+                        "targetRefs": [{"group": EG_GROUP, "kind": "Backend", "name": name}],
+                        "validation": {"hostname": host, "wellKnownCACertificates": "System"},
+                    },
+                }));
+            }
+            (false, None) => {
+                spec.insert("tls".into(), json!({"wellKnownCACertificates": "System"}));
+            }
+        }
     }
     if fallback {
         spec.insert("fallback".into(), json!(true));
     }
-    vec![json!({
+    let backend = json!({
         "apiVersion": format!("{EG_GROUP}/v1alpha1"),
         "kind": "Backend",
         "metadata": metadata(name, namespace),
         "spec": Value::Object(spec),
-    })]
+    });
+    std::iter::once(backend).chain(tls_policy).collect()
 }
 
 #[cfg(test)]

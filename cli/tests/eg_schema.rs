@@ -557,6 +557,7 @@ fn the_checker_rejects_broken_mounts_and_router_only_configs() {
     let out = compiled("envoy-gateway-router-only");
     let docs = out.envoy_gateway;
     let wasm = out.envoy_gateway_wasm.unwrap();
+    let generic = compiled("generic").envoy_gateway;
     let policy = |d: &[Value]| {
         d.iter()
             .position(|d| d["kind"] == "EnvoyExtensionPolicy")
@@ -619,8 +620,22 @@ fn the_checker_rejects_broken_mounts_and_router_only_configs() {
                     json!({"apiKey": {"file": "/etc/aigw/credentials/ai/openai-key/apiKey"}});
             }),
         ),
+        (
+            "exactly one of [\"caCertificateRefs\",\"wellKnownCACertificates\"]",
+            &generic,
+            Box::new(|d| {
+                let i = d
+                    .iter()
+                    .position(|d| d["kind"] == "BackendTLSPolicy")
+                    .unwrap();
+                d[i]["spec"]["validation"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("wellKnownCACertificates");
+            }),
+        ),
     ];
-    for d in [&docs, &wasm] {
+    for d in [&docs, &wasm, &generic] {
         assert!(validate(d).is_empty(), "{:#?}", validate(d));
     }
     for (want, base, broken) in cases {
