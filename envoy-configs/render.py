@@ -223,6 +223,8 @@ def fallback_cluster(protos: dict, common: dict, route: dict, backends: list, ba
     name = route_cluster_name(route.get("name", ""))
     values = dict(common, CLUSTER=name, BACKEND="", UPSTREAM_HOST=upstream[0], UPSTREAM_PORT=upstream[1])
     cluster = substitute(protos["backend_cluster"], values)
+    if doc.get("routerOnly") is True:
+        drop_upstream_filter(cluster)
     proto_endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
     by_priority: dict[int, list] = {}
     for b in backends:

@@ -36,6 +36,35 @@ def test_compiled_golden_configs_match_schema(validator):
         assert not errors, f"{path}: {errors}"
 
 
+def test_compiled_envoy_gateway_configs_match_schema(validator):
+    """The configs the Envoy Gateway manifests carry (routerOnly, credentials as
+    mounted files) match the schema too, in both variants."""
+    import yaml
+
+    class KubeLoader(yaml.SafeLoader):
+        """Kubernetes' YAML reading keeps timestamp-like scalars (an Azure
+        api-version such as 2024-10-21) as strings."""
+
+    KubeLoader.yaml_implicit_resolvers = {
+        k: [(tag, r) for tag, r in v if tag != "tag:yaml.org,2002:timestamp"]
+        for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    files = sorted((REPO / "cli" / "tests" / "golden").glob("*/envoy-gateway*.yaml"))
+    assert files
+    seen = 0
+    for path in files:
+        for doc in yaml.load_all(path.read_text(), Loader=KubeLoader):
+            if not doc or doc.get("kind") != "EnvoyExtensionPolicy":
+                continue
+            for ext in doc["spec"].get("dynamicModule", []) + doc["spec"].get("wasm", []):
+                config = ext["config"]
+                assert config.get("routerOnly") is True, path
+                errors = [e.message for e in validator.iter_errors(config)]
+                assert not errors, f"{path}: {errors}"
+                seen += 1
+    assert seen
+
+
 def with_backend(**fields) -> dict:
     """The test config with backend 0 given extra fields."""
     doc = copy.deepcopy(make_test_config())

@@ -133,7 +133,8 @@ pub fn compile_with(manifests: &[Manifest], options: &Options) -> Result<Output,
         return Err(fail(diags));
     }
 
-    let (config, origins) = config_document(&plan, &|_| true, true);
+    let own_auth = |i: usize| plan.backends[i].auth.as_ref().map(|a| a.to_json());
+    let (config, origins) = config_document(&plan, &|_| true, &own_auth);
     let config_json = match serde_json::to_string_pretty(&config) {
         Ok(s) => s + "\n",
         Err(e) => {
@@ -303,6 +304,9 @@ pub struct PlanBackend {
     pub region: Option<String>,
     pub project: Option<String>,
     pub auth: Option<crate::credentials::Auth>,
+    /// The Secret key `auth`'s value came from, when it is a value read from a
+    /// Secret (Envoy Gateway mounts that key instead of carrying the value).
+    pub auth_secret: Option<crate::credentials::SecretOrigin>,
     pub credential_override: Option<String>,
     pub forward_client_credentials: bool,
     pub mutations: crate::credentials::Mutations,
@@ -335,6 +339,7 @@ impl PlanBackend {
             region: None,
             project: None,
             auth: None,
+            auth_secret: None,
             credential_override: None,
             forward_client_credentials: false,
             mutations: Default::default(),
@@ -347,9 +352,9 @@ impl PlanBackend {
         }
     }
 
-    /// The backend's entry of the filter config; `credentials: false` leaves
-    /// `auth` out (documents that are not the standalone config.json).
-    pub fn config_json(&self, credentials: bool) -> Value {
+    /// The backend's entry of the filter config, with `auth` as given (the
+    /// backend's own for config.json; another form, or none, for Envoy Gateway).
+    pub fn config_json(&self, auth: Option<Value>) -> Value {
         let mut schema = Map::new();
         schema.insert("name".into(), json!(self.schema_name));
         if let Some(v) = &self.schema_version {
@@ -370,8 +375,8 @@ impl PlanBackend {
                 o.insert(k.into(), json!(v));
             }
         }
-        if let Some(a) = self.auth.as_ref().filter(|_| credentials) {
-            o.insert("auth".into(), a.to_json());
+        if let Some(a) = auth {
+            o.insert("auth".into(), a);
         }
         if let Some(h) = &self.credential_override {
             o.insert("credentialOverride".into(), json!({"header": h}));
@@ -738,6 +743,9 @@ fn plan(inputs: &Inputs, diags: &mut Vec<Diagnostic>) -> Plan {
                         let egkey = (eg.meta.id.namespace.clone(), eg.meta.id.name.clone());
                         let tls_name = tls_host.get(&egkey).map(|(h, _)| h.clone());
                         let mut tls = eg.tls.clone();
+                        if tls.as_ref().is_some_and(|t| !t.insecure) && tls_name.is_none() {
+                            warn_no_sni(eg, r.out);
+                        }
                         if let Some(host) = &tls_name {
                             tls.get_or_insert_with(Tls::default).hostname = Some(host.clone());
                         }
@@ -767,6 +775,7 @@ fn plan(inputs: &Inputs, diags: &mut Vec<Diagnostic>) -> Plan {
                         pb.region = applied.region.clone();
                         pb.project = applied.project.clone();
                         pb.auth = applied.auth.clone();
+                        pb.auth_secret = applied.secret.clone();
                         pb.credential_override = applied.credential_override.clone();
                         pb.forward_client_credentials = applied.forward_client_credentials;
                         pb.mutations = mutations;
@@ -926,6 +935,25 @@ fn eg_authority(
     }
 }
 
+/// An Envoy Gateway Backend with verified TLS and no BackendTLSPolicy hostname:
+/// Envoy Gateway takes the upstream SNI from a BackendTLSPolicy's
+/// `validation.hostname` only (the standalone bootstrap sends the endpoint's host
+/// name).
+fn warn_no_sni(eg: &EgBackend, diags: &mut Vec<Diagnostic>) {
+    let host = eg
+        .endpoints
+        .iter()
+        .find_map(|e| match &e.address {
+            Address::Fqdn(h) => Some(h.as_str()),
+            Address::Ip(_) => None,
+        })
+        .unwrap_or("the provider's host name");
+    reporter(&eg.meta, diags).warn(
+        "spec.tls",
+        format!("on Envoy Gateway the TLS handshake with this Backend names no server (no SNI), which a provider behind a shared front end refuses: Envoy Gateway takes the SNI from a BackendTLSPolicy's validation.hostname, and none names this Backend; add one with hostname {host} (the standalone bootstrap sends it already)"),
+    );
+}
+
 /// What a schema needs besides the AIServiceBackend: GCP backends a project and
 /// region, AWS backends a region (or a host to send to).
 fn check_schema_needs(b: &PlanBackend, asb: &AiServiceBackend, diags: &mut Vec<Diagnostic>) {
@@ -1014,6 +1042,13 @@ fn plan_generic(
                                     key: crate::credentials::SecretSource::Value(v),
                                     header: None,
                                 });
+                                pb.auth_secret = Some(crate::credentials::SecretOrigin {
+                                    namespace: "default".into(),
+                                    name: c.clone(),
+                                    key: crate::generic::CREDENTIAL_KEY.into(),
+                                    profile: None,
+                                    field: path.clone(),
+                                });
                                 pb.part_origins.push(("auth".into(), origin.clone(), path));
                             }
                             Err(e) => r.error(path, e),
@@ -1091,12 +1126,13 @@ pub(crate) struct Origin {
 
 /// The filter config for the routes `keep` selects (all of them for
 /// `config.json`; one AIGatewayRoute's for its EnvoyExtensionPolicy), with only
-/// the models and backends those routes use; without `credentials`, backends
-/// have no `auth` (a Kubernetes policy is no place for a key).
+/// the models and backends those routes use; `auth` gives each backend's `auth`
+/// (by index in `plan.backends`): its credential for config.json, a mounted file
+/// or nothing for Envoy Gateway (a Kubernetes policy is no place for a key).
 pub(crate) fn config_document(
     plan: &Plan,
     keep: &dyn Fn(usize) -> bool,
-    credentials: bool,
+    auth: &dyn Fn(usize) -> Option<Value>,
 ) -> (Value, Vec<Origin>) {
     let mut origins = Vec::new();
     let mut origin =
@@ -1122,12 +1158,13 @@ pub(crate) fn config_document(
         .collect();
     let mut backends = Vec::new();
     let kept_backends = (0..plan.backends.len()).filter(|i| used.contains(i));
-    for (i, b) in kept_backends.map(|i| &plan.backends[i]).enumerate() {
+    for (i, bi) in kept_backends.enumerate() {
+        let b = &plan.backends[bi];
         origin(format!("backends[{i}]"), &b.origin, "spec");
         for (field, from, path) in &b.part_origins {
             origin(format!("backends[{i}].{field}"), from, path);
         }
-        backends.push(b.config_json(credentials));
+        backends.push(b.config_json(auth(bi)));
     }
 
     let mut routes = Vec::new();

@@ -40,6 +40,21 @@ impl SecretSource {
     }
 }
 
+/// The Secret key a credential value was read from. On Envoy Gateway the value
+/// stays in the Secret: the Secret is mounted into the Envoy proxy and the filter
+/// reads the key as a file ([`Auth::from_file`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretOrigin {
+    pub namespace: String,
+    pub name: String,
+    pub key: String,
+    /// AWS: the profile of the shared credentials file the key holds (`None`:
+    /// `default`).
+    pub profile: Option<String>,
+    /// The field of the resource that names the Secret.
+    pub field: String,
+}
+
 /// AWS keys for SigV4.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AwsKeys {
@@ -109,6 +124,27 @@ impl Auth {
                 }
                 json!({"awsSigV4": m})
             }
+        }
+    }
+
+    /// The same credential read by the filter from `path` (where the Secret key
+    /// it came from is mounted) instead of compiled in; `profile` is the AWS
+    /// profile to read.
+    pub fn from_file(&self, path: &str, profile: Option<&str>) -> Auth {
+        let file = SecretSource::File(path.to_string());
+        match self {
+            Auth::ApiKey { header, .. } => Auth::ApiKey {
+                key: file,
+                header: header.clone(),
+            },
+            Auth::Bearer(_) => Auth::Bearer(file),
+            Auth::AwsSigV4 { region, .. } => Auth::AwsSigV4 {
+                region: region.clone(),
+                keys: AwsKeys::File {
+                    path: path.to_string(),
+                    profile: profile.map(str::to_string),
+                },
+            },
         }
     }
 

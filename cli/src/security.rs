@@ -10,8 +10,8 @@
 //! without credentials.
 
 use crate::credentials::{
-    aws_profile, is_header_name, reserved_header, Auth, AwsKeys, SecretSource, Secrets,
-    CREDENTIALS_FILE_ANNOTATION,
+    aws_profile, is_header_name, reserved_header, Auth, AwsKeys, SecretOrigin, SecretSource,
+    Secrets, CREDENTIALS_FILE_ANNOTATION,
 };
 use crate::diag::Reporter;
 use crate::resources::{BackendSecurityPolicy, PolicyCredential};
@@ -24,6 +24,8 @@ pub(crate) struct Applied {
     pub project: Option<String>,
     pub forward_client_credentials: bool,
     pub credential_override: Option<String>,
+    /// The Secret key `auth`'s value was read from (not with a credentials file).
+    pub secret: Option<SecretOrigin>,
     /// The policy field the credential came from (`spec.apiKey`...).
     pub path: &'static str,
     /// Index of the policy among the inputs (set by the caller).
@@ -55,6 +57,16 @@ pub(crate) fn apply(
             }
         }
     };
+    let origin = |i: usize, profile: Option<String>| {
+        let s = &p.secrets[i];
+        SecretOrigin {
+            namespace: s.namespace.clone(),
+            name: s.name.clone(),
+            key: s.key.to_string(),
+            profile,
+            field: s.path.clone(),
+        }
+    };
     let kind = p.kind.as_deref().unwrap_or_default();
     match &p.credential {
         None => {}
@@ -66,7 +78,10 @@ pub(crate) fn apply(
             };
             let key = match (file, s) {
                 (Some(f), _) => Some(SecretSource::File(f)),
-                (None, Some(i)) => secret(*i, r).map(SecretSource::Value),
+                (None, Some(i)) => {
+                    out.secret = Some(origin(*i, None));
+                    secret(*i, r).map(SecretSource::Value)
+                }
                 (None, None) => None,
             };
             out.auth = key.map(|key| Auth::ApiKey {
@@ -90,6 +105,8 @@ pub(crate) fn apply(
                         .filter(|prof| prof != "default"),
                 }),
                 (None, Some((Some(i), profile))) => {
+                    let named = Some(profile.clone()).filter(|prof| prof != "default");
+                    out.secret = Some(origin(*i, named));
                     secret(*i, r).and_then(|text| match aws_profile(text.expose(), profile) {
                         Ok(k) => Some(k),
                         Err(e) => {
@@ -208,6 +225,7 @@ pub(crate) fn apply(
                     }
                     // No configured credential: the filter answers 401 without the header.
                     out.auth = None;
+                    out.secret = None;
                 }
                 out.credential_override = Some(h);
             }

@@ -41,6 +41,7 @@ fn format_ok(format: &str, s: &str) -> bool {
                 && b[b.len() - 1].is_ascii_alphanumeric()
         }
         "absolute-path" => s.starts_with('/'),
+        "relative-path" => !s.starts_with('/') && !s.split('/').any(|p| p == ".."),
         "http-url" => {
             let rest = s
                 .strip_prefix("https://")
@@ -184,6 +185,8 @@ fn validate(docs: &[Value]) -> Vec<String> {
     let mut errs = Vec::new();
     let mut present: HashSet<(String, String, String)> = HashSet::new();
     let mut modules: HashSet<String> = HashSet::new();
+    // Files the EnvoyProxy mounts into the envoy container (mount path/key).
+    let mut mounted: HashSet<String> = HashSet::new();
     for (i, d) in docs.iter().enumerate() {
         let key = format!(
             "{} {}",
@@ -223,6 +226,37 @@ fn validate(docs: &[Value]) -> Vec<String> {
         for m in d["spec"]["dynamicModules"].as_array().into_iter().flatten() {
             modules.insert(m["name"].as_str().unwrap_or("").to_string());
         }
+        if d["kind"] == "EnvoyProxy" {
+            let deployment = &d["spec"]["provider"]["kubernetes"]["envoyDeployment"];
+            let volumes = deployment["pod"]["volumes"].as_array().cloned();
+            let volumes = volumes.unwrap_or_default();
+            let mut names = HashSet::new();
+            for v in &volumes {
+                if !names.insert(v["name"].as_str().unwrap_or("")) {
+                    errs.push(format!("{p}: volume {} listed twice", v["name"]));
+                }
+            }
+            for m in deployment["container"]["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let Some(v) = volumes.iter().find(|v| v["name"] == m["name"]) else {
+                    errs.push(format!("{p}: volumeMount {} names no volume", m["name"]));
+                    continue;
+                };
+                if m["readOnly"] != true || m.get("subPath").is_some() {
+                    errs.push(format!(
+                        "{p}: volumeMount {} must be read-only and without subPath (a subPath mount misses Secret updates)",
+                        m["name"]
+                    ));
+                }
+                let dir = m["mountPath"].as_str().unwrap_or("");
+                for item in v["secret"]["items"].as_array().into_iter().flatten() {
+                    mounted.insert(format!("{dir}/{}", item["path"].as_str().unwrap_or("")));
+                }
+            }
+        }
     }
     for (i, d) in docs.iter().enumerate() {
         let p = format!("doc[{i}] {}", d["kind"].as_str().unwrap_or(""));
@@ -247,9 +281,34 @@ fn validate(docs: &[Value]) -> Vec<String> {
                     "{p}: module '{name}' is not allow-listed in an EnvoyProxy"
                 ));
             }
-            // The filter config must be one the filter loads.
+            // The filter config must be one the filter loads, and every credential
+            // file it names under the mount directory must be mounted.
             if let Err(e) = aigw_filter::Config::from_json(m["config"].to_string().as_bytes()) {
                 errs.push(format!("{p}: filter config refused: {e}"));
+            }
+            for f in credential_files(&m["config"]) {
+                if f.starts_with("/etc/aigw/credentials/") && !mounted.contains(&f) {
+                    errs.push(format!(
+                        "{p}: credential file {f} is not mounted by the EnvoyProxy"
+                    ));
+                }
+            }
+        }
+        for m in d["spec"]["wasm"].as_array().into_iter().flatten() {
+            if let Some(f) = credential_files(&m["config"]).first() {
+                errs.push(format!(
+                    "{p}: the wasm config names file {f}, which the wasm build cannot read"
+                ));
+            }
+        }
+        for m in d["spec"]["dynamicModule"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(d["spec"]["wasm"].as_array().into_iter().flatten())
+        {
+            if m["config"]["routerOnly"] != true {
+                errs.push(format!("{p}: the filter config lacks routerOnly: true (Envoy Gateway attaches no upstream instance)"));
             }
         }
         if d["kind"] == "HTTPRoute" {
@@ -295,6 +354,24 @@ fn validate(docs: &[Value]) -> Vec<String> {
     errs
 }
 
+/// The credential files a filter config names.
+fn credential_files(config: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in config["backends"].as_array().into_iter().flatten() {
+        let a = &b["auth"];
+        for f in [
+            &a["apiKey"]["file"],
+            &a["bearerToken"]["file"],
+            &a["awsSigV4"]["credentialsFile"],
+        ] {
+            if let Some(f) = f.as_str() {
+                out.push(f.to_string());
+            }
+        }
+    }
+    out
+}
+
 fn options(dir: &Path) -> Options {
     let mut o = Options::default();
     for line in std::fs::read_to_string(dir.join("options.txt"))
@@ -305,6 +382,7 @@ fn options(dir: &Path) -> Options {
             Some(("wasm_url", v)) => o.wasm_url = Some(v.into()),
             Some(("wasm_sha256", v)) => o.wasm_sha256 = Some(v.into()),
             Some(("module_path", v)) => o.module_path = v.into(),
+            Some(("envoy_proxy_namespace", v)) => o.envoy_proxy_namespace = v.into(),
             _ => {}
         }
     }
@@ -455,6 +533,113 @@ fn the_checker_rejects_broken_manifests() {
     assert!(validate(&docs).is_empty());
     for (want, broken) in cases {
         let mut d = docs.clone();
+        broken(&mut d);
+        let errs = validate(&d);
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "want '{want}', got {errs:#?}"
+        );
+    }
+}
+
+/// The same for what routerOnly and the credential mounts add: each broken copy
+/// of a valid output fails for the reason it was broken.
+#[test]
+fn the_checker_rejects_broken_mounts_and_router_only_configs() {
+    let compiled = |case: &str| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(case);
+        let text = std::fs::read_to_string(dir.join("input.yaml")).unwrap();
+        let (ms, _) = manifest::parse_yaml("input.yaml", &text);
+        compile_with(&ms, &options(&dir)).unwrap()
+    };
+    let out = compiled("envoy-gateway-router-only");
+    let docs = out.envoy_gateway;
+    let wasm = out.envoy_gateway_wasm.unwrap();
+    let generic = compiled("generic").envoy_gateway;
+    let policy = |d: &[Value]| {
+        d.iter()
+            .position(|d| d["kind"] == "EnvoyExtensionPolicy")
+            .unwrap()
+    };
+    let cases: Vec<(&str, &Vec<Value>, Breaker)> = vec![
+        (
+            "is not mounted by the EnvoyProxy",
+            &docs,
+            Box::new(|d| {
+                let v = &mut d[0]["spec"]["provider"]["kubernetes"]["envoyDeployment"]["pod"]
+                    ["volumes"][0]["secret"]["items"][0]["path"];
+                *v = json!("other");
+            }),
+        ),
+        (
+            "must be read-only and without subPath",
+            &docs,
+            Box::new(|d| {
+                let m = &mut d[0]["spec"]["provider"]["kubernetes"]["envoyDeployment"]["container"]
+                    ["volumeMounts"][0];
+                m["subPath"] = json!("apiKey");
+            }),
+        ),
+        (
+            "names no volume",
+            &docs,
+            Box::new(|d| {
+                let m = &mut d[0]["spec"]["provider"]["kubernetes"]["envoyDeployment"]["container"]
+                    ["volumeMounts"][0];
+                m["name"] = json!("nope");
+            }),
+        ),
+        (
+            "volumes[0].name: 'aigw.key' is not a valid dns1123label",
+            &docs,
+            Box::new(|d| {
+                let deployment = &mut d[0]["spec"]["provider"]["kubernetes"]["envoyDeployment"];
+                deployment["pod"]["volumes"][0]["name"] = json!("aigw.key");
+                deployment["container"]["volumeMounts"][0]["name"] = json!("aigw.key");
+            }),
+        ),
+        (
+            "lacks routerOnly: true",
+            &docs,
+            Box::new(move |d| {
+                let i = policy(d);
+                d[i]["spec"]["dynamicModule"][0]["config"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("routerOnly");
+            }),
+        ),
+        (
+            "which the wasm build cannot read",
+            &wasm,
+            Box::new(move |d| {
+                let i = policy(d);
+                d[i]["spec"]["wasm"][0]["config"]["backends"][0]["auth"] =
+                    json!({"apiKey": {"file": "/etc/aigw/credentials/ai/openai-key/apiKey"}});
+            }),
+        ),
+        (
+            "exactly one of [\"caCertificateRefs\",\"wellKnownCACertificates\"]",
+            &generic,
+            Box::new(|d| {
+                let i = d
+                    .iter()
+                    .position(|d| d["kind"] == "BackendTLSPolicy")
+                    .unwrap();
+                d[i]["spec"]["validation"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("wellKnownCACertificates");
+            }),
+        ),
+    ];
+    for d in [&docs, &wasm, &generic] {
+        assert!(validate(d).is_empty(), "{:#?}", validate(d));
+    }
+    for (want, base, broken) in cases {
+        let mut d = base.clone();
         broken(&mut d);
         let errs = validate(&d);
         assert!(

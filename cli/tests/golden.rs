@@ -1,6 +1,6 @@
 //! Golden tests: each folder under `tests/golden/` holds an `input.yaml`, an
 //! optional `options.txt` (`key=value` lines: `wasm_url`, `wasm_sha256`,
-//! `module_path`, `wasm_path`) and the expected outputs: `config.json`,
+//! `module_path`, `wasm_path`, `envoy_proxy_namespace`) and the expected outputs: `config.json`,
 //! `bootstrap.yaml`, `bootstrap-wasm.yaml` (unless credentials come from files),
 //! `envoy-gateway.yaml`, `envoy-gateway-wasm.yaml` (with a wasm URL),
 //! `not-enforced.json` (when some field is not enforced) and `warnings.txt`
@@ -30,6 +30,7 @@ pub fn options(dir: &Path) -> Options {
             "wasm_sha256" => o.wasm_sha256 = Some(v.trim().into()),
             "module_path" => o.module_path = v.trim().into(),
             "wasm_path" => o.wasm_path = v.trim().into(),
+            "envoy_proxy_namespace" => o.envoy_proxy_namespace = v.trim().into(),
             other => panic!("{}: unknown option {other}", dir.display()),
         }
     }

@@ -103,13 +103,155 @@ fn base_compiles() {
     );
     assert!(out.bootstrap_yaml.contains("sk-test-value"));
     assert!(!out.envoy_gateway_yaml.contains("sk-test-value"));
-    // Said per backendRef (two rules use the backend), as a warning: Envoy
-    // Gateway cannot apply it.
-    assert_eq!(out.warnings.len(), 2, "{:#?}", out.warnings);
+    // The Secret is not in the Envoy proxy's namespace: no credential on Envoy
+    // Gateway, said once on the policy.
+    assert_eq!(out.warnings.len(), 1, "{:#?}", out.warnings);
+    let w = &out.warnings[0];
+    assert_eq!(w.resource.as_ref().unwrap().kind, "BackendSecurityPolicy");
+    assert_eq!(w.path, "spec.apiKey.secretRef");
+    assert!(w.message.contains("cannot be mounted"), "{w}");
+}
+
+fn eg_config(out: &aigw_cli::Output) -> &Value {
+    let eep = out
+        .envoy_gateway
+        .iter()
+        .find(|d| d["kind"] == "EnvoyExtensionPolicy")
+        .unwrap();
+    &eep["spec"]["dynamicModule"][0]["config"]
+}
+
+/// On Envoy Gateway (routerOnly) a key of a Secret in the proxy's namespace is
+/// mounted by the EnvoyProxy and named as a file; the wasm variant has none;
+/// rules with several backends stay untranslated (warnings).
+#[test]
+fn envoy_gateway_mounts_credentials_and_runs_router_only() {
+    let options = aigw_cli::Options {
+        envoy_proxy_namespace: "ns".into(),
+        wasm_url: Some("https://example.com/aigw.wasm".into()),
+        wasm_sha256: Some("0".repeat(64)),
+        ..aigw_cli::Options::default()
+    };
+    let out =
+        aigw_cli::compile_with(&manifests(base()), &options).unwrap_or_else(|d| panic!("{d:#?}"));
+    let config = eg_config(&out);
+    assert_eq!(config["routerOnly"], true);
+    assert_eq!(
+        config["backends"][0]["auth"],
+        json!({"apiKey": {"file": "/etc/aigw/credentials/ns/key/apiKey", "header": "authorization"}})
+    );
+    let proxy = &out.envoy_gateway[0];
+    assert_eq!(proxy["kind"], "EnvoyProxy");
+    let deployment = &proxy["spec"]["provider"]["kubernetes"]["envoyDeployment"];
+    assert_eq!(
+        deployment["pod"]["volumes"],
+        json!([{"name": "aigw-key", "secret": {"secretName": "key", "items": [{"key": "apiKey", "path": "apiKey"}]}}])
+    );
+    assert_eq!(
+        deployment["container"]["volumeMounts"],
+        json!([{"name": "aigw-key", "mountPath": "/etc/aigw/credentials/ns/key", "readOnly": true}])
+    );
+    assert!(!out.envoy_gateway_yaml.contains("sk-test-value"));
+    let wasm = out.envoy_gateway_wasm.as_ref().unwrap();
+    let eep = wasm
+        .iter()
+        .find(|d| d["kind"] == "EnvoyExtensionPolicy")
+        .unwrap();
+    let wasm_config = &eep["spec"]["wasm"][0]["config"];
+    assert_eq!(wasm_config["routerOnly"], true);
+    assert!(wasm_config["backends"][0].get("auth").is_none());
+    let msgs: Vec<String> = out.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(msgs.len(), 1, "{msgs:#?}");
+    assert!(msgs[0].contains("no credential in envoy-gateway-wasm.yaml"));
+
+    // A second backend in rule 0: that rule is not translated, rule 1 still is.
+    let mut docs = base();
+    let mut asb2 = docs[ASB].clone();
+    asb2["metadata"]["name"] = json!("asb2");
+    asb2["spec"]["schema"]["name"] = json!("Anthropic");
+    docs.push(asb2);
+    set(
+        &mut docs[ROUTE],
+        "/spec/rules/0/backendRefs/1",
+        Some(json!({"name": "asb2", "priority": 1})),
+    );
+    let out = aigw_cli::compile_with(&manifests(docs), &options).unwrap();
+    let config = eg_config(&out);
+    let names: Vec<&str> = config["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["asb.ns", "asb2.ns"]);
+    assert!(config["backends"][0]["auth"].is_object());
+    assert!(config["backends"][1].get("auth").is_none());
     assert!(out
         .warnings
         .iter()
-        .all(|w| w.message.contains("upstream credentials")));
+        .any(|w| w.path == "spec.rules[0].backendRefs[1]"
+            && w.message.contains("translation to schema Anthropic")
+            && w.message.contains("several backends")));
+    assert!(!out
+        .warnings
+        .iter()
+        .any(|w| w.path.starts_with("spec.rules[1]")));
+}
+
+/// What the filter changes before Envoy picks the route again is checked
+/// against the rule: header matches it may touch, SigV4 over a port.
+#[test]
+fn envoy_gateway_router_only_checks_are_warnings() {
+    let mut docs = base();
+    set(
+        &mut docs[ROUTE],
+        "/spec/rules/1/matches/0/headers/1",
+        Some(json!({"name": "Authorization", "value": "Bearer x"})),
+    );
+    let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.path == "spec.rules[1].matches[0].headers"
+                && w.message.contains("'authorization'")
+                && w.message.contains("catch-all 404")),
+        "{:#?}",
+        out.warnings
+    );
+
+    let mut docs = base();
+    set(
+        &mut docs[BSP],
+        "/spec",
+        Some(
+            json!({"type": "AWSCredentials", "awsCredentials": {"region": "us-east-1",
+            "credentialsFile": {"secretRef": {"name": "aws"}}}}),
+        ),
+    );
+    docs.push(secret(
+        "aws",
+        json!({"credentials": "[default]\naws_access_key_id = AKID\naws_secret_access_key = S\n"}),
+    ));
+    set(
+        &mut docs[ASB],
+        "/spec/schema/name",
+        Some(json!("AWSBedrock")),
+    );
+    set(
+        &mut docs[BE],
+        "/spec/endpoints/0/fqdn/port",
+        Some(json!(8443)),
+    );
+    set(&mut docs[ROUTE], "/spec/rules/1", None);
+    let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.path == "spec.rules[0].backendRefs[0]"
+                && w.message.contains("api.example.com:8443")),
+        "{:#?}",
+        out.warnings
+    );
 }
 
 #[test]
