@@ -722,10 +722,6 @@ fn rule_doc(
         if !b.mutations.is_empty() {
             upstream_only.push("header and body mutations".to_string());
         }
-        if !b.forward_client_credentials {
-            // The client's own credential reaches the provider.
-            upstream_only.push("removal of the client's credential headers".to_string());
-        }
         if !single && !upstream_only.is_empty() {
             warn(
                 diags,

@@ -89,7 +89,7 @@ pub fn headers(
     match auth {
         Auth::ApiKey { key, header } => {
             let value = secrets.resolve(key).ok_or_else(|| unavailable(key))?;
-            Ok(vec![key_header(header, &value)])
+            Ok(vec![key_header(header, bare_key(&value))])
         }
         Auth::BearerToken(token) => {
             let value = secrets.resolve(token).ok_or_else(|| unavailable(token))?;
@@ -149,6 +149,15 @@ fn unavailable(secret: &crate::secrets::Secret) -> AuthError {
         crate::secrets::Secret::Inline(_) => AuthError::Unavailable {
             file: "(inline)".into(),
         },
+    }
+}
+
+/// A key as stored, without a `Bearer ` prefix some Secrets carry (kgateway's
+/// `Authorization` key): the header decides the scheme.
+fn bare_key(value: &str) -> &str {
+    match value.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("bearer ") => value[7..].trim_start(),
+        _ => value,
     }
 }
 
@@ -245,6 +254,23 @@ mod tests {
             let h = headers(&b, c.secrets(), None, &req(b"{}")).unwrap();
             assert_eq!(h, vec![(header.to_string(), value.to_string())], "{schema}");
         }
+    }
+
+    #[test]
+    fn a_stored_bearer_prefix_is_not_doubled() {
+        let (c, b) = backend(serde_json::json!({
+            "name": "b", "schema": {"name": "OpenAI"}, "auth": {"apiKey": {"file": "/k"}}
+        }));
+        c.secrets().set("/k", b"Bearer sk-123\n");
+        let h = headers(&b, c.secrets(), None, &req(b"{}")).unwrap();
+        assert_eq!(h[0].1, "Bearer sk-123");
+        let (c, b) = backend(serde_json::json!({
+            "name": "b", "schema": {"name": "Anthropic"}, "auth": {"apiKey": {"value": "bearer sk-ant"}}
+        }));
+        assert_eq!(
+            headers(&b, c.secrets(), None, &req(b"{}")).unwrap()[0].1,
+            "sk-ant"
+        );
     }
 
     #[test]

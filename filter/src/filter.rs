@@ -441,6 +441,21 @@ impl HttpFilter {
             return Status::Continue;
         };
         let [only] = route.backends.as_slice() else {
+            // Not translated here (fallback needs the upstream instance); the client's
+            // credentials still stay home unless a backend takes them.
+            let forwards = route.backends.iter().any(|rb| {
+                self.config
+                    .backend(&rb.name)
+                    .is_some_and(|b| b.forward_client_credentials)
+            });
+            let sent = self.inline_headers.take().unwrap_or_default();
+            if !forwards {
+                for name in crate::upstream::CLIENT_CREDENTIAL_HEADERS {
+                    if sent.get(name).is_some_and(|v| !v.is_null()) {
+                        out.push(Action::RemoveHeader { name: name.into() });
+                    }
+                }
+            }
             return Status::Continue;
         };
         let backend = only.name.clone();

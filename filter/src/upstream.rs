@@ -22,7 +22,7 @@ pub const BACKEND_HEADER: &str = "x-aigw-backend";
 pub const MODEL_OVERRIDE_HEADER: &str = "x-aigw-model-override";
 
 /// Credential headers of the client's own, removed unless a backend forwards them.
-const CLIENT_CREDENTIAL_HEADERS: [&str; 4] =
+pub(crate) const CLIENT_CREDENTIAL_HEADERS: [&str; 4] =
     ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
 
 /// Filter-state key of the request headers as the first attempt found them.
