@@ -195,16 +195,11 @@ impl HttpFilter {
         if self.phase != Phase::RequestBody {
             return Status::Continue;
         }
-        let limit = self.config.limits.max_request_body_bytes;
-        if (self.body.len() + chunk.len()) as u64 > limit {
-            self.body = Vec::new();
-            return self.reply(GatewayError::BodyTooLarge { limit }, out);
-        }
-        self.body.extend_from_slice(chunk);
-        if !end_of_stream {
-            return Status::StopAndBuffer;
-        }
-        let body = std::mem::take(&mut self.body);
+        let body = match buffer_body(&self.config, &mut self.body, chunk, end_of_stream) {
+            Ok(Some(body)) => body,
+            Ok(None) => return Status::StopAndBuffer,
+            Err(e) => return self.reply(e, out),
+        };
         self.phase = Phase::Response;
         self.router_request_body(&body, out)
     }
@@ -636,22 +631,8 @@ fn parse_peek(body: &[u8]) -> Result<RequestPeek<'_>, GatewayError> {
     }
 }
 
-/// Re-serialises a JSON object with one top-level change. Key order is kept.
-fn edit_object(
-    body: &[u8],
-    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
-) -> Result<Vec<u8>, GatewayError> {
-    let mut value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
-    let obj = value
-        .as_object_mut()
-        .ok_or_else(|| GatewayError::InvalidJson("expected a JSON object".into()))?;
-    edit(obj);
-    serde_json::to_vec(&value).map_err(|_| GatewayError::Internal)
-}
-
 fn with_include_usage(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
-    edit_object(body, |obj| {
+    crate::translate::plan::edit_object(body, |obj| {
         let opts = obj
             .entry("stream_options")
             .or_insert_with(|| serde_json::Value::Object(Default::default()));
@@ -662,6 +643,7 @@ fn with_include_usage(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
             o.insert("include_usage".into(), true.into());
         }
     })
+    .map_err(|e| GatewayError::InvalidJson(e.message()))
 }
 
 /// A header map with a call's header edits applied, as the next filter will see it.
@@ -704,6 +686,23 @@ pub(crate) fn begin_body(
     }
     out.push(Action::SetBufferLimit(limit));
     Ok(())
+}
+
+/// Adds a chunk to the buffered request body: the whole body once it is complete,
+/// `None` while more is coming, an error (and nothing kept) past the limit.
+pub(crate) fn buffer_body(
+    config: &Config,
+    body: &mut Vec<u8>,
+    chunk: &[u8],
+    end_of_stream: bool,
+) -> Result<Option<Vec<u8>>, GatewayError> {
+    let limit = config.limits.max_request_body_bytes;
+    if (body.len() + chunk.len()) as u64 > limit {
+        *body = Vec::new();
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    body.extend_from_slice(chunk);
+    Ok(end_of_stream.then(|| std::mem::take(body)))
 }
 
 pub(crate) fn replace_request_body(body: Vec<u8>, out: &mut Vec<Action>) {

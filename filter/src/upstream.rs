@@ -271,16 +271,11 @@ impl Upstream {
         if self.phase != Phase::RequestBody {
             return Status::Continue;
         }
-        let limit = config.limits.max_request_body_bytes;
-        if (self.body.len() + chunk.len()) as u64 > limit {
-            self.body = Vec::new();
-            return self.reply_error(&GatewayError::BodyTooLarge { limit }, out);
-        }
-        self.body.extend_from_slice(chunk);
-        if !end_of_stream {
-            return Status::StopAndBuffer;
-        }
-        let body = std::mem::take(&mut self.body);
+        let body = match crate::filter::buffer_body(config, &mut self.body, chunk, end_of_stream) {
+            Ok(Some(body)) => body,
+            Ok(None) => return Status::StopAndBuffer,
+            Err(e) => return self.reply_error(&e, out),
+        };
         match plan::prepare(&self.attempt(config), &body) {
             Ok(prepared) => self.send(config, prepared, Some(&body), out),
             Err(e) => self.reply_translate(&e, out),

@@ -186,7 +186,7 @@ pub fn prepare(a: &Attempt<'_>, body: &[u8]) -> Result<Prepared, TranslateError>
             let hub = hub_request(body, &model)?;
             chat(a, &hub, &model)?
         }
-        ClientApi::Messages => messages(a, body, &model)?,
+        ClientApi::Messages => messages(a, body, &model, peek.stream)?,
     };
     if !a.backend.body_mutation.is_empty() {
         let current = prepared.body.as_deref().unwrap_or(body);
@@ -195,16 +195,19 @@ pub fn prepare(a: &Attempt<'_>, body: &[u8]) -> Result<Prepared, TranslateError>
     Ok(prepared)
 }
 
+/// A request body read whole; an error names the offending field by its path.
+fn read_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, TranslateError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "body".into() } else { path };
+        TranslateError::invalid(field, e.into_inner().to_string())
+    })
+}
+
 /// An OpenAI chat request, read whole; `model` is the one the provider gets.
 fn hub_request(body: &[u8], model: &str) -> Result<ChatCompletionRequest, TranslateError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    let mut req: ChatCompletionRequest = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        TranslateError::invalid(
-            if path == "." { "body".into() } else { path },
-            e.into_inner().to_string(),
-        )
-    })?;
+    let mut req: ChatCompletionRequest = read_json(body)?;
     req.model = model.to_string();
     Ok(req)
 }
@@ -289,14 +292,7 @@ fn chat(
 
 /// An OpenAI embeddings request to a provider of another API.
 fn embeddings(a: &Attempt<'_>, body: &[u8], model: &str) -> Result<Prepared, TranslateError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    let req: EmbeddingsRequest = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        TranslateError::invalid(
-            if path == "." { "body".into() } else { path },
-            e.into_inner().to_string(),
-        )
-    })?;
+    let req: EmbeddingsRequest = read_json(body)?;
     let base64 = req.wants_base64();
     let schema = &a.backend.schema;
     let up = if let Some(api) = gemini_api(schema) {
@@ -327,8 +323,12 @@ fn embeddings(a: &Attempt<'_>, body: &[u8], model: &str) -> Result<Prepared, Tra
 
 /// An Anthropic Messages request: passed through (with the flavor's edits) to an
 /// Anthropic model, through the hub to any other provider.
-fn messages(a: &Attempt<'_>, body: &[u8], model: &str) -> Result<Prepared, TranslateError> {
-    let stream = Peek::of(body)?.stream;
+fn messages(
+    a: &Attempt<'_>,
+    body: &[u8],
+    model: &str,
+    stream: bool,
+) -> Result<Prepared, TranslateError> {
     if let Some(target) = anthropic_target(&a.backend.schema, model, stream, true) {
         let eventstream = target.flavor == anthropic::Flavor::Bedrock;
         let mut up = anthropic::messages_request(body, &target)?;
@@ -461,7 +461,7 @@ struct PeekFacts {
 }
 
 /// Re-serialises a JSON object with top-level edits; key order is kept.
-fn edit_object(
+pub(crate) fn edit_object(
     body: &[u8],
     edit: impl FnOnce(&mut Map<String, Value>),
 ) -> Result<Vec<u8>, TranslateError> {
