@@ -10,7 +10,11 @@ function init(args)
   wrk.headers["content-type"] = "application/json"
   for i = 2, #args do
     local k, v = string.match(args[i], "^([^=]+)=(.*)$")
-    if k then wrk.headers[k] = v end
+    if k == "@delay" then
+      pause = tonumber(v) -- read by post-paced.lua
+    elseif k then
+      wrk.headers[k] = v
+    end
   end
 end
 

@@ -66,6 +66,12 @@ SETTINGS = {
     # Rounds per pair; gateways alternate order each round; the table shows medians
     # over rounds, which damps noise from other work on the machine.
     "rounds": env_int("BENCH_ROUNDS", 3),
+    # Latency at a moderate rate: after each saturated run, wrk with this many
+    # connections, each pausing paced_delay_ms after every answer (bench/post-paced.lua),
+    # for paced_s seconds; p50/p99 in the table come from this run.
+    "paced_connections": env_int("BENCH_PACED_CONNECTIONS", 4),
+    "paced_delay_ms": env_int("BENCH_PACED_DELAY_MS", 2),
+    "paced_s": env_int("BENCH_PACED_DURATION", 5),
     # Before measuring, wait up to this long for other work on the machine to stop.
     "quiet_wait_s": env_int("BENCH_QUIET_WAIT", 30),
     # 1: pin each gateway Envoy to CPU 0 and the upstream and wrk to the other CPUs.
@@ -678,13 +684,20 @@ def wait_log_line(path: Path, req_id: str, timeout: float = 8.0) -> str:
 
 
 def wrk(url: str, wl: Workload, seconds: int, cpus: Optional[str],
-        extra: Optional[dict] = None) -> dict:
+        extra: Optional[dict] = None, paced: bool = False) -> dict:
+    """Saturation (SETTINGS connections, back to back), or `paced`: the moderate
+    rate of the paced_* settings."""
     body_file = RUN / f"{wl.name}.body"
     if not body_file.exists():
         body_file.write_bytes(wl.body)
-    cmd = ["wrk", f"-t{SETTINGS['threads']}", f"-c{SETTINGS['connections']}",
-           f"-d{seconds}s", "--latency", "--timeout", "5s", "-s", str(BENCH / "post.lua"),
+    conns = SETTINGS["paced_connections"] if paced else SETTINGS["connections"]
+    threads = min(SETTINGS["threads"], conns)
+    script = "post-paced.lua" if paced else "post.lua"
+    cmd = ["wrk", f"-t{threads}", f"-c{conns}",
+           f"-d{seconds}s", "--latency", "--timeout", "5s", "-s", str(BENCH / script),
            f"{url}/v1/chat/completions", "--", str(body_file)]
+    if paced:
+        cmd.append(f"@delay={SETTINGS['paced_delay_ms']}")
     cmd += [f"{k}={v}" for k, v in {**wl.headers, **(extra or {})}.items()]
     cmd = launcher(cpus) + cmd
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
@@ -709,12 +722,15 @@ def measure(url: str, wl: Workload, cpus: Optional[str], pid: Optional[int],
     kids1, t1 = children_cpu_seconds(), time.monotonic()
     cpu1 = proc_cpu_seconds(pid) if pid else 0.0
     other = ((busy1 - busy0) - (ours1 - ours0) - (kids1 - kids0)) / (t1 - t0)
-    errors = sum(r[k] for k in r if k.startswith("err_"))
+    # Latency at the moderate rate (nothing queues), measured after the rest.
+    p = wrk(url, wl, SETTINGS["paced_s"], cpus, extra, paced=True)
+    errors = sum(x[k] for x in (r, p) for k in x if k.startswith("err_"))
     reqs = max(r["requests"], 1)
     return {
         "rps": r["requests"] / (r["duration_us"] / 1e6),
-        "p50_ms": r["lat_p50_us"] / 1000,
-        "p99_ms": r["lat_p99_us"] / 1000,
+        "paced_rps": p["requests"] / (p["duration_us"] / 1e6),
+        "p50_ms": p["lat_p50_us"] / 1000,
+        "p99_ms": p["lat_p99_us"] / 1000,
         "cpu_us_per_req": (cpu1 - cpu0) * 1e6 / reqs if pid else None,
         "rss_mib": proc_rss_mib(pid) if pid else None,
         "other_cpu": max(0.0, other),
@@ -1003,7 +1019,7 @@ def memory_only(gateways: list[Gateway]) -> int:
 # --------------------------------------------------------------------------- report
 
 
-METRICS = ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "rss_mib", "other_cpu")
+METRICS = ("rps", "paced_rps", "p50_ms", "p99_ms", "cpu_us_per_req", "rss_mib", "other_cpu")
 
 
 def median_run(rs: list[dict]) -> dict:
@@ -1080,14 +1096,14 @@ def render(rows: list[dict], meta: dict, gateways: list[Gateway],
         "- upstream: Envoy direct_response with canned OpenAI answers "
         "(usage 212/38/250 tokens); the filter runs with 3 token costs and 1 CEL cost",
         "",
-        "| workload | gateway | req/s | p50 ms | p99 ms | gateway CPU µs/req "
+        "| workload | gateway | req/s | paced req/s | p50 ms | p99 ms | gateway CPU µs/req "
         "| other CPU | req/s ratio | p50 ratio | CPU ratio | goals |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
         out.append(
-            f"| {r['workload']} | {r['gateway']} | {r['rps']:.0f} | {r['p50_ms']:.2f} "
-            f"| {r['p99_ms']:.2f} | {fmt(r['cpu_us_per_req'], '.0f')} "
+            f"| {r['workload']} | {r['gateway']} | {r['rps']:.0f} | {fmt(r['paced_rps'], '.0f')} "
+            f"| {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {fmt(r['cpu_us_per_req'], '.0f')} "
             f"| {r['other_cpu']:.2f} "
             f"| {fmt(r.get('rps_ratio'), '.3f')} | {fmt(r.get('p50_ratio'), '.3f')} "
             f"| {fmt(r.get('cpu_ratio'), '.3f')} "
@@ -1098,8 +1114,11 @@ def render(rows: list[dict], meta: dict, gateways: list[Gateway],
         "column. "
         "`upstream` rows hit the canned upstream directly: the ceiling of the setup "
         "(it must be well above the `plain` row, or the upstream is the bottleneck). "
-        f"p50/p99 are at saturation ({SETTINGS['connections']} connections), so they include "
-        "queueing. "
+        f"`req/s` is at saturation ({SETTINGS['connections']} connections back to back). "
+        f"p50/p99 are at a moderate rate, `paced req/s` ({SETTINGS['paced_connections']} "
+        f"connections, each pausing {SETTINGS['paced_delay_ms']} ms after every answer, "
+        f"{SETTINGS['paced_s']} s), so nothing queues: they are the time a request spends "
+        "in the gateway plus the upstream and wrk. "
         "`gateway CPU µs/req`: CPU time of the gateway Envoy per request, the least "
         "noise-sensitive cost figure. `other CPU`: CPUs used by work outside the bench "
         "during the measured run (the bench runs at a higher priority, so such work "
@@ -1239,7 +1258,7 @@ def main() -> int:
                     r = measure(env.url, wl, load_cpus, env.proc.pid, pids,
                                 getattr(env, "headers", None))
                     print(f"round {rnd + 1}   {g.name:8} {wl.name:16} {r['rps']:8.0f} req/s "
-                          f"p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms "
+                          f"paced p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms "
                           f"cpu {fmt(r['cpu_us_per_req'], '.0f')} us/req "
                           f"other {r['other_cpu']:.2f} CPUs "
                           f"errors {r['errors']}", flush=True)

@@ -21,7 +21,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
 
 use cel::common::ast::{EntryExpr, Expr, LiteralValue};
-use cel::common::types::CelDouble;
+use cel::common::types::{CelDouble, CelInt, CelString};
+use cel::common::value::CowVal;
+use cel::context::VariableResolver;
 use cel::objects::Value;
 use cel::{Context, Env, ExecutionError, IdedExpr, Program};
 
@@ -230,6 +232,21 @@ fn compile_cel(src: &str) -> Result<CelCost, CostConfigError> {
             COUNTER_VARS.join(", ")
         )));
     }
+    // The request's variables are resolved before any scope: a macro variable of
+    // the same name would not shadow them, so refuse it rather than surprise.
+    let mut shadowing: Vec<&str> = bound
+        .iter()
+        .map(String::as_str)
+        .filter(|b| STRING_VARS.contains(b) || COUNTER_VARS.contains(b))
+        .collect();
+    if !shadowing.is_empty() {
+        shadowing.sort_unstable();
+        shadowing.dedup();
+        return Err(cel_err(format!(
+            "macro variable(s) {} reuse the name of a cost variable",
+            shadowing.join(", ")
+        )));
+    }
     let mut doubles = program.expression().clone();
     ints_to_doubles(&mut doubles);
     Ok(CelCost {
@@ -298,31 +315,54 @@ impl CelCost {
             u.reasoning_tokens,
             u.total_tokens,
         ];
-        let mut ctx = Context::with_env(env());
-        for (name, value) in
-            STRING_VARS
-                .into_iter()
-                .zip([inputs.model, inputs.backend, inputs.route_name])
-        {
-            ctx.add_variable_from_value(name, Value::String(Arc::new(value.to_string())));
-        }
-        for (name, n) in COUNTER_VARS.into_iter().zip(counters) {
-            ctx.add_variable_from_value(name, Value::Int(i64::try_from(n).unwrap_or(i64::MAX)));
-        }
-        match self.program.execute(&ctx) {
+        let mut vars = CostVars {
+            strings: [inputs.model, inputs.backend, inputs.route_name],
+            counters,
+            doubles: false,
+        };
+        let run = |vars: &CostVars<'_>, expr: Option<&IdedExpr>| {
+            let mut ctx = Context::with_env(env());
+            ctx.set_variable_resolver(vars);
+            match expr {
+                None => self.program.execute(&ctx),
+                Some(e) => ctx.resolve(e),
+            }
+        };
+        match run(&vars, None) {
             Ok(v) => non_negative_integer(v),
             Err(ExecutionError::UnsupportedBinaryOperator(..)) => {
                 // Mixed int/double arithmetic: run the double twin.
-                for (name, n) in COUNTER_VARS.into_iter().zip(counters) {
-                    ctx.add_variable_from_value(name, Value::Float(n as f64));
-                }
-                match ctx.resolve(&self.doubles) {
+                vars.doubles = true;
+                match run(&vars, Some(&self.doubles)) {
                     Ok(v) => non_negative_integer(v),
                     Err(e) => Err(CostError::Eval(e.to_string())),
                 }
             }
             Err(e) => Err(CostError::Eval(e.to_string())),
         }
+    }
+}
+
+/// One request's cost variables, handed to the interpreter as it looks them up: no
+/// map of variables is built and dropped per request.
+struct CostVars<'a> {
+    strings: [&'a str; 3],
+    counters: [u64; 6],
+    /// Counters as doubles, for the double twin of an expression.
+    doubles: bool,
+}
+
+impl VariableResolver for CostVars<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        if let Some(i) = STRING_VARS.iter().position(|v| *v == variable) {
+            return Some(CowVal::owned(CelString::from(self.strings[i])));
+        }
+        let n = self.counters[COUNTER_VARS.iter().position(|v| *v == variable)?];
+        Some(if self.doubles {
+            CowVal::owned(CelDouble::from(n as f64))
+        } else {
+            CowVal::owned(CelInt::from(i64::try_from(n).unwrap_or(i64::MAX)))
+        })
     }
 }
 
@@ -517,6 +557,8 @@ mod tests {
         );
         let e = RequestCost::compile("k", "CEL", Some("input_token * 2")).err();
         assert!(e.is_some_and(|e| e.message.contains("input_token ")));
+        let e = RequestCost::compile("k", "CEL", Some("[1].exists(model, model > 0) ? 1 : 0"));
+        assert!(e.is_err_and(|e| e.field == "cel" && e.message.contains("model")));
     }
 
     /// The limits leave a margin within 1 MiB of stack in an optimised build (the
@@ -586,6 +628,11 @@ mod tests {
             Ok(7)
         );
         assert_eq!(cel("uint(input_tokens) * 2u"), Ok(200));
+        assert_eq!(
+            cel("[50, 150].exists(x, x > input_tokens) ? output_tokens : 0"),
+            Ok(40)
+        );
+        assert_eq!(cel("[1, 2, 3].map(x, x * input_tokens)[2]"), Ok(300));
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub struct HttpFilter {
     upstream: Option<Box<Upstream>>,
     /// Router role with `routerOnly`: the request headers the inline upstream work
     /// reads, taken before the body arrives.
-    inline_headers: Option<serde_json::Map<String, serde_json::Value>>,
+    inline_headers: Option<crate::upstream::SavedRequest>,
     /// Router role with `routerOnly`: the upstream work, done here.
     inline: Option<Box<Upstream>>,
     /// Wall-clock seconds, for the inline upstream work.
@@ -329,7 +329,7 @@ impl HttpFilter {
         };
         self.endpoint = Some(endpoint);
         if self.config.router_only {
-            self.inline_headers = Some(crate::upstream::request_snapshot(&self.config, headers));
+            self.inline_headers = Some(crate::upstream::SavedRequest::take(&self.config, headers));
         }
         let method = headers.get(":method").unwrap_or_default();
         if endpoint == Endpoint::Models {
@@ -446,7 +446,7 @@ impl HttpFilter {
             let sent = self.inline_headers.take().unwrap_or_default();
             if !forwards {
                 for name in crate::upstream::CLIENT_CREDENTIAL_HEADERS {
-                    if sent.get(name).is_some_and(|v| !v.is_null()) {
+                    if sent.get(name).is_some() {
                         out.push(Action::RemoveHeader { name: name.into() });
                     }
                 }
@@ -455,7 +455,7 @@ impl HttpFilter {
         };
         let backend = only.name.clone();
         let mut headers = self.inline_headers.take().unwrap_or_default();
-        headers.insert(MODEL_HEADER.into(), self.request.model.clone().into());
+        headers.set(MODEL_HEADER, self.request.model.clone());
         // The body the router sends: the gateway's own rewrite of it, if any.
         let sent = out.iter().rev().find_map(|a| match a {
             Action::ReplaceBody(b) => Some(b.clone()),
@@ -465,8 +465,7 @@ impl HttpFilter {
         let mut u = Box::new(Upstream::new_inline());
         u.bind(Some(&backend), self.unix_seconds, None);
         let mut own = Vec::new();
-        let view = crate::upstream::Snapshot(&headers);
-        let mut status = u.on_request_headers(&self.config, &view, false, &mut own);
+        let mut status = u.on_request_headers(&self.config, &headers, false, &mut own);
         if status == Status::StopIteration && !u.replied() {
             status = u.on_request_body(&self.config, body, true, &mut own);
         }
@@ -612,6 +611,10 @@ fn parse_peek(body: &[u8]) -> Result<RequestPeek<'_>, GatewayError> {
     // serde also reads a struct from an array; a request is always an object.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(GatewayError::InvalidJson("expected a JSON object".into()));
+    }
+    // Tracking the path slows every parse down; only a body that fails needs it.
+    if let Ok(p) = serde_json::from_slice::<RequestPeek>(body) {
+        return Ok(p);
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
     match serde_path_to_error::deserialize::<_, RequestPeek>(de) {

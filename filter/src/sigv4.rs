@@ -12,6 +12,7 @@
 //! Secrets never leave this module except inside the signature: [`Credentials`] has a
 //! redacting `Debug`, and no error message carries key material.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use hmac::{Hmac, Mac};
@@ -189,7 +190,7 @@ pub fn sign(
     }
     let amz_date = format_amz_date(params.unix_seconds);
     let date = &amz_date[..8];
-    let payload_hash = hex::encode(Sha256::digest(req.body));
+    let payload_hash = hex32(Sha256::digest(req.body).into());
 
     let mut added: Vec<(&'static str, String)> = vec![("x-amz-date", amz_date.clone())];
     if let Some(token) = &params.credentials.session_token {
@@ -254,15 +255,16 @@ pub fn sign(
     let scope = format!("{date}/{}/{}/aws4_request", params.region, params.service);
     let string_to_sign = format!(
         "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        hex::encode(Sha256::digest(canonical.as_bytes()))
+        hex32(Sha256::digest(canonical.as_bytes()).into())
     );
 
-    let secret = format!("AWS4{}", params.credentials.secret_access_key);
-    let k_date = hmac(secret.as_bytes(), date.as_bytes());
-    let k_region = hmac(&k_date, params.region.as_bytes());
-    let k_service = hmac(&k_region, params.service.as_bytes());
-    let k_signing = hmac(&k_service, b"aws4_request");
-    let signature = hex::encode(hmac(&k_signing, string_to_sign.as_bytes()));
+    let k_signing = signing_key(
+        &params.credentials.secret_access_key,
+        date,
+        params.region,
+        params.service,
+    );
+    let signature = hex32(hmac(&k_signing, string_to_sign.as_bytes()));
 
     added.push((
         "authorization",
@@ -272,6 +274,74 @@ pub fn sign(
         ),
     ));
     Ok(SignedHeaders { headers: added })
+}
+
+/// A derived signing key and what it was derived from.
+struct CachedKey {
+    secret: String,
+    date: String,
+    region: String,
+    service: String,
+    key: [u8; 32],
+}
+
+/// Signing keys derived on this thread; a handful of backends at most.
+const CACHED_KEYS: usize = 8;
+
+thread_local! {
+    static SIGNING_KEYS: RefCell<Vec<CachedKey>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The key for `date` (YYYYMMDD), `region` and `service`: four HMACs that depend on
+/// neither the request nor the time of day, so each thread derives it once a day
+/// per credential instead of once per request.
+fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
+    let derive = || {
+        let k_date = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+        let k_region = hmac(&k_date, region.as_bytes());
+        let k_service = hmac(&k_region, service.as_bytes());
+        hmac(&k_service, b"aws4_request")
+    };
+    SIGNING_KEYS
+        .try_with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let hit = cache
+                .iter()
+                .position(|c| c.secret == secret && c.region == region && c.service == service);
+            match hit {
+                Some(i) if cache[i].date == date => cache[i].key,
+                Some(i) => {
+                    let key = derive();
+                    cache[i].date = date.to_string();
+                    cache[i].key = key;
+                    key
+                }
+                None => {
+                    let key = derive();
+                    if cache.len() == CACHED_KEYS {
+                        cache.remove(0);
+                    }
+                    cache.push(CachedKey {
+                        secret: secret.to_string(),
+                        date: date.to_string(),
+                        region: region.to_string(),
+                        service: service.to_string(),
+                        key,
+                    });
+                    key
+                }
+            }
+        })
+        .unwrap_or_else(|_| derive())
+}
+
+/// Lower-case hex of a digest, without `hex::encode`'s per-character iterator.
+fn hex32(digest: [u8; 32]) -> String {
+    let mut out = [0u8; 64];
+    match hex::encode_to_slice(digest, &mut out) {
+        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+        Err(_) => hex::encode(digest),
+    }
 }
 
 fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
@@ -403,6 +473,37 @@ mod tests {
             unix_seconds: T,
             content_sha256_header: false,
         }
+    }
+
+    #[test]
+    fn cached_signing_keys_follow_the_day_region_and_secret() {
+        let fresh = |secret: &str, date: &str, region: &str| {
+            let k = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+            let k = hmac(&k, region.as_bytes());
+            let k = hmac(&k, b"bedrock");
+            hmac(&k, b"aws4_request")
+        };
+        for (secret, date, region) in [
+            ("s1", "20240101", "us-east-1"),
+            ("s1", "20240102", "us-east-1"),
+            ("s1", "20240102", "eu-west-1"),
+            ("s2", "20240102", "eu-west-1"),
+            ("s1", "20240101", "us-east-1"),
+        ] {
+            assert_eq!(
+                signing_key(secret, date, region, "bedrock"),
+                fresh(secret, date, region),
+                "{secret} {date} {region}"
+            );
+        }
+        for i in 0..(CACHED_KEYS + 2) {
+            let secret = format!("k{i}");
+            assert_eq!(
+                signing_key(&secret, "20240101", "r", "bedrock"),
+                fresh(&secret, "20240101", "r")
+            );
+        }
+        SIGNING_KEYS.with(|c| assert_eq!(c.borrow().len(), CACHED_KEYS));
     }
 
     #[test]

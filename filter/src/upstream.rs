@@ -4,8 +4,6 @@
 //! retry or fallback that lands on another provider is translated for that one, and
 //! the router instance always sees the client's schema.
 
-use serde_json::{Map, Value};
-
 use crate::auth::{self, Outgoing};
 use crate::backend::Backend;
 use crate::config::Config;
@@ -97,8 +95,8 @@ pub(crate) struct Upstream {
     plan: Option<ResponsePlan>,
     stream: Option<StreamTranslator>,
     saved: SavedHeaders,
-    /// The request headers an earlier attempt saved (name → value, `null`: absent).
-    saved_request: Option<Map<String, Value>>,
+    /// The request headers an earlier attempt saved.
+    saved_request: Option<SavedRequest>,
     /// Run by the router-level instance (`routerOnly`): no attempts to save for.
     inline: bool,
 }
@@ -133,7 +131,7 @@ impl Upstream {
     pub(crate) fn bind(&mut self, backend: Option<&str>, unix_seconds: u64, saved: Option<&[u8]>) {
         self.backend_name = backend.map(str::to_string);
         self.unix_seconds = unix_seconds;
-        self.saved_request = saved.and_then(|b| serde_json::from_slice(b).ok());
+        self.saved_request = saved.map(SavedRequest::decode);
     }
 
     pub(crate) fn replied(&self) -> bool {
@@ -185,19 +183,28 @@ impl Upstream {
         // The client's request as the first attempt saw it (see SAVED_REQUEST_KEY): a
         // later attempt puts it back first.
         let saved = self.saved_request.take();
-        for (name, value) in saved.iter().flatten() {
-            out.push(match value.as_str() {
-                Some(v) => Action::SetHeader {
-                    name: name.clone(),
-                    value: v.to_string(),
-                },
-                None => Action::RemoveHeader { name: name.clone() },
-            });
+        if let Some(saved) = &saved {
+            for name in config.touched_headers() {
+                out.push(match saved.value(name) {
+                    Some(v) => Action::SetHeader {
+                        name: name.clone(),
+                        value: v.to_string(),
+                    },
+                    None => Action::RemoveHeader { name: name.clone() },
+                });
+            }
         }
-        let no_saved = Map::new();
-        let headers = &Original {
-            saved: saved.as_ref().unwrap_or(&no_saved),
-            live,
+        let original;
+        let headers: &dyn Headers = match &saved {
+            Some(saved) => {
+                original = Original {
+                    config,
+                    saved,
+                    live,
+                };
+                &original
+            }
+            None => live,
         };
         let path = headers.get(":path").unwrap_or_default();
         let Some(api) = Endpoint::classify(&path).and_then(ClientApi::from_endpoint) else {
@@ -222,7 +229,7 @@ impl Upstream {
         if saved.is_none() && !self.inline {
             out.push(Action::SetFilterState {
                 key: SAVED_REQUEST_KEY,
-                value: serde_json::to_vec(&request_snapshot(config, live)).unwrap_or_default(),
+                value: SavedRequest::take(config, live).encode(),
             });
         }
         self.api = Some(api);
@@ -565,43 +572,91 @@ fn is_stream_content(headers: &dyn Headers) -> bool {
     })
 }
 
-/// The headers any attempt may change, plus the few it reads, as they are now.
-pub(crate) fn request_snapshot(config: &Config, headers: &dyn Headers) -> Map<String, Value> {
-    config
-        .touched_headers()
-        .iter()
-        .map(String::as_str)
-        .chain([":method", "x-request-id"])
-        .map(|n| {
-            (
-                n.to_string(),
-                headers.get(n).map_or(Value::Null, Value::String),
-            )
-        })
-        .collect()
+/// Request headers an attempt reads that no attempt changes.
+const READ_HEADERS: [&str; 3] = [":method", "x-request-id", "anthropic-beta"];
+
+/// The request headers attempts touch or read, as a request carried them: what the
+/// first attempt saves for the later ones (see [`SAVED_REQUEST_KEY`]), and what the
+/// router-level instance keeps of the headers for its inline attempt.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct SavedRequest(Vec<(String, String)>);
+
+impl SavedRequest {
+    /// The names saved: every header an attempt may touch, and those it reads.
+    fn names(config: &Config) -> impl Iterator<Item = &str> {
+        config
+            .touched_headers()
+            .iter()
+            .map(String::as_str)
+            .chain(READ_HEADERS)
+    }
+
+    pub(crate) fn take(config: &Config, headers: &dyn Headers) -> Self {
+        SavedRequest(
+            Self::names(config)
+                .filter_map(|n| headers.get(n).map(|v| (n.to_string(), v)))
+                .collect(),
+        )
+    }
+
+    pub(crate) fn set(&mut self, name: &str, value: String) {
+        match self.0.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 = value,
+            None => self.0.push((name.to_string(), value)),
+        }
+    }
+
+    fn value(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `name NUL value LF` per header present: neither a header name nor a value
+    /// can hold NUL or LF, and this is cheaper than JSON on every request.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.0.iter().map(|(n, v)| n.len() + v.len() + 2).sum());
+        for (name, value) in &self.0 {
+            out.extend_from_slice(name.as_bytes());
+            out.push(0);
+            out.extend_from_slice(value.as_bytes());
+            out.push(b'\n');
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(bytes);
+        SavedRequest(
+            text.split_terminator('\n')
+                .filter_map(|line| line.split_once('\0'))
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
 }
 
-/// A request header map taken earlier ([`request_snapshot`]).
-pub(crate) struct Snapshot<'a>(pub &'a Map<String, Value>);
-
-impl Headers for Snapshot<'_> {
+impl Headers for SavedRequest {
     fn get(&self, name: &str) -> Option<String> {
-        self.0.get(name).and_then(Value::as_str).map(str::to_string)
+        self.value(name).map(str::to_string)
     }
 }
 
 /// The request headers as the client sent them: the saved values of the headers
-/// attempts touch, the live map for the others.
+/// attempts touch (absent if not saved), the live map for the others.
 struct Original<'a> {
-    saved: &'a Map<String, Value>,
+    config: &'a Config,
+    saved: &'a SavedRequest,
     live: &'a dyn Headers,
 }
 
 impl Headers for Original<'_> {
     fn get(&self, name: &str) -> Option<String> {
-        match self.saved.get(name) {
-            Some(v) => v.as_str().map(str::to_string),
-            None => self.live.get(name),
+        if self.config.touched_headers().iter().any(|n| n == name) {
+            self.saved.get(name)
+        } else {
+            self.live.get(name)
         }
     }
 }

@@ -86,14 +86,13 @@ struct ModuleHttpHeader<'a> {
     value: ModuleBuffer<'a>,
 }
 
-/// A header owned by Envoy (`envoy_dynamic_module_type_envoy_http_header`); only
-/// received, in hooks we do not use.
+/// A header owned by Envoy (`envoy_dynamic_module_type_envoy_http_header`: key
+/// pointer and length, then value pointer and length, which is two [`EnvoyBuffer`]s).
 #[repr(C)]
-pub struct EnvoyHttpHeader {
-    key_ptr: *const u8,
-    key_length: usize,
-    value_ptr: *const u8,
-    value_length: usize,
+#[derive(Clone, Copy)]
+pub struct EnvoyHttpHeader<'a> {
+    pub name: EnvoyBuffer<'a>,
+    pub value: EnvoyBuffer<'a>,
 }
 
 /// `envoy_dynamic_module_type_http_header_type`.
@@ -192,13 +191,14 @@ extern "C" {
         value: u64,
     ) -> MetricsResult;
 
-    fn envoy_dynamic_module_callback_http_get_header(
+    fn envoy_dynamic_module_callback_http_get_headers_size(
         filter: RawFilter,
         header_type: HeaderType,
-        key: ModuleBuffer<'_>,
-        result: *mut EnvoyBuffer<'_>,
-        index: usize,
-        optional_size: *mut usize,
+    ) -> usize;
+    fn envoy_dynamic_module_callback_http_get_headers(
+        filter: RawFilter,
+        header_type: HeaderType,
+        result_headers: *mut EnvoyHttpHeader<'_>,
     ) -> bool;
     fn envoy_dynamic_module_callback_http_set_header(
         filter: RawFilter,
@@ -332,22 +332,27 @@ pub struct HttpFilterHandle<'a> {
 }
 
 impl HttpFilterHandle<'_> {
-    /// The first value of header `name`, lossily decoded as UTF-8.
-    pub fn header(&self, kind: HeaderType, name: &str) -> Option<String> {
-        let mut value = EnvoyBuffer::EMPTY;
-        // SAFETY: `raw` is live for this hook; `value` is a valid out-pointer and the
-        // size pointer may be null per the header.
-        let found = unsafe {
-            envoy_dynamic_module_callback_http_get_header(
-                self.raw,
-                kind,
-                ModuleBuffer::str(name),
-                &mut value,
-                0,
-                std::ptr::null_mut(),
-            )
+    /// Every header of one map, in order, as views into Envoy's memory. One call
+    /// instead of one lookup per name: Envoy's by-name lookup allocates a lower-cased
+    /// key and scans its list each time. The views last until a setter runs, which
+    /// `&mut self` on the setters rules out while they are borrowed.
+    pub fn headers(&self, kind: HeaderType) -> Vec<EnvoyHttpHeader<'_>> {
+        // SAFETY: `raw` is live for this hook.
+        let count = unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.raw, kind) };
+        if count == 0 {
+            return Vec::new();
+        }
+        let mut headers = Vec::with_capacity(count);
+        // SAFETY: `raw` is live; Envoy writes exactly `count` entries (the size it just
+        // reported for the same map, unchanged since) into the reserved capacity.
+        let filled = unsafe {
+            envoy_dynamic_module_callback_http_get_headers(self.raw, kind, headers.as_mut_ptr())
         };
-        found.then(|| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        if filled {
+            // SAFETY: Envoy initialized `count` entries above.
+            unsafe { headers.set_len(count) };
+        }
+        headers
     }
 
     /// Replaces every value of `name` with `value`.

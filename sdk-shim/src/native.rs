@@ -7,7 +7,7 @@
 //! reset otherwise), is logged and counted, and leaves the stream dead: its later
 //! hooks just let traffic pass.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -215,7 +215,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
         } else {
             s.core.set_unix_seconds(unix_seconds());
         }
-        let headers = HostHeaders(envoy, HeaderType::Request);
+        let headers = HostHeaders::new(envoy, HeaderType::Request);
         s.core
             .on_request_headers(&headers, end_of_stream, now(), out)
     });
@@ -255,7 +255,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
 ) -> HeadersStatus {
     let status = run(&mut envoy, &stream, Direction::Response, |s, envoy, out| {
         s.response_started = true;
-        let headers = HostHeaders(envoy, HeaderType::Response);
+        let headers = HostHeaders::new(envoy, HeaderType::Response);
         s.core
             .on_response_headers(&headers, end_of_stream, now(), out)
     });
@@ -308,7 +308,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     _stream: ModulePtr<RefCell<Stream>>,
     _callout_id: u64,
     _result: u32,
-    _headers: *const EnvoyHttpHeader,
+    _headers: *const EnvoyHttpHeader<'_>,
     _headers_size: usize,
     _body_chunks: *const EnvoyBuffer<'_>,
     _body_chunks_size: usize,
@@ -320,7 +320,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
     _envoy: HttpFilterHandle<'_>,
     _stream: ModulePtr<RefCell<Stream>>,
     _stream_id: u64,
-    _headers: *const EnvoyHttpHeader,
+    _headers: *const EnvoyHttpHeader<'_>,
     _headers_size: usize,
     _end_stream: bool,
 ) {
@@ -342,7 +342,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
     _envoy: HttpFilterHandle<'_>,
     _stream: ModulePtr<RefCell<Stream>>,
     _stream_id: u64,
-    _trailers: *const EnvoyHttpHeader,
+    _trailers: *const EnvoyHttpHeader<'_>,
     _trailers_size: usize,
 ) {
 }
@@ -390,12 +390,30 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buf
 // Glue
 // ------------------------------------------------------------------------------------
 
-/// The core's view of one of Envoy's header maps.
-struct HostHeaders<'h, 'e>(&'h HttpFilterHandle<'e>, HeaderType);
+/// The core's view of one of Envoy's header maps: fetched whole on the first lookup
+/// (a hook looks up a dozen names; see [`HttpFilterHandle::headers`]).
+struct HostHeaders<'h> {
+    envoy: &'h HttpFilterHandle<'h>,
+    kind: HeaderType,
+    all: OnceCell<Vec<EnvoyHttpHeader<'h>>>,
+}
 
-impl Headers for HostHeaders<'_, '_> {
+impl<'h> HostHeaders<'h> {
+    fn new(envoy: &'h HttpFilterHandle<'h>, kind: HeaderType) -> Self {
+        HostHeaders {
+            envoy,
+            kind,
+            all: OnceCell::new(),
+        }
+    }
+}
+
+impl Headers for HostHeaders<'_> {
     fn get(&self, name: &str) -> Option<String> {
-        self.0.header(self.1, name)
+        let all = self.all.get_or_init(|| self.envoy.headers(self.kind));
+        all.iter()
+            .find(|h| h.name.as_bytes() == name.as_bytes())
+            .map(|h| String::from_utf8_lossy(h.value.as_bytes()).into_owned())
     }
 }
 

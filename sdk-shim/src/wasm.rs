@@ -32,6 +32,7 @@
 //! - Clearing the route cache goes through Envoy's foreign function
 //!   `clear_route_cache`.
 
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 use aigw_filter::host::LogLevel;
@@ -189,12 +190,29 @@ struct BodyCall {
     size: usize,
 }
 
-/// The header map of one direction, read through the host on each lookup.
-struct HostHeaders(host::MapType);
+/// The header map of one direction, fetched whole on the first lookup: a hook looks
+/// up a dozen names, and every host call is a trip out of the VM.
+struct HostHeaders {
+    map: host::MapType,
+    all: OnceCell<Vec<(String, String)>>,
+}
+
+impl HostHeaders {
+    fn new(map: host::MapType) -> Self {
+        HostHeaders {
+            map,
+            all: OnceCell::new(),
+        }
+    }
+}
 
 impl Headers for HostHeaders {
     fn get(&self, name: &str) -> Option<String> {
-        host::header(self.0, name)
+        self.all
+            .get_or_init(|| host::headers(self.map))
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
     }
 }
 
@@ -216,7 +234,7 @@ impl HttpContext for Stream {
         } else if let Some(f) = self.filter.as_mut() {
             f.set_unix_seconds(host::now().as_secs());
         }
-        let headers = HostHeaders(Direction::Request.headers());
+        let headers = HostHeaders::new(Direction::Request.headers());
         let now = host::now();
         let status = self.call(|f, out| f.on_request_headers(&headers, end_of_stream, now, out));
         self.apply(Direction::Request, None, status).0
@@ -227,7 +245,7 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let headers = HostHeaders(Direction::Response.headers());
+        let headers = HostHeaders::new(Direction::Response.headers());
         let now = host::now();
         let status = self.call(|f, out| f.on_response_headers(&headers, end_of_stream, now, out));
         self.apply(Direction::Response, None, status).0
@@ -462,10 +480,8 @@ mod host {
             data: *const u8,
             data_size: usize,
         ) -> u32;
-        fn proxy_get_header_map_value(
+        fn proxy_get_header_map_pairs(
             map: u32,
-            key: *const u8,
-            key_size: usize,
             ret_data: *mut *mut u8,
             ret_size: *mut usize,
         ) -> u32;
@@ -586,16 +602,13 @@ mod host {
         })
     }
 
-    /// The first value of a header, lossily decoded if not UTF-8.
-    pub fn header(map: MapType, name: &str) -> Option<String> {
-        // SAFETY: `name` is read during the call; out-pointers are valid.
-        let bytes = returned(|d, s| unsafe {
-            proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), d, s)
-        })?;
-        Some(match String::from_utf8(bytes) {
-            Ok(s) => s,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        })
+    /// Every header of a map, in order, lossily decoded if not UTF-8; empty if the
+    /// host has no such map now.
+    pub fn headers(map: MapType) -> Vec<(String, String)> {
+        // SAFETY: out-pointers are valid for the call.
+        returned(|d, s| unsafe { proxy_get_header_map_pairs(map as u32, d, s) })
+            .map(|bytes| deserialize_pairs(&bytes))
+            .unwrap_or_default()
     }
 
     pub fn set_header(map: MapType, name: &str, value: &str) -> Result<(), HostError> {
@@ -669,6 +682,35 @@ mod host {
         // SAFETY: any result was allocated through `proxy_on_memory_allocate`.
         drop(unsafe { take(data, size) });
         Ok(())
+    }
+
+    /// Reads [`serialize_pairs`]'s encoding; a truncated map yields the pairs before
+    /// the cut.
+    fn deserialize_pairs(bytes: &[u8]) -> Vec<(String, String)> {
+        let u32_at = |at: usize| -> Option<usize> {
+            let b = bytes.get(at..at + 4)?;
+            Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        };
+        let Some(count) = u32_at(0) else {
+            return Vec::new();
+        };
+        let mut pairs = Vec::with_capacity(count.min(256));
+        let mut data = 4 + count.saturating_mul(8);
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        for i in 0..count {
+            let (Some(klen), Some(vlen)) = (u32_at(4 + i * 8), u32_at(8 + i * 8)) else {
+                break;
+            };
+            let key = bytes.get(data..data + klen);
+            let value_at = data + klen + 1;
+            let value = bytes.get(value_at..value_at + vlen);
+            let (Some(key), Some(value)) = (key, value) else {
+                break;
+            };
+            pairs.push((text(key), text(value)));
+            data = value_at + vlen + 1;
+        }
+        pairs
     }
 
     /// proxy-wasm map encoding: count, (key length, value length) per pair, then each
