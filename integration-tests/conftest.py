@@ -552,10 +552,12 @@ def start_envoy(boot_for, workdir: Path, build: str) -> tuple[subprocess.Popen, 
 
 @contextlib.contextmanager
 def running_gateway(cfg: dict, labels: list[str], workdir: Path, build: str, sim_args: list[str] = (),
-                    closed: list[str] = ()):
+                    closed: list[str] = (), bootstrap=None):
     """A simulator with one listener per label (plus `default`) and an Envoy with
     the filter on `cfg`; backends named like a label go to that listener, those in
-    `closed` to a port nobody listens on. Yields the Gateway; stops both after."""
+    `closed` to a port nobody listens on. `bootstrap(rendered, ports)`, when given,
+    returns the bootstrap to run instead of the rendered one (`ports`: label →
+    simulator port). Yields the Gateway; stops both after."""
     labels = list(labels) + ["default"]
     workdir.mkdir(parents=True, exist_ok=True)
     ready = workdir / "sim-ready.json"
@@ -580,7 +582,7 @@ def running_gateway(cfg: dict, labels: list[str], workdir: Path, build: str, sim
         upstreams.update({name: ("127.0.0.1", closed_port) for name in closed})
 
         def boot_for(listen: int, admin: int) -> dict:
-            return render.render(
+            rendered = render.render(
                 json.dumps(cfg),
                 listen_port=listen,
                 admin_port=admin,
@@ -590,6 +592,7 @@ def running_gateway(cfg: dict, labels: list[str], workdir: Path, build: str, sim
                 build=build,
                 wasm_path=WASM,
             )
+            return rendered if bootstrap is None else bootstrap(rendered, ports)
 
         envoy, listen, admin = start_envoy(boot_for, workdir, build)
         gw = Gateway(build=build, url=f"http://127.0.0.1:{listen}", admin_url=f"http://127.0.0.1:{admin}",

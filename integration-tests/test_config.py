@@ -38,7 +38,8 @@ def test_compiled_golden_configs_match_schema(validator):
 
 def test_compiled_envoy_gateway_configs_match_schema(validator):
     """The configs the Envoy Gateway manifests carry (routerOnly, credentials as
-    mounted files) match the schema too, in both variants."""
+    mounted files) match the schema too, in both variants; so do the upstream filter
+    configs of the EnvoyPatchPolicies (not routerOnly)."""
     import yaml
 
     class KubeLoader(yaml.SafeLoader):
@@ -52,8 +53,19 @@ def test_compiled_envoy_gateway_configs_match_schema(validator):
     files = sorted((REPO / "cli" / "tests" / "golden").glob("*/envoy-gateway*.yaml"))
     assert files
     seen = 0
+    patched = 0
     for path in files:
         for doc in yaml.load_all(path.read_text(), Loader=KubeLoader):
+            if doc and doc.get("kind") == "EnvoyPatchPolicy":
+                for op in doc["spec"]["jsonPatches"]:
+                    value = op["operation"]["value"]
+                    if not op["operation"]["path"].endswith("/http_filters"):
+                        continue
+                    config = json.loads(value[0]["typed_config"]["filter_config"]["value"])
+                    assert "routerOnly" not in config, path
+                    errors = [e.message for e in validator.iter_errors(config)]
+                    assert not errors, f"{path}: {errors}"
+                    patched += 1
             if not doc or doc.get("kind") != "EnvoyExtensionPolicy":
                 continue
             for ext in doc["spec"].get("dynamicModule", []) + doc["spec"].get("wasm", []):
@@ -62,7 +74,7 @@ def test_compiled_envoy_gateway_configs_match_schema(validator):
                 errors = [e.message for e in validator.iter_errors(config)]
                 assert not errors, f"{path}: {errors}"
                 seen += 1
-    assert seen
+    assert seen and patched
 
 
 def with_backend(**fields) -> dict:

@@ -12,6 +12,7 @@ mod bootstrap;
 pub mod compile;
 pub mod credentials;
 pub mod diag;
+mod eg_patch;
 mod envoy_gateway;
 pub mod generic;
 pub mod kgateway;

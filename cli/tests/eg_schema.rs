@@ -49,6 +49,12 @@ fn format_ok(format: &str, s: &str) -> bool {
             rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
         }
         "ip" => s.parse::<std::net::IpAddr>().is_ok(),
+        "json-pointer" => {
+            (s.is_empty() || s.starts_with('/'))
+                && s.split('~')
+                    .skip(1)
+                    .all(|t| t.starts_with('0') || t.starts_with('1'))
+        }
         "header-name" => s
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)),
@@ -185,6 +191,8 @@ fn validate(docs: &[Value]) -> Vec<String> {
     let mut errs = Vec::new();
     let mut present: HashSet<(String, String, String)> = HashSet::new();
     let mut modules: HashSet<String> = HashSet::new();
+    // Local paths of the allow-listed modules.
+    let mut module_paths: HashSet<String> = HashSet::new();
     // Files the EnvoyProxy mounts into the envoy container (mount path/key).
     let mut mounted: HashSet<String> = HashSet::new();
     for (i, d) in docs.iter().enumerate() {
@@ -225,6 +233,9 @@ fn validate(docs: &[Value]) -> Vec<String> {
         present.insert((d["kind"].as_str().unwrap_or("").to_string(), ns, name));
         for m in d["spec"]["dynamicModules"].as_array().into_iter().flatten() {
             modules.insert(m["name"].as_str().unwrap_or("").to_string());
+            if let Some(path) = m["source"]["local"]["path"].as_str() {
+                module_paths.insert(path.to_string());
+            }
         }
         if d["kind"] == "EnvoyProxy" {
             let deployment = &d["spec"]["provider"]["kubernetes"]["envoyDeployment"];
@@ -311,6 +322,9 @@ fn validate(docs: &[Value]) -> Vec<String> {
                 errs.push(format!("{p}: the filter config lacks routerOnly: true (Envoy Gateway attaches no upstream instance)"));
             }
         }
+        if d["kind"] == "EnvoyPatchPolicy" {
+            check_patch_policy(d, docs, &module_paths, &mounted, &p, &mut errs);
+        }
         if d["kind"] == "HTTPRoute" {
             let rules = d["spec"]["rules"].as_array().cloned().unwrap_or_default();
             let total: usize = rules
@@ -352,6 +366,195 @@ fn validate(docs: &[Value]) -> Vec<String> {
         }
     }
     errs
+}
+
+/// An EnvoyPatchPolicy against the documents it relies on: it targets a Gateway
+/// of its own namespace that a generated HTTPRoute attaches to; each operation
+/// adds to the cluster Envoy Gateway makes for a rule of such an HTTPRoute
+/// (`httproute/<ns>/<name>/rule/<i>`, one with several backendRefs), whose
+/// HTTPRoute a BackendTrafficPolicy gives the idle timeout that makes Envoy Gateway
+/// write the cluster's HttpProtocolOptions; the upstream filters load an
+/// allow-listed module with a config the filter accepts (not routerOnly, its
+/// credential files mounted), codec last; endpoint metadata names a backend of
+/// that config, on a locality the rule has.
+fn check_patch_policy(
+    d: &Value,
+    docs: &[Value],
+    module_paths: &HashSet<String>,
+    mounted: &HashSet<String>,
+    p: &str,
+    errs: &mut Vec<String>,
+) {
+    let ns = d["metadata"]["namespace"].as_str().unwrap_or("");
+    let t = &d["spec"]["targetRef"];
+    if t["group"] != "gateway.networking.k8s.io" || t["kind"] != "Gateway" {
+        errs.push(format!("{p}: targetRef {t} is not a Gateway"));
+    }
+    let gateway = t["name"].as_str().unwrap_or("");
+    let attaches = |hr: &Value| {
+        let hr_ns = hr["metadata"]["namespace"].as_str().unwrap_or("");
+        hr["spec"]["parentRefs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["name"] == gateway && r["namespace"].as_str().unwrap_or(hr_ns) == ns)
+    };
+    if !docs.iter().any(|x| x["kind"] == "HTTPRoute" && attaches(x)) {
+        errs.push(format!(
+            "{p}: no generated HTTPRoute attaches to Gateway {ns}/{gateway}"
+        ));
+    }
+    // Cluster name → backends of its upstream filter config.
+    let mut configs: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for (k, op) in d["spec"]["jsonPatches"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let q = format!("{p}.jsonPatches[{k}]");
+        let name = op["name"].as_str().unwrap_or("");
+        let kind = op["type"].as_str().unwrap_or("");
+        let path = op["operation"]["path"].as_str().unwrap_or("");
+        let value = &op["operation"]["value"];
+        if op["operation"]["op"] != "add" {
+            errs.push(format!("{q}: only add operations are generated"));
+        }
+        let parts: Vec<&str> = name.split('/').collect();
+        let rule = match parts.as_slice() {
+            ["httproute", hr_ns, hr_name, "rule", i] => docs
+                .iter()
+                .find(|x| {
+                    x["kind"] == "HTTPRoute"
+                        && x["metadata"]["namespace"] == *hr_ns
+                        && x["metadata"]["name"] == *hr_name
+                        && attaches(x)
+                })
+                .and_then(|hr| hr["spec"]["rules"].get(i.parse::<usize>().ok()?)),
+            _ => None,
+        };
+        let Some(rule) = rule else {
+            errs.push(format!(
+                "{q}: {name} is not the cluster of a generated HTTPRoute rule attached to Gateway {ns}/{gateway}"
+            ));
+            continue;
+        };
+        let refs: Vec<&Value> = rule["backendRefs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["weight"].as_u64() != Some(0))
+            .collect();
+        if refs.len() < 2 {
+            errs.push(format!("{q}: {name} has fewer than two backends"));
+        }
+        let (hr_ns, hr_name) = (parts[1], parts[2]);
+        let idle = docs.iter().any(|x| {
+            x["kind"] == "BackendTrafficPolicy"
+                && x["metadata"]["namespace"] == hr_ns
+                && x["spec"]["timeout"]["http"]["connectionIdleTimeout"].is_string()
+                && x["spec"]["targetRefs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|t| t["kind"] == "HTTPRoute" && t["name"] == hr_name)
+        });
+        if !idle {
+            errs.push(format!(
+                "{q}: no BackendTrafficPolicy gives HTTPRoute {hr_ns}/{hr_name} an upstream idle timeout, so Envoy Gateway may write no HttpProtocolOptions to add the filters to"
+            ));
+        }
+        let cluster_type = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+        if path
+            == "/typed_extension_protocol_options/envoy.extensions.upstreams.http.v3.HttpProtocolOptions/http_filters"
+        {
+            if kind != cluster_type {
+                errs.push(format!("{q}: the upstream filters go to the Cluster"));
+            }
+            let filters = value.as_array().cloned().unwrap_or_default();
+            let codec = filters.last().map(|f| &f["typed_config"]["@type"]);
+            if codec.and_then(Value::as_str)
+                != Some("type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec")
+            {
+                errs.push(format!("{q}: the last upstream filter must be the upstream codec"));
+            }
+            let dm = filters
+                .iter()
+                .map(|f| &f["typed_config"])
+                .find(|c| c["filter_name"] == "aigw_upstream");
+            let Some(dm) = dm else {
+                errs.push(format!("{q}: no aigw_upstream filter"));
+                continue;
+            };
+            let file = dm["dynamic_module_config"]["module"]["local"]["filename"]
+                .as_str()
+                .unwrap_or("");
+            if !module_paths.contains(file) {
+                errs.push(format!(
+                    "{q}: module file '{file}' is not allow-listed in an EnvoyProxy"
+                ));
+            }
+            let config: Value = dm["filter_config"]["value"]
+                .as_str()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or(Value::Null);
+            if let Err(e) = aigw_filter::Config::from_json(config.to_string().as_bytes()) {
+                errs.push(format!("{q}: upstream filter config refused: {e}"));
+            }
+            if config.get("routerOnly").is_some_and(|v| v != false) {
+                errs.push(format!("{q}: the upstream filter config must not be routerOnly"));
+            }
+            for f in credential_files(&config) {
+                if f.starts_with("/etc/aigw/credentials/") && !mounted.contains(&f) {
+                    errs.push(format!(
+                        "{q}: credential file {f} is not mounted by the EnvoyProxy"
+                    ));
+                }
+            }
+            let names = config["backends"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|b| b["name"].as_str().map(str::to_string))
+                .collect();
+            configs.insert(name.to_string(), names);
+            continue;
+        }
+        let (want, rest) = if let Some(r) = path.strip_prefix("/load_assignment/endpoints/") {
+            (cluster_type, r)
+        } else if let Some(r) = path.strip_prefix("/endpoints/") {
+            (
+                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+                r,
+            )
+        } else {
+            errs.push(format!("{q}: unexpected path {path}"));
+            continue;
+        };
+        if kind != want {
+            errs.push(format!("{q}: {path} is not a path of a {kind}"));
+        }
+        let locality = rest.split('/').next().and_then(|i| i.parse::<usize>().ok());
+        if locality.is_none_or(|l| l >= refs.len()) {
+            errs.push(format!(
+                "{q}: {path} names a locality the rule does not have ({} backends take traffic)",
+                refs.len()
+            ));
+        }
+        if rest.ends_with("/metadata/filter_metadata/io.envoy.ai_gateway") {
+            let backend = value["backend"].as_str().unwrap_or("");
+            let known = configs
+                .get(name)
+                .is_some_and(|c| c.iter().any(|b| b == backend));
+            if !known {
+                errs.push(format!(
+                    "{q}: backend '{backend}' is not in the upstream filter config of {name}"
+                ));
+            }
+        } else if !(rest.ends_with("/priority") && value.is_u64()) {
+            errs.push(format!("{q}: unexpected operation on {path}"));
+        }
+    }
 }
 
 /// The credential files a filter config names.
@@ -640,6 +843,170 @@ fn the_checker_rejects_broken_mounts_and_router_only_configs() {
     }
     for (want, base, broken) in cases {
         let mut d = base.clone();
+        broken(&mut d);
+        let errs = validate(&d);
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "want '{want}', got {errs:#?}"
+        );
+    }
+}
+
+/// The same for the EnvoyPatchPolicy of rules with several backends: each broken
+/// copy fails for the reason it was broken.
+#[test]
+fn the_checker_rejects_broken_patch_policies() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/envoy-gateway-patch");
+    let text = std::fs::read_to_string(dir.join("input.yaml")).unwrap();
+    let (ms, _) = manifest::parse_yaml("input.yaml", &text);
+    let docs = compile_with(&ms, &options(&dir)).unwrap().envoy_gateway;
+    fn epp(d: &[Value]) -> usize {
+        d.iter()
+            .position(|d| d["kind"] == "EnvoyPatchPolicy")
+            .unwrap()
+    }
+    // Edits the upstream filter config (a JSON string) of the first operation.
+    fn upstream(d: &mut [Value], edit: &dyn Fn(&mut Value)) {
+        let i = epp(d);
+        let c = &mut d[i]["spec"]["jsonPatches"][0]["operation"]["value"][0]["typed_config"]
+            ["filter_config"]["value"];
+        let mut config: Value = serde_json::from_str(c.as_str().unwrap()).unwrap();
+        edit(&mut config);
+        *c = json!(config.to_string());
+    }
+    let cases: Vec<(&str, Breaker)> = vec![
+        (
+            "operation.op: 'merge' not in",
+            Box::new(move |d| {
+                let i = epp(d);
+                d[i]["spec"]["jsonPatches"][1]["operation"]["op"] = json!("merge");
+            }),
+        ),
+        (
+            "operation.path: 'load_assignment' is not a valid json-pointer",
+            Box::new(move |d| {
+                let i = epp(d);
+                d[i]["spec"]["jsonPatches"][1]["operation"]["path"] = json!("load_assignment");
+            }),
+        ),
+        (
+            "spec.targetRef.name: required",
+            Box::new(move |d| {
+                let i = epp(d);
+                d[i]["spec"]["targetRef"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("name");
+            }),
+        ),
+        (
+            "is not a Gateway",
+            Box::new(move |d| {
+                let i = epp(d);
+                d[i]["spec"]["targetRef"]["kind"] = json!("GatewayClass");
+            }),
+        ),
+        (
+            "no generated HTTPRoute attaches to Gateway ai/other",
+            Box::new(move |d| {
+                let i = epp(d);
+                d[i]["spec"]["targetRef"]["name"] = json!("other");
+            }),
+        ),
+        (
+            "is not the cluster of a generated HTTPRoute rule",
+            Box::new(move |d| {
+                let i = epp(d);
+                d[i]["spec"]["jsonPatches"][2]["name"] = json!("httproute/ai/llm/rule/9");
+            }),
+        ),
+        (
+            "has fewer than two backends",
+            Box::new(move |d| {
+                let i = epp(d);
+                d[i]["spec"]["jsonPatches"][2]["name"] = json!("httproute/ai/llm/rule/0");
+            }),
+        ),
+        (
+            "the last upstream filter must be the upstream codec",
+            Box::new(move |d| {
+                let i = epp(d);
+                let f = d[i]["spec"]["jsonPatches"][0]["operation"]["value"]
+                    .as_array_mut()
+                    .unwrap();
+                f.pop();
+            }),
+        ),
+        (
+            "is not allow-listed in an EnvoyProxy",
+            Box::new(move |d| {
+                let i = epp(d);
+                d[i]["spec"]["jsonPatches"][0]["operation"]["value"][0]["typed_config"]
+                    ["dynamic_module_config"]["module"]["local"]["filename"] =
+                    json!("/opt/libaigw.so");
+            }),
+        ),
+        (
+            "must not be routerOnly",
+            Box::new(move |d| upstream(d, &|c| c["routerOnly"] = json!(true))),
+        ),
+        (
+            "upstream filter config refused",
+            Box::new(move |d| upstream(d, &|c| c["version"] = json!("v0"))),
+        ),
+        (
+            "is not mounted by the EnvoyProxy",
+            Box::new(move |d| {
+                upstream(d, &|c| {
+                    c["backends"][0]["auth"]["apiKey"]["file"] =
+                        json!("/etc/aigw/credentials/ai/other/apiKey")
+                })
+            }),
+        ),
+        (
+            "is not in the upstream filter config",
+            Box::new(move |d| {
+                let i = epp(d);
+                d[i]["spec"]["jsonPatches"][1]["operation"]["value"]["backend"] = json!("nope");
+            }),
+        ),
+        (
+            "names a locality the rule does not have",
+            Box::new(move |d| {
+                let i = epp(d);
+                d[i]["spec"]["jsonPatches"][1]["operation"]["path"] = json!(
+                    "/load_assignment/endpoints/2/lb_endpoints/0/metadata/filter_metadata/io.envoy.ai_gateway"
+                );
+            }),
+        ),
+        (
+            "is not a path of a",
+            Box::new(move |d| {
+                let i = epp(d);
+                d[i]["spec"]["jsonPatches"][1]["type"] =
+                    json!("type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment");
+            }),
+        ),
+        (
+            "an upstream idle timeout",
+            Box::new(move |d| {
+                let i = d
+                    .iter()
+                    .position(|d| d["kind"] == "BackendTrafficPolicy")
+                    .unwrap();
+                d[i]["spec"].as_object_mut().unwrap().remove("timeout");
+            }),
+        ),
+    ];
+    assert!(validate(&docs).is_empty(), "{:#?}", validate(&docs));
+    assert_eq!(
+        docs.iter()
+            .filter(|d| d["kind"] == "EnvoyPatchPolicy")
+            .count(),
+        2
+    );
+    for (want, broken) in cases {
+        let mut d = docs.clone();
         broken(&mut d);
         let errs = validate(&d);
         assert!(

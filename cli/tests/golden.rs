@@ -122,6 +122,8 @@ const SECRET_VALUES: &[&str] = &[
     "inline-placeholder",
     "generic-placeholder",
     "sk-placeholder",
+    "vllm-a-placeholder",
+    "vllm-b-placeholder",
 ];
 
 /// Credentials reach the filter config and the bootstraps that embed it, and

@@ -164,7 +164,10 @@ fn envoy_gateway_mounts_credentials_and_runs_router_only() {
     assert_eq!(msgs.len(), 1, "{msgs:#?}");
     assert!(msgs[0].contains("no credential in envoy-gateway-wasm.yaml"));
 
-    // A second backend in rule 0: that rule is not translated, rule 1 still is.
+    // A second backend in rule 0: an EnvoyPatchPolicy gives that rule's cluster
+    // the upstream filter, with its own config (both backends, not routerOnly);
+    // the router-level config leaves it alone (no credential for asb2 there) and
+    // still does rule 1.
     let mut docs = base();
     let mut asb2 = docs[ASB].clone();
     asb2["metadata"]["name"] = json!("asb2");
@@ -175,7 +178,7 @@ fn envoy_gateway_mounts_credentials_and_runs_router_only() {
         "/spec/rules/0/backendRefs/1",
         Some(json!({"name": "asb2", "priority": 1})),
     );
-    let out = aigw_cli::compile_with(&manifests(docs), &options).unwrap();
+    let out = aigw_cli::compile_with(&manifests(docs.clone()), &options).unwrap();
     let config = eg_config(&out);
     let names: Vec<&str> = config["backends"]
         .as_array()
@@ -186,16 +189,131 @@ fn envoy_gateway_mounts_credentials_and_runs_router_only() {
     assert_eq!(names, ["asb.ns", "asb2.ns"]);
     assert!(config["backends"][0]["auth"].is_object());
     assert!(config["backends"][1].get("auth").is_none());
+    let epp: Vec<&Value> = out
+        .envoy_gateway
+        .iter()
+        .filter(|d| d["kind"] == "EnvoyPatchPolicy")
+        .collect();
+    assert_eq!(epp.len(), 1);
+    assert_eq!(epp[0]["metadata"]["name"], "route-gw-aigw");
+    assert_eq!(epp[0]["metadata"]["namespace"], "ns");
+    assert_eq!(epp[0]["spec"]["targetRef"]["name"], "gw");
+    let ops = epp[0]["spec"]["jsonPatches"].as_array().unwrap();
+    assert!(ops.iter().all(|o| o["name"] == "httproute/ns/route/rule/0"));
+    let filters = &ops[0]["operation"]["value"];
+    let upstream: Value = serde_json::from_str(
+        filters[0]["typed_config"]["filter_config"]["value"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(upstream.get("routerOnly").is_none());
+    assert_eq!(upstream["backends"][0]["name"], "asb.ns");
+    assert_eq!(upstream["backends"][1]["name"], "asb2.ns");
+    // asb2 shares asb's policy: its key is mounted for the upstream filter too.
+    assert_eq!(
+        upstream["backends"][1]["auth"]["apiKey"]["file"],
+        "/etc/aigw/credentials/ns/key/apiKey"
+    );
+    assert_eq!(
+        ops[4]["operation"]["path"],
+        "/load_assignment/endpoints/1/priority"
+    );
+    assert_eq!(ops[4]["operation"]["value"], 1);
+    // Not in the wasm variant, which says what the rule loses there.
+    let wasm = out.envoy_gateway_wasm.as_ref().unwrap();
+    assert!(!wasm.iter().any(|d| d["kind"] == "EnvoyPatchPolicy"));
+    assert!(wasm
+        .iter()
+        .filter(|d| d["kind"] == "BackendTrafficPolicy")
+        .all(|d| d["spec"].get("timeout").is_none()));
+    let btp = out
+        .envoy_gateway
+        .iter()
+        .find(|d| d["kind"] == "BackendTrafficPolicy")
+        .unwrap();
+    assert_eq!(
+        btp["spec"]["timeout"]["http"]["connectionIdleTimeout"],
+        "1h"
+    );
     assert!(out
         .warnings
         .iter()
-        .any(|w| w.path == "spec.rules[0].backendRefs[1]"
-            && w.message.contains("translation to schema Anthropic")
-            && w.message.contains("several backends")));
+        .any(|w| w.path == "spec.rules[0].backendRefs"
+            && w.message.contains("not applied in envoy-gateway-wasm.yaml")
+            && w.message.contains("translation to schema Anthropic")));
+    assert!(out.warnings.iter().any(|w| w.path.is_empty()
+        && w.message.contains("EnvoyPatchPolicy ns/route-gw-aigw")
+        && w.message
+            .contains("extensionApis.enableEnvoyPatchPolicy: true")));
+    assert!(!out.warnings.iter().any(
+        |w| w.message.contains("not applied on Envoy Gateway") || w.path.ends_with(".priority")
+    ));
     assert!(!out
         .warnings
         .iter()
         .any(|w| w.path.starts_with("spec.rules[1]")));
+
+    // A per-request key in a header the router level removes from such a rule.
+    let mut with_override = docs.clone();
+    set(
+        &mut with_override[BSP],
+        "/spec/credentialOverride",
+        Some(json!({"fromRequestHeaders": {"header": "x-api-key"}})),
+    );
+    let out = aigw_cli::compile_with(&manifests(with_override), &options).unwrap();
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.path == "spec.rules[0].backendRefs[0]"
+                && w.message
+                    .contains("removes the client's 'x-api-key' header")),
+        "{:#?}",
+        out.warnings
+    );
+
+    // Backends mixing a host name and an IP address: Envoy Gateway makes a
+    // cluster per backendRef, which is not patched; the old warnings stay.
+    let mut mixed = docs.clone();
+    let mut be2 = mixed[BE].clone();
+    be2["metadata"]["name"] = json!("be2");
+    be2["spec"]["endpoints"] = json!([{"ip": {"address": "10.1.2.3", "port": 8000}}]);
+    mixed.push(be2);
+    let last = mixed.len() - 2;
+    set(
+        &mut mixed[last],
+        "/spec/backendRef/name",
+        Some(json!("be2")),
+    );
+    let out = aigw_cli::compile_with(&manifests(mixed), &options).unwrap();
+    assert!(!out
+        .envoy_gateway
+        .iter()
+        .any(|d| d["kind"] == "EnvoyPatchPolicy"));
+    assert!(out
+        .warnings
+        .iter()
+        .any(|w| w.path == "spec.rules[0].backendRefs[1]"
+            && w.message.contains("not applied on Envoy Gateway")
+            && w.message.contains("mix host names and IP addresses")));
+    assert!(out
+        .warnings
+        .iter()
+        .any(|w| w.path == "spec.rules[0].backendRefs[1].priority"));
+
+    // No Gateway to target: no patch either.
+    let mut detached = docs;
+    set(&mut detached[ROUTE], "/spec/targetRefs", None);
+    let out = aigw_cli::compile_with(&manifests(detached), &options).unwrap();
+    assert!(!out
+        .envoy_gateway
+        .iter()
+        .any(|d| d["kind"] == "EnvoyPatchPolicy"));
+    assert!(out
+        .warnings
+        .iter()
+        .any(|w| w.path == "spec.rules[0].backendRefs[1]"
+            && w.message.contains("the route names none")));
 }
 
 /// What the filter changes before Envoy picks the route again is checked
