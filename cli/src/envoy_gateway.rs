@@ -527,13 +527,6 @@ const NO_GATEWAY: &str =
     "no EnvoyPatchPolicy can add it: such a policy targets a Gateway, and the route names none";
 const MIXED_ADDRESSES: &str = "no EnvoyPatchPolicy adds it: the rule's Backends mix host names and IP addresses, so Envoy Gateway makes a cluster per backendRef";
 
-/// Request headers the router-level instance removes from the requests of a
-/// rule with several backends under `routerOnly` unless a backend forwards
-/// client credentials (the filter's `CLIENT_CREDENTIAL_HEADERS`,
-/// filter/src/upstream.rs).
-const CLIENT_CREDENTIAL_HEADERS: [&str; 4] =
-    ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
-
 /// What the upstream instance does for backend `b` that nothing else does.
 fn upstream_work(b: &PlanBackend) -> Vec<String> {
     let mut work = Vec::new();
@@ -1190,29 +1183,9 @@ fn router_only_checks(plan: &Plan, r: &PlanRoute, diags: &mut Vec<Diagnostic>) {
     }
 }
 
-/// A rule whose upstream work the patched upstream instance does. The
-/// router-level instance (routerOnly) still removes the client's credential
-/// headers from such a rule's requests unless a backend forwards them, before
-/// the upstream instance could read one as a backend's per-request credential;
-/// and the wasm variant has no patch.
+/// A rule whose upstream work the patched upstream instance does; the wasm
+/// variant has no patch.
 fn patched_rule_checks(plan: &Plan, r: &PlanRoute, wasm: bool, diags: &mut Vec<Diagnostic>) {
-    let forwards = r
-        .backends
-        .iter()
-        .any(|rb| plan.backends[rb.backend].forward_client_credentials);
-    for rb in &r.backends {
-        let b = &plan.backends[rb.backend];
-        if let Some(h) = &b.credential_override {
-            if !forwards && CLIENT_CREDENTIAL_HEADERS.contains(&h.as_str()) {
-                warn(
-                    diags,
-                    r,
-                    rb.path.clone(),
-                    format!("on Envoy Gateway the router-level filter removes the client's '{h}' header from the requests of a rule with several backends before the upstream filter could read it as backend {}'s per-request credential: name another header in credentialOverride (the standalone bootstrap is not affected)", b.name),
-                );
-            }
-        }
-    }
     if wasm {
         let lost: BTreeSet<String> = r
             .backends

@@ -443,10 +443,17 @@ impl HttpFilter {
                     .backend(&rb.name)
                     .is_some_and(|b| b.forward_client_credentials)
             });
-            let sent = self.inline_headers.take().unwrap_or_default();
+            // A backend's per-request credential header is the upstream instance's
+            // to read and remove, even when it is one of those names.
+            let overrides: Vec<&str> = route
+                .backends
+                .iter()
+                .filter_map(|rb| self.config.backend(&rb.name)?.credential_override.as_deref())
+                .collect();
+            let sent = self.inline_headers.as_ref();
             if !forwards {
                 for name in crate::upstream::CLIENT_CREDENTIAL_HEADERS {
-                    if sent.get(name).is_some() {
+                    if sent.is_some_and(|h| h.get(name).is_some()) && !overrides.contains(&name) {
                         out.push(Action::RemoveHeader { name: name.into() });
                     }
                 }
@@ -1185,6 +1192,44 @@ mod tests {
             key: "route_name".into(),
             value: MetadataValue::String("chat".into())
         }));
+    }
+
+    #[test]
+    fn router_only_leaves_a_per_request_credential_to_the_upstream_instance() {
+        // Several backends: the upstream instance does the upstream work, and reads
+        // the per-request key from `authorization`; the client's `x-api-key` goes.
+        let config = Arc::new(
+            Config::from_json(
+                br#"{"version": "v1", "routerOnly": true,
+                "backends": [
+                  {"name": "a", "schema": {"name": "OpenAI"},
+                   "credentialOverride": {"header": "authorization"}},
+                  {"name": "b", "schema": {"name": "OpenAI"}}],
+                "routes": [{"name": "r", "models": ["m"],
+                  "backends": [{"name": "a"}, {"name": "b", "priority": 1}]}]}"#,
+            )
+            .unwrap(),
+        );
+        let mut f = HttpFilter::new(config, FilterRole::Router);
+        let mut out = Vec::new();
+        let h = [
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            ("authorization", "Bearer per-request"),
+            ("x-api-key", "client"),
+        ];
+        let _ = f.on_request_headers(&h, false, t(0), &mut out);
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        assert_eq!(
+            f.on_request_body(body, true, t(1), &mut out),
+            Status::Continue
+        );
+        let removed = |name: &str| {
+            out.iter()
+                .any(|a| matches!(a, Action::RemoveHeader { name: n } if n == name))
+        };
+        assert!(!removed("authorization"), "{out:?}");
+        assert!(removed("x-api-key"), "{out:?}");
     }
 
     #[test]
