@@ -9,6 +9,13 @@
 //! weighted by its backendRef weight at its backendRef priority, and each endpoint
 //! names its backend in host metadata (`io.envoy.ai_gateway: {backend: ...}`),
 //! where the upstream filter instance (`aigw_upstream`) reads it on every attempt.
+//!
+//! A rule with one backend has no other provider to retry on: when every such rule
+//! allows it ([`crate::compile::inline_single_backend_rules`]), the config says
+//! `routerOnly` and the router-level instance does their upstream work before
+//! routing, so their clusters run no upstream instance (one filter instance and
+//! one request parse fewer per request), and their routes keep the host the filter
+//! set (and signed) instead of rewriting it.
 //! TLS differs per backend, so it is chosen per endpoint with
 //! `transport_socket_matches`.
 
@@ -37,6 +44,7 @@ const BUFFER_HEADROOM: u64 = 1024 * 1024;
 pub(crate) fn bootstrap(
     plan: &Plan,
     config_json: &str,
+    inline: bool,
     o: &Options,
     diags: &mut Vec<Diagnostic>,
 ) -> Value {
@@ -52,7 +60,11 @@ pub(crate) fn bootstrap(
         })
     };
 
-    let mut routes: Vec<Value> = plan.routes.iter().flat_map(envoy_routes).collect();
+    let mut routes: Vec<Value> = plan
+        .routes
+        .iter()
+        .flat_map(|r| envoy_routes(plan, r, inline))
+        .collect();
     routes.extend(preflight_route(plan));
     routes.extend(plan.kg.direct_routes.iter().cloned());
     routes.push(json!({
@@ -84,7 +96,10 @@ pub(crate) fn bootstrap(
     let mut clusters: Vec<Value> = plan
         .routes
         .iter()
-        .map(|r| cluster(plan, r, &upstream_filter, o))
+        .map(|r| {
+            let upstream = !(inline && r.backends.len() == 1);
+            cluster(plan, r, upstream.then_some(&upstream_filter), o)
+        })
         .collect();
     clusters.extend(plan.kg.clusters.iter().cloned());
     let mut listener = json!({
@@ -184,9 +199,9 @@ pub(crate) fn wasm_variant(
         }
     }
     for c in resources["clusters"].as_array_mut().into_iter().flatten() {
-        let opts = &mut c["typed_extension_protocol_options"]
-            ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"];
-        if swap(opts, "aigw_upstream") {
+        let filters = c
+            .pointer_mut("/typed_extension_protocol_options/envoy.extensions.upstreams.http.v3.HttpProtocolOptions/http_filters");
+        if filters.is_some_and(|f| swap(f, "aigw_upstream")) {
             c["per_connection_buffer_limit_bytes"] = json!(buffer);
         }
     }
@@ -194,7 +209,10 @@ pub(crate) fn wasm_variant(
 }
 
 /// One Envoy route per match of the rule: Gateway API ORs matches, ANDs headers.
-fn envoy_routes(r: &PlanRoute) -> Vec<Value> {
+fn envoy_routes(plan: &Plan, r: &PlanRoute, inline: bool) -> Vec<Value> {
+    // The router-level instance already set the backend's host (and signed over it).
+    let host_set = inline
+        && matches!(r.backends.as_slice(), [only] if plan.backends[only.backend].host.is_some());
     r.matches
         .iter()
         .map(|(model, extra)| {
@@ -208,7 +226,9 @@ fn envoy_routes(r: &PlanRoute) -> Vec<Value> {
             action.insert("cluster".into(), json!(r.name));
             action.insert("timeout".into(), json!(envoy_duration(r.timeout_ms)));
             // Each backend's endpoints carry their hostname; the upstream expects it.
-            action.insert("auto_host_rewrite".into(), json!(true));
+            if !host_set {
+                action.insert("auto_host_rewrite".into(), json!(true));
+            }
             let mut retry = Map::new();
             if let Some(ms) = r.per_try_timeout_ms {
                 // Without retry_on there are no retries, only the per-attempt bound.
@@ -269,7 +289,7 @@ fn envoy_routes(r: &PlanRoute) -> Vec<Value> {
         .collect()
 }
 
-fn cluster(plan: &Plan, r: &PlanRoute, upstream_filter: &Value, o: &Options) -> Value {
+fn cluster(plan: &Plan, r: &PlanRoute, upstream_filter: Option<&Value>, o: &Options) -> Value {
     // Envoy wants priorities 0..N without gaps; keep their order.
     let levels = r.priority_levels();
     let level = |p: u32| levels.iter().position(|&l| l == p).unwrap_or(0);
@@ -371,20 +391,21 @@ fn cluster(plan: &Plan, r: &PlanRoute, upstream_filter: &Value, o: &Options) -> 
     if !tls_matches.is_empty() {
         c.insert("transport_socket_matches".into(), Value::Array(tls_matches));
     }
+    let mut options = json!({
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http_protocol_options": {}},
+    });
+    if let Some(f) = upstream_filter {
+        options["http_filters"] = json!([
+            {"name": "aigw_upstream", "typed_config": f},
+            {"name": "envoy.filters.http.upstream_codec", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+            }},
+        ]);
+    }
     c.insert(
         "typed_extension_protocol_options".into(),
-        json!({
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http_protocol_options": {}},
-                "http_filters": [
-                    {"name": "aigw_upstream", "typed_config": upstream_filter},
-                    {"name": "envoy.filters.http.upstream_codec", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
-                    }},
-                ],
-            }
-        }),
+        json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}),
     );
     Value::Object(c)
 }

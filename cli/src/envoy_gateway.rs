@@ -59,7 +59,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
 
-use crate::compile::{config_document, generated_error, Options, Plan, PlanBackend, PlanRoute};
+use crate::compile::{
+    config_document, filter_view, generated_error, with_router_only, Options, Plan, PlanBackend,
+    PlanRoute,
+};
 use crate::credentials::{Auth, SecretOrigin};
 use crate::diag::{Diagnostic, ResourceId, Severity, Source};
 use crate::eg_patch::{self, Endpoints, RulePatch};
@@ -654,8 +657,8 @@ fn route_docs(
             .then(|| auth.get(&bi).cloned())
             .flatten()
     };
-    let config = router_only(config_document(plan, &keep, &router_auth).0);
-    let config_wasm = router_only(config_document(plan, &keep, &|_| None).0);
+    let config = with_router_only(config_document(plan, &keep, &router_auth).0);
+    let config_wasm = with_router_only(config_document(plan, &keep, &|_| None).0);
     for c in [&config, &config_wasm] {
         if let Err(e) = aigw_filter::Config::from_json(c.to_string().as_bytes()) {
             diags.push(generated_error(format!(
@@ -1030,22 +1033,6 @@ fn rule_doc(
     (rule, fallback)
 }
 
-/// A filter config with `routerOnly: true` (after `version`): Envoy Gateway
-/// attaches no upstream instance.
-fn router_only(doc: Value) -> Value {
-    let Value::Object(fields) = doc else {
-        return doc;
-    };
-    let mut out = Map::new();
-    for (k, v) in fields {
-        let after_version = k == "version";
-        out.insert(k, v);
-        if after_version {
-            out.insert("routerOnly".into(), json!(true));
-        }
-    }
-    Value::Object(out)
-}
 
 /// Where backend `b`'s credential was configured: the resource and field that
 /// name the Secret or file (the policy's annotation for a credentials file).
@@ -1129,20 +1116,6 @@ fn eg_auth(
     Some(on_eg.to_json())
 }
 
-/// The filter's own view of backend `b` alone, as the router-level instance uses
-/// it on Envoy Gateway: the `:authority` it sends and the request headers its
-/// upstream work may set or remove.
-fn filter_view(b: &PlanBackend) -> Option<(Option<String>, Vec<String>)> {
-    let doc = json!({
-        "version": aigw_filter::config::CONFIG_VERSION,
-        "routerOnly": true,
-        "backends": [b.config_json(None)],
-        "routes": [{"name": "r", "models": ["m"], "backends": [{"name": b.name}]}],
-    });
-    let c = aigw_filter::Config::from_json(doc.to_string().as_bytes()).ok()?;
-    let host = c.backend(&b.name)?.host.clone();
-    Some((host, c.touched_headers().to_vec()))
-}
 
 /// A rule with one backend: the filter edits the request before Envoy picks the
 /// route again. Header matches on a header it may change can stop matching, and

@@ -1475,3 +1475,24 @@ fn envoy_gateway_splits_large_routes() {
         .iter()
         .any(|w| w.message.contains("split into 3 HTTPRoutes")));
 }
+
+/// Rules with one backend get their upstream work from the router-level instance
+/// (`routerOnly`, no upstream filter on their clusters), unless one of them matches
+/// on a header that work changes: Envoy picks the route again after it.
+#[test]
+fn single_backend_rules_run_inline_unless_a_match_reads_a_header_the_filter_sets() {
+    let out = compile(&manifests(base())).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert_eq!(out.config["routerOnly"], true);
+    assert!(!out.bootstrap_yaml.contains("aigw_upstream"));
+    assert!(!out.bootstrap_yaml.contains("auto_host_rewrite"));
+
+    let mut docs = base();
+    docs[0]["spec"]["rules"][1]["matches"][0]["headers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "x-api-key", "value": "team-a"}));
+    let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert!(out.config.get("routerOnly").is_none());
+    assert!(out.bootstrap_yaml.contains("aigw_upstream"));
+    assert!(out.bootstrap_yaml.contains("auto_host_rewrite: true"));
+}
