@@ -1168,19 +1168,21 @@ pub(crate) fn filter_view(b: &PlanBackend) -> Option<(Option<String>, Vec<String
 /// backend matches on a header that work may change, since Envoy picks the route
 /// again after it.
 pub(crate) fn inline_single_backend_rules(plan: &Plan) -> bool {
-    plan.routes.iter().filter(|r| r.backends.len() == 1).all(|r| {
-        let b = &plan.backends[r.backends[0].backend];
-        let Some((_, touched)) = filter_view(b) else {
-            return false;
-        };
-        r.matches.iter().all(|(_, extra)| {
-            extra
-                .iter()
-                .all(|(name, _)| !touched.iter().any(|t| t.eq_ignore_ascii_case(name)))
+    plan.routes
+        .iter()
+        .filter(|r| r.backends.len() == 1)
+        .all(|r| {
+            let b = &plan.backends[r.backends[0].backend];
+            let Some((_, touched)) = filter_view(b) else {
+                return false;
+            };
+            r.matches.iter().all(|(_, extra)| {
+                extra
+                    .iter()
+                    .all(|(name, _)| !touched.iter().any(|t| t.eq_ignore_ascii_case(name)))
+            })
         })
-    })
 }
-
 
 /// The filter config for the routes `keep` selects (all of them for
 /// `config.json`; one AIGatewayRoute's for its EnvoyExtensionPolicy), with only

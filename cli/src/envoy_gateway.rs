@@ -1033,7 +1033,6 @@ fn rule_doc(
     (rule, fallback)
 }
 
-
 /// Where backend `b`'s credential was configured: the resource and field that
 /// name the Secret or file (the policy's annotation for a credentials file).
 fn auth_origin(b: &PlanBackend) -> (Source, ResourceId, String) {
@@ -1115,7 +1114,6 @@ fn eg_auth(
     }
     Some(on_eg.to_json())
 }
-
 
 /// A rule with one backend: the filter edits the request before Envoy picks the
 /// route again. Header matches on a header it may change can stop matching, and

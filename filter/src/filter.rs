@@ -107,8 +107,18 @@ struct RequestPeek<'a> {
     model: Option<Cow<'a, str>>,
     #[serde(default)]
     stream: Option<bool>,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
+    /// `None`: absent; `Some(None)`: `null`.
+    #[serde(default, deserialize_with = "present")]
+    stream_options: Option<Option<StreamOptions>>,
+}
+
+/// Tells a field sent as `null` from an absent one (`None` by `default`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -397,7 +407,7 @@ impl HttpFilter {
         let include_usage = peek
             .stream_options
             .as_ref()
-            .and_then(|o| o.include_usage)
+            .and_then(|o| o.as_ref()?.include_usage)
             .unwrap_or(false);
         let wants_usage = !self.config.routes[route_index].costs.is_empty();
 
@@ -409,7 +419,7 @@ impl HttpFilter {
 
         let openai = endpoint.client_schema() == ClientSchema::OpenAI;
         if openai && self.request.stream && wants_usage && !include_usage {
-            match with_include_usage(body) {
+            match with_include_usage(body, peek.stream_options.is_none()) {
                 Ok(new_body) => {
                     self.request.injected_usage = true;
                     // The usage chunk is removed from plain text; keep it plain.
@@ -448,7 +458,12 @@ impl HttpFilter {
             let overrides: Vec<&str> = route
                 .backends
                 .iter()
-                .filter_map(|rb| self.config.backend(&rb.name)?.credential_override.as_deref())
+                .filter_map(|rb| {
+                    self.config
+                        .backend(&rb.name)?
+                        .credential_override
+                        .as_deref()
+                })
                 .collect();
             let sent = self.inline_headers.as_ref();
             if !forwards {
@@ -641,7 +656,14 @@ fn parse_peek(body: &[u8]) -> Result<RequestPeek<'_>, GatewayError> {
     }
 }
 
-fn with_include_usage(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
+/// `body` asking for the usage chunk. `absent`: the object has no `stream_options`
+/// member, so one is written in front of the others without parsing the body again.
+fn with_include_usage(body: &[u8], absent: bool) -> Result<Vec<u8>, GatewayError> {
+    if absent {
+        if let Some(b) = insert_first_member(body, br#""stream_options":{"include_usage":true}"#) {
+            return Ok(b);
+        }
+    }
     crate::translate::plan::edit_object(body, |obj| {
         let opts = obj
             .entry("stream_options")
@@ -654,6 +676,25 @@ fn with_include_usage(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
         }
     })
     .map_err(|e| GatewayError::InvalidJson(e.message()))
+}
+
+/// `member` (`"key":value`) as the first member of `body`, a JSON object that
+/// parsed as one.
+fn insert_first_member(body: &[u8], member: &[u8]) -> Option<Vec<u8>> {
+    let open = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body[open] != b'{' {
+        return None;
+    }
+    let rest = &body[open + 1..];
+    let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+    let mut out = Vec::with_capacity(body.len() + member.len() + 1);
+    out.extend_from_slice(&body[..=open]);
+    out.extend_from_slice(member);
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    Some(out)
 }
 
 /// A header map with a call's header edits applied, as the next filter will see it.
@@ -1192,6 +1233,36 @@ mod tests {
             key: "route_name".into(),
             value: MetadataValue::String("chat".into())
         }));
+    }
+
+    #[test]
+    fn include_usage_is_asked_for_whatever_stream_options_holds() {
+        let usage = |body: &str| {
+            let peek = parse_peek(body.as_bytes()).unwrap();
+            let out = with_include_usage(body.as_bytes(), peek.stream_options.is_none()).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            (v["stream_options"]["include_usage"].clone(), v)
+        };
+        for body in [
+            r#"{"model":"m","stream":true}"#,
+            r#"  { "model" : "m" }"#,
+            r#"{}"#,
+            r#"{ }"#,
+            r#"{"stream_options":null,"model":"m"}"#,
+            r#"{"model":"m","stream_options":{"include_usage":false,"x":1}}"#,
+        ] {
+            let (include, v) = usage(body);
+            assert_eq!(include, serde_json::Value::Bool(true), "{body}");
+            let members = v.as_object().unwrap();
+            let original: serde_json::Value = serde_json::from_str(body).unwrap();
+            for (k, val) in original.as_object().unwrap() {
+                if k != "stream_options" {
+                    assert_eq!(members.get(k), Some(val), "{body}");
+                }
+            }
+        }
+        let (_, v) = usage(r#"{"model":"m","stream_options":{"include_usage":false,"x":1}}"#);
+        assert_eq!(v["stream_options"]["x"], 1);
     }
 
     #[test]
