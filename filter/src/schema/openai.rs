@@ -342,6 +342,10 @@ pub struct ToolCallDelta {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     pub function: FunctionCallDelta,
+    /// Provider extensions a client sends back with the call (Gemini's
+    /// `extra_content.google.thought_signature`).
+    #[serde(flatten, default, skip_serializing_if = "Rest::is_empty")]
+    pub rest: Rest,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]

@@ -36,16 +36,16 @@ use crate::host::Headers;
 use crate::schema::anthropic as an;
 use crate::schema::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Choice, ChunkChoice,
-    ContentPart, Delta, FunctionCall, FunctionCallDelta, FunctionDef, ImageUrl, MessageContent,
-    NamedFunction, NamedToolChoice, PromptTokensDetails, ResponseFormat, ResponseMessage, Rest,
-    Role, Stop, StreamOptions, Tool, ToolCall, ToolCallDelta, ToolChoice, Usage,
+    ContentPart, Delta, FunctionCall, FunctionDef, ImageUrl, MessageContent, NamedFunction,
+    NamedToolChoice, PromptTokensDetails, ResponseFormat, ResponseMessage, Rest, Role, Stop,
+    StreamOptions, Tool, ToolCall, ToolChoice, Usage,
 };
 use crate::sigv4::encode_path_segment;
 use crate::sse::{SseDecoder, SseEvent};
 use crate::translate::function_tools;
 use crate::translate::{
-    ChunkSource, ErrorKind, ProviderError, ResponseMeta, StreamItem, TranslateError,
-    UpstreamRequest,
+    tool_call_delta, ChunkSource, ErrorKind, ProviderError, ResponseMeta, StreamItem,
+    TranslateError, UpstreamRequest,
 };
 
 /// `anthropic-version` header of the native API.
@@ -1477,26 +1477,6 @@ fn merge_usage(into: &mut an::Usage, from: &an::Usage) {
         if v.is_some() {
             *to = v;
         }
-    }
-}
-
-fn tool_call_delta(
-    index: u32,
-    id: Option<String>,
-    name: Option<String>,
-    arguments: String,
-) -> Delta {
-    Delta {
-        tool_calls: Some(vec![ToolCallDelta {
-            index,
-            kind: id.as_ref().map(|_| "function".to_string()),
-            id,
-            function: FunctionCallDelta {
-                name,
-                arguments: Some(arguments),
-            },
-        }]),
-        ..Default::default()
     }
 }
 

@@ -41,15 +41,15 @@ use crate::host::Headers;
 use crate::schema::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Choice, ChunkChoice,
     ContentPart, Delta, Embedding, EmbeddingInput, EmbeddingVector, EmbeddingsRequest,
-    EmbeddingsResponse, EmbeddingsUsage, FunctionCall, FunctionCallDelta, MessageContent,
-    PromptTokensDetails, ResponseMessage, Rest, Role, ToolCall, ToolCallDelta,
-    ToolChoice as OToolChoice, Usage as OUsage,
+    EmbeddingsResponse, EmbeddingsUsage, FunctionCall, MessageContent, PromptTokensDetails,
+    ResponseMessage, Rest, Role, ToolCall, ToolChoice as OToolChoice, Usage as OUsage,
 };
 use crate::sigv4::encode_path_segment;
 use crate::translate::function_tools;
 use crate::translate::openai::{clip, plain_reason, MAX_MESSAGE_CHARS};
 use crate::translate::{
-    ChunkSource, ProviderError, ResponseMeta, StreamItem, TranslateError, UpstreamRequest,
+    tool_call_delta, ChunkSource, ProviderError, ResponseMeta, StreamItem, TranslateError,
+    UpstreamRequest,
 };
 
 /// Path of a call for `model_id` (a model id, inference profile id or ARN; encoded as
@@ -1252,7 +1252,7 @@ impl ChatStream {
                     let index = self.tool_index(ev.content_block_index);
                     let id = tool_id(tu.tool_use_id, &self.meta.id, index as usize);
                     self.emit(
-                        tool_delta(index, Some(id), Some(tu.name), String::new()),
+                        tool_call_delta(index, Some(id), Some(tu.name), String::new()),
                         out,
                     );
                 }
@@ -1271,7 +1271,7 @@ impl ChatStream {
                     );
                 } else if let Some(tu) = d.tool_use.filter(|t| !t.input.is_empty()) {
                     let index = self.tool_index(ev.content_block_index);
-                    self.emit(tool_delta(index, None, None, tu.input), out);
+                    self.emit(tool_call_delta(index, None, None, tu.input), out);
                 } else if let Some(r) = d.reasoning_content {
                     if let Some(text) = r.text.filter(|t| !t.is_empty()) {
                         self.emit(
@@ -1409,22 +1409,6 @@ fn stream_error(kind: String, message: String) -> ProviderError {
 
 fn bad_response(why: String) -> ProviderError {
     ProviderError::from_translate(&TranslateError::BadResponse(why))
-}
-
-fn tool_delta(index: u32, id: Option<String>, name: Option<String>, arguments: String) -> Delta {
-    let kind = id.as_ref().map(|_| "function".to_string());
-    Delta {
-        tool_calls: Some(vec![ToolCallDelta {
-            index,
-            id,
-            kind,
-            function: FunctionCallDelta {
-                name,
-                arguments: Some(arguments),
-            },
-        }]),
-        ..Default::default()
-    }
 }
 
 fn parse_event<T: serde::de::DeserializeOwned>(

@@ -1603,6 +1603,7 @@ impl ChatStream {
                                 name: Some(fc.name),
                                 arguments: Some(args_text(fc.args)),
                             },
+                            rest: signature_rest(part.thought_signature),
                         }]),
                         ..Default::default()
                     }
@@ -3024,6 +3025,12 @@ mod tests {
             ),
             (0, Some("call_chatcmpl-test_0"), Some(r#"{"city":"Paris"}"#))
         );
+        // The thought signature rides along, where a client sends it back from.
+        assert_eq!(
+            calls[0].rest.get("extra_content"),
+            Some(&serde_json::json!({"google": {"thought_signature": "c2lnLXBhcmlz"}}))
+        );
+        assert!(calls[1].rest.is_empty());
         assert_eq!(
             (
                 calls[1].index,

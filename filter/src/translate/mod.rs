@@ -28,8 +28,8 @@ use serde_json::json;
 use crate::error::ClientSchema;
 
 use crate::schema::openai::{
-    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, ChunkChoice, ErrorBody,
-    FunctionDef, Tool, Usage,
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, ChunkChoice, Delta,
+    ErrorBody, FunctionCallDelta, FunctionDef, Tool, ToolCallDelta, Usage,
 };
 
 /// Why a translation failed. Each variant knows its HTTP status and its OpenAI-shaped
@@ -313,6 +313,29 @@ pub enum StreamItem {
 /// nothing. A source never panics on bad input.
 pub trait ChunkSource: fmt::Debug + Send {
     fn feed(&mut self, chunk: &[u8], end_of_stream: bool, out: &mut Vec<StreamItem>);
+}
+
+/// A delta carrying one piece of a streamed tool call: its start (`id`, `name`) or
+/// a run of its arguments.
+pub(crate) fn tool_call_delta(
+    index: u32,
+    id: Option<String>,
+    name: Option<String>,
+    arguments: String,
+) -> Delta {
+    Delta {
+        tool_calls: Some(vec![ToolCallDelta {
+            index,
+            kind: id.as_ref().map(|_| "function".to_string()),
+            id,
+            function: FunctionCallDelta {
+                name,
+                arguments: Some(arguments),
+            },
+            rest: Default::default(),
+        }]),
+        ..Default::default()
+    }
 }
 
 /// Writes hub items as an OpenAI `text/event-stream`: `data: <chunk>`, an error as
