@@ -286,15 +286,42 @@ def stop_process(proc: subprocess.Popen, timeout: float) -> None:
 # --------------------------------------------------------------------------- envoy
 
 
+def bench_routes() -> list[dict]:
+    return json.loads((BENCH / "aigw-config.json").read_text())["routes"]
+
+
 def routed_models() -> list[tuple[str, str]]:
-    """(model, backend) of every model in the bench's filter configuration."""
-    doc = json.loads((BENCH / "aigw-config.json").read_text())
-    return [(m, r["backends"][0]["name"]) for r in doc["routes"] for m in r["models"]]
+    """(model, cluster) of every model in the bench's filter configuration: a route
+    with one backend goes to that backend's cluster, one with several (fallback) to
+    a cluster of its own, `route-<name>`."""
+    def cluster(r: dict) -> str:
+        if len(r["backends"]) == 1:
+            return "backend-" + r["backends"][0]["name"]
+        return "route-" + r["name"]
+    return [(m, cluster(r)) for r in bench_routes() for m in r["models"]]
+
+
+def repeat_items(marker: str) -> list[dict]:
+    """The values a `# repeat per ...` block is written with, once per item."""
+    routes = bench_routes()
+    if marker.startswith("# repeat per model"):
+        # A fallback route retries on the next priority; the others do not retry.
+        return [{"MODEL": m, "CLUSTER": c,
+                 "RETRY": "{retry_on: 5xx, num_retries: 1}" if c.startswith("route-") else "{}"}
+                for m, c in routed_models()]
+    if marker.startswith("# repeat per fallback route"):
+        # A route with a primary and a fallback backend (priorities 0 and 1).
+        return [{"ROUTE": r["name"], "PRIMARY": r["backends"][0]["name"],
+                 "FALLBACK": r["backends"][1]["name"]}
+                for r in routes if len(r["backends"]) == 2]
+    single = [r["backends"][0]["name"] for r in routes if len(r["backends"]) == 1]
+    return [{"BACKEND": b} for b in dict.fromkeys(single)]
 
 
 def expand_repeats(text: str) -> str:
-    """Writes each `# repeat per model` / `# repeat per backend` block of a template
-    once per model (route) or backend of aigw-config.json, up to `# end repeat`."""
+    """Writes each `# repeat per model` / `# repeat per backend` / `# repeat per
+    fallback route` block of a template once per model (route), single backend or
+    two-backend route of aigw-config.json, up to `# end repeat`."""
     out: list[str] = []
     lines = iter(text.splitlines(keepends=True))
     for line in lines:
@@ -307,12 +334,7 @@ def expand_repeats(text: str) -> str:
             if inner.strip() == "# end repeat":
                 break
             block.append(inner)
-        models = routed_models()
-        if marker.startswith("# repeat per model"):
-            items = [{"MODEL": m, "BACKEND": b} for m, b in models]
-        else:
-            items = [{"BACKEND": b} for b in dict.fromkeys(b for _, b in models)]
-        for values in items:
+        for values in repeat_items(marker):
             for inner in block:
                 for key, value in values.items():
                     inner = inner.replace("${" + key + "}", value)
@@ -614,6 +636,12 @@ WORKLOADS = [
     Workload("anthropic-1k-stream", "1 KiB chat request, OpenAI → Anthropic Messages, SSE",
              chat_body(1024, True, model="claude-sonnet"), {"x-bench-stream": "1"},
              stream=True, default=False),
+    # A route with a fallback backend: its cluster carries the upstream instance,
+    # which does the (here: passthrough) upstream work per attempt; the primary
+    # answers, so no retry happens.
+    Workload("fallback-1k", "1 KiB chat request to a route with a fallback backend "
+             "(upstream instance on its cluster), JSON answer",
+             chat_body(1024, False, model="ha-chat"), {}, stream=False),
     Workload("bedrock-64k", "64 KiB chat request, OpenAI → Bedrock Converse, JSON answer",
              chat_body(65536, False, model="bedrock-claude"), {}, stream=False,
              default=False),
