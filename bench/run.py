@@ -535,7 +535,7 @@ class Workload:
     body: bytes
     headers: dict
     stream: bool
-    # Off by default (keeps `make bench` under ~5 minutes); run with BENCH_WORKLOADS.
+    # Off by default; run with BENCH_WORKLOADS.
     default: bool = True
 
 
@@ -619,10 +619,9 @@ WORKLOADS = [
     Workload("chat-1k-stream-usage", "as chat-1k-stream, client sets "
              "stream_options.include_usage", chat_body(1024, True, include_usage=True),
              {"x-bench-stream": "1"}, stream=True, default=False),
-    # Big prompt: the filter buffers and parses 64 KiB before routing. Opt-in
-    # (BENCH_WORKLOADS=chat-64k) so the default run stays under ~6 minutes.
+    # Big prompt: the filter buffers and parses 64 KiB before routing.
     Workload("chat-64k", "64 KiB chat request, JSON answer", chat_body(65536, False),
-             {}, stream=False, default=False),
+             {}, stream=False),
     # Translation: the same OpenAI request, sent by the filter to Bedrock Converse
     # (SigV4-signed) or Anthropic Messages, and the answer translated back. Plain
     # Envoy proxies the request as it is and gets the canned OpenAI answer.
@@ -643,8 +642,7 @@ WORKLOADS = [
              "(upstream instance on its cluster), JSON answer",
              chat_body(1024, False, model="ha-chat"), {}, stream=False),
     Workload("bedrock-64k", "64 KiB chat request, OpenAI → Bedrock Converse, JSON answer",
-             chat_body(65536, False, model="bedrock-claude"), {}, stream=False,
-             default=False),
+             chat_body(65536, False, model="bedrock-claude"), {}, stream=False),
 ]
 
 
