@@ -1378,21 +1378,7 @@ mod tests {
         assert!(!out
             .iter()
             .any(|a| matches!(a, Action::SetHeader { name, .. } if name.starts_with("x-aigw-"))));
-        let mut frames = Vec::new();
-        for (ev, json) in [
-            ("messageStart", r#"{"role":"assistant"}"#),
-            (
-                "contentBlockDelta",
-                r#"{"contentBlockIndex":0,"delta":{"text":"Hi"}}"#,
-            ),
-            ("messageStop", r#"{"stopReason":"end_turn"}"#),
-            (
-                "metadata",
-                r#"{"usage":{"inputTokens":7,"outputTokens":1,"totalTokens":8}}"#,
-            ),
-        ] {
-            frames.extend(crate::eventstream::encode_event(ev, json.as_bytes()).unwrap());
-        }
+        let frames = crate::translate::testing::converse_stream(&["Hi"], 7, 1);
         let mut sent = Vec::new();
         for (i, piece) in frames.chunks(9).enumerate() {
             out.clear();

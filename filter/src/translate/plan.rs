@@ -813,7 +813,6 @@ mod tests {
 
     #[test]
     fn streamed_chat_to_bedrock_becomes_openai_sse() {
-        use crate::eventstream::encode_event;
         let b = backend(
             serde_json::json!({"name": "br", "schema": {"name": "AWSBedrock"}, "region": "us-west-2"}),
         );
@@ -822,25 +821,7 @@ mod tests {
         let p = prepare(&a, req).unwrap();
         assert_eq!(p.path, "/model/m/converse-stream");
         let mut t = p.response.stream().expect("a stream translator");
-        let mut frames = Vec::new();
-        for (ev, json) in [
-            ("messageStart", r#"{"role":"assistant"}"#),
-            (
-                "contentBlockDelta",
-                r#"{"contentBlockIndex":0,"delta":{"text":"Hel"}}"#,
-            ),
-            (
-                "contentBlockDelta",
-                r#"{"contentBlockIndex":0,"delta":{"text":"lo"}}"#,
-            ),
-            ("messageStop", r#"{"stopReason":"end_turn"}"#),
-            (
-                "metadata",
-                r#"{"usage":{"inputTokens":3,"outputTokens":2,"totalTokens":5}}"#,
-            ),
-        ] {
-            frames.extend(encode_event(ev, json.as_bytes()).unwrap());
-        }
+        let frames = crate::translate::testing::converse_stream(&["Hel", "lo"], 3, 2);
         let mut out = Vec::new();
         for piece in frames.chunks(7) {
             t.feed(piece, false, &mut out);
@@ -1006,7 +987,6 @@ mod tests {
         assert_eq!(e["error"]["type"], "rate_limit_error");
 
         // To Bedrock Converse, streamed: Anthropic SSE events back.
-        use crate::eventstream::encode_event;
         let br = backend(
             serde_json::json!({"name": "br", "schema": {"name": "AWSBedrock"}, "region": "us-east-1"}),
         );
@@ -1016,21 +996,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.path, "/model/claude/converse-stream");
-        let mut frames = Vec::new();
-        for (ev, json) in [
-            ("messageStart", r#"{"role":"assistant"}"#),
-            (
-                "contentBlockDelta",
-                r#"{"contentBlockIndex":0,"delta":{"text":"Yo"}}"#,
-            ),
-            ("messageStop", r#"{"stopReason":"end_turn"}"#),
-            (
-                "metadata",
-                r#"{"usage":{"inputTokens":3,"outputTokens":1,"totalTokens":4}}"#,
-            ),
-        ] {
-            frames.extend(encode_event(ev, json.as_bytes()).unwrap());
-        }
+        let frames = crate::translate::testing::converse_stream(&["Yo"], 3, 1);
         let mut t = p.response.stream().unwrap();
         let mut out = Vec::new();
         t.feed(&frames, true, &mut out);

@@ -37,6 +37,28 @@ pub(crate) fn pretty<T: Serialize>(v: &T) -> Vec<u8> {
     s
 }
 
+/// A Bedrock ConverseStream answer in AWS event-stream frames: the message start,
+/// one text delta per piece of `text`, an `end_turn` stop, and the usage.
+pub(crate) fn converse_stream(text: &[&str], input_tokens: u64, output_tokens: u64) -> Vec<u8> {
+    let deltas = text.iter().map(|t| {
+        let delta = serde_json::json!({"contentBlockIndex": 0, "delta": {"text": t}});
+        ("contentBlockDelta", delta.to_string())
+    });
+    let usage = serde_json::json!({"usage": {
+        "inputTokens": input_tokens,
+        "outputTokens": output_tokens,
+        "totalTokens": input_tokens + output_tokens,
+    }});
+    std::iter::once(("messageStart", r#"{"role":"assistant"}"#.to_string()))
+        .chain(deltas)
+        .chain([
+            ("messageStop", r#"{"stopReason":"end_turn"}"#.to_string()),
+            ("metadata", usage.to_string()),
+        ])
+        .flat_map(|(ev, json)| crate::eventstream::encode_event(ev, json.as_bytes()).unwrap())
+        .collect()
+}
+
 /// A tiny deterministic generator (xorshift64*) for fuzz-ish tests.
 pub(crate) struct Rng(pub u64);
 
