@@ -1172,15 +1172,25 @@ pub(crate) fn inline_single_backend_rules(plan: &Plan) -> bool {
         .iter()
         .filter(|r| r.backends.len() == 1)
         .all(|r| {
-            let b = &plan.backends[r.backends[0].backend];
-            let Some((_, touched)) = filter_view(b) else {
-                return false;
-            };
-            r.matches.iter().all(|(_, extra)| {
-                extra
-                    .iter()
-                    .all(|(name, _)| !touched.iter().any(|t| t.eq_ignore_ascii_case(name)))
-            })
+            filter_view(&plan.backends[r.backends[0].backend])
+                .is_some_and(|(_, touched)| touched_matches(r, &touched).next().is_none())
+        })
+}
+
+/// The header matches of rule `r` on a header in `touched` (the headers its upstream
+/// work may set or remove): the match's index and the header's name.
+pub(crate) fn touched_matches<'r>(
+    r: &'r PlanRoute,
+    touched: &'r [String],
+) -> impl Iterator<Item = (usize, &'r str)> + 'r {
+    r.matches
+        .iter()
+        .enumerate()
+        .flat_map(move |(j, (_, extra))| {
+            extra
+                .iter()
+                .filter(|(name, _)| touched.iter().any(|t| t.eq_ignore_ascii_case(name)))
+                .map(move |(name, _)| (j, name.as_str()))
         })
 }
 

@@ -60,8 +60,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Map, Value};
 
 use crate::compile::{
-    config_document, filter_view, generated_error, with_router_only, Options, Plan, PlanBackend,
-    PlanRoute,
+    config_document, filter_view, generated_error, touched_matches, with_router_only, Options,
+    Plan, PlanBackend, PlanRoute,
 };
 use crate::credentials::{Auth, SecretOrigin};
 use crate::diag::{Diagnostic, ResourceId, Severity, Source};
@@ -1125,22 +1125,18 @@ fn router_only_checks(plan: &Plan, r: &PlanRoute, diags: &mut Vec<Diagnostic>) {
     let Some((host, touched)) = filter_view(b) else {
         return;
     };
-    for (j, (_, extra)) in r.matches.iter().enumerate() {
-        for (name, _) in extra {
-            if touched.iter().any(|t| t.eq_ignore_ascii_case(name)) {
-                let path = if r.rule_path.is_empty() {
-                    "matchers".to_string()
-                } else {
-                    format!("{}.matches[{j}].headers", r.rule_path)
-                };
-                warn(
-                    diags,
-                    r,
-                    path,
-                    format!("on Envoy Gateway the filter may set or remove request header '{name}' (the upstream work for backend {}) before Envoy picks the route again, so such requests no longer match this rule (they get the catch-all 404)", b.name),
-                );
-            }
-        }
+    for (j, name) in touched_matches(r, &touched) {
+        let path = if r.rule_path.is_empty() {
+            "matchers".to_string()
+        } else {
+            format!("{}.matches[{j}].headers", r.rule_path)
+        };
+        warn(
+            diags,
+            r,
+            path,
+            format!("on Envoy Gateway the filter may set or remove request header '{name}' (the upstream work for backend {}) before Envoy picks the route again, so such requests no longer match this rule (they get the catch-all 404)", b.name),
+        );
     }
     if let (Some(Auth::AwsSigV4 { .. }), Some(h)) = (&b.auth, &host) {
         if h.contains(':') {
