@@ -396,18 +396,24 @@ fn cluster(plan: &Plan, r: &PlanRoute, upstream_filter: Option<&Value>, o: &Opti
         "explicit_http_config": {"http_protocol_options": {}},
     });
     if let Some(f) = upstream_filter {
-        options["http_filters"] = json!([
-            {"name": "aigw_upstream", "typed_config": f},
-            {"name": "envoy.filters.http.upstream_codec", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
-            }},
-        ]);
+        options["http_filters"] = upstream_http_filters(f.clone());
     }
     c.insert(
         "typed_extension_protocol_options".into(),
         json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}),
     );
     Value::Object(c)
+}
+
+/// A cluster's upstream HTTP filters: the upstream instance (`typed_config`: the
+/// module filter with its config), then the codec Envoy requires last.
+pub(crate) fn upstream_http_filters(typed_config: Value) -> Value {
+    json!([
+        {"name": "aigw_upstream", "typed_config": typed_config},
+        {"name": "envoy.filters.http.upstream_codec", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+        }},
+    ])
 }
 
 /// Upstream TLS with SNI `sni`, verified against the system CAs and `sni` as the

@@ -166,26 +166,15 @@ pub fn localities(r: &PlanRoute, backends: &[PlanBackend]) -> Vec<Locality> {
 /// The cluster's upstream HTTP filters: the module's upstream instance on
 /// `config`, then the codec Envoy requires last.
 fn upstream_filters(config: &Value, module_path: &str) -> Value {
-    json!([
-        {
-            "name": "aigw_upstream",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
-                "dynamic_module_config": {"module": {"local": {"filename": module_path}}},
-                "filter_name": "aigw_upstream",
-                "filter_config": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": config.to_string(),
-                },
-            },
+    crate::bootstrap::upstream_http_filters(json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+        "dynamic_module_config": {"module": {"local": {"filename": module_path}}},
+        "filter_name": "aigw_upstream",
+        "filter_config": {
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": config.to_string(),
         },
-        {
-            "name": "envoy.filters.http.upstream_codec",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec",
-            },
-        },
-    ])
+    }))
 }
 
 /// A JSON Pointer token (RFC 6901).
