@@ -170,6 +170,9 @@ def render(
                 r["route"]["retry_policy"] = fallback_retry_policy(len(priorities))
             elif len(backends) == 1:
                 r["route"]["cluster"] = cluster_name(backends[0]["name"])
+                host = router_only_host(doc, backends[0]["name"])
+                if host:
+                    r["route"]["host_rewrite_literal"] = host
             elif backends:
                 r["route"]["weighted_clusters"] = {
                     "clusters": [
@@ -203,6 +206,17 @@ def render(
     if build == "wasm":
         boot["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] = wasm_buffer_limit(doc)
     return copy.deepcopy(boot)
+
+
+def router_only_host(doc: dict, backend: str) -> str | None:
+    """routerOnly: the router-level instance signs for the backend's `host` but leaves
+    the Host header alone (the route is picked on the client's): the route rewrites it."""
+    if doc.get("routerOnly") is not True:
+        return None
+    for b in doc.get("backends") or []:
+        if isinstance(b, dict) and b.get("name") == backend and isinstance(b.get("host"), str):
+            return b["host"]
+    return None
 
 
 def drop_upstream_filter(cluster: dict) -> None:

@@ -605,6 +605,19 @@ def running_gateway(cfg: dict, labels: list[str], workdir: Path, build: str, sim
         stop(sim)
 
 
+def virtual_host_for(hostname: str):
+    """A `running_gateway` bootstrap hook: the routes only for clients sending Host
+    `hostname` (any port), as Envoy Gateway's virtual host for a listener with a
+    hostname. A Host the filter rewrote before routing would match no route."""
+    def hook(rendered: dict, ports: dict[str, int]) -> dict:
+        hcm = rendered["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm["route_config"]["ignore_port_in_host_matching"] = True
+        (vhost,) = hcm["route_config"]["virtual_hosts"]
+        vhost["domains"] = [hostname]
+        return rendered
+    return hook
+
+
 @pytest.fixture(scope="session")
 def gateway(workdir: Path, build: str):
     with running_gateway(make_test_config(), BACKENDS + PROVIDER_LABELS, workdir / build, build,

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import MODULE, REPO, metadata_string, running_gateway
+from conftest import MODULE, REPO, metadata_string, running_gateway, virtual_host_for
 
 GOLDEN = REPO / "cli" / "tests" / "golden" / "envoy-gateway-router-only" / "envoy-gateway.yaml"
 MOUNT_DIR = "/etc/aigw/credentials"
@@ -42,6 +42,9 @@ BYOK = "openai-byok.ai@gpt-4o"
 OPENAI_KEYS = ("sk-openai-mounted-1", "sk-openai-mounted-2")
 USER_KEY = "sk-user-own-key"
 AWS = ("AKIDMOUNTED0001", "secret-from-mounted-file", "session-from-mounted-file")
+# The Gateway listener's hostname: routes are picked on the client's Host, which the
+# filter must leave for the route's host rewrite.
+LISTENER_HOSTNAME = "llm.example.com"
 
 
 class KubeLoader(yaml.SafeLoader):
@@ -111,14 +114,15 @@ def eg_gateway(workdir, build):
     assert config["routerOnly"] is True
     sim_args = ["--expect-api-key", f"{OPENAI}={OPENAI_KEYS[0]}", "--expect-api-key", f"{OPENAI}={OPENAI_KEYS[1]}",
                 "--expect-api-key", f"{BYOK}={USER_KEY}", "--aws-credentials", f"{BEDROCK}={':'.join(AWS)}"]
-    with running_gateway(config, [OPENAI, BEDROCK, BYOK, OPENAI_FALLBACK_RULE], workdir / f"eg-{build}", build, sim_args) as gw:
+    with running_gateway(config, [OPENAI, BEDROCK, BYOK, OPENAI_FALLBACK_RULE], workdir / f"eg-{build}", build, sim_args,
+                         bootstrap=virtual_host_for(LISTENER_HOSTNAME)) as gw:
         gw.credentials = root
         yield gw
 
 
 def chat(gw, model: str, headers: dict | None = None):
     return gw.post("/v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": "hi"}]},
-                   headers=headers)
+                   headers={"host": LISTENER_HOSTNAME, **(headers or {})})
 
 
 def header(rec: dict, name: str) -> list[str]:
@@ -134,6 +138,7 @@ def test_mounted_key_and_mutations(eg_gateway):
     assert r.status_code == 200, r.text
     rec = eg_gateway.one_upstream(rid)
     assert (rec["listener"], rec["checks"]) == (OPENAI, [])
+    assert header(rec, "host") == ["api.openai.com"]
     assert header(rec, "authorization") == [f"Bearer {OPENAI_KEYS[0]}"]
     assert header(rec, "x-team") == ["platform"]
     assert rec["body_json"]["service_tier"] == "flex"
@@ -145,6 +150,8 @@ def test_mounted_aws_credentials_file_profile_and_model_override(eg_gateway):
     rec = eg_gateway.one_upstream(rid)
     assert (rec["listener"], rec["provider"], rec["checks"]) == (BEDROCK, "bedrock-converse", [])
     assert "amazon.nova-pro-v1" in rec["path"]
+    # Signed for the host the route rewrites to (the simulator checks the signature).
+    assert header(rec, "host") == ["bedrock-runtime.us-east-1.amazonaws.com"]
 
 
 def test_per_request_key_without_a_configured_one(eg_gateway):
@@ -311,7 +318,9 @@ def eg_xds(docs: list[dict], ports: dict[str, int]) -> tuple[dict, dict, list[di
       circuit breaker; the BackendTrafficPolicy's passive health check as outlier
       detection; its HTTP timeouts as HttpProtocolOptions, which Envoy Gateway writes
       only when something needs them (buildTypedExtensionProtocolOptions);
+    - a virtual host for the listener's hostname, ports ignored (LISTENER_HOSTNAME);
     - routes: PathPrefix and header matches, the rule's request timeout, the
+      HTTPRouteFilter's rewrite to the Backend's hostname as auto_host_rewrite, the
       BackendTrafficPolicy's retry with the previous-hosts predicate and 5 host
       selection attempts, no previous-priorities (route.go buildRetryPolicy).
 
@@ -329,6 +338,8 @@ def eg_xds(docs: list[dict], ports: dict[str, int]) -> tuple[dict, dict, list[di
     http_timeouts = btp["spec"].get("timeout", {}).get("http", {})
     retry = btp["spec"].get("retry")
 
+    backend_host_rewrites = {d["metadata"]["name"] for d in docs if d["kind"] == "HTTPRouteFilter"
+                             and d["spec"].get("urlRewrite", {}).get("hostname", {}).get("type") == "Backend"}
     clusters, clas, routes = {}, {}, []
     for i, rule in enumerate(route["spec"]["rules"]):
         cluster = f"httproute/{ns}/{name}/rule/{i}"
@@ -350,6 +361,9 @@ def eg_xds(docs: list[dict], ports: dict[str, int]) -> tuple[dict, dict, list[di
                 ep = {"endpoint": {"address": {"socket_address": {
                     "protocol": "TCP", "address": host, "port_value": ports[ref["name"]]}}},
                     "load_balancing_weight": 1}
+                if "fqdn" in e:
+                    # The name Envoy resolves, which is what a host rewrite sends.
+                    ep["endpoint"]["hostname"] = e["fqdn"]["hostname"]
                 if metadata:
                     ep["metadata"] = json.loads(json.dumps(metadata))
                 endpoints.append(ep)
@@ -417,6 +431,9 @@ def eg_xds(docs: list[dict], ports: dict[str, int]) -> tuple[dict, dict, list[di
                 del r["match"]["headers"]
             if destination:
                 action = dict(destination, timeout=seconds(rule.get("timeouts", {}).get("request", "15s")))
+                if any(f.get("extensionRef", {}).get("name") in backend_host_rewrites for f in rule.get("filters", [])):
+                    # route.go: a URLRewrite to the Backend's hostname.
+                    action["auto_host_rewrite"] = True
                 if retry:
                     action["retry_policy"] = {
                         "retry_on": ",".join(retry["retryOn"]["triggers"]),
@@ -462,7 +479,8 @@ def patched_bootstrap(rendered: dict, ports: dict[str, int], credentials: Path) 
     # in the HCM and enabled per route.
     router["name"], router["disabled"] = ROUTER_FILTER, True
     hcm["route_config"] = {"name": "ai/gw/http", "ignore_port_in_host_matching": True,
-                           "virtual_hosts": [{"name": "ai/gw/http/*", "domains": ["*"], "routes": routes}]}
+                           "virtual_hosts": [{"name": f"ai/gw/http/{LISTENER_HOSTNAME}",
+                                              "domains": [LISTENER_HOSTNAME], "routes": routes}]}
     rendered["static_resources"]["clusters"] = list(clusters.values())
     return rendered
 
@@ -509,7 +527,8 @@ def eg_patched(workdir, build):
 def client(gw):
     import openai
 
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-client-own", max_retries=0, timeout=30)
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-client-own", max_retries=0, timeout=30,
+                         default_headers={"host": LISTENER_HOSTNAME})
 
 
 def attempts(gw, rid: str) -> list[dict]:
@@ -628,5 +647,6 @@ def test_single_backend_rule_stays_router_level(eg_patched):
                                               extra_headers={"x-request-id": rid})
     (a,) = attempts(gw, rid)
     assert a["listener"] == "openai" and a["checks"] == []
+    assert header(a, "host") == ["api.openai.com"]
     assert header(a, "authorization") == [f"Bearer {PATCH_KEYS['openai-key']}"]
     assert resp.choices[0].message.content == a["sent_text"]

@@ -9,16 +9,19 @@ import uuid
 
 import pytest
 
-from conftest import AWS_CREDS, AWS_SIGV4, metadata_number, metadata_string, running_gateway
+from conftest import AWS_CREDS, AWS_SIGV4, metadata_number, metadata_string, running_gateway, virtual_host_for
 
 CONFIG = {
     "version": "v1",
     "routerOnly": True,
     "backends": [
         {"name": "bedrock", "schema": {"name": "AWSBedrock"}, "region": "us-east-1",
+         "host": "bedrock-runtime.us-east-1.amazonaws.com",
          "modelNameOverride": "amazon.nova-lite-v1:0", "auth": AWS_SIGV4},
-        {"name": "anthropic", "schema": {"name": "Anthropic"}, "auth": {"apiKey": {"value": "sk-ant-router-only"}}},
-        {"name": "openai", "schema": {"name": "OpenAI"}, "auth": {"apiKey": {"value": "sk-openai-router-only"}}},
+        {"name": "anthropic", "schema": {"name": "Anthropic"}, "host": "api.anthropic.com",
+         "auth": {"apiKey": {"value": "sk-ant-router-only"}}},
+        {"name": "openai", "schema": {"name": "OpenAI"}, "host": "api.openai.com",
+         "auth": {"apiKey": {"value": "sk-openai-router-only"}}},
     ],
     "routes": [
         {"name": "b", "models": ["nova"], "backends": [{"name": "bedrock"}]},
@@ -30,6 +33,7 @@ CONFIG = {
 }
 FAMILY = {"nova": ("bedrock", "bedrock-converse"), "claude": ("anthropic", "anthropic"),
           "gpt-4o-mini": ("openai", "openai")}
+HOSTS = {b["name"]: b["host"] for b in CONFIG["backends"]}
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +41,9 @@ def router_only(workdir, build):
     sim_args = ["--aws-credentials", f"bedrock={':'.join(AWS_CREDS)}",
                 "--expect-api-key", "anthropic=sk-ant-router-only",
                 "--expect-api-key", "openai=sk-openai-router-only"]
+    # Routes only for the client's Host: the filter leaves Host to the route's rewrite.
     with running_gateway(CONFIG, ["bedrock", "anthropic", "openai"], workdir / f"router-only-{build}",
-                         build, sim_args) as gw:
+                         build, sim_args, bootstrap=virtual_host_for("127.0.0.1")) as gw:
         yield gw
 
 
@@ -67,6 +72,7 @@ def test_openai_sdk(router_only, model, stream):
     (rec,) = gw.upstream(rid)
     backend, family = FAMILY[model]
     assert (rec["listener"], rec["provider"], rec["checks"]) == (backend, family, [])
+    assert [v for k, v in rec["headers"] if k.lower() == "host"] == [HOSTS[backend]]
     assert text == rec["sent_text"]
     assert not any(v == "Bearer sk-client" for _, v in rec["headers"])
     entry = gw.log_entry(rid)

@@ -210,9 +210,12 @@ pub(crate) fn wasm_variant(
 
 /// One Envoy route per match of the rule: Gateway API ORs matches, ANDs headers.
 fn envoy_routes(plan: &Plan, r: &PlanRoute, inline: bool) -> Vec<Value> {
-    // The router-level instance already set the backend's host (and signed over it).
-    let host_set = inline
-        && matches!(r.backends.as_slice(), [only] if plan.backends[only.backend].host.is_some());
+    // The router-level instance signed for the backend's host but leaves the Host
+    // header to the route: it was picked on the client's Host.
+    let signed_host = match r.backends.as_slice() {
+        [only] if inline => plan.backends[only.backend].host.as_deref(),
+        _ => None,
+    };
     r.matches
         .iter()
         .map(|(model, extra)| {
@@ -225,9 +228,14 @@ fn envoy_routes(plan: &Plan, r: &PlanRoute, inline: bool) -> Vec<Value> {
             let mut action = Map::new();
             action.insert("cluster".into(), json!(r.name));
             action.insert("timeout".into(), json!(envoy_duration(r.timeout_ms)));
-            // Each backend's endpoints carry their hostname; the upstream expects it.
-            if !host_set {
-                action.insert("auto_host_rewrite".into(), json!(true));
+            match signed_host {
+                Some(h) => {
+                    action.insert("host_rewrite_literal".into(), json!(h));
+                }
+                // Each backend's endpoints carry their hostname; the upstream expects it.
+                None => {
+                    action.insert("auto_host_rewrite".into(), json!(true));
+                }
             }
             let mut retry = Map::new();
             if let Some(ms) = r.per_try_timeout_ms {

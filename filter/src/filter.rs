@@ -1342,6 +1342,8 @@ mod tests {
             })
         };
         assert_eq!(set(MODEL_HEADER).as_deref(), Some("nova"));
+        // The route is picked on the client's Host; the route rewrites it.
+        assert_eq!(set(":authority"), None);
         assert_eq!(
             set(":path").as_deref(),
             Some("/model/amazon.nova-lite-v1%3A0/converse-stream")

@@ -327,7 +327,9 @@ impl Upstream {
             .host
             .clone()
             .unwrap_or_else(|| self.request.authority.clone());
-        if authority != self.request.authority {
+        // Inline (`routerOnly`), Envoy picks the route after this, on the client's
+        // Host (a virtual host may name it): the route rewrites Host to this one.
+        if authority != self.request.authority && !self.inline {
             set(out, ":authority", authority.clone());
         }
         let mut content_type = None;
