@@ -18,10 +18,14 @@ route's `openai` provider is always api.openai.com:443 with TLS: the generic sch
 has no address field and the CLI no option for one) is also served, but only after
 its clusters are rewritten to plain HTTP on the simulator, so for it these tests
 check the compiled routes, filter config and access log, not the upstream TLS.
+
+An example with a login (basic auth) is driven with it; without it, or with a wrong
+password, requests must stop at Envoy.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -167,9 +171,9 @@ def test_aigateway_example_is_local(compiled):
 class Served:
     """Simulator + Envoy on a copy of an example's bootstrap."""
 
-    def __init__(self, url: str, sim_url: str, access_log: Path, config: dict, build: str):
+    def __init__(self, url: str, sim_url: str, access_log: Path, config: dict, build: str, login: dict):
         self.url, self.sim_url, self.access_log, self.config = url, sim_url, access_log, config
-        self.build = build
+        self.build, self.login = build, login
 
     def log_entry(self, request_id: str, timeout: float = 10.0) -> dict:
         """The access-log line; wasm metadata is filter state, so its numbers come
@@ -224,7 +228,7 @@ def served(request, compiled):
 
         envoy, listen, _admin = start_envoy(boot_for, work, build)
         yield name, local, Served(f"http://127.0.0.1:{listen}", f"http://127.0.0.1:{sim_port}", access_log, config,
-                                  build)
+                                  build, login_header(name))
         assert envoy.poll() is None, "Envoy died:\n" + (work / "envoy.log").read_text(errors="replace")[-4000:]
     finally:
         if envoy is not None:
@@ -232,10 +236,24 @@ def served(request, compiled):
         stop(sim)
 
 
-def client(url: str):
+# Examples whose gateway asks for a login (basic auth): the user and password their
+# input documents beside the htpasswd Secret.
+LOGINS = {"kgateway": ("demo", "not-a-real-password")}
+
+
+def login_header(name: str) -> dict[str, str]:
+    if name not in LOGINS:
+        return {}
+    return {"Authorization": "Basic " + base64.b64encode(":".join(LOGINS[name]).encode()).decode()}
+
+
+def client(gw: "Served"):
+    """An SDK client with the example's login, if it has one, in place of the API key's
+    Authorization header."""
     import openai
 
-    return openai.OpenAI(base_url=url + "/v1", api_key="sk-test-not-a-secret", max_retries=0, timeout=30)
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test-not-a-secret", max_retries=0, timeout=30,
+                         default_headers=gw.login)
 
 
 def costs(config: dict, model: str) -> dict[str, dict]:
@@ -275,7 +293,7 @@ def test_example_serves_chat(served):
     name, local, gw = served
     model = first_chat_model(gw.config)
     rid = str(uuid.uuid4())
-    resp = client(gw.url).chat.completions.create(
+    resp = client(gw).chat.completions.create(
         model=model, messages=[{"role": "user", "content": "Hello from the examples test"}],
         extra_headers={"x-request-id": rid})
     assert resp.choices[0].message.content, resp
@@ -293,7 +311,7 @@ def test_example_serves_streamed_chat(served):
     name, local, gw = served
     model = first_chat_model(gw.config)
     rid = str(uuid.uuid4())
-    stream = client(gw.url).chat.completions.create(
+    stream = client(gw).chat.completions.create(
         model=model, stream=True, stream_options={"include_usage": True},
         messages=[{"role": "user", "content": "Stream please"}], extra_headers={"x-request-id": rid})
     text, usage = "", None
@@ -317,7 +335,7 @@ def test_example_model_overrides(served):
     want = overrides[route["backends"][0]["name"]]
     model = route["models"][0]
     rid = str(uuid.uuid4())
-    resp = client(gw.url).chat.completions.create(
+    resp = client(gw).chat.completions.create(
         model=model, messages=[{"role": "user", "content": "Hi"}], extra_headers={"x-request-id": rid})
     assert resp.choices[0].message.content
     (up,) = gw.upstream(rid)
@@ -329,7 +347,7 @@ def test_example_model_overrides(served):
 
 def test_example_lists_models(served):
     name, local, gw = served
-    got = client(gw.url).models.list()
+    got = client(gw).models.list()
     assert sorted(m.id for m in got.data) == sorted(m["id"] for m in gw.config["models"])
 
 
@@ -345,14 +363,37 @@ def test_example_sends_configured_credentials(served):
         pytest.skip(f"{name} configures no OpenAI API key")
     route = routes[0]
     rid = str(uuid.uuid4())
-    resp = client(gw.url).chat.completions.create(
+    resp = client(gw).chat.completions.create(
         model=route["models"][0], messages=[{"role": "user", "content": "Hi"}], extra_headers={"x-request-id": rid})
     assert resp.choices[0].message.content
     (up,) = gw.upstream(rid)
     auth = [v for k, v in up["headers"] if k == "authorization"]
     want = {f"Bearer {keyed[b['name']]}" for b in route["backends"]}
     assert len(auth) == 1 and auth[0] in want, auth
-    assert not any("sk-test-not-a-secret" in v for _, v in up["headers"]), up["headers"]
+    assert not any("sk-test-not-a-secret" in v or v.startswith("Basic ") for _, v in up["headers"]), up["headers"]
+
+
+def test_example_login_is_required(served):
+    """A gateway with basic auth (kgateway's HTTPListenerPolicy, Envoy's basic_auth
+    filter) refuses requests without the login or with a wrong password before they
+    reach the filter or a provider."""
+    import openai
+
+    name, local, gw = served
+    if not gw.login:
+        pytest.skip(f"{name} asks for no login")
+    user = LOGINS[name][0]
+    wrong = {"Authorization": "Basic " + base64.b64encode(f"{user}:wrong".encode()).decode()}
+    model = first_chat_model(gw.config)
+    for headers in ({}, wrong):
+        rid = str(uuid.uuid4())
+        c = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test-not-a-secret", max_retries=0, timeout=30,
+                          default_headers=headers)
+        with pytest.raises(openai.AuthenticationError):
+            c.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}],
+                                      extra_headers={"x-request-id": rid})
+        assert gw.upstream(rid) == []
+        assert gw.log_entry(rid)["status"] == 401
 
 
 # The simulator's family for each backend schema (what it must have seen).
@@ -377,7 +418,7 @@ def test_example_serves_every_model_in_its_providers_api(served):
             for stream in (False, True):
                 rid = str(uuid.uuid4())
                 kw = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
-                resp = client(gw.url).chat.completions.create(
+                resp = client(gw).chat.completions.create(
                     model=model, messages=[{"role": "user", "content": "Hi there"}],
                     extra_headers={"x-request-id": rid}, **kw)
                 if stream:

@@ -1990,6 +1990,7 @@ pub(crate) fn plan(
             });
         }
     }
+    let mut basic_auth = None;
     for lp in &kg.listener {
         let ns = lp.meta.id.namespace.clone();
         let mut r = crate::compile::reporter(&lp.meta, diags);
@@ -1998,16 +1999,96 @@ pub(crate) fn plan(
             plan.kg.buffer_limit = Some(plan.kg.buffer_limit.map_or(n, |m| m.min(n)));
         }
         if let Some(s) = &lp.basic_auth {
-            if !secrets
-                .index
-                .contains_key(&(s.namespace.clone(), s.name.clone()))
-            {
-                r.warn(
+            // An auth setting that cannot be applied is an error: a warning would
+            // leave the gateway open.
+            match htpasswd_users(secrets, s) {
+                Ok(_) if basic_auth.is_some() => r.error(
                     s.path.as_str(),
-                    format!("Secret {}/{} is not among the inputs", s.namespace, s.name),
-                );
+                    "another HTTPListenerPolicy already sets basicAuth for the gateway (the standalone bootstrap has one listener): keep one",
+                ),
+                Ok(users) => basic_auth = Some(users),
+                Err(e) => r.error(s.path.as_str(), e),
             }
-            r.warn(s.path.as_str(), "not mapped: the compiler never reads Secret values, so it cannot inline the htpasswd users Envoy's basic_auth filter needs");
         }
     }
+    if let Some(users) = basic_auth {
+        // First: a request without valid credentials goes no further.
+        plan.kg.filters.insert(
+            0,
+            json!({"name": "envoy.filters.http.basic_auth", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.basic_auth.v3.BasicAuth",
+                "users": {"inline_string": users.expose()},
+            }}),
+        );
+    }
+}
+
+/// The Secret keys an htpasswd file is looked up under (Envoy Gateway's, then the
+/// usual `htaccess` name); a Secret with one key may name it anything.
+const HTPASSWD_KEYS: [&str; 2] = [".htpasswd", ".htaccess"];
+
+/// The users of a basicAuth Secret's htpasswd file, as Envoy's basic_auth filter
+/// reads them. That filter checks `{SHA}` hashes only, so any other scheme is
+/// refused here rather than failing every login at run time. Errors name lines
+/// and users, never hashes.
+fn htpasswd_users(secrets: &Secrets<'_>, s: &SecretRef) -> Result<SecretValue, String> {
+    let (ns, name) = (&s.namespace, &s.name);
+    let Some(&i) = secrets.index.get(&(ns.clone(), name.clone())) else {
+        return Err(format!(
+            "Secret {ns}/{name} is not among the inputs: its htpasswd users are compiled into Envoy's basic_auth filter"
+        ));
+    };
+    let keys: Vec<&str> = secrets.secrets[i]
+        .values
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let key = match HTPASSWD_KEYS.iter().find(|k| keys.contains(k)) {
+        Some(k) => *k,
+        None => match keys.as_slice() {
+            [only] => *only,
+            _ => return Err(format!(
+                "Secret {ns}/{name} has no '.htpasswd' key for the htpasswd users (its keys: {})",
+                if keys.is_empty() {
+                    "none".to_string()
+                } else {
+                    keys.join(", ")
+                }
+            )),
+        },
+    };
+    let text = secrets.value(ns, name, key)?;
+    let mut users = Vec::new();
+    let mut lines = Vec::new();
+    for (n, line) in text.expose().lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = format!("Secret {ns}/{name} key '{key}' line {}", n + 1);
+        let Some((user, hash)) = line.split_once(':') else {
+            return Err(format!("{at}: not 'user:hash'"));
+        };
+        if user.is_empty() {
+            return Err(format!("{at}: the user name is empty"));
+        }
+        let sha1 = hash.strip_prefix("{SHA}").and_then(|h| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.decode(h).ok()
+        });
+        if sha1.is_none_or(|d| d.len() != 20) {
+            return Err(format!(
+                "{at}: user '{user}' has a hash Envoy's basic_auth cannot check: it takes only {{SHA}} (SHA-1) hashes (htpasswd -s)"
+            ));
+        }
+        if users.contains(&user) {
+            return Err(format!("{at}: user '{user}' is listed twice"));
+        }
+        users.push(user);
+        lines.push(line);
+    }
+    if lines.is_empty() {
+        return Err(format!("Secret {ns}/{name} key '{key}' lists no users"));
+    }
+    Ok(SecretValue::new(&lines.join("\n")))
 }

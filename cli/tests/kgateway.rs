@@ -17,6 +17,8 @@ const TP: usize = 6;
 const LP: usize = 7;
 const DR: usize = 8;
 const GP: usize = 9;
+const KEY_SECRET: usize = 10;
+const USERS: usize = 11;
 
 fn base() -> Vec<Value> {
     let text = include_str!("golden/kgateway/input.yaml");
@@ -267,8 +269,7 @@ fn each_rule_reports_its_field() {
         ),
         (
             Box::new(|d: &mut Vec<Value>| {
-                let last = d.len() - 1;
-                d[last]["stringData"] = json!({"apiKey": "sk-placeholder"});
+                d[KEY_SECRET]["stringData"] = json!({"apiKey": "sk-placeholder"});
             }),
             "AIBackend",
             "spec.provider.openai.authToken.secretRef",
@@ -744,6 +745,98 @@ fn ext_auth_with_a_static_backend_becomes_an_envoy_filter() {
     assert!(out.bootstrap_yaml.contains("port_value: 9000"));
 }
 
+const DEMO_HASH: &str = "{SHA}oQuzRpAi/RR7QF57VSHLe8d6hsI=";
+
+#[test]
+fn basic_auth_is_envoys_filter_first_with_the_secrets_users() {
+    let out = compile(&manifests(base())).unwrap_or_else(|d| panic!("{d:#?}"));
+    let boot: Value = serde_norway::from_str(&out.bootstrap_yaml).unwrap();
+    let filters = boot
+        .pointer(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        )
+        .and_then(Value::as_array)
+        .unwrap();
+    let names: Vec<&str> = filters
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    let at = |n: &str| names.iter().position(|x| *x == n).unwrap();
+    assert!(
+        at("envoy.filters.http.basic_auth") < at("aigw"),
+        "{names:?}"
+    );
+    assert_eq!(
+        filters[at("envoy.filters.http.basic_auth")]["typed_config"]["users"]["inline_string"],
+        format!("demo:{DEMO_HASH}")
+    );
+    // The hash stays in the bootstrap: not in the filter config, not in any message.
+    assert!(!out.config.to_string().contains(DEMO_HASH));
+}
+
+#[test]
+fn basic_auth_that_cannot_be_enforced_is_an_error() {
+    let users = |text: &'static str| edit(USERS, "/stringData/.htpasswd", json!(text));
+    let path = "spec.basicAuth.credentialsSecretRef";
+    let cases: Vec<ErrorCase> = vec![
+        (
+            edit(
+                LP,
+                "/spec/basicAuth/credentialsSecretRef/name",
+                json!("nobody"),
+            ),
+            "HTTPListenerPolicy",
+            path,
+            "Secret default/nobody is not among the inputs",
+        ),
+        (
+            users("demo:$2y$05$pthxvn2t8b9rF9gF1FhvrutHKik/goGxVx5cOZ2fcXwrJ5Nwz5r\n"),
+            "HTTPListenerPolicy",
+            path,
+            "line 1: user 'demo' has a hash Envoy's basic_auth cannot check",
+        ),
+        (
+            users("# users\ndemo:{SHA}oQuzRpAi/RR7QF57VSHLe8d6hsI=\nops\n"),
+            "HTTPListenerPolicy",
+            path,
+            "line 3: not 'user:hash'",
+        ),
+        (
+            users(
+                "demo:{SHA}oQuzRpAi/RR7QF57VSHLe8d6hsI=\ndemo:{SHA}oQuzRpAi/RR7QF57VSHLe8d6hsI=\n",
+            ),
+            "HTTPListenerPolicy",
+            path,
+            "user 'demo' is listed twice",
+        ),
+        (
+            users("# nobody yet\n"),
+            "HTTPListenerPolicy",
+            path,
+            "lists no users",
+        ),
+        (
+            Box::new(|d: &mut Vec<Value>| {
+                d[USERS]["stringData"] = json!({"a": "demo:x", "b": "demo:y"});
+            }),
+            "HTTPListenerPolicy",
+            path,
+            "has no '.htpasswd' key for the htpasswd users (its keys: a, b)",
+        ),
+        (
+            Box::new(|d: &mut Vec<Value>| {
+                let mut second = d[LP].clone();
+                second["metadata"]["name"] = json!("second");
+                d.push(second);
+            }),
+            "HTTPListenerPolicy",
+            path,
+            "another HTTPListenerPolicy already sets basicAuth",
+        ),
+    ];
+    common::assert_error_cases(&cases, base, manifests, "oQuzRpAi/RR7QF57VSHLe8d6hsI");
+}
+
 #[test]
 fn unmapped_features_are_warnings_naming_the_field() {
     let mut docs = base();
@@ -751,7 +844,6 @@ fn unmapped_features_are_warnings_naming_the_field() {
     docs.push(extension(
         json!({"type": "ExtProc", "extProc": {"grpcService": {"backendRef": {"name": "svc"}}}}),
     ));
-    docs[LP]["spec"]["basicAuth"] = json!({"credentialsSecretRef": {"name": "htpasswd"}});
     docs[LP]["spec"]["accessLogging"] = json!({"fileSink": {"path": "/dev/stdout"}});
     docs[LP]["spec"]["celValidation"] =
         json!({"rules": [{"expression": "true", "action": "Allow"}]});
@@ -759,7 +851,6 @@ fn unmapped_features_are_warnings_naming_the_field() {
     let paths = warning_paths(&out);
     for (kind, path) in [
         ("TrafficPolicy", "spec.extProc.extensionRef"),
-        ("HTTPListenerPolicy", "spec.basicAuth.credentialsSecretRef"),
         ("HTTPListenerPolicy", "spec.accessLogging"),
         ("HTTPListenerPolicy", "spec.celValidation"),
         ("GatewayParameters", "spec"),
