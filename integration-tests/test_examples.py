@@ -373,6 +373,35 @@ def test_example_sends_configured_credentials(served):
     assert not any("sk-test-not-a-secret" in v or v.startswith("Basic ") for _, v in up["headers"]), up["headers"]
 
 
+# Examples with request validation (kgateway's celValidation, run by the filter):
+# headers its Deny rule refuses, and headers its earlier Allow rule lets through anyway.
+DENIED = {"kgateway": ({"x-internal-debug": "1"}, {"x-team": "platform"})}
+
+
+def test_example_request_validation(served):
+    """The filter's CEL rules: a request the Deny rule matches gets a 403 in OpenAI's
+    error schema and reaches no provider; the Allow rule before it wins when it matches."""
+    import openai
+
+    name, local, gw = served
+    if name not in DENIED:
+        pytest.skip(f"{name} has no request validation")
+    denied, allowed = DENIED[name]
+    model = first_chat_model(gw.config)
+    rid = str(uuid.uuid4())
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        client(gw).chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}],
+                                           extra_headers={"x-request-id": rid, **denied})
+    assert e.value.body["code"] == "request_denied", e.value.body
+    assert gw.upstream(rid) == []
+    assert gw.log_entry(rid)["status"] == 403
+    rid = str(uuid.uuid4())
+    resp = client(gw).chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}],
+                                              extra_headers={"x-request-id": rid, **denied, **allowed})
+    assert resp.choices[0].message.content
+    assert len(gw.upstream(rid)) == 1
+
+
 def test_example_login_is_required(served):
     """A gateway with basic auth (kgateway's HTTPListenerPolicy, Envoy's basic_auth
     filter) refuses requests without the login or with a wrong password before they

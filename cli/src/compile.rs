@@ -1288,6 +1288,10 @@ pub(crate) fn config_document(
         // kgateway HTTPListenerPolicy buffer: the filter buffers bodies too.
         doc["limits"] = json!({"maxRequestBodyBytes": n});
     }
+    if !plan.kg.request_rules.is_empty() {
+        // kgateway HTTPListenerPolicy celValidation: the filter runs CEL.
+        doc["requestValidation"] = json!({"rules": plan.kg.request_rules});
+    }
     (doc, origins)
 }
 

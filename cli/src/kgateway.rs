@@ -21,6 +21,7 @@ use crate::resources::{
     enum_value, is_dns_subdomain, Address, Endpoint, Meta, Tls, KGATEWAY_GROUP, MODEL_HEADER,
 };
 use crate::units::{envoy_duration, parse_duration};
+use aigw_filter::validation::{RequestRules, RuleAction};
 
 const GWAPI_GROUP: &str = "gateway.networking.k8s.io";
 /// Provider types: the seed's (`openai`, `azure`, `gemini`, `mistral`) and
@@ -182,6 +183,8 @@ pub struct ListenerPolicy {
     pub targets: Vec<Target>,
     pub max_request_bytes: Option<u64>,
     pub basic_auth: Option<SecretRef>,
+    /// `celValidation.rules`: (expression, action), checked when read.
+    pub request_rules: Vec<Value>,
 }
 
 #[derive(Debug)]
@@ -242,6 +245,9 @@ pub struct Listener {
     /// Routes with `direct_response`, after the model routes.
     pub direct_routes: Vec<Value>,
     pub buffer_limit: Option<u64>,
+    /// `requestValidation.rules` of the filter config, from every
+    /// HTTPListenerPolicy's `celValidation`, in input order.
+    pub request_rules: Vec<Value>,
 }
 
 // ---------------------------------------------------------------- reading
@@ -848,6 +854,7 @@ pub(crate) fn read(
                     }
                 }
             }
+            let mut request_rules = Vec::new();
             if let Some(v) = o.get("celValidation") {
                 let p = o.path("celValidation");
                 if let Some(c) = Obj::new(v, &p, &["rules"], r) {
@@ -858,12 +865,26 @@ pub(crate) fn read(
                         .enumerate()
                     {
                         let rp = at(&c.path("rules"), i);
-                        if let Some(ro) = Obj::new(rule, &rp, &["expression", "action"], r) {
-                            ro.str_req("expression", r);
-                            enum_value(&ro, "action", &["Deny", "Allow"], false, r);
+                        let Some(ro) = Obj::new(rule, &rp, &["expression", "action"], r) else {
+                            continue;
+                        };
+                        let expression = ro.str_req("expression", r);
+                        let action = enum_value(&ro, "action", &["Deny", "Allow"], true, r);
+                        let (Some(expression), Some(action)) = (expression, action) else {
+                            continue;
+                        };
+                        // The filter's own compiler: what it would refuse at load.
+                        let kind = if action == "Allow" {
+                            RuleAction::Allow
+                        } else {
+                            RuleAction::Deny
+                        };
+                        if let Err((_, why)) = RequestRules::compile(&[(expression, kind)]) {
+                            r.error(ro.path("expression"), why);
+                            continue;
                         }
+                        request_rules.push(json!({"expression": expression, "action": action}));
                     }
-                    r.warn(p, "not mapped: Envoy has no CEL request-validation filter the compiler configures");
                 }
             }
             let mut basic_auth = None;
@@ -882,6 +903,7 @@ pub(crate) fn read(
                 targets,
                 max_request_bytes,
                 basic_auth,
+                request_rules,
             });
         }
         "DirectResponse" => {
@@ -1998,6 +2020,9 @@ pub(crate) fn plan(
         if let Some(n) = lp.max_request_bytes {
             plan.kg.buffer_limit = Some(plan.kg.buffer_limit.map_or(n, |m| m.min(n)));
         }
+        plan.kg
+            .request_rules
+            .extend(lp.request_rules.iter().cloned());
         if let Some(s) = &lp.basic_auth {
             // An auth setting that cannot be applied is an error: a warning would
             // leave the gateway open.
@@ -2047,14 +2072,16 @@ fn htpasswd_users(secrets: &Secrets<'_>, s: &SecretRef) -> Result<SecretValue, S
         Some(k) => *k,
         None => match keys.as_slice() {
             [only] => *only,
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "Secret {ns}/{name} has no '.htpasswd' key for the htpasswd users (its keys: {})",
                 if keys.is_empty() {
                     "none".to_string()
                 } else {
                     keys.join(", ")
                 }
-            )),
+            ))
+            }
         },
     };
     let text = secrets.value(ns, name, key)?;

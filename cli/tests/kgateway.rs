@@ -598,6 +598,26 @@ fn each_rule_reports_its_field() {
             "is required",
         ),
         (
+            edit(
+                LP,
+                "/spec/celValidation",
+                json!({"rules": [{"expression": "headers['a'] == 'b'", "action": "Deny"}]}),
+            ),
+            "HTTPListenerPolicy",
+            "spec.celValidation.rules[0].expression",
+            "unknown variable(s) headers (known: request)",
+        ),
+        (
+            edit(
+                LP,
+                "/spec/celValidation",
+                json!({"rules": [{"expression": "true"}]}),
+            ),
+            "HTTPListenerPolicy",
+            "spec.celValidation.rules[0].action",
+            "is required",
+        ),
+        (
             edit(LP, "/spec/basicAuth", json!({})),
             "HTTPListenerPolicy",
             "spec.basicAuth.credentialsSecretRef",
@@ -838,6 +858,18 @@ fn basic_auth_that_cannot_be_enforced_is_an_error() {
 }
 
 #[test]
+fn cel_validation_is_the_filters_request_validation() {
+    let out = compile(&manifests(base())).unwrap_or_else(|d| panic!("{d:#?}"));
+    let rules = &out.config["requestValidation"]["rules"];
+    assert_eq!(rules[0]["action"], "Allow");
+    assert_eq!(
+        rules[1]["expression"],
+        "request.url_path.startsWith('/v1/') && 'x-internal-debug' in request.headers"
+    );
+    assert_eq!(rules.as_array().map(Vec::len), Some(2));
+}
+
+#[test]
 fn unmapped_features_are_warnings_naming_the_field() {
     let mut docs = base();
     docs[TP]["spec"]["extProc"] = json!({"extensionRef": {"name": "ext"}});
@@ -845,14 +877,11 @@ fn unmapped_features_are_warnings_naming_the_field() {
         json!({"type": "ExtProc", "extProc": {"grpcService": {"backendRef": {"name": "svc"}}}}),
     ));
     docs[LP]["spec"]["accessLogging"] = json!({"fileSink": {"path": "/dev/stdout"}});
-    docs[LP]["spec"]["celValidation"] =
-        json!({"rules": [{"expression": "true", "action": "Allow"}]});
     let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
     let paths = warning_paths(&out);
     for (kind, path) in [
         ("TrafficPolicy", "spec.extProc.extensionRef"),
         ("HTTPListenerPolicy", "spec.accessLogging"),
-        ("HTTPListenerPolicy", "spec.celValidation"),
         ("GatewayParameters", "spec"),
     ] {
         assert!(

@@ -13,6 +13,7 @@ use crate::backend::RawBackend;
 pub use crate::backend::{Backend, BackendSchema};
 use crate::cost::RequestCost;
 use crate::secrets::SecretStore;
+use crate::validation::{RequestRules, RuleAction};
 
 /// The only document version this build reads.
 pub const CONFIG_VERSION: &str = "v1";
@@ -103,6 +104,8 @@ pub struct Config {
     /// No upstream instance runs (Envoy Gateway): the router-level instance does the
     /// upstream work for routes with one backend.
     pub router_only: bool,
+    /// Checked on every request's headers before anything else.
+    pub request_rules: RequestRules,
 }
 
 impl Config {
@@ -180,6 +183,27 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     router_only: bool,
+    #[serde(default)]
+    request_validation: Option<RawValidation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawValidation {
+    rules: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRule {
+    expression: String,
+    action: RawRuleAction,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+enum RawRuleAction {
+    Allow,
+    Deny,
 }
 
 #[derive(Deserialize)]
@@ -305,6 +329,25 @@ impl RawConfig {
         }
 
         let global_costs = compile_costs(&self.llm_request_costs, "llmRequestCosts")?;
+        let request_rules = match &self.request_validation {
+            None => RequestRules::default(),
+            Some(v) => {
+                let rules: Vec<(&str, RuleAction)> = v
+                    .rules
+                    .iter()
+                    .map(|r| {
+                        let action = match r.action {
+                            RawRuleAction::Allow => RuleAction::Allow,
+                            RawRuleAction::Deny => RuleAction::Deny,
+                        };
+                        (r.expression.as_str(), action)
+                    })
+                    .collect();
+                RequestRules::compile(&rules).map_err(|(i, message)| {
+                    err(format!("requestValidation.rules[{i}].expression"), message)
+                })?
+            }
+        };
 
         let mut routes = Vec::with_capacity(self.routes.len());
         let mut model_to_route: HashMap<String, usize> = HashMap::new();
@@ -433,6 +476,7 @@ impl RawConfig {
             secrets: SecretStore::default(),
             touched_headers,
             router_only: self.router_only,
+            request_rules,
         })
     }
 }

@@ -18,15 +18,16 @@
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use cel::common::ast::{EntryExpr, Expr, LiteralValue};
 use cel::common::types::{CelDouble, CelInt, CelString};
 use cel::common::value::CowVal;
 use cel::context::VariableResolver;
 use cel::objects::Value;
-use cel::{Context, Env, ExecutionError, IdedExpr, Program};
+use cel::{Context, ExecutionError, IdedExpr, Program};
 
+use crate::expr;
 use crate::usage::TokenUsage;
 
 /// A cost compile error; `field` is relative to the cost entry (`type` or `cel`).
@@ -188,65 +189,9 @@ fn cel_err(message: impl Into<String>) -> CostConfigError {
     }
 }
 
-/// The standard CEL environment, built once (it takes a fraction of a millisecond).
-fn env() -> Arc<Env> {
-    static ENV: OnceLock<Arc<Env>> = OnceLock::new();
-    ENV.get_or_init(|| Arc::new(Env::stdlib())).clone()
-}
-
 fn compile_cel(src: &str) -> Result<CelCost, CostConfigError> {
-    if src.trim().is_empty() {
-        return Err(cel_err("must not be empty"));
-    }
-    check_shape(src)?;
-    let program = match catch_unwind(|| Program::compile(src)) {
-        Ok(Ok(p)) => p,
-        Ok(Err(errs)) => {
-            let msg = errs
-                .errors
-                .first()
-                .map(|e| format!("syntax error at {}:{}: {}", e.pos.0, e.pos.1, e.msg))
-                .unwrap_or_else(|| "syntax error".into());
-            return Err(cel_err(msg));
-        }
-        Err(_) => return Err(cel_err("the CEL parser failed on this expression")),
-    };
-    // Unknown names would fail every request: refuse them now. Names bound by
-    // macros (`exists(x, ...)`) are allowed.
-    let mut bound = Vec::new();
-    comprehension_vars(program.expression(), &mut bound);
-    let refs = program.references();
-    let mut unknown: Vec<&str> = refs
-        .variables()
-        .into_iter()
-        .filter(|v| {
-            !STRING_VARS.contains(v) && !COUNTER_VARS.contains(v) && !bound.iter().any(|b| b == v)
-        })
-        .collect();
-    if !unknown.is_empty() {
-        unknown.sort_unstable();
-        return Err(cel_err(format!(
-            "unknown variable(s) {} (known: {}, {})",
-            unknown.join(", "),
-            STRING_VARS.join(", "),
-            COUNTER_VARS.join(", ")
-        )));
-    }
-    // The request's variables are resolved before any scope: a macro variable of
-    // the same name would not shadow them, so refuse it rather than surprise.
-    let mut shadowing: Vec<&str> = bound
-        .iter()
-        .map(String::as_str)
-        .filter(|b| STRING_VARS.contains(b) || COUNTER_VARS.contains(b))
-        .collect();
-    if !shadowing.is_empty() {
-        shadowing.sort_unstable();
-        shadowing.dedup();
-        return Err(cel_err(format!(
-            "macro variable(s) {} reuse the name of a cost variable",
-            shadowing.join(", ")
-        )));
-    }
+    let known: Vec<&str> = STRING_VARS.iter().chain(&COUNTER_VARS).copied().collect();
+    let program = expr::compile(src, &known).map_err(cel_err)?;
     let mut doubles = program.expression().clone();
     ints_to_doubles(&mut doubles);
     Ok(CelCost {
@@ -254,54 +199,6 @@ fn compile_cel(src: &str) -> Result<CelCost, CostConfigError> {
         program,
         doubles,
     })
-}
-
-/// Longest accepted expression, in bytes.
-const MAX_CEL_BYTES: usize = 1024;
-/// Deepest accepted nesting (brackets plus `?`).
-const MAX_CEL_NESTING: usize = 24;
-
-/// The CEL parser and interpreter recurse per nesting level with large frames (a
-/// few dozen levels exhaust a small stack in a debug build; a stack overflow
-/// aborts Envoy). Cost expressions are short: refuse deep or long ones up front.
-fn check_shape(src: &str) -> Result<(), CostConfigError> {
-    if src.len() > MAX_CEL_BYTES {
-        return Err(cel_err(format!(
-            "longer than {MAX_CEL_BYTES} bytes ({} bytes)",
-            src.len()
-        )));
-    }
-    let (mut depth, mut deepest, mut ternaries) = (0usize, 0usize, 0usize);
-    let mut quote: Option<u8> = None;
-    let mut escaped = false;
-    for &b in src.as_bytes() {
-        if let Some(q) = quote {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == q {
-                quote = None;
-            }
-            continue;
-        }
-        match b {
-            b'\'' | b'"' => quote = Some(b),
-            b'(' | b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
-            b'?' => ternaries += 1,
-            _ => {}
-        }
-    }
-    if deepest + ternaries > MAX_CEL_NESTING {
-        return Err(cel_err(format!(
-            "nested too deeply (brackets plus conditionals over {MAX_CEL_NESTING})"
-        )));
-    }
-    Ok(())
 }
 
 impl CelCost {
@@ -320,10 +217,10 @@ impl CelCost {
             counters,
             doubles: false,
         };
-        let run = |vars: &CostVars<'_>, expr: Option<&IdedExpr>| {
-            let mut ctx = Context::with_env(env());
+        let run = |vars: &CostVars<'_>, twin: Option<&IdedExpr>| {
+            let mut ctx = Context::with_env(expr::env());
             ctx.set_variable_resolver(vars);
-            match expr {
+            match twin {
                 None => self.program.execute(&ctx),
                 Some(e) => ctx.resolve(e),
             }
@@ -375,53 +272,6 @@ fn non_negative_integer(v: Value) -> Result<u64, CostError> {
             Ok(f as u64)
         }
         other => Err(CostError::NotANonNegativeInteger(format!("{other:?}"))),
-    }
-}
-
-/// Names bound by comprehensions (macros such as `exists` and `map`).
-fn comprehension_vars(e: &IdedExpr, out: &mut Vec<String>) {
-    if let Expr::Comprehension(c) = &e.expr {
-        out.push(c.iter_var.clone());
-        out.extend(c.iter_var2.clone());
-        out.push(c.accu_var.clone());
-    }
-    for_each_child(e, |sub| comprehension_vars(sub, out));
-}
-
-fn for_each_child(e: &IdedExpr, mut f: impl FnMut(&IdedExpr)) {
-    match &e.expr {
-        Expr::Call(c) => {
-            c.target.iter().for_each(|t| f(t));
-            c.args.iter().for_each(f);
-        }
-        Expr::Comprehension(c) => {
-            for sub in [
-                &c.iter_range,
-                &c.accu_init,
-                &c.loop_cond,
-                &c.loop_step,
-                &c.result,
-            ] {
-                f(sub);
-            }
-        }
-        Expr::List(l) => l.elements.iter().for_each(f),
-        Expr::Map(m) => m.entries.iter().for_each(|en| match &en.expr {
-            EntryExpr::MapEntry(me) => {
-                f(&me.key);
-                f(&me.value);
-            }
-            EntryExpr::StructField(sf) => f(&sf.value),
-        }),
-        Expr::Struct(s) => s.entries.iter().for_each(|en| match &en.expr {
-            EntryExpr::MapEntry(me) => {
-                f(&me.key);
-                f(&me.value);
-            }
-            EntryExpr::StructField(sf) => f(&sf.value),
-        }),
-        Expr::Select(s) => f(&s.operand),
-        Expr::Unspecified | Expr::Ident(_) | Expr::Literal(_) => {}
     }
 }
 
@@ -483,6 +333,7 @@ fn entry_to_doubles(e: &mut EntryExpr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::expr::{MAX_CEL_BYTES, MAX_CEL_NESTING};
 
     const USAGE: TokenUsage = TokenUsage {
         input_tokens: 100,

@@ -27,6 +27,8 @@ pub enum GatewayError {
     UnknownModel(String),
     /// The request method is not allowed on this endpoint.
     MethodNotAllowed { method: String, path: &'static str },
+    /// A request validation rule (`requestValidation.rules[rule]`) denied the request.
+    Denied { rule: usize },
     /// The upstream answered in a way the gateway could not process.
     BadUpstreamResponse(String),
     /// The filter itself failed (a bug); the stream is answered, Envoy keeps running.
@@ -39,6 +41,7 @@ impl GatewayError {
         match self {
             Self::InvalidJson(_) | Self::InvalidField { .. } => 400,
             Self::BodyTooLarge { .. } => 413,
+            Self::Denied { .. } => 403,
             Self::UnknownModel(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::BadUpstreamResponse(_) => 502,
@@ -53,6 +56,7 @@ impl GatewayError {
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidField { .. } => "invalid_request",
             Self::BodyTooLarge { .. } => "request_too_large",
+            Self::Denied { .. } => "request_denied",
             Self::UnknownModel(_) => "model_not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::BadUpstreamResponse(_) => "bad_upstream_response",
@@ -73,6 +77,9 @@ impl GatewayError {
             }
             Self::MethodNotAllowed { method, path } => {
                 format!("Method {method} is not allowed on {path}")
+            }
+            Self::Denied { rule } => {
+                format!("The gateway's request validation denied this request (rule {rule})")
             }
             Self::BadUpstreamResponse(why) => format!("The upstream response was invalid: {why}"),
             Self::Internal => "The gateway failed to process the request".to_string(),
@@ -109,6 +116,7 @@ impl GatewayError {
     fn openai_type(&self) -> &'static str {
         match self.status() {
             404 | 400 | 405 | 413 => "invalid_request_error",
+            403 => "permission_error",
             _ => "server_error",
         }
     }
@@ -118,6 +126,7 @@ impl GatewayError {
             404 => "not_found_error",
             413 => "request_too_large",
             400 | 405 => "invalid_request_error",
+            403 => "permission_error",
             _ => "api_error",
         }
     }

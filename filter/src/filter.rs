@@ -33,7 +33,8 @@ use crate::MODEL_HEADER;
 pub use crate::upstream::{BACKEND_HEADER, MODEL_OVERRIDE_HEADER};
 
 /// Headers a client may not send: the gateway alone sets them.
-const CLIENT_FORBIDDEN_HEADERS: [&str; 3] = [MODEL_HEADER, BACKEND_HEADER, MODEL_OVERRIDE_HEADER];
+pub(crate) const CLIENT_FORBIDDEN_HEADERS: [&str; 3] =
+    [MODEL_HEADER, BACKEND_HEADER, MODEL_OVERRIDE_HEADER];
 
 /// Where in Envoy's filter chains an instance runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -333,7 +334,21 @@ impl HttpFilter {
             }
         }
         let path = headers.get(":path").unwrap_or_default();
-        let Some(endpoint) = Endpoint::classify(&path) else {
+        let endpoint = Endpoint::classify(&path);
+        if !self.config.request_rules.is_empty() {
+            let verdict = self.config.request_rules.check(headers);
+            for (i, why) in verdict.failures {
+                out.push(Action::Log {
+                    level: LogLevel::Debug,
+                    message: format!("requestValidation.rules[{i}] did not match: {why}"),
+                });
+            }
+            if let Some(rule) = verdict.denied_by {
+                self.endpoint = endpoint;
+                return self.reply(GatewayError::Denied { rule }, out);
+            }
+        }
+        let Some(endpoint) = endpoint else {
             self.phase = Phase::PassThrough;
             return Status::Continue;
         };
@@ -716,6 +731,27 @@ impl Headers for Edited<'_> {
         }
         self.base.get(name)
     }
+
+    fn for_each(&self, f: &mut dyn FnMut(&str, &str)) {
+        let mut edited: Vec<&str> = Vec::new();
+        for a in self.edits {
+            if let Action::SetHeader { name, .. } | Action::RemoveHeader { name } = a {
+                if !edited.iter().any(|e| e.eq_ignore_ascii_case(name)) {
+                    edited.push(name);
+                }
+            }
+        }
+        self.base.for_each(&mut |n, v| {
+            if !edited.iter().any(|e| e.eq_ignore_ascii_case(n)) {
+                f(n, v)
+            }
+        });
+        for name in edited {
+            if let Some(v) = self.get(name) {
+                f(name, &v);
+            }
+        }
+    }
 }
 
 /// Checks the announced size of a request body and starts buffering it.
@@ -817,6 +853,64 @@ mod tests {
             }
             other => panic!("expected a local reply, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn request_validation_denies_in_the_clients_schema_before_anything_else() {
+        let config = Arc::new(
+            Config::from_json(
+                br#"{"version": "v1",
+                "backends": [{"name": "b", "schema": {"name": "OpenAI"}}],
+                "routes": [{"name": "r", "models": ["m"], "backends": [{"name": "b"}]}],
+                "requestValidation": {"rules": [
+                    {"expression": "request.headers['x-team'] == 'trusted'", "action": "Allow"},
+                    {"expression": "!('x-team' in request.headers) || request.url_path == '/admin'", "action": "Deny"}
+                ]}}"#,
+            )
+            .unwrap(),
+        );
+        let run = |path: &str, team: Option<&str>| {
+            let mut f = HttpFilter::new(config.clone(), FilterRole::Router);
+            let mut out = Vec::new();
+            let mut h = vec![(":method", "POST"), (":path", path)];
+            h.extend(team.map(|t| ("x-team", t)));
+            let s = f.on_request_headers(&h.as_slice(), false, t(0), &mut out);
+            (s, out)
+        };
+        let (s, out) = run("/v1/chat/completions", None);
+        assert_eq!(s, Status::StopIteration);
+        let (status, body) = local_reply(&out);
+        assert_eq!(status, 403);
+        assert_eq!(body["error"]["code"], "request_denied");
+        assert_eq!(body["error"]["type"], "permission_error");
+        let (_, out) = run("/anthropic/v1/messages", None);
+        let (status, body) = local_reply(&out);
+        assert_eq!(
+            (status, body["error"]["type"].as_str()),
+            (403, Some("permission_error"))
+        );
+        assert_eq!(body["type"], "error");
+        // Any path: an Allow ends the rules, the Deny catches what is left.
+        assert_eq!(local_reply(&run("/admin", Some("ads")).1).0, 403);
+        let (s, out) = run("/admin", Some("trusted"));
+        assert_eq!(s, Status::Continue);
+        assert!(out.is_empty(), "{out:?}");
+        let (s, _) = run("/v1/chat/completions", Some("ads"));
+        assert_eq!(s, Status::StopIteration, "on to the body");
+
+        let bad = Config::from_json(
+            br#"{"version": "v1", "requestValidation": {"rules": [
+                {"expression": "true", "action": "Allow"},
+                {"expression": "req.path == '/'", "action": "Deny"}]}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(bad.path, "requestValidation.rules[1].expression");
+        let bad = Config::from_json(
+            br#"{"version": "v1", "requestValidation": {"rules": [
+                {"expression": "true", "action": "Maybe"}]}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(bad.path, "requestValidation.rules[0].action");
     }
 
     #[test]

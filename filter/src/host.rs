@@ -13,6 +13,10 @@
 pub trait Headers {
     /// The first value of `name`, if present.
     fn get(&self, name: &str) -> Option<String>;
+
+    /// Every header in the map, in order, a repeated name once per value. A map
+    /// that keeps only some headers lists those.
+    fn for_each(&self, f: &mut dyn FnMut(&str, &str));
 }
 
 /// A header map for tests and for hosts that copy headers out before calling in.
@@ -22,11 +26,19 @@ impl Headers for &[(&str, &str)] {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| (*v).to_string())
     }
+
+    fn for_each(&self, f: &mut dyn FnMut(&str, &str)) {
+        self.iter().for_each(|(k, v)| f(k, v));
+    }
 }
 
 impl<const N: usize> Headers for [(&str, &str); N] {
     fn get(&self, name: &str) -> Option<String> {
         Headers::get(&self.as_slice(), name)
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(&str, &str)) {
+        Headers::for_each(&self.as_slice(), f)
     }
 }
 

@@ -16,6 +16,7 @@ pub mod cost;
 pub mod endpoint;
 pub mod error;
 pub mod eventstream;
+mod expr;
 pub mod filter;
 pub mod host;
 pub mod models;
@@ -26,6 +27,7 @@ pub mod sse;
 pub mod translate;
 pub mod upstream;
 pub mod usage;
+pub mod validation;
 
 pub use config::{Config, ConfigError};
 pub use error::GatewayError;

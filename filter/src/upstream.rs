@@ -643,6 +643,10 @@ impl Headers for SavedRequest {
     fn get(&self, name: &str) -> Option<String> {
         self.value(name).map(str::to_string)
     }
+
+    fn for_each(&self, f: &mut dyn FnMut(&str, &str)) {
+        self.0.iter().for_each(|(n, v)| f(n, v));
+    }
 }
 
 /// The request headers as the client sent them: the saved values of the headers
@@ -655,11 +659,30 @@ struct Original<'a> {
 
 impl Headers for Original<'_> {
     fn get(&self, name: &str) -> Option<String> {
-        if self.config.touched_headers().iter().any(|n| n == name) {
+        if self.is_touched(name) {
             self.saved.get(name)
         } else {
             self.live.get(name)
         }
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(&str, &str)) {
+        self.live.for_each(&mut |n, v| {
+            if !self.is_touched(n) {
+                f(n, v)
+            }
+        });
+        self.saved.0.iter().for_each(|(n, v)| {
+            if self.is_touched(n) {
+                f(n, v)
+            }
+        });
+    }
+}
+
+impl Original<'_> {
+    fn is_touched(&self, name: &str) -> bool {
+        self.config.touched_headers().iter().any(|n| n == name)
     }
 }
 
@@ -686,6 +709,10 @@ impl Headers for SavedHeaders {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(&str, &str)) {
+        self.0.iter().for_each(|(n, v)| f(n, v));
     }
 }
 

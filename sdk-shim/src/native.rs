@@ -415,6 +415,16 @@ impl Headers for HostHeaders<'_> {
             .find(|h| h.name.as_bytes() == name.as_bytes())
             .map(|h| String::from_utf8_lossy(h.value.as_bytes()).into_owned())
     }
+
+    fn for_each(&self, f: &mut dyn FnMut(&str, &str)) {
+        let all = self.all.get_or_init(|| self.envoy.headers(self.kind));
+        for h in all {
+            f(
+                &String::from_utf8_lossy(h.name.as_bytes()),
+                &String::from_utf8_lossy(h.value.as_bytes()),
+            );
+        }
+    }
 }
 
 /// What a stream hook answers when it does nothing (dead stream, re-entered, null).

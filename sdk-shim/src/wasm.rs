@@ -214,6 +214,13 @@ impl Headers for HostHeaders {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
     }
+
+    fn for_each(&self, f: &mut dyn FnMut(&str, &str)) {
+        self.all
+            .get_or_init(|| host::headers(self.map))
+            .iter()
+            .for_each(|(n, v)| f(n, v));
+    }
 }
 
 impl Context for Stream {
