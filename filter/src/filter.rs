@@ -856,6 +856,33 @@ mod tests {
     }
 
     #[test]
+    fn edited_headers_list_what_the_next_filter_sees() {
+        let base = [("a", "1"), ("b", "2"), ("c", "3")];
+        let edits = [
+            Action::SetHeader {
+                name: "b".into(),
+                value: "x".into(),
+            },
+            Action::RemoveHeader { name: "c".into() },
+            Action::SetHeader {
+                name: "d".into(),
+                value: "4".into(),
+            },
+            Action::SetHeader {
+                name: "b".into(),
+                value: "y".into(),
+            },
+        ];
+        let view = Edited {
+            base: &base,
+            edits: &edits,
+        };
+        let mut seen = Vec::new();
+        view.for_each(&mut |n, v| seen.push(format!("{n}={v}")));
+        assert_eq!(seen, ["a=1", "b=y", "d=4"]);
+    }
+
+    #[test]
     fn request_validation_denies_in_the_clients_schema_before_anything_else() {
         let config = Arc::new(
             Config::from_json(
