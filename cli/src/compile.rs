@@ -431,6 +431,8 @@ pub struct PlanRoute {
     pub origin: (Source, ResourceId),
     /// kgateway TrafficPolicy settings (and whether this is a kgateway route).
     pub extra: crate::kgateway::RouteExtra,
+    /// The filter route's `rateLimit` (generic routes).
+    pub rate_limit: Option<Value>,
 }
 
 impl PlanRoute {
@@ -860,6 +862,7 @@ fn plan(inputs: &Inputs, diags: &mut Vec<Diagnostic>) -> Plan {
                 rule_path: rule.path.clone(),
                 origin: origin.clone(),
                 extra: Default::default(),
+                rate_limit: None,
             });
         }
     }
@@ -1115,6 +1118,7 @@ fn plan_generic(
             rule_path: String::new(),
             origin,
             extra: Default::default(),
+            rate_limit: g.rate_limit.clone(),
         });
     }
 }
@@ -1274,6 +1278,9 @@ pub(crate) fn config_document(
                 costs.push(Value::Object(co));
             }
             o.insert("llmRequestCosts".into(), Value::Array(costs));
+        }
+        if let Some(rl) = &r.rate_limit {
+            o.insert("rateLimit".into(), rl.clone());
         }
         routes.push(Value::Object(o));
     }

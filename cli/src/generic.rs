@@ -6,10 +6,10 @@
 //! the filter and Envoy can do today is mapped (models, header matches, backends
 //! of the providers in [`PROVIDERS`] with weight, priority, a per-backend model
 //! and an API key from the `credentialRef` Secret, fallback and load-balance
-//! strategies, retries); every other field is carried into the
+//! strategies, retries, rate limits); every other field is carried into the
 //! output's `notEnforced` list with a warning naming it, never dropped silently.
 
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 
 use crate::diag::{Reporter, ResourceId};
 use crate::read::{at, Obj};
@@ -80,6 +80,8 @@ pub struct GenericRoute {
     pub per_try_timeout_ms: Option<u64>,
     /// Fields carried as not enforced: (path, value).
     pub not_enforced: Vec<(String, Value)>,
+    /// `rateLimit`, as the filter route's `rateLimit`.
+    pub rate_limit: Option<Value>,
 }
 
 /// Whether a document is a generic AIGatewayRoute.
@@ -151,6 +153,7 @@ pub(crate) fn read(
         );
     }
     let mut not_enforced: Vec<(String, Value)> = Vec::new();
+    let mut rate_limit = None;
     let mut carry = |path: String, value: &Value, why: &str, r: &mut Reporter<'_>| {
         r.warn(
             path.as_str(),
@@ -347,10 +350,15 @@ pub(crate) fn read(
         &["requestsPerMinute", "tokensPerMinute", "concurrency"],
         r,
     ) {
+        let mut limits = Map::new();
         for k in ["requestsPerMinute", "tokensPerMinute", "concurrency"] {
-            rl.int_opt(k, 0, i64::MAX, r);
+            if let Some(n) = rl.int_opt(k, 1, i64::MAX, r) {
+                limits.insert(k.into(), json!(n));
+            }
         }
-        carry("rateLimit".into(), top.map.get("rateLimit").unwrap_or(&Value::Null), "rate limits need Envoy's rate-limit service, which the compiler does not configure yet", r);
+        if !limits.is_empty() {
+            rate_limit = Some(Value::Object(limits));
+        }
     }
     if let Some(b) = sub("budget", &["currency", "limit", "period", "action"], r) {
         b.str_opt("currency", r);
@@ -427,5 +435,6 @@ pub(crate) fn read(
         num_retries,
         per_try_timeout_ms,
         not_enforced,
+        rate_limit,
     })
 }

@@ -1834,6 +1834,7 @@ pub(crate) fn plan(
                     kgateway: true,
                     ..RouteExtra::default()
                 },
+                rate_limit: None,
             });
         }
     }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::backend::RawBackend;
 pub use crate::backend::{Backend, BackendSchema};
 use crate::cost::RequestCost;
+use crate::ratelimit::RateLimit;
 use crate::secrets::SecretStore;
 use crate::validation::{RequestRules, RuleAction};
 
@@ -77,6 +78,7 @@ pub struct Route {
     /// Global costs, then this route's own; a route cost replaces a global one with
     /// the same metadata key.
     pub costs: Vec<RequestCost>,
+    pub rate_limit: RateLimit,
 }
 
 /// Size limits.
@@ -225,6 +227,41 @@ struct RawRoute {
     backends: Vec<RawRouteBackend>,
     #[serde(default)]
     llm_request_costs: Vec<RawCost>,
+    #[serde(default)]
+    rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRateLimit {
+    #[serde(default)]
+    requests_per_minute: Option<u64>,
+    #[serde(default)]
+    tokens_per_minute: Option<u64>,
+    #[serde(default)]
+    concurrency: Option<u64>,
+}
+
+impl RawRateLimit {
+    fn compile(&self, path: &str) -> Result<RateLimit, ConfigError> {
+        for (field, v) in [
+            ("requestsPerMinute", self.requests_per_minute),
+            ("tokensPerMinute", self.tokens_per_minute),
+            ("concurrency", self.concurrency),
+        ] {
+            if v == Some(0) {
+                return Err(err(
+                    format!("{path}.{field}"),
+                    "must be at least 1 (leave it out for no limit)",
+                ));
+            }
+        }
+        Ok(RateLimit::new(
+            self.requests_per_minute,
+            self.tokens_per_minute,
+            self.concurrency,
+        ))
+    }
 }
 
 #[derive(Deserialize)]
@@ -398,11 +435,16 @@ impl RawConfig {
                 .cloned()
                 .collect();
             costs.extend(own);
+            let rate_limit = match &r.rate_limit {
+                Some(rl) => rl.compile(&format!("{p}.rateLimit"))?,
+                None => RateLimit::default(),
+            };
             routes.push(Route {
                 name: r.name,
                 models: r.models,
                 backends: rbs,
                 costs,
+                rate_limit,
             });
         }
 

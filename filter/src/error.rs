@@ -6,6 +6,8 @@
 
 use serde_json::json;
 
+use crate::ratelimit::{Limit, Refusal};
+
 /// The API schema a client speaks; errors are written in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientSchema {
@@ -29,6 +31,8 @@ pub enum GatewayError {
     MethodNotAllowed { method: String, path: &'static str },
     /// A request validation rule (`requestValidation.rules[rule]`) denied the request.
     Denied { rule: usize },
+    /// The route's rate limit refuses the request for now.
+    RateLimited(Refusal),
     /// The upstream answered in a way the gateway could not process.
     BadUpstreamResponse(String),
     /// The filter itself failed (a bug); the stream is answered, Envoy keeps running.
@@ -42,6 +46,7 @@ impl GatewayError {
             Self::InvalidJson(_) | Self::InvalidField { .. } => 400,
             Self::BodyTooLarge { .. } => 413,
             Self::Denied { .. } => 403,
+            Self::RateLimited(_) => 429,
             Self::UnknownModel(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::BadUpstreamResponse(_) => 502,
@@ -57,6 +62,7 @@ impl GatewayError {
             Self::InvalidField { .. } => "invalid_request",
             Self::BodyTooLarge { .. } => "request_too_large",
             Self::Denied { .. } => "request_denied",
+            Self::RateLimited(_) => "rate_limit_exceeded",
             Self::UnknownModel(_) => "model_not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::BadUpstreamResponse(_) => "bad_upstream_response",
@@ -80,6 +86,22 @@ impl GatewayError {
             }
             Self::Denied { rule } => {
                 format!("The gateway's request validation denied this request (rule {rule})")
+            }
+            Self::RateLimited(r) => {
+                let what = match r.limit {
+                    Limit::RequestsPerMinute => "requests per minute",
+                    Limit::TokensPerMinute => "tokens per minute",
+                    Limit::Concurrency => "concurrent requests",
+                };
+                let again = if r.retry_after == 0 {
+                    "when a request ends".to_string()
+                } else {
+                    format!("in {} s", r.retry_after)
+                };
+                format!(
+                    "Rate limit reached for {what} on this model's route (limit {}); try again {again}",
+                    r.value
+                )
             }
             Self::BadUpstreamResponse(why) => format!("The upstream response was invalid: {why}"),
             Self::Internal => "The gateway failed to process the request".to_string(),
@@ -114,6 +136,13 @@ impl GatewayError {
     }
 
     fn openai_type(&self) -> &'static str {
+        if let Self::RateLimited(r) = self {
+            // OpenAI names what ran out.
+            return match r.limit {
+                Limit::TokensPerMinute => "tokens",
+                _ => "requests",
+            };
+        }
         match self.status() {
             404 | 400 | 405 | 413 => "invalid_request_error",
             403 => "permission_error",
@@ -127,6 +156,7 @@ impl GatewayError {
             413 => "request_too_large",
             400 | 405 => "invalid_request_error",
             403 => "permission_error",
+            429 => "rate_limit_error",
             _ => "api_error",
         }
     }

@@ -90,6 +90,8 @@ struct RequestFacts {
     stream: bool,
     /// The gateway added `stream_options.include_usage`; strip the usage chunk.
     injected_usage: bool,
+    /// The route whose rate limit admitted the request: released when the filter goes.
+    admitted: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -197,7 +199,7 @@ impl HttpFilter {
         &mut self,
         chunk: &[u8],
         end_of_stream: bool,
-        _now: Duration,
+        now: Duration,
         out: &mut Vec<Action>,
     ) -> Status {
         if let Some(u) = self.upstream.as_mut() {
@@ -212,7 +214,7 @@ impl HttpFilter {
             Err(e) => return self.reply(e, out),
         };
         self.phase = Phase::Response;
-        self.router_request_body(&body, out)
+        self.router_request_body(&body, now, out)
     }
 
     pub fn on_response_headers(
@@ -397,7 +399,7 @@ impl HttpFilter {
         }
     }
 
-    fn router_request_body(&mut self, body: &[u8], out: &mut Vec<Action>) -> Status {
+    fn router_request_body(&mut self, body: &[u8], now: Duration, out: &mut Vec<Action>) -> Status {
         let peek: RequestPeek = match parse_peek(body) {
             Ok(p) => p,
             Err(e) => return self.reply(e, out),
@@ -417,6 +419,13 @@ impl HttpFilter {
         let Some(route_index) = self.config.route_index(&model) else {
             return self.reply(GatewayError::UnknownModel(model), out);
         };
+        let limit = &self.config.routes[route_index].rate_limit;
+        if !limit.is_unlimited() {
+            if let Err(refusal) = limit.admit(now) {
+                return self.reply(GatewayError::RateLimited(refusal), out);
+            }
+            self.request.admitted = Some(route_index);
+        }
         let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
         self.request.stream = endpoint.can_stream() && peek.stream == Some(true);
         let include_usage = peek
@@ -424,7 +433,8 @@ impl HttpFilter {
             .as_ref()
             .and_then(|o| o.as_ref()?.include_usage)
             .unwrap_or(false);
-        let wants_usage = !self.config.routes[route_index].costs.is_empty();
+        let route = &self.config.routes[route_index];
+        let wants_usage = !route.costs.is_empty() || route.rate_limit.tokens_per_minute.is_some();
 
         out.push(Action::SetHeader {
             name: MODEL_HEADER.to_string(),
@@ -570,7 +580,7 @@ impl HttpFilter {
     }
 
     /// Writes the request's metadata: names, token latencies, costs.
-    fn finish(&mut self, _now: Duration, out: &mut Vec<Action>) {
+    fn finish(&mut self, now: Duration, out: &mut Vec<Action>) {
         self.phase = Phase::Done;
         let Some(route) = self.route() else { return };
         let backend = self.response.backend.clone().or_else(|| {
@@ -620,6 +630,7 @@ impl HttpFilter {
             }
         }
         let Some(usage) = usage else { return };
+        route.rate_limit.record_tokens(now, usage.total_tokens);
         let mut logs = Vec::new();
         let inputs = CostInputs {
             model: &self.request.model,
@@ -710,6 +721,14 @@ fn insert_first_member(body: &[u8], member: &[u8]) -> Option<Vec<u8>> {
     }
     out.extend_from_slice(rest);
     Some(out)
+}
+
+impl Drop for HttpFilter {
+    fn drop(&mut self) {
+        if let Some(i) = self.request.admitted {
+            self.config.routes[i].rate_limit.release();
+        }
+    }
 }
 
 /// A header map with a call's header edits applied, as the next filter will see it.
@@ -853,6 +872,68 @@ mod tests {
             }
             other => panic!("expected a local reply, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn route_rate_limits_answer_429_and_count_tokens_and_streams() {
+        let config = Arc::new(
+            Config::from_json(
+                br#"{"version": "v1",
+                "backends": [{"name": "b", "schema": {"name": "OpenAI"}}],
+                "routes": [{"name": "r", "models": ["m"], "backends": [{"name": "b"}],
+                            "rateLimit": {"tokensPerMinute": 10, "concurrency": 1}},
+                           {"name": "free", "models": ["n"], "backends": [{"name": "b"}]}]}"#,
+            )
+            .unwrap(),
+        );
+        let start = |model: &str, at: u64| {
+            let mut f = HttpFilter::new(config.clone(), FilterRole::Router);
+            let mut out = Vec::new();
+            let h = [(":method", "POST"), (":path", "/v1/chat/completions")];
+            let _ = f.on_request_headers(&h, false, t(at), &mut out);
+            let body = format!(r#"{{"model":"{model}","stream":true,"messages":[]}}"#);
+            let s = f.on_request_body(body.as_bytes(), true, t(at), &mut out);
+            (f, s, out)
+        };
+        let (mut first, s, out) = start("m", 1_000);
+        assert_eq!(s, Status::Continue);
+        // Usage is needed for the token limit: asked for although no cost is set.
+        assert!(out.iter().any(|a| matches!(a, Action::ReplaceBody(b)
+            if String::from_utf8_lossy(b).contains("include_usage"))));
+        // One at a time: a second request waits for the first stream to end.
+        let (_, s, out) = start("m", 1_001);
+        assert_eq!(s, Status::StopIteration);
+        let (status, body) = local_reply(&out);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (429, Some("rate_limit_exceeded"))
+        );
+        assert_eq!(
+            start("n", 1_001).1,
+            Status::Continue,
+            "other routes are not limited"
+        );
+
+        let mut out = Vec::new();
+        let rh = [(":status", "200"), ("content-type", "text/event-stream")];
+        let _ = first.on_response_headers(&rh, false, t(1_100), &mut out);
+        let sse = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":8,\"completion_tokens\":4,\"total_tokens\":12}}\n\ndata: [DONE]\n\n";
+        let _ = first.on_response_body(sse, true, t(1_200), &mut out);
+        drop(first);
+        // The stream ended, but its 12 tokens spent this minute's 10.
+        let (_, s, out) = start("m", 2_000);
+        assert_eq!(s, Status::StopIteration);
+        let (_, body) = local_reply(&out);
+        assert_eq!(body["error"]["type"], "tokens");
+        assert_eq!(start("m", 60_000).1, Status::Continue, "the next minute");
+
+        let bad = Config::from_json(
+            br#"{"version": "v1", "backends": [{"name": "b", "schema": {"name": "OpenAI"}}],
+            "routes": [{"name": "r", "models": ["m"], "backends": [{"name": "b"}],
+                        "rateLimit": {"requestsPerMinute": 0}}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(bad.path, "routes[0].rateLimit.requestsPerMinute");
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod expr;
 pub mod filter;
 pub mod host;
 pub mod models;
+pub mod ratelimit;
 pub mod schema;
 pub mod secrets;
 pub mod sigv4;
