@@ -54,6 +54,7 @@ def test_requests_per_minute(limited):
     error = r.json()["error"]
     assert (error["code"], error["type"]) == ("rate_limit_exceeded", "requests")
     assert "requests per minute on this model's route (limit 3)" in error["message"]
+    assert 1 <= int(r.headers["retry-after"]) <= 60
     assert gw.upstream(rid) == []
     assert gw.log_entry(rid)["status"] == 429
     assert chat(gw, "free-model")[0].status_code == 200

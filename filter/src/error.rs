@@ -108,6 +108,15 @@ impl GatewayError {
         }
     }
 
+    /// Headers the answer carries besides `content-type`: when to retry a rate
+    /// limit (SDKs wait that long before retrying on their own).
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::RateLimited(r) => vec![("retry-after", r.retry_after.max(1).to_string())],
+            _ => Vec::new(),
+        }
+    }
+
     /// The JSON body in the client's schema.
     pub fn body(&self, schema: ClientSchema) -> Vec<u8> {
         let value = match schema {

@@ -317,6 +317,7 @@ impl HttpFilter {
             content_type: "application/json",
             body: err.body(schema),
             details: err.code(),
+            headers: err.headers(),
         });
         Status::StopIteration
     }
@@ -375,6 +376,7 @@ impl HttpFilter {
                 content_type: "application/json",
                 body: self.config.models_body().to_vec(),
                 details: "models_list",
+                headers: Vec::new(),
             });
             return Status::StopIteration;
         }
@@ -925,6 +927,11 @@ mod tests {
         assert_eq!(s, Status::StopIteration);
         let (_, body) = local_reply(&out);
         assert_eq!(body["error"]["type"], "tokens");
+        // 2 s into the minute: 58 s to wait.
+        assert!(
+            matches!(out.last(), Some(Action::SendLocalReply { headers, .. })
+            if headers == &[("retry-after", "58".to_string())])
+        );
         assert_eq!(start("m", 60_000).1, Status::Continue, "the next minute");
 
         let bad = Config::from_json(

@@ -99,6 +99,8 @@ pub enum Action {
         body: Vec<u8>,
         /// Short reason for Envoy's response-code details (no spaces).
         details: &'static str,
+        /// Headers besides `content-type` (`retry-after`).
+        headers: Vec<(&'static str, String)>,
     },
     /// A log line. Never carries secrets.
     Log { level: LogLevel, message: String },

@@ -159,6 +159,7 @@ impl Upstream {
             content_type: "application/json",
             body,
             details,
+            headers: Vec::new(),
         });
         Status::StopIteration
     }

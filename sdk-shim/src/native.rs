@@ -541,7 +541,12 @@ fn apply(envoy: &mut HttpFilterHandle<'_>, dir: Direction, action: Action) {
             content_type,
             body,
             details,
-        } => envoy.send_response(status, &[("content-type", content_type)], &body, details),
+            headers,
+        } => {
+            let mut all = vec![("content-type", content_type)];
+            all.extend(headers.iter().map(|(n, v)| (*n, v.as_str())));
+            envoy.send_response(status, &all, &body, details)
+        }
         Action::SetFilterState { key, value } => {
             if !envoy.set_filter_state_bytes(key, &value) {
                 abi::log(

@@ -371,9 +371,12 @@ impl Stream {
                     content_type,
                     body,
                     details,
+                    headers,
                 } => {
                     replied = true;
-                    let headers = [("content-type", content_type)];
+                    let mut all = vec![("content-type", content_type)];
+                    all.extend(headers.iter().map(|(n, v)| (*n, v.as_str())));
+                    let headers = all;
                     report(
                         host::send_local_reply(status, details, &headers, &body),
                         "send local reply",
