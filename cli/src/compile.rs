@@ -34,6 +34,7 @@ pub const FILTER_METADATA_KEYS: &[&str] = &[
     "model_name_override",
     "token_latency_ttft",
     "token_latency_itl",
+    "cache",
 ];
 
 /// Settings of the generated bootstrap that do not come from the resources.
@@ -431,8 +432,9 @@ pub struct PlanRoute {
     pub origin: (Source, ResourceId),
     /// kgateway TrafficPolicy settings (and whether this is a kgateway route).
     pub extra: crate::kgateway::RouteExtra,
-    /// The filter route's `rateLimit` (generic routes).
+    /// The filter route's `rateLimit` and `cache` (generic routes).
     pub rate_limit: Option<Value>,
+    pub cache: Option<Value>,
 }
 
 impl PlanRoute {
@@ -863,6 +865,7 @@ fn plan(inputs: &Inputs, diags: &mut Vec<Diagnostic>) -> Plan {
                 origin: origin.clone(),
                 extra: Default::default(),
                 rate_limit: None,
+                cache: None,
             });
         }
     }
@@ -1119,6 +1122,7 @@ fn plan_generic(
             origin,
             extra: Default::default(),
             rate_limit: g.rate_limit.clone(),
+            cache: g.cache.clone(),
         });
     }
 }
@@ -1281,6 +1285,9 @@ pub(crate) fn config_document(
         }
         if let Some(rl) = &r.rate_limit {
             o.insert("rateLimit".into(), rl.clone());
+        }
+        if let Some(c) = &r.cache {
+            o.insert("cache".into(), c.clone());
         }
         routes.push(Value::Object(o));
     }

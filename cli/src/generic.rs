@@ -6,7 +6,7 @@
 //! the filter and Envoy can do today is mapped (models, header matches, backends
 //! of the providers in [`PROVIDERS`] with weight, priority, a per-backend model
 //! and an API key from the `credentialRef` Secret, fallback and load-balance
-//! strategies, retries, rate limits); every other field is carried into the
+//! strategies, retries, rate limits, an exact cache); every other field is carried into the
 //! output's `notEnforced` list with a warning naming it, never dropped silently.
 
 use serde_json::{json, Map, Value};
@@ -82,6 +82,8 @@ pub struct GenericRoute {
     pub not_enforced: Vec<(String, Value)>,
     /// `rateLimit`, as the filter route's `rateLimit`.
     pub rate_limit: Option<Value>,
+    /// `cache` in exact mode, as the filter route's `cache`.
+    pub cache: Option<Value>,
 }
 
 /// Whether a document is a generic AIGatewayRoute.
@@ -154,6 +156,7 @@ pub(crate) fn read(
     }
     let mut not_enforced: Vec<(String, Value)> = Vec::new();
     let mut rate_limit = None;
+    let mut cache = None;
     let mut carry = |path: String, value: &Value, why: &str, r: &mut Reporter<'_>| {
         r.warn(
             path.as_str(),
@@ -327,8 +330,8 @@ pub(crate) fn read(
         Obj::new(v, path, known, r)
     };
     if let Some(c) = sub("cache", &["mode", "ttlSeconds", "similarityThreshold"], r) {
-        enum_opt(&c, "mode", &["off", "exact", "semantic"], r);
-        c.int_opt("ttlSeconds", 0, i64::MAX, r);
+        let mode = enum_opt(&c, "mode", &["off", "exact", "semantic"], r);
+        let ttl = c.int_opt("ttlSeconds", 1, i64::MAX, r);
         number_opt(&c, "similarityThreshold", r);
         if let Some(t) = c.get("similarityThreshold").and_then(Value::as_f64) {
             if !(0.0..=1.0).contains(&t) {
@@ -338,12 +341,31 @@ pub(crate) fn read(
                 );
             }
         }
-        carry(
-            "cache".into(),
-            top.map.get("cache").unwrap_or(&Value::Null),
-            "the filter does not cache responses",
-            r,
-        );
+        // No mode: exact, the one the filter has.
+        match mode.as_deref().unwrap_or("exact") {
+            "off" => {}
+            "exact" => match ttl {
+                Some(ttl) => {
+                    cache = Some(json!({"ttlSeconds": ttl}));
+                    if c.has("similarityThreshold") {
+                        r.warn(
+                            c.path("similarityThreshold"),
+                            "ignored: only a semantic cache compares by similarity",
+                        );
+                    }
+                }
+                None if !c.has("ttlSeconds") => {
+                    r.error(c.path("ttlSeconds"), "is required for an exact cache")
+                }
+                None => {}
+            },
+            _ => carry(
+                "cache".into(),
+                top.map.get("cache").unwrap_or(&Value::Null),
+                "the filter caches exact matches only (a semantic cache needs embeddings of every prompt)",
+                r,
+            ),
+        }
     }
     if let Some(rl) = sub(
         "rateLimit",
@@ -436,5 +458,6 @@ pub(crate) fn read(
         per_try_timeout_ms,
         not_enforced,
         rate_limit,
+        cache,
     })
 }

@@ -1835,6 +1835,7 @@ pub(crate) fn plan(
                     ..RouteExtra::default()
                 },
                 rate_limit: None,
+                cache: None,
             });
         }
     }

@@ -6,11 +6,13 @@
 //! (`routes[0].llmRequestCosts[1].cel`), never half-applied.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::backend::RawBackend;
 pub use crate::backend::{Backend, BackendSchema};
+use crate::cache::{self, AnswerCache};
 use crate::cost::RequestCost;
 use crate::ratelimit::RateLimit;
 use crate::secrets::SecretStore;
@@ -79,6 +81,10 @@ pub struct Route {
     /// the same metadata key.
     pub costs: Vec<RequestCost>,
     pub rate_limit: RateLimit,
+    pub cache: Option<AnswerCache>,
+    /// A backend of the route sends the client's own credentials to the provider
+    /// (forwarded, or as a per-request override): they are part of a cache key.
+    pub client_credentials_reach_provider: bool,
 }
 
 /// Size limits.
@@ -108,6 +114,8 @@ pub struct Config {
     pub router_only: bool,
     /// Checked on every request's headers before anything else.
     pub request_rules: RequestRules,
+    /// Some route caches answers: requests note their credentials.
+    pub any_cache: bool,
 }
 
 impl Config {
@@ -229,6 +237,16 @@ struct RawRoute {
     llm_request_costs: Vec<RawCost>,
     #[serde(default)]
     rate_limit: Option<RawRateLimit>,
+    #[serde(default)]
+    cache: Option<RawCache>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawCache {
+    ttl_seconds: u64,
+    #[serde(default)]
+    max_entries: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -439,12 +457,38 @@ impl RawConfig {
                 Some(rl) => rl.compile(&format!("{p}.rateLimit"))?,
                 None => RateLimit::default(),
             };
+            let cache = match &r.cache {
+                None => None,
+                Some(c) if c.ttl_seconds == 0 => {
+                    return Err(err(
+                        format!("{p}.cache.ttlSeconds"),
+                        "must be at least 1 (leave cache out for none)",
+                    ))
+                }
+                Some(c) if c.max_entries == Some(0) => {
+                    return Err(err(format!("{p}.cache.maxEntries"), "must be at least 1"))
+                }
+                Some(c) => Some(AnswerCache::new(
+                    Duration::from_secs(c.ttl_seconds),
+                    c.max_entries.unwrap_or(cache::DEFAULT_MAX_ENTRIES),
+                )),
+            };
+            let client_credentials_reach_provider = rbs.iter().any(|rb| {
+                backend_index
+                    .get(&rb.name)
+                    .map(|&i| &backends[i])
+                    .is_some_and(|b: &Backend| {
+                        b.forward_client_credentials || b.credential_override.is_some()
+                    })
+            });
             routes.push(Route {
                 name: r.name,
                 models: r.models,
                 backends: rbs,
                 costs,
                 rate_limit,
+                cache,
+                client_credentials_reach_provider,
             });
         }
 
@@ -507,6 +551,7 @@ impl RawConfig {
             }
         }
 
+        let any_cache = routes.iter().any(|r| r.cache.is_some());
         Ok(Config {
             models,
             backends,
@@ -519,6 +564,7 @@ impl RawConfig {
             touched_headers,
             router_only: self.router_only,
             request_rules,
+            any_cache,
         })
     }
 }

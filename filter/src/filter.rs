@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::cache;
 use crate::config::{Config, Route};
 use crate::cost::CostInputs;
 use crate::endpoint::Endpoint;
@@ -92,6 +93,8 @@ struct RequestFacts {
     injected_usage: bool,
     /// The route whose rate limit admitted the request: released when the filter goes.
     admitted: Option<usize>,
+    /// Digest of the client's credential headers (only when a route caches).
+    credentials: Option<cache::Key>,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +103,9 @@ struct ResponseFacts {
     backend: Option<String>,
     model_override: Option<String>,
     meter: Option<ResponseMeter>,
+    /// The route caches answers: where this one goes, and its bytes so far.
+    cache_key: Option<cache::Key>,
+    captured: Option<Vec<u8>>,
 }
 
 /// The fields of a request body the gateway reads; everything else is skipped
@@ -288,10 +294,18 @@ impl HttpFilter {
             Some(meter) => meter.feed(client_bytes, end_of_stream, now),
             None => None,
         };
+        if let Some(buf) = self.response.captured.as_mut() {
+            if buf.len() + client_bytes.len() > cache::MAX_ENTRY_BYTES {
+                self.response.captured = None;
+            } else {
+                buf.extend_from_slice(client_bytes);
+            }
+        }
         if let Some(b) = rewritten.or(translated) {
             out.push(Action::ReplaceBody(b));
         }
         if end_of_stream {
+            self.store_answer(now);
             self.finish(now, out);
         }
         Status::Continue
@@ -356,6 +370,9 @@ impl HttpFilter {
             return Status::Continue;
         };
         self.endpoint = Some(endpoint);
+        if self.config.any_cache {
+            self.request.credentials = Some(credentials_digest(&self.config, headers));
+        }
         if self.config.router_only {
             self.inline_headers = Some(crate::upstream::SavedRequest::take(&self.config, headers));
         }
@@ -421,6 +438,11 @@ impl HttpFilter {
         let Some(route_index) = self.config.route_index(&model) else {
             return self.reply(GatewayError::UnknownModel(model), out);
         };
+        let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
+        self.request.stream = endpoint.can_stream() && peek.stream == Some(true);
+        if let Some(status) = self.cached_answer(route_index, &model, body, now, out) {
+            return status;
+        }
         let limit = &self.config.routes[route_index].rate_limit;
         if !limit.is_unlimited() {
             if let Err(refusal) = limit.admit(now) {
@@ -428,8 +450,6 @@ impl HttpFilter {
             }
             self.request.admitted = Some(route_index);
         }
-        let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
-        self.request.stream = endpoint.can_stream() && peek.stream == Some(true);
         let include_usage = peek
             .stream_options
             .as_ref()
@@ -536,6 +556,55 @@ impl HttpFilter {
         Status::Continue
     }
 
+    /// A route with a cache: answers from it (`Some`), or notes where the provider's
+    /// answer goes and asks for it uncompressed.
+    fn cached_answer(
+        &mut self,
+        route_index: usize,
+        model: &str,
+        body: &[u8],
+        now: Duration,
+        out: &mut Vec<Action>,
+    ) -> Option<Status> {
+        let route = &self.config.routes[route_index];
+        let cache = route.cache.as_ref()?;
+        if self.request.stream {
+            return None;
+        }
+        let endpoint = self.endpoint?;
+        let credentials: &[u8] = match &self.request.credentials {
+            Some(c) if route.client_credentials_reach_provider => c,
+            _ => &[],
+        };
+        let key = cache::key(&[endpoint.path().as_bytes(), credentials, body]);
+        let Some(answer) = cache.get(&key, now) else {
+            self.response.cache_key = Some(key);
+            out.push(Action::RemoveHeader {
+                name: "accept-encoding".into(),
+            });
+            return None;
+        };
+        for (k, v) in [
+            ("route_name", route.name.as_str()),
+            ("request_model", model),
+            ("cache", "hit"),
+        ] {
+            out.push(Action::SetMetadata {
+                key: k.into(),
+                value: MetadataValue::String(v.into()),
+            });
+        }
+        self.phase = Phase::Replied;
+        out.push(Action::SendLocalReply {
+            status: 200,
+            content_type: "application/json",
+            body: answer.to_vec(),
+            details: "cache_hit",
+            headers: vec![(CACHE_HEADER, "HIT".into())],
+        });
+        Some(Status::StopIteration)
+    }
+
     fn route(&self) -> Option<&Route> {
         self.request.route.map(|i| &self.config.routes[i])
     }
@@ -556,6 +625,16 @@ impl HttpFilter {
         }
         if !(200..300).contains(&self.response.status) {
             return;
+        }
+        if self.response.cache_key.is_some()
+            && self.response.status == 200
+            && headers.get("content-encoding").is_none()
+        {
+            self.response.captured = Some(Vec::new());
+            out.push(Action::SetHeader {
+                name: CACHE_HEADER.into(),
+                value: "MISS".into(),
+            });
         }
         let event_stream = headers
             .get("content-type")
@@ -605,6 +684,9 @@ impl HttpFilter {
         }
         if let Some(m) = &self.response.model_override {
             set("model_name_override", MetadataValue::String(m.clone()));
+        }
+        if self.response.cache_key.is_some() {
+            set("cache", MetadataValue::String("miss".into()));
         }
         let Some(meter) = self.response.meter.as_ref() else {
             return;
@@ -723,6 +805,39 @@ fn insert_first_member(body: &[u8], member: &[u8]) -> Option<Vec<u8>> {
     }
     out.extend_from_slice(rest);
     Some(out)
+}
+
+impl HttpFilter {
+    /// A whole 200 answer of a caching route goes into its cache.
+    fn store_answer(&mut self, now: Duration) {
+        let (Some(key), Some(body)) = (self.response.cache_key, self.response.captured.take())
+        else {
+            return;
+        };
+        if let Some(cache) = self.route().and_then(|r| r.cache.as_ref()) {
+            cache.put(key, &body, now);
+        }
+    }
+}
+
+/// The answer header saying whether the gateway's cache answered (`HIT`) or
+/// stored the provider's answer (`MISS`), as CDNs say it.
+const CACHE_HEADER: &str = "x-cache";
+
+/// What identifies a client to providers that see its own credentials.
+fn credentials_digest(config: &Config, headers: &dyn Headers) -> cache::Key {
+    let names = crate::upstream::CLIENT_CREDENTIAL_HEADERS
+        .iter()
+        .copied()
+        .chain(
+            config
+                .backends
+                .iter()
+                .filter_map(|b| b.credential_override.as_deref()),
+        );
+    let values: Vec<String> = names.map(|n| headers.get(n).unwrap_or_default()).collect();
+    let parts: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+    cache::key(&parts)
 }
 
 impl Drop for HttpFilter {
@@ -941,6 +1056,69 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(bad.path, "routes[0].rateLimit.requestsPerMinute");
+    }
+
+    #[test]
+    fn cached_answers_come_from_the_gateway_until_the_ttl() {
+        let config = Arc::new(
+            Config::from_json(
+                br#"{"version": "v1",
+                "backends": [{"name": "b", "schema": {"name": "OpenAI"}},
+                             {"name": "byok", "schema": {"name": "OpenAI"}, "forwardClientCredentials": true}],
+                "routes": [{"name": "r", "models": ["m"], "backends": [{"name": "b"}],
+                            "cache": {"ttlSeconds": 60}},
+                           {"name": "own-keys", "models": ["k"], "backends": [{"name": "byok"}],
+                            "cache": {"ttlSeconds": 60}}]}"#,
+            )
+            .unwrap(),
+        );
+        let answer = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+        // Returns whether the gateway answered from its cache.
+        let ask = |body: &str, key: &str, at: u64| {
+            let mut f = HttpFilter::new(config.clone(), FilterRole::Router);
+            let mut out = Vec::new();
+            let h = [
+                (":method", "POST"),
+                (":path", "/v1/chat/completions"),
+                ("authorization", key),
+            ];
+            let _ = f.on_request_headers(&h, false, t(at), &mut out);
+            let s = f.on_request_body(body.as_bytes(), true, t(at), &mut out);
+            if s == Status::StopIteration {
+                assert!(
+                    matches!(out.last(), Some(Action::SendLocalReply { status: 200, body: b, headers, .. })
+                    if b == answer && headers == &[("x-cache", "HIT".to_string())])
+                );
+                return true;
+            }
+            let uncompressed = out
+                .iter()
+                .any(|a| matches!(a, Action::RemoveHeader { name } if name == "accept-encoding"));
+            assert_eq!(uncompressed, !body.contains(r#""stream":true"#));
+            let rh = [(":status", "200"), ("content-type", "application/json")];
+            let mut out = Vec::new();
+            let _ = f.on_response_headers(&rh, false, t(at), &mut out);
+            let (head, tail) = answer.split_at(10);
+            let _ = f.on_response_body(head, false, t(at), &mut out);
+            let _ = f.on_response_body(tail, true, t(at), &mut out);
+            false
+        };
+        let q = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        assert!(!ask(q, "Bearer a", 0));
+        assert!(
+            ask(q, "Bearer other-client", 1_000),
+            "the same question, any client"
+        );
+        assert!(!ask(r#"{"model":"m","messages":[]}"#, "Bearer a", 1_000));
+        assert!(!ask(q, "Bearer a", 61_000), "expired");
+        let streamed = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        assert!(!ask(streamed, "Bearer a", 61_500));
+        assert!(!ask(streamed, "Bearer a", 62_000), "streams are not cached");
+        // The client's own key reaches this provider: answers are per key.
+        let k = r#"{"model":"k","messages":[]}"#;
+        assert!(!ask(k, "Bearer a", 0));
+        assert!(!ask(k, "Bearer b", 0));
+        assert!(ask(k, "Bearer a", 0));
     }
 
     #[test]

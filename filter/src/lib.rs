@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod cache;
 pub mod config;
 pub mod cost;
 pub mod endpoint;

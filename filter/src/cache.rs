@@ -1,0 +1,151 @@
+//! Exact-match answer cache per route (`routes[].cache`): a non-streamed request
+//! whose endpoint and body bytes (and, where a client's own credentials reach the
+//! provider, those credentials) match one answered with a 200 less than `ttlSeconds`
+//! ago gets that answer from the gateway, with no provider call.
+//!
+//! The cache belongs to the compiled config, like the rate-limit counters: shared by
+//! the workers of the native module, one per worker in wasm, emptied by a config
+//! reload. It is bounded by entries and bytes; expired entries go first, then the
+//! oldest. Only uncompressed JSON answers are kept (the gateway asks for them).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+/// Default bound on entries per route.
+pub const DEFAULT_MAX_ENTRIES: usize = 1000;
+/// Largest answer kept, and the bound on a route's total bytes.
+pub const MAX_ENTRY_BYTES: usize = 1 << 20;
+pub const MAX_TOTAL_BYTES: usize = 64 << 20;
+
+/// A cache key: SHA-256 over length-prefixed parts.
+pub type Key = [u8; 32];
+
+pub fn key(parts: &[&[u8]]) -> Key {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+#[derive(Debug)]
+pub struct AnswerCache {
+    pub ttl: Duration,
+    max_entries: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<Key, Entry>,
+    bytes: usize,
+    /// Insertion counter: the smallest is the oldest.
+    seq: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    body: Arc<[u8]>,
+    expires: Duration,
+    seq: u64,
+}
+
+impl AnswerCache {
+    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+        AnswerCache {
+            ttl,
+            max_entries: max_entries.max(1),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// The answer stored under `key`, if it has not expired.
+    pub fn get(&self, key: &Key, now: Duration) -> Option<Arc<[u8]>> {
+        let inner = self.inner.lock().ok()?;
+        let e = inner.entries.get(key)?;
+        (e.expires > now).then(|| e.body.clone())
+    }
+
+    /// Keeps `body` under `key` until `now + ttl`; too large an answer is not kept.
+    pub fn put(&self, key: Key, body: &[u8], now: Duration) {
+        if body.len() > MAX_ENTRY_BYTES {
+            return;
+        }
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let inner = &mut *inner;
+        if let Some(old) = inner.entries.remove(&key) {
+            inner.bytes -= old.body.len();
+        }
+        while inner.entries.len() >= self.max_entries || inner.bytes + body.len() > MAX_TOTAL_BYTES
+        {
+            // Expired first, else the oldest (a scan: inserts only, bounded count).
+            let victim = inner
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| (e.expires > now, e.seq))
+                .map(|(k, _)| *k);
+            let Some(k) = victim else { break };
+            if let Some(e) = inner.entries.remove(&k) {
+                inner.bytes -= e.body.len();
+            }
+        }
+        inner.seq += 1;
+        inner.bytes += body.len();
+        let entry = Entry {
+            body: Arc::from(body),
+            expires: now + self.ttl,
+            seq: inner.seq,
+        };
+        inner.entries.insert(key, entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn answers_until_the_ttl() {
+        let c = AnswerCache::new(s(10), 10);
+        let k = key(&[b"/v1/chat/completions", b"{}"]);
+        assert!(c.get(&k, s(0)).is_none());
+        c.put(k, b"answer", s(0));
+        assert_eq!(c.get(&k, s(9)).as_deref(), Some(&b"answer"[..]));
+        assert!(c.get(&k, s(10)).is_none());
+    }
+
+    #[test]
+    fn keys_separate_their_parts() {
+        assert_ne!(key(&[b"ab", b"c"]), key(&[b"a", b"bc"]));
+        assert_ne!(key(&[b"x"]), key(&[b"x", b""]));
+    }
+
+    #[test]
+    fn bounded_expired_first_then_oldest() {
+        let c = AnswerCache::new(s(10), 2);
+        let (a, b, d) = (key(&[b"a"]), key(&[b"b"]), key(&[b"d"]));
+        c.put(a, b"1", s(0));
+        c.put(b, b"2", s(5));
+        c.put(d, b"3", s(11)); // a has expired: it goes
+        assert!(c.get(&b, s(11)).is_some() && c.get(&d, s(11)).is_some());
+        c.put(a, b"4", s(12)); // none expired: the oldest (b) goes
+        assert!(c.get(&b, s(12)).is_none());
+        assert!(c.get(&d, s(12)).is_some() && c.get(&a, s(12)).is_some());
+        c.put(a, &vec![0; MAX_ENTRY_BYTES + 1], s(13));
+        assert_eq!(
+            c.get(&a, s(13)).as_deref(),
+            Some(&b"4"[..]),
+            "too large: not kept"
+        );
+    }
+}
