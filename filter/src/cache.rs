@@ -1,7 +1,7 @@
 //! Exact-match answer cache per route (`routes[].cache`): a non-streamed request
-//! whose endpoint and body bytes (and, where a client's own credentials reach the
-//! provider, those credentials) match one answered with a 200 less than `ttlSeconds`
-//! ago gets that answer from the gateway, with no provider call.
+//! whose endpoint, body bytes and answer-changing headers (and, where a client's own
+//! credentials reach the provider, those credentials) match one answered with a 200
+//! less than `ttlSeconds` ago gets that answer from the gateway, with no provider call.
 //!
 //! The cache belongs to the compiled config, like the rate-limit counters: shared by
 //! the workers of the native module, one per worker in wasm, emptied by a config

@@ -93,8 +93,10 @@ struct RequestFacts {
     injected_usage: bool,
     /// The route whose rate limit admitted the request: released when the filter goes.
     admitted: Option<usize>,
-    /// Digest of the client's credential headers (only when a route caches).
+    /// Digests of the client's credential headers and of the headers that change
+    /// an answer (only when a route caches).
     credentials: Option<cache::Key>,
+    variant: Option<cache::Key>,
 }
 
 #[derive(Debug, Default)]
@@ -372,6 +374,7 @@ impl HttpFilter {
         self.endpoint = Some(endpoint);
         if self.config.any_cache {
             self.request.credentials = Some(credentials_digest(&self.config, headers));
+            self.request.variant = Some(digest(&VARIANT_HEADERS, headers));
         }
         if self.config.router_only {
             self.inline_headers = Some(crate::upstream::SavedRequest::take(&self.config, headers));
@@ -576,7 +579,8 @@ impl HttpFilter {
             Some(c) if route.client_credentials_reach_provider => c,
             _ => &[],
         };
-        let key = cache::key(&[endpoint.path().as_bytes(), credentials, body]);
+        let variant: &[u8] = self.request.variant.as_ref().map_or(&[], |v| v);
+        let key = cache::key(&[endpoint.path().as_bytes(), variant, credentials, body]);
         let Some(answer) = cache.get(&key, now) else {
             self.response.cache_key = Some(key);
             out.push(Action::RemoveHeader {
@@ -824,9 +828,12 @@ impl HttpFilter {
 /// stored the provider's answer (`MISS`), as CDNs say it.
 const CACHE_HEADER: &str = "x-cache";
 
+/// Request headers besides the body that change a provider's answer.
+const VARIANT_HEADERS: [&str; 2] = ["anthropic-version", "anthropic-beta"];
+
 /// What identifies a client to providers that see its own credentials.
 fn credentials_digest(config: &Config, headers: &dyn Headers) -> cache::Key {
-    let names = crate::upstream::CLIENT_CREDENTIAL_HEADERS
+    let names: Vec<&str> = crate::upstream::CLIENT_CREDENTIAL_HEADERS
         .iter()
         .copied()
         .chain(
@@ -834,8 +841,17 @@ fn credentials_digest(config: &Config, headers: &dyn Headers) -> cache::Key {
                 .backends
                 .iter()
                 .filter_map(|b| b.credential_override.as_deref()),
-        );
-    let values: Vec<String> = names.map(|n| headers.get(n).unwrap_or_default()).collect();
+        )
+        .collect();
+    digest(&names, headers)
+}
+
+/// The values of `names` (absent: empty), as one key part.
+fn digest(names: &[&str], headers: &dyn Headers) -> cache::Key {
+    let values: Vec<String> = names
+        .iter()
+        .map(|n| headers.get(n).unwrap_or_default())
+        .collect();
     let parts: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
     cache::key(&parts)
 }
@@ -1073,14 +1089,19 @@ mod tests {
             .unwrap(),
         );
         let answer = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
-        // Returns whether the gateway answered from its cache.
+        // Returns whether the gateway answered from its cache. The second call
+        // carries an anthropic-beta header.
+        let calls = std::cell::Cell::new(0);
         let ask = |body: &str, key: &str, at: u64| {
             let mut f = HttpFilter::new(config.clone(), FilterRole::Router);
             let mut out = Vec::new();
+            let beta = if calls.get() == 1 { "tools-1" } else { "" };
+            calls.set(calls.get() + 1);
             let h = [
                 (":method", "POST"),
                 (":path", "/v1/chat/completions"),
                 ("authorization", key),
+                ("anthropic-beta", beta),
             ];
             let _ = f.on_request_headers(&h, false, t(at), &mut out);
             let s = f.on_request_body(body.as_bytes(), true, t(at), &mut out);
@@ -1105,6 +1126,10 @@ mod tests {
         };
         let q = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
         assert!(!ask(q, "Bearer a", 0));
+        assert!(
+            !ask(q, "Bearer a", 0),
+            "another anthropic-beta: another answer"
+        );
         assert!(
             ask(q, "Bearer other-client", 1_000),
             "the same question, any client"
