@@ -150,7 +150,7 @@ def render(
     if build == "wasm":
         for name, value in fields.items():
             fields[name] = _METADATA_FIELD.sub(lambda m: metadata_field(m.group(1), build), value)
-        wasm_filters(hcm["http_filters"], protos["wasm_filter"], common)
+        wasm_filters(hcm["http_filters"], protos["wasm_filter"], common, credential_env(doc))
 
     routes = []
     fallback_clusters = []
@@ -198,7 +198,7 @@ def render(
         if build == "wasm":
             cluster["per_connection_buffer_limit_bytes"] = wasm_buffer_limit(doc)
             opts = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
-            wasm_filters(opts["http_filters"], protos["wasm_filter"], common)
+            wasm_filters(opts["http_filters"], protos["wasm_filter"], common, credential_env(doc))
         clusters.append(cluster)
     clusters.extend(fallback_clusters)
     clusters.append(substitute(protos["default_cluster"], common))
@@ -254,7 +254,7 @@ def fallback_cluster(protos: dict, common: dict, route: dict, backends: list, ba
     if build == "wasm":
         cluster["per_connection_buffer_limit_bytes"] = wasm_buffer_limit(doc)
         opts = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
-        wasm_filters(opts["http_filters"], protos["wasm_filter"], common)
+        wasm_filters(opts["http_filters"], protos["wasm_filter"], common, credential_env(doc))
     return cluster
 
 
@@ -281,12 +281,27 @@ def fallback_retry_policy(levels: int) -> dict:
     }
 
 
-def wasm_filters(http_filters: list, proto: dict, common: dict) -> None:
+def wasm_filters(http_filters: list, proto: dict, common: dict, env_keys: list[str]) -> None:
     """Swaps the dynamic-module instances (`aigw`, `aigw_upstream`) for the Wasm
-    filter; the root_id carries the role that filter_name carries natively."""
+    filter; the root_id carries the role that filter_name carries natively. The VM
+    gets the environment variables credentials come from."""
     for f in http_filters:
         if f.get("name") in ("aigw", "aigw_upstream"):
             f["typed_config"] = substitute(proto, dict(common, ROOT_ID=f["name"]))
+            if env_keys:
+                f["typed_config"]["config"]["vm_config"]["environment_variables"] = {"host_env_keys": env_keys}
+
+
+def credential_env(doc: dict) -> list[str]:
+    """The environment variables the config's credentials come from."""
+    names = set()
+    for b in doc.get("backends") or []:
+        auth = (b.get("auth") if isinstance(b, dict) else None) or {}
+        for kind, field in (("apiKey", "env"), ("bearerToken", "env"), ("awsSigV4", "credentialsEnv")):
+            v = (auth.get(kind) or {}).get(field) if isinstance(auth.get(kind), dict) else None
+            if isinstance(v, str):
+                names.add(v)
+    return sorted(names)
 
 
 def dump(boot: dict) -> str:

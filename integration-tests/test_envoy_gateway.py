@@ -1,11 +1,13 @@
 """Generated Envoy Gateway manifests, run by a real Envoy the way Envoy Gateway runs them.
 
 First part: the EnvoyExtensionPolicy's config of cli/tests/golden/envoy-gateway-router-only
-(`routerOnly`, no upstream instance), credentials read from the files the generated
-EnvoyProxy mounts from Secrets (laid out as the kubelet lays out a Secret volume: keys are
-symlinks through `..data`), and a Secret update picked up. The route table is the test
-renderer's (model-header routes on a `*` virtual host, as Envoy Gateway makes for
-listeners without a hostname).
+(`routerOnly`, no upstream instance). Native: credentials read from the files the
+generated EnvoyProxy mounts from Secrets (laid out as the kubelet lays out a Secret
+volume: keys are symlinks through `..data`), and a Secret update picked up. Wasm (the
+envoy-gateway-wasm.yaml variant): credentials from the environment variables its
+EnvoyProxy sets from the Secrets, passed to the VM as its wasm entry says. The route
+table is the test renderer's: model-header routes on the virtual host Envoy Gateway
+makes for a listener with a hostname.
 
 Second part: the EnvoyPatchPolicy of cli/tests/golden/envoy-gateway-patch, which gives
 rules with several backends the upstream filter. Envoy Gateway itself is not run: the
@@ -30,9 +32,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import MODULE, REPO, metadata_string, running_gateway, virtual_host_for
+from conftest import MODULE, REPO, metadata_string, render, running_gateway, virtual_host_for
 
 GOLDEN = REPO / "cli" / "tests" / "golden" / "envoy-gateway-router-only" / "envoy-gateway.yaml"
+GOLDEN_WASM = GOLDEN.with_name("envoy-gateway-wasm.yaml")
 MOUNT_DIR = "/etc/aigw/credentials"
 
 OPENAI = "openai.ai#1"
@@ -93,31 +96,64 @@ def write_secret_volume(directory: Path, files: dict[str, str], version: int) ->
             link.symlink_to(Path("..data") / key)
 
 
+SECRETS = {
+    "openai-key": {"apiKey": OPENAI_KEYS[0] + "\n"},
+    "aws-credentials": {"credentials": "[default]\naws_access_key_id = AKIDWRONG\n"
+                                       "aws_secret_access_key = wrong\n\n[bedrock]\n"
+                                       f"aws_access_key_id = {AWS[0]}\naws_secret_access_key = {AWS[1]}\n"
+                                       f"aws_session_token = {AWS[2]}\n"},
+}
+
+
+def wasm_credentials() -> tuple[dict, dict[str, str]]:
+    """The wasm variant's filter config and the environment its EnvoyProxy gives the
+    envoy container from the Secrets; the wasm entry passes exactly the variables the
+    config names to the VM (env.hostKeys, checked against what the renderer passes)."""
+    docs = [d for d in yaml.load_all(GOLDEN_WASM.read_text(), Loader=KubeLoader) if d]
+    (proxy,) = [d for d in docs if d["kind"] == "EnvoyProxy"]
+    container = proxy["spec"]["provider"]["kubernetes"]["envoyDeployment"]["container"]
+    env = {}
+    for e in container["env"]:
+        ref = e["valueFrom"]["secretKeyRef"]
+        env[e["name"]] = SECRETS[ref["name"]][ref["key"]]
+    (policy,) = [d for d in docs if d["kind"] == "EnvoyExtensionPolicy"]
+    (entry,) = policy["spec"]["wasm"]
+    assert sorted(entry["env"]["hostKeys"]) == sorted(env) == render.credential_env(entry["config"])
+    return entry["config"], env
+
+
 @pytest.fixture(scope="module")
 def eg_gateway(workdir, build):
-    if build != "native":
-        pytest.skip("the wasm variant's config carries no credentials (and the wasm build reads no files)")
+    """The EnvoyExtensionPolicy's config of the variant for `build`: credentials in
+    mounted Secret files (native) or in environment variables set from the Secrets
+    (wasm)."""
     root = workdir / "eg-credentials"
-    secrets = {
-        "openai-key": {"apiKey": OPENAI_KEYS[0] + "\n"},
-        "aws-credentials": {"credentials": "[default]\naws_access_key_id = AKIDWRONG\n"
-                                           "aws_secret_access_key = wrong\n\n[bedrock]\n"
-                                           f"aws_access_key_id = {AWS[0]}\naws_secret_access_key = {AWS[1]}\n"
-                                           f"aws_session_token = {AWS[2]}\n"},
-    }
-    for path, keys in mounts().items():
-        assert path.startswith(MOUNT_DIR + "/ai/"), path
-        name = path.rsplit("/", 1)[1]
-        assert sorted(keys) == sorted(secrets[name]), (path, keys)
-        write_secret_volume(root / "ai" / name, secrets[name], 1)
-    config = json.loads(json.dumps(policy_config()).replace(MOUNT_DIR, str(root)))
+    env = {}
+    if build == "native":
+        for path, keys in mounts().items():
+            assert path.startswith(MOUNT_DIR + "/ai/"), path
+            name = path.rsplit("/", 1)[1]
+            assert sorted(keys) == sorted(SECRETS[name]), (path, keys)
+            write_secret_volume(root / "ai" / name, SECRETS[name], 1)
+        config = json.loads(json.dumps(policy_config()).replace(MOUNT_DIR, str(root)))
+    else:
+        config, env = wasm_credentials()
     assert config["routerOnly"] is True
     sim_args = ["--expect-api-key", f"{OPENAI}={OPENAI_KEYS[0]}", "--expect-api-key", f"{OPENAI}={OPENAI_KEYS[1]}",
                 "--expect-api-key", f"{BYOK}={USER_KEY}", "--aws-credentials", f"{BEDROCK}={':'.join(AWS)}"]
-    with running_gateway(config, [OPENAI, BEDROCK, BYOK, OPENAI_FALLBACK_RULE], workdir / f"eg-{build}", build, sim_args,
-                         bootstrap=virtual_host_for(LISTENER_HOSTNAME)) as gw:
-        gw.credentials = root
-        yield gw
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with running_gateway(config, [OPENAI, BEDROCK, BYOK, OPENAI_FALLBACK_RULE], workdir / f"eg-{build}", build,
+                             sim_args, bootstrap=virtual_host_for(LISTENER_HOSTNAME)) as gw:
+            gw.credentials = root
+            yield gw
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def chat(gw, model: str, headers: dict | None = None):
@@ -165,6 +201,8 @@ def test_per_request_key_without_a_configured_one(eg_gateway):
 
 
 def test_secret_update_is_picked_up(eg_gateway):
+    if eg_gateway.build != "native":
+        pytest.skip("the wasm variant reads its credential variables once, at load")
     write_secret_volume(eg_gateway.credentials / "ai" / "openai-key", {"apiKey": OPENAI_KEYS[1]}, 2)
     deadline = time.monotonic() + 10
     while True:

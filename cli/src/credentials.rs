@@ -22,11 +22,13 @@ use crate::resources::Secret;
 /// when it changes; the wasm build cannot read files.
 pub const CREDENTIALS_FILE_ANNOTATION: &str = "aigw.io/credentials-file";
 
-/// A credential: a value compiled into the config, or a file read by the filter.
+/// A credential: a value compiled into the config, or a file or an environment
+/// variable read by the filter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretSource {
     Value(SecretValue),
     File(String),
+    Env(String),
 }
 
 impl SecretSource {
@@ -35,6 +37,7 @@ impl SecretSource {
         match self {
             SecretSource::Value(v) => m.insert("value".into(), json!(v.expose())),
             SecretSource::File(f) => m.insert("file".into(), json!(f)),
+            SecretSource::Env(e) => m.insert("env".into(), json!(e)),
         };
         m
     }
@@ -66,6 +69,11 @@ pub enum AwsKeys {
     /// A shared credentials file and the profile to read from it.
     File {
         path: String,
+        profile: Option<String>,
+    },
+    /// An environment variable holding a shared credentials file's text.
+    Env {
+        name: String,
         profile: Option<String>,
     },
 }
@@ -121,6 +129,12 @@ impl Auth {
                             m.insert("profile".into(), json!(p));
                         }
                     }
+                    AwsKeys::Env { name, profile } => {
+                        m.insert("credentialsEnv".into(), json!(name));
+                        if let Some(p) = profile {
+                            m.insert("profile".into(), json!(p));
+                        }
+                    }
                 }
                 json!({"awsSigV4": m})
             }
@@ -142,6 +156,26 @@ impl Auth {
                 region: region.clone(),
                 keys: AwsKeys::File {
                     path: path.to_string(),
+                    profile: profile.map(str::to_string),
+                },
+            },
+        }
+    }
+
+    /// The same credential read by the filter from environment variable `name`
+    /// (which the Envoy container takes from the Secret key it came from).
+    pub fn from_env(&self, name: &str, profile: Option<&str>) -> Auth {
+        let env = SecretSource::Env(name.to_string());
+        match self {
+            Auth::ApiKey { header, .. } => Auth::ApiKey {
+                key: env,
+                header: header.clone(),
+            },
+            Auth::Bearer(_) => Auth::Bearer(env),
+            Auth::AwsSigV4 { region, .. } => Auth::AwsSigV4 {
+                region: region.clone(),
+                keys: AwsKeys::Env {
+                    name: name.to_string(),
                     profile: profile.map(str::to_string),
                 },
             },
@@ -483,7 +517,7 @@ mod tests {
                 secret_access_key.expose().into(),
                 session_token.as_ref().map(|t| t.expose().into()),
             ),
-            AwsKeys::File { .. } => panic!("file"),
+            AwsKeys::File { .. } | AwsKeys::Env { .. } => panic!("not static keys"),
         }
     }
 

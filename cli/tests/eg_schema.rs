@@ -193,8 +193,10 @@ fn validate(docs: &[Value]) -> Vec<String> {
     let mut modules: HashSet<String> = HashSet::new();
     // Local paths of the allow-listed modules.
     let mut module_paths: HashSet<String> = HashSet::new();
-    // Files the EnvoyProxy mounts into the envoy container (mount path/key).
+    // Files the EnvoyProxy mounts into the envoy container (mount path/key), and
+    // the environment variables it sets there.
     let mut mounted: HashSet<String> = HashSet::new();
+    let mut env_set: HashSet<String> = HashSet::new();
     for (i, d) in docs.iter().enumerate() {
         let key = format!(
             "{} {}",
@@ -267,6 +269,19 @@ fn validate(docs: &[Value]) -> Vec<String> {
                     mounted.insert(format!("{dir}/{}", item["path"].as_str().unwrap_or("")));
                 }
             }
+            for e in deployment["container"]["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let name = e["name"].as_str().unwrap_or("").to_string();
+                if e["valueFrom"]["secretKeyRef"].is_null() {
+                    errs.push(format!("{p}: env {name} does not come from a Secret"));
+                }
+                if !env_set.insert(name.clone()) {
+                    errs.push(format!("{p}: env {name} set twice"));
+                }
+            }
         }
     }
     for (i, d) in docs.iter().enumerate() {
@@ -310,6 +325,29 @@ fn validate(docs: &[Value]) -> Vec<String> {
                 errs.push(format!(
                     "{p}: the wasm config names file {f}, which the wasm build cannot read"
                 ));
+            }
+            // Every credential variable reaches the VM: set on the container and
+            // passed in by the wasm entry.
+            let keys: Vec<&str> = m["env"]["hostKeys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            match aigw_filter::Config::from_json(m["config"].to_string().as_bytes()) {
+                Err(e) => errs.push(format!("{p}: filter config refused: {e}")),
+                Ok(c) => {
+                    for var in c.secret_env() {
+                        if !keys.contains(&var) {
+                            errs.push(format!(
+                                "{p}: env {var} is not among the wasm entry's env.hostKeys"
+                            ));
+                        }
+                        if !env_set.contains(var) {
+                            errs.push(format!("{p}: env {var} is not set by the EnvoyProxy"));
+                        }
+                    }
+                }
             }
         }
         for m in d["spec"]["dynamicModule"]
@@ -620,7 +658,16 @@ fn generated_manifests_match_the_crd_schemas() {
                 dir.display(),
                 errs.join("\n")
             );
-            assert!(w.iter().all(|d| d["kind"] != "EnvoyProxy"));
+            // Its EnvoyProxy, if any, only sets credential variables.
+            for proxy in w.iter().filter(|d| d["kind"] == "EnvoyProxy") {
+                let deployment = &proxy["spec"]["provider"]["kubernetes"]["envoyDeployment"];
+                assert!(proxy["spec"]["dynamicModules"].is_null());
+                assert!(
+                    deployment["pod"].is_null()
+                        && deployment["container"]["volumeMounts"].is_null()
+                );
+                assert!(deployment["container"]["env"].is_array());
+            }
             assert!(w.iter().any(|d| d["spec"]["wasm"][0]["rootID"] == "aigw"));
             wasm_checked += 1;
         }
@@ -821,6 +868,33 @@ fn the_checker_rejects_broken_mounts_and_router_only_configs() {
                 let i = policy(d);
                 d[i]["spec"]["wasm"][0]["config"]["backends"][0]["auth"] =
                     json!({"apiKey": {"file": "/etc/aigw/credentials/ai/openai-key/apiKey"}});
+            }),
+        ),
+        (
+            "is not among the wasm entry's env.hostKeys",
+            &wasm,
+            Box::new(move |d| {
+                let i = policy(d);
+                d[i]["spec"]["wasm"][0]["env"]["hostKeys"] = json!([]);
+            }),
+        ),
+        (
+            "is not set by the EnvoyProxy",
+            &wasm,
+            Box::new(|d| {
+                let env = &mut d[0]["spec"]["provider"]["kubernetes"]["envoyDeployment"]
+                    ["container"]["env"];
+                *env = json!([]);
+            }),
+        ),
+        (
+            "does not come from a Secret",
+            &wasm,
+            Box::new(|d| {
+                let e = &mut d[0]["spec"]["provider"]["kubernetes"]["envoyDeployment"]["container"]
+                    ["env"][0];
+                e.as_object_mut().unwrap().remove("valueFrom");
+                e["value"] = json!("sk-in-plain-sight");
             }),
         ),
         (

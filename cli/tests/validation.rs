@@ -122,8 +122,9 @@ fn eg_config(out: &aigw_cli::Output) -> &Value {
 }
 
 /// On Envoy Gateway (routerOnly) a key of a Secret in the proxy's namespace is
-/// mounted by the EnvoyProxy and named as a file; the wasm variant has none;
-/// rules with several backends stay untranslated (warnings).
+/// mounted by the EnvoyProxy and named as a file; in the wasm variant it is an
+/// environment variable the EnvoyProxy sets from the Secret and the wasm entry
+/// passes to the VM; rules with several backends stay untranslated (warnings).
 #[test]
 fn envoy_gateway_mounts_credentials_and_runs_router_only() {
     let options = aigw_cli::Options {
@@ -159,10 +160,26 @@ fn envoy_gateway_mounts_credentials_and_runs_router_only() {
         .unwrap();
     let wasm_config = &eep["spec"]["wasm"][0]["config"];
     assert_eq!(wasm_config["routerOnly"], true);
-    assert!(wasm_config["backends"][0].get("auth").is_none());
-    let msgs: Vec<String> = out.warnings.iter().map(|w| w.to_string()).collect();
-    assert_eq!(msgs.len(), 1, "{msgs:#?}");
-    assert!(msgs[0].contains("no credential in envoy-gateway-wasm.yaml"));
+    assert_eq!(
+        wasm_config["backends"][0]["auth"],
+        json!({"apiKey": {"env": "AIGW_KEY_APIKEY", "header": "authorization"}})
+    );
+    assert_eq!(
+        eep["spec"]["wasm"][0]["env"],
+        json!({"hostKeys": ["AIGW_KEY_APIKEY"]})
+    );
+    let wasm_proxy = &wasm[0];
+    assert_eq!(
+        wasm_proxy["spec"]["provider"]["kubernetes"]["envoyDeployment"],
+        json!({"container": {"env": [{"name": "AIGW_KEY_APIKEY",
+            "valueFrom": {"secretKeyRef": {"name": "key", "key": "apiKey"}}}]}})
+    );
+    assert!(!out
+        .envoy_gateway_wasm_yaml
+        .as_deref()
+        .unwrap_or("")
+        .contains("sk-test-value"));
+    assert!(out.warnings.is_empty(), "{:#?}", out.warnings);
 
     // A second backend in rule 0: an EnvoyPatchPolicy gives that rule's cluster
     // the upstream filter, with its own config (both backends, not routerOnly);

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use crate::backend::{Auth, AwsCredentials, Backend, KeyHeader};
+use crate::secrets::Secret;
 use crate::secrets::SecretStore;
 use crate::sigv4::{self, Credentials, SignableRequest, SigningParams};
 
@@ -29,10 +30,11 @@ pub struct Outgoing<'a> {
 pub enum AuthError {
     /// The backend takes credentials only per request, and this one brought none (401).
     Missing { header: String },
-    /// A credential file has not been read (missing, unreadable or empty) (503).
-    Unavailable { file: String },
+    /// A credential file or environment variable has not been read (missing,
+    /// unreadable or empty) (503). `source` says which.
+    Unavailable { source: String },
     /// The AWS credentials file has no usable profile (503).
-    BadCredentialsFile { file: String, profile: String },
+    BadCredentialsFile { source: String, profile: String },
     /// The request could not be signed (500).
     Signing(sigv4::SigningError),
 }
@@ -54,12 +56,12 @@ impl fmt::Display for AuthError {
                 f,
                 "this model's provider needs a credential in the '{header}' request header"
             ),
-            AuthError::Unavailable { file } => {
-                write!(f, "the credential file {file} could not be read")
+            AuthError::Unavailable { source } => {
+                write!(f, "the credential {source} could not be read")
             }
-            AuthError::BadCredentialsFile { file, profile } => write!(
+            AuthError::BadCredentialsFile { source, profile } => write!(
                 f,
-                "the AWS credentials file {file} has no complete profile '{profile}'"
+                "the AWS credentials file in {source} has no complete profile '{profile}'"
             ),
             AuthError::Signing(e) => write!(f, "{e}"),
         }
@@ -102,12 +104,10 @@ pub fn headers(
         } => {
             let creds = match credentials {
                 AwsCredentials::Static(c) => c.clone(),
-                AwsCredentials::File { path, profile } => {
-                    let text = secrets
-                        .file(path)
-                        .ok_or_else(|| AuthError::Unavailable { file: path.clone() })?;
+                AwsCredentials::File { source, profile } => {
+                    let text = secrets.resolve(source).ok_or_else(|| unavailable(source))?;
                     aws_profile(&text, profile).map_err(|_| AuthError::BadCredentialsFile {
-                        file: path.clone(),
+                        source: describe(source),
                         profile: profile.clone(),
                     })?
                 }
@@ -143,12 +143,18 @@ pub fn headers(
     }
 }
 
-fn unavailable(secret: &crate::secrets::Secret) -> AuthError {
+fn unavailable(secret: &Secret) -> AuthError {
+    AuthError::Unavailable {
+        source: describe(secret),
+    }
+}
+
+/// Where a credential comes from, for messages (never its value).
+fn describe(secret: &Secret) -> String {
     match secret {
-        crate::secrets::Secret::File(path) => AuthError::Unavailable { file: path.clone() },
-        crate::secrets::Secret::Inline(_) => AuthError::Unavailable {
-            file: "(inline)".into(),
-        },
+        Secret::File(path) => format!("file {path}"),
+        Secret::Env(name) => format!("environment variable {name}"),
+        Secret::Inline(_) => "(inline)".into(),
     }
 }
 
@@ -309,6 +315,65 @@ mod tests {
         c.secrets().set("/var/run/token", b"ya29.two");
         let h = headers(&b, c.secrets(), None, &req(b"{}")).unwrap();
         assert_eq!(h[0].1, "Bearer ya29.two");
+    }
+
+    #[test]
+    fn environment_variables_are_read_through_the_store() {
+        let (c, b) = backend(serde_json::json!({
+            "name": "b", "schema": {"name": "Anthropic"}, "auth": {"apiKey": {"env": "ANTHROPIC_KEY"}}
+        }));
+        assert_eq!(c.secret_env(), ["ANTHROPIC_KEY"]);
+        let e = headers(&b, c.secrets(), None, &req(b"{}")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the credential environment variable ANTHROPIC_KEY could not be read"
+        );
+        c.secrets().set_env("ANTHROPIC_KEY", "sk-ant-env\n");
+        let h = headers(&b, c.secrets(), None, &req(b"{}")).unwrap();
+        assert_eq!(h, [("x-api-key".to_string(), "sk-ant-env".to_string())]);
+
+        // An AWS shared credentials file's text, in one variable.
+        let (c, b) = backend(serde_json::json!({
+            "name": "b", "schema": {"name": "AWSBedrock"}, "region": "us-east-1",
+            "auth": {"awsSigV4": {"credentialsEnv": "AWS_CREDS", "profile": "bedrock"}}
+        }));
+        assert_eq!(c.secret_env(), ["AWS_CREDS"]);
+        c.secrets().set_env(
+            "AWS_CREDS",
+            "[default]\naws_access_key_id=A0\naws_secret_access_key=S0\n",
+        );
+        let e = headers(&b, c.secrets(), None, &req(b"{}")).unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("environment variable AWS_CREDS has no complete profile 'bedrock'"));
+        c.secrets().set_env(
+            "AWS_CREDS",
+            "[bedrock]\naws_access_key_id=AKIDENV\naws_secret_access_key=S1\n",
+        );
+        let h = headers(&b, c.secrets(), None, &req(b"{}")).unwrap();
+        assert!(h
+            .iter()
+            .any(|(n, v)| n == "authorization" && v.contains("Credential=AKIDENV/")));
+
+        let bad = |auth: serde_json::Value| {
+            let doc = serde_json::json!({"version": "v1", "backends": [
+                {"name": "b", "schema": {"name": "AWSBedrock"}, "region": "us-east-1", "auth": auth}]});
+            Config::from_json(&serde_json::to_vec(&doc).unwrap())
+                .unwrap_err()
+                .path
+        };
+        assert_eq!(
+            bad(serde_json::json!({"apiKey": {"env": "1KEY"}})),
+            "backends[0].auth.apiKey.env"
+        );
+        assert_eq!(
+            bad(serde_json::json!({"apiKey": {"env": "K", "value": "v"}})),
+            "backends[0].auth.apiKey"
+        );
+        assert_eq!(
+            bad(serde_json::json!({"awsSigV4": {"credentialsEnv": "K", "credentialsFile": "/f"}})),
+            "backends[0].auth.awsSigV4"
+        );
     }
 
     #[test]

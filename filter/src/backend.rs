@@ -124,7 +124,11 @@ pub enum KeyHeader {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AwsCredentials {
     Static(Credentials),
-    File { path: String, profile: String },
+    /// A shared credentials file's text, from a file or an environment variable.
+    File {
+        source: Secret,
+        profile: String,
+    },
 }
 
 /// How the gateway authenticates to a backend.
@@ -185,17 +189,29 @@ pub struct Backend {
 impl Backend {
     /// Files the host must read for this backend's credentials.
     pub fn secret_files(&self) -> Vec<&str> {
-        match &self.auth {
-            Some(Auth::ApiKey {
-                key: Secret::File(p),
-                ..
-            })
-            | Some(Auth::BearerToken(Secret::File(p)))
-            | Some(Auth::AwsSigV4 {
-                credentials: AwsCredentials::File { path: p, .. },
-                ..
-            }) => vec![p.as_str()],
+        match self.secret_source() {
+            Some(Secret::File(p)) => vec![p.as_str()],
             _ => Vec::new(),
+        }
+    }
+
+    /// Environment variables the host must read for this backend's credentials.
+    pub fn secret_env(&self) -> Vec<&str> {
+        match self.secret_source() {
+            Some(Secret::Env(name)) => vec![name.as_str()],
+            _ => Vec::new(),
+        }
+    }
+
+    fn secret_source(&self) -> Option<&Secret> {
+        match &self.auth {
+            Some(Auth::ApiKey { key: s, .. })
+            | Some(Auth::BearerToken(s))
+            | Some(Auth::AwsSigV4 {
+                credentials: AwsCredentials::File { source: s, .. },
+                ..
+            }) => Some(s),
+            _ => None,
         }
     }
 
@@ -263,6 +279,8 @@ struct RawSecret {
     value: Option<String>,
     #[serde(default)]
     file: Option<String>,
+    #[serde(default)]
+    env: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -272,6 +290,8 @@ struct RawApiKey {
     value: Option<String>,
     #[serde(default)]
     file: Option<String>,
+    #[serde(default)]
+    env: Option<String>,
     /// Header name; `authorization` means `Bearer <key>`.
     #[serde(default)]
     header: Option<String>,
@@ -292,6 +312,9 @@ struct RawSigV4 {
     session_token: Option<String>,
     #[serde(default)]
     credentials_file: Option<String>,
+    /// An environment variable holding a shared credentials file's text.
+    #[serde(default)]
+    credentials_env: Option<String>,
     #[serde(default)]
     profile: Option<String>,
 }
@@ -382,13 +405,39 @@ fn non_empty(v: Option<String>, path: &str, what: &str) -> Result<String, Config
     }
 }
 
-fn secret(value: Option<String>, file: Option<String>, path: &str) -> Result<Secret, ConfigError> {
-    match (value, file) {
-        (Some(v), None) if !v.is_empty() => Ok(Secret::Inline(Arc::from(v.trim()))),
-        (None, Some(f)) if !f.is_empty() => Ok(Secret::File(f)),
-        (Some(_), None) => Err(err(format!("{path}.value"), "must not be empty")),
-        (None, Some(_)) => Err(err(format!("{path}.file"), "must not be empty")),
-        _ => Err(err(path, "exactly one of 'value' or 'file' is required")),
+fn secret(
+    value: Option<String>,
+    file: Option<String>,
+    env: Option<String>,
+    path: &str,
+) -> Result<Secret, ConfigError> {
+    match (value, file, env) {
+        (Some(v), None, None) if !v.is_empty() => Ok(Secret::Inline(Arc::from(v.trim()))),
+        (None, Some(f), None) if !f.is_empty() => Ok(Secret::File(f)),
+        (None, None, Some(e)) => env_name(&e, &format!("{path}.env")).map(|_| Secret::Env(e)),
+        (Some(_), None, None) => Err(err(format!("{path}.value"), "must not be empty")),
+        (None, Some(_), None) => Err(err(format!("{path}.file"), "must not be empty")),
+        _ => Err(err(
+            path,
+            "exactly one of 'value', 'file' or 'env' is required",
+        )),
+    }
+}
+
+/// An environment variable's name, as a shell would take it.
+fn env_name(name: &str, path: &str) -> Result<(), ConfigError> {
+    let ok = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            path,
+            "must be an environment variable name (letters, digits, '_'; not starting with a digit)",
+        ))
     }
 }
 
@@ -570,7 +619,7 @@ fn compile_auth(
     }
     if let Some(k) = a.api_key {
         let path = format!("{p}.apiKey");
-        let key = secret(k.value, k.file, &path)?;
+        let key = secret(k.value, k.file, k.env, &path)?;
         let header = match k.header {
             None => schema.api_key_header(),
             Some(h) => {
@@ -593,6 +642,7 @@ fn compile_auth(
         return Ok(Auth::BearerToken(secret(
             t.value,
             t.file,
+            t.env,
             &format!("{p}.bearerToken"),
         )?));
     }
@@ -617,50 +667,64 @@ fn compile_auth(
         .service
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "bedrock".into());
-    let credentials = match (s.access_key_id, s.secret_access_key, s.credentials_file) {
-        (Some(id), Some(secret), None) => {
-            if id.is_empty() {
-                return Err(err(format!("{path}.accessKeyId"), "must not be empty"));
-            }
-            if secret.is_empty() {
-                return Err(err(format!("{path}.secretAccessKey"), "must not be empty"));
-            }
-            AwsCredentials::Static(Credentials::new(id, secret, s.session_token))
+    let shared = match (s.credentials_file, s.credentials_env) {
+        (Some(f), None) if !f.is_empty() => Some(Secret::File(f)),
+        (Some(_), None) => return Err(err(format!("{path}.credentialsFile"), "must not be empty")),
+        (None, Some(e)) => {
+            env_name(&e, &format!("{path}.credentialsEnv"))?;
+            Some(Secret::Env(e))
         }
-        (None, None, Some(file)) if !file.is_empty() => {
-            if s.session_token.is_some() {
-                return Err(err(
-                    format!("{path}.sessionToken"),
-                    "goes in the credentials file when one is used",
-                ));
-            }
-            AwsCredentials::File {
-                path: file,
-                profile: s
-                    .profile
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or_else(|| "default".into()),
-            }
-        }
-        (Some(_), None, None) => {
-            return Err(err(
-                format!("{path}.secretAccessKey"),
-                "is required with accessKeyId",
-            ))
-        }
-        (None, Some(_), None) => {
-            return Err(err(
-                format!("{path}.accessKeyId"),
-                "is required with secretAccessKey",
-            ))
-        }
-        _ => {
+        (Some(_), Some(_)) => {
             return Err(err(
                 path,
-                "give either accessKeyId and secretAccessKey, or credentialsFile",
+                "give credentialsFile or credentialsEnv, not both",
             ))
         }
+        (None, None) => None,
     };
+    let credentials =
+        match (s.access_key_id, s.secret_access_key, shared) {
+            (Some(id), Some(secret), None) => {
+                if id.is_empty() {
+                    return Err(err(format!("{path}.accessKeyId"), "must not be empty"));
+                }
+                if secret.is_empty() {
+                    return Err(err(format!("{path}.secretAccessKey"), "must not be empty"));
+                }
+                AwsCredentials::Static(Credentials::new(id, secret, s.session_token))
+            }
+            (None, None, Some(source)) => {
+                if s.session_token.is_some() {
+                    return Err(err(
+                        format!("{path}.sessionToken"),
+                        "goes in the credentials file when one is used",
+                    ));
+                }
+                AwsCredentials::File {
+                    source,
+                    profile: s
+                        .profile
+                        .filter(|p| !p.is_empty())
+                        .unwrap_or_else(|| "default".into()),
+                }
+            }
+            (Some(_), None, None) => {
+                return Err(err(
+                    format!("{path}.secretAccessKey"),
+                    "is required with accessKeyId",
+                ))
+            }
+            (None, Some(_), None) => {
+                return Err(err(
+                    format!("{path}.accessKeyId"),
+                    "is required with secretAccessKey",
+                ))
+            }
+            _ => return Err(err(
+                path,
+                "give either accessKeyId and secretAccessKey, or credentialsFile or credentialsEnv",
+            )),
+        };
     Ok(Auth::AwsSigV4 {
         region,
         service,

@@ -167,6 +167,15 @@ impl Config {
         files
     }
 
+    /// Environment variables holding credentials, for the host to read into
+    /// [`Config::secrets`] at load.
+    pub fn secret_env(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.backends.iter().flat_map(|b| b.secret_env()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     pub fn secrets(&self) -> &SecretStore {
         &self.secrets
     }

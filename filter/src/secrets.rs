@@ -1,6 +1,7 @@
 //! Credentials that live in files (Azure and GCP access tokens, AWS credential files,
-//! API keys mounted from Kubernetes Secrets): the core names the files, the host
-//! reads them and hands the contents over, again whenever a file changes.
+//! API keys mounted from Kubernetes Secrets) or in environment variables of the Envoy
+//! process (the wasm build's way to Secrets): the core names them, the host reads
+//! them and hands the contents over, a file again whenever it changes.
 //!
 //! The store is shared by every stream of a configuration and read on each upstream
 //! attempt; the host writes it from wherever it watches files. Values never appear in
@@ -17,6 +18,8 @@ pub enum Secret {
     Inline(Arc<str>),
     /// A file the host reads; surrounding whitespace is trimmed.
     File(String),
+    /// An environment variable the host reads once, at load; trimmed too.
+    Env(String),
 }
 
 impl fmt::Debug for Secret {
@@ -24,14 +27,17 @@ impl fmt::Debug for Secret {
         match self {
             Secret::Inline(_) => f.write_str("Inline(<redacted>)"),
             Secret::File(path) => f.debug_tuple("File").field(path).finish(),
+            Secret::Env(name) => f.debug_tuple("Env").field(name).finish(),
         }
     }
 }
 
-/// The current contents of every credential file, by path.
+/// The current contents of every credential file, by path, and of every
+/// credential environment variable, by name.
 #[derive(Default)]
 pub struct SecretStore {
     files: RwLock<HashMap<String, Arc<str>>>,
+    env: RwLock<HashMap<String, Arc<str>>>,
 }
 
 impl fmt::Debug for SecretStore {
@@ -56,6 +62,13 @@ impl SecretStore {
         true
     }
 
+    /// Records the value of environment variable `name`.
+    pub fn set_env(&self, name: &str, value: &str) {
+        if let Ok(mut env) = self.env.write() {
+            env.insert(name.to_string(), Arc::from(value.trim()));
+        }
+    }
+
     /// Forgets `path` (the file went away or became unreadable).
     pub fn remove(&self, path: &str) {
         if let Ok(mut files) = self.files.write() {
@@ -75,12 +88,14 @@ impl SecretStore {
                 .get(path)
                 .filter(|v| !v.is_empty())
                 .cloned(),
+            Secret::Env(name) => self
+                .env
+                .read()
+                .ok()?
+                .get(name)
+                .filter(|v| !v.is_empty())
+                .cloned(),
         }
-    }
-
-    /// The raw contents of a file, for formats parsed on use (AWS credential files).
-    pub fn file(&self, path: &str) -> Option<Arc<str>> {
-        self.files.read().ok()?.get(path).cloned()
     }
 }
 
@@ -101,9 +116,13 @@ mod tests {
         store.set("/run/token", b"  \n");
         assert_eq!(store.resolve(&file), None, "an empty file is no credential");
         store.remove("/run/token");
-        assert_eq!(store.file("/run/token"), None);
+        assert_eq!(store.resolve(&file), None);
         let inline = Secret::Inline(Arc::from("k"));
         assert_eq!(store.resolve(&inline).as_deref(), Some("k"));
+        let env = Secret::Env("OPENAI_KEY".into());
+        assert_eq!(store.resolve(&env), None);
+        store.set_env("OPENAI_KEY", " sk-env\n");
+        assert_eq!(store.resolve(&env).as_deref(), Some("sk-env"));
     }
 
     #[test]

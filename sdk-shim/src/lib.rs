@@ -10,6 +10,7 @@
 mod abi;
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
+mod secret_env;
 #[cfg(not(target_arch = "wasm32"))]
 mod secret_files;
 

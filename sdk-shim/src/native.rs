@@ -150,6 +150,7 @@ impl Root {
     fn new(envoy: &mut FilterConfigHandle<'_>, name: &[u8], config: &[u8]) -> Result<Root, String> {
         let role = role_for(name)?;
         let config = Arc::new(Config::from_json(config).map_err(|e| e.to_string())?);
+        crate::secret_env::load(&config, "")?;
         crate::secret_files::watch(&config);
         Ok(Root {
             config,

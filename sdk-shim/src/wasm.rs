@@ -113,6 +113,12 @@ impl RootContext for Root {
                 false
             }
             Ok(config) => {
+                let hint = " (pass them to the VM: vm_config.environment_variables.host_env_keys; \
+                            on Envoy Gateway, the wasm entry's env.hostKeys)";
+                if let Err(e) = crate::secret_env::load(&config, hint) {
+                    host::log(LogLevel::Error, &e);
+                    return false;
+                }
                 self.config = Some(Arc::new(config));
                 self.role = Some(role);
                 true
