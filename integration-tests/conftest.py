@@ -605,6 +605,22 @@ def running_gateway(cfg: dict, labels: list[str], workdir: Path, build: str, sim
         stop(sim)
 
 
+@contextlib.contextmanager
+def environment(values: dict[str, str]):
+    """Sets environment variables for the block (an Envoy started in it inherits
+    them), then puts back what was there."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def virtual_host_for(hostname: str):
     """A `running_gateway` bootstrap hook: the routes only for clients sending Host
     `hostname` (any port), as Envoy Gateway's virtual host for a listener with a

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from conftest import running_gateway, validate_envoy_config
+from conftest import environment, running_gateway, validate_envoy_config
 
 AWS = ("AKIDFROMENV00001", "secret-from-env", "session-from-env")
 ENV = {
@@ -37,20 +37,11 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def env_gateway(workdir, build):
-    saved = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(ENV)
     sim_args = ["--expect-api-key", f"anthropic={ENV['AIGW_TEST_ANTHROPIC_KEY']}",
                 "--aws-credentials", f"bedrock={':'.join(AWS)}"]
-    try:
-        with running_gateway(CONFIG, ["anthropic", "bedrock"], workdir / f"credential-env-{build}", build,
-                             sim_args) as gw:
-            yield gw
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with environment(ENV), running_gateway(CONFIG, ["anthropic", "bedrock"], workdir / f"credential-env-{build}",
+                                           build, sim_args) as gw:
+        yield gw
 
 
 @pytest.mark.parametrize("model,listener", [("claude-3-5-haiku", "anthropic"), ("nova-lite", "bedrock")])

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import MODULE, REPO, metadata_string, render, running_gateway, virtual_host_for
+from conftest import MODULE, REPO, environment, metadata_string, render, running_gateway, virtual_host_for
 
 GOLDEN = REPO / "cli" / "tests" / "golden" / "envoy-gateway-router-only" / "envoy-gateway.yaml"
 GOLDEN_WASM = GOLDEN.with_name("envoy-gateway-wasm.yaml")
@@ -141,19 +141,11 @@ def eg_gateway(workdir, build):
     assert config["routerOnly"] is True
     sim_args = ["--expect-api-key", f"{OPENAI}={OPENAI_KEYS[0]}", "--expect-api-key", f"{OPENAI}={OPENAI_KEYS[1]}",
                 "--expect-api-key", f"{BYOK}={USER_KEY}", "--aws-credentials", f"{BEDROCK}={':'.join(AWS)}"]
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        with running_gateway(config, [OPENAI, BEDROCK, BYOK, OPENAI_FALLBACK_RULE], workdir / f"eg-{build}", build,
-                             sim_args, bootstrap=virtual_host_for(LISTENER_HOSTNAME)) as gw:
-            gw.credentials = root
-            yield gw
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with environment(env), running_gateway(config, [OPENAI, BEDROCK, BYOK, OPENAI_FALLBACK_RULE],
+                                           workdir / f"eg-{build}", build, sim_args,
+                                           bootstrap=virtual_host_for(LISTENER_HOSTNAME)) as gw:
+        gw.credentials = root
+        yield gw
 
 
 def chat(gw, model: str, headers: dict | None = None):

@@ -145,38 +145,31 @@ impl Auth {
     /// it came from is mounted) instead of compiled in; `profile` is the AWS
     /// profile to read.
     pub fn from_file(&self, path: &str, profile: Option<&str>) -> Auth {
-        let file = SecretSource::File(path.to_string());
-        match self {
-            Auth::ApiKey { header, .. } => Auth::ApiKey {
-                key: file,
-                header: header.clone(),
-            },
-            Auth::Bearer(_) => Auth::Bearer(file),
-            Auth::AwsSigV4 { region, .. } => Auth::AwsSigV4 {
-                region: region.clone(),
-                keys: AwsKeys::File {
-                    path: path.to_string(),
-                    profile: profile.map(str::to_string),
-                },
-            },
-        }
+        self.read_from(SecretSource::File(path.to_string()), profile)
     }
 
     /// The same credential read by the filter from environment variable `name`
     /// (which the Envoy container takes from the Secret key it came from).
     pub fn from_env(&self, name: &str, profile: Option<&str>) -> Auth {
-        let env = SecretSource::Env(name.to_string());
+        self.read_from(SecretSource::Env(name.to_string()), profile)
+    }
+
+    /// This credential read by the filter from `source` (a file or a variable).
+    fn read_from(&self, source: SecretSource, profile: Option<&str>) -> Auth {
+        let profile = profile.map(str::to_string);
         match self {
             Auth::ApiKey { header, .. } => Auth::ApiKey {
-                key: env,
+                key: source,
                 header: header.clone(),
             },
-            Auth::Bearer(_) => Auth::Bearer(env),
+            Auth::Bearer(_) => Auth::Bearer(source),
             Auth::AwsSigV4 { region, .. } => Auth::AwsSigV4 {
                 region: region.clone(),
-                keys: AwsKeys::Env {
-                    name: name.to_string(),
-                    profile: profile.map(str::to_string),
+                keys: match source {
+                    SecretSource::Env(name) => AwsKeys::Env { name, profile },
+                    SecretSource::File(path) => AwsKeys::File { path, profile },
+                    // Not a place the filter reads from: keep the keys as they were.
+                    SecretSource::Value(_) => return self.clone(),
                 },
             },
         }

@@ -76,26 +76,15 @@ impl SecretStore {
         }
     }
 
-    /// The value of a secret: inline, or the file's current contents when the host
-    /// has read it (and it is not empty).
+    /// The value of a secret: inline, or the file's or variable's contents when the
+    /// host has read them (and they are not empty).
     pub fn resolve(&self, secret: &Secret) -> Option<Arc<str>> {
-        match secret {
-            Secret::Inline(v) => Some(Arc::clone(v)),
-            Secret::File(path) => self
-                .files
-                .read()
-                .ok()?
-                .get(path)
-                .filter(|v| !v.is_empty())
-                .cloned(),
-            Secret::Env(name) => self
-                .env
-                .read()
-                .ok()?
-                .get(name)
-                .filter(|v| !v.is_empty())
-                .cloned(),
-        }
+        let (map, key) = match secret {
+            Secret::Inline(v) => return Some(Arc::clone(v)),
+            Secret::File(path) => (&self.files, path),
+            Secret::Env(name) => (&self.env, name),
+        };
+        map.read().ok()?.get(key).filter(|v| !v.is_empty()).cloned()
     }
 }
 
