@@ -481,6 +481,14 @@ fn access_log(plan: &Plan, o: &Options, diags: &mut Vec<Diagnostic>) -> Value {
             keys.push((c.metadata_key.clone(), Some((r, c.path.clone()))));
         }
     }
+    // A route's fixed metadata (a generic route's tenant).
+    for r in &plan.routes {
+        for (k, _) in &r.metadata {
+            if !keys.iter().any(|(have, _)| have == k) {
+                keys.push((k.clone(), None));
+            }
+        }
+    }
     for (key, from) in keys {
         let usable = !key.contains([':', '(', ')', '%']);
         if !usable || fields.contains_key(&key) {

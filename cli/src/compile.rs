@@ -26,16 +26,7 @@ use crate::security::{self, Applied};
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 60_000;
 
 /// Metadata keys the filter writes itself; a cost must not overwrite them.
-pub const FILTER_METADATA_KEYS: &[&str] = &[
-    "route_name",
-    "request_model",
-    "response_model",
-    "backend_name",
-    "model_name_override",
-    "token_latency_ttft",
-    "token_latency_itl",
-    "cache",
-];
+pub use aigw_filter::config::GATEWAY_METADATA_KEYS as FILTER_METADATA_KEYS;
 
 /// Settings of the generated bootstrap that do not come from the resources.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -432,9 +423,10 @@ pub struct PlanRoute {
     pub origin: (Source, ResourceId),
     /// kgateway TrafficPolicy settings (and whether this is a kgateway route).
     pub extra: crate::kgateway::RouteExtra,
-    /// The filter route's `rateLimit` and `cache` (generic routes).
+    /// The filter route's `rateLimit`, `cache` and `metadata` (generic routes).
     pub rate_limit: Option<Value>,
     pub cache: Option<Value>,
+    pub metadata: Vec<(String, String)>,
 }
 
 impl PlanRoute {
@@ -866,6 +858,7 @@ fn plan(inputs: &Inputs, diags: &mut Vec<Diagnostic>) -> Plan {
                 extra: Default::default(),
                 rate_limit: None,
                 cache: None,
+                metadata: Vec::new(),
             });
         }
     }
@@ -1123,6 +1116,11 @@ fn plan_generic(
             extra: Default::default(),
             rate_limit: g.rate_limit.clone(),
             cache: g.cache.clone(),
+            metadata: g
+                .tenant
+                .iter()
+                .map(|t| ("tenant".to_string(), t.clone()))
+                .collect(),
         });
     }
 }
@@ -1288,6 +1286,14 @@ pub(crate) fn config_document(
         }
         if let Some(c) = &r.cache {
             o.insert("cache".into(), c.clone());
+        }
+        if !r.metadata.is_empty() {
+            let m: Map<String, Value> = r
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
+            o.insert("metadata".into(), Value::Object(m));
         }
         routes.push(Value::Object(o));
     }

@@ -6,7 +6,8 @@
 //! the filter and Envoy can do today is mapped (models, header matches, backends
 //! of the providers in [`PROVIDERS`] with weight, priority, a per-backend model
 //! and an API key from the `credentialRef` Secret, fallback and load-balance
-//! strategies, retries, rate limits, an exact cache); every other field is carried into the
+//! strategies, retries, rate limits, an exact cache, the tenant as metadata); every
+//! other field is carried into the
 //! output's `notEnforced` list with a warning naming it, never dropped silently.
 
 use serde_json::{json, Map, Value};
@@ -84,6 +85,8 @@ pub struct GenericRoute {
     pub rate_limit: Option<Value>,
     /// `cache` in exact mode, as the filter route's `cache`.
     pub cache: Option<Value>,
+    /// `tenant`, written as the route's `tenant` metadata.
+    pub tenant: Option<String>,
 }
 
 /// Whether a document is a generic AIGatewayRoute.
@@ -435,14 +438,7 @@ pub(crate) fn read(
         }
         carry("observability".into(), top.map.get("observability").unwrap_or(&Value::Null), "telemetry sinks are not configured by the compiler (the access log and dynamic metadata are always on)", r);
     }
-    if let Some(t) = top.str_opt("tenant", r) {
-        carry(
-            "tenant".into(),
-            &Value::String(t.into()),
-            "tenancy is not modelled by the filter",
-            r,
-        );
-    }
+    let tenant = top.str_opt("tenant", r).map(str::to_string);
 
     Some(GenericRoute {
         meta: Meta {
@@ -459,5 +455,6 @@ pub(crate) fn read(
         not_enforced,
         rate_limit,
         cache,
+        tenant,
     })
 }

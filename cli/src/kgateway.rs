@@ -1836,6 +1836,7 @@ pub(crate) fn plan(
                 },
                 rate_limit: None,
                 cache: None,
+                metadata: Vec::new(),
             });
         }
     }

@@ -27,6 +27,18 @@ pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 8 * 1024 * 1024;
 /// Default limit of a non-streamed response body buffered to read its usage.
 pub const DEFAULT_MAX_RESPONSE_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
+/// The dynamic metadata keys the gateway writes (besides costs).
+pub const GATEWAY_METADATA_KEYS: [&str; 8] = [
+    "route_name",
+    "request_model",
+    "response_model",
+    "backend_name",
+    "model_name_override",
+    "token_latency_ttft",
+    "token_latency_itl",
+    "cache",
+];
+
 /// A refused configuration: where, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
@@ -82,6 +94,8 @@ pub struct Route {
     pub costs: Vec<RequestCost>,
     pub rate_limit: RateLimit,
     pub cache: Option<AnswerCache>,
+    /// Fixed dynamic metadata of the route's requests (a tenant, a team).
+    pub metadata: Vec<(String, String)>,
     /// A backend of the route sends the client's own credentials to the provider
     /// (forwarded, or as a per-request override): they are part of a cache key.
     pub client_credentials_reach_provider: bool,
@@ -248,6 +262,8 @@ struct RawRoute {
     rate_limit: Option<RawRateLimit>,
     #[serde(default)]
     cache: Option<RawCache>,
+    #[serde(default)]
+    metadata: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -490,6 +506,16 @@ impl RawConfig {
                         b.forward_client_credentials || b.credential_override.is_some()
                     })
             });
+            for key in r.metadata.keys() {
+                let clash = GATEWAY_METADATA_KEYS.contains(&key.as_str())
+                    || costs.iter().any(|c| c.metadata_key == *key);
+                if key.is_empty() || clash {
+                    return Err(err(
+                        format!("{p}.metadata.{key}"),
+                        "must name a key the gateway does not write itself (route_name, request_model, ..., a cost's metadataKey)",
+                    ));
+                }
+            }
             routes.push(Route {
                 name: r.name,
                 models: r.models,
@@ -497,6 +523,7 @@ impl RawConfig {
                 costs,
                 rate_limit,
                 cache,
+                metadata: r.metadata.into_iter().collect(),
                 client_credentials_reach_provider,
             });
         }

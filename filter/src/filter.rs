@@ -588,11 +588,15 @@ impl HttpFilter {
             });
             return None;
         };
+        let fixed = route.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         for (k, v) in [
             ("route_name", route.name.as_str()),
             ("request_model", model),
             ("cache", "hit"),
-        ] {
+        ]
+        .into_iter()
+        .chain(fixed)
+        {
             out.push(Action::SetMetadata {
                 key: k.into(),
                 value: MetadataValue::String(v.into()),
@@ -679,6 +683,9 @@ impl HttpFilter {
             })
         };
         set("route_name", MetadataValue::String(route.name.clone()));
+        for (k, v) in &route.metadata {
+            set(k, MetadataValue::String(v.clone()));
+        }
         set(
             "request_model",
             MetadataValue::String(self.request.model.clone()),
@@ -1144,6 +1151,39 @@ mod tests {
         assert!(!ask(k, "Bearer a", 0));
         assert!(!ask(k, "Bearer b", 0));
         assert!(ask(k, "Bearer a", 0));
+    }
+
+    #[test]
+    fn route_metadata_is_written_with_the_requests() {
+        let config = Arc::new(
+            Config::from_json(
+                br#"{"version": "v1",
+                "backends": [{"name": "b", "schema": {"name": "OpenAI"}}],
+                "routes": [{"name": "r", "models": ["m"], "backends": [{"name": "b"}],
+                            "metadata": {"tenant": "search"}}]}"#,
+            )
+            .unwrap(),
+        );
+        let mut f = HttpFilter::new(config, FilterRole::Router);
+        let mut out = Vec::new();
+        let h = [(":method", "POST"), (":path", "/v1/chat/completions")];
+        let _ = f.on_request_headers(&h, false, t(0), &mut out);
+        let _ = f.on_request_body(br#"{"model":"m","messages":[]}"#, true, t(0), &mut out);
+        let _ = f.on_response_headers(&[(":status", "200")], false, t(1), &mut out);
+        out.clear();
+        let _ = f.on_response_body(b"{}", true, t(2), &mut out);
+        assert!(out.iter().any(
+            |a| matches!(a, Action::SetMetadata { key, value: MetadataValue::String(v) }
+            if key == "tenant" && v == "search")
+        ));
+
+        let clash = Config::from_json(
+            br#"{"version": "v1", "backends": [{"name": "b", "schema": {"name": "OpenAI"}}],
+            "routes": [{"name": "r", "models": ["m"], "backends": [{"name": "b"}],
+                        "metadata": {"route_name": "x"}}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(clash.path, "routes[0].metadata.route_name");
     }
 
     #[test]
