@@ -387,7 +387,12 @@ fn cluster(plan: &Plan, r: &PlanRoute, upstream_filter: Option<&Value>, o: &Opti
         c.insert("dns_lookup_family".into(), json!("V4_PREFERRED"));
     }
     c.insert("connect_timeout".into(), json!("10s"));
-    c.insert("lb_policy".into(), json!("ROUND_ROBIN"));
+    let lb = if r.least_request {
+        "LEAST_REQUEST"
+    } else {
+        "ROUND_ROBIN"
+    };
+    c.insert("lb_policy".into(), json!(lb));
     c.insert(
         "common_lb_config".into(),
         json!({"locality_weighted_lb_config": {}}),

@@ -427,6 +427,8 @@ pub struct PlanRoute {
     pub rate_limit: Option<Value>,
     pub cache: Option<Value>,
     pub metadata: Vec<(String, String)>,
+    /// Balance the rule's cluster by least requests (else round robin).
+    pub least_request: bool,
 }
 
 impl PlanRoute {
@@ -859,6 +861,7 @@ fn plan(inputs: &Inputs, diags: &mut Vec<Diagnostic>) -> Plan {
                 rate_limit: None,
                 cache: None,
                 metadata: Vec::new(),
+                least_request: false,
             });
         }
     }
@@ -1121,6 +1124,7 @@ fn plan_generic(
                 .iter()
                 .map(|t| ("tenant".to_string(), t.clone()))
                 .collect(),
+            least_request: g.least_request,
         });
     }
 }

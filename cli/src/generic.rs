@@ -87,6 +87,8 @@ pub struct GenericRoute {
     pub cache: Option<Value>,
     /// `tenant`, written as the route's `tenant` metadata.
     pub tenant: Option<String>,
+    /// `strategy: latency-optimized`: least-request balancing.
+    pub least_request: bool,
 }
 
 /// Whether a document is a generic AIGatewayRoute.
@@ -244,15 +246,18 @@ pub(crate) fn read(
     let strategy = enum_opt(&top, "strategy", STRATEGIES, r);
     if let Some(s) = strategy
         .as_deref()
-        .filter(|s| !["fallback", "load-balance"].contains(s))
+        .filter(|s| !["fallback", "load-balance", "latency-optimized"].contains(s))
     {
         carry(
             "strategy".into(),
             &Value::String(s.into()),
-            "only fallback and load-balance are done (by Envoy, from weights and priorities)",
+            "only fallback, load-balance and latency-optimized are done (by Envoy: weights, priorities, least-request balancing)",
             r,
         );
     }
+    // Envoy's least-request balancing: a slower backend holds more requests in
+    // flight, so it is picked less.
+    let least_request = strategy.as_deref() == Some("latency-optimized");
 
     let mut backends = Vec::new();
     let list = top.list_opt("backends", 64, r);
@@ -456,5 +461,6 @@ pub(crate) fn read(
         rate_limit,
         cache,
         tenant,
+        least_request,
     })
 }

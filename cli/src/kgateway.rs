@@ -1837,6 +1837,7 @@ pub(crate) fn plan(
                 rate_limit: None,
                 cache: None,
                 metadata: Vec::new(),
+                least_request: false,
             });
         }
     }
