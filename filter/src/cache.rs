@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::config::Config;
+use crate::host::Headers;
+
 /// Default bound on entries per route.
 pub const DEFAULT_MAX_ENTRIES: usize = 1000;
 /// Largest answer kept, and the bound on a route's total bytes.
@@ -30,6 +33,44 @@ pub fn key(parts: &[&[u8]]) -> Key {
         h.update(p);
     }
     h.finalize().into()
+}
+
+/// The answer header saying whether the gateway's cache answered (`HIT`) or
+/// stored the provider's answer (`MISS`), as CDNs say it.
+pub const ANSWER_HEADER: &str = "x-cache";
+
+/// Request headers besides the body that change a provider's answer.
+const VARIANT_HEADERS: [&str; 2] = ["anthropic-version", "anthropic-beta"];
+
+/// The key part of the headers that change an answer.
+pub(crate) fn variant_part(headers: &dyn Headers) -> Key {
+    digest(&VARIANT_HEADERS, headers)
+}
+
+/// The key part that identifies a client to providers that see its own
+/// credentials (used only for routes where they do).
+pub(crate) fn credentials_part(config: &Config, headers: &dyn Headers) -> Key {
+    let names: Vec<&str> = crate::upstream::CLIENT_CREDENTIAL_HEADERS
+        .iter()
+        .copied()
+        .chain(
+            config
+                .backends
+                .iter()
+                .filter_map(|b| b.credential_override.as_deref()),
+        )
+        .collect();
+    digest(&names, headers)
+}
+
+/// The values of `names` (absent: empty), as one key part.
+fn digest(names: &[&str], headers: &dyn Headers) -> Key {
+    let values: Vec<String> = names
+        .iter()
+        .map(|n| headers.get(n).unwrap_or_default())
+        .collect();
+    let parts: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+    key(&parts)
 }
 
 #[derive(Debug)]

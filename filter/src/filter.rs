@@ -373,8 +373,8 @@ impl HttpFilter {
         };
         self.endpoint = Some(endpoint);
         if self.config.any_cache {
-            self.request.credentials = Some(credentials_digest(&self.config, headers));
-            self.request.variant = Some(digest(&VARIANT_HEADERS, headers));
+            self.request.credentials = Some(cache::credentials_part(&self.config, headers));
+            self.request.variant = Some(cache::variant_part(headers));
         }
         if self.config.router_only {
             self.inline_headers = Some(crate::upstream::SavedRequest::take(&self.config, headers));
@@ -608,9 +608,20 @@ impl HttpFilter {
             content_type: "application/json",
             body: answer.to_vec(),
             details: "cache_hit",
-            headers: vec![(CACHE_HEADER, "HIT".into())],
+            headers: vec![(cache::ANSWER_HEADER, "HIT".into())],
         });
         Some(Status::StopIteration)
+    }
+
+    /// A whole 200 answer of a caching route goes into its cache.
+    fn store_answer(&mut self, now: Duration) {
+        let (Some(key), Some(body)) = (self.response.cache_key, self.response.captured.take())
+        else {
+            return;
+        };
+        if let Some(cache) = self.route().and_then(|r| r.cache.as_ref()) {
+            cache.put(key, &body, now);
+        }
     }
 
     fn route(&self) -> Option<&Route> {
@@ -640,7 +651,7 @@ impl HttpFilter {
         {
             self.response.captured = Some(Vec::new());
             out.push(Action::SetHeader {
-                name: CACHE_HEADER.into(),
+                name: cache::ANSWER_HEADER.into(),
                 value: "MISS".into(),
             });
         }
@@ -816,51 +827,6 @@ fn insert_first_member(body: &[u8], member: &[u8]) -> Option<Vec<u8>> {
     }
     out.extend_from_slice(rest);
     Some(out)
-}
-
-impl HttpFilter {
-    /// A whole 200 answer of a caching route goes into its cache.
-    fn store_answer(&mut self, now: Duration) {
-        let (Some(key), Some(body)) = (self.response.cache_key, self.response.captured.take())
-        else {
-            return;
-        };
-        if let Some(cache) = self.route().and_then(|r| r.cache.as_ref()) {
-            cache.put(key, &body, now);
-        }
-    }
-}
-
-/// The answer header saying whether the gateway's cache answered (`HIT`) or
-/// stored the provider's answer (`MISS`), as CDNs say it.
-const CACHE_HEADER: &str = "x-cache";
-
-/// Request headers besides the body that change a provider's answer.
-const VARIANT_HEADERS: [&str; 2] = ["anthropic-version", "anthropic-beta"];
-
-/// What identifies a client to providers that see its own credentials.
-fn credentials_digest(config: &Config, headers: &dyn Headers) -> cache::Key {
-    let names: Vec<&str> = crate::upstream::CLIENT_CREDENTIAL_HEADERS
-        .iter()
-        .copied()
-        .chain(
-            config
-                .backends
-                .iter()
-                .filter_map(|b| b.credential_override.as_deref()),
-        )
-        .collect();
-    digest(&names, headers)
-}
-
-/// The values of `names` (absent: empty), as one key part.
-fn digest(names: &[&str], headers: &dyn Headers) -> cache::Key {
-    let values: Vec<String> = names
-        .iter()
-        .map(|n| headers.get(n).unwrap_or_default())
-        .collect();
-    let parts: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
-    cache::key(&parts)
 }
 
 impl Drop for HttpFilter {
