@@ -463,6 +463,14 @@ class Gateway:
                 out[key] = int(v) if _INTEGER.fullmatch(v) else float(v)
         return out
 
+    def counter(self, name: str) -> int:
+        """An `aigw_*` counter of the filter from Envoy's stats (native:
+        `dynamicmodulescustom.NAME`, wasm: `wasmcustom.NAME`); 0 before its first count."""
+        text = requests.get(f"{self.admin_url}/stats", params={"filter": name}, timeout=5).text
+        values = [int(v) for line in text.splitlines() for k, _, v in [line.partition(": ")]
+                  if k.endswith("." + name) and v.strip().isdigit()]
+        return sum(values)
+
     def upstream(self, request_id: str) -> list[dict]:
         """What the simulator received for a request (one entry per attempt)."""
         r = requests.get(f"{self.sim_url}/_sim/requests", params={"id": request_id}, timeout=5)

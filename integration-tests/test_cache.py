@@ -54,8 +54,10 @@ def test_second_identical_request_is_answered_by_the_gateway(cached):
     first, rid1 = ask(c, "cached-model", question)
     assert first.headers.get("x-cache") == "MISS"
     assert len(gw.upstream(rid1)) == 1
+    hits = gw.counter("aigw_cache_hits")
     second, rid2 = ask(c, "cached-model", question)
     assert second.headers.get("x-cache") == "HIT"
+    assert gw.counter("aigw_cache_hits") == hits + 1
     assert gw.upstream(rid2) == []
     a, b = first.parse(), second.parse()
     assert (b.id, b.choices[0].message.content, b.usage) == (a.id, a.choices[0].message.content, a.usage)

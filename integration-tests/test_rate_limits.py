@@ -48,6 +48,7 @@ def chat(gw, model: str, headers: dict | None = None, stream: bool = False):
 
 def test_requests_per_minute(limited):
     gw = limited
+    refused_before = gw.counter("aigw_rate_limited")
     answers = [chat(gw, "rpm-model") for _ in range(4)]
     assert [r.status_code for r, _ in answers] == [200, 200, 200, 429], [r.text for r, _ in answers]
     r, rid = answers[-1]
@@ -57,6 +58,7 @@ def test_requests_per_minute(limited):
     assert 1 <= int(r.headers["retry-after"]) <= 60
     assert gw.upstream(rid) == []
     assert gw.log_entry(rid)["status"] == 429
+    assert gw.counter("aigw_rate_limited") == refused_before + 1
     assert chat(gw, "free-model")[0].status_code == 200
 
 

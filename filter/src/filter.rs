@@ -26,7 +26,7 @@ use crate::config::{Config, Route};
 use crate::cost::CostInputs;
 use crate::endpoint::Endpoint;
 use crate::error::{ClientSchema, GatewayError};
-use crate::host::{Action, Headers, LogLevel, MetadataValue, Status};
+use crate::host::{Action, Counter, Headers, LogLevel, MetadataValue, Status};
 use crate::upstream::Upstream;
 use crate::usage::{BodyFormat, MeterOptions, ResponseMeter};
 use crate::MODEL_HEADER;
@@ -363,6 +363,7 @@ impl HttpFilter {
                 });
             }
             if let Some(rule) = verdict.denied_by {
+                out.push(Action::Count(Counter::RequestDenied));
                 self.endpoint = endpoint;
                 return self.reply(GatewayError::Denied { rule }, out);
             }
@@ -449,6 +450,7 @@ impl HttpFilter {
         let limit = &self.config.routes[route_index].rate_limit;
         if !limit.is_unlimited() {
             if let Err(refusal) = limit.admit(now) {
+                out.push(Action::Count(Counter::RateLimited));
                 return self.reply(GatewayError::RateLimited(refusal), out);
             }
             self.request.admitted = Some(route_index);
@@ -582,6 +584,7 @@ impl HttpFilter {
         let variant: &[u8] = self.request.variant.as_ref().map_or(&[], |v| v);
         let key = cache::key(&[endpoint.path().as_bytes(), variant, credentials, body]);
         let Some(answer) = cache.get(&key, now) else {
+            out.push(Action::Count(Counter::CacheMiss));
             self.response.cache_key = Some(key);
             out.push(Action::RemoveHeader {
                 name: "accept-encoding".into(),
@@ -603,6 +606,7 @@ impl HttpFilter {
             });
         }
         self.phase = Phase::Replied;
+        out.push(Action::Count(Counter::CacheHit));
         out.push(Action::SendLocalReply {
             status: 200,
             content_type: "application/json",
@@ -1203,6 +1207,7 @@ mod tests {
         };
         let (s, out) = run("/v1/chat/completions", None);
         assert_eq!(s, Status::StopIteration);
+        assert!(out.contains(&Action::Count(Counter::RequestDenied)));
         let (status, body) = local_reply(&out);
         assert_eq!(status, 403);
         assert_eq!(body["error"]["code"], "request_denied");

@@ -104,4 +104,38 @@ pub enum Action {
     },
     /// A log line. Never carries secrets.
     Log { level: LogLevel, message: String },
+    /// Count one event in an Envoy stat.
+    Count(Counter),
+}
+
+/// The gateway's own counters, as Envoy stats (native: `dynamicmodulescustom.NAME`;
+/// wasm: `wasmcustom.NAME`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// A route's rate limit refused a request.
+    RateLimited,
+    /// A request validation rule denied a request.
+    RequestDenied,
+    /// The answer cache answered.
+    CacheHit,
+    /// A cacheable request went to the provider.
+    CacheMiss,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 4] = [
+        Counter::RateLimited,
+        Counter::RequestDenied,
+        Counter::CacheHit,
+        Counter::CacheMiss,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::RateLimited => "aigw_rate_limited",
+            Counter::RequestDenied => "aigw_request_denied",
+            Counter::CacheHit => "aigw_cache_hits",
+            Counter::CacheMiss => "aigw_cache_misses",
+        }
+    }
 }

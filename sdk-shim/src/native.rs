@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use aigw_filter::error::ClientSchema;
-use aigw_filter::host::LogLevel as CoreLogLevel;
+use aigw_filter::host::{Counter, LogLevel as CoreLogLevel};
 use aigw_filter::upstream::SAVED_REQUEST_KEY;
 use aigw_filter::{
     Action, Config, FilterRole, GatewayError, Headers, HttpFilter, MetadataValue, Status,
@@ -38,7 +38,11 @@ pub struct Root {
     role: FilterRole,
     /// Counter of panics caught in stream hooks, if Envoy let us define it.
     panics: Option<usize>,
+    /// The core's counters ([`Counter::ALL`] order), where Envoy let us define them.
+    counters: Counters,
 }
+
+type Counters = [Option<usize>; Counter::ALL.len()];
 
 /// One HTTP stream. Lives in a `RefCell`: a callback into Envoy (a local reply) may
 /// re-enter another hook of the same stream, which then finds it borrowed and passes.
@@ -46,6 +50,7 @@ pub struct Stream {
     core: HttpFilter,
     role: FilterRole,
     panics: Option<usize>,
+    counters: Counters,
     /// A panic was caught: the core's state is unknown, leave the stream alone.
     dead: bool,
     /// Response headers reached this filter: a local reply is no longer possible.
@@ -156,6 +161,7 @@ impl Root {
             config,
             role,
             panics: envoy.define_counter("aigw_panics"),
+            counters: Counter::ALL.map(|c| envoy.define_counter(c.name())),
         })
     }
 }
@@ -186,6 +192,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
             core: HttpFilter::new(Arc::clone(&root.config), root.role),
             role: root.role,
             panics: root.panics,
+            counters: root.counters,
             dead: false,
             response_started: false,
             replied: false,
@@ -460,9 +467,10 @@ fn run(
         {
             s.replied = true;
         }
+        let counters = s.counters;
         drop(s);
         for action in actions {
-            apply(envoy, dir, action);
+            apply(envoy, dir, &counters, action);
         }
         Some(status)
     }));
@@ -516,7 +524,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 }
 
 /// Applies one action of the core to Envoy's stream.
-fn apply(envoy: &mut HttpFilterHandle<'_>, dir: Direction, action: Action) {
+fn apply(envoy: &mut HttpFilterHandle<'_>, dir: Direction, counters: &Counters, action: Action) {
     match action {
         Action::SetHeader { name, value } => {
             envoy.set_header(dir.headers(), &name, &value);
@@ -557,6 +565,11 @@ fn apply(envoy: &mut HttpFilterHandle<'_>, dir: Direction, action: Action) {
             }
         }
         Action::Log { level, message } => abi::log(log_level(level), &message),
+        Action::Count(c) => {
+            if let Some(id) = counters[c as usize] {
+                envoy.increment_counter(id, 1);
+            }
+        }
     }
 }
 

@@ -35,7 +35,7 @@
 use std::cell::OnceCell;
 use std::sync::Arc;
 
-use aigw_filter::host::LogLevel;
+use aigw_filter::host::{Counter, LogLevel};
 use aigw_filter::upstream::SAVED_REQUEST_KEY;
 use aigw_filter::{
     Action as CoreAction, Config, FilterRole, Headers, HttpFilter, MetadataValue,
@@ -78,7 +78,11 @@ const BACKEND_PATHS: [[&str; 5]; 2] = [
 struct Root {
     config: Option<Arc<Config>>,
     role: Option<FilterRole>,
+    /// The core's counters ([`Counter::ALL`] order), where the host defined them.
+    counters: Counters,
 }
+
+type Counters = [Option<u32>; Counter::ALL.len()];
 
 impl Context for Root {}
 
@@ -113,6 +117,7 @@ impl RootContext for Root {
                 false
             }
             Ok(config) => {
+                self.counters = Counter::ALL.map(|c| host::define_counter(c.name()).ok());
                 let hint = " (pass them to the VM: vm_config.environment_variables.host_env_keys; \
                             on Envoy Gateway, the wasm entry's env.hostKeys)";
                 if let Err(e) = crate::secret_env::load(&config, hint) {
@@ -140,6 +145,7 @@ impl RootContext for Root {
         };
         Some(Box::new(Stream {
             filter,
+            counters: self.counters,
             role: self.role.unwrap_or(FilterRole::Router),
             out: Vec::new(),
             request_buffered: 0,
@@ -157,6 +163,7 @@ impl RootContext for Root {
 struct Stream {
     /// `None` only when the root has no config: everything passes through.
     filter: Option<HttpFilter>,
+    counters: Counters,
     role: FilterRole,
     /// Reused action list.
     out: Vec<CoreAction>,
@@ -393,6 +400,11 @@ impl Stream {
                     report(host::set_property(&[key], &value), "set filter state");
                 }
                 CoreAction::Log { level, message } => host::log(level, &message),
+                CoreAction::Count(c) => {
+                    if let Some(id) = self.counters[c as usize] {
+                        report(host::increment_counter(id), "increment a counter");
+                    }
+                }
             }
         }
         self.out = out;
@@ -532,6 +544,13 @@ mod host {
             headers_size: usize,
             grpc_status: i32,
         ) -> u32;
+        fn proxy_define_metric(
+            metric_type: u32,
+            name: *const u8,
+            name_size: usize,
+            return_id: *mut u32,
+        ) -> u32;
+        fn proxy_increment_metric(id: u32, offset: i64) -> u32;
         fn proxy_call_foreign_function(
             name: *const u8,
             name_size: usize,
@@ -683,6 +702,19 @@ mod host {
                 -1,
             )
         })
+    }
+
+    /// A counter (metric type 0), as the host names it (`wasmcustom.<name>`).
+    pub fn define_counter(name: &str) -> Result<u32, HostError> {
+        let mut id = 0;
+        // SAFETY: `name` is read during the call; `id` is a valid out-pointer.
+        check(unsafe { proxy_define_metric(0, name.as_ptr(), name.len(), &mut id) })?;
+        Ok(id)
+    }
+
+    pub fn increment_counter(id: u32) -> Result<(), HostError> {
+        // SAFETY: plain values.
+        check(unsafe { proxy_increment_metric(id, 1) })
     }
 
     /// Envoy's foreign function `clear_route_cache` (no arguments, no result).
