@@ -27,6 +27,8 @@ CONFIG = {
         {"name": "b", "models": ["nova"], "backends": [{"name": "bedrock"}]},
         {"name": "a", "models": ["claude"], "backends": [{"name": "anthropic"}]},
         {"name": "o", "models": ["gpt-4o-mini"], "backends": [{"name": "openai"}]},
+        {"name": "cached-bedrock", "models": ["nova-cached"], "backends": [{"name": "bedrock"}],
+         "cache": {"ttlSeconds": 60}},
     ],
     "llmRequestCosts": [{"metadataKey": "llm_input_token", "type": "InputToken"},
                         {"metadataKey": "llm_output_token", "type": "OutputToken"}],
@@ -105,3 +107,24 @@ def test_errors_and_refusals(router_only):
     r, rid = gw.post("/v1/chat/completions", {"model": "nova", "messages": [{"role": "user", "content": "x"}]},
                      headers={"x-sim-status": "429"})
     assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_cache_keeps_the_translated_answer(router_only):
+    """The router-level instance translates (Bedrock here) and caches what the client
+    got: the repeated question is answered in OpenAI's schema, from the gateway."""
+    import openai
+
+    gw = router_only
+    c = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-client", max_retries=0, timeout=30)
+    question = f"cache me {uuid.uuid4()}"
+    answers = []
+    for _ in range(2):
+        rid = str(uuid.uuid4())
+        raw = c.chat.completions.with_raw_response.create(
+            model="nova-cached", messages=[{"role": "user", "content": question}], extra_headers={"x-request-id": rid})
+        answers.append((raw.headers.get("x-cache"), raw.parse(), gw.upstream(rid)))
+    (miss, first, ups), (hit, second, none) = answers
+    assert (miss, hit) == ("MISS", "HIT")
+    assert len(ups) == 1 and ups[0]["provider"] == "bedrock-converse" and none == []
+    assert second.object == "chat.completion"
+    assert second.choices[0].message.content == first.choices[0].message.content == ups[0]["sent_text"]
