@@ -21,7 +21,9 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::compile::{Options, Plan, PlanRoute, FILTER_METADATA_KEYS};
+use crate::compile::{
+    priority_levels, Options, Plan, PlanRoute, PlanRouteBackend, FILTER_METADATA_KEYS,
+};
 use crate::diag::{Diagnostic, Severity};
 use crate::resources::{Address, MODEL_HEADER};
 use crate::units::envoy_duration;
@@ -96,9 +98,15 @@ pub(crate) fn bootstrap(
     let mut clusters: Vec<Value> = plan
         .routes
         .iter()
-        .map(|r| {
+        .flat_map(|r| {
             let upstream = !(inline && r.backends.len() == 1);
-            cluster(plan, r, upstream.then_some(&upstream_filter), o)
+            rule_clusters(
+                plan,
+                r,
+                upstream.then_some(&upstream_filter),
+                &upstream_filter,
+                o,
+            )
         })
         .collect();
     clusters.extend(plan.kg.clusters.iter().cloned());
@@ -228,6 +236,13 @@ fn envoy_routes(plan: &Plan, r: &PlanRoute, inline: bool) -> Vec<Value> {
             let mut action = Map::new();
             action.insert("cluster".into(), json!(r.name));
             action.insert("timeout".into(), json!(envoy_duration(r.timeout_ms)));
+            if !r.mirrors.is_empty() {
+                // Every request, copied; the mirrors' answers are dropped.
+                let mirrors: Vec<Value> = (0..r.mirrors.len())
+                    .map(|i| json!({"cluster": mirror_cluster(r, i)}))
+                    .collect();
+                action.insert("request_mirror_policies".into(), Value::Array(mirrors));
+            }
             match signed_host {
                 Some(h) => {
                     action.insert("host_rewrite_literal".into(), json!(h));
@@ -297,15 +312,58 @@ fn envoy_routes(plan: &Plan, r: &PlanRoute, inline: bool) -> Vec<Value> {
         .collect()
 }
 
-fn cluster(plan: &Plan, r: &PlanRoute, upstream_filter: Option<&Value>, o: &Options) -> Value {
+/// Rule `r`'s cluster and one per backend it mirrors requests to.
+fn rule_clusters(
+    plan: &Plan,
+    r: &PlanRoute,
+    upstream_filter: Option<&Value>,
+    upstream: &Value,
+    o: &Options,
+) -> Vec<Value> {
+    let mut out = vec![cluster(
+        plan,
+        &r.name,
+        &r.backends,
+        r.least_request,
+        upstream_filter,
+        o,
+    )];
+    for (i, m) in r.mirrors.iter().enumerate() {
+        // A mirror gets the client's request: its own upstream instance translates.
+        let only = std::slice::from_ref(m);
+        out.push(cluster(
+            plan,
+            &mirror_cluster(r, i),
+            only,
+            false,
+            Some(upstream),
+            o,
+        ));
+    }
+    out
+}
+
+/// The cluster of rule `r`'s `i`th mirror backend.
+fn mirror_cluster(r: &PlanRoute, i: usize) -> String {
+    format!("{}/mirror/{i}", r.name)
+}
+
+fn cluster(
+    plan: &Plan,
+    name: &str,
+    backends: &[PlanRouteBackend],
+    least_request: bool,
+    upstream_filter: Option<&Value>,
+    o: &Options,
+) -> Value {
     // Envoy wants priorities 0..N without gaps; keep their order.
-    let levels = r.priority_levels();
+    let levels = priority_levels(backends);
     let level = |p: u32| levels.iter().position(|&l| l == p).unwrap_or(0);
 
     let mut localities = Vec::new();
     let mut tls_matches = Vec::new();
     let mut dns = false;
-    for rb in &r.backends {
+    for rb in backends {
         // Weight 0 means no traffic (Gateway API); Envoy refuses a zero locality weight.
         if rb.weight == 0 {
             continue;
@@ -378,7 +436,7 @@ fn cluster(plan: &Plan, r: &PlanRoute, upstream_filter: Option<&Value>, o: &Opti
     }
 
     let mut c = Map::new();
-    c.insert("name".into(), json!(r.name));
+    c.insert("name".into(), json!(name));
     c.insert(
         "type".into(),
         json!(if dns { "STRICT_DNS" } else { "STATIC" }),
@@ -387,7 +445,7 @@ fn cluster(plan: &Plan, r: &PlanRoute, upstream_filter: Option<&Value>, o: &Opti
         c.insert("dns_lookup_family".into(), json!("V4_PREFERRED"));
     }
     c.insert("connect_timeout".into(), json!("10s"));
-    let lb = if r.least_request {
+    let lb = if least_request {
         "LEAST_REQUEST"
     } else {
         "ROUND_ROBIN"
@@ -399,7 +457,7 @@ fn cluster(plan: &Plan, r: &PlanRoute, upstream_filter: Option<&Value>, o: &Opti
     );
     c.insert(
         "load_assignment".into(),
-        json!({"cluster_name": r.name, "endpoints": localities}),
+        json!({"cluster_name": name, "endpoints": localities}),
     );
     if !tls_matches.is_empty() {
         c.insert("transport_socket_matches".into(), Value::Array(tls_matches));

@@ -429,17 +429,25 @@ pub struct PlanRoute {
     pub metadata: Vec<(String, String)>,
     /// Balance the rule's cluster by least requests (else round robin).
     pub least_request: bool,
+    /// Backends that get a copy of each request, their answers dropped (a generic
+    /// route's `shadow` strategy; standalone bootstrap only).
+    pub mirrors: Vec<PlanRouteBackend>,
 }
 
 impl PlanRoute {
     /// The distinct priorities of the backends that take traffic (weight > 0), in order.
     pub fn priority_levels(&self) -> std::collections::BTreeSet<u32> {
-        self.backends
-            .iter()
-            .filter(|b| b.weight > 0)
-            .map(|b| b.priority)
-            .collect()
+        priority_levels(&self.backends)
     }
+}
+
+/// The distinct priorities of `backends` that take traffic (weight > 0), in order.
+pub(crate) fn priority_levels(backends: &[PlanRouteBackend]) -> std::collections::BTreeSet<u32> {
+    backends
+        .iter()
+        .filter(|b| b.weight > 0)
+        .map(|b| b.priority)
+        .collect()
 }
 
 #[derive(Debug)]
@@ -862,6 +870,7 @@ fn plan(inputs: &Inputs, diags: &mut Vec<Diagnostic>) -> Plan {
                 cache: None,
                 metadata: Vec::new(),
                 least_request: false,
+                mirrors: Vec::new(),
             });
         }
     }
@@ -1084,6 +1093,17 @@ fn plan_generic(
             });
         }
         warn_if_no_weight(&backends, "backends".to_string(), &mut r);
+        // `shadow`: the first backend (by priority, then as listed) answers; the
+        // others get a copy of each request.
+        let mirrors = if g.shadow && backends.len() > 1 {
+            let first = (0..backends.len())
+                .min_by_key(|&i| (backends[i].priority, i))
+                .unwrap_or(0);
+            let primary = backends.remove(first);
+            std::mem::replace(&mut backends, vec![primary])
+        } else {
+            Vec::new()
+        };
         for (path, value) in &g.not_enforced {
             plan.not_enforced.push(NotEnforced {
                 source: g.meta.source.clone(),
@@ -1125,6 +1145,7 @@ fn plan_generic(
                 .map(|t| ("tenant".to_string(), t.clone()))
                 .collect(),
             least_request: g.least_request,
+            mirrors,
         });
     }
 }
@@ -1178,6 +1199,11 @@ pub(crate) fn filter_view(b: &PlanBackend) -> Option<(Option<String>, Vec<String
 /// backend matches on a header that work may change, since Envoy picks the route
 /// again after it.
 pub(crate) fn inline_single_backend_rules(plan: &Plan) -> bool {
+    // A mirrored request must leave as the client sent it, for each mirror's
+    // upstream instance to translate: no router-level upstream work anywhere.
+    if plan.routes.iter().any(|r| !r.mirrors.is_empty()) {
+        return false;
+    }
     plan.routes
         .iter()
         .filter(|r| r.backends.len() == 1)
@@ -1234,7 +1260,10 @@ pub(crate) fn config_document(
 
     let used: std::collections::HashSet<usize> = (0..plan.routes.len())
         .filter(|&i| keep(i))
-        .flat_map(|i| plan.routes[i].backends.iter().map(|b| b.backend))
+        .flat_map(|i| {
+            let r = &plan.routes[i];
+            r.backends.iter().chain(&r.mirrors).map(|b| b.backend)
+        })
         .collect();
     let mut backends = Vec::new();
     let kept_backends = (0..plan.backends.len()).filter(|i| used.contains(i));

@@ -948,6 +948,17 @@ fn rule_doc(
     generated: &mut BTreeMap<String, Vec<Value>>,
     diags: &mut Vec<Diagnostic>,
 ) -> (Value, bool) {
+    for m in &r.mirrors {
+        warn(
+            diags,
+            r,
+            m.path.clone(),
+            format!(
+                "not mirrored on Envoy Gateway: backend {} gets no copy of the requests there (the standalone bootstrap mirrors them)",
+                plan.backends[m.backend].name
+            ),
+        );
+    }
     if r.matches.len() > MAX_MATCHES_PER_RULE {
         error(
             diags,

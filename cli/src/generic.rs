@@ -89,6 +89,8 @@ pub struct GenericRoute {
     pub tenant: Option<String>,
     /// `strategy: latency-optimized`: least-request balancing.
     pub least_request: bool,
+    /// `strategy: shadow`: the first backend answers, the others get copies.
+    pub shadow: bool,
 }
 
 /// Whether a document is a generic AIGatewayRoute.
@@ -246,15 +248,16 @@ pub(crate) fn read(
     let strategy = enum_opt(&top, "strategy", STRATEGIES, r);
     if let Some(s) = strategy
         .as_deref()
-        .filter(|s| !["fallback", "load-balance", "latency-optimized"].contains(s))
+        .filter(|s| !["fallback", "load-balance", "latency-optimized", "shadow"].contains(s))
     {
         carry(
             "strategy".into(),
             &Value::String(s.into()),
-            "only fallback, load-balance and latency-optimized are done (by Envoy: weights, priorities, least-request balancing)",
+            "only fallback, load-balance, latency-optimized and shadow are done (by Envoy: weights, priorities, least-request balancing, request mirroring)",
             r,
         );
     }
+    let shadow = strategy.as_deref() == Some("shadow");
     // Envoy's least-request balancing: a slower backend holds more requests in
     // flight, so it is picked less.
     let least_request = strategy.as_deref() == Some("latency-optimized");
@@ -462,5 +465,6 @@ pub(crate) fn read(
         cache,
         tenant,
         least_request,
+        shadow,
     })
 }

@@ -1838,6 +1838,7 @@ pub(crate) fn plan(
                 cache: None,
                 metadata: Vec::new(),
                 least_request: false,
+                mirrors: Vec::new(),
             });
         }
     }
