@@ -6,6 +6,7 @@
 //! (`routes[0].llmRequestCosts[1].cel`), never half-applied.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -14,7 +15,7 @@ use crate::backend::RawBackend;
 pub use crate::backend::{Backend, BackendSchema};
 use crate::cache::{self, AnswerCache};
 use crate::cost::RequestCost;
-use crate::ratelimit::RateLimit;
+use crate::ratelimit::{CountStore, LocalCounts, RateLimit};
 use crate::secrets::SecretStore;
 use crate::validation::{RequestRules, RuleAction};
 
@@ -130,6 +131,8 @@ pub struct Config {
     pub request_rules: RequestRules,
     /// Some route caches answers: requests note their credentials.
     pub any_cache: bool,
+    /// Where the routes' rate-limit counts live (see [`Config::use_count_store`]).
+    counts: Arc<dyn CountStore>,
 }
 
 impl Config {
@@ -188,6 +191,19 @@ impl Config {
         names.sort_unstable();
         names.dedup();
         names
+    }
+
+    /// Keeps the rate-limit counts in `store` (a host's process-wide store, for
+    /// builds whose workers do not share this config's memory). Call before use.
+    pub fn use_count_store(&mut self, store: Arc<dyn CountStore>) {
+        for r in &self.routes {
+            r.rate_limit.count_names().for_each(|n| store.prepare(n));
+        }
+        self.counts = store;
+    }
+
+    pub fn counts(&self) -> &dyn CountStore {
+        &*self.counts
     }
 
     pub fn secrets(&self) -> &SecretStore {
@@ -286,7 +302,7 @@ struct RawRateLimit {
 }
 
 impl RawRateLimit {
-    fn compile(&self, path: &str) -> Result<RateLimit, ConfigError> {
+    fn compile(&self, route: &str, path: &str) -> Result<RateLimit, ConfigError> {
         for (field, v) in [
             ("requestsPerMinute", self.requests_per_minute),
             ("tokensPerMinute", self.tokens_per_minute),
@@ -300,6 +316,7 @@ impl RawRateLimit {
             }
         }
         Ok(RateLimit::new(
+            route,
             self.requests_per_minute,
             self.tokens_per_minute,
             self.concurrency,
@@ -479,7 +496,7 @@ impl RawConfig {
                 .collect();
             costs.extend(own);
             let rate_limit = match &r.rate_limit {
-                Some(rl) => rl.compile(&format!("{p}.rateLimit"))?,
+                Some(rl) => rl.compile(&r.name, &format!("{p}.rateLimit"))?,
                 None => RateLimit::default(),
             };
             let cache = match &r.cache {
@@ -601,6 +618,7 @@ impl RawConfig {
             router_only: self.router_only,
             request_rules,
             any_cache,
+            counts: Arc::new(LocalCounts::default()),
         })
     }
 }

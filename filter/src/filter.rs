@@ -449,7 +449,7 @@ impl HttpFilter {
         }
         let limit = &self.config.routes[route_index].rate_limit;
         if !limit.is_unlimited() {
-            if let Err(refusal) = limit.admit(now) {
+            if let Err(refusal) = limit.admit(self.config.counts(), now) {
                 out.push(Action::Count(Counter::RateLimited));
                 return self.reply(GatewayError::RateLimited(refusal), out);
             }
@@ -740,7 +740,9 @@ impl HttpFilter {
             }
         }
         let Some(usage) = usage else { return };
-        route.rate_limit.record_tokens(now, usage.total_tokens);
+        route
+            .rate_limit
+            .record_tokens(self.config.counts(), now, usage.total_tokens);
         let mut logs = Vec::new();
         let inputs = CostInputs {
             model: &self.request.model,
@@ -836,7 +838,9 @@ fn insert_first_member(body: &[u8], member: &[u8]) -> Option<Vec<u8>> {
 impl Drop for HttpFilter {
     fn drop(&mut self) {
         if let Some(i) = self.request.admitted {
-            self.config.routes[i].rate_limit.release();
+            self.config.routes[i]
+                .rate_limit
+                .release(self.config.counts());
         }
     }
 }

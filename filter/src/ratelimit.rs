@@ -1,28 +1,73 @@
 //! Per-route rate limits, enforced where the request is seen: requests and tokens
 //! per minute (one-minute windows of the host's clock) and requests in flight.
 //!
-//! The counters belong to the compiled config, which every worker of the native
-//! module shares (one process): the limits hold for the Envoy process. Each wasm VM
-//! (one per worker) compiles its own config, so there they hold per worker. A new
-//! config starts from zero. Tokens are counted when an answer's usage is known, so
-//! a request is admitted while the window's tokens are under the limit, and the
-//! last one admitted may take the window over it. Counting is lock-free and can
-//! be off by a request or two at a window's edge.
+//! The counts live in a [`CountStore`] the config holds: by default its own memory,
+//! which every worker of the native module shares (one process); the wasm build,
+//! whose workers each run their own VM, puts in the host's shared data instead, so
+//! the limits hold for the Envoy process in both builds. Tokens are counted when an
+//! answer's usage is known, so a request is admitted while the window's tokens are
+//! under the limit, and the last one admitted may take the window over it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
 use std::time::Duration;
 
-/// A route's limits (`None`: not limited) and their counters.
+/// Counts shared by every stream of a config, each kept with the window it counts.
+pub trait CountStore: Send + Sync + fmt::Debug {
+    /// Count `name` as kept for `window` (0 if kept for another).
+    fn get(&self, name: &str, window: u64) -> u64;
+
+    /// Reads count `name` (0 if it was kept for a window other than `window`), lets
+    /// `next` decide its new value, and stores it for `window`. `None` from `next`
+    /// stores nothing. Returns what was stored. `next` may run more than once (a
+    /// store may retry on a concurrent change); it must not have side effects.
+    fn update(&self, name: &str, window: u64, next: &dyn Fn(u64) -> Option<u64>) -> Option<u64>;
+
+    /// Makes count `name` exist before any request updates it (a store whose
+    /// compare-and-swap cannot guard a count's creation); keeps an existing one.
+    fn prepare(&self, _name: &str) {}
+}
+
+/// A store in this process's memory.
+#[derive(Debug, Default)]
+pub struct LocalCounts {
+    counts: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl CountStore for LocalCounts {
+    fn get(&self, name: &str, window: u64) -> u64 {
+        match self.counts.lock().ok().and_then(|c| c.get(name).copied()) {
+            Some((w, n)) if w == window => n,
+            _ => 0,
+        }
+    }
+
+    fn update(&self, name: &str, window: u64, next: &dyn Fn(u64) -> Option<u64>) -> Option<u64> {
+        let mut counts = self.counts.lock().ok()?;
+        let current = match counts.get(name) {
+            Some(&(w, n)) if w == window => n,
+            _ => 0,
+        };
+        let new = next(current)?;
+        match counts.get_mut(name) {
+            Some(slot) => *slot = (window, new),
+            None => {
+                counts.insert(name.to_string(), (window, new));
+            }
+        }
+        Some(new)
+    }
+}
+
+/// A route's limits (`None`: not limited).
 #[derive(Debug, Default)]
 pub struct RateLimit {
     pub requests_per_minute: Option<u64>,
     pub tokens_per_minute: Option<u64>,
     pub concurrency: Option<u64>,
-    /// The minute (host clock seconds / 60) the two counters below are for.
-    window: AtomicU64,
-    requests: AtomicU64,
-    tokens: AtomicU64,
-    in_flight: AtomicU64,
+    /// Count names: `<route>/requests`, `/tokens`, `/in-flight`.
+    names: [String; 3],
 }
 
 /// Which limit refused a request, and when to try again.
@@ -41,8 +86,12 @@ pub enum Limit {
     Concurrency,
 }
 
+/// The window of counts that never expire (requests in flight).
+const ALWAYS: u64 = u64::MAX;
+
 impl RateLimit {
     pub fn new(
+        route: &str,
         requests_per_minute: Option<u64>,
         tokens_per_minute: Option<u64>,
         concurrency: Option<u64>,
@@ -51,8 +100,22 @@ impl RateLimit {
             requests_per_minute,
             tokens_per_minute,
             concurrency,
-            ..RateLimit::default()
+            names: ["requests", "tokens", "in-flight"].map(|k| format!("{route}/{k}")),
         }
+    }
+
+    /// The names of the counts this route's limits use.
+    pub fn count_names(&self) -> impl Iterator<Item = &str> {
+        let used = [
+            self.requests_per_minute.is_some(),
+            self.tokens_per_minute.is_some(),
+            self.concurrency.is_some(),
+        ];
+        self.names
+            .iter()
+            .zip(used)
+            .filter(|(_, u)| *u)
+            .map(|(n, _)| n.as_str())
     }
 
     pub fn is_unlimited(&self) -> bool {
@@ -63,12 +126,13 @@ impl RateLimit {
 
     /// Admits a request now, or says which limit refuses it. An admitted request
     /// must be [`RateLimit::release`]d when its stream ends if `concurrency` is set.
-    pub fn admit(&self, now: Duration) -> Result<(), Refusal> {
+    pub fn admit(&self, store: &dyn CountStore, now: Duration) -> Result<(), Refusal> {
         let secs = now.as_secs();
-        self.roll(secs / 60);
+        let window = secs / 60;
         let retry_after = 60 - secs % 60;
+        let [requests, tokens, in_flight] = &self.names;
         if let Some(max) = self.tokens_per_minute {
-            if self.tokens.load(Ordering::Acquire) >= max {
+            if store.get(tokens, window) >= max {
                 return Err(Refusal {
                     limit: Limit::TokensPerMinute,
                     value: max,
@@ -77,8 +141,10 @@ impl RateLimit {
             }
         }
         if let Some(max) = self.requests_per_minute {
-            if self.requests.fetch_add(1, Ordering::AcqRel) >= max {
-                self.requests.fetch_sub(1, Ordering::AcqRel);
+            if store
+                .update(requests, window, &|n| (n < max).then_some(n + 1))
+                .is_none()
+            {
                 return Err(Refusal {
                     limit: Limit::RequestsPerMinute,
                     value: max,
@@ -87,10 +153,13 @@ impl RateLimit {
             }
         }
         if let Some(max) = self.concurrency {
-            if self.in_flight.fetch_add(1, Ordering::AcqRel) >= max {
-                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            if store
+                .update(in_flight, ALWAYS, &|n| (n < max).then_some(n + 1))
+                .is_none()
+            {
                 if self.requests_per_minute.is_some() {
-                    self.requests.fetch_sub(1, Ordering::AcqRel);
+                    // Refused after all: the request does not count.
+                    store.update(requests, window, &|n| Some(n.saturating_sub(1)));
                 }
                 return Err(Refusal {
                     limit: Limit::Concurrency,
@@ -103,34 +172,17 @@ impl RateLimit {
     }
 
     /// An admitted request's stream ended.
-    pub fn release(&self) {
+    pub fn release(&self, store: &dyn CountStore) {
         if self.concurrency.is_some() {
-            // Never below zero, whatever a host's call order.
-            let _ = self
-                .in_flight
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            store.update(&self.names[2], ALWAYS, &|n| Some(n.saturating_sub(1)));
         }
     }
 
     /// Counts an answer's tokens in the current window.
-    pub fn record_tokens(&self, now: Duration, tokens: u64) {
+    pub fn record_tokens(&self, store: &dyn CountStore, now: Duration, tokens: u64) {
         if self.tokens_per_minute.is_some() {
-            self.roll(now.as_secs() / 60);
-            self.tokens.fetch_add(tokens, Ordering::AcqRel);
-        }
-    }
-
-    /// Starts a new window's counts when the minute changed.
-    fn roll(&self, minute: u64) {
-        let current = self.window.load(Ordering::Acquire);
-        if current != minute
-            && self
-                .window
-                .compare_exchange(current, minute, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            self.requests.store(0, Ordering::Release);
-            self.tokens.store(0, Ordering::Release);
+            let window = now.as_secs() / 60;
+            store.update(&self.names[1], window, &|n| Some(n.saturating_add(tokens)));
         }
     }
 }
@@ -145,11 +197,14 @@ mod tests {
 
     #[test]
     fn requests_per_minute_per_window() {
-        let rl = RateLimit::new(Some(2), None, None);
-        assert!(rl.admit(at(60)).is_ok());
-        assert!(rl.admit(at(61)).is_ok());
+        let (rl, s) = (
+            RateLimit::new("r", Some(2), None, None),
+            LocalCounts::default(),
+        );
+        assert!(rl.admit(&s, at(60)).is_ok());
+        assert!(rl.admit(&s, at(61)).is_ok());
         assert_eq!(
-            rl.admit(at(100)),
+            rl.admit(&s, at(100)),
             Err(Refusal {
                 limit: Limit::RequestsPerMinute,
                 value: 2,
@@ -157,55 +212,67 @@ mod tests {
             })
         );
         // Refused requests do not count; the next minute starts over.
-        assert!(rl.admit(at(119)).is_err());
-        assert!(rl.admit(at(120)).is_ok());
-        assert!(rl.admit(at(121)).is_ok());
-        assert!(rl.admit(at(122)).is_err());
+        assert!(rl.admit(&s, at(119)).is_err());
+        assert!(rl.admit(&s, at(120)).is_ok());
+        assert!(rl.admit(&s, at(121)).is_ok());
+        assert!(rl.admit(&s, at(122)).is_err());
     }
 
     #[test]
     fn tokens_per_minute_admit_until_the_window_is_spent() {
-        let rl = RateLimit::new(None, Some(100), None);
-        assert!(rl.admit(at(0)).is_ok());
-        rl.record_tokens(at(1), 60);
-        assert!(rl.admit(at(2)).is_ok());
-        rl.record_tokens(at(3), 60);
-        let refused = rl.admit(at(4)).unwrap_err();
+        let (rl, s) = (
+            RateLimit::new("r", None, Some(100), None),
+            LocalCounts::default(),
+        );
+        assert!(rl.admit(&s, at(0)).is_ok());
+        rl.record_tokens(&s, at(1), 60);
+        assert!(rl.admit(&s, at(2)).is_ok());
+        rl.record_tokens(&s, at(3), 60);
+        let refused = rl.admit(&s, at(4)).unwrap_err();
         assert_eq!(
             (refused.limit, refused.retry_after),
             (Limit::TokensPerMinute, 56)
         );
-        assert!(rl.admit(at(60)).is_ok());
+        assert!(rl.admit(&s, at(60)).is_ok());
         // Tokens of an answer that ends in the next window count there.
-        rl.record_tokens(at(61), 100);
-        assert!(rl.admit(at(62)).is_err());
+        rl.record_tokens(&s, at(61), 100);
+        assert!(rl.admit(&s, at(62)).is_err());
     }
 
     #[test]
     fn concurrency_until_released() {
-        let rl = RateLimit::new(Some(10), None, Some(1));
-        assert!(rl.admit(at(0)).is_ok());
-        let refused = rl.admit(at(0)).unwrap_err();
+        let (rl, s) = (
+            RateLimit::new("r", Some(10), None, Some(1)),
+            LocalCounts::default(),
+        );
+        assert!(rl.admit(&s, at(0)).is_ok());
+        let refused = rl.admit(&s, at(0)).unwrap_err();
         assert_eq!(refused.limit, Limit::Concurrency);
-        rl.release();
-        assert!(rl.admit(at(0)).is_ok());
-        rl.release();
-        rl.release();
-        // The refusal took back its request count: 2 of 10 used.
-        assert_eq!(rl.requests.load(Ordering::Acquire), 2);
-        assert_eq!(rl.in_flight.load(Ordering::Acquire), 0);
+        rl.release(&s);
+        assert!(rl.admit(&s, at(0)).is_ok());
+        rl.release(&s);
+        rl.release(&s);
+        // The refusal took back its request count: 2 of 10 used; none in flight.
+        assert_eq!(s.get("r/requests", 0), 2);
+        assert_eq!(s.get("r/in-flight", ALWAYS), 0);
     }
 
     #[test]
-    fn shared_across_threads() {
-        let rl = std::sync::Arc::new(RateLimit::new(Some(1000), None, None));
+    fn routes_count_apart_and_stores_are_shared_across_threads() {
+        let s = std::sync::Arc::new(LocalCounts::default());
+        let other = RateLimit::new("other", Some(1), None, None);
+        assert!(other.admit(&*s, at(5)).is_ok());
         let handles: Vec<_> = (0..4)
             .map(|_| {
-                let rl = rl.clone();
-                std::thread::spawn(move || (0..400).filter(|_| rl.admit(at(5)).is_ok()).count())
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let rl = RateLimit::new("r", Some(1000), None, None);
+                    (0..400).filter(|_| rl.admit(&*s, at(5)).is_ok()).count()
+                })
             })
             .collect();
         let admitted: usize = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
         assert_eq!(admitted, 1000);
+        assert!(other.admit(&*s, at(5)).is_err());
     }
 }

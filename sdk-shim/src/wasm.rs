@@ -36,6 +36,7 @@ use std::cell::OnceCell;
 use std::sync::Arc;
 
 use aigw_filter::host::{Counter, LogLevel};
+use aigw_filter::ratelimit::CountStore;
 use aigw_filter::upstream::SAVED_REQUEST_KEY;
 use aigw_filter::{
     Action as CoreAction, Config, FilterRole, Headers, HttpFilter, MetadataValue,
@@ -104,7 +105,10 @@ impl RootContext for Root {
             }
         };
         let bytes = host::plugin_configuration().unwrap_or_default();
-        match Config::from_json(&bytes) {
+        match Config::from_json(&bytes).map(|mut c| {
+            c.use_count_store(Arc::new(SharedCounts::for_config(&bytes)));
+            c
+        }) {
             Ok(config) if !config.secret_files().is_empty() => {
                 host::log(
                     LogLevel::Error,
@@ -156,6 +160,69 @@ impl RootContext for Root {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+/// Rate-limit counts in the host's shared data, which every VM of the process sees
+/// (each worker runs its own): key `aigw.<config>.<name>`, value the window and the
+/// count (8 + 8 bytes, little-endian), changed by compare-and-swap.
+#[derive(Debug)]
+struct SharedCounts {
+    /// `aigw.<hash of the config>.`: another config counts apart.
+    prefix: String,
+}
+
+impl SharedCounts {
+    fn for_config(config: &[u8]) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        config.hash(&mut h);
+        SharedCounts {
+            prefix: format!("aigw.{:016x}.", h.finish()),
+        }
+    }
+
+    fn read(value: Option<&[u8]>, window: u64) -> u64 {
+        let word = |b: &[u8]| b.try_into().map(u64::from_le_bytes).ok();
+        match value {
+            Some(v) if v.len() == 16 && word(&v[..8]) == Some(window) => word(&v[8..]).unwrap_or(0),
+            _ => 0,
+        }
+    }
+}
+
+/// Compare-and-swap attempts before a count is left as it is (the request passes).
+const CAS_ATTEMPTS: usize = 16;
+
+impl CountStore for SharedCounts {
+    fn get(&self, name: &str, window: u64) -> u64 {
+        let (value, _) = host::shared_data(&format!("{}{name}", self.prefix));
+        Self::read(value.as_deref(), window)
+    }
+
+    fn update(&self, name: &str, window: u64, next: &dyn Fn(u64) -> Option<u64>) -> Option<u64> {
+        let key = format!("{}{name}", self.prefix);
+        let mut new = None;
+        for _ in 0..CAS_ATTEMPTS {
+            let (value, cas) = host::shared_data(&key);
+            let n = next(Self::read(value.as_deref(), window))?;
+            new = Some(n);
+            let mut bytes = window.to_le_bytes().to_vec();
+            bytes.extend_from_slice(&n.to_le_bytes());
+            match host::set_shared_data(&key, &bytes, cas) {
+                Err(host::CAS_MISMATCH) => continue,
+                // Stored, or the host cannot store it: either way the request goes on.
+                _ => break,
+            }
+        }
+        new
+    }
+
+    fn prepare(&self, name: &str) {
+        let key = format!("{}{name}", self.prefix);
+        if host::shared_data(&key).0.is_none() {
+            let _ = host::set_shared_data(&key, &[0; 16], 0);
+        }
     }
 }
 
@@ -544,6 +611,20 @@ mod host {
             headers_size: usize,
             grpc_status: i32,
         ) -> u32;
+        fn proxy_get_shared_data(
+            key: *const u8,
+            key_size: usize,
+            return_value: *mut *mut u8,
+            return_value_size: *mut usize,
+            return_cas: *mut u32,
+        ) -> u32;
+        fn proxy_set_shared_data(
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+            cas: u32,
+        ) -> u32;
         fn proxy_define_metric(
             metric_type: u32,
             name: *const u8,
@@ -701,6 +782,29 @@ mod host {
                 headers.len(),
                 -1,
             )
+        })
+    }
+
+    /// The host's status for a compare-and-swap that lost to another writer.
+    pub const CAS_MISMATCH: HostError = HostError(8);
+
+    /// A shared-data value (seen by every VM of the process) and its version; a
+    /// missing key reads as no value, version 0.
+    pub fn shared_data(key: &str) -> (Option<Vec<u8>>, u32) {
+        let mut cas = 0;
+        let value = returned(|d, s| {
+            // SAFETY: `key` is read during the call; out-pointers are valid.
+            unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), d, s, &mut cas) }
+        });
+        let cas = if value.is_some() { cas } else { 0 };
+        (value, cas)
+    }
+
+    /// Stores a shared-data value if its version is still `cas` (0: whatever it is).
+    pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), HostError> {
+        // SAFETY: the host copies both buffers during the call.
+        check(unsafe {
+            proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
         })
     }
 
