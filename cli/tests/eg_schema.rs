@@ -680,6 +680,18 @@ fn generated_manifests_match_the_crd_schemas() {
 
 type Breaker = Box<dyn Fn(&mut Vec<Value>)>;
 
+/// A copy of valid manifests `base`, broken by `broken`, fails the checker with an
+/// error containing `want`.
+fn assert_rejected(base: &[Value], want: &str, broken: &Breaker) {
+    let mut d = base.to_vec();
+    broken(&mut d);
+    let errs = validate(&d);
+    assert!(
+        errs.iter().any(|e| e.contains(want)),
+        "want '{want}', got {errs:#?}"
+    );
+}
+
 /// The checker itself finds what it must: each broken copy of a valid output
 /// fails for the reason it was broken.
 #[test]
@@ -781,14 +793,8 @@ fn the_checker_rejects_broken_manifests() {
     ];
     assert_eq!(docs[0]["kind"], "EnvoyProxy");
     assert!(validate(&docs).is_empty());
-    for (want, broken) in cases {
-        let mut d = docs.clone();
-        broken(&mut d);
-        let errs = validate(&d);
-        assert!(
-            errs.iter().any(|e| e.contains(want)),
-            "want '{want}', got {errs:#?}"
-        );
+    for (want, broken) in &cases {
+        assert_rejected(&docs, want, broken);
     }
 }
 
@@ -915,14 +921,8 @@ fn the_checker_rejects_broken_mounts_and_router_only_configs() {
     for d in [&docs, &wasm, &generic] {
         assert!(validate(d).is_empty(), "{:#?}", validate(d));
     }
-    for (want, base, broken) in cases {
-        let mut d = base.clone();
-        broken(&mut d);
-        let errs = validate(&d);
-        assert!(
-            errs.iter().any(|e| e.contains(want)),
-            "want '{want}', got {errs:#?}"
-        );
+    for (want, base, broken) in &cases {
+        assert_rejected(base, want, broken);
     }
 }
 
@@ -1079,13 +1079,7 @@ fn the_checker_rejects_broken_patch_policies() {
             .count(),
         2
     );
-    for (want, broken) in cases {
-        let mut d = docs.clone();
-        broken(&mut d);
-        let errs = validate(&d);
-        assert!(
-            errs.iter().any(|e| e.contains(want)),
-            "want '{want}', got {errs:#?}"
-        );
+    for (want, broken) in &cases {
+        assert_rejected(&docs, want, broken);
     }
 }
