@@ -591,20 +591,11 @@ impl HttpFilter {
             });
             return None;
         };
-        let fixed = route.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-        for (k, v) in [
-            ("route_name", route.name.as_str()),
-            ("request_model", model),
-            ("cache", "hit"),
-        ]
-        .into_iter()
-        .chain(fixed)
-        {
-            out.push(Action::SetMetadata {
-                key: k.into(),
-                value: MetadataValue::String(v.into()),
-            });
-        }
+        route_metadata(route, model, out);
+        out.push(Action::SetMetadata {
+            key: "cache".into(),
+            value: MetadataValue::String("hit".into()),
+        });
         self.phase = Phase::Replied;
         out.push(Action::Count(Counter::CacheHit));
         out.push(Action::SendLocalReply {
@@ -691,20 +682,13 @@ impl HttpFilter {
             // One backend: no need for the upstream instance to say which.
             (route.backends.len() == 1).then(|| route.backends[0].name.clone())
         });
+        route_metadata(route, &self.request.model, out);
         let mut set = |key: &str, value: MetadataValue| {
             out.push(Action::SetMetadata {
                 key: key.to_string(),
                 value,
             })
         };
-        set("route_name", MetadataValue::String(route.name.clone()));
-        for (k, v) in &route.metadata {
-            set(k, MetadataValue::String(v.clone()));
-        }
-        set(
-            "request_model",
-            MetadataValue::String(self.request.model.clone()),
-        );
         if let Some(b) = &backend {
             set("backend_name", MetadataValue::String(b.clone()));
         }
@@ -833,6 +817,24 @@ fn insert_first_member(body: &[u8], member: &[u8]) -> Option<Vec<u8>> {
     }
     out.extend_from_slice(rest);
     Some(out)
+}
+
+/// The metadata of every request a route served: its name, its fixed metadata and
+/// the model asked for.
+fn route_metadata(route: &Route, model: &str, out: &mut Vec<Action>) {
+    let fixed = route.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    for (key, value) in [
+        ("route_name", route.name.as_str()),
+        ("request_model", model),
+    ]
+    .into_iter()
+    .chain(fixed)
+    {
+        out.push(Action::SetMetadata {
+            key: key.into(),
+            value: MetadataValue::String(value.into()),
+        });
+    }
 }
 
 impl Drop for HttpFilter {
