@@ -1,6 +1,6 @@
 //! Upstream credentials and request edits, in the terms of the filter config's
 //! `backends[]` (`auth`, `credentialOverride`, `forwardClientCredentials`,
-//! `headerMutation`, `bodyMutation`; see `filter/src/backend.rs`).
+//! `headerMutation`, `bodyMutation`; see `filter/src/config/backend.rs`).
 //!
 //! Secret values are looked up here, from the `Secret` manifests of the input, and
 //! only as [`SecretValue`]s: every message names the Secret, the key and the field
@@ -252,7 +252,7 @@ pub fn aws_profile(text: &str, profile: &str) -> Result<AwsKeys, String> {
 }
 
 /// Headers the gateway owns, and header names as HTTP allows them: the filter's rules.
-pub use aigw_filter::backend::{is_header_name, reserved_header};
+pub use aigw_filter::config::backend::{is_header_name, reserved_header};
 
 /// Request edits for one backend: header `set`/`remove`, top-level body field
 /// `set`/`remove`, applied by the upstream filter instance.

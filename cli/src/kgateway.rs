@@ -21,7 +21,7 @@ use crate::resources::{
     enum_value, is_dns_subdomain, Address, Endpoint, Meta, Tls, KGATEWAY_GROUP, MODEL_HEADER,
 };
 use crate::units::{envoy_duration, parse_duration};
-use aigw_filter::validation::{RequestRules, RuleAction};
+use aigw_filter::policy::validation::{RequestRules, RuleAction};
 
 const GWAPI_GROUP: &str = "gateway.networking.k8s.io";
 /// Provider types: the seed's (`openai`, `azure`, `gemini`, `mistral`) and

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aigw_filter::config::Config;
-use aigw_filter::filter::{FilterRole, HttpFilter};
 use aigw_filter::host::{Action, Status};
+use aigw_filter::machine::router::{FilterRole, HttpFilter};
+use aigw_filter::metering::usage::{BodyFormat, MeterOptions, ResponseMeter};
 use aigw_filter::schema::openai::ChatCompletionRequest;
 use aigw_filter::translate::bedrock;
-use aigw_filter::usage::{BodyFormat, MeterOptions, ResponseMeter};
 use criterion::{Criterion, Throughput};
 
 /// The bench gateway's configuration (bench/aigw-config.json): one route, four costs.
@@ -42,8 +42,8 @@ const HEADERS: [(&str, &str); 3] = [
     ("content-type", "application/json"),
 ];
 
-const JSON_RESPONSE: &[u8] = include_bytes!("../src/testdata/chat-basic.json");
-const SSE_RESPONSE: &[u8] = include_bytes!("../src/testdata/chat-streaming.sse");
+const JSON_RESPONSE: &[u8] = include_bytes!("../testdata/chat-basic.json");
+const SSE_RESPONSE: &[u8] = include_bytes!("../testdata/chat-streaming.sse");
 
 /// A chat request padded with user text to exactly `size` bytes (as bench/run.py's
 /// `chat_body`, non-streaming).

@@ -6,7 +6,7 @@
 
 use serde_json::json;
 
-use crate::ratelimit::{Limit, Refusal};
+use crate::policy::ratelimit::{Limit, Refusal};
 
 /// The API schema a client speaks; errors are written in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

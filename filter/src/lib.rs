@@ -10,31 +10,23 @@
 //! One [`Config`] is validated once at load and shared read-only by every request.
 
 pub mod auth;
-pub mod backend;
-pub mod cache;
+pub mod codec;
 pub mod config;
-pub mod cost;
 pub mod endpoint;
 pub mod error;
-pub mod eventstream;
 mod expr;
-pub mod filter;
 pub mod host;
+pub mod machine;
+pub mod metering;
 pub mod models;
-pub mod ratelimit;
+pub mod policy;
 pub mod schema;
-pub mod secrets;
-pub mod sigv4;
-pub mod sse;
 pub mod translate;
-pub mod upstream;
-pub mod usage;
-pub mod validation;
 
 pub use config::{Config, ConfigError};
 pub use error::GatewayError;
-pub use filter::{FilterRole, HttpFilter};
 pub use host::{Action, Headers, MetadataValue, Status};
+pub use machine::{FilterRole, HttpFilter};
 
 /// Dynamic-metadata namespace shared with Envoy AI Gateway, read by access logs and
 /// the rate-limit filter.

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aigw_filter::filter::BACKEND_HEADER;
+use aigw_filter::machine::router::BACKEND_HEADER;
 use aigw_filter::{Action, Config, FilterRole, HttpFilter, MetadataValue, Status, MODEL_HEADER};
 
 const BACKENDS: &str = r#"[

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use aigw_filter::error::ClientSchema;
 use aigw_filter::host::{Counter, LogLevel as CoreLogLevel};
-use aigw_filter::upstream::SAVED_REQUEST_KEY;
+use aigw_filter::machine::upstream::SAVED_REQUEST_KEY;
 use aigw_filter::{
     Action, Config, FilterRole, GatewayError, Headers, HttpFilter, MetadataValue, Status,
     METADATA_NAMESPACE,

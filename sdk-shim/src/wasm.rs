@@ -36,8 +36,8 @@ use std::cell::OnceCell;
 use std::sync::Arc;
 
 use aigw_filter::host::{Counter, LogLevel};
-use aigw_filter::ratelimit::CountStore;
-use aigw_filter::upstream::SAVED_REQUEST_KEY;
+use aigw_filter::machine::upstream::SAVED_REQUEST_KEY;
+use aigw_filter::policy::ratelimit::CountStore;
 use aigw_filter::{
     Action as CoreAction, Config, FilterRole, Headers, HttpFilter, MetadataValue,
     Status as CoreStatus, METADATA_NAMESPACE,

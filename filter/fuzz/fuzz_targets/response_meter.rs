@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use aigw_filter::usage::{BodyFormat, MeterOptions, ResponseMeter};
+use aigw_filter::metering::usage::{BodyFormat, MeterOptions, ResponseMeter};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {

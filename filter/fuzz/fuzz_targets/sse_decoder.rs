@@ -2,7 +2,7 @@
 //! same events however the input is cut, and loses no byte.
 #![no_main]
 
-use aigw_filter::sse::{SseDecoder, SseEvent};
+use aigw_filter::codec::sse::{SseDecoder, SseEvent};
 use libfuzzer_sys::fuzz_target;
 
 fn decode(chunks: &[&[u8]], max: usize) -> Option<Vec<SseEvent>> {

@@ -31,7 +31,9 @@ use std::fmt;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use crate::eventstream;
+use crate::auth::sigv4::encode_path_segment;
+use crate::codec::eventstream;
+use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::host::Headers;
 use crate::schema::anthropic as an;
 use crate::schema::openai::{
@@ -40,8 +42,6 @@ use crate::schema::openai::{
     NamedToolChoice, PromptTokensDetails, ResponseFormat, ResponseMessage, Rest, Role, Stop,
     StreamOptions, Tool, ToolCall, ToolChoice, Usage,
 };
-use crate::sigv4::encode_path_segment;
-use crate::sse::{SseDecoder, SseEvent};
 use crate::translate::function_tools;
 use crate::translate::{
     tool_call_delta, ChunkSource, ErrorKind, ProviderError, ResponseMeta, StreamItem,
@@ -2558,12 +2558,18 @@ impl ClientStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eventstream::{encode_event, encode_exception};
+    use crate::codec::eventstream::{encode_event, encode_exception};
     use crate::translate::testing::Rng;
     use serde_json::json;
 
-    const STREAM: &[u8] = include_bytes!("../testdata/anthropic/stream_tools.sse");
-    const RESPONSE: &[u8] = include_bytes!("../testdata/anthropic/response_tools.json");
+    const STREAM: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/anthropic/stream_tools.sse"
+    ));
+    const RESPONSE: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/anthropic/response_tools.json"
+    ));
 
     fn meta() -> ResponseMeta {
         ResponseMeta {
@@ -3158,12 +3164,13 @@ mod tests {
             })
         );
         // The gateway's own usage reader agrees with what the client is told.
-        let mut meter = crate::usage::ResponseMeter::new(crate::usage::MeterOptions {
-            format: crate::usage::BodyFormat::Json,
-            gzip: false,
-            strip_usage_chunk: false,
-            max_buffered: 1 << 20,
-        });
+        let mut meter =
+            crate::metering::usage::ResponseMeter::new(crate::metering::usage::MeterOptions {
+                format: crate::metering::usage::BodyFormat::Json,
+                gzip: false,
+                strip_usage_chunk: false,
+                max_buffered: 1 << 20,
+            });
         let _ = meter.feed(
             &serde_json::to_vec(&c).unwrap(),
             true,

@@ -6,7 +6,7 @@
 //! types here are written by the gateway; response-side types name only what it
 //! reads, unknown fields and event types are skipped so a newer Bedrock still works.
 //!
-//! Host and signing are not here: see [`crate::sigv4`] (service name `bedrock`).
+//! Host and signing are not here: see [`crate::auth::sigv4`] (service name `bedrock`).
 //!
 //! Choices where the two APIs differ:
 //! - Reasoning: `thinking` (Anthropic's shape) or `reasoning_effort` become
@@ -36,7 +36,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::eventstream::{self, Decoder};
+use crate::auth::sigv4::encode_path_segment;
+use crate::codec::eventstream::{self, Decoder};
 use crate::host::Headers;
 use crate::schema::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Choice, ChunkChoice,
@@ -44,7 +45,6 @@ use crate::schema::openai::{
     EmbeddingsResponse, EmbeddingsUsage, FunctionCall, MessageContent, PromptTokensDetails,
     ResponseMessage, Rest, Role, ToolCall, ToolChoice as OToolChoice, Usage as OUsage,
 };
-use crate::sigv4::encode_path_segment;
 use crate::translate::function_tools;
 use crate::translate::openai::{clip, plain_reason, MAX_MESSAGE_CHARS};
 use crate::translate::{
@@ -1523,12 +1523,12 @@ pub fn embeddings_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eventstream::{self, Decoder, Header};
+    use crate::codec::eventstream::{self, Decoder, Header};
     use crate::schema::openai::ChatCompletionRequest;
     use crate::translate::testing::{self, pretty, Rng};
     use crate::translate::{encode_openai_sse, ErrorKind};
 
-    const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/testdata/bedrock/");
+    const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/bedrock/");
 
     fn fixture(name: &str) -> Vec<u8> {
         testing::fixture(DIR, name)
@@ -2079,16 +2079,17 @@ mod tests {
 
         // The gateway's own usage reader agrees with what the client is told.
         let bytes = serde_json::to_vec(&out).unwrap();
-        let mut meter = crate::usage::ResponseMeter::new(crate::usage::MeterOptions {
-            format: crate::usage::BodyFormat::Json,
-            gzip: false,
-            strip_usage_chunk: false,
-            max_buffered: 1 << 20,
-        });
+        let mut meter =
+            crate::metering::usage::ResponseMeter::new(crate::metering::usage::MeterOptions {
+                format: crate::metering::usage::BodyFormat::Json,
+                gzip: false,
+                strip_usage_chunk: false,
+                max_buffered: 1 << 20,
+            });
         let _ = meter.feed(&bytes, true, std::time::Duration::ZERO);
         assert_eq!(
             meter.usage(),
-            Some(crate::usage::TokenUsage {
+            Some(crate::metering::usage::TokenUsage {
                 input_tokens: 1240,
                 output_tokens: 60,
                 total_tokens: 1300,

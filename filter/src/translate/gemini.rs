@@ -12,6 +12,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::auth::sigv4::encode_path_segment;
+use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::host::Headers;
 use crate::schema::openai::{
     ChatCompletion, ChatCompletionRequest, ChatMessage, Choice, ChunkChoice,
@@ -20,8 +22,6 @@ use crate::schema::openai::{
     MessageContent, PromptTokensDetails, ResponseMessage, Role, ToolCall, ToolCallDelta,
     ToolChoice as OToolChoice, Usage,
 };
-use crate::sigv4::encode_path_segment;
-use crate::sse::{SseDecoder, SseEvent};
 use crate::translate::function_tools;
 use crate::translate::{
     ChunkSource, ProviderError, ResponseMeta, StreamItem, TranslateError, UpstreamRequest,
@@ -2028,7 +2028,7 @@ mod tests {
     use crate::translate::encode_openai_sse;
     use crate::translate::testing::{self, pretty, Rng};
 
-    const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/testdata/gemini/");
+    const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/gemini/");
     const STUDIO: Api<'static> = Api::AiStudio { version: None };
     const VERTEX: Api<'static> = Api::Vertex {
         project: "my-proj",
@@ -2770,12 +2770,13 @@ mod tests {
             Some(36)
         );
         // The gateway's own usage reader agrees with what the client is told.
-        let mut meter = crate::usage::ResponseMeter::new(crate::usage::MeterOptions {
-            format: crate::usage::BodyFormat::Json,
-            gzip: false,
-            strip_usage_chunk: false,
-            max_buffered: 1 << 20,
-        });
+        let mut meter =
+            crate::metering::usage::ResponseMeter::new(crate::metering::usage::MeterOptions {
+                format: crate::metering::usage::BodyFormat::Json,
+                gzip: false,
+                strip_usage_chunk: false,
+                max_buffered: 1 << 20,
+            });
         let _ = meter.feed(
             &serde_json::to_vec(&out).unwrap(),
             true,
@@ -2783,7 +2784,7 @@ mod tests {
         );
         assert_eq!(
             meter.usage(),
-            Some(crate::usage::TokenUsage {
+            Some(crate::metering::usage::TokenUsage {
                 input_tokens: 1210,
                 output_tokens: 50,
                 total_tokens: 1260,

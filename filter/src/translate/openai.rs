@@ -10,9 +10,9 @@
 
 use serde_json::{Map, Value};
 
+use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::host::Headers;
 use crate::schema::openai::{ChatCompletion, ChatCompletionChunk, Role};
-use crate::sse::{SseDecoder, SseEvent};
 use crate::translate::{ChunkSource, ProviderError, StreamItem, TranslateError};
 
 /// Reads a `chat.completion` body.
@@ -506,7 +506,7 @@ mod tests {
     use crate::translate::{encode_openai_sse, ErrorKind};
     use serde_json::json;
 
-    const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/testdata/");
+    const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/");
 
     fn fixture(name: &str) -> Vec<u8> {
         testing::fixture(DIR, name)

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::backend::{Backend, BackendSchema, BodyMutation};
+use crate::config::backend::{Backend, BackendSchema, BodyMutation};
 use crate::endpoint::Endpoint;
 use crate::error::ClientSchema;
 use crate::host::Headers;
@@ -125,7 +125,10 @@ enum Reader {
 /// and whose body is not edited.
 pub fn needs_body(api: ClientApi, backend: &Backend) -> bool {
     let untouched = backend.model_name_override.is_none() && backend.body_mutation.is_empty();
-    let signed = matches!(backend.auth, Some(crate::backend::Auth::AwsSigV4 { .. }));
+    let signed = matches!(
+        backend.auth,
+        Some(crate::config::backend::Auth::AwsSigV4 { .. })
+    );
     let passthrough = api != ClientApi::Messages
         && matches!(
             backend.schema,
@@ -410,7 +413,7 @@ fn openai_path(a: &Attempt<'_>, model: &str) -> String {
         BackendSchema::AzureOpenAI { api_version } => {
             let mut path = format!(
                 "/openai/deployments/{}{suffix}?api-version={}",
-                crate::sigv4::encode_path_segment(model),
+                crate::auth::sigv4::encode_path_segment(model),
                 api_version
             );
             // The client's own query parameters, except a competing api-version.
@@ -910,7 +913,7 @@ mod tests {
 
     #[test]
     fn messages_to_bedrock_anthropic_pass_through_as_sse() {
-        use crate::eventstream::encode_event;
+        use crate::codec::eventstream::encode_event;
         use base64::Engine as _;
         let b = backend(
             serde_json::json!({"name": "ba", "schema": {"name": "AWSAnthropic"}, "region": "us-east-1"}),

@@ -55,7 +55,9 @@ pub(crate) fn converse_stream(text: &[&str], input_tokens: u64, output_tokens: u
             ("messageStop", r#"{"stopReason":"end_turn"}"#.to_string()),
             ("metadata", usage.to_string()),
         ])
-        .flat_map(|(ev, json)| crate::eventstream::encode_event(ev, json.as_bytes()).unwrap())
+        .flat_map(|(ev, json)| {
+            crate::codec::eventstream::encode_event(ev, json.as_bytes()).unwrap()
+        })
         .collect()
 }
 

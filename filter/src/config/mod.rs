@@ -5,19 +5,21 @@
 //! document is refused whole with a [`ConfigError`] naming the field by its path
 //! (`routes[0].llmRequestCosts[1].cel`), never half-applied.
 
+pub mod backend;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::backend::RawBackend;
-pub use crate::backend::{Backend, BackendSchema};
-use crate::cache::{self, AnswerCache};
-use crate::cost::RequestCost;
-use crate::ratelimit::{CountStore, LocalCounts, RateLimit};
-use crate::secrets::SecretStore;
-use crate::validation::{RequestRules, RuleAction};
+use crate::auth::secrets::SecretStore;
+use crate::config::backend::RawBackend;
+pub use crate::config::backend::{Backend, BackendSchema};
+use crate::metering::cost::RequestCost;
+use crate::policy::cache::{self, AnswerCache};
+use crate::policy::ratelimit::{CountStore, LocalCounts, RateLimit};
+use crate::policy::validation::{RequestRules, RuleAction};
 
 /// The only document version this build reads.
 pub const CONFIG_VERSION: &str = "v1";
@@ -585,7 +587,7 @@ impl RawConfig {
                 .collect(),
         };
         let models_body = crate::models::list_body(&models);
-        let mut touched_headers: Vec<String> = crate::upstream::TOUCHED_HEADERS
+        let mut touched_headers: Vec<String> = crate::machine::upstream::TOUCHED_HEADERS
             .iter()
             .map(|h| h.to_string())
             .collect();

@@ -21,17 +21,17 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cache;
 use crate::config::{Config, Route};
-use crate::cost::CostInputs;
 use crate::endpoint::Endpoint;
 use crate::error::{ClientSchema, GatewayError};
 use crate::host::{Action, Counter, Headers, LogLevel, MetadataValue, Status};
-use crate::upstream::Upstream;
-use crate::usage::{BodyFormat, MeterOptions, ResponseMeter};
+use crate::machine::upstream::Upstream;
+use crate::metering::cost::CostInputs;
+use crate::metering::usage::{BodyFormat, MeterOptions, ResponseMeter};
+use crate::policy::cache;
 use crate::MODEL_HEADER;
 
-pub use crate::upstream::{BACKEND_HEADER, MODEL_OVERRIDE_HEADER};
+pub use crate::machine::upstream::{BACKEND_HEADER, MODEL_OVERRIDE_HEADER};
 
 /// Headers a client may not send: the gateway alone sets them.
 pub(crate) const CLIENT_FORBIDDEN_HEADERS: [&str; 3] =
@@ -61,7 +61,7 @@ pub struct HttpFilter {
     upstream: Option<Box<Upstream>>,
     /// Router role with `routerOnly`: the request headers the inline upstream work
     /// reads, taken before the body arrives.
-    inline_headers: Option<crate::upstream::SavedRequest>,
+    inline_headers: Option<crate::machine::upstream::SavedRequest>,
     /// Router role with `routerOnly`: the upstream work, done here.
     inline: Option<Box<Upstream>>,
     /// Wall-clock seconds, for the inline upstream work.
@@ -166,7 +166,7 @@ impl HttpFilter {
     /// selected host's or cluster's metadata), the wall-clock time (Unix seconds:
     /// request signing, `created` of translated answers) and what an earlier attempt
     /// of the same request saved in filter state under
-    /// [`crate::upstream::SAVED_REQUEST_KEY`]. Call before `on_request_headers`.
+    /// [`crate::machine::upstream::SAVED_REQUEST_KEY`]. Call before `on_request_headers`.
     pub fn bind_backend(
         &mut self,
         backend: Option<&str>,
@@ -378,7 +378,10 @@ impl HttpFilter {
             self.request.variant = Some(cache::variant_part(headers));
         }
         if self.config.router_only {
-            self.inline_headers = Some(crate::upstream::SavedRequest::take(&self.config, headers));
+            self.inline_headers = Some(crate::machine::upstream::SavedRequest::take(
+                &self.config,
+                headers,
+            ));
         }
         let method = headers.get(":method").unwrap_or_default();
         if endpoint == Endpoint::Models {
@@ -519,7 +522,7 @@ impl HttpFilter {
                 .collect();
             let sent = self.inline_headers.as_ref();
             if !forwards {
-                for name in crate::upstream::CLIENT_CREDENTIAL_HEADERS {
+                for name in crate::machine::upstream::CLIENT_CREDENTIAL_HEADERS {
                     if sent.is_some_and(|h| h.get(name).is_some()) && !overrides.contains(&name) {
                         out.push(Action::RemoveHeader { name: name.into() });
                     }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::auth::secrets::Secret;
+use crate::auth::sigv4::Credentials;
 use crate::config::ConfigError;
-use crate::secrets::Secret;
-use crate::sigv4::Credentials;
 
 /// The wire schema a backend speaks, with what its paths need.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use flate2::write::MultiGzDecoder;
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::sse::{SseDecoder, SseEvent};
+use crate::codec::sse::{SseDecoder, SseEvent};
 
 /// Token counts of one request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -602,15 +602,38 @@ mod tests {
     use flate2::write::GzEncoder;
     use flate2::Compression;
 
-    const CHAT_STREAM: &[u8] = include_bytes!("testdata/chat-streaming.sse");
-    const CHAT_STREAM_USAGE: &[u8] = include_bytes!("testdata/chat-streaming-detailed-usage.sse");
-    const COMPLETION_STREAM: &[u8] = include_bytes!("testdata/completion-streaming.sse");
-    const COMPLETION_STREAM_USAGE: &[u8] =
-        include_bytes!("testdata/completion-streaming-usage.sse");
-    const CHAT_BASIC: &[u8] = include_bytes!("testdata/chat-basic.json");
-    const CHAT_DETAILED: &[u8] = include_bytes!("testdata/chat-detailed-usage.json");
-    const COMPLETION_BASIC: &[u8] = include_bytes!("testdata/completion-basic.json");
-    const EMBEDDINGS_BASIC: &[u8] = include_bytes!("testdata/embeddings-basic.json");
+    const CHAT_STREAM: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/chat-streaming.sse"
+    ));
+    const CHAT_STREAM_USAGE: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/chat-streaming-detailed-usage.sse"
+    ));
+    const COMPLETION_STREAM: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/completion-streaming.sse"
+    ));
+    const COMPLETION_STREAM_USAGE: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/completion-streaming-usage.sse"
+    ));
+    const CHAT_BASIC: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/chat-basic.json"
+    ));
+    const CHAT_DETAILED: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/chat-detailed-usage.json"
+    ));
+    const COMPLETION_BASIC: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/completion-basic.json"
+    ));
+    const EMBEDDINGS_BASIC: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/embeddings-basic.json"
+    ));
 
     fn opts(format: BodyFormat) -> MeterOptions {
         MeterOptions {

@@ -572,7 +572,13 @@ mod tests {
         let out = sign(&req, &params(&creds, "bedrock", "us-east-1")).unwrap();
         assert_eq!(
             out.get("authorization"),
-            Some(include_str!("testdata/bedrock/sigv4_converse.txt").trim())
+            Some(
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/testdata/bedrock/sigv4_converse.txt"
+                ))
+                .trim()
+            )
         );
         assert_eq!(out.get("x-amz-security-token"), None);
         assert_eq!(out.get("x-amz-content-sha256"), None);
@@ -606,7 +612,13 @@ mod tests {
         );
         assert_eq!(
             out.get("authorization"),
-            Some(include_str!("testdata/bedrock/sigv4_stream_token.txt").trim())
+            Some(
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/testdata/bedrock/sigv4_stream_token.txt"
+                ))
+                .trim()
+            )
         );
         // Order documented on `SignedHeaders`.
         let names: Vec<_> = out.headers.iter().map(|(n, _)| *n).collect();
@@ -634,7 +646,13 @@ mod tests {
         let out = sign(&req, &params(&creds, "bedrock", "eu-central-1")).unwrap();
         assert_eq!(
             out.get("authorization"),
-            Some(include_str!("testdata/bedrock/sigv4_get_query.txt").trim())
+            Some(
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/testdata/bedrock/sigv4_get_query.txt"
+                ))
+                .trim()
+            )
         );
     }
 

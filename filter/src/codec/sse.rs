@@ -318,7 +318,10 @@ impl SseDecoder {
 mod tests {
     use super::*;
 
-    const STREAM: &[u8] = include_bytes!("testdata/chat-streaming.sse");
+    const STREAM: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/chat-streaming.sse"
+    ));
 
     fn decode_all(chunks: &[&[u8]], max: usize) -> (Vec<SseEvent>, Result<(), SseError>) {
         let mut d = SseDecoder::new(max);

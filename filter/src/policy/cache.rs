@@ -50,7 +50,7 @@ pub(crate) fn variant_part(headers: &dyn Headers) -> Key {
 /// The key part that identifies a client to providers that see its own
 /// credentials (used only for routes where they do).
 pub(crate) fn credentials_part(config: &Config, headers: &dyn Headers) -> Key {
-    let names: Vec<&str> = crate::upstream::CLIENT_CREDENTIAL_HEADERS
+    let names: Vec<&str> = crate::machine::upstream::CLIENT_CREDENTIAL_HEADERS
         .iter()
         .copied()
         .chain(

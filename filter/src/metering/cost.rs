@@ -28,7 +28,7 @@ use cel::objects::Value;
 use cel::{Context, ExecutionError, IdedExpr, Program};
 
 use crate::expr;
-use crate::usage::TokenUsage;
+use crate::metering::usage::TokenUsage;
 
 /// A cost compile error; `field` is relative to the cost entry (`type` or `cel`).
 #[derive(Clone, Debug, PartialEq, Eq)]

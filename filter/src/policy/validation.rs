@@ -20,8 +20,8 @@ use cel::objects::{Key, Value};
 use cel::{Context, ExecutionError, Program};
 
 use crate::expr;
-use crate::filter::CLIENT_FORBIDDEN_HEADERS;
 use crate::host::Headers;
+use crate::machine::router::CLIENT_FORBIDDEN_HEADERS;
 
 /// What a matching rule does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

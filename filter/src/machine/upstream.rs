@@ -5,7 +5,7 @@
 //! the router instance always sees the client's schema.
 
 use crate::auth::{self, Outgoing};
-use crate::backend::Backend;
+use crate::config::backend::Backend;
 use crate::config::Config;
 use crate::endpoint::Endpoint;
 use crate::error::{ClientSchema, GatewayError};
@@ -257,7 +257,7 @@ impl Upstream {
             }
         }
         if plan::needs_body(api, backend) && !end_of_stream {
-            return match crate::filter::begin_body(config, headers, &mut self.body, out) {
+            return match crate::machine::router::begin_body(config, headers, &mut self.body, out) {
                 Ok(()) => {
                     self.phase = Phase::RequestBody;
                     Status::StopIteration
@@ -279,11 +279,13 @@ impl Upstream {
         if self.phase != Phase::RequestBody {
             return Status::Continue;
         }
-        let body = match crate::filter::buffer_body(config, &mut self.body, chunk, end_of_stream) {
-            Ok(Some(body)) => body,
-            Ok(None) => return Status::StopAndBuffer,
-            Err(e) => return self.reply_error(&e, out),
-        };
+        let body =
+            match crate::machine::router::buffer_body(config, &mut self.body, chunk, end_of_stream)
+            {
+                Ok(Some(body)) => body,
+                Ok(None) => return Status::StopAndBuffer,
+                Err(e) => return self.reply_error(&e, out),
+            };
         match plan::prepare(&self.attempt(config), &body) {
             Ok(prepared) => self.send(config, prepared, Some(&body), out),
             Err(e) => self.reply_translate(&e, out),
@@ -390,7 +392,7 @@ impl Upstream {
             }
         }
         if let Some(new_body) = prepared.body {
-            crate::filter::replace_request_body(new_body, out);
+            crate::machine::router::replace_request_body(new_body, out);
         }
         self.plan = Some(prepared.response);
         self.phase = Phase::Sent;
@@ -723,8 +725,8 @@ mod tests {
     use std::time::Duration;
 
     use crate::config::Config;
-    use crate::filter::{FilterRole, HttpFilter};
     use crate::host::{Action, Status};
+    use crate::machine::router::{FilterRole, HttpFilter};
 
     fn gateway() -> Arc<Config> {
         Arc::new(

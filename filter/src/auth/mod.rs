@@ -4,12 +4,15 @@
 //!
 //! Errors name the backend and the file at most, never a value.
 
+pub mod secrets;
+pub mod sigv4;
+
 use std::fmt;
 
-use crate::backend::{Auth, AwsCredentials, Backend, KeyHeader};
-use crate::secrets::Secret;
-use crate::secrets::SecretStore;
-use crate::sigv4::{self, Credentials, SignableRequest, SigningParams};
+use crate::auth::secrets::Secret;
+use crate::auth::secrets::SecretStore;
+use crate::config::backend::{Auth, AwsCredentials, Backend, KeyHeader};
+use sigv4::{Credentials, SignableRequest, SigningParams};
 
 /// The request being authenticated, as it leaves the gateway.
 #[derive(Clone, Copy, Debug)]
