@@ -193,6 +193,8 @@ const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
 /// (Gemini caches prompts implicitly), image `detail`, function call ids (Gemini pairs
 /// calls and responses by name and order). Refused (422): `logprobs`, `top_logprobs`,
 /// audio output, non-function tools, `function` messages, OpenAI file ids.
+///
+/// [`chat_response`]: super::chat_response
 pub fn chat_request(
     req: &ChatCompletionRequest,
     api: &Api,

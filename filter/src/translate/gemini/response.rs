@@ -68,6 +68,8 @@ pub(super) fn signature_rest(signature: Option<String>) -> Map<String, Value> {
 /// puts it and where [`chat_request`] reads it back). A prompt blocked
 /// (`promptFeedback.blockReason`, no candidates) is an answer, not an error: one empty
 /// choice with `finish_reason: content_filter`, as OpenAI reports its own filter.
+///
+/// [`chat_request`]: super::chat_request
 pub fn chat_response(body: &[u8], meta: &ResponseMeta) -> Result<ChatCompletion, TranslateError> {
     let resp: GenerateContentResponse = serde_json::from_slice(body)
         .map_err(|e| TranslateError::BadResponse(format!("Gemini response: {e}")))?;

@@ -25,6 +25,8 @@ use crate::translate::{ChunkSource, ProviderError, ResponseMeta, StreamItem, Tra
 /// array of them) ends the stream with that error. Thought signatures are not
 /// forwarded: a streamed tool call has no field for them (see [`chat_request`] for
 /// what replaces them).
+///
+/// [`chat_request`]: super::chat_request
 #[derive(Debug)]
 pub struct ChatStream {
     meta: ResponseMeta,
