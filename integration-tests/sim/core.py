@@ -89,6 +89,7 @@ class Request:
             "sent_reasoning": None,
             "sent_tool_calls": [],
             "sent_usage": None,
+            "credential": None,
         }
 
 
@@ -121,6 +122,10 @@ class Response:
         # When set, reset_after counts these (frames) instead of chunks: the index of
         # the chunk after which the first N frames are complete.
         self.events_done: list[int] | None = None
+        # Seconds to wait before sending anything (token-service faults); when the client
+        # goes away meanwhile, nothing is sent and `on_abandon()` runs.
+        self.wait: float = 0.0
+        self.on_abandon: Callable[[], None] | None = None
 
 
 def json_response(status: int, obj: Any, **kw) -> Response:

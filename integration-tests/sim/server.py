@@ -17,12 +17,15 @@ from urllib.parse import unquote
 
 from . import anthropic, bedrock, gemini, openai
 from .core import BadRequest, Ctx, Knobs, Reject, Request, Response, is_json_content_type, json_response, opt_int
+from .issued import ENTRA, GOOGLE, Issued, IssuedStore
 from .sigv4 import AwsCredentials, SigError, verify
+from .tokens import TokenServices
 
 MAX_BODY = 64 * 1024 * 1024
 REASONS = {
     200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 413: "Payload Too Large",
+    421: "Misdirected Request",
     424: "Failed Dependency", 429: "Too Many Requests", 499: "Client Closed Request",
     500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
     529: "Site Overloaded",
@@ -111,6 +114,8 @@ class Expectations:
     api_keys: dict[str, list[str]] = field(default_factory=dict)
     bearers: dict[str, list[str]] = field(default_factory=dict)
     aws: dict[str, list[AwsCredentials]] = field(default_factory=dict)
+    # Listeners whose provider paths want a credential the token services issued.
+    issued: set[str] = field(default_factory=set)
 
     @staticmethod
     def _for(table: dict, label: str) -> list | None:
@@ -126,6 +131,9 @@ class Expectations:
     def aws_creds(self, label: str) -> list[AwsCredentials] | None:
         return self._for(self.aws, label)
 
+    def requires_issued(self, label: str) -> bool:
+        return label in self.issued or "*" in self.issued
+
 
 def _bearer(req: Request) -> str | None:
     v = req.header("authorization")
@@ -134,69 +142,119 @@ def _bearer(req: Request) -> str | None:
     return None
 
 
-def check_auth(req: Request, rt: Route, exp: Expectations) -> None:
+# Resources whose Entra tokens Azure OpenAI takes.
+AZURE_RESOURCES = {"https://cognitiveservices.azure.com", "https://ai.azure.com"}
+AZURE_TOKEN_INVALID = ("Unauthorized. Access token is missing, invalid, audience is incorrect "
+                       "(https://cognitiveservices.azure.com), or have expired.")
+AZURE_KEY_INVALID = ("Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a "
+                     "valid key for an active subscription and use a correct regional API endpoint for your resource.")
+GOOGLE_UNAUTHENTICATED = ("Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "
+                          "or other valid authentication credential. See https://developers.google.com/identity/"
+                          "sign-in/web/devconsole-project.")
+_SIGV4_AKID = re.compile(r"Credential=([^/,\s]+)/")
+
+
+def _issued_google(req: Request, store: IssuedStore, openai_format: bool) -> Issued | None:
+    """A bearer the Google token services issued: accepted while unexpired; a token
+    of another kind or an expired one is refused (Vertex's 401)."""
+    tok = store.bearer(_bearer(req))
+    if tok is None:
+        return None
+    if tok.kind == GOOGLE and not tok.expired():
+        return tok
+    if openai_format:
+        raise Reject(401, f"Incorrect API key provided: {_redact(_bearer(req))}.", "invalid_api_key")
+    raise Reject(401, GOOGLE_UNAUTHENTICATED, "UNAUTHENTICATED")
+
+
+def check_auth(req: Request, rt: Route, exp: Expectations, store: IssuedStore | None = None) -> Issued | None:
+    """Raises Reject when the request's credentials do not satisfy the listener;
+    returns the issued credential (token services) it presented, if any. Issued
+    credentials are checked on every listener (an expired one is refused); other
+    credentials only where expected (--expect-*, --aws-credentials, or issued ones
+    required by --expect-issued)."""
     label = req.listener
+    store = store if store is not None else IssuedStore()
     keys, bearers = exp.api_key(label), exp.bearer(label)
+    require = exp.requires_issued(label)
     if rt.family == "openai":
+        if rt.vertex:
+            tok = _issued_google(req, store, openai_format=True)
+            if tok is not None:
+                return tok
         want = bearers if rt.vertex else keys
-        if want is None:
-            return
+        if want is None and not (rt.vertex and require):
+            return None
         got = _bearer(req)
         if got is None:
             raise Reject(401, "You didn't provide an API key. You need to provide your API key in an Authorization "
-                              "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", "invalid_request_error")
-        if got not in want:
+                              "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                         "invalid_request_error")
+        if got not in (want or []):
             raise Reject(401, f"Incorrect API key provided: {_redact(got)}.", "invalid_api_key")
-        return
+        return None
     if rt.family == "azure":
-        if keys is None and bearers is None:
-            return
-        api_key, bearer = req.header("api-key"), _bearer(req)
+        bearer = _bearer(req)
+        tok = store.bearer(bearer)
+        if tok is not None:
+            if tok.kind == ENTRA and not tok.expired() and (tok.audience or "").rstrip("/") in AZURE_RESOURCES:
+                return tok
+            raise Reject(401, AZURE_TOKEN_INVALID, "401")
+        if keys is None and bearers is None and not require:
+            return None
+        api_key = req.header("api-key")
         if (keys and api_key in keys) or (bearers and bearer in bearers):
-            return
-        raise Reject(401, "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
-                          "provide a valid key for an active subscription and use a correct regional API endpoint "
-                          "for your resource.", "401")
+            return None
+        raise Reject(401, AZURE_TOKEN_INVALID if bearer is not None and require else AZURE_KEY_INVALID, "401")
     if rt.family == "anthropic" and not rt.vertex:
         if keys is None:
-            return
+            return None
         # x-api-key, or (as recent SDKs send the API key) Authorization: Bearer.
         got = req.header("x-api-key") or _bearer(req)
         if got is None:
             raise Reject(401, "x-api-key header is required", "authentication_error")
         if got not in keys:
             raise Reject(401, "invalid x-api-key", "authentication_error")
-        return
+        return None
     if rt.vertex:  # Vertex: Gemini and Anthropic
-        if bearers is None:
-            return
-        if _bearer(req) not in bearers:
-            raise Reject(401, "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
-                              "cookie or other valid authentication credential. See https://developers.google.com/"
-                              "identity/sign-in/web/devconsole-project.", "UNAUTHENTICATED")
-        return
+        tok = _issued_google(req, store, openai_format=False)
+        if tok is not None:
+            return tok
+        if bearers is None and not require:
+            return None
+        if _bearer(req) not in (bearers or []):
+            raise Reject(401, GOOGLE_UNAUTHENTICATED, "UNAUTHENTICATED")
+        return None
     if rt.family == "google":  # AI Studio
         if keys is None:
-            return
+            return None
         got = req.header("x-goog-api-key") or req.query1("key")
         if got not in keys:
             raise Reject(401, "API key not valid. Please pass a valid API key." if got else
                          "Method doesn't allow unregistered callers (callers without established identity). "
                          "Please use API Key or other form of API consumer identity to call this API.",
                          "UNAUTHENTICATED")
-        return
+        return None
     if rt.family == "bedrock":
+        m = _SIGV4_AKID.search(req.header("authorization") or "")
+        tok = store.aws_key(m.group(1) if m else None)
+        if tok is not None:
+            if tok.expired():
+                raise SigError("ExpiredTokenException", "The security token included in the request is expired")
+            verify(req, [tok.aws_credentials()])
+            return tok
         creds = exp.aws_creds(label)
-        if creds is None and keys is None:
-            return
+        if creds is None and keys is None and not require:
+            return None
         bearer = _bearer(req)
         if bearer is not None and keys is not None:
             if bearer in keys:
-                return  # a Bedrock API key
+                return None  # a Bedrock API key
             raise SigError("UnrecognizedClientException", "Invalid API Key format: the key is not known.")
-        if creds is None:
+        if creds is None and not require:
             raise SigError("MissingAuthenticationTokenException", "Missing Authentication Token")
-        verify(req, creds)
+        verify(req, creds or [])
+    return None
 
 
 def _redact(key: str) -> str:
@@ -223,12 +281,14 @@ def shape_check(ctx: Ctx, rt: Route) -> None:
 # ---- the simulator ------------------------------------------------------------------
 
 class Simulator:
-    def __init__(self, cassette_dir: Path, expectations: Expectations | None = None):
+    def __init__(self, cassette_dir: Path, expectations: Expectations | None = None,
+                 tokens: TokenServices | None = None):
         self.cassette_dir = cassette_dir
         self.cassettes: dict[str, dict] = {}
         self.requests: list[dict] = []
         self.counter = 0
         self.expect = expectations or Expectations()
+        self.tokens = tokens or TokenServices()
 
     # ---- cassettes -------------------------------------------------------
 
@@ -276,11 +336,33 @@ class Simulator:
             out = [r for r in self.requests
                    if want is None or any(k == "x-request-id" and v == want for k, v in r["headers"])]
             return json_response(200, out)
+        if req.path == "/_sim/expect-issued":
+            return self.expect_issued(req)
+        resp = self.tokens.control(req)
+        if resp is not None:
+            return resp
         return openai.error(404, f"simulator: unknown control path {req.path}")
+
+    def expect_issued(self, req: Request) -> Response:
+        """Listeners whose provider paths want credentials the token services issued."""
+        if req.method == "POST":
+            doc = req.json()
+            labels = doc.get("listeners") if isinstance(doc, dict) else None
+            if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
+                return json_response(400, {"error": 'the body must be {"listeners": [LABEL, ...]}'})
+            self.expect.issued.update(labels)
+        elif req.method == "DELETE":
+            self.expect.issued.clear()
+        elif req.method != "GET":
+            return json_response(405, {"error": f"{req.method} is not allowed on {req.path}"})
+        return json_response(200, {"listeners": sorted(self.expect.issued)})
 
     def handle(self, req: Request) -> tuple[Response, dict | None]:
         if req.path.startswith("/_sim/"):
             return self.control(req), None
+        service = self.tokens.route(req)
+        if service is not None:  # a token endpoint: logged in /_sim/exchanges, not /_sim/requests
+            return self.tokens.handle(req, service), None
         record = req.record()
         self.requests.append(record)
         rt = route(req.path)
@@ -317,7 +399,9 @@ class Simulator:
         if rt is not None:
             if req.method != "POST":
                 raise Reject(405, f"simulator: {req.method} not allowed on {req.path}")
-            check_auth(req, rt, self.expect)
+            cred = check_auth(req, rt, self.expect, self.tokens.store)
+            if cred is not None:
+                ctx.record["credential"] = cred.public()
             self.check_request(ctx, rt)
         # Error injection and cassettes win over the body checks (which stay recorded).
         if knobs.status is not None:
@@ -485,6 +569,20 @@ async def write_response(writer: asyncio.StreamWriter, resp: Response, head_only
     return True
 
 
+async def wait_unless_gone(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """Sleeps `seconds` (other connections go on being served); False as soon as the
+    client has closed the connection meanwhile."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        left = deadline - loop.time()
+        if left <= 0:
+            return True
+        if reader.at_eof():
+            return False
+        await asyncio.sleep(min(0.02, left))
+
+
 def make_handler(sim: Simulator, listener: str):
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -497,6 +595,10 @@ def make_handler(sim: Simulator, listener: str):
                 if req is None:
                     break
                 resp, record = sim.handle(req)
+                if resp.wait and not await wait_unless_gone(reader, resp.wait):
+                    if resp.on_abandon is not None:
+                        resp.on_abandon()
+                    break
                 on_sent = None
                 if record is not None and resp.snapshots is not None:
                     snaps = resp.snapshots
