@@ -40,7 +40,7 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
 
 /// Renders milliseconds as a protobuf JSON duration (`60s`, `1.500s`).
 pub fn envoy_duration(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{}.{:03}s", ms / 1000, ms % 1000)

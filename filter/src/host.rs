@@ -6,6 +6,14 @@
 //! on the status. A [`Action::SendLocalReply`] is always the last action of a call;
 //! after it the host stops iteration and the core ignores further input for that
 //! stream.
+//!
+//! A request can wait: on an HTTP call of its own ([`Action::Call`], answered by
+//! `HttpFilter::on_callout_done`) or on work another request or the process is doing
+//! ([`Action::Park`], ended by `HttpFilter::on_wake`). Either way the hook returns a
+//! stop status and the host holds the request; the later hook's actions apply to it,
+//! and a [`Status::Continue`] from that hook means "resume the request now".
+
+use std::time::Duration;
 
 /// Read access to one header map, as the host has it now.
 ///
@@ -106,6 +114,76 @@ pub enum Action {
     Log { level: LogLevel, message: String },
     /// Count one event in an Envoy stat.
     Count(Counter),
+    /// Make an HTTP call for this request and hand its outcome to
+    /// `HttpFilter::on_callout_done` with the same `id`. The request stays held
+    /// meanwhile; if the stream ends first, the host cancels the call.
+    Call { id: u32, call: Callout },
+    /// The request waits on shared work (a token another request is fetching): the
+    /// host gives the core a waker for this stream (`HttpFilter::set_waker`) and,
+    /// when it is woken, calls `HttpFilter::on_wake` on the stream's own thread.
+    Park,
+}
+
+/// An HTTP call to an Envoy cluster, made by the host for the core.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Callout {
+    /// The Envoy cluster the call goes to (written by the config compiler).
+    pub cluster: String,
+    /// Request headers, `:method`, `:path` and `:authority` included.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Callout {
+    /// Bodies and header values may carry credentials: only names and sizes show.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Callout")
+            .field("cluster", &self.cluster)
+            .field("headers", &names)
+            .field("body_bytes", &self.body.len())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Callout {
+    /// The value of request header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How a callout ended.
+#[derive(Clone, PartialEq, Eq)]
+pub enum CalloutResult {
+    /// An answer arrived (any status; a timeout may show as Envoy's own 504).
+    Response {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    /// No answer: the connection failed or was reset, the call timed out, the
+    /// cluster is unknown or the answer was too large. The text says which, when
+    /// the host knows.
+    Failed(&'static str),
+}
+
+impl std::fmt::Debug for CalloutResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CalloutResult::Response { status, body, .. } => f
+                .debug_struct("Response")
+                .field("status", status)
+                .field("body_bytes", &body.len())
+                .finish(),
+            CalloutResult::Failed(why) => f.debug_tuple("Failed").field(why).finish(),
+        }
+    }
 }
 
 /// The gateway's own counters, as Envoy stats (native: `dynamicmodulescustom.NAME`;
@@ -120,14 +198,18 @@ pub enum Counter {
     CacheHit,
     /// A cacheable request went to the provider.
     CacheMiss,
+    /// A request was answered 503: the credential the gateway exchanges for its
+    /// backend could not be had.
+    CredentialExchangeFailed,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 4] = [
+    pub const ALL: [Counter; 5] = [
         Counter::RateLimited,
         Counter::RequestDenied,
         Counter::CacheHit,
         Counter::CacheMiss,
+        Counter::CredentialExchangeFailed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -136,6 +218,7 @@ impl Counter {
             Counter::RequestDenied => "aigw_request_denied",
             Counter::CacheHit => "aigw_cache_hits",
             Counter::CacheMiss => "aigw_cache_misses",
+            Counter::CredentialExchangeFailed => "aigw_credential_exchange_failures",
         }
     }
 }

@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod codec;
 pub mod config;
+pub mod date;
 pub mod endpoint;
 pub mod error;
 mod expr;

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aigw_filter::machine::router::BACKEND_HEADER;
+use aigw_filter::machine::BACKEND_HEADER;
 use aigw_filter::{Action, Config, FilterRole, HttpFilter, MetadataValue, Status, MODEL_HEADER};
 
 const BACKENDS: &str = r#"[
@@ -83,7 +83,7 @@ fn the_router_level_instance_leaves_a_multi_backend_route_to_the_upstream_instan
     // Upstream instance, on the attempt Envoy sent to the Anthropic endpoint:
     // translation, model override and key, once.
     let mut upstream = HttpFilter::new(upstream_config, FilterRole::Upstream);
-    upstream.bind_backend(Some("an"), 1_700_000_000, None);
+    upstream.bind_backend(Some("an"), 1_700_000_000_000, None);
     let mut out = Vec::new();
     let h = [
         (":method", "POST"),

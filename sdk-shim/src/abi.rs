@@ -86,6 +86,26 @@ struct ModuleHttpHeader<'a> {
     value: ModuleBuffer<'a>,
 }
 
+/// An array Envoy passes to a hook (its length is a separate argument), valid for
+/// that hook. Only Envoy creates one.
+#[repr(transparent)]
+pub struct EnvoyArray<'a, T> {
+    ptr: *const T,
+    _owner: PhantomData<&'a [T]>,
+}
+
+impl<'a, T> EnvoyArray<'a, T> {
+    /// The `len` elements Envoy passed with this array.
+    pub fn as_slice(&self, len: usize) -> &'a [T] {
+        if self.ptr.is_null() || len == 0 {
+            return &[];
+        }
+        // SAFETY: Envoy passes `len` initialized elements at `ptr`, valid for the hook
+        // (`'a`); the hook signature pairs this array with that length.
+        unsafe { std::slice::from_raw_parts(self.ptr, len) }
+    }
+}
+
 /// A header owned by Envoy (`envoy_dynamic_module_type_envoy_http_header`: key
 /// pointer and length, then value pointer and length, which is two [`EnvoyBuffer`]s).
 #[repr(C)]
@@ -158,6 +178,33 @@ pub enum TrailersStatus {
     /// After a local reply.
     StopIteration = 1,
 }
+
+/// Why Envoy did not start a call (`envoy_dynamic_module_type_http_callout_init_result`
+/// other than Success, read from a plain integer: an unknown value is not undefined
+/// behaviour).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CalloutInit {
+    MissingRequiredHeaders,
+    ClusterNotFound,
+    CannotCreateRequest,
+}
+
+impl CalloutInit {
+    fn check(result: u32) -> Result<(), CalloutInit> {
+        match result {
+            0 => Ok(()),
+            1 => Err(CalloutInit::MissingRequiredHeaders),
+            2 => Err(CalloutInit::ClusterNotFound),
+            _ => Err(CalloutInit::CannotCreateRequest),
+        }
+    }
+}
+
+/// `envoy_dynamic_module_type_http_callout_result`, as Envoy passes it to the done
+/// hooks (read as a plain integer: an unknown value must not be undefined behaviour).
+pub const CALLOUT_SUCCESS: u32 = 0;
+pub const CALLOUT_RESET: u32 = 1;
+pub const CALLOUT_EXCEED_RESPONSE_BUFFER_LIMIT: u32 = 2;
 
 /// `envoy_dynamic_module_type_metrics_result`: 0 is Success.
 type MetricsResult = u32;
@@ -279,7 +326,43 @@ extern "C" {
     fn envoy_dynamic_module_callback_http_clear_route_cache(filter: RawFilter);
     fn envoy_dynamic_module_callback_http_get_buffer_limit(filter: RawFilter) -> u64;
     fn envoy_dynamic_module_callback_http_set_buffer_limit(filter: RawFilter, limit: u64);
+
+    fn envoy_dynamic_module_callback_http_filter_http_callout(
+        filter: RawFilter,
+        callout_id_out: *mut u64,
+        cluster_name: ModuleBuffer<'_>,
+        headers: *const ModuleHttpHeader<'_>,
+        headers_size: usize,
+        body: ModuleBuffer<'_>,
+        timeout_milliseconds: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_http_callout(
+        config: RawConfig,
+        callout_id_out: *mut u64,
+        cluster_name: ModuleBuffer<'_>,
+        headers: *const ModuleHttpHeader<'_>,
+        headers_size: usize,
+        body: ModuleBuffer<'_>,
+        timeout_milliseconds: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: RawFilter);
+    fn envoy_dynamic_module_callback_http_filter_scheduler_new(filter: RawFilter) -> RawScheduler;
+    fn envoy_dynamic_module_callback_http_filter_scheduler_commit(
+        scheduler: RawScheduler,
+        event_id: u64,
+    );
+    fn envoy_dynamic_module_callback_http_filter_scheduler_delete(scheduler: RawScheduler);
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(
+        config: RawConfig,
+    ) -> RawScheduler;
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+        scheduler: RawScheduler,
+        event_id: u64,
+    );
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler: RawScheduler);
 }
+
+type RawScheduler = *mut c_void;
 
 // ------------------------------------------------------------------------------------
 // Safe wrappers
@@ -321,6 +404,98 @@ impl FilterConfigHandle<'_> {
         };
         (result == METRICS_SUCCESS).then_some(id)
     }
+
+    /// A scheduler that runs `on_http_filter_config_scheduled` on the main thread,
+    /// committed from any thread; `None` if Envoy gave none.
+    pub fn new_scheduler(&mut self) -> Option<Scheduler> {
+        // SAFETY: `raw` is the live config object of this hook.
+        let raw =
+            unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_new(self.raw) };
+        (!raw.is_null()).then_some(Scheduler { raw, config: true })
+    }
+
+    /// An HTTP call not tied to a request (main thread only: call it from a config
+    /// hook); its outcome comes to `on_http_filter_config_http_callout_done`.
+    pub fn http_callout(
+        &mut self,
+        cluster: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u64, CalloutInit> {
+        let headers = module_headers(headers);
+        let mut id = 0u64;
+        // SAFETY: `raw` is the live config object of this hook; Envoy copies the
+        // cluster name, headers and body during the call; `id` is a valid out-pointer.
+        let result = unsafe {
+            envoy_dynamic_module_callback_http_filter_config_http_callout(
+                self.raw,
+                &mut id,
+                ModuleBuffer::str(cluster),
+                headers.as_ptr(),
+                headers.len(),
+                ModuleBuffer::new(body),
+                timeout_ms,
+            )
+        };
+        CalloutInit::check(result).map(|()| id)
+    }
+}
+
+/// An Envoy scheduler of ours (per stream or per config): Envoy allocates it, we
+/// delete it. Committing from any thread is safe, and a no-op once its stream or
+/// config is gone; committing and deleting must not race (its owner keeps it
+/// behind a lock).
+#[derive(Debug)]
+pub struct Scheduler {
+    raw: RawScheduler,
+    config: bool,
+}
+
+// SAFETY: Envoy documents commit as callable from any thread; delete is called once,
+// by the owner, under its lock.
+unsafe impl Send for Scheduler {}
+// SAFETY: as above: `commit` takes `&self` and is thread-safe on Envoy's side.
+unsafe impl Sync for Scheduler {}
+
+impl Scheduler {
+    /// Runs the scheduled hook with `event_id` on the owner's thread, later.
+    pub fn commit(&self, event_id: u64) {
+        // SAFETY: `raw` came from `*_scheduler_new` and is not yet deleted (`drop`
+        // takes it by value).
+        unsafe {
+            if self.config {
+                envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+                    self.raw, event_id,
+                )
+            } else {
+                envoy_dynamic_module_callback_http_filter_scheduler_commit(self.raw, event_id)
+            }
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from `*_scheduler_new`; this is its one delete.
+        unsafe {
+            if self.config {
+                envoy_dynamic_module_callback_http_filter_config_scheduler_delete(self.raw)
+            } else {
+                envoy_dynamic_module_callback_http_filter_scheduler_delete(self.raw)
+            }
+        }
+    }
+}
+
+fn module_headers(headers: &[(String, String)]) -> Vec<ModuleHttpHeader<'_>> {
+    headers
+        .iter()
+        .map(|(k, v)| ModuleHttpHeader {
+            key: ModuleBuffer::str(k),
+            value: ModuleBuffer::str(v),
+        })
+        .collect()
 }
 
 /// Envoy's per-stream filter object (`http_filter_envoy_ptr`), valid during the hook
@@ -563,6 +738,48 @@ impl HttpFilterHandle<'_> {
                 ModuleBuffer::str(details),
             )
         }
+    }
+
+    /// An HTTP call for this stream; its outcome comes to
+    /// `on_http_filter_http_callout_done` on this stream's thread, unless the stream
+    /// ends first (Envoy then cancels it). Returns Envoy's id of the call.
+    pub fn http_callout(
+        &mut self,
+        cluster: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u64, CalloutInit> {
+        let headers = module_headers(headers);
+        let mut id = 0u64;
+        // SAFETY: `raw` is live for this hook; Envoy copies the cluster name, headers
+        // and body during the call; `id` is a valid out-pointer.
+        let result = unsafe {
+            envoy_dynamic_module_callback_http_filter_http_callout(
+                self.raw,
+                &mut id,
+                ModuleBuffer::str(cluster),
+                headers.as_ptr(),
+                headers.len(),
+                ModuleBuffer::new(body),
+                timeout_ms,
+            )
+        };
+        CalloutInit::check(result).map(|()| id)
+    }
+
+    /// Resumes a request the filter stopped (a no-op if it is not stopped).
+    pub fn continue_decoding(&mut self) {
+        // SAFETY: `raw` is live for this hook.
+        unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(self.raw) }
+    }
+
+    /// A scheduler that runs `on_http_filter_scheduled` on this stream's worker
+    /// thread, committed from any thread; `None` if Envoy gave none.
+    pub fn new_scheduler(&mut self) -> Option<Scheduler> {
+        // SAFETY: `raw` is live for this hook, on the stream's worker thread.
+        let raw = unsafe { envoy_dynamic_module_callback_http_filter_scheduler_new(self.raw) };
+        (!raw.is_null()).then_some(Scheduler { raw, config: false })
     }
 
     /// Adds `by` to a counter defined in `config_new`.

@@ -8,21 +8,25 @@
 //! hooks just let traffic pass.
 
 use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
 
+use aigw_filter::auth::exchange::{ExchangeJob, Registry, Step};
 use aigw_filter::error::ClientSchema;
-use aigw_filter::host::{Counter, LogLevel as CoreLogLevel};
-use aigw_filter::machine::upstream::SAVED_REQUEST_KEY;
+use aigw_filter::host::{CalloutResult, Counter, LogLevel as CoreLogLevel};
+use aigw_filter::machine::SAVED_REQUEST_KEY;
 use aigw_filter::{
     Action, Config, FilterRole, GatewayError, Headers, HttpFilter, MetadataValue, Status,
     METADATA_NAMESPACE,
 };
 
 use crate::abi::{
-    self, BodyStatus, BodyType, EnvoyBuffer, EnvoyHttpHeader, FilterConfigHandle, HeaderType,
-    HeadersStatus, HttpFilterHandle, LogLevel, MetadataSource, ModulePtr, TrailersStatus,
+    self, BodyStatus, BodyType, CalloutInit, EnvoyArray, EnvoyBuffer, EnvoyHttpHeader,
+    FilterConfigHandle, HeaderType, HeadersStatus, HttpFilterHandle, LogLevel, MetadataSource,
+    ModulePtr, Scheduler, TrailersStatus,
 };
 
 /// `filter_name` of the instance before Envoy's router.
@@ -40,6 +44,78 @@ pub struct Root {
     panics: Option<usize>,
     /// The core's counters ([`Counter::ALL`] order), where Envoy let us define them.
     counters: Counters,
+    /// Background credential exchanges this config runs on the main thread, by
+    /// Envoy's id of their current call.
+    background: Mutex<HashMap<u64, ExchangeJob>>,
+    /// This config's entry in [`DRIVERS`], when it has exchanged credentials.
+    driver: Option<u64>,
+}
+
+/// Scheduler event of a stream: the shared work it waits on ended.
+const EVENT_WAKE: u64 = 1;
+/// Scheduler event of a config: background exchanges are queued.
+const EVENT_RUN_EXCHANGES: u64 = 1;
+
+/// The process's exchanged credentials: one registry for every config, so the
+/// router and upstream instances and every worker share each token.
+fn registry() -> &'static Arc<Registry> {
+    static REGISTRY: OnceLock<Arc<Registry>> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let registry = Registry::new();
+        registry.set_kick(Waker::from(Arc::new(Kick)));
+        registry
+    })
+}
+
+/// Configs able to run background exchanges (those with exchanged credentials):
+/// their main-thread schedulers, by config id. Committed to and deleted under the
+/// lock, so a commit never races a delete.
+static DRIVERS: Mutex<Vec<(u64, Scheduler)>> = Mutex::new(Vec::new());
+
+/// Wakes a live config on the main thread to run queued background exchanges.
+struct Kick;
+
+impl Wake for Kick {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some((_, scheduler)) = lock(&DRIVERS).first() {
+            scheduler.commit(EVENT_RUN_EXCHANGES);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        if let Some(id) = self.driver {
+            lock(&DRIVERS).retain(|(d, _)| *d != id);
+        }
+    }
+}
+
+/// Wakes one stream from any thread: commits to its scheduler, which Envoy turns
+/// into `on_http_filter_scheduled` on the stream's worker.
+#[derive(Default)]
+struct StreamWaker {
+    scheduler: Mutex<Option<Scheduler>>,
+}
+
+impl Wake for StreamWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(s) = lock(&self.scheduler).as_ref() {
+            s.commit(EVENT_WAKE);
+        }
+    }
 }
 
 type Counters = [Option<usize>; Counter::ALL.len()];
@@ -57,6 +133,20 @@ pub struct Stream {
     response_started: bool,
     /// A local reply was sent (by the core or after a panic).
     replied: bool,
+    /// Calls of this stream: Envoy's id, the core's.
+    calls: Vec<(u64, u32)>,
+    /// Created at the stream's first wait on shared work.
+    waker: Option<Arc<StreamWaker>>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // Deleted under its lock: a wake from another thread either committed
+        // already or finds no scheduler.
+        if let Some(w) = &self.waker {
+            lock(&w.scheduler).take();
+        }
+    }
 }
 
 /// Which header map and body the current hook works on.
@@ -81,11 +171,12 @@ fn now() -> Duration {
     START.get_or_init(Instant::now).elapsed()
 }
 
-/// Wall-clock time for request signing and the `created` of translated answers.
-fn unix_seconds() -> u64 {
+/// Wall-clock time (Unix ms): request signing, the `created` of translated
+/// answers, credentials' expiry.
+fn unix_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Runs a hook body; a panic becomes `on_panic` instead of unwinding into Envoy.
@@ -154,14 +245,29 @@ impl Root {
     /// Validates the whole config; an error names the bad field by its path.
     fn new(envoy: &mut FilterConfigHandle<'_>, name: &[u8], config: &[u8]) -> Result<Root, String> {
         let role = role_for(name)?;
-        let config = Arc::new(Config::from_json(config).map_err(|e| e.to_string())?);
+        let mut config = Config::from_json(config).map_err(|e| e.to_string())?;
+        config.share_exchanges(registry());
+        let config = Arc::new(config);
         crate::secret_env::load(&config, "")?;
         crate::secret_files::watch(&config);
+        let driver = if config.any_exchange() {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+            let scheduler = envoy
+                .new_scheduler()
+                .ok_or("Envoy gave no scheduler for background credential exchanges")?;
+            let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            lock(&DRIVERS).push((id, scheduler));
+            Some(id)
+        } else {
+            None
+        };
         Ok(Root {
             config,
             role,
             panics: envoy.define_counter("aigw_panics"),
             counters: Counter::ALL.map(|c| envoy.define_counter(c.name())),
+            background: Mutex::new(HashMap::new()),
+            driver,
         })
     }
 }
@@ -196,6 +302,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
             dead: false,
             response_started: false,
             replied: false,
+            calls: Vec::new(),
+            waker: None,
         })),
         None => ModulePtr::null(),
     })
@@ -217,11 +325,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
             let saved = envoy.filter_state_bytes(SAVED_REQUEST_KEY);
             s.core.bind_backend(
                 backend_of(envoy).as_deref(),
-                unix_seconds(),
+                unix_millis(),
                 saved.as_deref(),
             );
         } else {
-            s.core.set_unix_seconds(unix_seconds());
+            s.core.set_unix_millis(unix_millis());
         }
         let headers = HostHeaders::new(envoy, HeaderType::Request);
         s.core
@@ -307,21 +415,194 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
     });
 }
 
-// Hooks for features the gateway does not use (callouts, schedulers, watermarks of
-// terminal filters). Envoy requires the symbols; they do nothing.
-
+/// A call of this stream ended: the core goes on with its outcome, and a request
+/// it no longer holds is resumed.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
-    _envoy: HttpFilterHandle<'_>,
-    _stream: ModulePtr<RefCell<Stream>>,
-    _callout_id: u64,
-    _result: u32,
-    _headers: *const EnvoyHttpHeader<'_>,
-    _headers_size: usize,
-    _body_chunks: *const EnvoyBuffer<'_>,
-    _body_chunks_size: usize,
+    mut envoy: HttpFilterHandle<'_>,
+    stream: ModulePtr<RefCell<Stream>>,
+    callout_id: u64,
+    result: u32,
+    headers: EnvoyArray<'_, EnvoyHttpHeader<'_>>,
+    headers_size: usize,
+    body_chunks: EnvoyArray<'_, EnvoyBuffer<'_>>,
+    body_chunks_size: usize,
 ) {
+    let outcome = callout_result(
+        result,
+        headers.as_slice(headers_size),
+        body_chunks.as_slice(body_chunks_size),
+    );
+    let status = run(&mut envoy, &stream, Direction::Request, |s, _, out| {
+        // An id the stream does not know (answered before Envoy said its id, or
+        // for a call already given up) is ignored.
+        let Some(i) = s.calls.iter().position(|(e, _)| *e == callout_id) else {
+            return Status::StopIteration;
+        };
+        let (_, id) = s.calls.swap_remove(i);
+        s.core.on_callout_done(id, outcome, now(), out)
+    });
+    resume_if(&mut envoy, &stream, status);
 }
+
+/// The shared work a stream waited on ended.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    mut envoy: HttpFilterHandle<'_>,
+    stream: ModulePtr<RefCell<Stream>>,
+    event_id: u64,
+) {
+    if event_id != EVENT_WAKE {
+        return;
+    }
+    let status = run(&mut envoy, &stream, Direction::Request, |s, _, out| {
+        s.core.set_unix_millis(unix_millis());
+        s.core.on_wake(now(), out)
+    });
+    resume_if(&mut envoy, &stream, status);
+}
+
+/// A held request the core let go of continues (unless it was answered).
+fn resume_if(
+    envoy: &mut HttpFilterHandle<'_>,
+    stream: &ModulePtr<RefCell<Stream>>,
+    status: Option<Status>,
+) {
+    let replied = stream
+        .get()
+        .and_then(|c| c.try_borrow().ok())
+        .is_none_or(|s| s.replied || s.dead);
+    if status == Some(Status::Continue) && !replied {
+        envoy.continue_decoding();
+    }
+}
+
+/// The outcome of a call, as the core reads it.
+fn callout_result(
+    result: u32,
+    headers: &[EnvoyHttpHeader<'_>],
+    chunks: &[EnvoyBuffer<'_>],
+) -> CalloutResult {
+    match result {
+        abi::CALLOUT_SUCCESS => {
+            let headers: Vec<(String, String)> = headers
+                .iter()
+                .map(|h| {
+                    (
+                        String::from_utf8_lossy(h.name.as_bytes()).into_owned(),
+                        String::from_utf8_lossy(h.value.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let status = headers
+                .iter()
+                .find(|(n, _)| n == ":status")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = Vec::with_capacity(chunks.iter().map(|c| c.as_bytes().len()).sum());
+            for c in chunks {
+                body.extend_from_slice(c.as_bytes());
+            }
+            CalloutResult::Response {
+                status,
+                headers,
+                body,
+            }
+        }
+        abi::CALLOUT_RESET => CalloutResult::Failed("the connection failed or was reset"),
+        abi::CALLOUT_EXCEED_RESPONSE_BUFFER_LIMIT => {
+            CalloutResult::Failed("the answer was too large")
+        }
+        _ => CalloutResult::Failed("unknown outcome"),
+    }
+}
+
+/// Queued background exchanges run here, on the main thread.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    mut envoy: FilterConfigHandle<'_>,
+    root: ModulePtr<Root>,
+    event_id: u64,
+) {
+    guard("config_scheduled", (), || {
+        let Some(root) = root.get() else { return };
+        if event_id != EVENT_RUN_EXCHANGES {
+            return;
+        }
+        for mut job in registry().take_queued() {
+            let step = job.start(unix_millis());
+            root.drive(&mut envoy, job, step);
+        }
+    })
+}
+
+/// A background exchange's call ended.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+    mut envoy: FilterConfigHandle<'_>,
+    root: ModulePtr<Root>,
+    callout_id: u64,
+    result: u32,
+    headers: EnvoyArray<'_, EnvoyHttpHeader<'_>>,
+    headers_size: usize,
+    body_chunks: EnvoyArray<'_, EnvoyBuffer<'_>>,
+    body_chunks_size: usize,
+) {
+    guard("config_callout_done", (), || {
+        let Some(root) = root.get() else { return };
+        let Some(mut job) = lock(&root.background).remove(&callout_id) else {
+            return;
+        };
+        let outcome = callout_result(
+            result,
+            headers.as_slice(headers_size),
+            body_chunks.as_slice(body_chunks_size),
+        );
+        let step = job.on_result(&outcome, unix_millis());
+        root.drive(&mut envoy, job, step);
+    })
+}
+
+impl Root {
+    /// Makes a background exchange's next call, or lets it end.
+    fn drive(&self, envoy: &mut FilterConfigHandle<'_>, mut job: ExchangeJob, mut step: Step) {
+        loop {
+            let call = match step {
+                Step::Call(call) => call,
+                Step::Done(Ok(())) => return,
+                Step::Done(Err(e)) => {
+                    abi::log(
+                        LogLevel::Warn,
+                        &format!("aigw: background credential refresh failed: {e}"),
+                    );
+                    return;
+                }
+            };
+            let timeout = call.timeout.as_millis() as u64;
+            match envoy.http_callout(&call.cluster, &call.headers, &call.body, timeout) {
+                Ok(id) => {
+                    lock(&self.background).insert(id, job);
+                    return;
+                }
+                Err(e) => {
+                    step = job.on_result(&CalloutResult::Failed(init_failure(e)), unix_millis())
+                }
+            }
+        }
+    }
+}
+
+/// Why Envoy refused to start a call.
+fn init_failure(e: CalloutInit) -> &'static str {
+    match e {
+        CalloutInit::ClusterNotFound => "the cluster is not configured in Envoy",
+        CalloutInit::MissingRequiredHeaders => "the call lacks :method, :path or host",
+        _ => "Envoy could not start the call",
+    }
+}
+
+// Hooks for features the gateway does not use (streaming calls, watermarks of
+// terminal filters). Envoy requires the symbols; they do nothing.
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
@@ -369,14 +650,6 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
     _stream: ModulePtr<RefCell<Stream>>,
     _stream_id: u64,
     _reason: u32,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
-    _envoy: HttpFilterHandle<'_>,
-    _stream: ModulePtr<RefCell<Stream>>,
-    _event_id: u64,
 ) {
 }
 
@@ -442,6 +715,10 @@ const STOP: Option<Status> = Some(Status::StopIteration);
 
 /// Drives one stream hook: borrows the stream, calls the core via `step`, releases
 /// the borrow, then applies the actions in order. `None` means "let it pass".
+///
+/// Calls and parks need the stream again once applied: a call's id is recorded, a
+/// park gets its waker, and a call Envoy refuses at once is handed back to the core
+/// as failed, whose answer decides the hook's status.
 fn run(
     envoy: &mut HttpFilterHandle<'_>,
     stream: &ModulePtr<RefCell<Stream>>,
@@ -460,24 +737,87 @@ fn run(
             return PASS;
         }
         let mut actions = Vec::new();
-        let status = step(&mut s, envoy, &mut actions);
-        if actions
-            .iter()
-            .any(|a| matches!(a, Action::SendLocalReply { .. }))
-        {
-            s.replied = true;
+        let mut status = step(&mut s, envoy, &mut actions);
+        loop {
+            if actions
+                .iter()
+                .any(|a| matches!(a, Action::SendLocalReply { .. }))
+            {
+                s.replied = true;
+            }
+            let counters = s.counters;
+            drop(s);
+            let mut after = Vec::new();
+            for action in actions.drain(..) {
+                if let Some(a) = apply(envoy, dir, &counters, action) {
+                    after.push(a);
+                }
+            }
+            let Ok(again) = cell.try_borrow_mut() else {
+                return Some(status);
+            };
+            s = again;
+            let mut refused = None;
+            for a in after {
+                match a {
+                    After::Called {
+                        id,
+                        envoy_id: Ok(e),
+                    } => s.calls.push((e, id)),
+                    After::Called {
+                        id,
+                        envoy_id: Err(e),
+                    } => refused = Some((id, e)),
+                    After::Park => {
+                        let waker = s.waker(envoy);
+                        match waker {
+                            Some(w) => s.core.set_waker(Waker::from(w)),
+                            None => abi::log(
+                                LogLevel::Error,
+                                "aigw: no scheduler to wake a held request",
+                            ),
+                        }
+                    }
+                }
+            }
+            let Some((id, e)) = refused else {
+                return Some(status);
+            };
+            let failed = CalloutResult::Failed(init_failure(e));
+            let next = s.core.on_callout_done(id, failed, now(), &mut actions);
+            // Answered here, or let go: the hook's own status says so.
+            if next == Status::Continue {
+                status = Status::Continue;
+            }
         }
-        let counters = s.counters;
-        drop(s);
-        for action in actions {
-            apply(envoy, dir, &counters, action);
-        }
-        Some(status)
     }));
     result.unwrap_or_else(|payload| {
         on_panic(envoy, cell, panic_message(payload.as_ref()));
         STOP
     })
+}
+
+/// What applying an action leaves for the stream to record.
+enum After {
+    Called {
+        id: u32,
+        envoy_id: Result<u64, CalloutInit>,
+    },
+    Park,
+}
+
+impl Stream {
+    /// This stream's waker, its scheduler made at the first use (here, on its worker
+    /// thread, as Envoy requires).
+    fn waker(&mut self, envoy: &mut HttpFilterHandle<'_>) -> Option<Arc<StreamWaker>> {
+        if self.waker.is_none() {
+            let scheduler = envoy.new_scheduler()?;
+            self.waker = Some(Arc::new(StreamWaker {
+                scheduler: Mutex::new(Some(scheduler)),
+            }));
+        }
+        self.waker.clone()
+    }
 }
 
 /// After a panic: mark the stream dead, count it, answer 500 if no response has
@@ -524,7 +864,12 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 }
 
 /// Applies one action of the core to Envoy's stream.
-fn apply(envoy: &mut HttpFilterHandle<'_>, dir: Direction, counters: &Counters, action: Action) {
+fn apply(
+    envoy: &mut HttpFilterHandle<'_>,
+    dir: Direction,
+    counters: &Counters,
+    action: Action,
+) -> Option<After> {
     match action {
         Action::SetHeader { name, value } => {
             envoy.set_header(dir.headers(), &name, &value);
@@ -570,7 +915,14 @@ fn apply(envoy: &mut HttpFilterHandle<'_>, dir: Direction, counters: &Counters, 
                 envoy.increment_counter(id, 1);
             }
         }
+        Action::Call { id, call } => {
+            let timeout = call.timeout.as_millis() as u64;
+            let envoy_id = envoy.http_callout(&call.cluster, &call.headers, &call.body, timeout);
+            return Some(After::Called { id, envoy_id });
+        }
+        Action::Park => return Some(After::Park),
     }
+    None
 }
 
 /// Envoy has no "replace": drain, then append. The core replaces everything this

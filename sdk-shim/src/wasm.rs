@@ -32,11 +32,16 @@
 //! - Clearing the route cache goes through Envoy's foreign function
 //!   `clear_route_cache`.
 
-use std::cell::OnceCell;
-use std::sync::Arc;
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::sync::{Arc, OnceLock};
+use std::task::{Wake, Waker};
+use std::time::Duration;
 
-use aigw_filter::host::{Counter, LogLevel};
-use aigw_filter::machine::upstream::SAVED_REQUEST_KEY;
+use aigw_filter::auth::exchange::{ExchangeJob, Registry, Step};
+use aigw_filter::host::{Callout, CalloutResult, Counter, LogLevel};
+use aigw_filter::machine::SAVED_REQUEST_KEY;
 use aigw_filter::policy::ratelimit::CountStore;
 use aigw_filter::{
     Action as CoreAction, Config, FilterRole, Headers, HttpFilter, MetadataValue,
@@ -81,11 +86,171 @@ struct Root {
     role: Option<FilterRole>,
     /// The core's counters ([`Counter::ALL`] order), where the host defined them.
     counters: Counters,
+    /// Background credential exchanges this root runs, by their call's token.
+    background: HashMap<u32, ExchangeJob>,
 }
 
 type Counters = [Option<u32>; Counter::ALL.len()];
 
-impl Context for Root {}
+/// How often a root with exchanged credentials looks for queued background
+/// exchanges and for requests woken in a hook that could not resume them.
+const TICK: Duration = Duration::from_millis(100);
+
+/// This VM's exchanged credentials, shared by its roots (router and upstream
+/// plugins of one VM) and their streams. Each VM (one per worker) has its own: VMs
+/// share no memory, so each fetches and refreshes its tokens itself.
+fn registry() -> &'static Arc<Registry> {
+    static REGISTRY: OnceLock<Arc<Registry>> = OnceLock::new();
+    REGISTRY.get_or_init(Registry::new)
+}
+
+thread_local! {
+    /// Every live stream of this VM, by context id: a wake or a call's answer may
+    /// be for a stream other than the one whose hook runs.
+    static STREAMS: RefCell<HashMap<u32, Weak<RefCell<StreamCore>>>> = RefCell::new(HashMap::new());
+    /// Streams woken since the last delivery.
+    static WOKEN: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// Calls made for streams: the host's token, the stream, the core's id.
+    static CALLS: RefCell<HashMap<u32, (u32, u32)>> = RefCell::new(HashMap::new());
+}
+
+/// A parked stream's waker: notes the stream for delivery on this VM's thread.
+struct WasmWake(u32);
+
+impl Wake for WasmWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        WOKEN.with(|w| w.borrow_mut().push(self.0));
+    }
+}
+
+/// Hands the woken streams their wake, each in its own context. Not from a hook of
+/// a stream that is ending: a call a woken stream makes there would be registered
+/// to the ending stream and its answer lost, so those wait for the root's tick.
+fn deliver_wakes() {
+    loop {
+        let woken: Vec<u32> = WOKEN.with(|w| std::mem::take(&mut *w.borrow_mut()));
+        if woken.is_empty() {
+            return;
+        }
+        for id in woken {
+            if let Some(core) = stream_core(id) {
+                if host::set_effective_context(id).is_ok() {
+                    if let Ok(mut c) = core.try_borrow_mut() {
+                        c.wake();
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn stream_core(id: u32) -> Option<Rc<RefCell<StreamCore>>> {
+    STREAMS.with(|s| s.borrow().get(&id).and_then(Weak::upgrade))
+}
+
+/// A call's answer, as the host holds it in the answer's hook.
+fn call_result(num_headers: usize, body_size: usize) -> CalloutResult {
+    if num_headers == 0 {
+        return CalloutResult::Failed("no answer (refused, reset or timed out)");
+    }
+    let headers = host::headers(host::MapType::HttpCallResponse);
+    let status = headers
+        .iter()
+        .find(|(n, _)| n == ":status")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let body = if body_size == 0 {
+        Vec::new()
+    } else {
+        host::buffer(host::BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default()
+    };
+    CalloutResult::Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Delivers a call's answer to the stream it was made for.
+fn answer_call(token: u32, result: CalloutResult) -> bool {
+    let Some((ctx, id)) = CALLS.with(|c| c.borrow_mut().remove(&token)) else {
+        return false;
+    };
+    if let Some(core) = stream_core(ctx) {
+        if host::set_effective_context(ctx).is_ok() {
+            if let Ok(mut c) = core.try_borrow_mut() {
+                c.call_done(id, result);
+            }
+        }
+    }
+    true
+}
+
+/// Makes a call from the current context; the token, or why not.
+fn dispatch(call: &Callout) -> Result<u32, &'static str> {
+    let headers: Vec<(&str, &str)> = call
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let body = (!call.body.is_empty()).then_some(call.body.as_slice());
+    proxy_wasm::hostcalls::dispatch_http_call(&call.cluster, headers, body, vec![], call.timeout)
+        .map_err(|_| "the host refused the call (unknown cluster?)")
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let result = call_result(num_headers, body_size);
+        if let Some(mut job) = self.background.remove(&token_id) {
+            let step = job.on_result(&result, unix_millis());
+            self.drive(job, step);
+        } else {
+            answer_call(token_id, result);
+        }
+        deliver_wakes();
+    }
+}
+
+impl Root {
+    /// Makes a background exchange's next call, or lets it end.
+    fn drive(&mut self, mut job: ExchangeJob, mut step: Step) {
+        loop {
+            let call = match step {
+                Step::Call(call) => call,
+                Step::Done(Ok(())) => return,
+                Step::Done(Err(e)) => {
+                    host::log(
+                        LogLevel::Warn,
+                        &format!("background credential refresh failed: {e}"),
+                    );
+                    return;
+                }
+            };
+            match dispatch(&call) {
+                Ok(token) => {
+                    self.background.insert(token, job);
+                    return;
+                }
+                Err(why) => step = job.on_result(&CalloutResult::Failed(why), unix_millis()),
+            }
+        }
+    }
+}
+
+/// Wall-clock Unix milliseconds, as the host tells them.
+fn unix_millis() -> u64 {
+    host::now().as_millis() as u64
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -107,6 +272,7 @@ impl RootContext for Root {
         let bytes = host::plugin_configuration().unwrap_or_default();
         match Config::from_json(&bytes).map(|mut c| {
             c.use_count_store(Arc::new(SharedCounts::for_config(&bytes)));
+            c.share_exchanges(registry());
             c
         }) {
             Ok(config) if !config.secret_files().is_empty() => {
@@ -128,6 +294,9 @@ impl RootContext for Root {
                     host::log(LogLevel::Error, &e);
                     return false;
                 }
+                if config.any_exchange() {
+                    report(host::set_tick_period(TICK), "set the tick period");
+                }
                 self.config = Some(Arc::new(config));
                 self.role = Some(role);
                 true
@@ -140,14 +309,15 @@ impl RootContext for Root {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // The SDK traps on None: without a config (never, as Envoy refuses a failed
         // on_configure) the stream passes through.
         let filter = match (&self.config, self.role) {
             (Some(config), Some(role)) => Some(HttpFilter::new(config.clone(), role)),
             _ => None,
         };
-        Some(Box::new(Stream {
+        let core = Rc::new(RefCell::new(StreamCore {
+            id: context_id,
             filter,
             counters: self.counters,
             role: self.role.unwrap_or(FilterRole::Router),
@@ -155,7 +325,22 @@ impl RootContext for Root {
             request_buffered: 0,
             response_buffered: 0,
             completed: false,
+        }));
+        STREAMS.with(|s| s.borrow_mut().insert(context_id, Rc::downgrade(&core)));
+        Some(Box::new(Stream {
+            id: context_id,
+            core,
         }))
+    }
+
+    /// Background exchanges queued since the last tick, and wakes that could not
+    /// be delivered in the hook that caused them.
+    fn on_tick(&mut self) {
+        for mut job in registry().take_queued() {
+            let step = job.start(unix_millis());
+            self.drive(job, step);
+        }
+        deliver_wakes();
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -226,8 +411,22 @@ impl CountStore for SharedCounts {
     }
 }
 
-/// One HTTP stream.
+/// One HTTP stream, as the SDK holds it: its state lives in [`STREAMS`] too, so a
+/// wake or a call's answer in another context's hook can reach it.
 struct Stream {
+    id: u32,
+    core: Rc<RefCell<StreamCore>>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        STREAMS.with(|s| s.borrow_mut().remove(&self.id));
+    }
+}
+
+/// One HTTP stream's state.
+struct StreamCore {
+    id: u32,
     /// `None` only when the root has no config: everything passes through.
     filter: Option<HttpFilter>,
     counters: Counters,
@@ -251,8 +450,8 @@ enum Direction {
 impl Direction {
     fn headers(self) -> host::MapType {
         match self {
-            Direction::Request => host::MapType::RequestHeaders,
-            Direction::Response => host::MapType::ResponseHeaders,
+            Direction::Request => host::MapType::Request,
+            Direction::Response => host::MapType::Response,
         }
     }
 
@@ -305,21 +504,106 @@ impl Headers for HostHeaders {
 
 impl Context for Stream {
     fn on_done(&mut self) -> bool {
-        self.complete();
+        // Wakes this causes (an exchange it led, handed on) wait for the tick.
+        self.with(StreamCore::complete);
         true
+    }
+
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        answer_call(token_id, call_result(num_headers, body_size));
+        deliver_wakes();
+        let _ = host::set_effective_context(self.id);
     }
 }
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let action = self.with(|c| c.request_headers(end_of_stream));
+        self.after_hook();
+        action
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let action = self.with(|c| c.body(Direction::Request, body_size, end_of_stream));
+        self.after_hook();
+        action
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.with(|c| {
+            let headers = HostHeaders::new(Direction::Response.headers());
+            let now = host::now();
+            let status = c.call(|f, out| f.on_response_headers(&headers, end_of_stream, now, out));
+            c.apply(Direction::Response, None, status).0
+        })
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.with(|c| c.body(Direction::Response, body_size, end_of_stream))
+    }
+
+    /// Envoy calls this while writing access logs, before `on_done`: metadata of a
+    /// response that never reached its end still gets written.
+    fn on_log(&mut self) {
+        self.with(StreamCore::complete);
+    }
+}
+
+impl Stream {
+    /// Runs `f` on this stream's state. It is never borrowed elsewhere during a hook
+    /// of its own (deliveries to other streams happen after), so the fallback, to
+    /// let the stream pass, is never expected.
+    fn with<R>(&mut self, f: impl FnOnce(&mut StreamCore) -> R) -> R
+    where
+        R: PassValue,
+    {
+        match self.core.try_borrow_mut() {
+            Ok(mut c) => f(&mut c),
+            Err(_) => R::pass(),
+        }
+    }
+
+    /// Wakes this hook caused for other streams of the VM, delivered now.
+    fn after_hook(&self) {
+        if WOKEN.with(|w| !w.borrow().is_empty()) {
+            deliver_wakes();
+            let _ = host::set_effective_context(self.id);
+        }
+    }
+}
+
+/// What a hook answers when the stream's state cannot be had.
+trait PassValue {
+    fn pass() -> Self;
+}
+
+impl PassValue for Action {
+    fn pass() -> Self {
+        Action::Continue
+    }
+}
+
+impl PassValue for () {
+    fn pass() -> Self {}
+}
+
+impl StreamCore {
+    fn request_headers(&mut self, end_of_stream: bool) -> Action {
+        let ms = unix_millis();
         if self.role == FilterRole::Upstream {
             let backend = upstream_backend();
             let saved = host::property(&[SAVED_REQUEST_KEY]).filter(|v| !v.is_empty());
             if let Some(f) = self.filter.as_mut() {
-                f.bind_backend(backend.as_deref(), host::now().as_secs(), saved.as_deref());
+                f.bind_backend(backend.as_deref(), ms, saved.as_deref());
             }
         } else if let Some(f) = self.filter.as_mut() {
-            f.set_unix_seconds(host::now().as_secs());
+            f.set_unix_millis(ms);
         }
         let headers = HostHeaders::new(Direction::Request.headers());
         let now = host::now();
@@ -327,29 +611,41 @@ impl HttpContext for Stream {
         self.apply(Direction::Request, None, status).0
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.body(Direction::Request, body_size, end_of_stream)
-    }
-
-    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let headers = HostHeaders::new(Direction::Response.headers());
+    /// A call made for this stream ended.
+    fn call_done(&mut self, id: u32, result: CalloutResult) {
         let now = host::now();
-        let status = self.call(|f, out| f.on_response_headers(&headers, end_of_stream, now, out));
-        self.apply(Direction::Response, None, status).0
+        let ms = unix_millis();
+        let status = self.call(|f, out| {
+            f.set_unix_millis(ms);
+            f.on_callout_done(id, result, now, out)
+        });
+        self.resume(status);
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.body(Direction::Response, body_size, end_of_stream)
+    /// The shared work this stream waited on ended.
+    fn wake(&mut self) {
+        let now = host::now();
+        let ms = unix_millis();
+        let status = self.call(|f, out| {
+            f.set_unix_millis(ms);
+            f.on_wake(now, out)
+        });
+        self.resume(status);
     }
 
-    /// Envoy calls this while writing access logs, before `on_done`: metadata of a
-    /// response that never reached its end still gets written.
-    fn on_log(&mut self) {
-        self.complete();
+    /// Applies what the core did outside a body hook of its own, and resumes the
+    /// held request if the core let it go.
+    fn resume(&mut self, status: Option<CoreStatus>) {
+        let held = BodyCall {
+            size: self.request_buffered,
+        };
+        let (action, size) = self.apply(Direction::Request, Some(held), status);
+        self.request_buffered = size;
+        if action == Action::Continue && status == Some(CoreStatus::Continue) {
+            self.request_buffered = 0;
+            report(host::continue_request(), "resume the request");
+        }
     }
-}
-
-impl Stream {
     /// Runs one core call with the reused action list; `None` when passing through.
     fn call(
         &mut self,
@@ -414,6 +710,8 @@ impl Stream {
         let mut size = body.map_or(0, |b| b.size);
         let mut replied = false;
         let mut out = std::mem::take(&mut self.out);
+        // Calls the host refused at once: the core hears of them after the rest.
+        let mut refused = Vec::new();
         for action in out.drain(..) {
             match action {
                 CoreAction::SetHeader { name, value } => {
@@ -472,9 +770,33 @@ impl Stream {
                         report(host::increment_counter(id), "increment a counter");
                     }
                 }
+                CoreAction::Call { id, call } => match dispatch(&call) {
+                    Ok(token) => CALLS.with(|c| {
+                        c.borrow_mut().insert(token, (self.id, id));
+                    }),
+                    Err(why) => refused.push((id, why)),
+                },
+                CoreAction::Park => {
+                    if let Some(f) = self.filter.as_mut() {
+                        f.set_waker(Waker::from(Arc::new(WasmWake(self.id))));
+                    }
+                }
             }
         }
         self.out = out;
+        let mut status = status;
+        for (id, why) in refused {
+            let now = host::now();
+            let next =
+                self.call(|f, out| f.on_callout_done(id, CalloutResult::Failed(why), now, out));
+            let (_, new_size) = self.apply(dir, body.map(|_| BodyCall { size }), next);
+            size = new_size;
+            // Answered here, or let go: this hook's own status says so.
+            if next == Some(CoreStatus::Continue) {
+                status = next;
+            }
+            replied |= self.filter.as_ref().is_some_and(HttpFilter::replied);
+        }
         let action = match status {
             _ if replied => Action::Pause,
             None | Some(CoreStatus::Continue) => Action::Continue,
@@ -537,8 +859,9 @@ mod host {
     #[derive(Clone, Copy)]
     #[repr(u32)]
     pub enum MapType {
-        RequestHeaders = 0,
-        ResponseHeaders = 2,
+        Request = 0,
+        Response = 2,
+        HttpCallResponse = 6,
     }
 
     /// Buffers (proxy-wasm ABI numbering).
@@ -547,6 +870,7 @@ mod host {
     pub enum BufferType {
         RequestBody = 0,
         ResponseBody = 1,
+        HttpCallResponseBody = 4,
         PluginConfiguration = 7,
     }
 
@@ -632,6 +956,9 @@ mod host {
             return_id: *mut u32,
         ) -> u32;
         fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+        fn proxy_set_effective_context(context_id: u32) -> u32;
+        fn proxy_continue_stream(stream_type: u32) -> u32;
+        fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
         fn proxy_call_foreign_function(
             name: *const u8,
             name_size: usize,
@@ -819,6 +1146,24 @@ mod host {
     pub fn increment_counter(id: u32) -> Result<(), HostError> {
         // SAFETY: plain values.
         check(unsafe { proxy_increment_metric(id, 1) })
+    }
+
+    /// Makes `context_id` the stream later host calls act on.
+    pub fn set_effective_context(context_id: u32) -> Result<(), HostError> {
+        // SAFETY: plain values.
+        check(unsafe { proxy_set_effective_context(context_id) })
+    }
+
+    /// Resumes the effective stream's held request (stream type 0: the request).
+    pub fn continue_request() -> Result<(), HostError> {
+        // SAFETY: plain values.
+        check(unsafe { proxy_continue_stream(0) })
+    }
+
+    /// Calls the root's `on_tick` every `period`.
+    pub fn set_tick_period(period: Duration) -> Result<(), HostError> {
+        // SAFETY: plain values.
+        check(unsafe { proxy_set_tick_period_milliseconds(period.as_millis() as u32) })
     }
 
     /// Envoy's foreign function `clear_route_cache` (no arguments, no result).

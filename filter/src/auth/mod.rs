@@ -4,11 +4,13 @@
 //!
 //! Errors name the backend and the file at most, never a value.
 
+pub mod exchange;
 pub mod secrets;
 pub mod sigv4;
 
 use std::fmt;
 
+use crate::auth::exchange::Token;
 use crate::auth::secrets::Secret;
 use crate::auth::secrets::SecretStore;
 use crate::config::backend::{Auth, AwsCredentials, Backend, KeyHeader};
@@ -40,13 +42,18 @@ pub enum AuthError {
     BadCredentialsFile { source: String, profile: String },
     /// The request could not be signed (500).
     Signing(sigv4::SigningError),
+    /// The credential the gateway exchanges for itself is not available: the
+    /// exchange failed (503). The message names no secret.
+    Exchange { message: String },
 }
 
 impl AuthError {
     pub fn status(&self) -> u16 {
         match self {
             AuthError::Missing { .. } => 401,
-            AuthError::Unavailable { .. } | AuthError::BadCredentialsFile { .. } => 503,
+            AuthError::Unavailable { .. }
+            | AuthError::BadCredentialsFile { .. }
+            | AuthError::Exchange { .. } => 503,
             AuthError::Signing(_) => 500,
         }
     }
@@ -67,16 +74,22 @@ impl fmt::Display for AuthError {
                 "the AWS credentials file in {source} has no complete profile '{profile}'"
             ),
             AuthError::Signing(e) => write!(f, "{e}"),
+            AuthError::Exchange { message } => write!(
+                f,
+                "the gateway could not obtain a credential for this model's provider: {message}"
+            ),
         }
     }
 }
 
 /// The headers that authenticate `req` to `backend`: from the client's override
 /// header (`override_value`) when the backend allows one and it was sent, else from
-/// the backend's configured auth. Empty when the backend needs none.
+/// the backend's configured auth (`exchanged`: the credential of its exchange, when
+/// it has one and the caller holds it). Empty when the backend needs none.
 pub fn headers(
     backend: &Backend,
     secrets: &SecretStore,
+    exchanged: Option<&Token>,
     override_value: Option<&str>,
     req: &Outgoing<'_>,
 ) -> Result<Vec<(String, String)>, AuthError> {
@@ -100,6 +113,12 @@ pub fn headers(
             let value = secrets.resolve(token).ok_or_else(|| unavailable(token))?;
             Ok(vec![key_header(&KeyHeader::Bearer, &value)])
         }
+        Auth::Exchanged(_) => {
+            match exchanged.ok_or_else(|| exchange_error("no credential has been obtained yet"))? {
+                Token::Bearer(value) => Ok(vec![key_header(&KeyHeader::Bearer, value)]),
+                Token::Aws(_) => Err(exchange_error("the exchange gave AWS keys, not a token")),
+            }
+        }
         Auth::AwsSigV4 {
             region,
             service,
@@ -114,6 +133,14 @@ pub fn headers(
                         profile: profile.clone(),
                     })?
                 }
+                AwsCredentials::Exchanged(_) => match exchanged
+                    .ok_or_else(|| exchange_error("no credential has been obtained yet"))?
+                {
+                    Token::Aws(c) => (**c).clone(),
+                    Token::Bearer(_) => {
+                        return Err(exchange_error("the exchange gave a token, not AWS keys"))
+                    }
+                },
             };
             let (path, query) = req.path.split_once('?').unwrap_or((req.path, ""));
             let mut signed = vec![("host", req.authority)];
@@ -146,6 +173,12 @@ pub fn headers(
     }
 }
 
+fn exchange_error(message: &str) -> AuthError {
+    AuthError::Exchange {
+        message: message.to_string(),
+    }
+}
+
 fn unavailable(secret: &Secret) -> AuthError {
     AuthError::Unavailable {
         source: describe(secret),
@@ -153,7 +186,7 @@ fn unavailable(secret: &Secret) -> AuthError {
 }
 
 /// Where a credential comes from, for messages (never its value).
-fn describe(secret: &Secret) -> String {
+pub(crate) fn describe(secret: &Secret) -> String {
     match secret {
         Secret::File(path) => format!("file {path}"),
         Secret::Env(name) => format!("environment variable {name}"),
@@ -260,7 +293,7 @@ mod tests {
             let (c, b) = backend(serde_json::json!({
                 "name": "b", "schema": {"name": schema}, "auth": {"apiKey": {"value": "k1"}}
             }));
-            let h = headers(&b, c.secrets(), None, &req(b"{}")).unwrap();
+            let h = headers(&b, c.secrets(), None, None, &req(b"{}")).unwrap();
             assert_eq!(h, vec![(header.to_string(), value.to_string())], "{schema}");
         }
     }
@@ -271,13 +304,13 @@ mod tests {
             "name": "b", "schema": {"name": "OpenAI"}, "auth": {"apiKey": {"file": "/k"}}
         }));
         c.secrets().set("/k", b"Bearer sk-123\n");
-        let h = headers(&b, c.secrets(), None, &req(b"{}")).unwrap();
+        let h = headers(&b, c.secrets(), None, None, &req(b"{}")).unwrap();
         assert_eq!(h[0].1, "Bearer sk-123");
         let (c, b) = backend(serde_json::json!({
             "name": "b", "schema": {"name": "Anthropic"}, "auth": {"apiKey": {"value": "bearer sk-ant"}}
         }));
         assert_eq!(
-            headers(&b, c.secrets(), None, &req(b"{}")).unwrap()[0].1,
+            headers(&b, c.secrets(), None, None, &req(b"{}")).unwrap()[0].1,
             "sk-ant"
         );
     }
@@ -288,9 +321,9 @@ mod tests {
             "name": "b", "schema": {"name": "Anthropic"},
             "credentialOverride": {"header": "x-provider-key"}
         }));
-        let h = headers(&b, c.secrets(), Some("client-key"), &req(b"{}")).unwrap();
+        let h = headers(&b, c.secrets(), None, Some("client-key"), &req(b"{}")).unwrap();
         assert_eq!(h, vec![("x-api-key".into(), "client-key".into())]);
-        let e = headers(&b, c.secrets(), None, &req(b"{}")).unwrap_err();
+        let e = headers(&b, c.secrets(), None, None, &req(b"{}")).unwrap_err();
         assert_eq!(e.status(), 401);
         assert!(e.to_string().contains("x-provider-key"));
         // With a configured key, no override falls back to it.
@@ -299,7 +332,7 @@ mod tests {
             "auth": {"apiKey": {"value": "conf"}},
             "credentialOverride": {"header": "x-provider-key"}
         }));
-        let h = headers(&b, c.secrets(), Some("  "), &req(b"{}")).unwrap();
+        let h = headers(&b, c.secrets(), None, Some("  "), &req(b"{}")).unwrap();
         assert_eq!(h[0].1, "Bearer conf");
     }
 
@@ -310,13 +343,13 @@ mod tests {
             "auth": {"bearerToken": {"file": "/var/run/token"}}
         }));
         assert_eq!(c.secret_files(), vec!["/var/run/token"]);
-        let e = headers(&b, c.secrets(), None, &req(b"{}")).unwrap_err();
+        let e = headers(&b, c.secrets(), None, None, &req(b"{}")).unwrap_err();
         assert_eq!(e.status(), 503);
         c.secrets().set("/var/run/token", b"ya29.one\n");
-        let h = headers(&b, c.secrets(), None, &req(b"{}")).unwrap();
+        let h = headers(&b, c.secrets(), None, None, &req(b"{}")).unwrap();
         assert_eq!(h[0].1, "Bearer ya29.one");
         c.secrets().set("/var/run/token", b"ya29.two");
-        let h = headers(&b, c.secrets(), None, &req(b"{}")).unwrap();
+        let h = headers(&b, c.secrets(), None, None, &req(b"{}")).unwrap();
         assert_eq!(h[0].1, "Bearer ya29.two");
     }
 
@@ -326,13 +359,13 @@ mod tests {
             "name": "b", "schema": {"name": "Anthropic"}, "auth": {"apiKey": {"env": "ANTHROPIC_KEY"}}
         }));
         assert_eq!(c.secret_env(), ["ANTHROPIC_KEY"]);
-        let e = headers(&b, c.secrets(), None, &req(b"{}")).unwrap_err();
+        let e = headers(&b, c.secrets(), None, None, &req(b"{}")).unwrap_err();
         assert_eq!(
             e.to_string(),
             "the credential environment variable ANTHROPIC_KEY could not be read"
         );
         c.secrets().set_env("ANTHROPIC_KEY", "sk-ant-env\n");
-        let h = headers(&b, c.secrets(), None, &req(b"{}")).unwrap();
+        let h = headers(&b, c.secrets(), None, None, &req(b"{}")).unwrap();
         assert_eq!(h, [("x-api-key".to_string(), "sk-ant-env".to_string())]);
 
         // An AWS shared credentials file's text, in one variable.
@@ -345,7 +378,7 @@ mod tests {
             "AWS_CREDS",
             "[default]\naws_access_key_id=A0\naws_secret_access_key=S0\n",
         );
-        let e = headers(&b, c.secrets(), None, &req(b"{}")).unwrap_err();
+        let e = headers(&b, c.secrets(), None, None, &req(b"{}")).unwrap_err();
         assert!(e
             .to_string()
             .contains("environment variable AWS_CREDS has no complete profile 'bedrock'"));
@@ -353,7 +386,7 @@ mod tests {
             "AWS_CREDS",
             "[bedrock]\naws_access_key_id=AKIDENV\naws_secret_access_key=S1\n",
         );
-        let h = headers(&b, c.secrets(), None, &req(b"{}")).unwrap();
+        let h = headers(&b, c.secrets(), None, None, &req(b"{}")).unwrap();
         assert!(h
             .iter()
             .any(|(n, v)| n == "authorization" && v.contains("Credential=AKIDENV/")));
@@ -385,7 +418,7 @@ mod tests {
             "name": "b", "schema": {"name": "AWSBedrock"}, "region": "us-east-1",
             "auth": {"awsSigV4": {"accessKeyId": "AKIDEXAMPLE", "secretAccessKey": "s3cr3t", "sessionToken": "tok"}}
         }));
-        let h = headers(&b, c.secrets(), None, &req(b"{\"a\":1}")).unwrap();
+        let h = headers(&b, c.secrets(), None, None, &req(b"{\"a\":1}")).unwrap();
         let names: Vec<_> = h.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
@@ -397,7 +430,7 @@ mod tests {
         ));
         assert!(auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token"));
         // Another body, another signature.
-        let h2 = headers(&b, c.secrets(), None, &req(b"{\"a\":2}")).unwrap();
+        let h2 = headers(&b, c.secrets(), None, None, &req(b"{\"a\":2}")).unwrap();
         assert_ne!(h2[2].1, h[2].1);
         assert!(!format!("{b:?}").contains("s3cr3t"));
     }
@@ -427,7 +460,7 @@ mod tests {
             "auth": {"awsSigV4": {"credentialsFile": "/aws/credentials", "profile": "prod"}}
         }));
         c.secrets().set("/aws/credentials", text.as_bytes());
-        let h = headers(&b, c.secrets(), None, &req(b"{}")).unwrap();
+        let h = headers(&b, c.secrets(), None, None, &req(b"{}")).unwrap();
         assert!(h
             .iter()
             .any(|(n, v)| n == "x-amz-security-token" && v == "T2"));

@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 
 /// A credential as the configuration gives it.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum Secret {
     /// The value itself (resolved by the config compiler).
     Inline(Arc<str>),

@@ -693,7 +693,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                if round % 2 == 1 || x % 31 == 0 {
+                if round % 2 == 1 || x.is_multiple_of(31) {
                     *b = x as u8;
                 }
             }

@@ -7,8 +7,12 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::auth::exchange::ExchangeSpec;
 use crate::auth::secrets::Secret;
 use crate::auth::sigv4::Credentials;
+use crate::config::exchange::{
+    RawAssumeRole, RawAzure, RawGoogleServiceAccount, RawGoogleWorkloadIdentity, RawWebIdentity,
+};
 use crate::config::ConfigError;
 
 /// The wire schema a backend speaks, with what its paths need.
@@ -120,8 +124,9 @@ pub enum KeyHeader {
     Named(String),
 }
 
-/// AWS credentials: given, or read from a credentials file (INI, one profile).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// AWS credentials: given, read from a credentials file (INI, one profile), or
+/// temporary ones from STS.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum AwsCredentials {
     Static(Credentials),
     /// A shared credentials file's text, from a file or an environment variable.
@@ -129,6 +134,8 @@ pub enum AwsCredentials {
         source: Secret,
         profile: String,
     },
+    /// From an STS exchange the gateway makes (web identity, assume role).
+    Exchanged(Arc<ExchangeSpec>),
 }
 
 /// How the gateway authenticates to a backend.
@@ -140,6 +147,9 @@ pub enum Auth {
     },
     /// An OAuth access token (Azure Entra ID, GCP), `authorization: Bearer`.
     BearerToken(Secret),
+    /// An OAuth access token the gateway exchanges for itself (Azure Entra ID,
+    /// Google), `authorization: Bearer`.
+    Exchanged(Arc<ExchangeSpec>),
     AwsSigV4 {
         region: String,
         service: String,
@@ -189,28 +199,51 @@ pub struct Backend {
 impl Backend {
     /// Files the host must read for this backend's credentials.
     pub fn secret_files(&self) -> Vec<&str> {
-        match self.secret_source() {
-            Some(Secret::File(p)) => vec![p.as_str()],
-            _ => Vec::new(),
-        }
+        self.secret_sources()
+            .into_iter()
+            .filter_map(|s| match s {
+                Secret::File(p) => Some(p.as_str()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Environment variables the host must read for this backend's credentials.
     pub fn secret_env(&self) -> Vec<&str> {
-        match self.secret_source() {
-            Some(Secret::Env(name)) => vec![name.as_str()],
-            _ => Vec::new(),
-        }
+        self.secret_sources()
+            .into_iter()
+            .filter_map(|s| match s {
+                Secret::Env(name) => Some(name.as_str()),
+                _ => None,
+            })
+            .collect()
     }
 
-    fn secret_source(&self) -> Option<&Secret> {
+    fn secret_sources(&self) -> Vec<&Secret> {
         match &self.auth {
             Some(Auth::ApiKey { key: s, .. })
             | Some(Auth::BearerToken(s))
             | Some(Auth::AwsSigV4 {
                 credentials: AwsCredentials::File { source: s, .. },
                 ..
-            }) => Some(s),
+            }) => vec![s],
+            Some(Auth::Exchanged(spec))
+            | Some(Auth::AwsSigV4 {
+                credentials: AwsCredentials::Exchanged(spec),
+                ..
+            }) => spec.secrets(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The exchange the gateway makes for this backend's credential, if any.
+    pub fn exchange(&self) -> Option<&Arc<ExchangeSpec>> {
+        match &self.auth {
+            Some(Auth::Exchanged(spec))
+            | Some(Auth::AwsSigV4 {
+                credentials: AwsCredentials::Exchanged(spec),
+                ..
+            }) => Some(spec),
             _ => None,
         }
     }
@@ -219,7 +252,7 @@ impl Backend {
     pub fn override_header(&self) -> KeyHeader {
         match &self.auth {
             Some(Auth::ApiKey { header, .. }) => header.clone(),
-            Some(Auth::BearerToken(_)) => KeyHeader::Bearer,
+            Some(Auth::BearerToken(_) | Auth::Exchanged(_)) => KeyHeader::Bearer,
             _ => self.schema.api_key_header(),
         }
     }
@@ -270,17 +303,29 @@ struct RawAuth {
     bearer_token: Option<RawSecret>,
     #[serde(default)]
     aws_sig_v4: Option<RawSigV4>,
+    #[serde(default)]
+    azure_entra_id: Option<RawAzure>,
+    #[serde(default)]
+    gcp_service_account: Option<RawGoogleServiceAccount>,
+    #[serde(default)]
+    gcp_workload_identity: Option<RawGoogleWorkloadIdentity>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawSecret {
+pub(crate) struct RawSecret {
     #[serde(default)]
     value: Option<String>,
     #[serde(default)]
     file: Option<String>,
     #[serde(default)]
     env: Option<String>,
+}
+
+impl RawSecret {
+    pub(crate) fn compile(self, path: &str) -> Result<Secret, ConfigError> {
+        secret(self.value, self.file, self.env, path)
+    }
 }
 
 #[derive(Deserialize)]
@@ -317,6 +362,12 @@ struct RawSigV4 {
     credentials_env: Option<String>,
     #[serde(default)]
     profile: Option<String>,
+    /// Temporary keys from STS for an OIDC token.
+    #[serde(default)]
+    web_identity: Option<RawWebIdentity>,
+    /// Temporary keys from STS for a role, signed with the keys above.
+    #[serde(default)]
+    assume_role: Option<RawAssumeRole>,
 }
 
 #[derive(Deserialize)]
@@ -357,7 +408,7 @@ struct RawField {
     value: Value,
 }
 
-fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
         path: path.into(),
         message: message.into(),
@@ -405,7 +456,7 @@ fn non_empty(v: Option<String>, path: &str, what: &str) -> Result<String, Config
     }
 }
 
-fn secret(
+pub(crate) fn secret(
     value: Option<String>,
     file: Option<String>,
     env: Option<String>,
@@ -610,12 +661,27 @@ fn compile_auth(
         a.api_key.is_some(),
         a.bearer_token.is_some(),
         a.aws_sig_v4.is_some(),
+        a.azure_entra_id.is_some(),
+        a.gcp_service_account.is_some(),
+        a.gcp_workload_identity.is_some(),
     ];
     if given.iter().filter(|g| **g).count() != 1 {
         return Err(err(
             p,
-            "exactly one of 'apiKey', 'bearerToken' or 'awsSigV4' is required",
+            "exactly one of 'apiKey', 'bearerToken', 'awsSigV4', 'azureEntraId', 'gcpServiceAccount' or 'gcpWorkloadIdentity' is required",
         ));
+    }
+    if let Some(a) = a.azure_entra_id {
+        let spec = a.compile(&format!("{p}.azureEntraId"))?;
+        return Ok(Auth::Exchanged(Arc::new(spec)));
+    }
+    if let Some(g) = a.gcp_service_account {
+        let spec = g.compile(&format!("{p}.gcpServiceAccount"))?;
+        return Ok(Auth::Exchanged(Arc::new(spec)));
+    }
+    if let Some(g) = a.gcp_workload_identity {
+        let spec = g.compile(&format!("{p}.gcpWorkloadIdentity"))?;
+        return Ok(Auth::Exchanged(Arc::new(spec)));
     }
     if let Some(k) = a.api_key {
         let path = format!("{p}.apiKey");
@@ -682,6 +748,25 @@ fn compile_auth(
         }
         (None, None) => None,
     };
+    if let Some(w) = s.web_identity {
+        let wp = format!("{path}.webIdentity");
+        if s.access_key_id.is_some() || s.secret_access_key.is_some() || shared.is_some() {
+            return Err(err(
+                wp,
+                "takes no other credentials: the role's temporary keys are used",
+            ));
+        }
+        if s.assume_role.is_some() {
+            return Err(err(path, "give webIdentity or assumeRole, not both"));
+        }
+        let spec = w.compile(&region, &wp)?;
+        return Ok(Auth::AwsSigV4 {
+            region,
+            service,
+            credentials: AwsCredentials::Exchanged(Arc::new(spec)),
+        });
+    }
+    let assume_role = s.assume_role;
     let credentials =
         match (s.access_key_id, s.secret_access_key, shared) {
             (Some(id), Some(secret), None) => {
@@ -725,6 +810,13 @@ fn compile_auth(
                 "give either accessKeyId and secretAccessKey, or credentialsFile or credentialsEnv",
             )),
         };
+    let credentials = match assume_role {
+        None => credentials,
+        Some(a) => {
+            let spec = a.compile(credentials, &region, &format!("{path}.assumeRole"))?;
+            AwsCredentials::Exchanged(Arc::new(spec))
+        }
+    };
     Ok(Auth::AwsSigV4 {
         region,
         service,

@@ -6,6 +6,7 @@
 //! (`routes[0].llmRequestCosts[1].cel`), never half-applied.
 
 pub mod backend;
+mod exchange;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::exchange::{Registry, Slot};
 use crate::auth::secrets::SecretStore;
 use crate::config::backend::RawBackend;
 pub use crate::config::backend::{Backend, BackendSchema};
@@ -135,6 +137,10 @@ pub struct Config {
     pub any_cache: bool,
     /// Where the routes' rate-limit counts live (see [`Config::use_count_store`]).
     counts: Arc<dyn CountStore>,
+    /// The slot of each backend's exchanged credential (by backend index), in the
+    /// registry of [`Config::share_exchanges`] (a private one until then).
+    exchange_slots: Vec<Option<Arc<Slot>>>,
+    exchanges: Arc<Registry>,
 }
 
 impl Config {
@@ -202,6 +208,32 @@ impl Config {
             r.rate_limit.count_names().for_each(|n| store.prepare(n));
         }
         self.counts = store;
+    }
+
+    /// Keeps exchanged credentials in `registry` (the host's process-wide one, so
+    /// every worker and both filter instances share them). Call before use.
+    pub fn share_exchanges(&mut self, registry: &Arc<Registry>) {
+        self.exchanges = Arc::clone(registry);
+        self.exchange_slots = self
+            .backends
+            .iter()
+            .map(|b| b.exchange().map(|spec| registry.slot(spec)))
+            .collect();
+    }
+
+    /// The registry exchanged credentials live in.
+    pub fn exchanges(&self) -> &Arc<Registry> {
+        &self.exchanges
+    }
+
+    /// Whether some backend's credential is exchanged by the gateway.
+    pub fn any_exchange(&self) -> bool {
+        self.exchange_slots.iter().any(Option::is_some)
+    }
+
+    /// The slot of backend `index`'s exchanged credential, if it has one.
+    pub fn exchange_slot(&self, index: usize) -> Option<&Arc<Slot>> {
+        self.exchange_slots.get(index)?.as_ref()
     }
 
     pub fn counts(&self) -> &dyn CountStore {
@@ -607,7 +639,7 @@ impl RawConfig {
         }
 
         let any_cache = routes.iter().any(|r| r.cache.is_some());
-        Ok(Config {
+        let mut config = Config {
             models,
             backends,
             routes,
@@ -621,7 +653,11 @@ impl RawConfig {
             request_rules,
             any_cache,
             counts: Arc::new(LocalCounts::default()),
-        })
+            exchange_slots: Vec::new(),
+            exchanges: Registry::new(),
+        };
+        config.share_exchanges(&Registry::new());
+        Ok(config)
     }
 }
 

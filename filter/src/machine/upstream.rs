@@ -4,12 +4,15 @@
 //! retry or fallback that lands on another provider is translated for that one, and
 //! the router instance always sees the client's schema.
 
+use crate::auth::exchange::Token;
 use crate::auth::{self, Outgoing};
 use crate::config::backend::Backend;
 use crate::config::Config;
 use crate::endpoint::Endpoint;
 use crate::error::{ClientSchema, GatewayError};
-use crate::host::{Action, Headers, LogLevel, Status};
+use crate::host::{Action, CalloutResult, Counter, Headers, LogLevel, Status};
+use crate::machine::credentials::{CredentialWait, Need};
+use crate::machine::WaitFor;
 use crate::translate::plan::{self, Attempt, ClientApi, ResponsePlan, StreamTranslator};
 use crate::translate::TranslateError;
 use crate::MODEL_HEADER;
@@ -57,6 +60,8 @@ enum Phase {
     /// Not for the gateway (unknown path or backend): untouched.
     PassThrough,
     RequestBody,
+    /// Held until the backend's exchanged credential is there.
+    Waiting,
     /// Request sent; waiting for the answer's headers.
     Sent,
     /// Reading a whole answer to translate it (`error`: the status was not 2xx).
@@ -87,7 +92,7 @@ pub(crate) struct Upstream {
     phase: Phase,
     backend_name: Option<String>,
     backend: Option<usize>,
-    unix_seconds: u64,
+    unix_ms: u64,
     api: Option<ClientApi>,
     request: Request,
     body: Vec<u8>,
@@ -99,6 +104,11 @@ pub(crate) struct Upstream {
     saved_request: Option<SavedRequest>,
     /// Run by the router-level instance (`routerOnly`): no attempts to save for.
     inline: bool,
+    /// The backend's exchanged credential, while it is being obtained.
+    credential: CredentialWait,
+    /// The request as it will be sent, held until the credential is there.
+    held: Option<(plan::Prepared, Option<Vec<u8>>)>,
+    wait: Option<WaitFor>,
 }
 
 impl Upstream {
@@ -107,7 +117,7 @@ impl Upstream {
             phase: Phase::Start,
             backend_name: None,
             backend: None,
-            unix_seconds: 0,
+            unix_ms: 0,
             api: None,
             request: Request::default(),
             body: Vec::new(),
@@ -117,6 +127,9 @@ impl Upstream {
             saved: SavedHeaders::default(),
             saved_request: None,
             inline: false,
+            credential: CredentialWait::default(),
+            held: None,
+            wait: None,
         }
     }
 
@@ -128,14 +141,33 @@ impl Upstream {
         }
     }
 
-    pub(crate) fn bind(&mut self, backend: Option<&str>, unix_seconds: u64, saved: Option<&[u8]>) {
+    pub(crate) fn bind(&mut self, backend: Option<&str>, unix_ms: u64, saved: Option<&[u8]>) {
         self.backend_name = backend.map(str::to_string);
-        self.unix_seconds = unix_seconds;
+        self.unix_ms = unix_ms;
         self.saved_request = saved.map(SavedRequest::decode);
+    }
+
+    pub(crate) fn set_unix_millis(&mut self, unix_ms: u64) {
+        self.unix_ms = unix_ms;
     }
 
     pub(crate) fn replied(&self) -> bool {
         self.phase == Phase::Replied
+    }
+
+    pub(crate) fn is_waiting(&self) -> bool {
+        self.phase == Phase::Waiting
+    }
+
+    pub(crate) fn take_wait(&mut self) -> Option<WaitFor> {
+        self.wait.take()
+    }
+
+    /// The stream ended: an exchange this attempt led is handed on.
+    pub(crate) fn on_stream_complete(&mut self) {
+        self.credential.abandon();
+        self.held = None;
+        self.wait = None;
     }
 
     fn backend<'c>(&self, config: &'c Config) -> Option<&'c Backend> {
@@ -257,7 +289,7 @@ impl Upstream {
             }
         }
         if plan::needs_body(api, backend) && !end_of_stream {
-            return match crate::machine::router::begin_body(config, headers, &mut self.body, out) {
+            return match crate::machine::begin_body(config, headers, &mut self.body, out) {
                 Ok(()) => {
                     self.phase = Phase::RequestBody;
                     Status::StopIteration
@@ -276,16 +308,17 @@ impl Upstream {
         end_of_stream: bool,
         out: &mut Vec<Action>,
     ) -> Status {
-        if self.phase != Phase::RequestBody {
-            return Status::Continue;
+        match self.phase {
+            Phase::RequestBody => {}
+            // Held: Envoy keeps what still arrives.
+            Phase::Waiting => return Status::StopAndBuffer,
+            _ => return Status::Continue,
         }
-        let body =
-            match crate::machine::router::buffer_body(config, &mut self.body, chunk, end_of_stream)
-            {
-                Ok(Some(body)) => body,
-                Ok(None) => return Status::StopAndBuffer,
-                Err(e) => return self.reply_error(&e, out),
-            };
+        let body = match crate::machine::buffer_body(config, &mut self.body, chunk, end_of_stream) {
+            Ok(Some(body)) => body,
+            Ok(None) => return Status::StopAndBuffer,
+            Err(e) => return self.reply_error(&e, out),
+        };
         match plan::prepare(&self.attempt(config), &body) {
             Ok(prepared) => self.send(config, prepared, Some(&body), out),
             Err(e) => self.reply_translate(&e, out),
@@ -299,19 +332,100 @@ impl Upstream {
             path: &self.request.path,
             client_model: &self.request.client_model,
             request_id: &self.request.request_id,
-            unix_seconds: self.unix_seconds,
+            unix_seconds: self.unix_ms / 1000,
             max_event_bytes: config.limits.max_response_body_bytes as usize,
             anthropic_beta: self.request.anthropic_beta.as_deref(),
         }
     }
 
-    /// Rewrites the request for the provider: body, path, host, the API's headers,
-    /// the backend's header edits, then credentials over the final request.
+    /// Sends the request on, once the backend's credential is there (at once,
+    /// unless the gateway exchanges it and has none yet).
     fn send(
         &mut self,
         config: &Config,
         prepared: plan::Prepared,
         original: Option<&[u8]>,
+        out: &mut Vec<Action>,
+    ) -> Status {
+        let slot = self.backend.and_then(|i| config.exchange_slot(i));
+        let Some(slot) = slot else {
+            return self.complete_send(config, prepared, original, None, out);
+        };
+        match self
+            .credential
+            .poll(slot, config.secrets(), self.unix_ms, None)
+        {
+            Need::Ready(token) => self.complete_send(config, prepared, original, Some(&token), out),
+            Need::Wait(wait) => {
+                self.held = Some((prepared, original.map(<[u8]>::to_vec)));
+                self.wait = Some(wait);
+                self.phase = Phase::Waiting;
+                // In a headers hook too: what body arrives meanwhile stays with Envoy.
+                Status::StopAndBuffer
+            }
+            Need::Failed(e) => self.credential_failed(config, &e.to_string(), out),
+        }
+    }
+
+    /// The wait for the credential ended: the call this attempt made answered
+    /// (`answer`), or the exchange another request ran ended. A `Continue` sends the
+    /// held request on.
+    pub(crate) fn resume(
+        &mut self,
+        config: &Config,
+        answer: Option<CalloutResult>,
+        out: &mut Vec<Action>,
+    ) -> Status {
+        if self.phase != Phase::Waiting {
+            return Status::StopIteration;
+        }
+        let Some(slot) = self.backend.and_then(|i| config.exchange_slot(i)) else {
+            return Status::StopIteration;
+        };
+        match self
+            .credential
+            .poll(slot, config.secrets(), self.unix_ms, answer.as_ref())
+        {
+            Need::Ready(token) => {
+                let Some((prepared, original)) = self.held.take() else {
+                    return Status::StopIteration;
+                };
+                self.complete_send(config, prepared, original.as_deref(), Some(&token), out)
+            }
+            Need::Wait(wait) => {
+                self.wait = Some(wait);
+                Status::StopIteration
+            }
+            Need::Failed(e) => self.credential_failed(config, &e.to_string(), out),
+        }
+    }
+
+    /// No credential could be had: a 503 in the client's schema, never a request
+    /// without one.
+    fn credential_failed(&mut self, config: &Config, why: &str, out: &mut Vec<Action>) -> Status {
+        self.held = None;
+        let name = self.backend(config).map_or("", |b| b.name.as_str());
+        let e = crate::auth::AuthError::Exchange {
+            message: why.to_string(),
+        };
+        out.push(Action::Log {
+            level: LogLevel::Warn,
+            message: format!("backend '{name}': {e}"),
+        });
+        out.push(Action::Count(Counter::CredentialExchangeFailed));
+        let err = crate::translate::ProviderError::new(e.status(), None, e.to_string());
+        let body = err.body(self.schema());
+        self.reply(e.status(), body, "upstream_credentials", out)
+    }
+
+    /// Rewrites the request for the provider: body, path, host, the API's headers,
+    /// the backend's header edits, then credentials over the final request.
+    fn complete_send(
+        &mut self,
+        config: &Config,
+        prepared: plan::Prepared,
+        original: Option<&[u8]>,
+        token: Option<&Token>,
         out: &mut Vec<Action>,
     ) -> Status {
         let Some(backend) = self.backend(config) else {
@@ -367,11 +481,12 @@ impl Upstream {
                 .as_deref()
                 .or(original.map(|_| "application/json")),
             body,
-            unix_seconds: self.unix_seconds,
+            unix_seconds: self.unix_ms / 1000,
         };
         match auth::headers(
             backend,
             config.secrets(),
+            token,
             self.request.override_value.as_deref(),
             &outgoing,
         ) {
@@ -392,7 +507,7 @@ impl Upstream {
             }
         }
         if let Some(new_body) = prepared.body {
-            crate::machine::router::replace_request_body(new_body, out);
+            crate::machine::replace_request_body(new_body, out);
         }
         self.plan = Some(prepared.response);
         self.phase = Phase::Sent;
@@ -763,7 +878,7 @@ mod tests {
     #[test]
     fn a_bedrock_attempt_is_translated_signed_and_answered_in_openai() {
         let mut f = HttpFilter::new(gateway(), FilterRole::Upstream);
-        f.bind_backend(Some("br"), 1_700_000_000, None);
+        f.bind_backend(Some("br"), 1_700_000_000_000, None);
         let mut out = Vec::new();
         let h = [
             (":method", "POST"),
@@ -888,7 +1003,7 @@ mod tests {
         // Attempt 1: Bedrock rewrites path and host and signs.
         let config = gateway();
         let mut f = HttpFilter::new(config.clone(), FilterRole::Upstream);
-        f.bind_backend(Some("br"), 1_700_000_000, None);
+        f.bind_backend(Some("br"), 1_700_000_000_000, None);
         let mut out = Vec::new();
         let client = [
             (":method", "POST"),

@@ -15,7 +15,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::host::Headers;
+use crate::host::{Action, Counter, Headers, MetadataValue, Status};
+use crate::machine::pipeline::{BodyStep, Chunk, Cx, Flow, HeaderStep, ResponseStep};
 
 /// Default bound on entries per route.
 pub const DEFAULT_MAX_ENTRIES: usize = 1000;
@@ -144,6 +145,120 @@ impl AnswerCache {
             seq: inner.seq,
         };
         inner.entries.insert(key, entry);
+    }
+}
+
+/// Pipeline step: what of the request headers a cached answer depends on, kept
+/// while the headers are here (only when some route caches).
+pub(crate) struct CacheDigests;
+
+impl HeaderStep for CacheDigests {
+    fn on_headers(&self, cx: &mut Cx<'_>, headers: &dyn Headers, _out: &mut Vec<Action>) -> Flow {
+        if cx.config.any_cache {
+            cx.req.credentials = Some(credentials_part(cx.config, headers));
+            cx.req.variant = Some(variant_part(headers));
+        }
+        Flow::Next
+    }
+}
+
+/// Pipeline step: a route with a cache answers from it, or notes where the
+/// provider's answer goes and asks for it uncompressed. Streams are not cached.
+pub(crate) struct ExactCache;
+
+impl BodyStep for ExactCache {
+    fn on_body(&self, cx: &mut Cx<'_>, out: &mut Vec<Action>) -> Flow {
+        let Some(route) = cx.route() else {
+            return Flow::Next;
+        };
+        let (Some(cache), Some(endpoint)) = (route.cache.as_ref(), cx.req.endpoint) else {
+            return Flow::Next;
+        };
+        if cx.req.stream {
+            return Flow::Next;
+        }
+        let credentials: &[u8] = match &cx.req.credentials {
+            Some(c) if route.client_credentials_reach_provider => c,
+            _ => &[],
+        };
+        let variant: &[u8] = cx.req.variant.as_ref().map_or(&[], |v| v);
+        let key = key(&[
+            endpoint.path().as_bytes(),
+            variant,
+            credentials,
+            &cx.req.body,
+        ]);
+        let Some(answer) = cache.get(&key, cx.now) else {
+            out.push(Action::Count(Counter::CacheMiss));
+            cx.resp.cache_key = Some(key);
+            out.push(Action::RemoveHeader {
+                name: "accept-encoding".into(),
+            });
+            return Flow::Next;
+        };
+        crate::metering::route_metadata(route, &cx.req.model, out);
+        out.push(Action::SetMetadata {
+            key: "cache".into(),
+            value: MetadataValue::String("hit".into()),
+        });
+        out.push(Action::Count(Counter::CacheHit));
+        out.push(Action::SendLocalReply {
+            status: 200,
+            content_type: "application/json",
+            body: answer.to_vec(),
+            details: "cache_hit",
+            headers: vec![(ANSWER_HEADER, "HIT".into())],
+        });
+        Flow::Replied
+    }
+}
+
+/// Pipeline step: keeps a cacheable 200 answer as the client gets it, and stores
+/// it when it ends well.
+pub(crate) struct CacheCapture;
+
+impl ResponseStep for CacheCapture {
+    fn on_headers(
+        &self,
+        cx: &mut Cx<'_>,
+        headers: &dyn Headers,
+        _end_of_stream: bool,
+        out: &mut Vec<Action>,
+    ) -> Status {
+        if cx.resp.cache_key.is_some()
+            && cx.resp.status == 200
+            && headers.get("content-encoding").is_none()
+        {
+            cx.resp.captured = Some(Vec::new());
+            out.push(Action::SetHeader {
+                name: ANSWER_HEADER.into(),
+                value: "MISS".into(),
+            });
+        }
+        Status::Continue
+    }
+
+    fn on_body(&self, cx: &mut Cx<'_>, chunk: &mut Chunk<'_>, _out: &mut Vec<Action>) -> Status {
+        if let Some(buf) = cx.resp.captured.as_mut() {
+            if buf.len() + chunk.bytes().len() > MAX_ENTRY_BYTES {
+                cx.resp.captured = None;
+            } else {
+                buf.extend_from_slice(chunk.bytes());
+            }
+        }
+        Status::Continue
+    }
+
+    fn on_end(&self, cx: &mut Cx<'_>, complete: bool, _out: &mut Vec<Action>) {
+        let (Some(key), Some(body)) = (cx.resp.cache_key, cx.resp.captured.take()) else {
+            return;
+        };
+        if !complete {
+            return;
+        }
+        if let Some(cache) = cx.route().and_then(|r| r.cache.as_ref()) {
+            cache.put(key, &body, cx.now);
+        }
     }
 }
 

@@ -13,6 +13,10 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::error::GatewayError;
+use crate::host::{Action, Counter};
+use crate::machine::pipeline::{BodyStep, Cx, Flow, ResponseStep};
+
 /// Counts shared by every stream of a config, each kept with the window it counts.
 pub trait CountStore: Send + Sync + fmt::Debug {
     /// Count `name` as kept for `window` (0 if kept for another).
@@ -183,6 +187,46 @@ impl RateLimit {
         if self.tokens_per_minute.is_some() {
             let window = now.as_secs() / 60;
             store.update(&self.names[1], window, &|n| Some(n.saturating_add(tokens)));
+        }
+    }
+}
+
+/// Pipeline step: admits a request under its route's limits (429 otherwise), and
+/// counts the tokens of its answer when it ends. The request in flight is released
+/// when the request's machine goes.
+pub(crate) struct RateLimitStep;
+
+impl BodyStep for RateLimitStep {
+    fn on_body(&self, cx: &mut Cx<'_>, out: &mut Vec<Action>) -> Flow {
+        let Some(index) = cx.req.route else {
+            return Flow::Next;
+        };
+        let limit = &cx.config.routes[index].rate_limit;
+        if limit.is_unlimited() {
+            return Flow::Next;
+        }
+        match limit.admit(cx.config.counts(), cx.now) {
+            Ok(()) => {
+                cx.req.admitted = Some(index);
+                Flow::Next
+            }
+            Err(refusal) => {
+                out.push(Action::Count(Counter::RateLimited));
+                Flow::Reply(GatewayError::RateLimited(refusal))
+            }
+        }
+    }
+}
+
+impl ResponseStep for RateLimitStep {
+    fn on_end(&self, cx: &mut Cx<'_>, _complete: bool, _out: &mut Vec<Action>) {
+        let (Some(route), Some(meter)) = (cx.route(), cx.resp.meter.as_ref()) else {
+            return;
+        };
+        if let Some(usage) = meter.usage() {
+            route
+                .rate_limit
+                .record_tokens(cx.config.counts(), cx.now, usage.total_tokens);
         }
     }
 }

@@ -21,7 +21,9 @@ use cel::{Context, ExecutionError, Program};
 
 use crate::expr;
 use crate::host::Headers;
-use crate::machine::router::CLIENT_FORBIDDEN_HEADERS;
+use crate::host::{Action, Counter, LogLevel};
+use crate::machine::pipeline::{Cx, Flow, HeaderStep};
+use crate::machine::steps::CLIENT_FORBIDDEN_HEADERS;
 
 /// What a matching rule does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,6 +164,33 @@ fn request(headers: &dyn Headers) -> Value {
     attr("path", &path);
     all.insert(Key::from("headers"), Value::from(joined));
     Value::from(all)
+}
+
+/// The pipeline step: the gateway's CEL rules, on every request's headers (any
+/// path), before anything else decides.
+pub(crate) struct Validation;
+
+impl HeaderStep for Validation {
+    fn on_headers(&self, cx: &mut Cx<'_>, headers: &dyn Headers, out: &mut Vec<Action>) -> Flow {
+        let rules = &cx.config.request_rules;
+        if rules.is_empty() {
+            return Flow::Next;
+        }
+        let verdict = rules.check(headers);
+        for (i, why) in verdict.failures {
+            out.push(Action::Log {
+                level: LogLevel::Debug,
+                message: format!("requestValidation.rules[{i}] did not match: {why}"),
+            });
+        }
+        match verdict.denied_by {
+            Some(rule) => {
+                out.push(Action::Count(Counter::RequestDenied));
+                Flow::Reply(crate::error::GatewayError::Denied { rule })
+            }
+            None => Flow::Next,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,471 @@
+//! The gateway's own steps of the router-level pipelines (see [`super::pipeline`]):
+//! telling its endpoints from the rest, reading the request, routing it, and the
+//! inline upstream work of `routerOnly`. Policies' and metering's steps live beside
+//! their policies (`policy/`, `metering/`).
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use super::pipeline::{BodyStep, Chunk, Cx, Flow, HeaderStep, ResponseStep};
+use super::upstream::{SavedRequest, Upstream, CLIENT_CREDENTIAL_HEADERS};
+use super::{BACKEND_HEADER, MODEL_OVERRIDE_HEADER};
+use crate::endpoint::Endpoint;
+use crate::error::{ClientSchema, GatewayError};
+use crate::host::{Action, CalloutResult, Headers, Status};
+use crate::MODEL_HEADER;
+
+/// Headers a client may not send: the gateway alone sets them.
+pub(crate) const CLIENT_FORBIDDEN_HEADERS: [&str; 3] =
+    [MODEL_HEADER, BACKEND_HEADER, MODEL_OVERRIDE_HEADER];
+
+// ---------------------------------------------------------------------------------
+// Request headers.
+
+/// Removes the routing and internal headers a client sent, whatever the path.
+pub(crate) struct InternalHeaders;
+
+impl HeaderStep for InternalHeaders {
+    fn on_headers(&self, _cx: &mut Cx<'_>, headers: &dyn Headers, out: &mut Vec<Action>) -> Flow {
+        for name in CLIENT_FORBIDDEN_HEADERS {
+            if headers.get(name).is_some() {
+                out.push(Action::RemoveHeader {
+                    name: name.to_string(),
+                });
+            }
+        }
+        Flow::Next
+    }
+}
+
+/// The endpoint the path names (none: not the gateway's).
+pub(crate) struct Classify;
+
+impl HeaderStep for Classify {
+    fn on_headers(&self, cx: &mut Cx<'_>, headers: &dyn Headers, _out: &mut Vec<Action>) -> Flow {
+        let path = headers.get(":path").unwrap_or_default();
+        cx.req.endpoint = Endpoint::classify(&path);
+        cx.req.method = headers.get(":method").unwrap_or_default();
+        Flow::Next
+    }
+}
+
+/// Lets other paths pass, answers `GET /v1/models`, refuses the wrong method.
+pub(crate) struct Gateway;
+
+impl HeaderStep for Gateway {
+    fn on_headers(&self, cx: &mut Cx<'_>, _headers: &dyn Headers, out: &mut Vec<Action>) -> Flow {
+        let Some(endpoint) = cx.req.endpoint else {
+            return Flow::PassThrough;
+        };
+        let method = &cx.req.method;
+        if endpoint == Endpoint::Models {
+            if method != "GET" && method != "HEAD" {
+                return Flow::Reply(GatewayError::MethodNotAllowed {
+                    method: method.clone(),
+                    path: endpoint.path(),
+                });
+            }
+            out.push(Action::SendLocalReply {
+                status: 200,
+                content_type: "application/json",
+                body: cx.config.models_body().to_vec(),
+                details: "models_list",
+                headers: Vec::new(),
+            });
+            return Flow::Replied;
+        }
+        if method != "POST" {
+            return Flow::Reply(GatewayError::MethodNotAllowed {
+                method: method.clone(),
+                path: endpoint.path(),
+            });
+        }
+        Flow::Next
+    }
+}
+
+/// `routerOnly`: keeps the headers the inline upstream work reads (the body comes
+/// after them).
+pub(crate) struct SaveForInline;
+
+impl HeaderStep for SaveForInline {
+    fn on_headers(&self, cx: &mut Cx<'_>, headers: &dyn Headers, _out: &mut Vec<Action>) -> Flow {
+        if cx.config.router_only {
+            cx.req.saved = Some(SavedRequest::take(cx.config, headers));
+        }
+        Flow::Next
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Request body.
+
+/// The fields of a request body the gateway reads; everything else is skipped
+/// without being built.
+#[derive(Deserialize)]
+pub(crate) struct RequestPeek<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    /// `None`: absent; `Some(None)`: `null`.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) stream_options: Option<Option<StreamOptions>>,
+}
+
+/// Tells a field sent as `null` from an absent one (`None` by `default`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// Reads `model`, `stream` and `stream_options`.
+pub(crate) struct Parse;
+
+impl BodyStep for Parse {
+    fn on_body(&self, cx: &mut Cx<'_>, _out: &mut Vec<Action>) -> Flow {
+        let peek = match parse_peek(&cx.req.body) {
+            Ok(p) => p,
+            Err(e) => return Flow::Reply(e),
+        };
+        let model = match peek.model {
+            Some(m) if !m.is_empty() => m.into_owned(),
+            _ => {
+                return Flow::Reply(GatewayError::InvalidField {
+                    field: "model".into(),
+                    reason: "a non-empty model name is required".into(),
+                })
+            }
+        };
+        let endpoint = cx.req.endpoint.unwrap_or(Endpoint::ChatCompletions);
+        cx.req.stream = endpoint.can_stream() && peek.stream == Some(true);
+        cx.req.stream_options_sent = peek.stream_options.is_some();
+        cx.req.include_usage = peek
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.as_ref()?.include_usage)
+            .unwrap_or(false);
+        cx.req.model = model;
+        Flow::Next
+    }
+}
+
+/// The route that serves the model.
+pub(crate) struct PickRoute;
+
+impl BodyStep for PickRoute {
+    fn on_body(&self, cx: &mut Cx<'_>, _out: &mut Vec<Action>) -> Flow {
+        match cx.config.route_index(&cx.req.model) {
+            Some(i) => {
+                cx.req.route = Some(i);
+                Flow::Next
+            }
+            None => Flow::Reply(GatewayError::UnknownModel(cx.req.model.clone())),
+        }
+    }
+}
+
+/// Sets the routing header; Envoy picks the route again on it.
+pub(crate) struct Routing;
+
+impl BodyStep for Routing {
+    fn on_body(&self, cx: &mut Cx<'_>, out: &mut Vec<Action>) -> Flow {
+        out.push(Action::SetHeader {
+            name: MODEL_HEADER.to_string(),
+            value: cx.req.model.clone(),
+        });
+        out.push(Action::ClearRouteCache);
+        Flow::Next
+    }
+}
+
+/// A stream of an OpenAI client that did not ask for usage, on a route that needs
+/// it (costs, a token limit): asks for it; the meter removes the extra chunk.
+pub(crate) struct IncludeUsage;
+
+impl BodyStep for IncludeUsage {
+    fn on_body(&self, cx: &mut Cx<'_>, out: &mut Vec<Action>) -> Flow {
+        let Some(route) = cx.route() else {
+            return Flow::Next;
+        };
+        let wants_usage = !route.costs.is_empty() || route.rate_limit.tokens_per_minute.is_some();
+        let openai = cx
+            .req
+            .endpoint
+            .is_some_and(|e| e.client_schema() == ClientSchema::OpenAI);
+        if !(openai && cx.req.stream && wants_usage && !cx.req.include_usage) {
+            return Flow::Next;
+        }
+        match with_include_usage(&cx.req.body, !cx.req.stream_options_sent) {
+            Ok(body) => {
+                cx.req.injected_usage = true;
+                cx.req.rewritten = Some(body);
+                // The usage chunk is removed from plain text; keep it plain.
+                out.push(Action::RemoveHeader {
+                    name: "accept-encoding".into(),
+                });
+                Flow::Next
+            }
+            Err(e) => Flow::Reply(e),
+        }
+    }
+}
+
+/// `routerOnly` (no upstream instance, as on Envoy Gateway): the upstream work for
+/// a route with one backend, on the request as the router will send it. It may
+/// wait, for the backend's exchanged credential.
+pub(crate) struct Inline;
+
+impl BodyStep for Inline {
+    fn on_body(&self, cx: &mut Cx<'_>, out: &mut Vec<Action>) -> Flow {
+        if !cx.config.router_only {
+            return Flow::Next;
+        }
+        let Some(route) = cx.route() else {
+            return Flow::Next;
+        };
+        let [only] = route.backends.as_slice() else {
+            keep_client_credentials_home(cx, out);
+            return Flow::Next;
+        };
+        let backend = only.name.clone();
+        let mut headers = cx.req.saved.take().unwrap_or_default();
+        headers.set(MODEL_HEADER, cx.req.model.clone());
+        let mut u = Box::new(Upstream::new_inline());
+        u.bind(Some(&backend), cx.unix_ms, None);
+        let mut own = Vec::new();
+        let mut status = u.on_request_headers(cx.config, &headers, false, &mut own);
+        if status == Status::StopIteration && !u.replied() && !u.is_waiting() {
+            status = u.on_request_body(cx.config, cx.req.body_as_sent(), true, &mut own);
+        }
+        cx.resp.model_override = cx
+            .config
+            .backend(&backend)
+            .and_then(|b| b.model_name_override.clone());
+        cx.resp.backend = Some(backend);
+        let flow = inline_flow(cx, &mut u, status, own, out);
+        cx.resp.inline = Some(u);
+        flow
+    }
+
+    fn on_resume(
+        &self,
+        cx: &mut Cx<'_>,
+        answer: Option<CalloutResult>,
+        out: &mut Vec<Action>,
+    ) -> Flow {
+        let Some(mut u) = cx.resp.inline.take() else {
+            return Flow::Next;
+        };
+        let mut own = Vec::new();
+        let status = u.resume(cx.config, answer, &mut own);
+        let flow = inline_flow(cx, &mut u, status, own, out);
+        cx.resp.inline = Some(u);
+        flow
+    }
+}
+
+/// What the inline upstream work's outcome means for the pipeline.
+fn inline_flow(
+    cx: &mut Cx<'_>,
+    u: &mut Upstream,
+    _status: Status,
+    own: Vec<Action>,
+    out: &mut Vec<Action>,
+) -> Flow {
+    if own.iter().any(|a| matches!(a, Action::ReplaceBody(_))) {
+        // The translation replaces the body again: only its version is sent.
+        cx.req.rewritten = None;
+    }
+    out.extend(own);
+    if u.replied() {
+        return Flow::Replied;
+    }
+    match u.take_wait() {
+        Some(super::WaitFor::Call(c)) => Flow::Call(c),
+        Some(super::WaitFor::Park(cell)) => Flow::Park(cell),
+        None => Flow::Next,
+    }
+}
+
+/// A route with several backends is not translated here (fallback needs the
+/// upstream instance); the client's credentials still stay home unless a backend
+/// takes them.
+fn keep_client_credentials_home(cx: &Cx<'_>, out: &mut Vec<Action>) {
+    let Some(route) = cx.route() else { return };
+    let backends = || {
+        route
+            .backends
+            .iter()
+            .filter_map(|rb| cx.config.backend(&rb.name))
+    };
+    if backends().any(|b| b.forward_client_credentials) {
+        return;
+    }
+    // A backend's per-request credential header is the upstream instance's to read
+    // and remove, even when it is one of those names.
+    let overrides: Vec<&str> = backends()
+        .filter_map(|b| b.credential_override.as_deref())
+        .collect();
+    let sent = cx.req.saved.as_ref();
+    for name in CLIENT_CREDENTIAL_HEADERS {
+        if sent.is_some_and(|h| h.get(name).is_some()) && !overrides.contains(&name) {
+            out.push(Action::RemoveHeader { name: name.into() });
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Response.
+
+/// `routerOnly`: the provider's answer becomes the client's before anything else
+/// reads it; the inline work's internal headers stay inside.
+pub(crate) struct TranslateBack;
+
+impl ResponseStep for TranslateBack {
+    fn on_headers(
+        &self,
+        cx: &mut Cx<'_>,
+        headers: &dyn Headers,
+        end_of_stream: bool,
+        out: &mut Vec<Action>,
+    ) -> Status {
+        let Some(u) = cx.resp.inline.as_mut() else {
+            return Status::Continue;
+        };
+        let mut own = Vec::new();
+        let status = u.on_response_headers(cx.config, headers, end_of_stream, &mut own);
+        own.retain(|a| !matches!(a, Action::SetHeader { name, .. } | Action::RemoveHeader { name } if name.starts_with(crate::INTERNAL_HEADER_PREFIX)));
+        out.extend(own);
+        status
+    }
+
+    fn on_body(&self, cx: &mut Cx<'_>, chunk: &mut Chunk<'_>, out: &mut Vec<Action>) -> Status {
+        let Some(u) = cx.resp.inline.as_mut() else {
+            return Status::Continue;
+        };
+        let mut own = Vec::new();
+        let status = u.on_response_body(cx.config, chunk.bytes(), chunk.end_of_stream, &mut own);
+        if status != Status::Continue {
+            out.extend(own);
+            return status;
+        }
+        for a in own {
+            match a {
+                Action::ReplaceBody(b) => chunk.replace(b),
+                other => out.push(other),
+            }
+        }
+        Status::Continue
+    }
+}
+
+/// Which backend answered and under which model name: the upstream instance says
+/// so in internal headers, which go no further.
+pub(crate) struct Attribution;
+
+impl ResponseStep for Attribution {
+    fn on_headers(
+        &self,
+        cx: &mut Cx<'_>,
+        headers: &dyn Headers,
+        _end_of_stream: bool,
+        out: &mut Vec<Action>,
+    ) -> Status {
+        cx.resp.status = headers
+            .get(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        for (name, slot) in [
+            (BACKEND_HEADER, &mut cx.resp.backend),
+            (MODEL_OVERRIDE_HEADER, &mut cx.resp.model_override),
+        ] {
+            if let Some(v) = headers.get(name) {
+                *slot = Some(v);
+                out.push(Action::RemoveHeader { name: name.into() });
+            }
+        }
+        Status::Continue
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Body helpers.
+
+pub(crate) fn parse_peek(body: &[u8]) -> Result<RequestPeek<'_>, GatewayError> {
+    // serde also reads a struct from an array; a request is always an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(GatewayError::InvalidJson("expected a JSON object".into()));
+    }
+    // Tracking the path slows every parse down; only a body that fails needs it.
+    if let Ok(p) = serde_json::from_slice::<RequestPeek>(body) {
+        return Ok(p);
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize::<_, RequestPeek>(de) {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_data() && path != "." {
+                Err(GatewayError::InvalidField {
+                    field: path,
+                    reason: inner.to_string(),
+                })
+            } else {
+                Err(GatewayError::InvalidJson(inner.to_string()))
+            }
+        }
+    }
+}
+
+/// `body` asking for the usage chunk. `absent`: the object has no `stream_options`
+/// member, so one is written in front of the others without parsing the body again.
+pub(crate) fn with_include_usage(body: &[u8], absent: bool) -> Result<Vec<u8>, GatewayError> {
+    if absent {
+        if let Some(b) = insert_first_member(body, br#""stream_options":{"include_usage":true}"#) {
+            return Ok(b);
+        }
+    }
+    crate::translate::plan::edit_object(body, |obj| {
+        let opts = obj
+            .entry("stream_options")
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if !opts.is_object() {
+            *opts = serde_json::Value::Object(Default::default());
+        }
+        if let Some(o) = opts.as_object_mut() {
+            o.insert("include_usage".into(), true.into());
+        }
+    })
+    .map_err(|e| GatewayError::InvalidJson(e.message()))
+}
+
+/// `member` (`"key":value`) as the first member of `body`, a JSON object that
+/// parsed as one.
+fn insert_first_member(body: &[u8], member: &[u8]) -> Option<Vec<u8>> {
+    let open = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body[open] != b'{' {
+        return None;
+    }
+    let rest = &body[open + 1..];
+    let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+    let mut out = Vec::with_capacity(body.len() + member.len() + 1);
+    out.extend_from_slice(&body[..=open]);
+    out.extend_from_slice(member);
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    Some(out)
+}
