@@ -634,7 +634,7 @@ fn aws_web_identity_reads_json_and_xml_answers() {
     let xml_answer = CalloutResult::Response {
         status: 200,
         headers: vec![],
-        body: format!(
+        body: String::from(
             "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
              <AssumeRoleWithWebIdentityResult><Credentials><SessionToken>session&amp;x</SessionToken>\
              <SecretAccessKey>secret</SecretAccessKey><Expiration>2026-12-07T15:00:00Z</Expiration>\
