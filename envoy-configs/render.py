@@ -201,6 +201,11 @@ def render(
             wasm_filters(opts["http_filters"], protos["wasm_filter"], common, credential_env(doc))
         clusters.append(cluster)
     clusters.extend(fallback_clusters)
+    for name in exchange_clusters(doc):
+        host, port = backend_upstreams.get(name, upstream)
+        cluster = substitute(protos["default_cluster"], dict(common, UPSTREAM_HOST=host, UPSTREAM_PORT=port))
+        cluster["name"] = cluster["load_assignment"]["cluster_name"] = name
+        clusters.append(cluster)
     clusters.append(substitute(protos["default_cluster"], common))
     boot["static_resources"]["clusters"] = clusters
     if build == "wasm":
@@ -236,9 +241,9 @@ def fallback_cluster(protos: dict, common: dict, route: dict, backends: list, ba
     each naming its backend in metadata for the upstream filter instance."""
     name = route_cluster_name(route.get("name", ""))
     values = dict(common, CLUSTER=name, BACKEND="", UPSTREAM_HOST=upstream[0], UPSTREAM_PORT=upstream[1])
+    # With routerOnly too: a route with several backends gets its upstream work
+    # from the upstream instance of its cluster, as compiled bootstraps do.
     cluster = substitute(protos["backend_cluster"], values)
-    if doc.get("routerOnly") is True:
-        drop_upstream_filter(cluster)
     proto_endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
     by_priority: dict[int, list] = {}
     for b in backends:
@@ -292,16 +297,35 @@ def wasm_filters(http_filters: list, proto: dict, common: dict, env_keys: list[s
                 f["typed_config"]["config"]["vm_config"]["environment_variables"] = {"host_env_keys": env_keys}
 
 
+def auth_values(doc: dict, keys: tuple[str, ...]) -> list[str]:
+    """Every string under one of `keys` anywhere in the backends' auth blocks."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in keys and isinstance(v, str):
+                    found.add(v)
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    for b in doc.get("backends") or []:
+        if isinstance(b, dict):
+            walk(b.get("auth"))
+    return sorted(found)
+
+
 def credential_env(doc: dict) -> list[str]:
     """The environment variables the config's credentials come from."""
-    names = set()
-    for b in doc.get("backends") or []:
-        auth = (b.get("auth") if isinstance(b, dict) else None) or {}
-        for kind, field in (("apiKey", "env"), ("bearerToken", "env"), ("awsSigV4", "credentialsEnv")):
-            v = (auth.get(kind) or {}).get(field) if isinstance(auth.get(kind), dict) else None
-            if isinstance(v, str):
-                names.add(v)
-    return sorted(names)
+    return auth_values(doc, ("env", "credentialsEnv"))
+
+
+def exchange_clusters(doc: dict) -> list[str]:
+    """The clusters credential exchanges call (token endpoints): a plain cluster each,
+    pointing at the upstream given for that name (as backends' are)."""
+    return auth_values(doc, ("cluster",))
 
 
 def dump(boot: dict) -> str:

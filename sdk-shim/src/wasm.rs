@@ -421,6 +421,8 @@ struct Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         STREAMS.with(|s| s.borrow_mut().remove(&self.id));
+        // proxy-wasm cannot cancel a call: one still running answers into nothing.
+        CALLS.with(|c| c.borrow_mut().retain(|_, (ctx, _)| *ctx != self.id));
     }
 }
 
