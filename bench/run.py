@@ -643,6 +643,14 @@ WORKLOADS = [
              chat_body(1024, False, model="ha-chat"), {}, stream=False),
     Workload("bedrock-64k", "64 KiB chat request, OpenAI → Bedrock Converse, JSON answer",
              chat_body(65536, False, model="bedrock-claude"), {}, stream=False),
+    # Azure OpenAI with a static API key, and with an Entra ID token the gateway
+    # exchanged itself (once: the canned token lives a day) and keeps: the two
+    # should cost the same per request.
+    Workload("azure-key-1k", "1 KiB chat request to Azure OpenAI, static API key",
+             chat_body(1024, False, model="azure-key"), {}, stream=False),
+    Workload("azure-entra-1k", "1 KiB chat request to Azure OpenAI, Entra ID token "
+             "exchanged by the gateway (cached)",
+             chat_body(1024, False, model="azure-entra"), {}, stream=False),
 ]
 
 

@@ -75,7 +75,8 @@ pub(crate) enum Flow {
     Park(Arc<WaitCell>),
 }
 
-/// A request step run on the request headers.
+/// A request step run on the request headers. It does not wait (the body is still to
+/// come): waits belong to body steps.
 pub(crate) trait HeaderStep: Sync {
     fn on_headers(&self, cx: &mut Cx<'_>, headers: &dyn Headers, out: &mut Vec<Action>) -> Flow;
 }

@@ -244,16 +244,16 @@ impl BodyStep for Inline {
         let mut u = Box::new(Upstream::new_inline());
         u.bind(Some(&backend), cx.unix_ms, None);
         let mut own = Vec::new();
-        let mut status = u.on_request_headers(cx.config, &headers, false, &mut own);
+        let status = u.on_request_headers(cx.config, &headers, false, &mut own);
         if status == Status::StopIteration && !u.replied() && !u.is_waiting() {
-            status = u.on_request_body(cx.config, cx.req.body_as_sent(), true, &mut own);
+            let _ = u.on_request_body(cx.config, cx.req.body_as_sent(), true, &mut own);
         }
         cx.resp.model_override = cx
             .config
             .backend(&backend)
             .and_then(|b| b.model_name_override.clone());
         cx.resp.backend = Some(backend);
-        let flow = inline_flow(cx, &mut u, status, own, out);
+        let flow = inline_flow(cx, &mut u, own, out);
         cx.resp.inline = Some(u);
         flow
     }
@@ -268,21 +268,15 @@ impl BodyStep for Inline {
             return Flow::Next;
         };
         let mut own = Vec::new();
-        let status = u.resume(cx.config, answer, &mut own);
-        let flow = inline_flow(cx, &mut u, status, own, out);
+        let _ = u.resume(cx.config, answer, &mut own);
+        let flow = inline_flow(cx, &mut u, own, out);
         cx.resp.inline = Some(u);
         flow
     }
 }
 
 /// What the inline upstream work's outcome means for the pipeline.
-fn inline_flow(
-    cx: &mut Cx<'_>,
-    u: &mut Upstream,
-    _status: Status,
-    own: Vec<Action>,
-    out: &mut Vec<Action>,
-) -> Flow {
+fn inline_flow(cx: &mut Cx<'_>, u: &mut Upstream, own: Vec<Action>, out: &mut Vec<Action>) -> Flow {
     if own.iter().any(|a| matches!(a, Action::ReplaceBody(_))) {
         // The translation replaces the body again: only its version is sent.
         cx.req.rewritten = None;
