@@ -18,12 +18,19 @@
 //! set (and signed) instead of rewriting it.
 //! TLS differs per backend, so it is chosen per endpoint with
 //! `transport_socket_matches`.
+//!
+//! Credentials the filter exchanges itself (Entra ID, Google, AWS STS, OIDC
+//! providers) are fetched through HTTP callouts to named clusters: one more
+//! cluster per token host the config calls ([`token_clusters`]).
+
+use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
 use crate::compile::{
     priority_levels, Options, Plan, PlanRoute, PlanRouteBackend, FILTER_METADATA_KEYS,
 };
+use crate::credentials::TokenHost;
 use crate::diag::{Diagnostic, Severity};
 use crate::resources::{Address, MODEL_HEADER};
 use crate::units::envoy_duration;
@@ -47,6 +54,7 @@ pub(crate) fn bootstrap(
     plan: &Plan,
     config_json: &str,
     inline: bool,
+    tokens: &BTreeMap<String, TokenHost>,
     o: &Options,
     diags: &mut Vec<Diagnostic>,
 ) -> Value {
@@ -110,6 +118,7 @@ pub(crate) fn bootstrap(
         })
         .collect();
     clusters.extend(plan.kg.clusters.iter().cloned());
+    clusters.extend(token_clusters(tokens, &o.ca_bundle));
     let mut listener = json!({
         "name": "aigw",
         "address": {"socket_address": {"address": o.listen_address, "port_value": o.listen_port}},
@@ -405,7 +414,7 @@ fn cluster(
                         tls_matches.push(json!({
                             "name": key,
                             "match": {TLS_MATCH_KEY: key},
-                            "transport_socket": tls_socket(*sni, t, o),
+                            "transport_socket": tls_socket(*sni, t, &o.ca_bundle),
                         }));
                     }
                     md.insert(
@@ -476,6 +485,47 @@ fn cluster(
     Value::Object(c)
 }
 
+/// The clusters through which the filter's credential exchanges reach the token
+/// services (Entra ID, Google OAuth/STS/IAM credentials, AWS STS, OIDC
+/// providers), one per host, named as the filter config names them: a host name
+/// resolved as a logical DNS name, an IP address as a static endpoint; with TLS,
+/// SNI and the certificate's name are the host's, checked against `ca_bundle`.
+pub(crate) fn token_clusters(tokens: &BTreeMap<String, TokenHost>, ca_bundle: &str) -> Vec<Value> {
+    tokens
+        .iter()
+        .map(|(name, h)| {
+            let ip = h.is_ip();
+            let mut c = Map::new();
+            c.insert("name".into(), json!(name));
+            c.insert(
+                "type".into(),
+                json!(if ip { "STATIC" } else { "LOGICAL_DNS" }),
+            );
+            if !ip {
+                c.insert("dns_lookup_family".into(), json!("V4_PREFERRED"));
+            }
+            c.insert("connect_timeout".into(), json!("10s"));
+            c.insert("lb_policy".into(), json!("ROUND_ROBIN"));
+            let mut endpoint = json!({"address": {"socket_address": {"address": h.host, "port_value": h.port}}});
+            if !ip {
+                endpoint["hostname"] = json!(h.host);
+            }
+            c.insert(
+                "load_assignment".into(),
+                json!({"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": endpoint}]}]}),
+            );
+            if h.tls {
+                let sni = (!ip).then_some(h.host.as_str());
+                c.insert(
+                    "transport_socket".into(),
+                    tls_socket(sni, &crate::resources::Tls::default(), ca_bundle),
+                );
+            }
+            Value::Object(c)
+        })
+        .collect()
+}
+
 /// A cluster's upstream HTTP filters: the upstream instance (`typed_config`: the
 /// module filter with its config), then the codec Envoy requires last.
 pub(crate) fn upstream_http_filters(typed_config: Value) -> Value {
@@ -489,11 +539,11 @@ pub(crate) fn upstream_http_filters(typed_config: Value) -> Value {
 
 /// Upstream TLS with SNI `sni`, verified against the system CAs and `sni` as the
 /// certificate's name (unless verification is off).
-fn tls_socket(sni: Option<&str>, t: &crate::resources::Tls, o: &Options) -> Value {
+fn tls_socket(sni: Option<&str>, t: &crate::resources::Tls, ca_bundle: &str) -> Value {
     let mut common = Map::new();
     if !t.insecure {
         let mut validation = Map::new();
-        validation.insert("trusted_ca".into(), json!({"filename": o.ca_bundle}));
+        validation.insert("trusted_ca".into(), json!({"filename": ca_bundle}));
         if let Some(h) = sni {
             validation.insert(
                 "match_typed_subject_alt_names".into(),

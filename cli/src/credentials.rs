@@ -76,6 +76,319 @@ pub enum AwsKeys {
         name: String,
         profile: Option<String>,
     },
+    /// Temporary keys the filter obtains from STS for an OIDC token
+    /// (`webIdentity`).
+    WebIdentity(Box<WebIdentity>),
+}
+
+/// `awsSigV4.webIdentity`: STS `AssumeRoleWithWebIdentity` with a token from an
+/// OIDC provider's client-credentials grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebIdentity {
+    pub role_arn: String,
+    pub session_name: String,
+    pub token: ClientCredentials,
+    pub sts: Callout,
+}
+
+/// The host of a URL the filter calls itself (a token endpoint), which Envoy
+/// reaches through a cluster of its own ([`TokenHost::cluster`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TokenHost {
+    pub host: String,
+    pub port: u16,
+    /// `https`.
+    pub tls: bool,
+}
+
+impl TokenHost {
+    /// The Envoy cluster for this host: `aigw_token_` and the host name with
+    /// characters other than letters, digits and `-` as `_`, then `_PORT` for a
+    /// port other than the scheme's (`aigw_token_http_...` without TLS), e.g.
+    /// `aigw_token_login_microsoftonline_com`.
+    pub fn cluster(&self) -> String {
+        let host: String = self
+            .host
+            .chars()
+            .map(|c| match c.to_ascii_lowercase() {
+                c @ ('a'..='z' | '0'..='9' | '-') => c,
+                _ => '_',
+            })
+            .collect();
+        let scheme = if self.tls { "" } else { "http_" };
+        let default_port = if self.tls { 443 } else { 80 };
+        if self.port == default_port {
+            format!("aigw_token_{scheme}{host}")
+        } else {
+            format!("aigw_token_{scheme}{host}_{}", self.port)
+        }
+    }
+
+    /// Whether the host is an IP address (a static endpoint, no SNI).
+    pub fn is_ip(&self) -> bool {
+        self.host.parse::<std::net::IpAddr>().is_ok()
+    }
+}
+
+/// A URL the filter calls (`https://host[:port]/path`) and the host it reaches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Callout {
+    pub url: String,
+    pub host: TokenHost,
+}
+
+impl Callout {
+    /// `url`, checked as the filter checks the URLs of its exchanges; the error
+    /// says what is wrong with it.
+    pub fn parse(url: &str) -> Result<Callout, String> {
+        let tls = if url.starts_with("https://") {
+            true
+        } else if url.starts_with("http://") {
+            false
+        } else {
+            return Err(format!("'{url}' must start with https://"));
+        };
+        let e = aigw_filter::auth::exchange::Endpoint::parse("cluster", url)
+            .map_err(|e| format!("'{url}' {e}"))?;
+        let a = e.authority.as_str();
+        let (host, port) = match a.strip_prefix('[') {
+            // [v6]:port
+            Some(rest) => match rest.split_once(']') {
+                Some((h, "")) => (h, None),
+                Some((h, p)) => (h, Some(p.strip_prefix(':').unwrap_or(p))),
+                None => return Err(format!("'{url}' has no usable host")),
+            },
+            None => match a.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (a, None),
+            },
+        };
+        let port = match port {
+            None => {
+                if tls {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) if p > 0 => p,
+                _ => return Err(format!("'{url}' has an invalid port")),
+            },
+        };
+        let bracketed = a.starts_with('[');
+        if host.is_empty()
+            || (bracketed && host.parse::<std::net::Ipv6Addr>().is_err())
+            || (!bracketed && host.contains([':', '\\', '[', ']']))
+        {
+            return Err(format!("'{url}' has no usable host"));
+        }
+        Ok(Callout {
+            url: url.to_string(),
+            host: TokenHost {
+                host: host.to_ascii_lowercase(),
+                port,
+                tls,
+            },
+        })
+    }
+
+    /// `{cluster, url}`, as the filter's exchange endpoints take it.
+    fn to_json(&self) -> Value {
+        json!({"cluster": self.host.cluster(), "url": self.url})
+    }
+}
+
+/// Where an OIDC provider's token endpoint is: given, or named by the discovery
+/// document of its issuer (on the same host).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdpUrl {
+    Token(Callout),
+    Issuer(Callout),
+}
+
+/// A client-credentials grant at an OIDC provider; its access token is the OIDC
+/// token the filter exchanges (Envoy AI Gateway's `oidcExchangeToken`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCredentials {
+    pub idp: IdpUrl,
+    pub client_id: String,
+    pub client_secret: SecretSource,
+    pub scopes: Vec<String>,
+}
+
+impl ClientCredentials {
+    /// The filter's OIDC token object: `{clientCredentials: {...}}`.
+    fn to_json(&self) -> Value {
+        let (field, at) = match &self.idp {
+            IdpUrl::Token(c) => ("tokenUrl", c),
+            IdpUrl::Issuer(c) => ("issuer", c),
+        };
+        let mut m = Map::new();
+        m.insert("cluster".into(), json!(at.host.cluster()));
+        m.insert(field.into(), json!(at.url));
+        m.insert("clientId".into(), json!(self.client_id));
+        m.insert(
+            "clientSecret".into(),
+            Value::Object(self.client_secret.to_json()),
+        );
+        if !self.scopes.is_empty() {
+            m.insert("scopes".into(), json!(self.scopes));
+        }
+        json!({"clientCredentials": m})
+    }
+
+    fn host(&self) -> &TokenHost {
+        match &self.idp {
+            IdpUrl::Token(c) | IdpUrl::Issuer(c) => &c.host,
+        }
+    }
+
+    fn with_secret(&self, s: SecretSource) -> ClientCredentials {
+        ClientCredentials {
+            client_secret: s,
+            ..self.clone()
+        }
+    }
+}
+
+/// How an Azure application proves itself to Entra ID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AzureCredential {
+    ClientSecret(SecretSource),
+    /// Workload identity federation: an OIDC token as the client assertion.
+    Federated(ClientCredentials),
+}
+
+/// A credential the filter obtains itself from a cloud's token service, with
+/// one secret of its own (a client secret or a key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exchange {
+    /// `azureEntraId`.
+    Azure {
+        tenant_id: String,
+        client_id: String,
+        credential: AzureCredential,
+        token: Callout,
+    },
+    /// `gcpServiceAccount`: `key` is the key file's JSON; the filter calls its
+    /// `token_uri`, on host `token`.
+    GcpServiceAccount { key: SecretSource, token: TokenHost },
+    /// `gcpWorkloadIdentity`; `impersonate` is the service account's e-mail
+    /// address and the IAM credentials endpoint.
+    GcpWorkloadIdentity {
+        audience: String,
+        subject: ClientCredentials,
+        sts: Callout,
+        impersonate: Option<(String, Callout)>,
+    },
+}
+
+impl Exchange {
+    fn to_json(&self) -> Value {
+        match self {
+            Exchange::Azure {
+                tenant_id,
+                client_id,
+                credential,
+                token,
+            } => {
+                let mut m = Map::new();
+                m.insert("tenantId".into(), json!(tenant_id));
+                m.insert("clientId".into(), json!(client_id));
+                match credential {
+                    AzureCredential::ClientSecret(s) => {
+                        m.insert("clientSecret".into(), Value::Object(s.to_json()))
+                    }
+                    AzureCredential::Federated(c) => m.insert("federatedToken".into(), c.to_json()),
+                };
+                m.insert("token".into(), token.to_json());
+                json!({"azureEntraId": m})
+            }
+            // The key's own token_uri (also the JWT's audience): only the cluster.
+            Exchange::GcpServiceAccount { key, token } => json!({"gcpServiceAccount": {
+                "key": key.to_json(),
+                "token": {"cluster": token.cluster()},
+            }}),
+            Exchange::GcpWorkloadIdentity {
+                audience,
+                subject,
+                sts,
+                impersonate,
+            } => {
+                let mut m = Map::new();
+                m.insert("audience".into(), json!(audience));
+                m.insert("subjectToken".into(), subject.to_json());
+                m.insert("sts".into(), sts.to_json());
+                if let Some((account, iam)) = impersonate {
+                    m.insert(
+                        "impersonate".into(),
+                        json!({"serviceAccount": account, "iam": iam.to_json()}),
+                    );
+                }
+                json!({"gcpWorkloadIdentity": m})
+            }
+        }
+    }
+
+    /// Its one secret.
+    fn secret(&self) -> &SecretSource {
+        match self {
+            Exchange::Azure {
+                credential: AzureCredential::ClientSecret(s),
+                ..
+            }
+            | Exchange::GcpServiceAccount { key: s, .. } => s,
+            Exchange::Azure {
+                credential: AzureCredential::Federated(c),
+                ..
+            }
+            | Exchange::GcpWorkloadIdentity { subject: c, .. } => &c.client_secret,
+        }
+    }
+
+    /// The same with its secret read from `s`.
+    fn with_secret(&self, s: SecretSource) -> Exchange {
+        let mut out = self.clone();
+        match &mut out {
+            Exchange::Azure {
+                credential: AzureCredential::ClientSecret(x),
+                ..
+            }
+            | Exchange::GcpServiceAccount { key: x, .. } => *x = s,
+            Exchange::Azure {
+                credential: AzureCredential::Federated(c),
+                ..
+            }
+            | Exchange::GcpWorkloadIdentity { subject: c, .. } => *c = c.with_secret(s),
+        }
+        out
+    }
+
+    fn hosts(&self) -> Vec<&TokenHost> {
+        match self {
+            Exchange::Azure {
+                credential, token, ..
+            } => {
+                let mut h = vec![&token.host];
+                if let AzureCredential::Federated(c) = credential {
+                    h.push(c.host());
+                }
+                h
+            }
+            Exchange::GcpServiceAccount { token, .. } => vec![token],
+            Exchange::GcpWorkloadIdentity {
+                subject,
+                sts,
+                impersonate,
+                ..
+            } => {
+                let mut h = vec![subject.host(), &sts.host];
+                h.extend(impersonate.iter().map(|(_, iam)| &iam.host));
+                h
+            }
+        }
+    }
 }
 
 /// `backends[].auth`.
@@ -93,6 +406,9 @@ pub enum Auth {
         region: Option<String>,
         keys: AwsKeys,
     },
+    /// An access token the filter obtains itself (`azureEntraId`,
+    /// `gcpServiceAccount`, `gcpWorkloadIdentity`).
+    Exchange(Box<Exchange>),
 }
 
 impl Auth {
@@ -135,9 +451,34 @@ impl Auth {
                             m.insert("profile".into(), json!(p));
                         }
                     }
+                    AwsKeys::WebIdentity(w) => {
+                        m.insert(
+                            "webIdentity".into(),
+                            json!({
+                                "roleArn": w.role_arn,
+                                "sessionName": w.session_name,
+                                "token": w.token.to_json(),
+                                "sts": w.sts.to_json(),
+                            }),
+                        );
+                    }
                 }
                 json!({"awsSigV4": m})
             }
+            Auth::Exchange(x) => x.to_json(),
+        }
+    }
+
+    /// The hosts the filter calls to obtain this credential (token endpoints),
+    /// each reached through its own Envoy cluster.
+    pub fn token_hosts(&self) -> Vec<&TokenHost> {
+        match self {
+            Auth::Exchange(x) => x.hosts(),
+            Auth::AwsSigV4 {
+                keys: AwsKeys::WebIdentity(w),
+                ..
+            } => vec![w.token.host(), &w.sts.host],
+            _ => Vec::new(),
         }
     }
 
@@ -163,6 +504,18 @@ impl Auth {
                 header: header.clone(),
             },
             Auth::Bearer(_) => Auth::Bearer(source),
+            Auth::Exchange(x) => Auth::Exchange(Box::new(x.with_secret(source))),
+            // The exchange's one secret (the OIDC client secret), not a key file.
+            Auth::AwsSigV4 {
+                region,
+                keys: AwsKeys::WebIdentity(w),
+            } => Auth::AwsSigV4 {
+                region: region.clone(),
+                keys: AwsKeys::WebIdentity(Box::new(WebIdentity {
+                    token: w.token.with_secret(source),
+                    ..(**w).clone()
+                })),
+            },
             Auth::AwsSigV4 { region, .. } => Auth::AwsSigV4 {
                 region: region.clone(),
                 keys: match source {
@@ -187,6 +540,17 @@ impl Auth {
                 keys: AwsKeys::File { path: f, .. },
                 ..
             } => Some(f),
+            Auth::Exchange(x) => match x.secret() {
+                SecretSource::File(f) => Some(f),
+                _ => None,
+            },
+            Auth::AwsSigV4 {
+                keys: AwsKeys::WebIdentity(w),
+                ..
+            } => match &w.token.client_secret {
+                SecretSource::File(f) => Some(f),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -230,6 +594,40 @@ impl Secrets<'_> {
                     Ok(SecretValue::new(t))
                 }
             }
+        }
+    }
+}
+
+impl Secrets<'_> {
+    /// The key of Secret `ns/name` that holds a value: the first of `preferred`
+    /// it has, else its only key; the error says what is missing.
+    pub fn key_of(
+        &self,
+        ns: &str,
+        name: &str,
+        preferred: &[&str],
+        what: &str,
+    ) -> Result<String, String> {
+        let Some(&i) = self.index.get(&(ns.to_string(), name.to_string())) else {
+            return Err(format!(
+                "Secret {ns}/{name} is not among the inputs: it must be given, since the compiler reads its {what}"
+            ));
+        };
+        let keys: Vec<&str> = self.secrets[i].values.keys().map(String::as_str).collect();
+        if let Some(k) = preferred.iter().find(|k| keys.contains(k)) {
+            return Ok(k.to_string());
+        }
+        match keys.as_slice() {
+            [only] => Ok(only.to_string()),
+            _ => Err(format!(
+                "Secret {ns}/{name} has no '{}' key for the {what} (its keys: {})",
+                preferred.first().copied().unwrap_or_default(),
+                if keys.is_empty() {
+                    "none".to_string()
+                } else {
+                    keys.join(", ")
+                }
+            )),
         }
     }
 }
@@ -510,7 +908,7 @@ mod tests {
                 secret_access_key.expose().into(),
                 session_token.as_ref().map(|t| t.expose().into()),
             ),
-            AwsKeys::File { .. } | AwsKeys::Env { .. } => panic!("not static keys"),
+            _ => panic!("not static keys"),
         }
     }
 
@@ -558,6 +956,109 @@ mod tests {
             vec![("y".to_string(), json!(2)), ("x".into(), json!(1))]
         );
         assert!(m.body_remove.is_empty());
+    }
+
+    #[test]
+    fn token_hosts_name_their_clusters() {
+        let c = |url: &str| Callout::parse(url).map(|c| c.host.cluster());
+        assert_eq!(
+            c("https://login.microsoftonline.com/t/oauth2/v2.0/token").unwrap(),
+            "aigw_token_login_microsoftonline_com"
+        );
+        assert_eq!(
+            c("https://STS.eu-west-1.amazonaws.com/").unwrap(),
+            "aigw_token_sts_eu-west-1_amazonaws_com"
+        );
+        assert_eq!(
+            c("https://idp.example.com:8443/realms/x").unwrap(),
+            "aigw_token_idp_example_com_8443"
+        );
+        assert_eq!(
+            c("http://127.0.0.1:8089/token").unwrap(),
+            "aigw_token_http_127_0_0_1_8089"
+        );
+        assert_eq!(c("http://[::1]/t").unwrap(), "aigw_token_http___1");
+        let h = Callout::parse("http://[::1]:9000/t").unwrap().host;
+        assert_eq!(
+            (h.host.as_str(), h.port, h.tls, h.is_ip()),
+            ("::1", 9000, false, true)
+        );
+        for (bad, why) in [
+            ("idp.example.com/token", "must start with https://"),
+            ("https:///token", "no usable host"),
+            ("https://idp.example.com:0/t", "invalid port"),
+            ("https://idp.example.com:99999/t", "invalid port"),
+            ("https://a:b:c/t", "invalid port"),
+            ("https://[zz]/t", "no usable host"),
+        ] {
+            let e = c(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn exchanges_read_their_one_secret_from_a_file_or_variable() {
+        let cc = ClientCredentials {
+            idp: IdpUrl::Issuer(Callout::parse("https://idp.example.com").unwrap()),
+            client_id: "gw".into(),
+            client_secret: SecretSource::Value(SecretValue::new("s3cret")),
+            scopes: vec![],
+        };
+        let auth = Auth::AwsSigV4 {
+            region: None,
+            keys: AwsKeys::WebIdentity(Box::new(WebIdentity {
+                role_arn: "arn:aws:iam::1:role/r".into(),
+                session_name: "ai-gateway-p".into(),
+                token: cc.clone(),
+                sts: Callout::parse("https://sts.us-east-1.amazonaws.com/").unwrap(),
+            })),
+        };
+        let on_file = auth.from_file("/etc/aigw/credentials/ns/idp/client-secret", None);
+        assert_eq!(
+            on_file.file(),
+            Some("/etc/aigw/credentials/ns/idp/client-secret")
+        );
+        let j = auth.from_env("AIGW_IDP_CLIENT_SECRET", None).to_json();
+        assert_eq!(
+            j["awsSigV4"]["webIdentity"]["token"]["clientCredentials"]["clientSecret"],
+            json!({"env": "AIGW_IDP_CLIENT_SECRET"})
+        );
+        assert_eq!(
+            j["awsSigV4"]["webIdentity"]["sts"]["cluster"],
+            "aigw_token_sts_us-east-1_amazonaws_com"
+        );
+        let hosts: Vec<String> = auth.token_hosts().iter().map(|h| h.cluster()).collect();
+        assert_eq!(
+            hosts,
+            [
+                "aigw_token_idp_example_com",
+                "aigw_token_sts_us-east-1_amazonaws_com"
+            ]
+        );
+
+        let azure = Auth::Exchange(Box::new(Exchange::Azure {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            credential: AzureCredential::Federated(cc),
+            token: Callout::parse("https://login.microsoftonline.com/t/oauth2/v2.0/token").unwrap(),
+        }));
+        assert!(azure.file().is_none());
+        let j = azure.from_file("/s", None).to_json();
+        assert_eq!(
+            j["azureEntraId"]["federatedToken"]["clientCredentials"]["clientSecret"],
+            json!({"file": "/s"})
+        );
+        assert_eq!(j["azureEntraId"]["clientId"], "c");
+        let key = Auth::Exchange(Box::new(Exchange::GcpServiceAccount {
+            key: SecretSource::Value(SecretValue::new("{}")),
+            token: Callout::parse("https://oauth2.googleapis.com/token")
+                .unwrap()
+                .host,
+        }));
+        assert_eq!(
+            key.from_env("K", None).to_json(),
+            json!({"gcpServiceAccount": {"key": {"env": "K"}, "token": {"cluster": "aigw_token_oauth2_googleapis_com"}}})
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `EnvoyPatchPolicy`: the upstream filter instance for Envoy Gateway rules with
-//! several backendRefs.
+//! several backendRefs, and the clusters of the token services the filter
+//! exchanges credentials at.
 //!
 //! An `EnvoyExtensionPolicy` attaches an HTTP filter to the HTTP connection manager
 //! only; Envoy Gateway has no API for a cluster's upstream HTTP filters. What it does
@@ -72,6 +73,15 @@
 //! - The module is loaded as Envoy Gateway loads it for an EnvoyExtensionPolicy
 //!   (`internal/xds/translator/dynamicmodule.go`): `dynamic_module_config.module`
 //!   from the EnvoyProxy's Local path, the config as a `StringValue`.
+//!
+//! Token services: Envoy Gateway has no API for a cluster that no route uses, and
+//! the filter's HTTP callouts (credential exchanges) name their cluster. An `add`
+//! operation at the empty path adds a whole resource (`processJSONPatches`: the
+//! value is unmarshalled into the operation's type, validated and appended), so
+//! one policy per Gateway adds each token cluster once ([`add_clusters`]): the
+//! releases that append added resources would otherwise give Envoy a cluster name
+//! twice, and Envoy refuses such an update. TLS is checked against Envoy Gateway's own trust
+//! bundle path in the proxy image ([`TRUST_BUNDLE`]).
 //!
 //! Retries: Envoy Gateway's retry policy (`internal/xds/translator/route.go`
 //! `buildRetryPolicy`) has the `previous_hosts` predicate and no
@@ -226,6 +236,33 @@ pub fn json_patches(rules: &[RulePatch], module_path: &str) -> Vec<Value> {
     out
 }
 
+/// The CA bundle of Envoy Gateway's proxy image, as Envoy Gateway names it for
+/// its own TLS to well-known CAs (`envoyTrustBundle` in `internal/xds/translator`).
+pub const TRUST_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Operations adding whole clusters (the token services' clusters): an `add` at
+/// the empty path makes the value a new resource of its type
+/// (`processJSONPatches`), validated like any other; `name` is the cluster's.
+pub fn add_clusters(clusters: &[Value]) -> Vec<Value> {
+    clusters
+        .iter()
+        .map(|c| {
+            add(
+                CLUSTER_TYPE,
+                c["name"].as_str().unwrap_or_default(),
+                String::new(),
+                c.clone(),
+            )
+        })
+        .collect()
+}
+
+/// The name of the policy adding the token clusters to `gateway` (one per
+/// Gateway, in its namespace: a cluster added twice would reach Envoy twice).
+pub fn token_policy_name(gateway: &str) -> String {
+    format!("{gateway}-aigw-token-clusters")
+}
+
 /// An EnvoyPatchPolicy in the Gateway's namespace (the API requires it) targeting
 /// that Gateway.
 pub fn policy(
@@ -351,6 +388,19 @@ mod tests {
             p[1]["operation"]["path"],
             "/endpoints/0/lb_endpoints/0/metadata/filter_metadata/io.envoy.ai_gateway"
         );
+    }
+
+    #[test]
+    fn whole_clusters_are_added_at_the_empty_path() {
+        let ops = add_clusters(&[json!({"name": "aigw_token_a", "type": "LOGICAL_DNS"})]);
+        assert_eq!(
+            ops,
+            [
+                json!({"type": CLUSTER_TYPE, "name": "aigw_token_a", "operation": {
+                "op": "add", "path": "", "value": {"name": "aigw_token_a", "type": "LOGICAL_DNS"}}})
+            ]
+        );
+        assert_eq!(token_policy_name("gw"), "gw-aigw-token-clusters");
     }
 
     #[test]

@@ -2063,32 +2063,8 @@ const HTPASSWD_KEYS: [&str; 2] = [".htpasswd", ".htaccess"];
 /// and users, never hashes.
 fn htpasswd_users(secrets: &Secrets<'_>, s: &SecretRef) -> Result<SecretValue, String> {
     let (ns, name) = (&s.namespace, &s.name);
-    let Some(&i) = secrets.index.get(&(ns.clone(), name.clone())) else {
-        return Err(format!(
-            "Secret {ns}/{name} is not among the inputs: its htpasswd users are compiled into Envoy's basic_auth filter"
-        ));
-    };
-    let keys: Vec<&str> = secrets.secrets[i]
-        .values
-        .keys()
-        .map(String::as_str)
-        .collect();
-    let key = match HTPASSWD_KEYS.iter().find(|k| keys.contains(k)) {
-        Some(k) => *k,
-        None => match keys.as_slice() {
-            [only] => *only,
-            _ => {
-                return Err(format!(
-                "Secret {ns}/{name} has no '.htpasswd' key for the htpasswd users (its keys: {})",
-                if keys.is_empty() {
-                    "none".to_string()
-                } else {
-                    keys.join(", ")
-                }
-            ))
-            }
-        },
-    };
+    let key = secrets.key_of(ns, name, &HTPASSWD_KEYS, "htpasswd users")?;
+    let key = key.as_str();
     let text = secrets.value(ns, name, key)?;
     let mut users = Vec::new();
     let mut lines = Vec::new();

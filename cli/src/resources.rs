@@ -114,6 +114,46 @@ pub struct SecretUse {
     pub name: String,
     pub key: &'static str,
     pub path: String,
+    /// A Secret with one key may name it otherwise (a key file's name).
+    pub any_only_key: bool,
+}
+
+/// An OIDC client ID: given, or the `client-id` of a Secret (index in
+/// `secrets`).
+#[derive(Debug)]
+pub enum ClientId {
+    Given(String),
+    Secret(usize),
+}
+
+/// `oidcExchangeToken.oidc` (Envoy Gateway's OIDC type) as Envoy AI Gateway uses
+/// it: a client-credentials grant at the provider, whose access token is
+/// exchanged. `None`s were reported.
+#[derive(Debug)]
+pub struct OidcGrant {
+    /// `provider.tokenEndpoint`, else `provider.issuer`.
+    pub idp: Option<crate::credentials::IdpUrl>,
+    pub client_id: Option<ClientId>,
+    /// The `client-secret` of a Secret (index in `secrets`).
+    pub client_secret: Option<usize>,
+    pub scopes: Vec<String>,
+}
+
+/// `awsCredentials.oidcExchangeToken`.
+#[derive(Debug)]
+pub struct AwsOidc {
+    pub role_arn: Option<String>,
+    pub grant: OidcGrant,
+}
+
+/// `gcpCredentials.workloadIdentityFederationConfig`.
+#[derive(Debug)]
+pub struct GcpWorkloadIdentity {
+    /// `//iam.googleapis.com/projects/ID/locations/global/workloadIdentityPools/POOL/providers/PROVIDER`.
+    pub audience: Option<String>,
+    pub grant: Option<OidcGrant>,
+    /// `serviceAccountImpersonation.serviceAccountName`.
+    pub service_account: Option<String>,
 }
 
 /// What a BackendSecurityPolicy's mechanism gives the compiler to work with.
@@ -130,16 +170,25 @@ pub enum PolicyCredential {
     Aws {
         region: Option<String>,
         file: Option<(Option<usize>, String)>,
-        oidc: bool,
+        oidc: Option<AwsOidc>,
     },
-    /// A credential only a token exchange gives (`azureCredentials`): `field` names it.
-    Token { field: &'static str },
-    /// `gcpCredentials`: where Vertex AI backends are, and whether the client's
-    /// own credentials go through.
+    /// `azureCredentials`: a client secret (`client-secret` of a Secret, index in
+    /// `secrets`) or an OIDC token for Entra ID.
+    Azure {
+        tenant_id: Option<String>,
+        client_id: Option<String>,
+        client_secret: Option<usize>,
+        oidc: Option<OidcGrant>,
+    },
+    /// `gcpCredentials`: where Vertex AI backends are, whether the client's own
+    /// credentials go through, and a service-account key (a Secret's, index in
+    /// `secrets`) or workload identity federation.
     Gcp {
         project: Option<String>,
         region: Option<String>,
         passthrough: bool,
+        key: Option<usize>,
+        workload_identity: Option<GcpWorkloadIdentity>,
     },
 }
 
@@ -1048,6 +1097,7 @@ fn read_security_policy(
                           key: &str,
                           secret_key: &'static str,
                           required: bool,
+                          any_only_key: bool,
                           r: &mut Reporter<'_>|
      -> Option<usize> {
         let path = o.path(key);
@@ -1074,6 +1124,7 @@ fn read_security_policy(
                     name: name.to_string(),
                     key: secret_key,
                     path: path.clone(),
+                    any_only_key,
                 });
                 Some(secrets.len() - 1)
             }
@@ -1088,7 +1139,7 @@ fn read_security_policy(
     ] {
         let path = spec.path(field);
         if let Some(o) = sub(&spec, field, &path, &["secretRef"], r) {
-            let secret = secret_ref(&o, "secretRef", "apiKey", true, r);
+            let secret = secret_ref(&o, "secretRef", "apiKey", true, false, r);
             credential = Some(PolicyCredential::ApiKey { secret, header });
         }
     }
@@ -1114,7 +1165,7 @@ fn read_security_policy(
             &["secretRef", "profile"],
             r,
         ) {
-            let secret = secret_ref(&cf, "secretRef", "credentials", true, r);
+            let secret = secret_ref(&cf, "secretRef", "credentials", true, false, r);
             let profile = cf
                 .str_opt("profile", r)
                 .filter(|p| !p.is_empty())
@@ -1123,7 +1174,7 @@ fn read_security_policy(
             file = Some((secret, profile));
         }
         let p = "spec.awsCredentials.oidcExchangeToken";
-        let oidc = aws.has("oidcExchangeToken");
+        let mut oidc = None;
         if let Some(o) = sub(
             &aws,
             "oidcExchangeToken",
@@ -1131,8 +1182,21 @@ fn read_security_policy(
             &["oidc", "grantType", "aud", "awsRoleArn"],
             r,
         ) {
-            read_oidc(&o, r);
-            o.str_req("awsRoleArn", r);
+            let grant = read_oidc(&o, &mut secret_ref, r);
+            let role_arn = o.str_req("awsRoleArn", r).map(str::to_string);
+            if let Some(a) = role_arn.as_deref().filter(|a| !is_role_arn(a)) {
+                r.error(
+                    o.path("awsRoleArn"),
+                    format!("'{a}' is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
+                );
+            }
+            if let Some(reg) = region.as_deref().filter(|reg| !is_region(reg)) {
+                r.error(
+                    "spec.awsCredentials.region",
+                    format!("'{reg}' is not an AWS region name (the STS host sts.REGION.amazonaws.com is made of it)"),
+                );
+            }
+            oidc = grant.map(|grant| AwsOidc { role_arn, grant });
         }
         credential = Some(PolicyCredential::Aws { region, file, oidc });
     }
@@ -1148,16 +1212,28 @@ fn read_security_policy(
         ],
         r,
     ) {
-        az.str_req("clientID", r);
-        az.str_req("tenantID", r);
+        let client_id = az.str_req("clientID", r).map(str::to_string);
+        let tenant_id = az.str_req("tenantID", r).map(str::to_string);
+        if let Some(t) = tenant_id.as_deref() {
+            if !t
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+            {
+                r.error(
+                    "spec.azureCredentials.tenantID",
+                    format!("'{t}' is not a tenant ID or domain name (it goes into the Entra ID token URL)"),
+                );
+            }
+        }
         if az.has("clientSecretRef") == az.has("oidcExchangeToken") {
             r.error(
                 "spec.azureCredentials",
                 "exactly one of clientSecretRef or oidcExchangeToken must be specified",
             );
         }
-        secret_ref(&az, "clientSecretRef", "client-secret", false, r);
+        let client_secret = secret_ref(&az, "clientSecretRef", "client-secret", false, false, r);
         let p = "spec.azureCredentials.oidcExchangeToken";
+        let mut oidc = None;
         if let Some(o) = sub(
             &az,
             "oidcExchangeToken",
@@ -1165,10 +1241,13 @@ fn read_security_policy(
             &["oidc", "grantType", "aud"],
             r,
         ) {
-            read_oidc(&o, r);
+            oidc = read_oidc(&o, &mut secret_ref, r);
         }
-        credential = Some(PolicyCredential::Token {
-            field: "spec.azureCredentials",
+        credential = Some(PolicyCredential::Azure {
+            tenant_id,
+            client_id,
+            client_secret,
+            oidc,
         });
     }
     if let Some(gcp) = sub(
@@ -1206,6 +1285,7 @@ fn read_security_policy(
                 "at most one of credentialsFile or workloadIdentityFederationConfig may be specified",
             );
         }
+        let mut key = None;
         if let Some(cf) = sub(
             &gcp,
             "credentialsFile",
@@ -1213,20 +1293,87 @@ fn read_security_policy(
             &["secretRef"],
             r,
         ) {
-            secret_ref(&cf, "secretRef", "service_account.json", true, r);
+            key = secret_ref(&cf, "secretRef", GCP_KEY_FILE, true, true, r);
         }
-        if let Some(v) = gcp.get("workloadIdentityFederationConfig") {
-            if !v.is_object() {
-                r.error(
-                    "spec.gcpCredentials.workloadIdentityFederationConfig",
-                    "must be an object",
-                );
-            }
+        let wp = "spec.gcpCredentials.workloadIdentityFederationConfig";
+        let mut workload_identity = None;
+        if let Some(w) = sub(
+            &gcp,
+            "workloadIdentityFederationConfig",
+            wp,
+            &[
+                "projectID",
+                "workloadIdentityPoolName",
+                "workloadIdentityProviderName",
+                "serviceAccountImpersonation",
+                "oidcExchangeToken",
+            ],
+            r,
+        ) {
+            // Parts of the provider's resource name: no '/' of their own.
+            let part = |key: &str, r: &mut Reporter<'_>| {
+                let v = w.str_req(key, r)?;
+                if v.contains(['/', ' ', '?', '#']) {
+                    r.error(
+                        w.path(key),
+                        format!("'{v}' must not contain '/', spaces, '?' or '#': it is part of the workload identity provider's resource name"),
+                    );
+                    return None;
+                }
+                Some(v.to_string())
+            };
+            let (id, pool, provider) = (
+                part("projectID", r),
+                part("workloadIdentityPoolName", r),
+                part("workloadIdentityProviderName", r),
+            );
+            let audience = match (id, pool, provider) {
+                (Some(id), Some(pool), Some(provider)) => Some(format!(
+                    "//iam.googleapis.com/projects/{id}/locations/global/workloadIdentityPools/{pool}/providers/{provider}"
+                )),
+                _ => None,
+            };
+            let ip = format!("{wp}.serviceAccountImpersonation");
+            let service_account = sub(&w, "serviceAccountImpersonation", &ip, &["serviceAccountName"], r)
+                .and_then(|i| {
+                    let n = i.str_req("serviceAccountName", r)?;
+                    if n.contains(['@', '/', ' ']) {
+                        r.error(
+                            i.path("serviceAccountName"),
+                            format!("'{n}' must be the service account's name, without '@', '/' or spaces (its address is NAME@PROJECT.iam.gserviceaccount.com, PROJECT being projectName)"),
+                        );
+                        return None;
+                    }
+                    Some(n.to_string())
+                });
+            let op = format!("{wp}.oidcExchangeToken");
+            let grant = match sub(
+                &w,
+                "oidcExchangeToken",
+                &op,
+                &["oidc", "grantType", "aud"],
+                r,
+            ) {
+                Some(o) => read_oidc(&o, &mut secret_ref, r),
+                None => {
+                    if !w.has("oidcExchangeToken") {
+                        r.error(op, "is required");
+                    }
+                    None
+                }
+            };
+            workload_identity = Some(GcpWorkloadIdentity {
+                audience,
+                grant,
+                service_account,
+            });
         }
         credential = Some(PolicyCredential::Gcp {
             project,
             region,
             passthrough,
+            key,
+            workload_identity,
         });
     }
 
@@ -1313,14 +1460,161 @@ fn read_security_policy(
     }
 }
 
-fn read_oidc(o: &Obj<'_, '_>, r: &mut Reporter<'_>) {
-    match o.get("oidc") {
-        None => r.error(o.path("oidc"), "is required"),
-        Some(v) if !v.is_object() => r.error(o.path("oidc"), "must be an object"),
-        Some(_) => {}
-    }
+/// The Secret key Envoy AI Gateway reads a GCP service-account key file from
+/// (a Secret with one key may name it otherwise).
+pub const GCP_KEY_FILE: &str = "service_account.json";
+
+/// A Secret reference reader: (object, field, Secret key, required, whether a
+/// Secret with one key may name it otherwise, reporter) → index in `secrets`.
+type SecretRefReader<'a> = dyn FnMut(&Obj<'_, '_>, &str, &'static str, bool, bool, &mut Reporter<'_>) -> Option<usize>
+    + 'a;
+
+/// Fields of Envoy Gateway's OIDC type that only its browser login uses; a
+/// client-credentials grant has no use for them (Envoy AI Gateway ignores them
+/// too).
+const OIDC_LOGIN_FIELDS: &[&str] = &[
+    "cookieConfig",
+    "cookieDomain",
+    "cookieNames",
+    "csrfTokenTTL",
+    "defaultRefreshTokenTTL",
+    "defaultTokenTTL",
+    "denyRedirect",
+    "disableTokenEncryption",
+    "forwardAccessToken",
+    "forwardIDToken",
+    "logoutPath",
+    "passThroughAuthHeader",
+    "redirectURL",
+    "refreshToken",
+    "resources",
+];
+
+/// An `oidcExchangeToken` (`o`): its `oidc` as a client-credentials grant.
+fn read_oidc(
+    o: &Obj<'_, '_>,
+    secret_ref: &mut SecretRefReader<'_>,
+    r: &mut Reporter<'_>,
+) -> Option<OidcGrant> {
     o.str_opt("grantType", r);
     o.str_opt("aud", r);
+    let op = o.path("oidc");
+    let mut known = vec![
+        "provider",
+        "clientID",
+        "clientIDRef",
+        "clientSecret",
+        "scopes",
+    ];
+    known.extend(OIDC_LOGIN_FIELDS);
+    let Some(oidc) = sub(o, "oidc", &op, &known, r) else {
+        if !o.has("oidc") {
+            r.error(op, "is required");
+        }
+        return None;
+    };
+    let pp = oidc.path("provider");
+    let provider = sub(
+        &oidc,
+        "provider",
+        &pp,
+        &[
+            "issuer",
+            "tokenEndpoint",
+            "authorizationEndpoint",
+            "endSessionEndpoint",
+            "backendRef",
+            "backendRefs",
+            "backendSettings",
+        ],
+        r,
+    );
+    let idp = match &provider {
+        None => {
+            if !oidc.has("provider") {
+                r.error(pp.clone(), "is required");
+            }
+            None
+        }
+        Some(p) => {
+            for k in ["backendRef", "backendRefs", "backendSettings"] {
+                if p.has(k) {
+                    r.warn(
+                        p.path(k),
+                        "ignored: the gateway calls the token endpoint's host directly, through an Envoy cluster of its own (see the bootstrap's aigw_token_* clusters)",
+                    );
+                }
+            }
+            let url = |key: &str, r: &mut Reporter<'_>| {
+                let u = p.str_opt(key, r).filter(|u| !u.is_empty())?;
+                match crate::credentials::Callout::parse(u) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        r.error(p.path(key), e);
+                        None
+                    }
+                }
+            };
+            // The issuer is required by the CRD even when the token endpoint is
+            // given (then only the token endpoint is called).
+            let issuer = p.str_req("issuer", r).and_then(|_| url("issuer", r));
+            match url("tokenEndpoint", r) {
+                Some(t) => Some(crate::credentials::IdpUrl::Token(t)),
+                None if p.has("tokenEndpoint") => None,
+                None => issuer.map(crate::credentials::IdpUrl::Issuer),
+            }
+        }
+    };
+    let client_id = match (oidc.has("clientID"), oidc.has("clientIDRef")) {
+        (true, false) => oidc
+            .str_req("clientID", r)
+            .map(|c| ClientId::Given(c.to_string())),
+        (false, true) => {
+            secret_ref(&oidc, "clientIDRef", "client-id", true, false, r).map(ClientId::Secret)
+        }
+        _ => {
+            r.error(
+                op.clone(),
+                "exactly one of clientID or clientIDRef must be specified",
+            );
+            None
+        }
+    };
+    let client_secret = secret_ref(&oidc, "clientSecret", "client-secret", true, false, r);
+    let mut scopes = Vec::new();
+    let sp = oidc.path("scopes");
+    for (i, v) in oidc
+        .list_opt("scopes", 64, r)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        match v.as_str() {
+            Some(s) if !s.is_empty() && !s.contains(' ') => scopes.push(s.to_string()),
+            _ => r.error(
+                at(&sp, i),
+                "must be a scope name (a non-empty string without spaces)",
+            ),
+        }
+    }
+    Some(OidcGrant {
+        idp,
+        client_id,
+        client_secret,
+        scopes,
+    })
+}
+
+/// An IAM role ARN as STS takes it (the filter's rule).
+fn is_role_arn(a: &str) -> bool {
+    a.starts_with("arn:aws") && a.contains(":role/")
+}
+
+/// An AWS region name: lowercase letters, digits and `-`.
+fn is_region(r: &str) -> bool {
+    !r.is_empty()
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 // ---------------------------------------------------------------- Envoy Gateway Backend

@@ -284,6 +284,20 @@ fn validate(docs: &[Value]) -> Vec<String> {
             }
         }
     }
+    // Every cluster a filter config's credential exchanges call exists on each
+    // Gateway that config runs on.
+    let added = added_clusters(docs);
+    for (config, gateways) in configs_by_gateway(docs) {
+        for c in auth_clusters(&config) {
+            for (gns, g) in &gateways {
+                if !added.contains(&(gns.clone(), g.clone(), c.clone())) {
+                    errs.push(format!(
+                        "cluster {c}, which a filter config calls, is not added to Gateway {gns}/{g} by an EnvoyPatchPolicy"
+                    ));
+                }
+            }
+        }
+    }
     for (i, d) in docs.iter().enumerate() {
         let p = format!("doc[{i}] {}", d["kind"].as_str().unwrap_or(""));
         let ns = d["metadata"]["namespace"].as_str().unwrap_or("");
@@ -458,6 +472,10 @@ fn check_patch_policy(
         if op["operation"]["op"] != "add" {
             errs.push(format!("{q}: only add operations are generated"));
         }
+        if path.is_empty() {
+            check_token_cluster(op, docs, gateway, ns, &q, errs);
+            continue;
+        }
         let parts: Vec<&str> = name.split('/').collect();
         let rule = match parts.as_slice() {
             ["httproute", hr_ns, hr_name, "rule", i] => docs
@@ -595,22 +613,200 @@ fn check_patch_policy(
     }
 }
 
-/// The credential files a filter config names.
+/// The credential files a filter config names (keys, credentials files, and the
+/// secrets of credential exchanges: any `file` or `credentialsFile` under `auth`).
 fn credential_files(config: &Value) -> Vec<String> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    match (k.as_str(), x) {
+                        ("file" | "credentialsFile", Value::String(f)) => out.push(f.clone()),
+                        _ => walk(x, out),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
     let mut out = Vec::new();
     for b in config["backends"].as_array().into_iter().flatten() {
-        let a = &b["auth"];
-        for f in [
-            &a["apiKey"]["file"],
-            &a["bearerToken"]["file"],
-            &a["awsSigV4"]["credentialsFile"],
-        ] {
-            if let Some(f) = f.as_str() {
-                out.push(f.to_string());
+        walk(&b["auth"], &mut out);
+    }
+    out
+}
+
+/// The Envoy clusters a filter config's credential exchanges call (every
+/// `cluster` under a backend's `auth`).
+fn auth_clusters(config: &Value) -> Vec<String> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    match (k.as_str(), x) {
+                        ("cluster", Value::String(c)) => out.push(c.clone()),
+                        _ => walk(x, out),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for b in config["backends"].as_array().into_iter().flatten() {
+        walk(&b["auth"], &mut out);
+    }
+    out
+}
+
+/// The filter configs of the generated documents, each with the Gateways
+/// (namespace, name) whose Envoy runs it: an EnvoyExtensionPolicy's (dynamic
+/// module or wasm) on the Gateways its HTTPRoutes attach to, an EnvoyPatchPolicy's
+/// upstream filter config on its Gateway.
+fn configs_by_gateway(docs: &[Value]) -> Vec<(Value, Vec<(String, String)>)> {
+    let mut out = Vec::new();
+    for d in docs {
+        let ns = d["metadata"]["namespace"].as_str().unwrap_or("");
+        if d["kind"] == "EnvoyExtensionPolicy" {
+            let mut gateways = Vec::new();
+            for t in d["spec"]["targetRefs"].as_array().into_iter().flatten() {
+                let hr = docs.iter().find(|x| {
+                    x["kind"] == "HTTPRoute"
+                        && x["metadata"]["namespace"] == ns
+                        && x["metadata"]["name"] == t["name"]
+                });
+                for p in hr
+                    .and_then(|hr| hr["spec"]["parentRefs"].as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    let g = (
+                        p["namespace"].as_str().unwrap_or(ns).to_string(),
+                        p["name"].as_str().unwrap_or("").to_string(),
+                    );
+                    if !gateways.contains(&g) {
+                        gateways.push(g);
+                    }
+                }
+            }
+            for m in d["spec"]["dynamicModule"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(d["spec"]["wasm"].as_array().into_iter().flatten())
+            {
+                out.push((m["config"].clone(), gateways.clone()));
+            }
+        }
+        if d["kind"] == "EnvoyPatchPolicy" {
+            let gw = (
+                ns.to_string(),
+                d["spec"]["targetRef"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            );
+            for op in d["spec"]["jsonPatches"].as_array().into_iter().flatten() {
+                for f in op["operation"]["value"].as_array().into_iter().flatten() {
+                    let c = &f["typed_config"]["filter_config"]["value"];
+                    if let Some(c) = c.as_str().and_then(|c| serde_json::from_str(c).ok()) {
+                        out.push((c, vec![gw.clone()]));
+                    }
+                }
             }
         }
     }
     out
+}
+
+/// The token clusters EnvoyPatchPolicies add: (Gateway namespace, Gateway, cluster).
+fn added_clusters(docs: &[Value]) -> HashSet<(String, String, String)> {
+    let mut out = HashSet::new();
+    for d in docs.iter().filter(|d| d["kind"] == "EnvoyPatchPolicy") {
+        let ns = d["metadata"]["namespace"].as_str().unwrap_or("");
+        let gw = d["spec"]["targetRef"]["name"].as_str().unwrap_or("");
+        for op in d["spec"]["jsonPatches"].as_array().into_iter().flatten() {
+            if op["operation"]["path"] == "" {
+                let name = op["operation"]["value"]["name"].as_str().unwrap_or("");
+                out.insert((ns.to_string(), gw.to_string(), name.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// An operation adding a whole cluster (a token service's): a Cluster resource
+/// named as the operation says, reaching one host (TLS with SNI when by name),
+/// called by a filter config that runs on this Gateway, added once per Gateway.
+fn check_token_cluster(
+    op: &Value,
+    docs: &[Value],
+    gateway: &str,
+    ns: &str,
+    q: &str,
+    errs: &mut Vec<String>,
+) {
+    let c = &op["operation"]["value"];
+    let name = op["name"].as_str().unwrap_or("");
+    if op["type"] != "type.googleapis.com/envoy.config.cluster.v3.Cluster" {
+        errs.push(format!("{q}: a whole resource is added only as a Cluster"));
+    }
+    if c["name"] != name || !name.starts_with("aigw_token_") {
+        errs.push(format!(
+            "{q}: the added cluster must be named '{name}', an aigw_token_* name"
+        ));
+    }
+    if c["load_assignment"]["cluster_name"] != c["name"] {
+        errs.push(format!(
+            "{q}: load_assignment.cluster_name differs from the cluster's name"
+        ));
+    }
+    let endpoints = c["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let kind = c["type"].as_str().unwrap_or("");
+    if endpoints != 1 || !["LOGICAL_DNS", "STATIC"].contains(&kind) {
+        errs.push(format!(
+            "{q}: a token cluster reaches one host (LOGICAL_DNS or STATIC)"
+        ));
+    }
+    let host = &c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        ["socket_address"]["address"];
+    let tls = &c["transport_socket"]["typed_config"];
+    if kind == "LOGICAL_DNS" && !tls.is_null() && tls["sni"] != *host {
+        errs.push(format!("{q}: the TLS SNI must be the host, {host}"));
+    }
+    let called = configs_by_gateway(docs).iter().any(|(config, gateways)| {
+        gateways.iter().any(|(gns, g)| gns == ns && g == gateway)
+            && auth_clusters(config).iter().any(|x| x == name)
+    });
+    if !called {
+        errs.push(format!(
+            "{q}: no filter config running on Gateway {ns}/{gateway} calls cluster {name}"
+        ));
+    }
+    let times = docs
+        .iter()
+        .filter(|d| {
+            d["kind"] == "EnvoyPatchPolicy"
+                && d["metadata"]["namespace"] == ns
+                && d["spec"]["targetRef"]["name"] == gateway
+        })
+        .flat_map(|d| {
+            d["spec"]["jsonPatches"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|o| o["operation"]["path"] == "" && o["name"] == name)
+        .count();
+    if times != 1 {
+        errs.push(format!(
+            "{q}: cluster {name} is added {times} times to Gateway {ns}/{gateway} (Envoy refuses a cluster twice)"
+        ));
+    }
 }
 
 fn options(dir: &Path) -> Options {
@@ -1081,5 +1277,143 @@ fn the_checker_rejects_broken_patch_policies() {
     );
     for (want, broken) in &cases {
         assert_rejected(&docs, want, broken);
+    }
+}
+
+/// The same for the EnvoyPatchPolicies adding the token services' clusters: each
+/// broken copy fails for the reason it was broken.
+#[test]
+fn the_checker_rejects_broken_token_clusters() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/aigateway-token-exchange");
+    let text = std::fs::read_to_string(dir.join("input.yaml")).unwrap();
+    let (ms, _) = manifest::parse_yaml("input.yaml", &text);
+    let out = compile_with(&ms, &options(&dir)).unwrap();
+    let docs = out.envoy_gateway;
+    let wasm = out.envoy_gateway_wasm.unwrap();
+    fn tokens(d: &[Value]) -> usize {
+        d.iter()
+            .position(|d| {
+                d["kind"] == "EnvoyPatchPolicy"
+                    && d["metadata"]["name"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with("-aigw-token-clusters")
+            })
+            .unwrap()
+    }
+    fn eep(d: &[Value]) -> usize {
+        d.iter()
+            .position(|d| d["kind"] == "EnvoyExtensionPolicy")
+            .unwrap()
+    }
+    let cases: Vec<(&str, &Vec<Value>, Breaker)> = vec![
+        (
+            "is not added to Gateway ai/gw by an EnvoyPatchPolicy",
+            &docs,
+            Box::new(|d| {
+                let i = tokens(d);
+                d.remove(i);
+            }),
+        ),
+        (
+            "is not added to Gateway infra/edge by an EnvoyPatchPolicy",
+            &wasm,
+            Box::new(|d| {
+                d.retain(|d| d["metadata"]["name"] != "edge-aigw-token-clusters");
+            }),
+        ),
+        (
+            "is not added to Gateway ai/gw",
+            &docs,
+            Box::new(|d| {
+                let i = eep(d);
+                d[i]["spec"]["dynamicModule"][0]["config"]["backends"][0]["auth"]["azureEntraId"]
+                    ["token"]["cluster"] = json!("aigw_token_elsewhere");
+            }),
+        ),
+        (
+            "an aigw_token_* name",
+            &docs,
+            Box::new(|d| {
+                let i = tokens(d);
+                d[i]["spec"]["jsonPatches"][0]["operation"]["value"]["name"] = json!("other");
+            }),
+        ),
+        (
+            "added 2 times",
+            &docs,
+            Box::new(|d| {
+                let i = tokens(d);
+                let op = d[i]["spec"]["jsonPatches"][0].clone();
+                d[i]["spec"]["jsonPatches"].as_array_mut().unwrap().push(op);
+            }),
+        ),
+        (
+            "the TLS SNI must be the host",
+            &docs,
+            Box::new(|d| {
+                let i = tokens(d);
+                d[i]["spec"]["jsonPatches"][0]["operation"]["value"]["transport_socket"]
+                    ["typed_config"]["sni"] = json!("example.com");
+            }),
+        ),
+        (
+            "reaches one host",
+            &docs,
+            Box::new(|d| {
+                let i = tokens(d);
+                d[i]["spec"]["jsonPatches"][0]["operation"]["value"]["type"] = json!("EDS");
+            }),
+        ),
+        (
+            "calls cluster aigw_token_unused",
+            &docs,
+            Box::new(|d| {
+                let i = tokens(d);
+                let mut op = d[i]["spec"]["jsonPatches"][0].clone();
+                op["name"] = json!("aigw_token_unused");
+                op["operation"]["value"]["name"] = json!("aigw_token_unused");
+                op["operation"]["value"]["load_assignment"]["cluster_name"] =
+                    json!("aigw_token_unused");
+                d[i]["spec"]["jsonPatches"].as_array_mut().unwrap().push(op);
+            }),
+        ),
+        (
+            "is not mounted by the EnvoyProxy",
+            &docs,
+            Box::new(|d| {
+                let i = eep(d);
+                d[i]["spec"]["dynamicModule"][0]["config"]["backends"][3]["auth"]
+                    ["gcpServiceAccount"]["key"]["file"] =
+                    json!("/etc/aigw/credentials/ai/gcp-sa/other.json");
+            }),
+        ),
+        (
+            "which the wasm build cannot read",
+            &wasm,
+            Box::new(|d| {
+                let i = eep(d);
+                d[i]["spec"]["wasm"][0]["config"]["backends"][0]["auth"]["azureEntraId"]
+                    ["clientSecret"] =
+                    json!({"file": "/etc/aigw/credentials/ai/azure-client/client-secret"});
+            }),
+        ),
+    ];
+    for d in [&docs, &wasm] {
+        assert!(validate(d).is_empty(), "{:#?}", validate(d));
+        // One policy per Gateway the route attaches to.
+        let names: Vec<&str> = d
+            .iter()
+            .filter(|d| d["kind"] == "EnvoyPatchPolicy")
+            .filter_map(|d| d["metadata"]["name"].as_str())
+            .filter(|n| n.ends_with("-aigw-token-clusters"))
+            .collect();
+        assert_eq!(
+            names,
+            ["gw-aigw-token-clusters", "edge-aigw-token-clusters"]
+        );
+    }
+    for (want, base, broken) in &cases {
+        assert_rejected(base, want, broken);
     }
 }

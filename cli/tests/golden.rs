@@ -124,6 +124,10 @@ const SECRET_VALUES: &[&str] = &[
     "sk-placeholder",
     "vllm-a-placeholder",
     "vllm-b-placeholder",
+    "azure-client-secret-placeholder",
+    "oidc-client-secret-placeholder",
+    "gcp-key-placeholder",
+    "gcp-idp-secret-placeholder",
 ];
 
 /// Credentials reach the filter config and the bootstraps that embed it, and

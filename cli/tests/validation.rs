@@ -5,7 +5,7 @@ use aigw_cli::{compile, Manifest, Source};
 use serde_json::{json, Value};
 
 mod common;
-use common::{edit, push, remove, set, ErrorCase};
+use common::{edit, push, remove, set, Edit, ErrorCase};
 
 /// A valid input: route, backend, policy, Envoy Gateway Backend, TLS policy, Secret.
 fn base() -> Vec<Value> {
@@ -1270,42 +1270,476 @@ fn credential_and_mutation_rules_report_their_field() {
     common::assert_error_cases(&cases, base, manifests, "sk-test-value");
 }
 
-/// Token exchanges the compiler cannot do are warnings naming the field, and
-/// the request goes without a credential; with the annotation the filter reads
-/// the token from the file.
-#[test]
-fn token_exchanges_are_warnings_or_token_files() {
-    let mut docs = base();
-    docs[ASB]["spec"]["schema"] = json!({"name": "AzureOpenAI"});
-    docs[BSP] = policy(
-        "AzureCredentials",
-        "azureCredentials",
-        json!({"clientID": "c", "tenantID": "t", "clientSecretRef": {"name": "key"}}),
-    );
-    docs[SECRET] = secret("key", json!({"client-secret": "sk-test-value"}));
-    let out = compile(&manifests(docs.clone())).unwrap_or_else(|d| panic!("{d:#?}"));
-    assert!(out.config["backends"][0].get("auth").is_none());
-    assert!(out
-        .warnings
-        .iter()
-        .any(|w| w.path == "spec.azureCredentials" && w.message.starts_with("not enforced")));
-    assert!(out.bootstrap_wasm_yaml.is_some());
+/// An OIDC client-credentials grant as the CRD spells it (`oidcExchangeToken`).
+fn oidc_token(extra: Value) -> Value {
+    let mut o = json!({"oidc": {
+        "provider": {"issuer": "https://idp.example.com"},
+        "clientID": "aigw",
+        "clientSecret": {"name": "idp"}
+    }});
+    for (k, v) in extra.as_object().unwrap() {
+        o[k] = v.clone();
+    }
+    o
+}
 
-    docs[BSP]["metadata"]["annotations"] = json!({"aigw.io/credentials-file": "/run/azure/token"});
-    let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
-    assert_eq!(
-        out.config["backends"][0]["auth"],
-        json!({"bearerToken": {"file": "/run/azure/token"}})
-    );
-    assert!(out.bootstrap_wasm_yaml.is_none());
-    assert!(!out.holds_credentials);
-    let w: Vec<_> = out.warnings.iter().map(|w| w.to_string()).collect();
-    assert!(
-        w.iter()
-            .any(|w| w.contains("bootstrap-wasm.yaml is not written")),
-        "{w:#?}"
-    );
-    assert!(!w.iter().any(|w| w.contains("sk-test-value")));
+/// A GCP service-account key file whose private key is the test's secret value.
+const GCP_KEY: &str = r#"{"type": "service_account", "client_email": "sa@p.iam.gserviceaccount.com", "private_key": "-----BEGIN PRIVATE KEY-----\nsk-test-value\n-----END PRIVATE KEY-----\n"}"#;
+
+/// A policy, its Secrets, the backend's schema, where in `auth` the secret value
+/// lands, and the token clusters the config names.
+type ExchangeCase = (
+    Value,
+    Vec<Value>,
+    &'static str,
+    &'static str,
+    Vec<&'static str>,
+);
+
+/// Each token exchange a policy asks for: the backend's `auth` (policy, Secrets,
+/// schema) → the `auth` kind the filter gets and the token hosts it calls.
+fn exchange_cases() -> Vec<ExchangeCase> {
+    vec![
+        (
+            policy(
+                "AzureCredentials",
+                "azureCredentials",
+                json!({"clientID": "c", "tenantID": "t", "clientSecretRef": {"name": "az"}}),
+            ),
+            vec![secret("az", json!({"client-secret": "sk-test-value"}))],
+            "AzureOpenAI",
+            "/azureEntraId/clientSecret/value",
+            vec!["aigw_token_login_microsoftonline_com"],
+        ),
+        (
+            policy(
+                "AzureCredentials",
+                "azureCredentials",
+                json!({"clientID": "c", "tenantID": "t", "oidcExchangeToken": oidc_token(json!({}))}),
+            ),
+            vec![secret("idp", json!({"client-secret": "sk-test-value"}))],
+            "AzureOpenAI",
+            "/azureEntraId/federatedToken/clientCredentials/clientSecret/value",
+            vec![
+                "aigw_token_idp_example_com",
+                "aigw_token_login_microsoftonline_com",
+            ],
+        ),
+        (
+            policy(
+                "AWSCredentials",
+                "awsCredentials",
+                json!({"region": "eu-central-1", "oidcExchangeToken": oidc_token(
+                    json!({"awsRoleArn": "arn:aws:iam::1:role/r"}))}),
+            ),
+            vec![secret("idp", json!({"client-secret": "sk-test-value"}))],
+            "AWSBedrock",
+            "/awsSigV4/webIdentity/token/clientCredentials/clientSecret/value",
+            vec![
+                "aigw_token_idp_example_com",
+                "aigw_token_sts_eu-central-1_amazonaws_com",
+            ],
+        ),
+        (
+            policy(
+                "GCPCredentials",
+                "gcpCredentials",
+                json!({"projectName": "p", "region": "us-east5",
+                       "credentialsFile": {"secretRef": {"name": "sa"}}}),
+            ),
+            vec![secret("sa", json!({"service_account.json": GCP_KEY}))],
+            "GCPVertexAI",
+            "/gcpServiceAccount/key/value",
+            vec!["aigw_token_oauth2_googleapis_com"],
+        ),
+        (
+            policy(
+                "GCPCredentials",
+                "gcpCredentials",
+                json!({"projectName": "p", "region": "us-east5",
+                       "workloadIdentityFederationConfig": {
+                           "projectID": "42", "workloadIdentityPoolName": "pool",
+                           "workloadIdentityProviderName": "prov",
+                           "serviceAccountImpersonation": {"serviceAccountName": "caller"},
+                           "oidcExchangeToken": oidc_token(json!({}))}}),
+            ),
+            vec![secret("idp", json!({"client-secret": "sk-test-value"}))],
+            "GCPVertexAI",
+            "/gcpWorkloadIdentity/subjectToken/clientCredentials/clientSecret/value",
+            vec![
+                "aigw_token_iamcredentials_googleapis_com",
+                "aigw_token_idp_example_com",
+                "aigw_token_sts_googleapis_com",
+            ],
+        ),
+    ]
+}
+
+/// Token exchanges compile into the filter's own exchanges: the secret each needs
+/// is compiled in, every token host gets a cluster in the bootstrap under the
+/// name the config gives, nothing is "not enforced", and the secret is in no
+/// message; with the annotation the filter reads a token file instead.
+#[test]
+fn token_exchanges_compile_into_filter_exchanges() {
+    for (bsp, secrets, schema, value_at, clusters) in exchange_cases() {
+        let mut docs = base();
+        docs[ASB]["spec"]["schema"] = json!({"name": schema});
+        docs[BSP] = bsp;
+        docs.truncate(SECRET);
+        docs.extend(secrets);
+        let out = compile(&manifests(docs.clone())).unwrap_or_else(|d| panic!("{d:#?}"));
+        let auth = &out.config["backends"][0]["auth"];
+        let want = if value_at.ends_with("/key/value") {
+            GCP_KEY
+        } else {
+            "sk-test-value"
+        };
+        assert_eq!(auth.pointer(value_at), Some(&json!(want)), "{auth:#}");
+        // The clusters the config names, and the bootstrap defines, are these.
+        let mut named: Vec<String> = Vec::new();
+        fn walk(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => m.iter().for_each(|(k, x)| match (k.as_str(), x) {
+                    ("cluster", Value::String(c)) => out.push(c.clone()),
+                    _ => walk(x, out),
+                }),
+                Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                _ => {}
+            }
+        }
+        walk(auth, &mut named);
+        named.sort();
+        named.dedup();
+        assert_eq!(named, clusters, "{auth:#}");
+        let boot: Value = serde_norway::from_str(&out.bootstrap_yaml).unwrap();
+        let defined: Vec<&str> = boot["static_resources"]["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .filter(|n| n.starts_with("aigw_token_"))
+            .collect();
+        assert_eq!(defined, clusters);
+        assert!(out.bootstrap_wasm_yaml.is_some());
+        assert!(out.holds_credentials);
+        for w in &out.warnings {
+            assert!(!w.message.contains("not enforced"), "{w}");
+            assert!(!w.message.contains("sk-test-value"), "{w}");
+        }
+        assert!(!out.envoy_gateway_yaml.contains("sk-test-value"));
+
+        // With the annotation, the token (or AWS credentials) file instead.
+        docs[BSP]["metadata"]["annotations"] =
+            json!({"aigw.io/credentials-file": "/run/cloud/token"});
+        let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
+        let auth = &out.config["backends"][0]["auth"];
+        assert!(
+            auth == &json!({"bearerToken": {"file": "/run/cloud/token"}})
+                || auth["awsSigV4"]["credentialsFile"] == "/run/cloud/token",
+            "{auth}"
+        );
+        assert!(out.bootstrap_wasm_yaml.is_none());
+        assert!(!out.holds_credentials);
+        assert!(!out.bootstrap_yaml.contains("aigw_token_"));
+    }
+}
+
+/// What the filter's exchanges need from a policy: each missing or unusable
+/// field is an error at its path, and no message holds the secret.
+#[test]
+fn token_exchange_rules_report_their_field() {
+    fn azure(mechanism: Value) -> Edit {
+        Box::new(move |docs: &mut Vec<Value>| {
+            docs[ASB]["spec"]["schema"] = json!({"name": "AzureOpenAI"});
+            docs[BSP] = policy("AzureCredentials", "azureCredentials", mechanism.clone());
+            docs[SECRET] = secret(
+                "idp",
+                json!({"client-secret": "sk-test-value", "client-id": "aigw"}),
+            );
+        })
+    }
+    fn azure_oidc(oidc: Value) -> Edit {
+        azure(json!({"clientID": "c", "tenantID": "t", "oidcExchangeToken": {"oidc": oidc}}))
+    }
+    fn aws(oidc: Value) -> Edit {
+        Box::new(move |docs: &mut Vec<Value>| {
+            docs[ASB]["spec"]["schema"] = json!({"name": "AWSBedrock"});
+            docs[BSP] = policy(
+                "AWSCredentials",
+                "awsCredentials",
+                json!({"region": "us-east-1", "oidcExchangeToken": oidc.clone()}),
+            );
+            docs[SECRET] = secret("idp", json!({"client-secret": "sk-test-value"}));
+        })
+    }
+    fn gcp(mechanism: Value, data: Value) -> Edit {
+        Box::new(move |docs: &mut Vec<Value>| {
+            docs[ASB]["spec"]["schema"] = json!({"name": "GCPVertexAI"});
+            let mut g = json!({"projectName": "p", "region": "us-east5"});
+            for (k, v) in mechanism.as_object().unwrap() {
+                g[k] = v.clone();
+            }
+            docs[BSP] = policy("GCPCredentials", "gcpCredentials", g);
+            docs[SECRET] = secret("sa", data.clone());
+        })
+    }
+    fn wif(edit: &'static str, v: Option<Value>) -> Edit {
+        Box::new(move |docs: &mut Vec<Value>| {
+            let mut w = json!({
+                "projectID": "42", "workloadIdentityPoolName": "pool",
+                "workloadIdentityProviderName": "prov",
+                "serviceAccountImpersonation": {"serviceAccountName": "caller"},
+                "oidcExchangeToken": {"oidc": {"provider": {"issuer": "https://idp.example.com"},
+                    "clientID": "aigw", "clientSecret": {"name": "sa"}}}
+            });
+            set(&mut w, edit, v.clone());
+            gcp(
+                json!({"workloadIdentityFederationConfig": w}),
+                json!({"client-secret": "sk-test-value"}),
+            )(docs);
+        })
+    }
+    let issuer = json!({"issuer": "https://idp.example.com"});
+    let oidc_path = "spec.azureCredentials.oidcExchangeToken.oidc";
+    let cases: Vec<ErrorCase> = vec![
+        // Azure.
+        (
+            azure(json!({"clientID": "c", "clientSecretRef": {"name": "idp"}})),
+            "BackendSecurityPolicy",
+            "spec.azureCredentials.tenantID",
+            "is required",
+        ),
+        (
+            azure(json!({"tenantID": "t", "clientSecretRef": {"name": "idp"}})),
+            "BackendSecurityPolicy",
+            "spec.azureCredentials.clientID",
+            "is required",
+        ),
+        (
+            azure(json!({"clientID": "c", "tenantID": "t/../common", "clientSecretRef": {"name": "idp"}})),
+            "BackendSecurityPolicy",
+            "spec.azureCredentials.tenantID",
+            "not a tenant ID or domain name",
+        ),
+        (
+            azure(json!({"clientID": "c", "tenantID": "t", "clientSecretRef": {"name": "idp"},
+                         "oidcExchangeToken": {"oidc": {}}})),
+            "BackendSecurityPolicy",
+            "spec.azureCredentials",
+            "exactly one of clientSecretRef or oidcExchangeToken",
+        ),
+        (
+            azure(json!({"clientID": "c", "tenantID": "t", "clientSecretRef": {"name": "other"}})),
+            "BackendSecurityPolicy",
+            "spec.azureCredentials.clientSecretRef",
+            "Secret ns/other is not among the inputs",
+        ),
+        (
+            Box::new(|docs: &mut Vec<Value>| {
+                azure(json!({"clientID": "c", "tenantID": "t", "clientSecretRef": {"name": "idp"}}))(docs);
+                docs[SECRET]["stringData"] = json!({"clientSecret": "sk-test-value"});
+            }),
+            "BackendSecurityPolicy",
+            "spec.azureCredentials.clientSecretRef",
+            "has no key 'client-secret'",
+        ),
+        (
+            azure(json!({"clientID": "c", "tenantID": "t", "oidcExchangeToken": {"aud": "x"}})),
+            "BackendSecurityPolicy",
+            oidc_path,
+            "is required",
+        ),
+        // The OIDC provider and client.
+        (
+            azure_oidc(json!({"clientID": "aigw", "clientSecret": {"name": "idp"}})),
+            "BackendSecurityPolicy",
+            "spec.azureCredentials.oidcExchangeToken.oidc.provider",
+            "is required",
+        ),
+        (
+            azure_oidc(json!({"provider": {"tokenEndpoint": "https://idp.example.com/token"},
+                              "clientID": "aigw", "clientSecret": {"name": "idp"}})),
+            "BackendSecurityPolicy",
+            "spec.azureCredentials.oidcExchangeToken.oidc.provider.issuer",
+            "is required",
+        ),
+        (
+            azure_oidc(json!({"provider": {"issuer": "idp.example.com"},
+                              "clientID": "aigw", "clientSecret": {"name": "idp"}})),
+            "BackendSecurityPolicy",
+            "spec.azureCredentials.oidcExchangeToken.oidc.provider.issuer",
+            "must start with https://",
+        ),
+        (
+            azure_oidc(json!({"provider": {"issuer": "https://idp.example.com", "tokenEndpoint": "https:///token"},
+                              "clientID": "aigw", "clientSecret": {"name": "idp"}})),
+            "BackendSecurityPolicy",
+            "spec.azureCredentials.oidcExchangeToken.oidc.provider.tokenEndpoint",
+            "no usable host",
+        ),
+        (
+            azure_oidc(json!({"provider": issuer, "clientSecret": {"name": "idp"}})),
+            "BackendSecurityPolicy",
+            oidc_path,
+            "exactly one of clientID or clientIDRef",
+        ),
+        (
+            azure_oidc(json!({"provider": issuer, "clientID": "aigw", "clientIDRef": {"name": "idp"},
+                              "clientSecret": {"name": "idp"}})),
+            "BackendSecurityPolicy",
+            oidc_path,
+            "exactly one of clientID or clientIDRef",
+        ),
+        (
+            azure_oidc(json!({"provider": issuer, "clientID": "aigw"})),
+            "BackendSecurityPolicy",
+            "spec.azureCredentials.oidcExchangeToken.oidc.clientSecret",
+            "is required",
+        ),
+        (
+            Box::new(|docs: &mut Vec<Value>| {
+                azure_oidc(json!({"provider": {"issuer": "https://idp.example.com"},
+                                  "clientIDRef": {"name": "idp"}, "clientSecret": {"name": "idp"}}))(docs);
+                docs[SECRET]["stringData"] = json!({"client-secret": "sk-test-value"});
+            }),
+            "BackendSecurityPolicy",
+            "spec.azureCredentials.oidcExchangeToken.oidc.clientIDRef",
+            "has no key 'client-id'",
+        ),
+        (
+            azure_oidc(json!({"provider": issuer, "clientID": "aigw", "clientSecret": {"name": "idp"},
+                              "scopes": ["a b"]})),
+            "BackendSecurityPolicy",
+            "spec.azureCredentials.oidcExchangeToken.oidc.scopes[0]",
+            "must be a scope name",
+        ),
+        // AWS.
+        (
+            aws(json!({"oidc": {"provider": issuer, "clientID": "aigw", "clientSecret": {"name": "idp"}}})),
+            "BackendSecurityPolicy",
+            "spec.awsCredentials.oidcExchangeToken.awsRoleArn",
+            "is required",
+        ),
+        (
+            aws(json!({"awsRoleArn": "bedrock-role",
+                       "oidc": {"provider": issuer, "clientID": "aigw", "clientSecret": {"name": "idp"}}})),
+            "BackendSecurityPolicy",
+            "spec.awsCredentials.oidcExchangeToken.awsRoleArn",
+            "not an IAM role ARN",
+        ),
+        (
+            aws(json!({"awsRoleArn": "arn:aws:iam::1:role/r",
+                       "oidc": {"clientID": "aigw", "clientSecret": {"name": "idp"}}})),
+            "BackendSecurityPolicy",
+            "spec.awsCredentials.oidcExchangeToken.oidc.provider",
+            "is required",
+        ),
+        (
+            Box::new(|docs: &mut Vec<Value>| {
+                aws(json!({"awsRoleArn": "arn:aws:iam::1:role/r",
+                           "oidc": {"provider": {"issuer": "https://idp.example.com"},
+                                    "clientID": "aigw", "clientSecret": {"name": "idp"}}}))(docs);
+                docs[BSP]["spec"]["awsCredentials"]["region"] = json!("US East");
+            }),
+            "BackendSecurityPolicy",
+            "spec.awsCredentials.region",
+            "not an AWS region name",
+        ),
+        // GCP key file.
+        (
+            gcp(
+                json!({"credentialsFile": {"secretRef": {"name": "sa"}}}),
+                json!({"a.json": GCP_KEY, "b.json": GCP_KEY}),
+            ),
+            "BackendSecurityPolicy",
+            "spec.gcpCredentials.credentialsFile.secretRef",
+            "has no 'service_account.json' key for the key file (its keys: a.json, b.json)",
+        ),
+        (
+            gcp(
+                json!({"credentialsFile": {"secretRef": {"name": "sa"}}}),
+                json!({"service_account.json": "sk-test-value"}),
+            ),
+            "BackendSecurityPolicy",
+            "spec.gcpCredentials.credentialsFile.secretRef",
+            "is not JSON",
+        ),
+        (
+            gcp(
+                json!({"credentialsFile": {"secretRef": {"name": "sa"}}}),
+                json!({"key.json": r#"{"client_email": "sk-test-value"}"#}),
+            ),
+            "BackendSecurityPolicy",
+            "spec.gcpCredentials.credentialsFile.secretRef",
+            "Secret ns/sa key 'key.json' lacks client_email or private_key",
+        ),
+        // GCP workload identity federation.
+        (
+            wif("/projectID", None),
+            "BackendSecurityPolicy",
+            "spec.gcpCredentials.workloadIdentityFederationConfig.projectID",
+            "is required",
+        ),
+        (
+            wif("/workloadIdentityPoolName", None),
+            "BackendSecurityPolicy",
+            "spec.gcpCredentials.workloadIdentityFederationConfig.workloadIdentityPoolName",
+            "is required",
+        ),
+        (
+            wif("/workloadIdentityProviderName", Some(json!("a/b"))),
+            "BackendSecurityPolicy",
+            "spec.gcpCredentials.workloadIdentityFederationConfig.workloadIdentityProviderName",
+            "must not contain '/'",
+        ),
+        (
+            wif("/oidcExchangeToken", None),
+            "BackendSecurityPolicy",
+            "spec.gcpCredentials.workloadIdentityFederationConfig.oidcExchangeToken",
+            "is required",
+        ),
+        (
+            wif("/oidcExchangeToken/oidc/provider", None),
+            "BackendSecurityPolicy",
+            "spec.gcpCredentials.workloadIdentityFederationConfig.oidcExchangeToken.oidc.provider",
+            "is required",
+        ),
+        (
+            wif("/serviceAccountImpersonation", Some(json!({}))),
+            "BackendSecurityPolicy",
+            "spec.gcpCredentials.workloadIdentityFederationConfig.serviceAccountImpersonation.serviceAccountName",
+            "is required",
+        ),
+        (
+            wif(
+                "/serviceAccountImpersonation/serviceAccountName",
+                Some(json!("caller@p.iam.gserviceaccount.com")),
+            ),
+            "BackendSecurityPolicy",
+            "spec.gcpCredentials.workloadIdentityFederationConfig.serviceAccountImpersonation.serviceAccountName",
+            "without '@'",
+        ),
+        // On Envoy Gateway, the token clusters need a Gateway to patch.
+        (
+            Box::new(|docs: &mut Vec<Value>| {
+                docs[ASB]["spec"]["schema"] = json!({"name": "AzureOpenAI"});
+                docs[BSP] = policy(
+                    "AzureCredentials",
+                    "azureCredentials",
+                    json!({"clientID": "c", "tenantID": "t",
+                           "clientSecretRef": {"name": "az", "namespace": "envoy-gateway-system"}}),
+                );
+                docs[SECRET] = json!({"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": "az", "namespace": "envoy-gateway-system"},
+                    "stringData": {"client-secret": "sk-test-value"}});
+                set(&mut docs[ROUTE], "/spec/targetRefs", None);
+            }),
+            "AIGatewayRoute",
+            "spec.parentRefs",
+            "the route names no Gateway: name the Gateway it attaches to",
+        ),
+    ];
+    common::assert_error_cases(&cases, base, manifests, "sk-test-value");
 }
 
 #[test]
