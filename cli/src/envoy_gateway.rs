@@ -766,12 +766,14 @@ fn route_docs(
             .collect();
         let clusters: Vec<&str> = tokens.keys().map(String::as_str).collect();
         if gateways.is_empty() {
-            error(
+            // The standalone bootstrap has the clusters; only the Envoy Gateway
+            // output lacks them, so this does not block the others.
+            warn(
                 diags,
                 first,
                 "spec.parentRefs".into(),
                 format!(
-                    "on Envoy Gateway the credential exchanges of {} call Envoy clusters {} (their token services), which the compiler adds with an EnvoyPatchPolicy on the route's Gateway, and the route names no Gateway: name the Gateway it attaches to in spec.parentRefs (v1alpha1: spec.targetRefs)",
+                    "the Envoy Gateway manifests lack the token clusters {1} the credential exchanges of {0} call (the compiler adds them with an EnvoyPatchPolicy on the route's Gateway, and the route names no Gateway), so on Envoy Gateway those backends' requests are answered 503: name the Gateway it attaches to in spec.parentRefs (v1alpha1: spec.targetRefs); the standalone bootstrap has them",
                     exchanging.join(", "),
                     clusters.join(", ")
                 ),

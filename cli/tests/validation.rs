@@ -1719,27 +1719,43 @@ fn token_exchange_rules_report_their_field() {
             "spec.gcpCredentials.workloadIdentityFederationConfig.serviceAccountImpersonation.serviceAccountName",
             "without '@'",
         ),
-        // On Envoy Gateway, the token clusters need a Gateway to patch.
-        (
-            Box::new(|docs: &mut Vec<Value>| {
-                docs[ASB]["spec"]["schema"] = json!({"name": "AzureOpenAI"});
-                docs[BSP] = policy(
-                    "AzureCredentials",
-                    "azureCredentials",
-                    json!({"clientID": "c", "tenantID": "t",
-                           "clientSecretRef": {"name": "az", "namespace": "envoy-gateway-system"}}),
-                );
-                docs[SECRET] = json!({"apiVersion": "v1", "kind": "Secret",
-                    "metadata": {"name": "az", "namespace": "envoy-gateway-system"},
-                    "stringData": {"client-secret": "sk-test-value"}});
-                set(&mut docs[ROUTE], "/spec/targetRefs", None);
-            }),
-            "AIGatewayRoute",
-            "spec.parentRefs",
-            "the route names no Gateway: name the Gateway it attaches to",
-        ),
     ];
     common::assert_error_cases(&cases, base, manifests, "sk-test-value");
+}
+
+/// On Envoy Gateway the token clusters need a Gateway to patch: without one the
+/// Envoy Gateway output lacks them (a warning naming them); the standalone bootstrap
+/// has them.
+#[test]
+fn token_clusters_without_a_gateway_are_a_warning() {
+    let mut docs = base();
+    docs[ASB]["spec"]["schema"] = json!({"name": "AzureOpenAI"});
+    docs[BSP] = policy(
+        "AzureCredentials",
+        "azureCredentials",
+        json!({"clientID": "c", "tenantID": "t",
+               "clientSecretRef": {"name": "az", "namespace": "envoy-gateway-system"}}),
+    );
+    docs[SECRET] = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "az", "namespace": "envoy-gateway-system"},
+        "stringData": {"client-secret": "sk-test-value"}});
+    set(&mut docs[ROUTE], "/spec/targetRefs", None);
+    let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
+    let w = out
+        .warnings
+        .iter()
+        .find(|d| d.path == "spec.parentRefs")
+        .expect("a warning at spec.parentRefs");
+    assert!(
+        w.message.contains("aigw_token_login_microsoftonline_com")
+            && w.message.contains("answered 503"),
+        "{}",
+        w.message
+    );
+    assert!(!w.message.contains("sk-test-value"));
+    assert!(out
+        .bootstrap_yaml
+        .contains("aigw_token_login_microsoftonline_com"));
 }
 
 #[test]
