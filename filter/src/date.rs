@@ -31,6 +31,18 @@ pub fn days_from_civil(y: u64, m: u64, d: u64) -> Option<u64> {
     (era * 146_097 + doe).checked_sub(719_468)
 }
 
+/// `2026-12-07T15:01:23Z` for Unix seconds.
+pub fn format_rfc3339(unix_secs: u64) -> String {
+    let (y, m, d) = civil_from_days(unix_secs / 86_400);
+    let s = unix_secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        (s / 60) % 60,
+        s % 60
+    )
+}
+
 /// Unix seconds of an RFC 3339 UTC time, `2026-12-07T15:01:23Z` (fractional
 /// seconds are accepted and dropped; other offsets are refused).
 pub fn parse_rfc3339_utc(s: &str) -> Option<u64> {

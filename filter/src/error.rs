@@ -6,6 +6,7 @@
 
 use serde_json::json;
 
+use crate::policy::budget::BudgetRefusal;
 use crate::policy::ratelimit::{Limit, Refusal};
 
 /// The API schema a client speaks; errors are written in it.
@@ -33,6 +34,8 @@ pub enum GatewayError {
     Denied { rule: usize },
     /// The route's rate limit refuses the request for now.
     RateLimited(Refusal),
+    /// A spent budget refuses the request (blocked, or throttled past its rate).
+    BudgetSpent(BudgetRefusal),
     /// The upstream answered in a way the gateway could not process.
     BadUpstreamResponse(String),
     /// The filter itself failed (a bug); the stream is answered, Envoy keeps running.
@@ -46,7 +49,7 @@ impl GatewayError {
             Self::InvalidJson(_) | Self::InvalidField { .. } => 400,
             Self::BodyTooLarge { .. } => 413,
             Self::Denied { .. } => 403,
-            Self::RateLimited(_) => 429,
+            Self::RateLimited(_) | Self::BudgetSpent(_) => 429,
             Self::UnknownModel(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::BadUpstreamResponse(_) => 502,
@@ -63,6 +66,7 @@ impl GatewayError {
             Self::BodyTooLarge { .. } => "request_too_large",
             Self::Denied { .. } => "request_denied",
             Self::RateLimited(_) => "rate_limit_exceeded",
+            Self::BudgetSpent(_) => "insufficient_quota",
             Self::UnknownModel(_) => "model_not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::BadUpstreamResponse(_) => "bad_upstream_response",
@@ -103,6 +107,7 @@ impl GatewayError {
                     r.value
                 )
             }
+            Self::BudgetSpent(r) => r.message(),
             Self::BadUpstreamResponse(why) => format!("The upstream response was invalid: {why}"),
             Self::Internal => "The gateway failed to process the request".to_string(),
         }
@@ -113,6 +118,7 @@ impl GatewayError {
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
             Self::RateLimited(r) => vec![("retry-after", r.retry_after.max(1).to_string())],
+            Self::BudgetSpent(r) => vec![("retry-after", r.retry_after.max(1).to_string())],
             _ => Vec::new(),
         }
     }
@@ -145,6 +151,10 @@ impl GatewayError {
     }
 
     fn openai_type(&self) -> &'static str {
+        if let Self::BudgetSpent(_) = self {
+            // OpenAI's own answer when an account's quota is spent.
+            return "insufficient_quota";
+        }
         if let Self::RateLimited(r) = self {
             // OpenAI names what ran out.
             return match r.limit {

@@ -201,15 +201,25 @@ pub enum Counter {
     /// A request was answered 503: the credential the gateway exchanges for its
     /// backend could not be had.
     CredentialExchangeFailed,
+    /// A spent budget refused a request (`block`).
+    BudgetBlocked,
+    /// A request ran into a spent budget's low rate (`throttle`): counted whether it
+    /// was let through or refused.
+    BudgetThrottled,
+    /// A request reached a budget's alert threshold (`alert`).
+    BudgetAlert,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 5] = [
+    pub const ALL: [Counter; 8] = [
         Counter::RateLimited,
         Counter::RequestDenied,
         Counter::CacheHit,
         Counter::CacheMiss,
         Counter::CredentialExchangeFailed,
+        Counter::BudgetBlocked,
+        Counter::BudgetThrottled,
+        Counter::BudgetAlert,
     ];
 
     pub fn name(self) -> &'static str {
@@ -219,6 +229,9 @@ impl Counter {
             Counter::CacheHit => "aigw_cache_hits",
             Counter::CacheMiss => "aigw_cache_misses",
             Counter::CredentialExchangeFailed => "aigw_credential_exchange_failures",
+            Counter::BudgetBlocked => "aigw_budget_blocked",
+            Counter::BudgetThrottled => "aigw_budget_throttled",
+            Counter::BudgetAlert => "aigw_budget_alerts",
         }
     }
 }

@@ -403,6 +403,26 @@ impl CountStore for SharedCounts {
         new
     }
 
+    fn adjust(&self, name: &str, window: u64, delta: i64) {
+        let key = format!("{}{name}", self.prefix);
+        for _ in 0..CAS_ATTEMPTS {
+            let (value, cas) = host::shared_data(&key);
+            let Some(v) = value.filter(|v| v.len() == 16) else {
+                return;
+            };
+            if v[..8] != window.to_le_bytes() {
+                return;
+            }
+            let n = aigw_filter::policy::ratelimit::add_signed(Self::read(Some(&v), window), delta);
+            let mut bytes = window.to_le_bytes().to_vec();
+            bytes.extend_from_slice(&n.to_le_bytes());
+            match host::set_shared_data(&key, &bytes, cas) {
+                Err(host::CAS_MISMATCH) => continue,
+                _ => return,
+            }
+        }
+    }
+
     fn prepare(&self, name: &str) {
         let key = format!("{}{name}", self.prefix);
         if host::shared_data(&key).0.is_none() {

@@ -13,7 +13,9 @@ use crate::auth::sigv4::Credentials;
 use crate::config::exchange::{
     RawAssumeRole, RawAzure, RawGoogleServiceAccount, RawGoogleWorkloadIdentity, RawWebIdentity,
 };
+use crate::config::quota::RawPrice;
 use crate::config::ConfigError;
+use crate::metering::prices::ModelPrice;
 
 /// The wire schema a backend speaks, with what its paths need.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,6 +196,8 @@ pub struct Backend {
     pub forward_client_credentials: bool,
     pub header_mutation: HeaderMutation,
     pub body_mutation: BodyMutation,
+    /// What its answers cost, before the document's and the catalog's prices.
+    pub prices: Vec<ModelPrice>,
 }
 
 impl Backend {
@@ -284,6 +288,8 @@ pub(crate) struct RawBackend {
     header_mutation: Option<RawHeaderMutation>,
     #[serde(default)]
     body_mutation: Option<RawBodyMutation>,
+    #[serde(default)]
+    prices: Vec<RawPrice>,
 }
 
 #[derive(Deserialize)]
@@ -637,6 +643,10 @@ impl RawBackend {
                 body_mutation.remove.push(f);
             }
         }
+        let mut prices = Vec::with_capacity(self.prices.len());
+        for (i, raw) in self.prices.into_iter().enumerate() {
+            prices.push(raw.compile(false, &format!("{p}.prices[{i}]"))?);
+        }
         Ok(Backend {
             name: self.name,
             schema,
@@ -647,6 +657,7 @@ impl RawBackend {
             forward_client_credentials: self.forward_client_credentials,
             header_mutation,
             body_mutation,
+            prices,
         })
     }
 }

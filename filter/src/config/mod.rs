@@ -7,6 +7,7 @@
 
 pub mod backend;
 mod exchange;
+pub mod quota;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,9 +20,13 @@ use crate::auth::secrets::SecretStore;
 use crate::config::backend::RawBackend;
 pub use crate::config::backend::{Backend, BackendSchema};
 use crate::metering::cost::RequestCost;
+use crate::metering::prices::{self, ModelPrice, Price};
+use crate::policy::budget::Budget;
 use crate::policy::cache::{self, AnswerCache};
+use crate::policy::identity::IdentitySource;
 use crate::policy::ratelimit::{CountStore, LocalCounts, RateLimit};
 use crate::policy::validation::{RequestRules, RuleAction};
+use quota::{QuotaMode, RawBudget, RawIdentity, RawPrice, RawQuota};
 
 /// The only document version this build reads.
 pub const CONFIG_VERSION: &str = "v1";
@@ -32,8 +37,9 @@ pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 8 * 1024 * 1024;
 /// Default limit of a non-streamed response body buffered to read its usage.
 pub const DEFAULT_MAX_RESPONSE_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
-/// The dynamic metadata keys the gateway writes (besides costs).
-pub const GATEWAY_METADATA_KEYS: [&str; 8] = [
+/// The dynamic metadata keys the gateway writes (besides costs and fleet mode's
+/// `rl_period_<budget>`).
+pub const GATEWAY_METADATA_KEYS: [&str; 17] = [
     "route_name",
     "request_model",
     "response_model",
@@ -42,6 +48,15 @@ pub const GATEWAY_METADATA_KEYS: [&str; 8] = [
     "token_latency_ttft",
     "token_latency_itl",
     "cache",
+    "identity",
+    "llm_cost",
+    "llm_cost_currency",
+    "budget_alert",
+    "rl_route",
+    "rl_identity",
+    "rl_tenant",
+    "rl_tokens",
+    "rl_cost",
 ];
 
 /// A refused configuration: where, and why.
@@ -104,6 +119,11 @@ pub struct Route {
     /// A backend of the route sends the client's own credentials to the provider
     /// (forwarded, or as a per-request override): they are part of a cache key.
     pub client_credentials_reach_provider: bool,
+    /// Spend budgets.
+    pub budgets: Vec<Budget>,
+    /// The route's tenant (its `metadata.tenant`), which limits and budgets may
+    /// count per.
+    pub tenant: Option<String>,
 }
 
 /// Size limits.
@@ -141,6 +161,12 @@ pub struct Config {
     /// registry of [`Config::share_exchanges`] (a private one until then).
     exchange_slots: Vec<Option<Arc<Slot>>>,
     exchanges: Arc<Registry>,
+    /// Where identities come from.
+    pub identity: Option<IdentitySource>,
+    /// How limits and budgets are counted.
+    pub quota: QuotaMode,
+    /// The document's prices, then the built-in catalog (normalized names).
+    prices: Vec<(String, Price)>,
 }
 
 impl Config {
@@ -205,7 +231,10 @@ impl Config {
     /// builds whose workers do not share this config's memory). Call before use.
     pub fn use_count_store(&mut self, store: Arc<dyn CountStore>) {
         for r in &self.routes {
-            r.rate_limit.count_names().for_each(|n| store.prepare(n));
+            r.rate_limit
+                .count_names()
+                .iter()
+                .for_each(|n| store.prepare(n));
         }
         self.counts = store;
     }
@@ -219,6 +248,47 @@ impl Config {
             .iter()
             .map(|b| b.exchange().map(|spec| registry.slot(spec)))
             .collect();
+    }
+
+    /// Whether a rate-limit service counts limits and budgets (see
+    /// [`crate::policy::fleet`]).
+    pub fn fleet_mode(&self) -> bool {
+        self.quota == QuotaMode::Fleet
+    }
+
+    /// The price of an answer of `backend` (by name), for the first of `models`
+    /// (the answer's model, the model sent, the model asked for) a price is known:
+    /// the backend's own prices, the document's, the catalog.
+    pub fn price(&self, backend: Option<&str>, models: &[&str]) -> Option<&Price> {
+        let own = backend
+            .and_then(|b| self.backend(b))
+            .map_or(&[][..], |b| b.prices.as_slice());
+        for model in models.iter().filter(|m| !m.is_empty()) {
+            let named = own
+                .iter()
+                .filter_map(|mp| mp.model.as_deref().map(|n| (n, &mp.price)));
+            if let Some(p) = prices::lookup(named, model) {
+                return Some(p);
+            }
+        }
+        if let Some(any) = own.iter().find(|mp| mp.model.is_none()) {
+            return Some(&any.price);
+        }
+        models
+            .iter()
+            .filter(|m| !m.is_empty())
+            .find_map(|m| prices::lookup(self.prices.iter().map(|(n, p)| (n.as_str(), p)), m))
+    }
+
+    /// The price a request to `route` for `model` is estimated at, before it is
+    /// routed: its first backend's.
+    pub fn request_price(&self, route: &Route, model: &str) -> Option<&Price> {
+        let first = route.backends.first().map(|b| b.name.as_str());
+        let sent = first
+            .and_then(|b| self.backend(b))
+            .and_then(|b| b.model_name_override.as_deref())
+            .unwrap_or(model);
+        self.price(first, &[sent, model])
     }
 
     /// The registry exchanged credentials live in.
@@ -268,6 +338,12 @@ struct RawConfig {
     router_only: bool,
     #[serde(default)]
     request_validation: Option<RawValidation>,
+    #[serde(default)]
+    identity: Option<RawIdentity>,
+    #[serde(default)]
+    prices: Vec<RawPrice>,
+    #[serde(default)]
+    quota: Option<RawQuota>,
 }
 
 #[derive(Deserialize)]
@@ -314,6 +390,8 @@ struct RawRoute {
     cache: Option<RawCache>,
     #[serde(default)]
     metadata: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    budgets: Vec<RawBudget>,
 }
 
 #[derive(Deserialize)]
@@ -333,6 +411,8 @@ struct RawRateLimit {
     tokens_per_minute: Option<u64>,
     #[serde(default)]
     concurrency: Option<u64>,
+    #[serde(default)]
+    per: Option<String>,
 }
 
 impl RawRateLimit {
@@ -354,6 +434,7 @@ impl RawRateLimit {
             self.requests_per_minute,
             self.tokens_per_minute,
             self.concurrency,
+            quota::scope(self.per.as_deref(), &format!("{path}.per"))?,
         ))
     }
 }
@@ -444,6 +525,21 @@ impl RawConfig {
                 "limits.maxResponseBodyBytes",
             )?,
         };
+
+        let identity = match self.identity {
+            Some(i) => Some(i.compile("identity")?),
+            None => None,
+        };
+        let quota = match self.quota {
+            Some(q) => q.compile("quota")?,
+            None => QuotaMode::Embedded,
+        };
+        let mut prices: Vec<(String, Price)> = Vec::new();
+        for (i, raw) in self.prices.into_iter().enumerate() {
+            let ModelPrice { model, price } = raw.compile(true, &format!("prices[{i}]"))?;
+            prices.push((model.unwrap_or_default(), price));
+        }
+        prices.extend(prices::catalog());
 
         let mut backends = Vec::with_capacity(self.backends.len());
         let mut backend_index = HashMap::new();
@@ -567,6 +663,49 @@ impl RawConfig {
                     ));
                 }
             }
+            let fleet = matches!(quota, QuotaMode::Fleet);
+            let mut budgets: Vec<Budget> = Vec::with_capacity(r.budgets.len());
+            for (i, b) in r.budgets.into_iter().enumerate() {
+                let bp = format!("{p}.budgets[{i}]");
+                let budget = b.compile(fleet, &bp)?;
+                if budgets.iter().any(|o| o.name == budget.name) {
+                    return Err(err(
+                        format!("{bp}.name"),
+                        format!("duplicate budget '{}' on this route", budget.name),
+                    ));
+                }
+                budgets.push(budget);
+            }
+            let tenant = r.metadata.get("tenant").cloned();
+            let per = [rate_limit.per]
+                .into_iter()
+                .chain(budgets.iter().map(|b| b.scope));
+            if tenant.is_none()
+                && per
+                    .clone()
+                    .any(|s| s == crate::policy::budget::Scope::Tenant)
+            {
+                return Err(err(
+                    format!("{p}.metadata.tenant"),
+                    "is required: a limit or budget of this route counts per tenant",
+                ));
+            }
+            if identity.is_none()
+                && per
+                    .clone()
+                    .any(|s| s == crate::policy::budget::Scope::Identity)
+            {
+                return Err(err(
+                    "identity",
+                    format!(
+                        "is required: a limit or budget of route '{}' counts per identity",
+                        r.name
+                    ),
+                ));
+            }
+            if fleet && rate_limit.concurrency.is_some() {
+                // Requests in flight stay per process: a rate-limit service only adds.
+            }
             routes.push(Route {
                 name: r.name,
                 models: r.models,
@@ -576,6 +715,8 @@ impl RawConfig {
                 cache,
                 metadata: r.metadata.into_iter().collect(),
                 client_credentials_reach_provider,
+                budgets,
+                tenant,
             });
         }
 
@@ -655,6 +796,9 @@ impl RawConfig {
             counts: Arc::new(LocalCounts::default()),
             exchange_slots: Vec::new(),
             exchanges: Registry::new(),
+            identity,
+            quota,
+            prices,
         };
         config.share_exchanges(&Registry::new());
         Ok(config)

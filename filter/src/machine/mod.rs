@@ -295,3 +295,6 @@ mod router_tests;
 
 #[cfg(test)]
 mod wait_tests;
+
+#[cfg(test)]
+mod quota_tests;

@@ -13,10 +13,14 @@ use crate::config::{Config, Route};
 use crate::endpoint::Endpoint;
 use crate::error::GatewayError;
 use crate::host::{Action, Callout, CalloutResult, Headers, Status};
+use crate::metering::prices::Cost;
 use crate::metering::usage::ResponseMeter;
 use crate::metering::{Meter, Report};
+use crate::policy::budget::{BudgetStep, Reservation};
 use crate::policy::cache::{self, CacheCapture, CacheDigests, ExactCache};
-use crate::policy::ratelimit::RateLimitStep;
+use crate::policy::fleet::FleetDescriptors;
+use crate::policy::identity::Identify;
+use crate::policy::ratelimit::{estimate_tokens, Admission, RateLimitStep};
 use crate::policy::validation::Validation;
 
 use super::steps::{
@@ -27,34 +31,39 @@ use super::upstream::{SavedRequest, Upstream};
 
 /// Every request, as its headers arrive (any path: only `Gateway` tells the
 /// gateway's endpoints from the rest, which pass untouched).
-pub(crate) static ON_REQUEST_HEADERS: [&dyn HeaderStep; 6] = [
+pub(crate) static ON_REQUEST_HEADERS: [&dyn HeaderStep; 7] = [
     &InternalHeaders, // a client cannot set routing or internal headers
     &Classify,        // which endpoint the path names
     &Validation,      // CEL rules: deny before anything else
     &Gateway,         // not ours: pass; /v1/models: answer; wrong method or no body
+    &Identify,        // who is asking (limits and budgets count per identity)
     &CacheDigests,    // what of the headers a cached answer depends on
     &SaveForInline,   // routerOnly: the headers the inline upstream work reads
 ];
 
 /// Once the whole body is in.
-pub(crate) static ON_REQUEST_BODY: [&dyn BodyStep; 7] = [
-    &Parse,         // model, stream, stream_options (borrowing the body)
-    &PickRoute,     // the route that serves the model
-    &ExactCache,    // answer from the cache, or note where the answer goes
-    &RateLimitStep, // requests, tokens, requests in flight
-    &IncludeUsage,  // ask a stream for its usage when the gateway needs it
-    &Routing,       // set the routing header; Envoy picks the route again
-    &Inline,        // routerOnly: translate, credentials (may wait), sign
+pub(crate) static ON_REQUEST_BODY: [&dyn BodyStep; 9] = [
+    &Parse,            // model, stream, stream_options, max tokens (borrowing the body)
+    &PickRoute,        // the route that serves the model
+    &ExactCache,       // answer from the cache, or note where the answer goes
+    &RateLimitStep,    // requests, tokens (reserved), requests in flight
+    &BudgetStep,       // spend budgets: block, throttle, alert (cost reserved)
+    &FleetDescriptors, // fleet mode: what the rate-limit service counts
+    &IncludeUsage,     // ask a stream for its usage when the gateway needs it
+    &Routing,          // set the routing header; Envoy picks the route again
+    &Inline,           // routerOnly: translate, credentials (may wait), sign
 ];
 
 /// The answer, as it streams back.
-pub(crate) static ON_RESPONSE: [&dyn ResponseStep; 6] = [
-    &TranslateBack, // routerOnly: the provider's answer into the client's schema
-    &Attribution,   // which backend answered (from the upstream instance)
-    &Meter,         // token usage, whatever the chunk boundaries
-    &CacheCapture,  // keep a cacheable answer; store it when it ends well
-    &RateLimitStep, // settle the tokens the answer used
-    &Report,        // dynamic metadata: names, latencies, costs
+pub(crate) static ON_RESPONSE: [&dyn ResponseStep; 8] = [
+    &TranslateBack,    // routerOnly: the provider's answer into the client's schema
+    &Attribution,      // which backend answered (from the upstream instance)
+    &Meter,            // token usage, whatever the chunk boundaries; its cost
+    &CacheCapture,     // keep a cacheable answer; store it when it ends well
+    &RateLimitStep,    // settle the tokens the answer used
+    &BudgetStep,       // settle the cost; the alert header
+    &FleetDescriptors, // fleet mode: the charges
+    &Report,           // dynamic metadata: names, latencies, costs
 ];
 
 /// What a request step answers.
@@ -155,8 +164,23 @@ pub(crate) struct Request {
     pub include_usage: bool,
     /// The gateway added `stream_options.include_usage`; strip the usage chunk.
     pub injected_usage: bool,
-    /// The route whose rate limit admitted the request: released when the filter goes.
-    pub admitted: Option<usize>,
+    /// The route whose rate limit admitted the request, and what it holds:
+    /// settled when the answer ends, released when the filter goes.
+    pub admitted: Option<(usize, Admission)>,
+    /// Who is asking (hashed when it is a credential).
+    pub identity: Option<String>,
+    /// `max_tokens`, `max_completion_tokens` or `max_output_tokens`.
+    pub max_output_tokens: Option<u64>,
+    /// The body's size (kept once the body is gone).
+    pub body_len: usize,
+    /// What the budgets reserved, settled when the answer ends.
+    pub reservations: Vec<Reservation>,
+    /// The cost reserved (micro-units), for a charge when the answer's is unknown.
+    pub cost_estimate: Option<u64>,
+    /// Budgets whose alert threshold this request reached (`name:pct%`).
+    pub budget_alerts: Vec<String>,
+    /// Fleet mode wrote this request's descriptors.
+    pub fleet: bool,
     /// Digests of the client's credential headers and of the headers that change
     /// an answer (only when a route caches).
     pub credentials: Option<cache::Key>,
@@ -169,6 +193,11 @@ impl Request {
     /// The body as it will be sent.
     pub fn body_as_sent(&self) -> &[u8] {
         self.rewritten.as_deref().unwrap_or(&self.body)
+    }
+
+    /// Tokens to reserve before the answer.
+    pub fn token_estimate(&self) -> u64 {
+        estimate_tokens(self.body_len, self.max_output_tokens)
     }
 }
 
@@ -184,6 +213,8 @@ pub(crate) struct Response {
     pub captured: Option<Vec<u8>>,
     /// routerOnly: the upstream work done by this instance.
     pub inline: Option<Box<Upstream>>,
+    /// What the answer cost, once its usage and price are known.
+    pub cost: Option<Cost>,
 }
 
 /// One response chunk on its way through the steps: the host's bytes, or what a

@@ -126,7 +126,10 @@ impl Router {
             _ => return Status::Continue,
         }
         match buffer_body(config, &mut self.req.body, chunk, end_of_stream) {
-            Ok(Some(body)) => self.req.body = body,
+            Ok(Some(body)) => {
+                self.req.body_len = body.len();
+                self.req.body = body;
+            }
             Ok(None) => return Status::StopAndBuffer,
             Err(e) => return self.reply(e, out),
         }
@@ -307,8 +310,10 @@ impl Router {
 
     /// Releases what the request holds of its route's limits.
     pub(crate) fn release(&mut self, config: &Config) {
-        if let Some(i) = self.req.admitted.take() {
-            config.routes[i].rate_limit.release(config.counts());
+        if let Some((i, mut admission)) = self.req.admitted.take() {
+            config.routes[i]
+                .rate_limit
+                .release(config.counts(), &mut admission);
         }
     }
 }

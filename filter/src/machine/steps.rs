@@ -112,6 +112,28 @@ pub(crate) struct RequestPeek<'a> {
     /// `None`: absent; `Some(None)`: `null`.
     #[serde(default, deserialize_with = "present")]
     pub(crate) stream_options: Option<Option<StreamOptions>>,
+    /// Read leniently: a value that is no count is the provider's to refuse.
+    #[serde(default, deserialize_with = "count")]
+    max_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    max_completion_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    max_output_tokens: Option<u64>,
+}
+
+/// A token count when the value is a non-negative number, else `None`.
+fn count<'de, D>(d: D) -> Result<Option<u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(match serde::Deserialize::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| *f >= 0.0)
+                .map(|f| f.min(u64::MAX as f64) as u64)
+        }),
+        _ => None,
+    })
 }
 
 /// Tells a field sent as `null` from an absent one (`None` by `default`).
@@ -156,6 +178,10 @@ impl BodyStep for Parse {
             .and_then(|o| o.as_ref()?.include_usage)
             .unwrap_or(false);
         cx.req.model = model;
+        cx.req.max_output_tokens = peek
+            .max_completion_tokens
+            .or(peek.max_tokens)
+            .or(peek.max_output_tokens);
         Flow::Next
     }
 }

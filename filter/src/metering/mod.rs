@@ -3,6 +3,7 @@
 //! steps).
 
 pub mod cost;
+pub mod prices;
 pub mod usage;
 
 use std::time::Duration;
@@ -62,6 +63,28 @@ impl ResponseStep for Meter {
         }
         Status::Continue
     }
+
+    /// The answer's cost, for the steps after: its usage at its backend's price for
+    /// the model it names, else the model sent, else the model asked for.
+    fn on_end(&self, cx: &mut Cx<'_>, _complete: bool, _out: &mut Vec<Action>) {
+        let Some(meter) = cx.resp.meter.as_ref() else {
+            return;
+        };
+        let Some(usage) = meter.usage() else { return };
+        let backend = cx.resp.backend.clone().or_else(|| {
+            let route = cx.route()?;
+            (route.backends.len() == 1).then(|| route.backends[0].name.clone())
+        });
+        let models = [
+            meter.response_model().unwrap_or(""),
+            cx.resp.model_override.as_deref().unwrap_or(""),
+            cx.req.model.as_str(),
+        ];
+        cx.resp.cost = cx
+            .config
+            .price(backend.as_deref(), &models)
+            .map(|p| p.cost(&usage));
+    }
 }
 
 /// Pipeline step: at the end of the stream, writes the request's dynamic metadata:
@@ -75,7 +98,7 @@ impl ResponseStep for Report {
             // One backend: no need for the upstream instance to say which.
             (route.backends.len() == 1).then(|| route.backends[0].name.clone())
         });
-        route_metadata(route, &cx.req.model, out);
+        route_metadata(route, &cx.req.model, cx.req.identity.as_deref(), out);
         let mut set = |key: &str, value: MetadataValue| {
             out.push(Action::SetMetadata {
                 key: key.to_string(),
@@ -90,6 +113,13 @@ impl ResponseStep for Report {
         }
         if cx.resp.cache_key.is_some() {
             set("cache", MetadataValue::String("miss".into()));
+        }
+        if let Some(cost) = &cx.resp.cost {
+            set(COST_KEY, MetadataValue::Number(cost.micro as f64));
+            set(
+                COST_CURRENCY_KEY,
+                MetadataValue::String(cost.currency.clone()),
+            );
         }
         let Some(meter) = cx.resp.meter.as_ref() else {
             return;
@@ -141,15 +171,28 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// The metadata key of a request's cost in micro-units of its currency (1 USD is
+/// 1,000,000), whether or not the route has costs of its own.
+pub const COST_KEY: &str = "llm_cost";
+/// The currency of [`COST_KEY`].
+pub const COST_CURRENCY_KEY: &str = "llm_cost_currency";
+
 /// The metadata of every request a route served: its name, its fixed metadata and
 /// the model asked for.
-pub(crate) fn route_metadata(route: &Route, model: &str, out: &mut Vec<Action>) {
+pub(crate) fn route_metadata(
+    route: &Route,
+    model: &str,
+    identity: Option<&str>,
+    out: &mut Vec<Action>,
+) {
     let fixed = route.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let identity = identity.map(|i| ("identity", i));
     for (key, value) in [
         ("route_name", route.name.as_str()),
         ("request_model", model),
     ]
     .into_iter()
+    .chain(identity)
     .chain(fixed)
     {
         out.push(Action::SetMetadata {

@@ -196,7 +196,7 @@ impl BodyStep for ExactCache {
             });
             return Flow::Next;
         };
-        crate::metering::route_metadata(route, &cx.req.model, out);
+        crate::metering::route_metadata(route, &cx.req.model, cx.req.identity.as_deref(), out);
         out.push(Action::SetMetadata {
             key: "cache".into(),
             value: MetadataValue::String("hit".into()),

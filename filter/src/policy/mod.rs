@@ -1,5 +1,8 @@
 //! Request policies: what a request must pass before it reaches a provider.
 
+pub mod budget;
 pub mod cache;
+pub mod fleet;
+pub mod identity;
 pub mod ratelimit;
 pub mod validation;

@@ -1,12 +1,16 @@
 //! Per-route rate limits, enforced where the request is seen: requests and tokens
-//! per minute (one-minute windows of the host's clock) and requests in flight.
+//! per minute (one-minute windows of the host's clock) and requests in flight, for
+//! the route as a whole, per tenant or per identity.
 //!
 //! The counts live in a [`CountStore`] the config holds: by default its own memory,
 //! which every worker of the native module shares (one process); the wasm build,
 //! whose workers each run their own VM, puts in the host's shared data instead, so
-//! the limits hold for the Envoy process in both builds. Tokens are counted when an
-//! answer's usage is known, so a request is admitted while the window's tokens are
-//! under the limit, and the last one admitted may take the window over it.
+//! the limits hold for the Envoy process in both builds. A token limit reserves an
+//! estimate of a request's tokens when it is admitted (its prompt at about four bytes
+//! a token, and its `max_tokens`) and the answer's real count replaces it, so a burst
+//! of concurrent requests takes a window over its limit by at most one request's
+//! estimate. In fleet mode the rate-limit service counts
+//! ([`crate::policy::fleet`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,6 +20,7 @@ use std::time::Duration;
 use crate::error::GatewayError;
 use crate::host::{Action, Counter};
 use crate::machine::pipeline::{BodyStep, Cx, Flow, ResponseStep};
+use crate::policy::budget::{scope_value, Scope, DEFAULT_MAX_OUTPUT_TOKENS};
 
 /// Counts shared by every stream of a config, each kept with the window it counts.
 pub trait CountStore: Send + Sync + fmt::Debug {
@@ -28,39 +33,102 @@ pub trait CountStore: Send + Sync + fmt::Debug {
     /// store may retry on a concurrent change); it must not have side effects.
     fn update(&self, name: &str, window: u64, next: &dyn Fn(u64) -> Option<u64>) -> Option<u64>;
 
+    /// Adds `delta` to count `name` (a negative one subtracts, down to 0) if the
+    /// count is kept for `window`; a count kept for another window (a later one:
+    /// the answer came after its window ended) is left as it is.
+    fn adjust(&self, name: &str, window: u64, delta: i64);
+
     /// Makes count `name` exist before any request updates it (a store whose
     /// compare-and-swap cannot guard a count's creation); keeps an existing one.
     fn prepare(&self, _name: &str) {}
 }
 
+/// `count + delta`, within `0..=u64::MAX`.
+pub fn add_signed(count: u64, delta: i64) -> u64 {
+    if delta < 0 {
+        count.saturating_sub(delta.unsigned_abs())
+    } else {
+        count.saturating_add(delta as u64)
+    }
+}
+
+/// How many counts [`LocalCounts`] keeps before it forgets the least recently used
+/// half (counts per identity grow with the clients).
+pub const LOCAL_CAPACITY: usize = if cfg!(test) { 1_000 } else { 200_000 };
+
 /// A store in this process's memory.
 #[derive(Debug, Default)]
 pub struct LocalCounts {
-    counts: Mutex<HashMap<String, (u64, u64)>>,
+    counts: Mutex<Local>,
+}
+
+#[derive(Debug, Default)]
+struct Local {
+    /// Name → (window, count, last use).
+    map: HashMap<String, (u64, u64, u64)>,
+    clock: u64,
+}
+
+impl Local {
+    fn touch(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// Room for one more count: past the capacity, the least recently used half
+    /// goes (counts of windows long gone, identities no longer seen).
+    fn make_room(&mut self) {
+        if self.map.len() < LOCAL_CAPACITY {
+            return;
+        }
+        let mut uses: Vec<u64> = self.map.values().map(|v| v.2).collect();
+        let (_, median, _) = uses.select_nth_unstable(LOCAL_CAPACITY / 2);
+        let median = *median;
+        self.map.retain(|_, v| v.2 > median);
+    }
 }
 
 impl CountStore for LocalCounts {
     fn get(&self, name: &str, window: u64) -> u64 {
-        match self.counts.lock().ok().and_then(|c| c.get(name).copied()) {
-            Some((w, n)) if w == window => n,
+        match self
+            .counts
+            .lock()
+            .ok()
+            .and_then(|c| c.map.get(name).copied())
+        {
+            Some((w, n, _)) if w == window => n,
             _ => 0,
         }
     }
 
     fn update(&self, name: &str, window: u64, next: &dyn Fn(u64) -> Option<u64>) -> Option<u64> {
         let mut counts = self.counts.lock().ok()?;
-        let current = match counts.get(name) {
-            Some(&(w, n)) if w == window => n,
+        let current = match counts.map.get(name) {
+            Some(&(w, n, _)) if w == window => n,
             _ => 0,
         };
         let new = next(current)?;
-        match counts.get_mut(name) {
-            Some(slot) => *slot = (window, new),
+        let used = counts.touch();
+        match counts.map.get_mut(name) {
+            Some(slot) => *slot = (window, new, used),
             None => {
-                counts.insert(name.to_string(), (window, new));
+                counts.make_room();
+                counts.map.insert(name.to_string(), (window, new, used));
             }
         }
         Some(new)
+    }
+
+    fn adjust(&self, name: &str, window: u64, delta: i64) {
+        let Ok(mut counts) = self.counts.lock() else {
+            return;
+        };
+        let used = counts.touch();
+        if let Some(slot) = counts.map.get_mut(name) {
+            if slot.0 == window {
+                *slot = (window, add_signed(slot.1, delta), used);
+            }
+        }
     }
 }
 
@@ -70,8 +138,9 @@ pub struct RateLimit {
     pub requests_per_minute: Option<u64>,
     pub tokens_per_minute: Option<u64>,
     pub concurrency: Option<u64>,
-    /// Count names: `<route>/requests`, `/tokens`, `/in-flight`.
-    names: [String; 3],
+    /// What the limits count per.
+    pub per: Scope,
+    route: String,
 }
 
 /// Which limit refused a request, and when to try again.
@@ -93,33 +162,50 @@ pub enum Limit {
 /// The window of counts that never expire (requests in flight).
 const ALWAYS: u64 = u64::MAX;
 
+/// What an admitted request holds of its route's limits, until its answer ends
+/// (tokens reserved) and its stream goes (a request in flight).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Admission {
+    /// The counts' names: `<route>/<scope>/...`.
+    base: String,
+    /// The window tokens were reserved in, and how many.
+    tokens: Option<(u64, u64)>,
+    in_flight: bool,
+}
+
 impl RateLimit {
     pub fn new(
         route: &str,
         requests_per_minute: Option<u64>,
         tokens_per_minute: Option<u64>,
         concurrency: Option<u64>,
+        per: Scope,
     ) -> Self {
         RateLimit {
             requests_per_minute,
             tokens_per_minute,
             concurrency,
-            names: ["requests", "tokens", "in-flight"].map(|k| format!("{route}/{k}")),
+            per,
+            route: route.to_string(),
         }
     }
 
-    /// The names of the counts this route's limits use.
-    pub fn count_names(&self) -> impl Iterator<Item = &str> {
-        let used = [
-            self.requests_per_minute.is_some(),
-            self.tokens_per_minute.is_some(),
-            self.concurrency.is_some(),
-        ];
-        self.names
-            .iter()
-            .zip(used)
-            .filter(|(_, u)| *u)
-            .map(|(n, _)| n.as_str())
+    /// The names of the counts this route's limits use when they count the route as
+    /// a whole (per tenant or identity, names are made as requests come).
+    pub fn count_names(&self) -> Vec<String> {
+        if self.per != Scope::Route {
+            return Vec::new();
+        }
+        let base = format!("{}/", self.route);
+        [
+            (self.requests_per_minute, "requests"),
+            (self.tokens_per_minute, "tokens"),
+            (self.concurrency, "in-flight"),
+        ]
+        .into_iter()
+        .filter(|(v, _)| v.is_some())
+        .map(|(_, k)| format!("{base}/{k}"))
+        .collect()
     }
 
     pub fn is_unlimited(&self) -> bool {
@@ -128,15 +214,27 @@ impl RateLimit {
             && self.concurrency.is_none()
     }
 
-    /// Admits a request now, or says which limit refuses it. An admitted request
-    /// must be [`RateLimit::release`]d when its stream ends if `concurrency` is set.
-    pub fn admit(&self, store: &dyn CountStore, now: Duration) -> Result<(), Refusal> {
+    /// Admits a request of scope value `scope` now, reserving `estimate` tokens, or
+    /// says which limit refuses it. What it holds goes back with
+    /// [`RateLimit::settle`] (tokens) and [`RateLimit::release`] (in flight).
+    pub fn admit(
+        &self,
+        store: &dyn CountStore,
+        now: Duration,
+        scope: &str,
+        estimate: u64,
+    ) -> Result<Admission, Refusal> {
         let secs = now.as_secs();
         let window = secs / 60;
         let retry_after = 60 - secs % 60;
-        let [requests, tokens, in_flight] = &self.names;
+        let base = format!("{}/{scope}", self.route);
+        let (requests, tokens, in_flight) = (
+            format!("{base}/requests"),
+            format!("{base}/tokens"),
+            format!("{base}/in-flight"),
+        );
         if let Some(max) = self.tokens_per_minute {
-            if store.get(tokens, window) >= max {
+            if store.get(&tokens, window) >= max {
                 return Err(Refusal {
                     limit: Limit::TokensPerMinute,
                     value: max,
@@ -146,7 +244,7 @@ impl RateLimit {
         }
         if let Some(max) = self.requests_per_minute {
             if store
-                .update(requests, window, &|n| (n < max).then_some(n + 1))
+                .update(&requests, window, &|n| (n < max).then_some(n + 1))
                 .is_none()
             {
                 return Err(Refusal {
@@ -158,12 +256,12 @@ impl RateLimit {
         }
         if let Some(max) = self.concurrency {
             if store
-                .update(in_flight, ALWAYS, &|n| (n < max).then_some(n + 1))
+                .update(&in_flight, ALWAYS, &|n| (n < max).then_some(n + 1))
                 .is_none()
             {
                 if self.requests_per_minute.is_some() {
                     // Refused after all: the request does not count.
-                    store.update(requests, window, &|n| Some(n.saturating_sub(1)));
+                    store.adjust(&requests, window, -1);
                 }
                 return Err(Refusal {
                     limit: Limit::Concurrency,
@@ -172,28 +270,37 @@ impl RateLimit {
                 });
             }
         }
-        Ok(())
+        let tokens = self.tokens_per_minute.map(|_| {
+            store.update(&tokens, window, &|n| Some(n.saturating_add(estimate)));
+            (window, estimate)
+        });
+        Ok(Admission {
+            base,
+            tokens,
+            in_flight: self.concurrency.is_some(),
+        })
     }
 
-    /// An admitted request's stream ended.
-    pub fn release(&self, store: &dyn CountStore) {
-        if self.concurrency.is_some() {
-            store.update(&self.names[2], ALWAYS, &|n| Some(n.saturating_sub(1)));
+    /// An admitted request's answer ended with `tokens` (`None`: unknown; the
+    /// reservation stays as its count).
+    pub fn settle(&self, store: &dyn CountStore, admission: &mut Admission, tokens: Option<u64>) {
+        if let (Some((window, reserved)), Some(actual)) = (admission.tokens.take(), tokens) {
+            let name = format!("{}/tokens", admission.base);
+            store.adjust(&name, window, actual as i64 - reserved as i64);
         }
     }
 
-    /// Counts an answer's tokens in the current window.
-    pub fn record_tokens(&self, store: &dyn CountStore, now: Duration, tokens: u64) {
-        if self.tokens_per_minute.is_some() {
-            let window = now.as_secs() / 60;
-            store.update(&self.names[1], window, &|n| Some(n.saturating_add(tokens)));
+    /// An admitted request's stream ended.
+    pub fn release(&self, store: &dyn CountStore, admission: &mut Admission) {
+        if std::mem::take(&mut admission.in_flight) {
+            store.adjust(&format!("{}/in-flight", admission.base), ALWAYS, -1);
         }
     }
 }
 
 /// Pipeline step: admits a request under its route's limits (429 otherwise), and
-/// counts the tokens of its answer when it ends. The request in flight is released
-/// when the request's machine goes.
+/// settles the tokens its answer used when it ends. The request in flight is
+/// released when the request's machine goes.
 pub(crate) struct RateLimitStep;
 
 impl BodyStep for RateLimitStep {
@@ -201,13 +308,20 @@ impl BodyStep for RateLimitStep {
         let Some(index) = cx.req.route else {
             return Flow::Next;
         };
-        let limit = &cx.config.routes[index].rate_limit;
-        if limit.is_unlimited() {
+        let route = &cx.config.routes[index];
+        let limit = &route.rate_limit;
+        if limit.is_unlimited() || cx.config.fleet_mode() {
             return Flow::Next;
         }
-        match limit.admit(cx.config.counts(), cx.now) {
-            Ok(()) => {
-                cx.req.admitted = Some(index);
+        let scope = scope_value(
+            limit.per,
+            route.tenant.as_deref(),
+            cx.req.identity.as_deref(),
+        );
+        let estimate = cx.req.token_estimate();
+        match limit.admit(cx.config.counts(), cx.now, scope, estimate) {
+            Ok(admission) => {
+                cx.req.admitted = Some((index, admission));
                 Flow::Next
             }
             Err(refusal) => {
@@ -220,15 +334,23 @@ impl BodyStep for RateLimitStep {
 
 impl ResponseStep for RateLimitStep {
     fn on_end(&self, cx: &mut Cx<'_>, _complete: bool, _out: &mut Vec<Action>) {
-        let (Some(route), Some(meter)) = (cx.route(), cx.resp.meter.as_ref()) else {
-            return;
-        };
-        if let Some(usage) = meter.usage() {
-            route
-                .rate_limit
-                .record_tokens(cx.config.counts(), cx.now, usage.total_tokens);
+        let tokens = cx
+            .resp
+            .meter
+            .as_ref()
+            .and_then(|m| m.usage())
+            .map(|u| u.total_tokens);
+        if let Some((route, admission)) = cx.req.admitted.as_mut() {
+            let limit = &cx.config.routes[*route].rate_limit;
+            limit.settle(cx.config.counts(), admission, tokens);
         }
     }
+}
+
+/// A request's tokens before its answer: its prompt at about four bytes a token,
+/// plus the most it may get back.
+pub(crate) fn estimate_tokens(body_len: usize, max_output: Option<u64>) -> u64 {
+    (body_len as u64).div_ceil(4) + max_output.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)
 }
 
 #[cfg(test)]
@@ -239,16 +361,17 @@ mod tests {
         Duration::from_secs(secs)
     }
 
+    fn limit(rpm: Option<u64>, tpm: Option<u64>, conc: Option<u64>) -> RateLimit {
+        RateLimit::new("r", rpm, tpm, conc, Scope::Route)
+    }
+
     #[test]
     fn requests_per_minute_per_window() {
-        let (rl, s) = (
-            RateLimit::new("r", Some(2), None, None),
-            LocalCounts::default(),
-        );
-        assert!(rl.admit(&s, at(60)).is_ok());
-        assert!(rl.admit(&s, at(61)).is_ok());
+        let (rl, s) = (limit(Some(2), None, None), LocalCounts::default());
+        assert!(rl.admit(&s, at(60), "", 0).is_ok());
+        assert!(rl.admit(&s, at(61), "", 0).is_ok());
         assert_eq!(
-            rl.admit(&s, at(100)),
+            rl.admit(&s, at(100), "", 0),
             Err(Refusal {
                 limit: Limit::RequestsPerMinute,
                 value: 2,
@@ -256,67 +379,100 @@ mod tests {
             })
         );
         // Refused requests do not count; the next minute starts over.
-        assert!(rl.admit(&s, at(119)).is_err());
-        assert!(rl.admit(&s, at(120)).is_ok());
-        assert!(rl.admit(&s, at(121)).is_ok());
-        assert!(rl.admit(&s, at(122)).is_err());
+        assert!(rl.admit(&s, at(119), "", 0).is_err());
+        assert!(rl.admit(&s, at(120), "", 0).is_ok());
+        assert!(rl.admit(&s, at(121), "", 0).is_ok());
+        assert!(rl.admit(&s, at(122), "", 0).is_err());
     }
 
     #[test]
-    fn tokens_per_minute_admit_until_the_window_is_spent() {
-        let (rl, s) = (
-            RateLimit::new("r", None, Some(100), None),
-            LocalCounts::default(),
-        );
-        assert!(rl.admit(&s, at(0)).is_ok());
-        rl.record_tokens(&s, at(1), 60);
-        assert!(rl.admit(&s, at(2)).is_ok());
-        rl.record_tokens(&s, at(3), 60);
-        let refused = rl.admit(&s, at(4)).unwrap_err();
+    fn tokens_are_reserved_then_settled() {
+        let (rl, s) = (limit(None, Some(100), None), LocalCounts::default());
+        // A reservation of 60 counts at once: the window is not spent yet.
+        let mut a = rl.admit(&s, at(0), "", 60).unwrap();
+        assert_eq!(s.get("r//tokens", 0), 60);
+        let mut b = rl.admit(&s, at(1), "", 60).unwrap();
+        // 120 reserved: the next is refused before any answer came back.
+        let refused = rl.admit(&s, at(2), "", 60).unwrap_err();
         assert_eq!(
             (refused.limit, refused.retry_after),
-            (Limit::TokensPerMinute, 56)
+            (Limit::TokensPerMinute, 58)
         );
-        assert!(rl.admit(&s, at(60)).is_ok());
-        // Tokens of an answer that ends in the next window count there.
-        rl.record_tokens(&s, at(61), 100);
-        assert!(rl.admit(&s, at(62)).is_err());
+        // The answers used fewer: their counts replace the reservations.
+        rl.settle(&s, &mut a, Some(10));
+        rl.settle(&s, &mut b, Some(20));
+        assert_eq!(s.get("r//tokens", 0), 30);
+        assert!(rl.admit(&s, at(3), "", 0).is_ok());
+        // An answer with no usage keeps its reservation; settling twice does nothing.
+        let mut c = rl.admit(&s, at(4), "", 50).unwrap();
+        rl.settle(&s, &mut c, None);
+        rl.settle(&s, &mut c, Some(0));
+        assert_eq!(s.get("r//tokens", 0), 80);
+        // An answer that ends in the next window leaves that window alone.
+        let mut d = rl.admit(&s, at(59), "", 10).unwrap();
+        assert!(rl.admit(&s, at(60), "", 100).is_ok());
+        rl.settle(&s, &mut d, Some(1000));
+        assert_eq!(s.get("r//tokens", 1), 100);
     }
 
     #[test]
     fn concurrency_until_released() {
-        let (rl, s) = (
-            RateLimit::new("r", Some(10), None, Some(1)),
-            LocalCounts::default(),
-        );
-        assert!(rl.admit(&s, at(0)).is_ok());
-        let refused = rl.admit(&s, at(0)).unwrap_err();
+        let (rl, s) = (limit(Some(10), None, Some(1)), LocalCounts::default());
+        let mut a = rl.admit(&s, at(0), "", 0).unwrap();
+        let refused = rl.admit(&s, at(0), "", 0).unwrap_err();
         assert_eq!(refused.limit, Limit::Concurrency);
-        rl.release(&s);
-        assert!(rl.admit(&s, at(0)).is_ok());
-        rl.release(&s);
-        rl.release(&s);
+        rl.release(&s, &mut a);
+        let mut b = rl.admit(&s, at(0), "", 0).unwrap();
+        rl.release(&s, &mut b);
+        rl.release(&s, &mut b);
         // The refusal took back its request count: 2 of 10 used; none in flight.
-        assert_eq!(s.get("r/requests", 0), 2);
-        assert_eq!(s.get("r/in-flight", ALWAYS), 0);
+        assert_eq!(s.get("r//requests", 0), 2);
+        assert_eq!(s.get("r//in-flight", ALWAYS), 0);
+    }
+
+    #[test]
+    fn scopes_count_apart() {
+        let s = LocalCounts::default();
+        let rl = RateLimit::new("r", Some(1), None, None, Scope::Identity);
+        assert!(rl.admit(&s, at(0), "alice", 0).is_ok());
+        assert!(rl.admit(&s, at(0), "alice", 0).is_err());
+        assert!(rl.admit(&s, at(0), "bob", 0).is_ok());
+        assert!(rl.count_names().is_empty());
+        assert_eq!(limit(Some(1), Some(1), None).count_names().len(), 2);
     }
 
     #[test]
     fn routes_count_apart_and_stores_are_shared_across_threads() {
         let s = std::sync::Arc::new(LocalCounts::default());
-        let other = RateLimit::new("other", Some(1), None, None);
-        assert!(other.admit(&*s, at(5)).is_ok());
+        let other = RateLimit::new("other", Some(1), None, None, Scope::Route);
+        assert!(other.admit(&*s, at(5), "", 0).is_ok());
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let s = s.clone();
                 std::thread::spawn(move || {
-                    let rl = RateLimit::new("r", Some(1000), None, None);
-                    (0..400).filter(|_| rl.admit(&*s, at(5)).is_ok()).count()
+                    let rl = limit(Some(1000), None, None);
+                    (0..400)
+                        .filter(|_| rl.admit(&*s, at(5), "", 0).is_ok())
+                        .count()
                 })
             })
             .collect();
         let admitted: usize = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
         assert_eq!(admitted, 1000);
-        assert!(other.admit(&*s, at(5)).is_err());
+        assert!(other.admit(&*s, at(5), "", 0).is_err());
+    }
+
+    #[test]
+    fn local_counts_forget_the_least_recently_used_past_capacity() {
+        let s = LocalCounts::default();
+        for i in 0..LOCAL_CAPACITY {
+            s.update(&format!("n{i}"), 0, &|n| Some(n + 1));
+        }
+        s.update("n0", 0, &|n| Some(n + 1)); // used again: kept
+        s.update("new", 0, &|n| Some(n + 1));
+        assert_eq!(s.get("n0", 0), 2);
+        assert_eq!(s.get("new", 0), 1);
+        assert_eq!(s.get("n1", 0), 0, "forgotten");
+        assert!(s.counts.lock().unwrap().map.len() <= LOCAL_CAPACITY / 2 + 2);
     }
 }
