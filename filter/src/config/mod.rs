@@ -703,9 +703,6 @@ impl RawConfig {
                     ),
                 ));
             }
-            if fleet && rate_limit.concurrency.is_some() {
-                // Requests in flight stay per process: a rate-limit service only adds.
-            }
             routes.push(Route {
                 name: r.name,
                 models: r.models,

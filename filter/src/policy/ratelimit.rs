@@ -224,6 +224,30 @@ impl RateLimit {
         scope: &str,
         estimate: u64,
     ) -> Result<Admission, Refusal> {
+        self.admit_some(store, now, scope, estimate, false)
+    }
+
+    /// As [`RateLimit::admit`]; `in_flight_only`: fleet mode, where a rate-limit
+    /// service counts requests and tokens but requests in flight stay per process
+    /// (the service only adds).
+    pub fn admit_some(
+        &self,
+        store: &dyn CountStore,
+        now: Duration,
+        scope: &str,
+        estimate: u64,
+        in_flight_only: bool,
+    ) -> Result<Admission, Refusal> {
+        if in_flight_only {
+            let per_process = RateLimit {
+                requests_per_minute: None,
+                tokens_per_minute: None,
+                concurrency: self.concurrency,
+                per: self.per,
+                route: self.route.clone(),
+            };
+            return per_process.admit(store, now, scope, estimate);
+        }
         let secs = now.as_secs();
         let window = secs / 60;
         let retry_after = 60 - secs % 60;
