@@ -47,7 +47,7 @@ export ENVOY_VERSION
 
 PYTEST_ARGS ?=
 
-.PHONY: all build build-native build-wasm build-cli test test-rust test-integration lint fmt run bench venv clean distclean
+.PHONY: all build build-native build-wasm build-cli test test-rust test-integration test-deps lint fmt run bench venv clean distclean
 
 all: build
 
@@ -60,6 +60,19 @@ $(VENV)/.installed: integration-tests/requirements.txt
 	touch $@
 
 venv: $(VENV)/.installed
+
+# System packages of the integration tests: Debian's redis-server (fleet mode,
+# integration-tests/fleet.py), installed when missing and running as root with apt-get;
+# otherwise a note, and the tests that need it install it themselves or skip.
+test-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get install -y -qq redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server; }; \
+		else \
+			echo "redis-server not found (apt-get install redis-server): the fleet-mode tests will skip" >&2; \
+		fi; \
+	}
 
 ## ---- Build ----------------------------------------------------------------------
 
@@ -93,7 +106,7 @@ test-rust: build-native venv
 	AIGW_REQUIRE_ENVOY=1 ENVOY_BIN=$(abspath $(VENV)/bin/envoy) ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$(MODULE_DIR) \
 		AIGW_WASM=$(WASM) $(CARGO) test --workspace
 
-test-integration: $(addprefix build-,$(TEST_BUILDS)) build-cli venv
+test-integration: $(addprefix build-,$(TEST_BUILDS)) build-cli venv test-deps
 	AIGW_BUILDS="$(TEST_BUILDS)" AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_WASM=$(WASM) AIGW_CLI=$(CLI) AIGW_ENVOY="$(ENVOY)" \
 		$(VENV_PY) -m pytest integration-tests $(PYTEST_ARGS)
 
