@@ -8,9 +8,10 @@
 #   make test    cargo tests, then the integration tests against a real Envoy, once
 #                per build (native and wasm)
 #   make lint    rustfmt check and clippy with warnings denied
-#   make run     simulator + Envoy with the filter on 127.0.0.1:1975 (Ctrl-C stops);
-#                native: envoy-configs/examples/aigateway compiled by the CLI into
-#                .run/compiled/; BUILD=wasm runs the proxy-wasm build (render.py)
+#   make run     simulator + Envoy with the filter on 127.0.0.1:1975 (Ctrl-C stops):
+#                envoy-configs/examples/aigateway compiled by the CLI into
+#                .run/compiled/, the simulator checking its credentials;
+#                BUILD=wasm runs the proxy-wasm build
 #   make bench   benchmarks (bench/run.sh)
 #
 # Useful variables: PYTEST_ARGS="-x -k models", AIGW_BUILDS=native (integration tests
@@ -125,7 +126,7 @@ fmt:
 
 ## ---- Run --------------------------------------------------------------------------
 
-run: build-$(BUILD) $(if $(filter native,$(BUILD)),build-cli) venv
+run: build-$(BUILD) build-cli venv
 	AIGW_BUILD=$(BUILD) AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_WASM=$(WASM) AIGW_CLI=$(CLI) AIGW_ENVOY="$(ENVOY)" \
 		PYTHON=$(abspath $(VENV_PY)) bash envoy-configs/run-local.sh
 

@@ -464,6 +464,10 @@ def eg_xds(docs: list[dict], ports: dict[str, int]) -> tuple[dict, dict, list[di
                 if any(f.get("extensionRef", {}).get("name") in backend_host_rewrites for f in rule.get("filters", [])):
                     # route.go: a URLRewrite to the Backend's hostname.
                     action["auto_host_rewrite"] = True
+                for f in rule.get("filters", []):
+                    if f["type"] == "URLRewrite" and "hostname" in f.get("urlRewrite", {}):
+                        # route.go: Gateway API's URLRewrite to a literal host name.
+                        action["host_rewrite_literal"] = f["urlRewrite"]["hostname"]
                 if retry:
                     action["retry_policy"] = {
                         "retry_on": ",".join(retry["retryOn"]["triggers"]),
