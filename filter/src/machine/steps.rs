@@ -22,18 +22,28 @@ pub(crate) const CLIENT_FORBIDDEN_HEADERS: [&str; 3] =
 // ---------------------------------------------------------------------------------
 // Request headers.
 
-/// Removes the routing and internal headers a client sent, whatever the path.
+/// Removes the routing and internal headers a client sent, whatever the path: the
+/// routing header and every `x-aigw-*` header, those the gateway uses today and
+/// any it may use later.
 pub(crate) struct InternalHeaders;
 
 impl HeaderStep for InternalHeaders {
     fn on_headers(&self, _cx: &mut Cx<'_>, headers: &dyn Headers, out: &mut Vec<Action>) -> Flow {
+        let mut sent: Vec<String> = Vec::new();
+        headers.for_each(&mut |name, _| {
+            let lower = name.to_ascii_lowercase();
+            let internal = CLIENT_FORBIDDEN_HEADERS.contains(&lower.as_str())
+                || lower.starts_with(crate::INTERNAL_HEADER_PREFIX);
+            if internal && !sent.contains(&lower) {
+                sent.push(lower);
+            }
+        });
         for name in CLIENT_FORBIDDEN_HEADERS {
-            if headers.get(name).is_some() {
-                out.push(Action::RemoveHeader {
-                    name: name.to_string(),
-                });
+            if !sent.iter().any(|s| s == name) && headers.get(name).is_some() {
+                sent.push(name.to_string());
             }
         }
+        out.extend(sent.into_iter().map(|name| Action::RemoveHeader { name }));
         Flow::Next
     }
 }
