@@ -416,8 +416,12 @@ pub(crate) fn parse_peek(body: &[u8]) -> Result<RequestPeek<'_>, GatewayError> {
         return Ok(p);
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    match serde_path_to_error::deserialize::<_, RequestPeek>(de) {
-        Ok(p) => Ok(p),
+    match serde_path_to_error::deserialize::<_, RequestPeek>(&mut *de) {
+        // As `from_slice` does: nothing but whitespace may follow the object.
+        Ok(p) => de
+            .end()
+            .map(|()| p)
+            .map_err(|e| GatewayError::InvalidJson(e.to_string())),
         Err(e) => {
             let path = e.path().to_string();
             let inner = e.into_inner();
@@ -472,4 +476,33 @@ fn insert_first_member(body: &[u8], member: &[u8]) -> Option<Vec<u8>> {
     }
     out.extend_from_slice(rest);
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzzing (request_body): bytes after the request object were accepted when
+    /// the fast parse failed, and the rewritten body sent on was not JSON.
+    #[test]
+    fn fuzz_request_body_trailing_bytes_after_the_object_are_refused() {
+        for body in [
+            &b"{\"model\":\"m\",\"stream\":true}\0\0"[..],
+            b"{\"model\":\"m\"} {\"model\":\"other\"}",
+            b"{\"model\":\"m\"}]",
+        ] {
+            assert!(
+                matches!(parse_peek(body), Err(GatewayError::InvalidJson(_))),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(
+            parse_peek(b"{\"model\":\"m\"} \n")
+                .unwrap()
+                .model
+                .as_deref(),
+            Some("m")
+        );
+    }
 }
