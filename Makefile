@@ -136,6 +136,20 @@ bench: build venv
 	@test -f bench/run.sh || { echo "bench/run.sh is not written yet" >&2; exit 1; }
 	AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_ENVOY="$(ENVOY)" PYTHON=$(abspath $(VENV_PY)) bash bench/run.sh
 
+## ---- Fuzz ---------------------------------------------------------------------------
+
+# Coverage-guided fuzzing of every parser and state machine (filter/fuzz/README.md),
+# on the stable toolchain: installs cargo-fuzz into filter/fuzz/.tools on first use,
+# seeds the corpora from the fixtures, builds every target and runs each for
+# FUZZ_SECONDS (default 60); fails, naming the crash file, if any target crashed.
+# FUZZ_TARGETS="request_body cli_yaml" runs only those.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+
+.PHONY: fuzz
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash filter/fuzz/run.sh $(FUZZ_TARGETS)
+
 ## ---- Cleanup ----------------------------------------------------------------------
 
 clean:
