@@ -287,3 +287,16 @@ def test_envoy_gateway_routes_rewrite_host_to_the_signed_host(compiled_gateway):
                 # and the Host is the Backend's (Envoy Gateway's own rewrite).
                 assert [f["type"] for f in rule.get("filters", [])] == ["ExtensionRef"], (model, rule)
     assert seen == set(RULES)
+
+
+def test_client_retry_headers_pick_no_backend(compiled_gateway):
+    """Envoy's own request headers that steer retries (`x-envoy-retry-on`,
+    `x-envoy-retriable-status-codes`, `x-envoy-max-retries`) cannot move a client's
+    request to a rule's fallback backend: a 400 from the primary stays the answer."""
+    gw = compiled_gateway
+    steer = {"x-envoy-retry-on": "retriable-status-codes,4xx,retriable-4xx", "x-envoy-retriable-status-codes": "400",
+             "x-envoy-max-retries": "3", "x-sim-fail-on": "a=400"}
+    r, rid = chat(gw, "fallback-ip-to-name", headers=steer)
+    assert r.status_code == 400, r.text
+    recs = attempts(gw, rid)
+    assert [rec["listener"] for rec in recs] == ["a"], recs

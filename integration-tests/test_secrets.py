@@ -209,3 +209,119 @@ def test_client_routing_and_internal_headers_are_not_trusted(traced):
     # An unknown model stays unknown whatever the routing header says.
     r, rid = send(gw, "/v1/chat/completions", chat("no-such-model"), {"x-ai-eg-model": "gpt-4o-mini"})
     assert r.status_code == 404 and upstream(gw, rid) == []
+
+
+# ---- what a provider answers: its x-aigw-* headers say nothing ----------------------
+
+class _SpoofingProvider:
+    """An OpenAI-compatible upstream whose every answer carries the gateway's
+    internal header names, as a hostile or misconfigured provider (or a proxy in
+    front of it) could."""
+
+    HEADERS = {"x-aigw-backend": "evil-backend", "x-aigw-model-override": "evil-model",
+               "x-aigw-anything": "1"}
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        spoof = self.HEADERS
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                body = json.dumps({"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+                                   "choices": [{"index": 0, "finish_reason": "stop",
+                                                "message": {"role": "assistant", "content": "hi"}}],
+                                   "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                for k, v in spoof.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _spoof_resources(port: int) -> str:
+    docs = [
+        {"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "Backend",
+         "metadata": {"name": "provider", "namespace": "default"},
+         "spec": {"endpoints": [{"ip": {"address": "127.0.0.1", "port": port}}]}},
+    ]
+    for name in ("one", "two"):
+        docs.append({"apiVersion": "aigateway.envoyproxy.io/v1alpha1", "kind": "AIServiceBackend",
+                     "metadata": {"name": name, "namespace": "default"},
+                     "spec": {"schema": {"name": "OpenAI"},
+                              "backendRef": {"name": "provider", "kind": "Backend",
+                                             "group": "gateway.envoyproxy.io"}}})
+    rules = [
+        # One backend: the router-level instance does the upstream work (routerOnly).
+        {"matches": [{"headers": [{"type": "Exact", "name": "x-ai-eg-model", "value": "single"}]}],
+         "backendRefs": [{"name": "one"}]},
+        # Two: the upstream instance of the rule's cluster does it.
+        {"matches": [{"headers": [{"type": "Exact", "name": "x-ai-eg-model", "value": "fallback"}]}],
+         "backendRefs": [{"name": "one", "priority": 0}, {"name": "two", "priority": 1}]},
+    ]
+    docs.append({"apiVersion": "aigateway.envoyproxy.io/v1alpha1", "kind": "AIGatewayRoute",
+                 "metadata": {"name": "spoof", "namespace": "default"},
+                 "spec": {"schema": {"name": "OpenAI"}, "rules": rules}})
+    return yaml.safe_dump_all(docs)
+
+
+def test_provider_internal_headers_are_not_trusted(workdir: Path, build: str):
+    """A provider's x-aigw-backend or x-aigw-model-override names no backend or model
+    in the metadata (the access log shows the configured backend, and no override),
+    and no x-aigw-* header it sends reaches the client: with the upstream work done
+    by the router-level instance (routerOnly) and by the upstream instance alike."""
+    from test_examples import CLI
+
+    work = workdir / f"provider-spoof-{build}"
+    work.mkdir(parents=True, exist_ok=True)
+    provider = _SpoofingProvider()
+    envoy = None
+    try:
+        (work / "input.yaml").write_text(_spoof_resources(provider.port))
+        access_log = work / "access.log"
+        res = subprocess.run([str(CLI), "compile", "-q", "-o", str(work / "out"), "--listen-address", "127.0.0.1",
+                              "--access-log", str(access_log), "--wasm-path",
+                              str(Path(__import__("conftest").WASM).resolve()), str(work / "input.yaml")],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        boot = yaml.safe_load((work / "out" / BOOTSTRAPS[build]).read_text())
+
+        def boot_for(listen: int, admin: int) -> dict:
+            boot["admin"]["address"]["socket_address"]["port_value"] = admin
+            boot["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = listen
+            return boot
+
+        envoy, listen, _ = start_envoy(boot_for, work, build)
+        for model, backend in (("single", "one.default"), ("fallback", "one.default")):
+            rid = str(uuid.uuid4())
+            r = requests.post(f"http://127.0.0.1:{listen}/v1/chat/completions", timeout=30,
+                              headers={"x-request-id": rid, "content-type": "application/json"},
+                              data=json.dumps(chat(model)))
+            assert r.status_code == 200, r.text
+            assert not [k for k in r.headers if k.lower().startswith("x-aigw-")], dict(r.headers)
+            entry = wait_log_entry(access_log, rid)
+            got = {k: entry.get(k) for k in ("backend_name", "model_name_override")}
+            assert got["backend_name"] == backend, (model, entry)
+            assert got["model_name_override"] in (None, "-", ""), (model, entry)
+    finally:
+        if envoy is not None:
+            stop(envoy)
+        provider.close()

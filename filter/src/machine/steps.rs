@@ -390,15 +390,31 @@ impl ResponseStep for Attribution {
             .get(":status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
+        // With the upstream work done here (`routerOnly`) no upstream instance ran:
+        // such headers come from the provider and say nothing. No `x-aigw-*`
+        // header reaches the client.
+        let trusted = cx.resp.inline.is_none();
         for (name, slot) in [
             (BACKEND_HEADER, &mut cx.resp.backend),
             (MODEL_OVERRIDE_HEADER, &mut cx.resp.model_override),
         ] {
             if let Some(v) = headers.get(name) {
-                *slot = Some(v);
+                if trusted {
+                    *slot = Some(v);
+                }
                 out.push(Action::RemoveHeader { name: name.into() });
             }
         }
+        let mut others: Vec<String> = Vec::new();
+        headers.for_each(&mut |name, _| {
+            let lower = name.to_ascii_lowercase();
+            let known = lower == BACKEND_HEADER || lower == MODEL_OVERRIDE_HEADER;
+            let internal = lower.starts_with(crate::INTERNAL_HEADER_PREFIX);
+            if internal && !known && !others.contains(&lower) {
+                others.push(lower);
+            }
+        });
+        out.extend(others.into_iter().map(|name| Action::RemoveHeader { name }));
         Status::Continue
     }
 }
