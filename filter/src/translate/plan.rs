@@ -199,7 +199,7 @@ pub fn prepare(a: &Attempt<'_>, body: &[u8]) -> Result<Prepared, TranslateError>
 }
 
 /// A request body read whole; an error names the offending field by its path.
-fn read_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, TranslateError> {
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, TranslateError> {
     // Tracking the path slows every parse down; only a body that fails needs it.
     if let Ok(v) = serde_json::from_slice(body) {
         return Ok(v);
