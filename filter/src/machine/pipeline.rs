@@ -21,7 +21,7 @@ use crate::policy::validation::Validation;
 
 use super::steps::{
     Attribution, Classify, Gateway, IncludeUsage, Inline, InternalHeaders, Parse, PickRoute,
-    Routing, SaveForInline, TranslateBack,
+    PlainErrors, Routing, SaveForInline, TranslateBack,
 };
 use super::upstream::{SavedRequest, Upstream};
 
@@ -48,8 +48,9 @@ pub(crate) static ON_REQUEST_BODY: [&dyn BodyStep; 7] = [
 ];
 
 /// The answer, as it streams back.
-pub(crate) static ON_RESPONSE: [&dyn ResponseStep; 6] = [
+pub(crate) static ON_RESPONSE: [&dyn ResponseStep; 7] = [
     &TranslateBack, // routerOnly: the provider's answer into the client's schema
+    &PlainErrors,   // Envoy's own plain-text errors (timeouts, resets) in it too
     &Attribution,   // which backend answered (from the upstream instance)
     &Meter,         // token usage, whatever the chunk boundaries
     &CacheCapture,  // keep a cacheable answer; store it when it ends well
@@ -184,6 +185,8 @@ pub(crate) struct Response {
     pub captured: Option<Vec<u8>>,
     /// routerOnly: the upstream work done by this instance.
     pub inline: Option<Box<Upstream>>,
+    /// A plain-text error answer held to be rewritten: its status and body so far.
+    pub plain_error: Option<(u16, Vec<u8>)>,
 }
 
 /// One response chunk on its way through the steps: the host's bytes, or what a

@@ -374,6 +374,91 @@ impl ResponseStep for TranslateBack {
     }
 }
 
+/// Longest plain-text error body [`PlainErrors`] rewrites (Envoy's are one line).
+const MAX_PLAIN_ERROR: u64 = 4096;
+
+/// An error answer that is not JSON, in the client's schema when no translation
+/// writes it: Envoy's own (`upstream request timeout` at the route timeout,
+/// `upstream connect error or disconnect/reset before headers` when the provider
+/// resets or refuses, `no healthy upstream`), which reach this instance only, never
+/// an upstream one, and a provider's or a proxy's plain-text or HTML error. An
+/// OpenAI or Anthropic client reads JSON errors; the text is quoted in the message
+/// when it is one short line. A long body (or one of unknown length) passes as it
+/// is rather than be held.
+pub(crate) struct PlainErrors;
+
+impl ResponseStep for PlainErrors {
+    fn on_headers(
+        &self,
+        cx: &mut Cx<'_>,
+        headers: &dyn Headers,
+        end_of_stream: bool,
+        _out: &mut Vec<Action>,
+    ) -> Status {
+        let status = headers
+            .get(":status")
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(0);
+        if status < 400 || end_of_stream {
+            return Status::Continue;
+        }
+        if cx
+            .resp
+            .inline
+            .as_ref()
+            .is_some_and(|u| u.translates_answer())
+        {
+            return Status::Continue; // TranslateBack writes it in the client's schema
+        }
+        let json = headers
+            .get("content-type")
+            .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
+        let short = headers
+            .get("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n <= MAX_PLAIN_ERROR);
+        if json || !short {
+            return Status::Continue;
+        }
+        cx.resp.plain_error = Some((status, Vec::new()));
+        Status::StopIteration
+    }
+
+    fn on_body(&self, cx: &mut Cx<'_>, chunk: &mut Chunk<'_>, out: &mut Vec<Action>) -> Status {
+        let Some((_, body)) = cx.resp.plain_error.as_mut() else {
+            return Status::Continue;
+        };
+        let room = (MAX_PLAIN_ERROR as usize).saturating_sub(body.len());
+        body.extend_from_slice(&chunk.bytes()[..chunk.bytes().len().min(room)]);
+        if !chunk.end_of_stream {
+            return Status::StopAndBuffer;
+        }
+        let Some((status, body)) = cx.resp.plain_error.take() else {
+            return Status::Continue;
+        };
+        let none: [(&str, &str); 0] = [];
+        let err = crate::translate::openai::error(status, &none, &body);
+        let schema = cx
+            .req
+            .endpoint
+            .map_or(ClientSchema::OpenAI, Endpoint::client_schema);
+        let bytes = err.body(schema);
+        out.push(Action::SetHeader {
+            name: "content-type".into(),
+            value: "application/json".into(),
+        });
+        out.push(Action::RemoveHeader {
+            name: "content-encoding".into(),
+        });
+        out.push(Action::SetHeader {
+            name: "content-length".into(),
+            value: bytes.len().to_string(),
+        });
+        chunk.replace(bytes);
+        Status::Continue
+    }
+}
+
 /// Which backend answered and under which model name: the upstream instance says
 /// so in internal headers, which go no further.
 pub(crate) struct Attribution;

@@ -163,6 +163,12 @@ impl Upstream {
         self.wait.take()
     }
 
+    /// Whether the answer is rewritten into the client's schema (errors included),
+    /// rather than passed on as the provider sent it.
+    pub(crate) fn translates_answer(&self) -> bool {
+        self.plan.as_ref().is_some_and(|p| !p.is_passthrough())
+    }
+
     /// The stream ended: an exchange this attempt led is handed on.
     pub(crate) fn on_stream_complete(&mut self) {
         self.credential.abandon();
