@@ -8,9 +8,10 @@
 #   make test    cargo tests, then the integration tests against a real Envoy, once
 #                per build (native and wasm)
 #   make lint    rustfmt check and clippy with warnings denied
-#   make run     simulator + Envoy with the filter on 127.0.0.1:1975 (Ctrl-C stops);
-#                native: envoy-configs/examples/aigateway compiled by the CLI into
-#                .run/compiled/; BUILD=wasm runs the proxy-wasm build (render.py)
+#   make run     simulator + Envoy with the filter on 127.0.0.1:1975 (Ctrl-C stops):
+#                envoy-configs/examples/aigateway compiled by the CLI into
+#                .run/compiled/, the simulator checking its credentials;
+#                BUILD=wasm runs the proxy-wasm build
 #   make bench   benchmarks (bench/run.sh)
 #
 # Useful variables: PYTEST_ARGS="-x -k models", AIGW_BUILDS=native (integration tests
@@ -47,7 +48,7 @@ export ENVOY_VERSION
 
 PYTEST_ARGS ?=
 
-.PHONY: all build build-native build-wasm build-cli test test-rust test-integration lint fmt run bench venv clean distclean
+.PHONY: all build build-native build-wasm build-cli test test-rust test-integration test-deps lint fmt run bench venv clean distclean
 
 all: build
 
@@ -60,6 +61,19 @@ $(VENV)/.installed: integration-tests/requirements.txt
 	touch $@
 
 venv: $(VENV)/.installed
+
+# System packages of the integration tests: Debian's redis-server (fleet mode,
+# integration-tests/fleet.py), installed when missing and running as root with apt-get;
+# otherwise a note, and the tests that need it install it themselves or skip.
+test-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get install -y -qq redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server; }; \
+		else \
+			echo "redis-server not found (apt-get install redis-server): the fleet-mode tests will skip" >&2; \
+		fi; \
+	}
 
 ## ---- Build ----------------------------------------------------------------------
 
@@ -93,7 +107,7 @@ test-rust: build-native venv
 	AIGW_REQUIRE_ENVOY=1 ENVOY_BIN=$(abspath $(VENV)/bin/envoy) ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$(MODULE_DIR) \
 		AIGW_WASM=$(WASM) $(CARGO) test --workspace
 
-test-integration: $(addprefix build-,$(TEST_BUILDS)) build-cli venv
+test-integration: $(addprefix build-,$(TEST_BUILDS)) build-cli venv test-deps
 	AIGW_BUILDS="$(TEST_BUILDS)" AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_WASM=$(WASM) AIGW_CLI=$(CLI) AIGW_ENVOY="$(ENVOY)" \
 		$(VENV_PY) -m pytest integration-tests $(PYTEST_ARGS)
 
@@ -112,7 +126,7 @@ fmt:
 
 ## ---- Run --------------------------------------------------------------------------
 
-run: build-$(BUILD) $(if $(filter native,$(BUILD)),build-cli) venv
+run: build-$(BUILD) build-cli venv
 	AIGW_BUILD=$(BUILD) AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_WASM=$(WASM) AIGW_CLI=$(CLI) AIGW_ENVOY="$(ENVOY)" \
 		PYTHON=$(abspath $(VENV_PY)) bash envoy-configs/run-local.sh
 
@@ -121,6 +135,20 @@ run: build-$(BUILD) $(if $(filter native,$(BUILD)),build-cli) venv
 bench: build venv
 	@test -f bench/run.sh || { echo "bench/run.sh is not written yet" >&2; exit 1; }
 	AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_ENVOY="$(ENVOY)" PYTHON=$(abspath $(VENV_PY)) bash bench/run.sh
+
+## ---- Fuzz ---------------------------------------------------------------------------
+
+# Coverage-guided fuzzing of every parser and state machine (filter/fuzz/README.md),
+# on the stable toolchain: installs cargo-fuzz into filter/fuzz/.tools on first use,
+# seeds the corpora from the fixtures, builds every target and runs each for
+# FUZZ_SECONDS (default 60); fails, naming the crash file, if any target crashed.
+# FUZZ_TARGETS="request_body cli_yaml" runs only those.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+
+.PHONY: fuzz
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash filter/fuzz/run.sh $(FUZZ_TARGETS)
 
 ## ---- Cleanup ----------------------------------------------------------------------
 

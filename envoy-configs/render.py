@@ -214,13 +214,33 @@ def render(
 
 
 def router_only_host(doc: dict, backend: str) -> str | None:
-    """routerOnly: the router-level instance signs for the backend's `host` but leaves
+    """routerOnly: the router-level instance signs for the backend's `host` (else the
+    provider's public host, as filter/src/config/backend.rs defaults it) but leaves
     the Host header alone (the route is picked on the client's): the route rewrites it."""
     if doc.get("routerOnly") is not True:
         return None
     for b in doc.get("backends") or []:
-        if isinstance(b, dict) and b.get("name") == backend and isinstance(b.get("host"), str):
-            return b["host"]
+        if isinstance(b, dict) and b.get("name") == backend:
+            if isinstance(b.get("host"), str):
+                return b["host"]
+            return default_host(b)
+    return None
+
+
+def default_host(b: dict) -> str | None:
+    """The filter's default `host` for a backend without one (the provider's)."""
+    schema = (b.get("schema") or {}).get("name")
+    region = b.get("region")
+    if schema == "Mistral":
+        return "api.mistral.ai"
+    if schema in ("AWSBedrock", "AWSAnthropic") and region:
+        return f"bedrock-runtime.{region}.amazonaws.com"
+    if schema == "Anthropic":
+        return "api.anthropic.com"
+    if schema in ("GCPAnthropic", "GCPVertexAI") and region:
+        return "aiplatform.googleapis.com" if region == "global" else f"{region}-aiplatform.googleapis.com"
+    if schema == "Gemini":
+        return "generativelanguage.googleapis.com"
     return None
 
 

@@ -3,13 +3,17 @@
 # Ctrl-C (or the end of either process) stops both. Access-log lines (JSON) appear on
 # this terminal as requests complete.
 #
-# Native build: the Kubernetes resources in AIGW_EXAMPLE (default
-# envoy-configs/examples/aigateway) are compiled by the CLI (`aigw compile`) into
-# .run/compiled/ (config.json, bootstrap.yaml, envoy-gateway.yaml) and Envoy runs on
-# that bootstrap; the simulator listens where the example's Backend points
-# (127.0.0.1:8081). Wasm build, or AIGW_CONFIG set: the CLI writes no wasm bootstrap,
-# so envoy-configs/render.py renders one from a filter config (default
-# envoy-configs/example/config.json, the same models as the compiled example).
+# The Kubernetes resources in AIGW_EXAMPLE (default envoy-configs/examples/aigateway)
+# are compiled by the CLI (`aigw compile`) into .run/compiled/ (config.json,
+# bootstrap.yaml, bootstrap-wasm.yaml, envoy-gateway.yaml, and the credentials
+# apart: secrets/ for the native build, secrets.env for the wasm build, which this
+# script loads into Envoy's environment) and Envoy runs on the build's bootstrap;
+# the simulator listens where the example's Backend points (127.0.0.1:8081) and
+# checks the credentials the compiled config names, as the real providers would
+# (API keys, bearer tokens, SigV4 recomputed with botocore over the Host it
+# receives): envoy-configs/sim_expectations.py, as the tests start it. With
+# AIGW_CONFIG set, envoy-configs/render.py renders a bootstrap from that filter
+# config instead, and the simulator checks nothing.
 #
 # Environment: AIGW_EXAMPLE, AIGW_CONFIG, AIGW_BUILD (native, the default, or wasm),
 # AIGW_PORT (1975), AIGW_SIM_PORT (8081; render.py only, the compiled example names
@@ -33,16 +37,29 @@ read -r -a ENVOY <<<"${AIGW_ENVOY:-$ROOT/.venv/bin/envoy}"
 RUN_DIR="$ROOT/.run"
 
 mkdir -p "$RUN_DIR"
-if [ "$BUILD" = native ] && [ -z "$CONFIG" ]; then
+SIM_ARGS=()
+if [ -z "$CONFIG" ]; then
   # The simulator's address comes from the example's Backend (an IP endpoint).
   SIM_PORT=8081
   rm -rf "$RUN_DIR/compiled"
   "$CLI" compile -o "$RUN_DIR/compiled" --listen-address 127.0.0.1 --listen-port "$PORT" \
-    --admin-port "$ADMIN_PORT" --access-log /dev/stdout "$EXAMPLE"
-  BOOTSTRAP="$RUN_DIR/compiled/bootstrap.yaml"
-  SOURCE="resources: ${EXAMPLE#"$ROOT"/}, compiled into .run/compiled/"
+    --admin-port "$ADMIN_PORT" --access-log /dev/stdout --wasm-path "$WASM" "$EXAMPLE"
+  if [ "$BUILD" = wasm ]; then
+    BOOTSTRAP="$RUN_DIR/compiled/bootstrap-wasm.yaml"
+    [ -f "$BOOTSTRAP" ] || { echo "no bootstrap-wasm.yaml: the example reads credentials from files" >&2; exit 1; }
+    # The wasm build reads its credentials from Envoy's environment.
+    if [ -f "$RUN_DIR/compiled/secrets.env" ]; then
+      set -a
+      # shellcheck disable=SC1091
+      . "$RUN_DIR/compiled/secrets.env"
+      set +a
+    fi
+  else
+    BOOTSTRAP="$RUN_DIR/compiled/bootstrap.yaml"
+  fi
+  mapfile -t SIM_ARGS < <("$PYTHON" "$ROOT/envoy-configs/sim_expectations.py" "$RUN_DIR/compiled" simulator)
+  SOURCE="resources: ${EXAMPLE#"$ROOT"/}, compiled into .run/compiled/; the simulator checks credentials and signatures"
 else
-  CONFIG="${CONFIG:-$ROOT/envoy-configs/example/config.json}"
   BOOTSTRAP="$RUN_DIR/envoy.yaml"
   "$PYTHON" "$ROOT/envoy-configs/render.py" --config "$CONFIG" --out "$BOOTSTRAP" \
     --listen "127.0.0.1:$PORT" --admin-port "$ADMIN_PORT" --upstream "127.0.0.1:$SIM_PORT" \
@@ -58,7 +75,7 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-"$PYTHON" "$ROOT/integration-tests/simulator.py" --listen "127.0.0.1:$SIM_PORT=simulator" &
+"$PYTHON" "$ROOT/integration-tests/simulator.py" --listen "127.0.0.1:$SIM_PORT=simulator" "${SIM_ARGS[@]}" &
 pids+=($!)
 
 ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$MODULE_DIR" "${ENVOY[@]}" -c "$BOOTSTRAP" \

@@ -75,6 +75,39 @@ What it answers, decided per request by headers (they pass through Envoy):
                              `data: {"error":{code,message,status: TYPE}}` event.
     x-sim-split: 0           Bedrock frames one per chunk, uncut.
 
+Faults of a broken provider (sim/faults.py); the stall mid-answer, the endless stream
+and the broken framing and encoding apply to answers that would be a 200:
+
+    x-sim-reset-mid-request: N  read the request's headers and N bytes of its body
+                             (all of it when shorter), then reset the connection
+                             (TCP RST) before any byte of an answer. Recorded with
+                             the bytes read, `fault`, and response status null.
+    x-sim-headers-delay-ms: MS  send nothing for MS, then answer; a client that
+                             closes the connection meanwhile gets nothing (the
+                             record shows client_disconnected: true).
+    x-sim-stall-after: N     send the headers and N chunks of a stream (N = 0 for a
+                             whole body: the headers only), then nothing until the
+                             client closes the connection (client_disconnected:
+                             true), at most 600 s.
+    x-sim-endless: BYTES     a stream without end: its first events, then text
+                             pieces of BYTES characters (default 1024) forever, one
+                             per chunk, with no pause unless x-sim-delay-ms is
+                             given, until the client goes (client_disconnected:
+                             true). OpenAI and Azure chat, Anthropic (direct and
+                             Vertex) and Bedrock ConverseStream; the record shows
+                             endless: true.
+    x-sim-frame-length: N    Bedrock: after x-sim-frame-after whole frames (default
+                             1), a prelude (its CRC valid) announcing an N-byte
+                             frame (at most 2^32-1), then 64 KiB of zeros, then the
+                             end of the body. A non-streamed answer becomes that
+                             prelude and filler alone, as an event stream.
+    x-sim-truncate-frame: N  Bedrock streams: N whole frames, then the first half of
+                             the next one, then the end of the body; the connection
+                             is closed after it.
+    x-sim-broken-gzip: 1     content-encoding: gzip, a valid gzip header, then bytes
+                             that are not deflate data (a whole body, or a stream's
+                             three chunks).
+
 Token rule (so tests can predict counts): words = whitespace-separated words of the
 text the model reads (message and prompt text, system text, tool-result text; not
 tool definitions, tool-call arguments, images or thinking; OpenAI token-array
@@ -348,8 +381,12 @@ Control endpoints (never recorded):
     GET    /_sim/requests[?id=X]   JSON list of recorded requests (all, or those whose
                                    x-request-id is X), each with: listener, method,
                                    path (with query), query ({name: [values]}),
-                                   headers ([[lower-case name, value]]), body (text),
-                                   body_json, received_at, provider (openai,
+                                   headers ([[lower-case name, value]]), body (text,
+                                   invalid UTF-8 replaced), body_bytes and body_sha256
+                                   (of the bytes as received), body_json (null when
+                                   not JSON, not UTF-8 or nested too deep for
+                                   Python's parser: the provider answers 400),
+                                   received_at, provider (openai,
                                    azure-openai, anthropic, vertex-anthropic,
                                    bedrock-converse, bedrock-anthropic, bedrock-titan,
                                    bedrock-invoke, gemini, vertex-gemini; null for an
@@ -362,7 +399,10 @@ Control endpoints (never recorded):
                                    message_delta's, Gemini's last usageMetadata, Vertex
                                    predict {predictions: [statistics], metadata}), and
                                    response {status, usage} (usage: the generated
-                                   answer's usage on OpenAI paths, as before).
+                                   answer's usage on OpenAI paths, as before); the
+                                   faults above add fault (what was broken),
+                                   client_disconnected (true: the client went away
+                                   before the answer was whole) and endless.
     DELETE /_sim/requests          forget them.
 
 Usage: simulator.py --listen 127.0.0.1:8081[=label] [--listen ...]

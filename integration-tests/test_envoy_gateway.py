@@ -141,9 +141,22 @@ def eg_gateway(workdir, build):
     assert config["routerOnly"] is True
     sim_args = ["--expect-api-key", f"{OPENAI}={OPENAI_KEYS[0]}", "--expect-api-key", f"{OPENAI}={OPENAI_KEYS[1]}",
                 "--expect-api-key", f"{BYOK}={USER_KEY}", "--aws-credentials", f"{BEDROCK}={':'.join(AWS)}"]
+    vhost = virtual_host_for(LISTENER_HOSTNAME)
+
+    def as_on_envoy_gateway(rendered: dict, ports: dict[str, int]) -> dict:
+        # Envoy Gateway's EnvoyExtensionPolicy attaches the router-level instance
+        # only: without its EnvoyPatchPolicy no cluster has the upstream instance
+        # (render.py keeps it on fallback clusters, as compiled bootstraps do).
+        for cluster in rendered["static_resources"]["clusters"]:
+            opts = cluster.get("typed_extension_protocol_options", {}).get(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+            if opts and "http_filters" in opts:
+                render.drop_upstream_filter(cluster)
+        return vhost(rendered, ports)
+
     with environment(env), running_gateway(config, [OPENAI, BEDROCK, BYOK, OPENAI_FALLBACK_RULE],
                                            workdir / f"eg-{build}", build, sim_args,
-                                           bootstrap=virtual_host_for(LISTENER_HOSTNAME)) as gw:
+                                           bootstrap=as_on_envoy_gateway) as gw:
         gw.credentials = root
         yield gw
 
@@ -464,6 +477,10 @@ def eg_xds(docs: list[dict], ports: dict[str, int]) -> tuple[dict, dict, list[di
                 if any(f.get("extensionRef", {}).get("name") in backend_host_rewrites for f in rule.get("filters", [])):
                     # route.go: a URLRewrite to the Backend's hostname.
                     action["auto_host_rewrite"] = True
+                for f in rule.get("filters", []):
+                    if f["type"] == "URLRewrite" and "hostname" in f.get("urlRewrite", {}):
+                        # route.go: Gateway API's URLRewrite to a literal host name.
+                        action["host_rewrite_literal"] = f["urlRewrite"]["hostname"]
                 if retry:
                     action["retry_policy"] = {
                         "retry_on": ",".join(retry["retryOn"]["triggers"]),

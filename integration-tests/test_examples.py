@@ -38,7 +38,10 @@ import pytest
 import requests
 import yaml
 
-from conftest import (
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "envoy-configs"))
+import sim_expectations  # noqa: E402  (envoy-configs/sim_expectations.py, as `make run` uses it)
+
+from conftest import (  # noqa: E402
     HERE,
     MODULE,
     REPO,
@@ -46,6 +49,7 @@ from conftest import (
     WASM,
     envoy_command,
     envoy_env,
+    environment,
     free_port,
     selected_builds,
     sim_ports,
@@ -148,17 +152,46 @@ def test_example_compiles_and_validates(name: str, flavor: str, compiled, reques
     boot = yaml.safe_load(path.read_text())
     listener = boot["static_resources"]["listeners"][0]["address"]["socket_address"]
     assert listener["address"] == "127.0.0.1"
+    # The wasm build reads its credentials from the environment at load.
+    env = dict(envoy_env(), **(secrets_env(out) if build == "wasm" else {}))
     res = subprocess.run(envoy_command() + ["--mode", "validate", "-c", str(path), "--log-level", "info"],
-                         env=envoy_env(), capture_output=True, text=True, timeout=STARTUP_TIMEOUT[build])
+                         env=env, capture_output=True, text=True, timeout=STARTUP_TIMEOUT[build])
     assert res.returncode == 0, f"envoy rejected the {name} {build} bootstrap:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
 
 
 def credential_files(config: dict) -> list[str]:
+    """Credential files the config names other than those the compiler wrote
+    apart (`secrets/`, which the wasm bootstrap reads from the environment)."""
     files = []
     for b in config["backends"]:
         for mech in (b.get("auth") or {}).values():
             files += [mech[k] for k in ("file", "credentialsFile") if k in mech]
-    return files
+    return [f for f in files if "/secrets/" not in f]
+
+
+def secrets_env(compiled: Path) -> dict[str, str]:
+    """The variables `make run` loads from secrets.env for the wasm build (a shell
+    sources it, as run-local.sh does)."""
+    path = compiled / "secrets.env"
+    if not path.is_file():
+        return {}
+    out = subprocess.run(["bash", "-c", 'set -a; . "$1"; env -0', "_", str(path)], env={},
+                         capture_output=True, check=True).stdout
+    return dict(kv.split("=", 1) for kv in out.decode().split("\0") if "=" in kv and not kv.startswith("_="))
+
+
+def secret_values(compiled: Path) -> list[str]:
+    """Every credential the compiler wrote apart, and each key of an AWS
+    credentials file on its own."""
+    values = []
+    for f in sorted((compiled / "secrets").glob("*")):
+        text = f.read_text()
+        values.append(text.strip())
+        for line in text.splitlines():
+            k, _, v = line.partition("=")
+            if v.strip() and k.strip() in ("aws_secret_access_key", "aws_session_token"):
+                values.append(v.strip())
+    return [v for v in values if v]
 
 
 def test_aigateway_example_is_local(compiled):
@@ -171,9 +204,11 @@ def test_aigateway_example_is_local(compiled):
 class Served:
     """Simulator + Envoy on a copy of an example's bootstrap."""
 
-    def __init__(self, url: str, sim_url: str, access_log: Path, config: dict, build: str, login: dict):
+    def __init__(self, url: str, sim_url: str, access_log: Path, config: dict, build: str, login: dict,
+                 admin_url: str = "", compiled: Path | None = None, envoy_log: Path | None = None):
         self.url, self.sim_url, self.access_log, self.config = url, sim_url, access_log, config
         self.build, self.login = build, login
+        self.admin_url, self.compiled, self.envoy_log = admin_url, compiled, envoy_log
 
     def log_entry(self, request_id: str, timeout: float = 10.0) -> dict:
         """The access-log line; wasm metadata is filter state, so its numbers come
@@ -207,9 +242,13 @@ def served(request, compiled):
     work.mkdir()
     ready = work / "sim-ready.json"
     sim_log = work / "simulator.log"
+    # The simulator checks the example's credentials as `make run`'s does, unless a
+    # backend has none (one listener serves them all here).
+    unchecked = sim_expectations.unchecked(base / "compiled")
+    checks = [] if unchecked else sim_expectations.expectations(base / "compiled", "sim")
     with open(sim_log, "w") as log:
         sim = subprocess.Popen([sys.executable, str(HERE / "simulator.py"), "--listen", "127.0.0.1:0=sim",
-                                "--ready-file", str(ready)], stdout=log, stderr=subprocess.STDOUT)
+                                "--ready-file", str(ready)] + checks, stdout=log, stderr=subprocess.STDOUT)
     envoy = None
     try:
         wait_for(lambda: sim_ports(ready, ["sim"]) is not None, 15, "simulator", sim, sim_log)
@@ -226,9 +265,12 @@ def served(request, compiled):
                 al["typed_config"]["path"] = str(access_log)
             return b
 
-        envoy, listen, _admin = start_envoy(boot_for, work, build)
+        # The wasm build reads the credentials from Envoy's environment (secrets.env).
+        with environment(secrets_env(base / "compiled") if build == "wasm" else {}):
+            envoy, listen, admin = start_envoy(boot_for, work, build)
         yield name, local, Served(f"http://127.0.0.1:{listen}", f"http://127.0.0.1:{sim_port}", access_log, config,
-                                  build, login_header(name))
+                                  build, login_header(name), f"http://127.0.0.1:{admin}", base / "compiled",
+                                  work / "envoy.log")
         assert envoy.poll() is None, "Envoy died:\n" + (work / "envoy.log").read_text(errors="replace")[-4000:]
     finally:
         if envoy is not None:
@@ -355,8 +397,8 @@ def test_example_sends_configured_credentials(served):
     """A backend's configured API key reaches the provider in the schema's header,
     and the client's own key does not (the examples' simulator takes any key)."""
     name, local, gw = served
-    keyed = {b["name"]: b["auth"]["apiKey"]["value"] for b in gw.config["backends"]
-             if b["schema"]["name"] == "OpenAI" and "value" in (b.get("auth") or {}).get("apiKey", {})
+    keyed = {b["name"]: Path(b["auth"]["apiKey"]["file"]).read_text().strip() for b in gw.config["backends"]
+             if b["schema"]["name"] == "OpenAI" and "file" in (b.get("auth") or {}).get("apiKey", {})
              and b["auth"]["apiKey"].get("header", "authorization") == "authorization"}
     routes = [r for r in gw.config["routes"] if r["backends"] and all(b["name"] in keyed for b in r["backends"])]
     if not routes:
@@ -465,3 +507,108 @@ def test_example_serves_every_model_in_its_providers_api(served):
                 assert usage is not None and usage.completion_tokens > 0, model
                 checked += 1
     assert checked >= 2
+
+
+def test_example_keeps_secrets_out_of_config_dump(served):
+    """The compiled config and bootstraps name the credentials (files, or variables
+    for wasm) and hold none: Envoy's admin /config_dump, with EDS too, shows no
+    configured secret, and neither do the config and bootstraps on disk."""
+    name, local, gw = served
+    secrets = secret_values(gw.compiled)
+    if not secrets:
+        pytest.skip(f"{name} configures no credential")
+    for path in ("/config_dump", "/config_dump?include_eds"):
+        r = requests.get(gw.admin_url + path, timeout=10)
+        assert r.status_code == 200, r.text[:500]
+        assert "aigw" in r.text
+        leaked = [s for s in secrets if s in r.text]
+        assert leaked == [], f"{path} shows {len(leaked)} configured secret(s)"
+    for f in ("config.json", "bootstrap.yaml", "bootstrap-wasm.yaml", "envoy-gateway.yaml"):
+        p = gw.compiled / f
+        if p.is_file():
+            text = p.read_text()
+            assert not [s for s in secrets if s in text], f
+    for f in [gw.compiled / "secrets.env", *(gw.compiled / "secrets").glob("*")]:
+        assert f.stat().st_mode & 0o077 == 0, f"{f} is readable by others"
+
+
+# README's quickstart, and the curls `make run` prints: every one must answer 200
+# on the compiled aigateway example, the simulator checking credentials and SigV4.
+QUICKSTART_PORT = "1975"
+
+
+def quickstart_curls() -> list[list[str]]:
+    """The curl commands of README's quickstart block and of run-local.sh's banner."""
+    import shlex
+
+    commands = []
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("Once `make run` is up:", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    banner = (REPO / "envoy-configs" / "run-local.sh").read_text().split("cat <<EOF", 1)[1].split("\nEOF", 1)[0]
+    banner = banner.replace("$URL", f"http://localhost:{QUICKSTART_PORT}").replace("\\\\\n", "\\\n")
+    for text in (block, banner):
+        joined = text.replace("\\\n", " ")
+        for line in joined.splitlines():
+            line = line.strip()
+            if line.startswith("curl "):
+                commands.append(shlex.split(line))
+    return commands
+
+
+def test_quickstart_curls_are_found():
+    curls = quickstart_curls()
+    assert len(curls) >= 8, curls
+    assert any("bedrock-claude" in " ".join(c) for c in curls)
+
+
+@pytest.mark.parametrize("flavor", list(BOOTSTRAPS))
+def test_quickstart_answers_every_curl(flavor: str, compiled, request, tmp_path):
+    """`make run`'s example, compiled by `aigw compile`, with the simulator checking
+    every credential and signature as `make run` starts it: each curl of README's
+    quickstart and of the banner answers 200, and every request the simulator got
+    passed its checks (SigV4 over the Host it received, the API keys)."""
+    build = flavor
+    require_build(request.config, build)
+    base = compiled("aigateway")
+    out = base / "compiled"
+    checks = sim_expectations.expectations(out, "simulator")
+    assert "--aws-credentials" in checks and "--expect-api-key" in checks, checks
+    boot = yaml.safe_load((out / BOOTSTRAPS[build]).read_text())
+    ready, sim_log = tmp_path / "ready.json", tmp_path / "simulator.log"
+    with open(sim_log, "w") as log:
+        sim = subprocess.Popen([sys.executable, str(HERE / "simulator.py"), "--listen", "127.0.0.1:0=simulator",
+                                "--ready-file", str(ready)] + checks, stdout=log, stderr=subprocess.STDOUT)
+    envoy = None
+    try:
+        wait_for(lambda: sim_ports(ready, ["simulator"]) is not None, 15, "simulator", sim, sim_log)
+        sim_port = (sim_ports(ready, ["simulator"]) or {})["simulator"]
+
+        def boot_for(listen: int, admin: int) -> dict:
+            b = to_simulator(boot, sim_port)
+            b["admin"]["address"]["socket_address"]["port_value"] = admin
+            b["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = listen
+            return b
+
+        with environment(secrets_env(out) if build == "wasm" else {}):
+            envoy, listen, _admin = start_envoy(boot_for, tmp_path, build)
+        failures = []
+        for cmd in quickstart_curls():
+            cmd = [a.replace(f"localhost:{QUICKSTART_PORT}", f"127.0.0.1:{listen}") for a in cmd]
+            res = subprocess.run(cmd + ["-sS", "-w", "\nHTTP %{http_code}"], capture_output=True, text=True,
+                                 timeout=60)
+            status = res.stdout.rsplit("HTTP ", 1)[-1].strip()
+            if res.returncode != 0 or status != "200" or '"error"' in res.stdout:
+                failures.append((" ".join(cmd), status, res.stdout[-400:], res.stderr[-400:]))
+        assert failures == [], failures
+        recs = requests.get(f"http://127.0.0.1:{sim_port}/_sim/requests", timeout=5).json()
+        assert recs, "nothing reached the simulator"
+        bad = [(r["path"], r["checks"], r["response"]["status"]) for r in recs
+               if r["checks"] or r["response"]["status"] != 200]
+        assert bad == [], bad
+        bedrock = [r for r in recs if r["provider"] and r["provider"].startswith("bedrock")]
+        assert bedrock and all(dict(r["headers"])["host"] == "bedrock-runtime.us-east-1.amazonaws.com"
+                               for r in bedrock)
+    finally:
+        if envoy is not None:
+            stop(envoy)
+        stop(sim)

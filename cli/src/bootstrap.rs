@@ -14,8 +14,9 @@
 //! allows it ([`crate::compile::inline_single_backend_rules`]), the config says
 //! `routerOnly` and the router-level instance does their upstream work before
 //! routing, so their clusters run no upstream instance (one filter instance and
-//! one request parse fewer per request), and their routes keep the host the filter
-//! set (and signed) instead of rewriting it.
+//! one request parse fewer per request), and their routes rewrite Host to the
+//! backend's host, the one the filter signed for. Routes to clusters with the
+//! upstream instance leave Host to it: it sets and signs it per attempt.
 //! TLS differs per backend, so it is chosen per endpoint with
 //! `transport_socket_matches`.
 //!
@@ -157,10 +158,20 @@ pub(crate) fn bootstrap(
 pub(crate) fn wasm_variant(
     native: &Value,
     config_json: &str,
+    host_env: &[String],
     body_limit: u64,
     o: &Options,
 ) -> Value {
     let wasm = |root_id: &str| {
+        let mut vm = json!({
+            "vm_id": "aigw",
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": o.wasm_path}},
+        });
+        if !host_env.is_empty() {
+            // The VM sees only the variables listed here: the credentials.
+            vm["environment_variables"] = json!({"host_env_keys": host_env});
+        }
         json!({
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
@@ -169,11 +180,7 @@ pub(crate) fn wasm_variant(
                 // Without it a pause on request headers becomes StopAllIteration
                 // and the body hook never runs (Envoy 1.35 and later).
                 "allow_on_headers_stop_iteration": true,
-                "vm_config": {
-                    "vm_id": "aigw",
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": o.wasm_path}},
-                },
+                "vm_config": vm,
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
                     "value": config_json,
@@ -227,12 +234,20 @@ pub(crate) fn wasm_variant(
 
 /// One Envoy route per match of the rule: Gateway API ORs matches, ANDs headers.
 fn envoy_routes(plan: &Plan, r: &PlanRoute, inline: bool) -> Vec<Value> {
-    // The router-level instance signed for the backend's host but leaves the Host
-    // header to the route: it was picked on the client's Host.
-    let signed_host = match r.backends.as_slice() {
-        [only] if inline => plan.backends[only.backend].host.as_deref(),
+    // Where the router-level instance did the upstream work, it signed for the
+    // backend's host but left the Host header to the route (Envoy picked the route
+    // on the client's Host): the route rewrites it to that host, whatever the
+    // endpoint is (an IP address has no host name to rewrite to). Where the
+    // cluster's upstream instance does the work, it sets `:authority` per attempt,
+    // for the backend that attempt reaches, and signs over it: the route must
+    // leave it alone (Envoy's `auto_host_rewrite` applies the endpoint's host
+    // name, port-less, when the connection is ready, which can be after the
+    // upstream instance has set and signed it).
+    let inline_backend = match r.backends.as_slice() {
+        [only] if inline => Some(&plan.backends[only.backend]),
         _ => None,
     };
+    let signed_host = inline_backend.and_then(crate::compile::signed_host);
     r.matches
         .iter()
         .map(|(model, extra)| {
@@ -252,14 +267,15 @@ fn envoy_routes(plan: &Plan, r: &PlanRoute, inline: bool) -> Vec<Value> {
                     .collect();
                 action.insert("request_mirror_policies".into(), Value::Array(mirrors));
             }
-            match signed_host {
-                Some(h) => {
+            match (&signed_host, inline_backend) {
+                (Some(h), _) => {
                     action.insert("host_rewrite_literal".into(), json!(h));
                 }
-                // Each backend's endpoints carry their hostname; the upstream expects it.
-                None => {
+                // No host the filter signs for (no endpoint at all): the endpoint's.
+                (None, Some(_)) => {
                     action.insert("auto_host_rewrite".into(), json!(true));
                 }
+                (None, None) => {}
             }
             let mut retry = Map::new();
             if let Some(ms) = r.per_try_timeout_ms {

@@ -52,6 +52,10 @@ pub struct Options {
     pub wasm_sha256: Option<String>,
     /// Standalone wasm bootstrap: the `aigw.wasm` file Envoy loads.
     pub wasm_path: String,
+    /// Standalone outputs: the folder holding the credential files the native
+    /// config names (`file`, `credentialsFile`); `aigw compile -o DIR` makes it
+    /// `DIR/secrets`, absolute.
+    pub secrets_dir: String,
 }
 
 impl Default for Options {
@@ -68,6 +72,7 @@ impl Default for Options {
             wasm_url: None,
             wasm_sha256: None,
             wasm_path: "/usr/local/lib/envoy/aigw.wasm".into(),
+            secrets_dir: "/etc/aigw/secrets".into(),
         }
     }
 }
@@ -84,9 +89,16 @@ pub struct Output {
     /// The same loading `aigw.wasm`; `None` when the config names credential
     /// files, which the wasm build cannot read (a warning says so).
     pub bootstrap_wasm_yaml: Option<String>,
-    /// Whether `config` (and so the bootstraps) holds credential values: write
-    /// them where only Envoy's user can read them.
+    /// Whether credentials were kept apart ([`Output::secrets`]).
     pub holds_credentials: bool,
+    /// The credentials of the standalone outputs, apart from them: the native
+    /// config and bootstrap name each as a file in [`Options::secrets_dir`], the
+    /// wasm bootstrap as an environment variable (listed in its
+    /// `host_env_keys`). No value is in `config`, nor in either bootstrap.
+    pub secrets: Vec<SecretFile>,
+    /// `secrets` as a shell-sourceable environment file (`NAME='value'` lines)
+    /// for the wasm bootstrap; `None` when there is none.
+    pub secrets_env: Option<String>,
     /// Envoy Gateway manifests (EnvoyProxy allow-list, HTTPRoutes,
     /// HTTPRouteFilters, EnvoyExtensionPolicies with `dynamicModule`,
     /// BackendTrafficPolicies, generated Backends), in apply order.
@@ -103,6 +115,105 @@ pub struct Output {
     pub not_enforced: Vec<Value>,
     /// Findings that did not stop compilation.
     pub warnings: Vec<Diagnostic>,
+}
+
+/// One credential of the standalone outputs, kept apart from them.
+#[derive(Clone, Debug)]
+pub struct SecretFile {
+    /// The file's name in [`Options::secrets_dir`].
+    pub name: String,
+    /// The environment variable the wasm bootstrap reads it from.
+    pub env: String,
+    /// Its text, as the filter reads it (an AWS shared credentials file for AWS
+    /// keys).
+    pub value: crate::manifest::SecretValue,
+}
+
+/// The credentials compiled in as values, kept apart: one [`SecretFile`] per
+/// distinct credential, and for each backend the index of its own.
+fn secrets_apart(plan: &Plan) -> (Vec<SecretFile>, Vec<Option<usize>>) {
+    let mut files: Vec<SecretFile> = Vec::new();
+    let mut bases: Vec<String> = Vec::new();
+    let mut of_backend = Vec::new();
+    let used = used_backends(plan);
+    for (i, b) in plan.backends.iter().enumerate() {
+        let value = used
+            .contains(&i)
+            .then(|| b.auth.as_ref().and_then(|a| a.secret_text()))
+            .flatten();
+        let Some(value) = value else {
+            of_backend.push(None);
+            continue;
+        };
+        let base = match &b.auth_secret {
+            Some(o) => {
+                let mut n = format!("{}-{}-{}", o.namespace, o.name, o.key);
+                if let Some(p) = o.profile.as_deref().filter(|p| *p != "default") {
+                    n = format!("{n}-{p}");
+                }
+                n
+            }
+            None => b.name.clone(),
+        };
+        let base: String = base
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | '_' => c,
+                _ => '_',
+            })
+            .collect();
+        if let Some(i) = files
+            .iter()
+            .zip(&bases)
+            .position(|(f, b)| f.value == value && *b == base)
+        {
+            of_backend.push(Some(i));
+            continue;
+        }
+        let env_of = |n: &str| -> String {
+            let upper: String = n
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("AIGW_SECRET_{upper}")
+        };
+        let mut name = base.clone();
+        let mut n = 1;
+        while files
+            .iter()
+            .any(|f| f.name == name || f.env == env_of(&name))
+        {
+            n += 1;
+            name = format!("{base}-{n}");
+        }
+        bases.push(base);
+        files.push(SecretFile {
+            env: env_of(&name),
+            name,
+            value,
+        });
+        of_backend.push(Some(files.len() - 1));
+    }
+    (files, of_backend)
+}
+
+/// `secrets` as a file a shell sources (`set -a; . ./secrets.env; set +a`):
+/// `NAME='value'` lines, values single-quoted (AWS credentials files span lines).
+fn secrets_env_file(secrets: &[SecretFile]) -> String {
+    let mut out = String::from(
+        "# Generated by aigw: the credentials of bootstrap-wasm.yaml, read by the filter from\n# Envoy's environment. Keep private. Load with: set -a; . ./secrets.env; set +a\n",
+    );
+    for s in secrets {
+        let quoted = s.value.expose().replace('\'', "'\\''");
+        out.push_str(&format!("{}='{quoted}'\n", s.env));
+    }
+    out
 }
 
 /// Compiles with default [`Options`].
@@ -125,13 +236,29 @@ pub fn compile_with(manifests: &[Manifest], options: &Options) -> Result<Output,
         return Err(fail(diags));
     }
 
-    let own_auth = |i: usize| plan.backends[i].auth.as_ref().map(|a| a.to_json());
-    let (config, origins) = config_document(&plan, &|_| true, &own_auth);
+    // Credentials apart from the config: files for the native build, variables
+    // for the wasm build.
+    let (secrets, secret_of) = secrets_apart(&plan);
+    let apart = |i: usize, wasm: bool| {
+        let a = plan.backends[i].auth.as_ref()?;
+        Some(match secret_of[i].map(|k| &secrets[k]) {
+            Some(f) if wasm => a.from_env(&f.env, None).to_json(),
+            Some(f) => a
+                .from_file(
+                    &format!("{}/{}", options.secrets_dir.trim_end_matches('/'), f.name),
+                    None,
+                )
+                .to_json(),
+            None => a.to_json(),
+        })
+    };
+    let (config, origins) = config_document(&plan, &|_| true, &|i| apart(i, false));
+    let (config_wasm, _) = config_document(&plan, &|_| true, &|i| apart(i, true));
     let inline = inline_single_backend_rules(&plan);
-    let config = if inline {
-        with_router_only(config)
+    let (config, config_wasm) = if inline {
+        (with_router_only(config), with_router_only(config_wasm))
     } else {
-        config
+        (config, config_wasm)
     };
     let config_json = match serde_json::to_string_pretty(&config) {
         Ok(s) => s + "\n",
@@ -146,6 +273,14 @@ pub fn compile_with(manifests: &[Manifest], options: &Options) -> Result<Output,
         diags.push(map_filter_error(&e, &origins));
         return Err(fail(diags));
     }
+    let compact_wasm = config_wasm.to_string();
+    let host_env: Vec<String> = match aigw_filter::Config::from_json(compact_wasm.as_bytes()) {
+        Ok(c) => c.secret_env().into_iter().map(str::to_string).collect(),
+        Err(e) => {
+            diags.push(map_filter_error(&e, &origins));
+            return Err(fail(diags));
+        }
+    };
 
     // The token services the config's credential exchanges call.
     let used = used_backends(&plan);
@@ -180,7 +315,7 @@ pub fn compile_with(manifests: &[Manifest], options: &Options) -> Result<Output,
             .kg
             .buffer_limit
             .unwrap_or(aigw_filter::config::DEFAULT_MAX_REQUEST_BODY_BYTES);
-        let wasm = bootstrap::wasm_variant(&boot, &compact, limit, options);
+        let wasm = bootstrap::wasm_variant(&boot, &compact_wasm, &host_env, limit, options);
         match to_yaml(&wasm, &mut diags) {
             Some(y) => Some(y),
             None => return Err(fail(diags)),
@@ -210,10 +345,8 @@ pub fn compile_with(manifests: &[Manifest], options: &Options) -> Result<Output,
         }
         None
     };
-    let holds_credentials = plan
-        .backends
-        .iter()
-        .any(|b| b.auth.as_ref().is_some_and(|a| a.file().is_none()));
+    let holds_credentials = !secrets.is_empty();
+    let secrets_env = holds_credentials.then(|| secrets_env_file(&secrets));
 
     let eg = envoy_gateway::manifests(&plan, options, &mut diags);
     if diags.iter().any(Diagnostic::is_error) {
@@ -255,6 +388,8 @@ pub fn compile_with(manifests: &[Manifest], options: &Options) -> Result<Output,
         bootstrap_yaml,
         bootstrap_wasm_yaml,
         holds_credentials,
+        secrets,
+        secrets_env,
         envoy_gateway: eg.dynamic,
         envoy_gateway_yaml,
         envoy_gateway_wasm: eg.wasm,
@@ -918,6 +1053,9 @@ fn plan(inputs: &Inputs, diags: &mut Vec<Diagnostic>) -> Plan {
 
     plan_generic(inputs, &secrets, &mut plan, &mut model_owner, diags);
     crate::kgateway::plan(&inputs.kg, &secrets, &mut plan, &mut model_owner, diags);
+    for b in &mut plan.backends {
+        address_as_host(b);
+    }
 
     for (i, b) in inputs.service_backends.iter().enumerate() {
         let key = (b.meta.id.namespace.clone(), b.meta.id.name.clone());
@@ -990,6 +1128,47 @@ fn eg_authority(
             Some(authority(h, port, tls))
         }
         None => tls_name.map(str::to_string),
+    }
+}
+
+/// A backend reached by IP address whose schema has no provider host of its own
+/// (OpenAI-compatible servers, Azure OpenAI without a host name) sends its first
+/// endpoint's address as `:authority`, not the client's Host: what a client of
+/// that server would send, and one fixed host the route can rewrite to.
+fn address_as_host(b: &mut PlanBackend) {
+    if b.host.is_some() || signed_host(b).is_some() {
+        return;
+    }
+    let tls = b.tls.is_some();
+    if let Some(e) = b.endpoints.first() {
+        if let Address::Ip(ip) = &e.address {
+            let ip = if ip.contains(':') {
+                format!("[{ip}]")
+            } else {
+                ip.clone()
+            };
+            b.host = Some(authority(&ip, e.port, tls));
+        }
+    }
+}
+
+/// The `:authority` the filter sends backend `b`'s requests with, and signs
+/// them for: its `host`, else the provider's public host (the filter's default).
+/// Every path a request takes to `b` must leave it as it is: the route rewrites
+/// Host to it where the router-level instance did the upstream work, and does not
+/// rewrite it where the upstream instance sets it per attempt.
+pub(crate) fn signed_host(b: &PlanBackend) -> Option<String> {
+    filter_view(b).and_then(|(host, _)| host)
+}
+
+/// `host` without its port (`[v6]:port` keeps the brackets' content).
+pub(crate) fn host_without_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.bytes().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
     }
 }
 

@@ -528,6 +528,45 @@ impl Auth {
         }
     }
 
+    /// The text of the one secret compiled in as a value, as the filter reads it
+    /// from a file or a variable (an AWS shared credentials file for static AWS
+    /// keys, profile `default`); `None` when it has none or reads it already.
+    pub fn secret_text(&self) -> Option<SecretValue> {
+        let value = |s: &SecretSource| match s {
+            SecretSource::Value(v) => Some(v.clone()),
+            _ => None,
+        };
+        match self {
+            Auth::ApiKey { key, .. } => value(key),
+            Auth::Bearer(s) => value(s),
+            Auth::Exchange(x) => value(x.secret()),
+            Auth::AwsSigV4 {
+                keys: AwsKeys::WebIdentity(w),
+                ..
+            } => value(&w.token.client_secret),
+            Auth::AwsSigV4 {
+                keys:
+                    AwsKeys::Static {
+                        access_key_id,
+                        secret_access_key,
+                        session_token,
+                    },
+                ..
+            } => {
+                let mut text = format!(
+                    "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+                    access_key_id.expose(),
+                    secret_access_key.expose()
+                );
+                if let Some(t) = session_token {
+                    text.push_str(&format!("aws_session_token = {}\n", t.expose()));
+                }
+                Some(SecretValue::new(&text))
+            }
+            Auth::AwsSigV4 { .. } => None,
+        }
+    }
+
     /// The file the filter must read, if any.
     pub fn file(&self) -> Option<&str> {
         match self {

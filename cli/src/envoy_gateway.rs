@@ -48,8 +48,10 @@
 //!
 //! The filter rewrites `:path` before Envoy picks the route again: the generated
 //! rules match any path (`PathPrefix /`) and the model header, so they still
-//! match. It leaves the Host to each rule's rewrite to the Backend's host name
-//! (it signs for that host), so a Gateway listener may set a `hostname`.
+//! match. It leaves the Host to each rule's rewrite (a Gateway API `URLRewrite`
+//! to the host it signs for, without a port, which the config's `host` then is
+//! too), so a Gateway listener may set a `hostname`. Patched rules rewrite no
+//! Host: their upstream instance sets and signs it per attempt.
 //!
 //! Credentials never go into a custom resource as values. A credential read from
 //! a Secret in the Envoy proxy's namespace (`--envoy-proxy-namespace`) is mounted
@@ -69,8 +71,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Map, Value};
 
 use crate::compile::{
-    config_document, filter_view, generated_error, token_clusters, touched_matches,
-    with_router_only, Options, Plan, PlanBackend, PlanRoute,
+    config_document, filter_view, generated_error, host_without_port, token_clusters,
+    touched_matches, with_router_only, Options, Plan, PlanBackend, PlanRoute,
 };
 use crate::credentials::{Auth, SecretOrigin, TokenHost};
 use crate::diag::{Diagnostic, ResourceId, Severity, Source};
@@ -803,9 +805,12 @@ fn route_docs(
             .then(|| auth.get(&bi).cloned())
             .flatten()
     };
-    let config = with_router_only(config_document(plan, &keep, &|bi| router_auth(&auth, bi)).0);
-    let config_wasm =
+    let mut config = with_router_only(config_document(plan, &keep, &|bi| router_auth(&auth, bi)).0);
+    let mut config_wasm =
         with_router_only(config_document(plan, &keep, &|bi| router_auth(&auth_wasm, bi)).0);
+    for c in [&mut config, &mut config_wasm] {
+        rewritten_hosts(plan, c);
+    }
     let mut env_wasm = Vec::new();
     for (c, is_wasm) in [(&config, false), (&config_wasm, true)] {
         match aigw_filter::Config::from_json(c.to_string().as_bytes()) {
@@ -1199,15 +1204,61 @@ fn rule_doc(
     if let Some(ms) = r.per_try_timeout_ms {
         timeouts.insert("backendRequest".into(), json!(gwapi_duration(ms)));
     }
-    let rule = json!({
-        "matches": matches,
-        "filters": [{"type": "ExtensionRef", "extensionRef": {
+    let mut rule = Map::new();
+    rule.insert("matches".into(), json!(matches));
+    // The Host: where the router-level instance does the upstream work it signs
+    // for the backend's host and leaves Host to the route, which rewrites it to
+    // that host, whatever the Backend holds (an IP address has no host name for
+    // Envoy Gateway's `Backend` rewrite). Where the patched upstream instance
+    // does it, it sets and signs Host per attempt: no rewrite, which Envoy could
+    // apply after it. Otherwise nothing is signed: the Backend's host name.
+    let filter = match mode {
+        RuleMode::Single => route_host(&plan.backends[r.backends[0].backend])
+            .map(|h| json!({"type": "URLRewrite", "urlRewrite": {"hostname": h}})),
+        RuleMode::Patched(_) => None,
+        RuleMode::Unpatched(_) => Some(json!({"type": "ExtensionRef", "extensionRef": {
             "group": EG_GROUP, "kind": "HTTPRouteFilter", "name": HOST_REWRITE_FILTER,
-        }}],
-        "backendRefs": refs,
-        "timeouts": Value::Object(timeouts),
-    });
-    (rule, fallback)
+        }})),
+    };
+    if let Some(f) = filter {
+        rule.insert("filters".into(), json!([f]));
+    }
+    rule.insert("backendRefs".into(), json!(refs));
+    rule.insert("timeouts".into(), Value::Object(timeouts));
+    (Value::Object(rule), fallback)
+}
+
+/// The Host a route with backend `b` alone rewrites to: the host the filter
+/// signs for, without a port (Gateway API's `URLRewrite` takes a host name
+/// only); `None` when there is none or it is not a host name Gateway API takes.
+fn route_host(b: &PlanBackend) -> Option<String> {
+    let host = crate::compile::signed_host(b)?;
+    let name = host_without_port(&host).to_ascii_lowercase();
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    ok.then_some(name)
+}
+
+/// A `routerOnly` config's backends sign for the Host their route rewrites to
+/// ([`route_host`]): the same host, without the port the route cannot send.
+fn rewritten_hosts(plan: &Plan, config: &mut Value) {
+    for b in config["backends"].as_array_mut().into_iter().flatten() {
+        let name = b["name"].as_str().unwrap_or_default();
+        let Some(pb) = plan.backends.iter().find(|pb| pb.name == name) else {
+            continue;
+        };
+        if let Some(h) = route_host(pb) {
+            b["host"] = json!(h);
+        }
+    }
 }
 
 /// Where backend `b`'s credential was configured: the resource and field that
@@ -1335,13 +1386,11 @@ fn env_var(env: &mut EnvVars, secret: &str, key: &str) -> String {
 }
 
 /// A rule with one backend: the filter edits the request before Envoy picks the
-/// route again. Header matches on a header it may change can stop matching, and
-/// a SigV4 signature over `host:port` does not survive the route's host rewrite
-/// (the Backend's host name, without the port).
+/// route again. Header matches on a header it may change can stop matching.
 fn router_only_checks(plan: &Plan, r: &PlanRoute, diags: &mut Vec<Diagnostic>) {
     let rb = &r.backends[0];
     let b = &plan.backends[rb.backend];
-    let Some((host, touched)) = filter_view(b) else {
+    let Some((_, touched)) = filter_view(b) else {
         return;
     };
     for (j, name) in touched_matches(r, &touched) {
@@ -1356,16 +1405,6 @@ fn router_only_checks(plan: &Plan, r: &PlanRoute, diags: &mut Vec<Diagnostic>) {
             path,
             format!("on Envoy Gateway the filter may set or remove request header '{name}' (the upstream work for backend {}) before Envoy picks the route again, so such requests no longer match this rule (they get the catch-all 404)", b.name),
         );
-    }
-    if let (Some(Auth::AwsSigV4 { .. }), Some(h)) = (&b.auth, &host) {
-        if h.contains(':') {
-            warn(
-                diags,
-                r,
-                rb.path.clone(),
-                format!("on Envoy Gateway the route's host rewrite (HTTPRouteFilter {HOST_REWRITE_FILTER}) sends the Backend's host name without the port, while the filter signs for {h}: AWS refuses such a signature (use port 443)"),
-            );
-        }
     }
 }
 

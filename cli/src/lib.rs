@@ -22,6 +22,6 @@ pub mod resources;
 mod security;
 pub mod units;
 
-pub use compile::{compile, compile_with, Options, Output};
+pub use compile::{compile, compile_with, Options, Output, SecretFile};
 pub use diag::{Diagnostic, ResourceId, Severity, Source};
 pub use manifest::{Manifest, SecretValue};

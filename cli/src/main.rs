@@ -18,7 +18,8 @@ folder (its *.yaml, *.yml and *.json files, recursively, in name order), or `-` 
 standard input.
 
 Options:
-  -o, --out-dir <DIR>         write config.json, bootstrap.yaml,
+  -o, --out-dir <DIR>         write config.json, bootstrap.yaml, secrets/ and
+                              secrets.env (when there are credentials),
                               bootstrap-wasm.yaml (unless credentials come from
                               files), envoy-gateway.yaml (envoy-gateway-wasm.yaml
                               with --wasm-url, and not-enforced.json when a field
@@ -44,8 +45,11 @@ Options:
   -h, --help                  print this help
   -V, --version               print the version
 
-Credentials resolved from Secrets are written into config.json and the
-bootstraps only (mode 0600), never into messages or the Envoy Gateway manifests.
+Credentials resolved from Secrets are written apart, never into config.json,
+the bootstraps, messages or the Envoy Gateway manifests: one file per credential
+in DIR/secrets/ (mode 0600), which config.json and bootstrap.yaml name, and
+DIR/secrets.env (mode 0600, `NAME='value'` lines), the environment
+bootstrap-wasm.yaml reads them from (set -a; . DIR/secrets.env; set +a).
 
 Exit status: 0 compiled, 1 the resources have errors, 2 usage or I/O error.";
 
@@ -220,7 +224,43 @@ fn write_atomic(path: &Path, contents: &str, private: bool) -> Result<(), String
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn run(a: Box<Args>) -> Result<ExitCode, String> {
+/// Writes the credentials into `dir` (mode 0700), each file 0600, and removes
+/// files an earlier run left there that this one does not name.
+fn write_secrets(dir: &Path, secrets: &[aigw_cli::SecretFile]) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    for s in secrets {
+        write_atomic(&dir.join(&s.name), s.value.expose(), true)?;
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if e.path().is_file() && !secrets.iter().any(|s| s.name == name) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    Ok(())
+}
+
+fn run(mut a: Box<Args>) -> Result<ExitCode, String> {
+    // The native config names the credential files by absolute path: Envoy may
+    // run from any folder.
+    let secrets_dir = {
+        let dir = if a.out_dir.is_absolute() {
+            a.out_dir.clone()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| format!("current folder: {e}"))?
+                .join(&a.out_dir)
+        };
+        dir.join("secrets")
+    };
+    a.options.secrets_dir = secrets_dir.display().to_string();
     let config = a
         .config
         .clone()
@@ -277,13 +317,31 @@ fn run(a: Box<Args>) -> Result<ExitCode, String> {
         eprintln!("aigw: ok ({} resources)", manifests.len());
         return Ok(ExitCode::SUCCESS);
     }
-    let private = out.holds_credentials;
-    write_atomic(&config, &out.config_json, private)?;
-    write_atomic(&bootstrap, &out.bootstrap_yaml, private)?;
-    let mut written = vec![config, bootstrap];
+    // The credentials apart, readable by their owner only; the config and the
+    // bootstraps name them and hold none.
+    let secrets_env = a.out_dir.join("secrets.env");
+    let mut written = Vec::new();
+    if out.holds_credentials || secrets_dir.is_dir() {
+        write_secrets(&secrets_dir, &out.secrets)?;
+        if !out.secrets.is_empty() {
+            written.push(secrets_dir.clone());
+        }
+    }
+    match &out.secrets_env {
+        Some(text) => {
+            write_atomic(&secrets_env, text, true)?;
+            written.push(secrets_env);
+        }
+        None => {
+            let _ = std::fs::remove_file(&secrets_env);
+        }
+    }
+    write_atomic(&config, &out.config_json, false)?;
+    write_atomic(&bootstrap, &out.bootstrap_yaml, false)?;
+    written.extend([config, bootstrap]);
     match &out.bootstrap_wasm_yaml {
         Some(w) => {
-            write_atomic(&bootstrap_wasm, w, private)?;
+            write_atomic(&bootstrap_wasm, w, false)?;
             written.push(bootstrap_wasm);
         }
         // Not left behind from an earlier run: it would hold an older config.

@@ -32,6 +32,8 @@ fn format_ok(format: &str, s: &str) -> bool {
         "sha256" => s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
         "dns1123label" => label(s),
         "dns1123subdomain" => s.len() <= 253 && s.split('.').all(label),
+        // Gateway API's PreciseHostname (RFC 1123 labels, no port, no wildcard).
+        "precise-hostname" => s.len() <= 253 && s.split('.').all(label),
         "eg-module-name" => {
             let b = s.as_bytes();
             !b.is_empty()

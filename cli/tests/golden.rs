@@ -48,6 +48,7 @@ fn outputs(dir: &Path) -> Vec<(&'static str, Option<String>)> {
                 .then(|| serde_json::to_string_pretty(&out.not_enforced).unwrap() + "\n");
             vec![
                 ("config.json", Some(out.config_json)),
+                ("secrets.env", out.secrets_env),
                 ("bootstrap.yaml", Some(out.bootstrap_yaml)),
                 ("bootstrap-wasm.yaml", out.bootstrap_wasm_yaml),
                 ("envoy-gateway.yaml", Some(out.envoy_gateway_yaml)),
@@ -63,6 +64,7 @@ fn outputs(dir: &Path) -> Vec<(&'static str, Option<String>)> {
             }
             vec![
                 ("config.json", None),
+                ("secrets.env", None),
                 ("bootstrap.yaml", None),
                 ("bootstrap-wasm.yaml", None),
                 ("envoy-gateway.yaml", None),
@@ -130,10 +132,12 @@ const SECRET_VALUES: &[&str] = &[
     "gcp-idp-secret-placeholder",
 ];
 
-/// Credentials reach the filter config and the bootstraps that embed it, and
-/// nothing else: no message, no Envoy Gateway manifest, no not-enforced list.
+/// Credentials are kept apart (the secret files and `secrets.env`), and reach
+/// nothing else: not the filter config, not the bootstraps embedding it (Envoy
+/// prints those in its debug lines and serves them at `/config_dump`), no
+/// message, no Envoy Gateway manifest, no not-enforced list.
 #[test]
-fn secret_values_reach_only_the_config() {
+fn secret_values_reach_only_the_secret_files() {
     let mut seen = std::collections::BTreeSet::new();
     for dir in cases() {
         for (name, got) in outputs(&dir) {
@@ -143,10 +147,7 @@ fn secret_values_reach_only_the_config() {
                     continue;
                 }
                 assert!(
-                    matches!(
-                        name,
-                        "config.json" | "bootstrap.yaml" | "bootstrap-wasm.yaml"
-                    ),
+                    name == "secrets.env",
                     "{}/{name} holds a secret value",
                     dir.display()
                 );
@@ -203,6 +204,11 @@ fn golden_bootstraps_pass_envoy_validate() {
             if !path.is_file() || (is_wasm && wasm.is_none()) {
                 continue;
             }
+            let env = if is_wasm {
+                secrets_env(&dir.join("secrets.env"))
+            } else {
+                Vec::new()
+            };
             if let (true, Some(w)) = (is_wasm, &wasm) {
                 // Point the copy at the built module.
                 let text = std::fs::read_to_string(&path).unwrap();
@@ -214,7 +220,7 @@ fn golden_bootstraps_pass_envoy_validate() {
                 path = tmp.join(format!("{name}-{file}"));
                 std::fs::write(&path, text).unwrap();
             }
-            validate(&envoy, &module_dir, &path);
+            validate(&envoy, &module_dir, &path, &env);
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);
@@ -230,11 +236,48 @@ fn wasm_module() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-fn validate(envoy: &Path, module_dir: &Path, path: &Path) {
+/// The variables of a `secrets.env` (`NAME='value'` lines, values that may span
+/// lines, `'\''` for a quote), as a shell sourcing it would set them.
+fn secrets_env(path: &Path) -> Vec<(String, String)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut rest = text.as_str();
+    while !rest.is_empty() {
+        if rest.starts_with('#') || rest.starts_with('\n') {
+            rest = rest.split_once('\n').map_or("", |(_, r)| r);
+            continue;
+        }
+        let (name, after) = rest.split_once("='").unwrap();
+        let mut value = String::new();
+        let mut tail = after;
+        loop {
+            let (part, r) = tail.split_once('\'').unwrap();
+            value.push_str(part);
+            match r.strip_prefix("\\''") {
+                Some(r2) => {
+                    value.push('\'');
+                    tail = r2;
+                }
+                None => {
+                    tail = r;
+                    break;
+                }
+            }
+        }
+        out.push((name.to_string(), value));
+        rest = tail.strip_prefix('\n').unwrap_or(tail);
+    }
+    out
+}
+
+fn validate(envoy: &Path, module_dir: &Path, path: &Path, env: &[(String, String)]) {
     let out = std::process::Command::new(envoy)
         .args(["--mode", "validate", "--log-level", "warn", "-c"])
         .arg(path)
         .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", module_dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
     assert!(

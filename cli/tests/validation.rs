@@ -95,14 +95,32 @@ fn base_compiles() {
     assert_eq!(out.config["models"][0]["created"], 1_716_285_600);
     assert!(out.bootstrap_yaml.contains("per_try_timeout: 10s"));
     assert!(out.bootstrap_yaml.contains("sni: api.example.com"));
-    // The key is compiled into the filter config (and the bootstraps embedding
-    // it), never into the Envoy Gateway manifests.
+    // The key is kept apart: a file the native config names, a variable the wasm
+    // bootstrap reads; never in the config, the bootstraps or the Envoy Gateway
+    // manifests.
+    assert_eq!(out.secrets.len(), 1);
+    let s = &out.secrets[0];
+    assert_eq!(s.value.expose(), "sk-test-value");
     assert_eq!(
         out.config["backends"][0]["auth"],
-        json!({"apiKey": {"value": "sk-test-value", "header": "authorization"}})
+        json!({"apiKey": {"file": format!("/etc/aigw/secrets/{}", s.name), "header": "authorization"}})
     );
-    assert!(out.bootstrap_yaml.contains("sk-test-value"));
-    assert!(!out.envoy_gateway_yaml.contains("sk-test-value"));
+    let wasm = out.bootstrap_wasm_yaml.as_deref().unwrap();
+    assert!(wasm.contains(&format!("\"env\":\"{}\"", s.env)), "{wasm}");
+    assert!(wasm.contains("host_env_keys"));
+    assert!(out
+        .secrets_env
+        .as_deref()
+        .unwrap()
+        .contains(&format!("{}='sk-test-value'", s.env)));
+    for text in [
+        &out.config_json,
+        &out.bootstrap_yaml,
+        wasm,
+        &out.envoy_gateway_yaml,
+    ] {
+        assert!(!text.contains("sk-test-value"));
+    }
     // The Secret is not in the Envoy proxy's namespace: no credential on Envoy
     // Gateway, said once on the policy.
     assert_eq!(out.warnings.len(), 1, "{:#?}", out.warnings);
@@ -378,14 +396,30 @@ fn envoy_gateway_router_only_checks_are_warnings() {
     );
     set(&mut docs[ROUTE], "/spec/rules/1", None);
     let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
+    // The route rewrites Host to the host name, without the port Gateway API's
+    // URLRewrite cannot carry, and the config signs for exactly that host.
     assert!(
-        out.warnings
-            .iter()
-            .any(|w| w.path == "spec.rules[0].backendRefs[0]"
-                && w.message.contains("api.example.com:8443")),
+        !out.warnings.iter().any(|w| w.message.contains("8443")),
         "{:#?}",
         out.warnings
     );
+    let policy = out
+        .envoy_gateway
+        .iter()
+        .find(|d| d["kind"] == "EnvoyExtensionPolicy")
+        .unwrap();
+    assert_eq!(
+        policy["spec"]["dynamicModule"][0]["config"]["backends"][0]["host"],
+        "api.example.com"
+    );
+    assert!(out
+        .envoy_gateway_yaml
+        .contains("type: URLRewrite\n      urlRewrite:\n        hostname: api.example.com\n"));
+    // The standalone bootstrap sends and signs the port.
+    assert_eq!(out.config["backends"][0]["host"], "api.example.com:8443");
+    assert!(out
+        .bootstrap_yaml
+        .contains("host_rewrite_literal: api.example.com:8443"));
 }
 
 #[test]
@@ -1394,7 +1428,18 @@ fn token_exchanges_compile_into_filter_exchanges() {
         } else {
             "sk-test-value"
         };
-        assert_eq!(auth.pointer(value_at), Some(&json!(want)), "{auth:#}");
+        // Kept apart: the config names the file holding it.
+        let file_at = format!("{}/file", value_at.strip_suffix("/value").unwrap());
+        let file = auth
+            .pointer(&file_at)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{auth:#}"));
+        let secret = out
+            .secrets
+            .iter()
+            .find(|s| file.ends_with(&format!("/{}", s.name)))
+            .unwrap();
+        assert_eq!(secret.value.expose(), want, "{auth:#}");
         // The clusters the config names, and the bootstrap defines, are these.
         let mut named: Vec<String> = Vec::new();
         fn walk(v: &Value, out: &mut Vec<String>) {
@@ -1951,7 +1996,9 @@ fn single_backend_rules_run_inline_unless_a_match_reads_a_header_the_filter_sets
     let out = compile(&manifests(base())).unwrap_or_else(|d| panic!("{d:#?}"));
     assert_eq!(out.config["routerOnly"], true);
     assert!(!out.bootstrap_yaml.contains("aigw_upstream"));
+    // The routes rewrite Host to the host the filter signed for.
     assert!(!out.bootstrap_yaml.contains("auto_host_rewrite"));
+    assert!(out.bootstrap_yaml.contains("host_rewrite_literal:"));
 
     let mut docs = base();
     docs[0]["spec"]["rules"][1]["matches"][0]["headers"]
@@ -1961,5 +2008,7 @@ fn single_backend_rules_run_inline_unless_a_match_reads_a_header_the_filter_sets
     let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
     assert!(out.config.get("routerOnly").is_none());
     assert!(out.bootstrap_yaml.contains("aigw_upstream"));
-    assert!(out.bootstrap_yaml.contains("auto_host_rewrite: true"));
+    // The upstream instance sets and signs Host per attempt: no route rewrites it.
+    assert!(!out.bootstrap_yaml.contains("auto_host_rewrite"));
+    assert!(!out.bootstrap_yaml.contains("host_rewrite_literal"));
 }

@@ -4,10 +4,38 @@
 //! Messages never carry secrets: they are built from the request's own fields and
 //! static text only.
 
+use std::borrow::Cow;
+
 use serde_json::json;
 
 use crate::policy::budget::BudgetRefusal;
 use crate::policy::ratelimit::{Limit, Refusal};
+
+/// Longest name of the client's own an error quotes: a model, a field's path (whose
+/// keys are the client's).
+pub(crate) const MAX_QUOTED_NAME: usize = 256;
+/// Longest reason an error gives, a parser's message that may quote a value of the
+/// request (`invalid type: string "..."`) included.
+pub(crate) const MAX_QUOTED_REASON: usize = 1024;
+
+/// `text` whole when it has at most `max` characters, else its start and its end
+/// around an ellipsis: an error names what it refuses, it does not send a 10 MB
+/// value back, and a parser's message keeps what it expected and where.
+pub(crate) fn clip_quoted(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max || text.chars().count() <= max {
+        return Cow::Borrowed(text);
+    }
+    // `max` characters in all: three quarters from the start, the ellipsis, the rest
+    // from the end.
+    let head = max * 3 / 4;
+    let tail = max.saturating_sub(head + 1);
+    let start = text.char_indices().nth(head).map_or(text.len(), |(i, _)| i);
+    let end = match tail {
+        0 => text.len(),
+        n => text.char_indices().rev().nth(n - 1).map_or(0, |(i, _)| i),
+    };
+    Cow::Owned(format!("{}…{}", &text[..start], &text[end..]))
+}
 
 /// The API schema a client speaks; errors are written in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,14 +105,22 @@ impl GatewayError {
     /// Human-readable message.
     pub fn message(&self) -> String {
         match self {
-            Self::InvalidJson(why) => format!("The request body is not valid JSON: {why}"),
-            Self::InvalidField { field, reason } => format!("Invalid '{field}': {reason}"),
+            Self::InvalidJson(why) => format!(
+                "The request body is not valid JSON: {}",
+                clip_quoted(why, MAX_QUOTED_REASON)
+            ),
+            Self::InvalidField { field, reason } => format!(
+                "Invalid '{}': {}",
+                clip_quoted(field, MAX_QUOTED_NAME),
+                clip_quoted(reason, MAX_QUOTED_REASON)
+            ),
             Self::BodyTooLarge { limit } => {
                 format!("The request body exceeds the gateway's limit of {limit} bytes")
             }
-            Self::UnknownModel(model) => {
-                format!("The model `{model}` does not exist or is not served by this gateway")
-            }
+            Self::UnknownModel(model) => format!(
+                "The model `{}` does not exist or is not served by this gateway",
+                clip_quoted(model, MAX_QUOTED_NAME)
+            ),
             Self::MethodNotAllowed { method, path } => {
                 format!("Method {method} is not allowed on {path}")
             }
@@ -142,10 +178,10 @@ impl GatewayError {
         serde_json::to_vec(&value).unwrap_or_default()
     }
 
-    fn param(&self) -> Option<&str> {
+    fn param(&self) -> Option<Cow<'_, str>> {
         match self {
-            Self::InvalidField { field, .. } => Some(field),
-            Self::UnknownModel(_) => Some("model"),
+            Self::InvalidField { field, .. } => Some(clip_quoted(field, MAX_QUOTED_NAME)),
+            Self::UnknownModel(_) => Some(Cow::Borrowed("model")),
             _ => None,
         }
     }
@@ -201,6 +237,50 @@ mod tests {
         assert_eq!(v["error"]["code"], "model_not_found");
         assert_eq!(v["error"]["param"], "model");
         assert!(v["error"]["message"].as_str().unwrap().contains("gpt-nope"));
+    }
+
+    #[test]
+    fn an_error_does_not_send_the_clients_input_back() {
+        // A 10 MB model name, field name and value: each error quotes a bounded part
+        // of them, keeping the start and the end (what was expected, and where).
+        let big = "m".repeat(10 << 20);
+        let errors = [
+            GatewayError::UnknownModel(big.clone()),
+            GatewayError::InvalidField {
+                field: big.clone(),
+                reason: format!("invalid type: string \"{big}\", expected u64 at line 1 column 9"),
+            },
+            GatewayError::InvalidJson(format!("{big} at line 1 column 9")),
+        ];
+        for err in errors {
+            for schema in [ClientSchema::OpenAI, ClientSchema::Anthropic] {
+                let body = err.body(schema);
+                assert!(body.len() < 4096, "{} bytes", body.len());
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert!(v["error"]["message"].as_str().unwrap().contains('…'));
+            }
+        }
+        let err = GatewayError::InvalidField {
+            field: "max_tokens".into(),
+            reason: format!("invalid type: string \"{big}\", expected u64 at line 1 column 9"),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&err.body(ClientSchema::OpenAI)).unwrap();
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("Invalid 'max_tokens': invalid type: string \"mmm"));
+        assert!(
+            message.ends_with("mm\", expected u64 at line 1 column 9"),
+            "{message}"
+        );
+        assert_eq!(
+            message.chars().count(),
+            "Invalid 'max_tokens': ".len() + MAX_QUOTED_REASON
+        );
+        assert_eq!(v["error"]["param"], "max_tokens");
+        // Short text is quoted whole; characters are never cut in half.
+        assert_eq!(clip_quoted("gpt-4o", 8), "gpt-4o");
+        assert_eq!(clip_quoted("ééééééééé", 8), "éééééé…é");
+        assert_eq!(clip_quoted("abcdef", 2), "a…");
+        assert_eq!(clip_quoted("abcdef", 0), "…");
     }
 
     #[test]

@@ -66,7 +66,9 @@ class Request:
         if self._json is _UNSET:
             try:
                 self._json = json.loads(self.body)
-            except ValueError:
+            except (ValueError, RecursionError):
+                # Not JSON, not UTF-8, or nested deeper than Python's parser goes:
+                # a provider answers 400 for each.
                 self._json = None
         return self._json
 
@@ -79,6 +81,9 @@ class Request:
             "query": self.query,
             "headers": [[k, v] for k, v in self.headers],
             "body": text,
+            # The bytes as received (`body` replaces what is not UTF-8).
+            "body_bytes": len(self.body),
+            "body_sha256": hashlib.sha256(self.body).hexdigest(),
             "body_json": self.json(),
             "received_at": time.time(),
             "provider": None,
@@ -126,6 +131,11 @@ class Response:
         # goes away meanwhile, nothing is sent and `on_abandon()` runs.
         self.wait: float = 0.0
         self.on_abandon: Callable[[], None] | None = None
+        # Faults (sim/faults.py): after this many chunks, send nothing more until the
+        # peer goes (then `on_stall_end()` runs); close the connection once sent.
+        self.stall_after: int | None = None
+        self.on_stall_end: Callable[[], None] | None = None
+        self.close_after: bool = False
 
 
 def json_response(status: int, obj: Any, **kw) -> Response:
@@ -158,6 +168,14 @@ class Knobs:
     status: int | None
     body: str | None
     error_type: str | None
+    # Faults (sim/faults.py).
+    headers_delay_ms: int = 0
+    stall_after: int | None = None
+    endless: int | None = None
+    frame_length: int | None = None
+    frame_after: int = 1
+    truncate_frame: int | None = None
+    broken_gzip: bool = False
 
     @classmethod
     def of(cls, req: Request) -> "Knobs":
@@ -183,6 +201,13 @@ class Knobs:
             status=(opt_int(status) or 500) if status is not None else None,
             body=req.header("x-sim-body"),
             error_type=req.header("x-sim-error-type") or None,
+            headers_delay_ms=max(0, req.int_header("x-sim-headers-delay-ms", 0)),
+            stall_after=opt_int(req.header("x-sim-stall-after")),
+            endless=opt_int(req.header("x-sim-endless")),
+            frame_length=opt_int(req.header("x-sim-frame-length")),
+            frame_after=max(0, req.int_header("x-sim-frame-after", 1)),
+            truncate_frame=opt_int(req.header("x-sim-truncate-frame")),
+            broken_gzip=req.header("x-sim-broken-gzip") == "1",
         )
 
 

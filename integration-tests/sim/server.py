@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import unquote
 
-from . import anthropic, bedrock, gemini, openai
+from . import anthropic, bedrock, faults, gemini, openai
 from .core import BadRequest, Ctx, Knobs, Reject, Request, Response, is_json_content_type, json_response, opt_int
 from .issued import ENTRA, GOOGLE, Issued, IssuedStore
 from .sigv4 import AwsCredentials, SigError, verify
@@ -357,6 +357,16 @@ class Simulator:
             return json_response(405, {"error": f"{req.method} is not allowed on {req.path}"})
         return json_response(200, {"listeners": sorted(self.expect.issued)})
 
+    def record_reset(self, req: Request) -> None:
+        """Records a request the provider reset while it arrived (x-sim-reset-mid-request)."""
+        record = req.record()
+        rt = route(req.path)
+        if rt is not None:
+            record.update(provider=rt.provider, operation=rt.operation, model=rt.model)
+        record["fault"] = f"reset after {len(req.body)} body bytes"
+        record["response"] = {"status": None, "usage": None}
+        self.requests.append(record)
+
     def handle(self, req: Request) -> tuple[Response, dict | None]:
         if req.path.startswith("/_sim/"):
             return self.control(req), None
@@ -373,6 +383,7 @@ class Simulator:
         ctx = Ctx(req=req, knobs=knobs, record=record, counter=self.counter)
         try:
             resp = self.answer(ctx, rt)
+            resp = faults.apply(ctx, rt.family if rt else None, record.get("provider"), resp)
         except Reject as e:
             if not ctx.checks:  # a failure not recorded yet (auth, tool name...)
                 record["checks"].append(e.message)
@@ -474,6 +485,14 @@ class Simulator:
 
 # ---- HTTP/1.1 plumbing ------------------------------------------------------------
 
+class ResetMidRequest(Exception):
+    """x-sim-reset-mid-request: reset the connection now; `request` is what arrived."""
+
+    def __init__(self, request: Request):
+        super().__init__("reset mid-request")
+        self.request = request
+
+
 async def read_request(reader: asyncio.StreamReader, listener: str) -> Request | None:
     try:
         line = await reader.readline()
@@ -493,6 +512,16 @@ async def read_request(reader: asyncio.StreamReader, listener: str) -> Request |
         name, _, value = h.decode("latin-1").partition(":")
         headers.append((name.strip().lower(), value.strip()))
     hmap = dict(headers)
+    reset_at = faults.reset_mid_request(hmap)
+    if reset_at is not None:
+        # The provider goes away while the request is still arriving: read that much
+        # of the body (as announced by content-length), then reset.
+        n = min(max(0, reset_at), int(hmap.get("content-length") or 0))
+        try:
+            partial = await reader.readexactly(n)
+        except asyncio.IncompleteReadError as e:
+            partial = e.partial
+        raise ResetMidRequest(Request(method, target, headers, partial, listener))
     body = b""
     if "chunked" in hmap.get("transfer-encoding", "").lower():
         chunks = []
@@ -528,9 +557,11 @@ def reset_connection(writer: asyncio.StreamWriter) -> None:
 
 
 async def write_response(writer: asyncio.StreamWriter, resp: Response, head_only: bool,
-                         on_sent: Callable[[int], None] | None = None) -> bool:
+                         on_sent: Callable[[int], None] | None = None,
+                         reader: asyncio.StreamReader | None = None) -> bool:
     """Sends `resp`; returns False when the connection must not be reused. `on_sent(i)`
-    runs once chunk i of a stream has been written."""
+    runs once chunk i of a stream has been written. A stall (`resp.stall_after`)
+    lasts until the peer closes the connection (seen on `reader`)."""
     status_line = f"HTTP/1.1 {resp.status} {REASONS.get(resp.status, 'Status')}\r\n"
     headers = [("content-type", resp.content_type), ("server", "aigw-simulator")] + resp.extra_headers
     if resp.gzip:
@@ -539,10 +570,14 @@ async def write_response(writer: asyncio.StreamWriter, resp: Response, head_only
         body = gzip.compress(resp.body) if resp.gzip else resp.body
         headers.append(("content-length", str(len(body))))
         writer.write((status_line + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n").encode("latin-1"))
+        if resp.stall_after is not None:
+            await writer.drain()
+            await stall(reader, resp)
+            return False
         if not head_only:
             writer.write(body)
         await writer.drain()
-        return True
+        return not resp.close_after
 
     headers.append(("transfer-encoding", "chunked"))
     headers.append(("cache-control", "no-cache"))
@@ -552,6 +587,9 @@ async def write_response(writer: asyncio.StreamWriter, resp: Response, head_only
     for i, ev in enumerate(resp.chunks):
         if resp.reset_after is not None and i >= resp.reset_after:
             reset_connection(writer)
+            return False
+        if resp.stall_after is not None and i >= resp.stall_after:
+            await stall(reader, resp)
             return False
         data = comp.compress(ev) + comp.flush(zlib.Z_SYNC_FLUSH) if comp else ev
         if data:
@@ -566,7 +604,16 @@ async def write_response(writer: asyncio.StreamWriter, resp: Response, head_only
         writer.write(b"%x\r\n%s\r\n" % (len(tail), tail))
     writer.write(b"0\r\n\r\n")
     await writer.drain()
-    return True
+    return not resp.close_after
+
+
+async def stall(reader: asyncio.StreamReader | None, resp: Response) -> None:
+    """Sends nothing until the peer closes the connection (or MAX_STALL_S)."""
+    if reader is None:
+        await asyncio.sleep(faults.MAX_STALL_S)
+    elif not await wait_unless_gone(reader, faults.MAX_STALL_S):
+        if resp.on_stall_end is not None:
+            resp.on_stall_end()
 
 
 async def wait_unless_gone(reader: asyncio.StreamReader, seconds: float) -> bool:
@@ -589,6 +636,10 @@ def make_handler(sim: Simulator, listener: str):
             while True:
                 try:
                     req = await read_request(reader, listener)
+                except ResetMidRequest as e:
+                    sim.record_reset(e.request)
+                    reset_connection(writer)
+                    return
                 except (BadRequest, ValueError, asyncio.IncompleteReadError) as e:
                     await write_response(writer, openai.error(400, f"simulator: {e}"), False)
                     break
@@ -606,7 +657,13 @@ def make_handler(sim: Simulator, listener: str):
                     def on_sent(i: int, record=record, snaps=snaps) -> None:
                         if i < len(snaps) and snaps[i] is not None:
                             record.update(snaps[i])
-                if not await write_response(writer, resp, req.method == "HEAD", on_sent):
+                try:
+                    sent = await write_response(writer, resp, req.method == "HEAD", on_sent, reader)
+                except (ConnectionError, OSError):
+                    if record is not None:
+                        record["client_disconnected"] = True  # gone mid-answer
+                    raise
+                if not sent:
                     return
                 if (req.header("connection") or "").lower() == "close":
                     break

@@ -173,11 +173,13 @@ impl Config {
     /// Parses and validates a configuration document.
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
             err(path, e.into_inner().to_string())
         })?;
+        // Nothing but whitespace may follow the document.
+        de.end().map_err(|e| err("", e.to_string()))?;
         raw.compile()
     }
 
@@ -829,6 +831,18 @@ mod tests {
             "routes": [{"name": "r0", "models": ["gpt-4o-mini"], "backends": [{"name": "openai"}]}],
             "llmRequestCosts": [{"metadataKey": "in", "type": "InputToken"}]
         })
+    }
+
+    /// Fuzzing (config_json): a document followed by more bytes loaded, the rest
+    /// ignored.
+    #[test]
+    fn fuzz_config_json_trailing_bytes_after_the_document_are_refused() {
+        let doc = serde_json::to_string(&base()).unwrap();
+        for tail in [" x", "\0", "}", " {\"version\": \"v1\"}"] {
+            let e = Config::from_json(format!("{doc}{tail}").as_bytes()).unwrap_err();
+            assert!(e.message.contains("trailing"), "{tail:?}: {e:?}");
+        }
+        assert!(Config::from_json(format!("{doc} \n").as_bytes()).is_ok());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::policy::validation::Validation;
 
 use super::steps::{
     Attribution, Classify, Gateway, IncludeUsage, Inline, InternalHeaders, Parse, PickRoute,
-    Routing, SaveForInline, TranslateBack,
+    PlainErrors, Routing, SaveForInline, TranslateBack,
 };
 use super::upstream::{SavedRequest, Upstream};
 
@@ -55,8 +55,9 @@ pub(crate) static ON_REQUEST_BODY: [&dyn BodyStep; 9] = [
 ];
 
 /// The answer, as it streams back.
-pub(crate) static ON_RESPONSE: [&dyn ResponseStep; 8] = [
+pub(crate) static ON_RESPONSE: [&dyn ResponseStep; 9] = [
     &TranslateBack,    // routerOnly: the provider's answer into the client's schema
+    &PlainErrors,      // Envoy's own plain-text errors (timeouts, resets) in it too
     &Attribution,      // which backend answered (from the upstream instance)
     &Meter,            // token usage, whatever the chunk boundaries; its cost
     &CacheCapture,     // keep a cacheable answer; store it when it ends well
@@ -189,6 +190,14 @@ pub(crate) struct Request {
     pub saved: Option<SavedRequest>,
 }
 
+impl Response {
+    /// Whether the answer is known to have failed (a status other than 2xx): the
+    /// provider charged nothing, whatever was reserved for it.
+    pub fn failed(&self) -> bool {
+        self.status != 0 && !(200..300).contains(&self.status)
+    }
+}
+
 impl Request {
     /// The body as it will be sent.
     pub fn body_as_sent(&self) -> &[u8] {
@@ -215,6 +224,8 @@ pub(crate) struct Response {
     pub inline: Option<Box<Upstream>>,
     /// What the answer cost, once its usage and price are known.
     pub cost: Option<Cost>,
+    /// A plain-text error answer held to be rewritten: its status and body so far.
+    pub plain_error: Option<(u16, Vec<u8>)>,
 }
 
 /// One response chunk on its way through the steps: the host's bytes, or what a

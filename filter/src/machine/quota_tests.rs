@@ -422,3 +422,41 @@ fn bad_budgets_name_the_field() {
         );
     }
 }
+
+#[test]
+fn a_failed_answer_is_charged_nothing() {
+    // Fleet: the rate-limit service's own 429 (or a provider's error) charges 0.
+    let c = config(
+        budget(json!({"action": "block"})),
+        json!({"tokensPerMinute": 10}),
+        "fleet",
+    );
+    let mut d = request(&c, "alice", NOW_MS, None);
+    let mut out = Vec::new();
+    let _ = d.filter.on_response_headers(
+        &[(":status", "429"), ("x-envoy-ratelimited", "true")],
+        true,
+        t(2),
+        &mut out,
+    );
+    d.out = out;
+    assert_eq!(metadata(&d, "rl_tokens"), Some(&MetadataValue::Number(0.0)));
+    assert_eq!(metadata(&d, "rl_cost"), Some(&MetadataValue::Number(0.0)));
+    // Embedded: a provider's 500 gives back what was reserved.
+    let c = config(budget(json!({"action": "block"})), json!({}), "embedded");
+    let alice = c.identity.as_ref().unwrap().identify("alice").unwrap();
+    let name = format!("budget/r/monthly/{alice}");
+    let month = crate::policy::budget::Period::Monthly
+        .at(NOW_MS / 1000, 0)
+        .index;
+    let mut d = request(&c, "alice", NOW_MS, None);
+    assert_eq!(c.counts().get(&name, month), 38);
+    let mut out = Vec::new();
+    let _ = d
+        .filter
+        .on_response_headers(&[(":status", "500")], false, t(2), &mut out);
+    let _ = d
+        .filter
+        .on_response_body(br#"{"error":{}}"#, true, t(3), &mut out);
+    assert_eq!(c.counts().get(&name, month), 0);
+}

@@ -916,3 +916,123 @@ fn headers_lookup_is_case_insensitive() {
     let h = [("Content-Type", "x")];
     assert_eq!(h.get("content-type").as_deref(), Some("x"));
 }
+
+#[test]
+fn envoys_plain_text_errors_reach_the_client_in_its_schema() {
+    // The route timeout (504) and a provider reset before its headers (503): Envoy
+    // answers those itself, in plain text, through this instance only. Passthrough
+    // (here, and inline with routerOnly) or not, the client reads its own schema.
+    let router_only = Arc::new(
+        Config::from_json(
+            br#"{"version": "v1", "routerOnly": true,
+            "backends": [{"name": "oa", "schema": {"name": "OpenAI"}}],
+            "routes": [{"name": "r", "models": ["gpt-4o-mini"], "backends": [{"name": "oa"}]}]}"#,
+        )
+        .unwrap(),
+    );
+    let cases = [
+        (config(), "/v1/chat/completions", "504", &b"upstream request timeout"[..]),
+        (
+            router_only.clone(),
+            "/v1/chat/completions",
+            "503",
+            b"upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+        ),
+        (router_only, "/anthropic/v1/messages", "504", b"upstream request timeout"),
+    ];
+    for (config, path, status, text) in cases {
+        let mut f = HttpFilter::new(config, FilterRole::Router);
+        let mut out = Vec::new();
+        let _ = f.on_request_headers(
+            &[(":method", "POST"), (":path", path)],
+            false,
+            t(0),
+            &mut out,
+        );
+        // (The default config takes 64 bytes of body.)
+        let body = br#"{"model":"gpt-4o-mini","max_tokens":5,"messages":[]}"#;
+        assert_eq!(
+            f.on_request_body(body, true, t(1), &mut out),
+            Status::Continue
+        );
+        out.clear();
+        let len = text.len().to_string();
+        let rh = [
+            (":status", status),
+            ("content-type", "text/plain"),
+            ("content-length", len.as_str()),
+        ];
+        assert_eq!(
+            f.on_response_headers(&rh, false, t(2), &mut out),
+            Status::StopIteration
+        );
+        out.clear();
+        assert_eq!(
+            f.on_response_body(text, true, t(3), &mut out),
+            Status::Continue
+        );
+        let replaced = out
+            .iter()
+            .find_map(|a| match a {
+                Action::ReplaceBody(b) => Some(b.clone()),
+                _ => None,
+            })
+            .expect("the body is rewritten");
+        let v: serde_json::Value = serde_json::from_slice(&replaced).unwrap();
+        let quoted = format!("HTTP {status}: {}", String::from_utf8_lossy(text));
+        if path.starts_with("/anthropic") {
+            assert_eq!(v["type"], "error");
+            assert_eq!(v["error"]["type"], "timeout_error");
+            assert!(
+                v["error"]["message"].as_str().unwrap().ends_with(&quoted),
+                "{v}"
+            );
+        } else {
+            assert_eq!(v["error"]["type"], "server_error");
+            assert!(
+                v["error"]["message"].as_str().unwrap().ends_with(&quoted),
+                "{v}"
+            );
+        }
+        assert!(out.contains(&Action::SetHeader {
+            name: "content-type".into(),
+            value: "application/json".into()
+        }));
+        assert!(out.contains(&Action::SetHeader {
+            name: "content-length".into(),
+            value: replaced.len().to_string()
+        }));
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::SetHeader { name, .. } if name == ":status")));
+    }
+
+    // A provider's JSON error, and a long page, pass as they are.
+    for rh in [
+        [
+            (":status", "500"),
+            ("content-type", "application/json"),
+            ("content-length", "2"),
+        ],
+        [
+            (":status", "502"),
+            ("content-type", "text/html"),
+            ("content-length", "100000"),
+        ],
+    ] {
+        let (mut f, _, _) = post(br#"{"model":"gpt-4o-mini"}"#);
+        let mut out = Vec::new();
+        assert_eq!(
+            f.on_response_headers(&rh, false, t(2), &mut out),
+            Status::Continue
+        );
+        assert_eq!(
+            f.on_response_body(b"{}", true, t(3), &mut out),
+            Status::Continue
+        );
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::ReplaceBody(_))),
+            "{rh:?}"
+        );
+    }
+}

@@ -22,18 +22,28 @@ pub(crate) const CLIENT_FORBIDDEN_HEADERS: [&str; 3] =
 // ---------------------------------------------------------------------------------
 // Request headers.
 
-/// Removes the routing and internal headers a client sent, whatever the path.
+/// Removes the routing and internal headers a client sent, whatever the path: the
+/// routing header and every `x-aigw-*` header, those the gateway uses today and
+/// any it may use later.
 pub(crate) struct InternalHeaders;
 
 impl HeaderStep for InternalHeaders {
     fn on_headers(&self, _cx: &mut Cx<'_>, headers: &dyn Headers, out: &mut Vec<Action>) -> Flow {
+        let mut sent: Vec<String> = Vec::new();
+        headers.for_each(&mut |name, _| {
+            let lower = name.to_ascii_lowercase();
+            let internal = CLIENT_FORBIDDEN_HEADERS.contains(&lower.as_str())
+                || lower.starts_with(crate::INTERNAL_HEADER_PREFIX);
+            if internal && !sent.contains(&lower) {
+                sent.push(lower);
+            }
+        });
         for name in CLIENT_FORBIDDEN_HEADERS {
-            if headers.get(name).is_some() {
-                out.push(Action::RemoveHeader {
-                    name: name.to_string(),
-                });
+            if !sent.iter().any(|s| s == name) && headers.get(name).is_some() {
+                sent.push(name.to_string());
             }
         }
+        out.extend(sent.into_iter().map(|name| Action::RemoveHeader { name }));
         Flow::Next
     }
 }
@@ -390,6 +400,91 @@ impl ResponseStep for TranslateBack {
     }
 }
 
+/// Longest plain-text error body [`PlainErrors`] rewrites (Envoy's are one line).
+const MAX_PLAIN_ERROR: u64 = 4096;
+
+/// An error answer that is not JSON, in the client's schema when no translation
+/// writes it: Envoy's own (`upstream request timeout` at the route timeout,
+/// `upstream connect error or disconnect/reset before headers` when the provider
+/// resets or refuses, `no healthy upstream`), which reach this instance only, never
+/// an upstream one, and a provider's or a proxy's plain-text or HTML error. An
+/// OpenAI or Anthropic client reads JSON errors; the text is quoted in the message
+/// when it is one short line. A long body (or one of unknown length) passes as it
+/// is rather than be held.
+pub(crate) struct PlainErrors;
+
+impl ResponseStep for PlainErrors {
+    fn on_headers(
+        &self,
+        cx: &mut Cx<'_>,
+        headers: &dyn Headers,
+        end_of_stream: bool,
+        _out: &mut Vec<Action>,
+    ) -> Status {
+        let status = headers
+            .get(":status")
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(0);
+        if status < 400 || end_of_stream {
+            return Status::Continue;
+        }
+        if cx
+            .resp
+            .inline
+            .as_ref()
+            .is_some_and(|u| u.translates_answer())
+        {
+            return Status::Continue; // TranslateBack writes it in the client's schema
+        }
+        let json = headers
+            .get("content-type")
+            .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
+        let short = headers
+            .get("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n <= MAX_PLAIN_ERROR);
+        if json || !short {
+            return Status::Continue;
+        }
+        cx.resp.plain_error = Some((status, Vec::new()));
+        Status::StopIteration
+    }
+
+    fn on_body(&self, cx: &mut Cx<'_>, chunk: &mut Chunk<'_>, out: &mut Vec<Action>) -> Status {
+        let Some((_, body)) = cx.resp.plain_error.as_mut() else {
+            return Status::Continue;
+        };
+        let room = (MAX_PLAIN_ERROR as usize).saturating_sub(body.len());
+        body.extend_from_slice(&chunk.bytes()[..chunk.bytes().len().min(room)]);
+        if !chunk.end_of_stream {
+            return Status::StopAndBuffer;
+        }
+        let Some((status, body)) = cx.resp.plain_error.take() else {
+            return Status::Continue;
+        };
+        let none: [(&str, &str); 0] = [];
+        let err = crate::translate::openai::error(status, &none, &body);
+        let schema = cx
+            .req
+            .endpoint
+            .map_or(ClientSchema::OpenAI, Endpoint::client_schema);
+        let bytes = err.body(schema);
+        out.push(Action::SetHeader {
+            name: "content-type".into(),
+            value: "application/json".into(),
+        });
+        out.push(Action::RemoveHeader {
+            name: "content-encoding".into(),
+        });
+        out.push(Action::SetHeader {
+            name: "content-length".into(),
+            value: bytes.len().to_string(),
+        });
+        chunk.replace(bytes);
+        Status::Continue
+    }
+}
+
 /// Which backend answered and under which model name: the upstream instance says
 /// so in internal headers, which go no further.
 pub(crate) struct Attribution;
@@ -406,15 +501,31 @@ impl ResponseStep for Attribution {
             .get(":status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
+        // With the upstream work done here (`routerOnly`) no upstream instance ran:
+        // such headers come from the provider and say nothing. No `x-aigw-*`
+        // header reaches the client.
+        let trusted = cx.resp.inline.is_none();
         for (name, slot) in [
             (BACKEND_HEADER, &mut cx.resp.backend),
             (MODEL_OVERRIDE_HEADER, &mut cx.resp.model_override),
         ] {
             if let Some(v) = headers.get(name) {
-                *slot = Some(v);
+                if trusted {
+                    *slot = Some(v);
+                }
                 out.push(Action::RemoveHeader { name: name.into() });
             }
         }
+        let mut others: Vec<String> = Vec::new();
+        headers.for_each(&mut |name, _| {
+            let lower = name.to_ascii_lowercase();
+            let known = lower == BACKEND_HEADER || lower == MODEL_OVERRIDE_HEADER;
+            let internal = lower.starts_with(crate::INTERNAL_HEADER_PREFIX);
+            if internal && !known && !others.contains(&lower) {
+                others.push(lower);
+            }
+        });
+        out.extend(others.into_iter().map(|name| Action::RemoveHeader { name }));
         Status::Continue
     }
 }
@@ -432,8 +543,12 @@ pub(crate) fn parse_peek(body: &[u8]) -> Result<RequestPeek<'_>, GatewayError> {
         return Ok(p);
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    match serde_path_to_error::deserialize::<_, RequestPeek>(de) {
-        Ok(p) => Ok(p),
+    match serde_path_to_error::deserialize::<_, RequestPeek>(&mut *de) {
+        // As `from_slice` does: nothing but whitespace may follow the object.
+        Ok(p) => de
+            .end()
+            .map(|()| p)
+            .map_err(|e| GatewayError::InvalidJson(e.to_string())),
         Err(e) => {
             let path = e.path().to_string();
             let inner = e.into_inner();
@@ -488,4 +603,33 @@ fn insert_first_member(body: &[u8], member: &[u8]) -> Option<Vec<u8>> {
     }
     out.extend_from_slice(rest);
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzzing (request_body): bytes after the request object were accepted when
+    /// the fast parse failed, and the rewritten body sent on was not JSON.
+    #[test]
+    fn fuzz_request_body_trailing_bytes_after_the_object_are_refused() {
+        for body in [
+            &b"{\"model\":\"m\",\"stream\":true}\0\0"[..],
+            b"{\"model\":\"m\"} {\"model\":\"other\"}",
+            b"{\"model\":\"m\"}]",
+        ] {
+            assert!(
+                matches!(parse_peek(body), Err(GatewayError::InvalidJson(_))),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(
+            parse_peek(b"{\"model\":\"m\"} \n")
+                .unwrap()
+                .model
+                .as_deref(),
+            Some("m")
+        );
+    }
 }

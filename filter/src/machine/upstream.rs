@@ -163,6 +163,12 @@ impl Upstream {
         self.wait.take()
     }
 
+    /// Whether the answer is rewritten into the client's schema (errors included),
+    /// rather than passed on as the provider sent it.
+    pub(crate) fn translates_answer(&self) -> bool {
+        self.plan.as_ref().is_some_and(|p| !p.is_passthrough())
+    }
+
     /// The stream ended: an exchange this attempt led is handed on.
     pub(crate) fn on_stream_complete(&mut self) {
         self.credential.abandon();
@@ -567,6 +573,12 @@ impl Upstream {
                 });
                 out.push(Action::RemoveHeader {
                     name: "content-length".into(),
+                });
+                // The client gets the translator's plain SSE, whatever encoding the
+                // provider claimed (it was asked for none): an error event the
+                // client could not read as gzip would be lost.
+                out.push(Action::RemoveHeader {
+                    name: "content-encoding".into(),
                 });
                 self.phase = Phase::Streaming;
                 if end_of_stream {
@@ -1069,6 +1081,46 @@ mod tests {
             None,
             "the client's key is removed again"
         );
+    }
+
+    #[test]
+    fn a_translated_stream_is_never_labelled_compressed() {
+        // A provider that compresses the stream anyway (it was asked for none), or
+        // sends a gzip header and then garbage: the client gets plain SSE ending in
+        // an error event, not bytes labelled gzip that no client can read.
+        let mut f = HttpFilter::new(gateway(), FilterRole::Upstream);
+        f.bind_backend(Some("br"), 0, None);
+        let mut out = Vec::new();
+        let h = [
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            ("x-ai-eg-model", "m"),
+        ];
+        let _ = f.on_request_headers(&h, false, T, &mut out);
+        let req = br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        let _ = f.on_request_body(req, true, T, &mut out);
+        out.clear();
+        let rh = [
+            (":status", "200"),
+            ("content-type", "application/vnd.amazon.eventstream"),
+            ("content-encoding", "gzip"),
+        ];
+        assert_eq!(
+            f.on_response_headers(&rh, false, T, &mut out),
+            Status::Continue
+        );
+        assert_eq!(set(&out, "content-type"), Some("text/event-stream"));
+        assert!(out.contains(&Action::RemoveHeader {
+            name: "content-encoding".into()
+        }));
+        out.clear();
+        let garbage = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff\xff\xff\xffnot deflate";
+        assert_eq!(
+            f.on_response_body(garbage, true, T, &mut out),
+            Status::Continue
+        );
+        let sse = String::from_utf8(body(&out).unwrap().to_vec()).unwrap();
+        assert!(sse.starts_with("data: {\"error\":"), "{sse}");
     }
 
     #[test]

@@ -339,14 +339,16 @@ impl ResponseStep for BudgetStep {
         Status::Continue
     }
 
-    /// The real cost replaces the estimate; with no cost known (the stream ended
-    /// early, no usage, no price) the estimate stays as the charge.
+    /// The real cost replaces the estimate; a failed answer costs nothing; with no
+    /// cost known (the stream ended early, no usage, no price) the estimate stays as
+    /// the charge.
     fn on_end(&self, cx: &mut Cx<'_>, _complete: bool, out: &mut Vec<Action>) {
         let reservations = std::mem::take(&mut cx.req.reservations);
         let Some(route) = cx.route() else { return };
         for r in &reservations {
             let budget = &route.budgets[r.budget];
             let actual = match &cx.resp.cost {
+                _ if cx.resp.failed() => 0,
                 Some(c) if c.currency == budget.currency => c.micro,
                 Some(_) | None => continue,
             };

@@ -15,8 +15,8 @@
 //! | `rl_identity` | request | the identity, else the tenant, else `anonymous` |
 //! | `rl_tenant` | request | the route's tenant, else `anonymous` |
 //! | `rl_period_<budget>` | request | the budget's calendar period (`2026-12`) |
-//! | `rl_tokens` | end | the answer's total tokens (an estimate when unknown) |
-//! | `rl_cost` | end | its cost in micro-units (an estimate when unknown) |
+//! | `rl_tokens` | end | the answer's total tokens (an estimate when unknown; 0 for a failed answer) |
+//! | `rl_cost` | end | its cost in micro-units (likewise) |
 //!
 //! The rate-limit service cannot take a charge back, so a request's charge is its
 //! real cost, made when its answer ends; a burst of concurrent requests arriving
@@ -89,15 +89,18 @@ impl ResponseStep for FleetDescriptors {
         if !cx.req.fleet {
             return;
         }
+        // A failed answer (the rate-limit service's own 429 among them) costs
+        // nothing: a zero charge counts nothing.
+        let failed = cx.resp.failed();
         let estimate = estimate_tokens(cx.req.body_len, cx.req.max_output_tokens);
-        let tokens = cx
-            .resp
-            .meter
-            .as_ref()
-            .and_then(|m| m.usage())
-            .map_or(estimate, |u| u.total_tokens);
+        let tokens = match cx.resp.meter.as_ref().and_then(|m| m.usage()) {
+            _ if failed => 0,
+            Some(u) => u.total_tokens,
+            None => estimate,
+        };
         set(out, "rl_tokens", MetadataValue::Number(tokens as f64));
         let cost = match &cx.resp.cost {
+            _ if failed => 0,
             Some(c) => c.micro,
             None => cx.req.cost_estimate.unwrap_or(0),
         };

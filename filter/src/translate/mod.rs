@@ -25,7 +25,7 @@ use std::fmt;
 
 use serde_json::json;
 
-use crate::error::ClientSchema;
+use crate::error::{clip_quoted, ClientSchema, MAX_QUOTED_NAME, MAX_QUOTED_REASON};
 
 use crate::schema::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, ChunkChoice, Delta,
@@ -82,10 +82,16 @@ impl TranslateError {
 
     pub fn message(&self) -> String {
         match self {
-            Self::Unsupported { field, reason } => {
-                format!("'{field}' cannot be sent to this model's provider: {reason}")
-            }
-            Self::InvalidRequest { field, reason } => format!("Invalid '{field}': {reason}"),
+            Self::Unsupported { field, reason } => format!(
+                "'{}' cannot be sent to this model's provider: {}",
+                clip_quoted(field, MAX_QUOTED_NAME),
+                clip_quoted(reason, MAX_QUOTED_REASON)
+            ),
+            Self::InvalidRequest { field, reason } => format!(
+                "Invalid '{}': {}",
+                clip_quoted(field, MAX_QUOTED_NAME),
+                clip_quoted(reason, MAX_QUOTED_REASON)
+            ),
             Self::BadResponse(why) => format!("The upstream response was invalid: {why}"),
             Self::UpstreamStream { kind, message } => {
                 format!("The upstream failed mid-stream ({kind}): {message}")
@@ -105,7 +111,7 @@ impl TranslateError {
     pub fn openai_body(&self) -> Vec<u8> {
         let param = match self {
             Self::Unsupported { field, .. } | Self::InvalidRequest { field, .. } => {
-                Some(field.as_str())
+                Some(clip_quoted(field, MAX_QUOTED_NAME))
             }
             _ => None,
         };
@@ -435,5 +441,25 @@ mod tests {
         assert_eq!(e.status(), 502);
         let v: serde_json::Value = serde_json::from_slice(&e.openai_body()).unwrap();
         assert_eq!(v["error"]["param"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn an_error_does_not_send_the_clients_input_back() {
+        // A 10 MB key whose value is out of range, a 10 MB string where a number goes.
+        let big = "k".repeat(10 << 20);
+        for e in [
+            TranslateError::invalid(big.clone(), "number out of range at line 1 column 9"),
+            TranslateError::invalid(
+                "max_tokens",
+                format!("invalid type: string \"{big}\", expected u64"),
+            ),
+            TranslateError::unsupported(big.clone(), big.clone()),
+        ] {
+            for schema in [ClientSchema::OpenAI, ClientSchema::Anthropic] {
+                let body = e.body(schema);
+                assert!(body.len() < 4096, "{} bytes", body.len());
+            }
+            assert!(e.message().contains('…'));
+        }
     }
 }

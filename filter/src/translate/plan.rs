@@ -199,17 +199,21 @@ pub fn prepare(a: &Attempt<'_>, body: &[u8]) -> Result<Prepared, TranslateError>
 }
 
 /// A request body read whole; an error names the offending field by its path.
-fn read_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, TranslateError> {
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, TranslateError> {
     // Tracking the path slows every parse down; only a body that fails needs it.
     if let Ok(v) = serde_json::from_slice(body) {
         return Ok(v);
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let v = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { "body".into() } else { path };
         TranslateError::invalid(field, e.into_inner().to_string())
-    })
+    })?;
+    // As `from_slice` does: nothing but whitespace may follow the value.
+    de.end()
+        .map_err(|e| TranslateError::invalid("body", e.to_string()))?;
+    Ok(v)
 }
 
 /// An OpenAI chat request, read whole; `model` is the one the provider gets.
@@ -706,6 +710,19 @@ mod tests {
             max_event_bytes: 1 << 20,
             anthropic_beta: None,
         }
+    }
+
+    /// Fuzzing (request_body): the path-tracking parse, taken when the fast one
+    /// fails, read a value and ignored the bytes after it.
+    #[test]
+    fn fuzz_request_body_read_json_refuses_trailing_bytes() {
+        let r: Result<serde_json::Value, _> = read_json(b"{\"model\":\"m\"}\0");
+        assert!(
+            matches!(&r, Err(TranslateError::InvalidRequest { field, .. }) if field == "body"),
+            "{r:?}"
+        );
+        let ok: serde_json::Value = read_json(b"{\"model\":\"m\"}\n").unwrap();
+        assert_eq!(ok["model"], "m");
     }
 
     #[test]

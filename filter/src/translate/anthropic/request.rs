@@ -793,8 +793,7 @@ fn max_tokens_and_thinking(
 /// `anthropic-beta` header is the caller's to carry (Bedrock and Vertex want it in
 /// the body as `anthropic_beta`).
 pub fn messages_request(body: &[u8], target: &Target) -> Result<UpstreamRequest, TranslateError> {
-    let mut map: Map<String, Value> =
-        serde_json::from_slice(body).map_err(|e| TranslateError::invalid("body", e.to_string()))?;
+    let mut map: Map<String, Value> = crate::translate::plan::read_json(body)?;
     let stream = |map: &mut Map<String, Value>| {
         if target.stream {
             map.insert("stream".into(), Value::Bool(true));
@@ -845,8 +844,8 @@ pub fn messages_request(body: &[u8], target: &Target) -> Result<UpstreamRequest,
 /// as `reasoning_effort`, `output_config.format` as a `json_schema` response format.
 /// Refused (422): server tools, MCP servers, block types the hub cannot carry.
 pub fn client_request(body: &[u8]) -> Result<ChatCompletionRequest, TranslateError> {
-    let req: an::MessagesRequest =
-        serde_json::from_slice(body).map_err(|e| TranslateError::invalid("body", e.to_string()))?;
+    // An error names the field by its path (`max_tokens`, `messages[2].content`).
+    let req: an::MessagesRequest = crate::translate::plan::read_json(body)?;
     if req.rest.get("mcp_servers").is_some_and(|v| !v.is_null()) {
         return Err(TranslateError::unsupported(
             "mcp_servers",
@@ -2038,6 +2037,43 @@ mod tests {
         ] {
             let err = client_request(body.to_string().as_bytes()).unwrap_err();
             assert_eq!(err.status(), status, "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_field_is_named_by_its_path() {
+        // Out of range, of the wrong type or not UTF-8: the 400 names the field, as
+        // an OpenAI client's does, whichever way the body goes.
+        let flavor = target(Flavor::Bedrock, false);
+        for value in [
+            &b"-1"[..],
+            b"18446744073709551616",
+            b"1e400",
+            b"\"100\"",
+            b"10.5",
+        ] {
+            let mut body = br#"{"model":"m","max_tokens":"#.to_vec();
+            body.extend_from_slice(value);
+            body.extend_from_slice(br#","messages":[{"role":"user","content":"hi"}]}"#);
+            let text = String::from_utf8_lossy(&body).into_owned();
+            match client_request(&body).unwrap_err() {
+                TranslateError::InvalidRequest { field, .. } => {
+                    assert_eq!(field, "max_tokens", "{text}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+            if value == b"1e400" {
+                // The clouds' body is read as it is, numbers unchecked but parsed.
+                match messages_request(&body, &flavor).unwrap_err() {
+                    TranslateError::InvalidRequest { field, .. } => assert_eq!(field, "max_tokens"),
+                    other => panic!("{text}: {other:?}"),
+                }
+            }
+        }
+        let body = b"{\"model\":\"m\",\"max_tokens\":5,\"system\":\"be \xff\",\"messages\":[]}";
+        match client_request(body).unwrap_err() {
+            TranslateError::InvalidRequest { field, .. } => assert_eq!(field, "system"),
+            other => panic!("{other:?}"),
         }
     }
 }

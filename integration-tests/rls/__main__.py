@@ -1,0 +1,5 @@
+import sys
+
+from rls.server import main
+
+sys.exit(main())
