@@ -33,6 +33,7 @@ use crate::compile::{
 };
 use crate::credentials::TokenHost;
 use crate::diag::{Diagnostic, Severity};
+use crate::quota;
 use crate::resources::{Address, MODEL_HEADER};
 use crate::units::envoy_duration;
 
@@ -90,7 +91,7 @@ pub(crate) fn bootstrap(
         ],
     }));
 
-    let hcm = json!({
+    let mut hcm = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "aigw",
         "preserve_external_request_id": true,
@@ -102,6 +103,10 @@ pub(crate) fn bootstrap(
             "virtual_hosts": [{"name": "aigw", "domains": ["*"], "routes": routes}],
         },
     });
+    if plan.quota.fleet() {
+        // The rate-limit filter's own answers in the client's schema.
+        hcm["local_reply_config"] = quota::local_reply_config();
+    }
 
     let upstream_filter = filter("aigw_upstream");
     let mut clusters: Vec<Value> = plan
@@ -120,6 +125,9 @@ pub(crate) fn bootstrap(
         .collect();
     clusters.extend(plan.kg.clusters.iter().cloned());
     clusters.extend(token_clusters(tokens, &o.ca_bundle));
+    if let (true, Some(s)) = (plan.quota.fleet(), &plan.quota.service) {
+        clusters.push(quota::cluster(s));
+    }
     let mut listener = json!({
         "name": "aigw",
         "address": {"socket_address": {"address": o.listen_address, "port_value": o.listen_port}},
@@ -219,6 +227,23 @@ pub(crate) fn wasm_variant(
                 *v = json!(format!(
                     "%FILTER_STATE(wasm.{METADATA_NAMESPACE}.{key}:PLAIN)%"
                 ));
+            }
+        }
+        // Fleet mode: the descriptors and charges, from filter state too.
+        for vh in hcm["route_config"]["virtual_hosts"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            for route in vh["routes"].as_array_mut().into_iter().flatten() {
+                let path = format!(
+                    "/typed_per_filter_config/{}/rate_limits",
+                    quota::RATELIMIT_FILTER
+                );
+                let limits = route.pointer_mut(&path).and_then(Value::as_array_mut);
+                for l in limits.into_iter().flatten() {
+                    quota::wasm_rate_limit(l);
+                }
             }
         }
     }
@@ -332,6 +357,15 @@ fn envoy_routes(plan: &Plan, r: &PlanRoute, inline: bool) -> Vec<Value> {
                 "route": Value::Object(action),
             });
             apply_extra(&mut route, &r.extra);
+            if plan.quota.fleet() {
+                let rate_limits = quota::route_rate_limits(r);
+                if !rate_limits.is_empty() {
+                    route["typed_per_filter_config"][quota::RATELIMIT_FILTER] = json!({
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute",
+                        "rate_limits": rate_limits,
+                    });
+                }
+            }
             route
         })
         .collect()
@@ -664,6 +698,12 @@ fn http_filters(plan: &Plan, aigw: Value) -> Vec<Value> {
     }
     out.extend(plan.kg.filters.iter().cloned());
     out.push(json!({"name": "aigw", "typed_config": aigw}));
+    if plan.quota.fleet() {
+        // After the filter: it holds the request until it has routed it and
+        // written the descriptors' values, and the rate-limit filter asks when
+        // the request goes on.
+        out.push(quota::http_filter(&plan.quota));
+    }
     if plan.kg.cors {
         out.push(cors(CORS_AFTER_FILTER));
     }

@@ -366,6 +366,8 @@ pub(crate) fn manifests(plan: &Plan, o: &Options, diags: &mut Vec<Diagnostic>) -
         }
     }
 
+    rate_limit_notes(plan, &routes, diags);
+
     // Policy names carry the route's and the Gateway's: two routes must not make
     // the same one (kubectl apply would keep only the last).
     let mut policy_names: BTreeMap<(String, String), String> = BTreeMap::new();
@@ -931,6 +933,7 @@ fn route_docs(
 
     let mut after = Vec::new();
     let mut after_wasm = Vec::new();
+    let rl_rules = rate_limit_rules(plan, group, diags);
     let retry = retries.iter().max_by_key(|(n, _)| *n).map(|&(n, _)| n);
     if let Some(n) = retry {
         if retries.iter().any(|(m, _)| *m != n) || retries.len() < group.len() {
@@ -942,7 +945,7 @@ fn route_docs(
             );
         }
     }
-    if retry.is_some() || !rule_patches.is_empty() {
+    if retry.is_some() || !rule_patches.is_empty() || !rl_rules.is_empty() {
         let targets: Vec<Value> = http_routes
             .iter()
             .map(|t| json!({"group": GWAPI_GROUP, "kind": "HTTPRoute", "name": t}))
@@ -971,6 +974,12 @@ fn route_docs(
                 }}),
             );
         }
+        if !rl_rules.is_empty() {
+            spec.insert(
+                "rateLimit".into(),
+                json!({"type": "Global", "global": {"rules": rl_rules}}),
+            );
+        }
         let btp = |spec: Map<String, Value>| {
             json!({
                 "apiVersion": format!("{EG_GROUP}/v1alpha1"),
@@ -979,8 +988,33 @@ fn route_docs(
                 "spec": Value::Object(spec),
             })
         };
-        if retry.is_some() {
-            after_wasm.push(btp(spec.clone()));
+        // The wasm build writes its charges into filter state, which a response
+        // cost (from Metadata) cannot read: the wasm variant keeps the rules
+        // that count requests only.
+        let mut wasm_spec = spec.clone();
+        let counted: Vec<Value> = rl_rules
+            .iter()
+            .filter(|r| r.get("cost").is_none())
+            .cloned()
+            .collect();
+        if counted.len() < rl_rules.len() && wasm {
+            warn(
+                diags,
+                first,
+                String::new(),
+                "envoy-gateway-wasm.yaml leaves out the token limits and budgets of this route: the wasm build writes the charges (rl_tokens, rl_cost) into filter state, and Envoy Gateway's response cost reads dynamic metadata only (envoy-gateway.yaml has them)".into(),
+            );
+        }
+        if counted.is_empty() {
+            wasm_spec.remove("rateLimit");
+        } else {
+            wasm_spec.insert(
+                "rateLimit".into(),
+                json!({"type": "Global", "global": {"rules": counted}}),
+            );
+        }
+        if retry.is_some() || wasm_spec.contains_key("rateLimit") {
+            after_wasm.push(btp(wasm_spec));
         }
         if !rule_patches.is_empty() {
             // Envoy's default idle timeout of upstream connections: it changes
@@ -1051,6 +1085,78 @@ fn route_docs(
         tokens,
         tokens_wasm,
     })
+}
+
+/// Envoy Gateway allows this many global rate-limit rules per BackendTrafficPolicy.
+const MAX_RATE_LIMIT_RULES: usize = 256;
+
+/// Fleet mode: the global rate-limit rules of a route's BackendTrafficPolicy
+/// (see [`crate::quota::eg_rules`]), at most Envoy Gateway's 256.
+fn rate_limit_rules(plan: &Plan, group: &[usize], diags: &mut Vec<Diagnostic>) -> Vec<Value> {
+    if !plan.quota.fleet() {
+        return Vec::new();
+    }
+    let mut rules = Vec::new();
+    let mut left_out = Vec::new();
+    for &i in group {
+        let r = &plan.routes[i];
+        let these = crate::quota::eg_rules(plan, r, diags);
+        if rules.len() + these.len() > MAX_RATE_LIMIT_RULES {
+            left_out.push(r.name.clone());
+        } else {
+            rules.extend(these);
+        }
+    }
+    let first = &plan.routes[group[0]];
+    if !left_out.is_empty() {
+        warn(
+            diags,
+            first,
+            "spec.rules".into(),
+            format!(
+                "Envoy Gateway takes at most {MAX_RATE_LIMIT_RULES} rate-limit rules per BackendTrafficPolicy: the limits of {} are left out of the Envoy Gateway output (the standalone bootstrap has them)",
+                left_out.join(", ")
+            ),
+        );
+    }
+    rules
+}
+
+/// Fleet mode, once: what the Envoy Gateway output's rate-limit rules rely on.
+fn rate_limit_notes(plan: &Plan, routes: &[RouteDocs], diags: &mut Vec<Diagnostic>) {
+    let with_rules: Vec<String> = routes
+        .iter()
+        .filter(|r| r.after.iter().any(|d| d["spec"]["rateLimit"].is_object()))
+        .map(|r| format!("{}/{}-aigw", r.namespace, r.name))
+        .collect();
+    if with_rules.is_empty() {
+        return;
+    }
+    let at = plan
+        .quota
+        .mode_from
+        .clone()
+        .unwrap_or(crate::quota::Origin::Option("--quota"));
+    diags.push(at.warning(format!(
+        "on Envoy Gateway the limits and budgets are global rate-limit rules of BackendTrafficPolicies {}, counted by Envoy Gateway's own rate-limit service: its EnvoyGateway configuration must set rateLimit (a Redis backend), else they are not enforced there",
+        with_rules.join(", ")
+    )));
+    let per_identity = plan.routes.iter().any(|r| {
+        let l = crate::quota::limits(r);
+        (l.per == crate::quota::Scope::Identity
+            && (l.requests_per_minute.is_some() || l.tokens_per_minute.is_some()))
+            || l.budgets
+                .iter()
+                .any(|b| b.per == crate::quota::Scope::Identity)
+    });
+    if let (true, Some(id)) = (per_identity, &plan.identity) {
+        if id.hash {
+            diags.push(id.origin.warning(format!(
+                "on Envoy Gateway the limits per identity count each value of header {} as Envoy Gateway's rate-limit service receives it, unhashed (the filter hashes it, Envoy Gateway's Distinct selector cannot): counting per a header that carries a credential puts the credential in that service's keys",
+                id.header
+            )));
+        }
+    }
 }
 
 /// Where the credentials of the generated configs come from, collected over routes.

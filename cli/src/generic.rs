@@ -6,8 +6,9 @@
 //! the filter and Envoy can do today is mapped (models, header matches, backends
 //! of the providers in [`PROVIDERS`] with weight, priority, a per-backend model
 //! and an API key from the `credentialRef` Secret, fallback and load-balance
-//! strategies, retries, rate limits, an exact cache, the tenant as metadata); every
-//! other field is carried into the
+//! strategies, retries, rate limits, a spend budget (named after the route;
+//! `--limits-per` says what both count per), an exact cache, the tenant as
+//! metadata); every other field is carried into the
 //! output's `notEnforced` list with a warning naming it, never dropped silently.
 
 use serde_json::{json, Map, Value};
@@ -85,6 +86,9 @@ pub struct GenericRoute {
     pub rate_limit: Option<Value>,
     /// `cache` in exact mode, as the filter route's `cache`.
     pub cache: Option<Value>,
+    /// `budget`, as a filter route budget without its name and scope (`limit`,
+    /// `currency`, `period`, `action`).
+    pub budget: Option<Value>,
     /// `tenant`, written as the route's `tenant` metadata.
     pub tenant: Option<String>,
     /// `strategy: latency-optimized`: least-request balancing.
@@ -126,6 +130,68 @@ const STRATEGIES: &[&str] = &[
 /// An optional string field that must be one of `allowed`.
 fn enum_opt(o: &Obj<'_, '_>, key: &str, allowed: &[&str], r: &mut Reporter<'_>) -> Option<String> {
     crate::resources::enum_value(o, key, allowed, false, r)
+}
+
+/// `budget`: a spend cap in a currency per calendar period. Every field the
+/// filter needs is checked here, so each problem names its own field.
+fn read_budget(b: &Obj<'_, '_>, r: &mut Reporter<'_>) -> Option<Value> {
+    let currency = b.str_req("currency", r).and_then(|c| {
+        let known = aigw_filter::metering::prices::CURRENCIES
+            .binary_search(&c)
+            .is_ok();
+        if !known {
+            r.error(
+                b.path("currency"),
+                format!(
+                    "'{c}' is not an ISO 4217 currency code the gateway knows (USD, EUR, GBP, ...)"
+                ),
+            );
+        }
+        known.then_some(c)
+    });
+    let limit = match b.get("limit") {
+        None => {
+            r.error(b.path("limit"), "is required");
+            None
+        }
+        Some(v) => match v.as_f64() {
+            Some(n) if n.is_finite() && n > 0.0 => Some(v.clone()),
+            Some(n) => {
+                r.error(
+                    b.path("limit"),
+                    format!("must be an amount above 0, found {n}"),
+                );
+                None
+            }
+            None => {
+                r.error(b.path("limit"), "must be a number");
+                None
+            }
+        },
+    };
+    let period = match b.str_req("period", r) {
+        Some(p @ ("daily" | "weekly" | "monthly")) => Some(p),
+        Some(p) => {
+            r.error(
+                b.path("period"),
+                format!("'{p}' is not a period the gateway counts: daily, weekly or monthly (calendar periods, in the filter and in the rate-limit service)"),
+            );
+            None
+        }
+        None => None,
+    };
+    let action = enum_opt(b, "action", &["alert", "throttle", "block"], r);
+    if b.has("action") && action.is_none() {
+        return None;
+    }
+    let mut o = Map::new();
+    o.insert("limit".into(), limit?);
+    o.insert("currency".into(), json!(currency?));
+    o.insert("period".into(), json!(period?));
+    if let Some(a) = action {
+        o.insert("action".into(), json!(a));
+    }
+    Some(Value::Object(o))
 }
 
 fn number_opt(o: &Obj<'_, '_>, key: &str, r: &mut Reporter<'_>) {
@@ -393,17 +459,9 @@ pub(crate) fn read(
             rate_limit = Some(Value::Object(limits));
         }
     }
+    let mut budget = None;
     if let Some(b) = sub("budget", &["currency", "limit", "period", "action"], r) {
-        b.str_opt("currency", r);
-        number_opt(&b, "limit", r);
-        enum_opt(&b, "period", &["daily", "weekly", "monthly"], r);
-        enum_opt(&b, "action", &["alert", "throttle", "block"], r);
-        carry(
-            "budget".into(),
-            top.map.get("budget").unwrap_or(&Value::Null),
-            "spend caps are not enforced",
-            r,
-        );
+        budget = read_budget(&b, r);
     }
     if let Some(list) = top.list_opt("guardrails", 64, r) {
         for (i, g) in list.iter().enumerate() {
@@ -463,6 +521,7 @@ pub(crate) fn read(
         not_enforced,
         rate_limit,
         cache,
+        budget,
         tenant,
         least_request,
         shadow,

@@ -175,6 +175,10 @@ pub struct TrafficPolicy {
     pub extra: RouteExtra,
     pub cors: bool,
     pub ext: Vec<ExtRef>,
+    /// `rateLimit.global.descriptors` as the actions of one Envoy rate limit (as
+    /// kgateway joins them); `None` for the seed's `rateLimit.extensionRef`,
+    /// which names none.
+    pub rl_actions: Option<Vec<Value>>,
 }
 
 #[derive(Debug)]
@@ -201,6 +205,13 @@ pub struct Extension {
     pub kind: Option<String>,
     /// grpcService.backendRef: (namespace, name, port, path).
     pub backend: Option<(String, String, Option<u16>, String)>,
+    /// grpcService.backendRef `group`/`kind` other than a core Service (the seed
+    /// names neither).
+    pub backend_kind: Option<(String, String)>,
+    /// `rateLimit.domain`, `failOpen`, `timeout`.
+    pub rl_domain: Option<String>,
+    pub rl_fail_open: Option<bool>,
+    pub rl_timeout_ms: Option<u64>,
 }
 
 /// Everything kgateway read from the input.
@@ -941,6 +952,8 @@ pub(crate) fn read(
             };
             let t = enum_value(&o, "type", &["ExtAuth", "ExtProc", "RateLimit"], true, r);
             let mut backend = None;
+            let mut backend_kind = None;
+            let (mut rl_domain, mut rl_fail_open, mut rl_timeout_ms) = (None, None, None);
             for (k, ty) in [
                 ("extAuth", "ExtAuth"),
                 ("extProc", "ExtProc"),
@@ -957,9 +970,22 @@ pub(crate) fn read(
                     ),
                     (None, true) => r.error(p, format!("is required with type {ty}")),
                     (Some(v), true) => {
-                        let Some(so) = Obj::new(v, &p, &["grpcService"], r) else {
+                        let known: &[&str] = if ty == "RateLimit" {
+                            &["grpcService", "domain", "failOpen", "timeout"]
+                        } else {
+                            &["grpcService"]
+                        };
+                        let Some(so) = Obj::new(v, &p, known, r) else {
                             continue;
                         };
+                        if ty == "RateLimit" {
+                            rl_domain = so.str_opt("domain", r).map(str::to_string);
+                            if rl_domain.as_deref() == Some("") {
+                                r.error(so.path("domain"), "must not be empty");
+                            }
+                            rl_fail_open = so.bool_opt("failOpen", r);
+                            rl_timeout_ms = duration(&so, "timeout", r);
+                        }
                         let gp = so.path("grpcService");
                         let Some(g) = so
                             .get("grpcService")
@@ -969,16 +995,20 @@ pub(crate) fn read(
                             continue;
                         };
                         let bp = g.path("backendRef");
-                        let Some(b) = g
-                            .get("backendRef")
-                            .and_then(|v| Obj::new(v, &bp, &["name", "namespace", "port"], r))
-                        else {
+                        let Some(b) = g.get("backendRef").and_then(|v| {
+                            Obj::new(v, &bp, &["name", "namespace", "port", "group", "kind"], r)
+                        }) else {
                             r.error(bp, "is required");
                             continue;
                         };
                         let name = b.str_req("name", r);
                         let bns = b.str_opt("namespace", r).unwrap_or(&ns).to_string();
                         let port = port(&b, "port", false, r);
+                        let group = b.str_opt("group", r).unwrap_or_default();
+                        let kind = b.str_opt("kind", r).unwrap_or("Service");
+                        if !(group.is_empty() && kind == "Service") {
+                            backend_kind = Some((group.to_string(), kind.to_string()));
+                        }
                         if let Some(name) = name {
                             backend = Some((bns, name.to_string(), port, bp.clone()));
                         }
@@ -990,6 +1020,10 @@ pub(crate) fn read(
                 meta,
                 kind: t,
                 backend,
+                backend_kind,
+                rl_domain,
+                rl_fail_open,
+                rl_timeout_ms,
             });
         }
         "GatewayParameters" => {
@@ -1181,8 +1215,23 @@ fn read_traffic(meta: Meta, spec: Obj<'_, '_>, kg: &mut Inputs, r: &mut Reporter
         }
     }
     let mut ext = Vec::new();
+    let mut rl_actions = None;
     for field in ["extAuth", "extProc", "rateLimit"] {
         let p = spec.path(field);
+        let crd_shape = field == "rateLimit"
+            && spec
+                .get(field)
+                .and_then(Value::as_object)
+                .is_some_and(|o| o.contains_key("global") || o.contains_key("local"));
+        if crd_shape {
+            if let Some((e, actions)) =
+                read_rate_limit(spec.get(field).unwrap_or(&Value::Null), &p, &ns, r)
+            {
+                ext.push(e);
+                rl_actions = Some(actions);
+            }
+            continue;
+        }
         let Some(e) = spec
             .get(field)
             .and_then(|v| Obj::new(v, &p, &["extensionRef", "disable"], r))
@@ -1295,7 +1344,117 @@ fn read_traffic(meta: Meta, spec: Obj<'_, '_>, kg: &mut Inputs, r: &mut Reporter
         extra,
         cors,
         ext,
+        rl_actions,
     });
+}
+
+/// kgateway's `rateLimit` (`global`: descriptors and the GatewayExtension of the
+/// rate-limit service; `local`: a token bucket): the extension reference and the
+/// descriptors as the actions of one Envoy rate limit, as kgateway translates
+/// them (every descriptor's entries in one descriptor).
+fn read_rate_limit(
+    v: &Value,
+    path: &str,
+    ns: &str,
+    r: &mut Reporter<'_>,
+) -> Option<(ExtRef, Vec<Value>)> {
+    let o = Obj::new(v, path, &["global", "local"], r)?;
+    if o.has("local") {
+        r.warn(
+            o.path("local"),
+            "not mapped: a local token bucket per Envoy is not compiled (the filter's own rateLimit counts per Envoy; the global rate limit counts across the fleet)",
+        );
+    }
+    let gp = o.path("global");
+    let g = Obj::new(o.get("global")?, &gp, &["descriptors", "extensionRef"], r)?;
+    let mut actions = Vec::new();
+    let list = g.list_opt("descriptors", 64, r).unwrap_or_default();
+    if list.is_empty() {
+        r.error(g.path("descriptors"), "must have at least 1 item");
+    }
+    for (i, d) in list.iter().enumerate() {
+        let dp = at(&g.path("descriptors"), i);
+        let Some(d) = Obj::new(d, &dp, &["entries"], r) else {
+            continue;
+        };
+        let entries = d.list_opt("entries", 64, r).unwrap_or_default();
+        if entries.is_empty() {
+            r.error(d.path("entries"), "must have at least 1 item");
+        }
+        for (j, e) in entries.iter().enumerate() {
+            let ep = at(&d.path("entries"), j);
+            let Some(e) = Obj::new(e, &ep, &["type", "generic", "header"], r) else {
+                continue;
+            };
+            let t = enum_value(
+                &e,
+                "type",
+                &["Generic", "Header", "RemoteAddress", "Path"],
+                true,
+                r,
+            );
+            let want = match t.as_deref() {
+                Some("Generic") => Some("generic"),
+                Some("Header") => Some("header"),
+                _ => None,
+            };
+            for k in ["generic", "header"] {
+                if e.has(k) && want != Some(k) {
+                    r.error(
+                        e.path(k),
+                        format!("must not be set with type {}", t.as_deref().unwrap_or("")),
+                    );
+                }
+            }
+            match t.as_deref() {
+                Some("Generic") => {
+                    let gp = e.path("generic");
+                    let Some(go) = e
+                        .get("generic")
+                        .and_then(|v| Obj::new(v, &gp, &["key", "value"], r))
+                    else {
+                        r.error(gp, "is required with type Generic");
+                        continue;
+                    };
+                    if let (Some(k), Some(v)) = (go.str_req("key", r), go.str_req("value", r)) {
+                        actions.push(
+                            json!({"generic_key": {"descriptor_key": k, "descriptor_value": v}}),
+                        );
+                    }
+                }
+                Some("Header") => {
+                    if !e.has("header") {
+                        r.error(e.path("header"), "is required with type Header");
+                    } else if let Some(h) = e.str_req("header", r) {
+                        actions.push(
+                            json!({"request_headers": {"header_name": h, "descriptor_key": h}}),
+                        );
+                    }
+                }
+                Some("RemoteAddress") => actions.push(json!({"remote_address": {}})),
+                Some("Path") => actions.push(
+                    json!({"request_headers": {"header_name": ":path", "descriptor_key": "path"}}),
+                ),
+                _ => {}
+            }
+        }
+    }
+    let rp = g.path("extensionRef");
+    let Some(ro) = g
+        .get("extensionRef")
+        .and_then(|v| Obj::new(v, &rp, &["name", "namespace"], r))
+    else {
+        r.error(rp, "is required");
+        return None;
+    };
+    let name = ro.str_req("name", r)?;
+    let ext = ExtRef {
+        field: "rateLimit",
+        name: name.to_string(),
+        namespace: ro.str_opt("namespace", r).unwrap_or(ns).to_string(),
+        path: rp.clone(),
+    };
+    Some((ext, actions))
 }
 
 /// Reads a Gateway API HTTPRoute: only its kgateway side is compiled.
@@ -1835,6 +1994,9 @@ pub(crate) fn plan(
                     ..RouteExtra::default()
                 },
                 rate_limit: None,
+                rate_limit_from: None,
+                budgets: Vec::new(),
+                rl_actions: Vec::new(),
                 cache: None,
                 metadata: Vec::new(),
                 least_request: false,
@@ -1962,7 +2124,7 @@ pub(crate) fn plan(
                 continue;
             }
             if want == "RateLimit" {
-                r.warn(e.path.as_str(), "not mapped: kgateway's rate limit has no descriptors here, so Envoy's ratelimit filter would limit nothing");
+                rate_limit_service(plan, kg, x, &be_ix, tp, e, &ids, &mut r);
                 continue;
             }
             // Only a kgateway Static Backend gives the compiler an address.
@@ -2049,6 +2211,148 @@ pub(crate) fn plan(
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.basic_auth.v3.BasicAuth",
                 "users": {"inline_string": users.expose()},
             }}),
+        );
+    }
+}
+
+/// A TrafficPolicy `rateLimit` whose GatewayExtension `x` is a rate-limit service:
+/// fleet mode, with that service (its domain, failure mode and timeout) asked by
+/// the standalone bootstrap, and the policy's descriptors (the seed's shape names
+/// none: then the route's name, `route=<name>`) asked for each route it targets,
+/// besides the routes' own limits. The service's limits for those descriptors are
+/// its own configuration.
+#[allow(clippy::too_many_arguments)]
+fn rate_limit_service(
+    plan: &mut Plan,
+    kg: &Inputs,
+    x: &Extension,
+    be_ix: &HashMap<Key, usize>,
+    tp: &TrafficPolicy,
+    e: &ExtRef,
+    ids: &[usize],
+    r: &mut Reporter<'_>,
+) {
+    use crate::quota::{Origin, Quota, Service};
+    let here = Origin::field(&tp.meta.source, &tp.meta.id, e.path.clone());
+    let q = &mut plan.quota;
+    if q.mode == Quota::Embedded && q.mode_from.is_some() {
+        r.error(
+            e.path.as_str(),
+            "a rate-limit service counts in fleet mode, and --quota embedded was given: leave it out or give --quota fleet",
+        );
+        return;
+    }
+    q.mode = Quota::Fleet;
+    q.mode_from.get_or_insert_with(|| here.clone());
+    let Some((bns, bn, port, bpath)) = &x.backend else {
+        return; // reported on the extension
+    };
+    let xo = |path: &str| Origin::field(&x.meta.source, &x.meta.id, path);
+    // A kgateway Static Backend gives an address; a Service its cluster DNS name.
+    let static_host =
+        be_ix
+            .get(&(bns.clone(), bn.clone()))
+            .and_then(|&i| match &kg.backends[i].kind {
+                BackendKind::Static(h) => h.first().cloned(),
+                _ => None,
+            });
+    let service = match (static_host, &x.backend_kind) {
+        (Some(h), _) => {
+            let host = match &h.endpoint.address {
+                Address::Ip(a) | Address::Fqdn(a) => a.clone(),
+            };
+            Some((host, port.unwrap_or(h.endpoint.port)))
+        }
+        (None, None) => match port {
+            Some(p) => Some((format!("{bn}.{bns}.svc.cluster.local"), *p)),
+            None => {
+                r.out.push(xo(&format!("{bpath}.port")).error(
+                    "is required: the rate-limit service is a Service, reached at its port",
+                ));
+                None
+            }
+        },
+        (None, Some((g, k))) => {
+            r.out.push(xo(bpath).error(format!(
+                "a {k} of group '{g}' gives the compiler no address: reference a Service or a kgateway Static Backend"
+            )));
+            None
+        }
+    };
+    let Some((host, port)) = service else {
+        return;
+    };
+    match &q.service {
+        Some(s) if s.origin == Origin::Option("--rate-limit-service") => {
+            if (s.host.as_str(), s.port) != (host.as_str(), port) {
+                r.out.push(xo(bpath).warning(format!(
+                    "the standalone bootstrap asks the rate-limit service at {}:{} (--rate-limit-service) instead of {host}:{port}",
+                    s.host, s.port
+                )));
+            }
+        }
+        Some(s) if (s.host.as_str(), s.port) != (host.as_str(), port) => r.error(
+            e.path.as_str(),
+            format!(
+                "the standalone bootstrap asks one rate-limit service, and {} names {}:{} already: use one GatewayExtension, or --rate-limit-service",
+                s.origin, s.host, s.port
+            ),
+        ),
+        Some(_) => {}
+        None => {
+            if host.ends_with(".svc.cluster.local") {
+                r.out.push(xo(bpath).warning(format!(
+                    "the standalone bootstrap reaches the rate-limit service at {host}:{port} (the Service's cluster DNS name): outside the cluster, give --rate-limit-service HOST:PORT"
+                )));
+            }
+            q.service = Some(Service {
+                host,
+                port,
+                origin: here.clone(),
+            });
+        }
+    }
+    if let Some(d) = &x.rl_domain {
+        match &q.domain_from {
+            Some(Origin::Option(_)) => {}
+            Some(other) if *d != q.domain => r.error(
+                e.path.as_str(),
+                format!(
+                    "the rate-limit domain is '{}' already ({other}), and {} says '{d}': one domain per bootstrap",
+                    q.domain, x.meta.id
+                ),
+            ),
+            _ => {
+                q.domain = d.clone();
+                q.domain_from = Some(xo("spec.rateLimit.domain"));
+            }
+        }
+    }
+    if q.fail_from.is_none() {
+        // kgateway's default is to fail open.
+        q.fail_closed = x.rl_fail_open == Some(false);
+        q.fail_from = Some(xo("spec.rateLimit.failOpen"));
+    }
+    if let Some(ms) = x.rl_timeout_ms {
+        q.timeout_ms = Some(ms);
+    }
+    let route_key = |name: &str| {
+        vec![
+            json!({"actions": [{"generic_key": {"descriptor_key": "route", "descriptor_value": name}}]}),
+        ]
+    };
+    for &i in ids {
+        let route = &mut plan.routes[i];
+        route.rl_actions = match &tp.rl_actions {
+            Some(a) if !a.is_empty() => vec![json!({"actions": a})],
+            Some(_) => Vec::new(),
+            None => route_key(&route.name),
+        };
+    }
+    if tp.rl_actions.is_none() {
+        r.warn(
+            e.path.as_str(),
+            "this rateLimit names no descriptors (kgateway's v2.1 shape): each targeted route asks the rate-limit service with the descriptor route=<route name>, which its own configuration limits (the compiler writes limits for the routes' own rateLimit and budgets only)",
         );
     }
 }

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use aigw_cli::quota::{Quota, Scope};
 use aigw_cli::{compile_with, diag, manifest, Diagnostic, Manifest, Options};
 
 const USAGE: &str = "\
@@ -23,7 +24,8 @@ Options:
                               bootstrap-wasm.yaml (unless credentials come from
                               files), envoy-gateway.yaml (envoy-gateway-wasm.yaml
                               with --wasm-url, and not-enforced.json when a field
-                              is not enforced) into DIR [default: .]
+                              is not enforced; in fleet mode ratelimit-config.yaml
+                              and limitador-limits.yaml) into DIR [default: .]
       --config <FILE>         write the filter config to FILE instead
       --bootstrap <FILE>      write the Envoy bootstrap to FILE instead
       --envoy-gateway <FILE>  write the Envoy Gateway manifests to FILE instead
@@ -41,6 +43,28 @@ Options:
       --listen-port <PORT>    listener port [default: 1975]
       --admin-port <PORT>     admin port on 127.0.0.1; 0 leaves it out [default: 9901]
       --access-log <PATH>     access log file [default: /dev/stdout]
+
+Limits and budgets:
+      --identity-header <NAME>
+                              the request header identities come from (an API
+                              key, a user id); limits and budgets may count per
+                              identity
+      --identity-no-hash      use the header's value as the identity (a user id
+                              set by a trusted filter); default: hashed
+      --limits-per <SCOPE>    what the generic routes' rateLimit and budget count
+                              per: route, tenant or identity [default: route]
+      --quota <MODE>          embedded (each Envoy counts) or fleet (a rate-limit
+                              service counts, asked by Envoy's rate-limit filter)
+                              [default: embedded, fleet when a kgateway
+                              TrafficPolicy names a rate-limit service]
+      --rate-limit-service <HOST:PORT>
+                              fleet mode: the rate-limit service's gRPC address
+      --rate-limit-domain <DOMAIN>
+                              fleet mode: the rate-limit domain [default: aigw]
+      --rate-limit-failure <open|closed>
+                              fleet mode: let requests through (open) or answer
+                              503 (closed) when the service cannot be asked
+                              [default: open]
   -q, --quiet                 do not print warnings
   -h, --help                  print this help
   -V, --version               print the version
@@ -118,6 +142,29 @@ fn parse_args(argv: &[String]) -> Result<Command, String> {
                 a.options.admin_port = (p != 0).then_some(p);
             }
             "--access-log" => a.options.access_log_path = value(arg)?,
+            "--identity-header" => a.options.identity_header = Some(value(arg)?),
+            "--identity-no-hash" => a.options.identity_hash = false,
+            "--limits-per" => {
+                let v = value(arg)?;
+                a.options.limits_per = Scope::parse(&v)
+                    .ok_or_else(|| format!("{arg}: '{v}' is not route, tenant or identity"))?;
+            }
+            "--quota" => {
+                a.options.quota = Some(match value(arg)?.as_str() {
+                    "embedded" => Quota::Embedded,
+                    "fleet" => Quota::Fleet,
+                    v => return Err(format!("{arg}: '{v}' is not embedded or fleet")),
+                })
+            }
+            "--rate-limit-service" => a.options.rate_limit_service = Some(value(arg)?),
+            "--rate-limit-domain" => a.options.rate_limit_domain = Some(value(arg)?),
+            "--rate-limit-failure" => {
+                a.options.rate_limit_fail_closed = Some(match value(arg)?.as_str() {
+                    "open" => false,
+                    "closed" => true,
+                    v => return Err(format!("{arg}: '{v}' is not open or closed")),
+                })
+            }
             "-" => a.paths.push(arg.clone()),
             s if s.starts_with('-') => return Err(format!("unknown option '{s}'")),
             s => a.paths.push(s.to_string()),
@@ -275,6 +322,8 @@ fn run(mut a: Box<Args>) -> Result<ExitCode, String> {
         .unwrap_or_else(|| a.out_dir.join("envoy-gateway.yaml"));
     let eg_wasm = a.out_dir.join("envoy-gateway-wasm.yaml");
     let not_enforced = a.out_dir.join("not-enforced.json");
+    let ratelimit_config = a.out_dir.join("ratelimit-config.yaml");
+    let limitador = a.out_dir.join("limitador-limits.yaml");
     let bootstrap_wasm = bootstrap.with_file_name(match bootstrap.file_stem() {
         Some(stem) => format!("{}-wasm.yaml", stem.to_string_lossy()),
         None => "bootstrap-wasm.yaml".into(),
@@ -286,6 +335,8 @@ fn run(mut a: Box<Args>) -> Result<ExitCode, String> {
         &envoy_gateway,
         &eg_wasm,
         &not_enforced,
+        &ratelimit_config,
+        &limitador,
     ]
     .iter()
     .filter_map(|p| p.canonicalize().ok())
@@ -356,6 +407,23 @@ fn run(mut a: Box<Args>) -> Result<ExitCode, String> {
     if let Some(w) = &out.envoy_gateway_wasm_yaml {
         write_atomic(&eg_wasm, w, false)?;
         written.push(eg_wasm);
+    }
+    for (path, text) in [
+        (ratelimit_config, &out.ratelimit_config_yaml),
+        (limitador, &out.limitador_yaml),
+    ] {
+        match text {
+            Some(t) => {
+                write_atomic(&path, t, false)?;
+                written.push(path);
+            }
+            // Not left behind from a fleet-mode run: it would hold older limits.
+            None => {
+                if std::fs::remove_file(&path).is_ok() {
+                    eprintln!("aigw: removed {}", path.display());
+                }
+            }
+        }
     }
     if !out.not_enforced.is_empty() {
         let text = serde_json::to_string_pretty(&out.not_enforced)

@@ -271,6 +271,10 @@ pub struct Inputs {
     pub secrets: Vec<Secret>,
     pub generic_routes: Vec<crate::generic::GenericRoute>,
     pub kg: crate::kgateway::Inputs,
+    /// Envoy Gateway BackendTrafficPolicies (their `rateLimit`) and Envoy AI
+    /// Gateway QuotaPolicies.
+    pub eg_traffic: Vec<crate::eaig_quota::TrafficPolicy>,
+    pub quota_policies: Vec<crate::eaig_quota::QuotaPolicy>,
 }
 
 const METADATA_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
@@ -346,6 +350,28 @@ fn read_one(m: &Manifest, inputs: &mut Inputs, diags: &mut Vec<Diagnostic>) {
                 inputs
                     .security_policies
                     .push(read_security_policy(meta, spec, &mut r));
+            }
+        }
+        (EG_GROUP, "BackendTrafficPolicy") => {
+            check_top(&top, &[], &mut r);
+            if let Some(spec) = spec(&top, &mut r) {
+                inputs
+                    .eg_traffic
+                    .push(crate::eaig_quota::read_traffic_policy(meta, spec, &mut r));
+            }
+        }
+        (AIGW_GROUP, "QuotaPolicy") if version != "v1alpha1" => {
+            r.error(
+                "apiVersion",
+                format!("unsupported version '{version}', expected v1alpha1"),
+            );
+        }
+        (AIGW_GROUP, "QuotaPolicy") => {
+            check_top(&top, &[], &mut r);
+            if let Some(spec) = spec(&top, &mut r) {
+                inputs
+                    .quota_policies
+                    .push(crate::eaig_quota::read_quota_policy(meta, spec, &mut r));
             }
         }
         (EG_GROUP, "Backend") => {

@@ -379,6 +379,9 @@ fn validate(docs: &[Value]) -> Vec<String> {
         if d["kind"] == "EnvoyPatchPolicy" {
             check_patch_policy(d, docs, &module_paths, &mounted, &p, &mut errs);
         }
+        if d["spec"]["rateLimit"].is_object() {
+            check_rate_limit(d, docs, &p, &mut errs);
+        }
         if d["kind"] == "HTTPRoute" {
             let rules = d["spec"]["rules"].as_array().cloned().unwrap_or_default();
             let total: usize = rules
@@ -420,6 +423,118 @@ fn validate(docs: &[Value]) -> Vec<String> {
         }
     }
     errs
+}
+
+/// A BackendTrafficPolicy's global rate limits: the CRD's CEL rules (a client
+/// selector selects something; a Distinct header has no value and is not
+/// inverted; a cost is a number or metadata, not both; a response cost only in
+/// global rules), and what the charges rely on: each metadata cost is a key the
+/// filter writes (`rl_tokens`, `rl_cost`, namespace `io.envoy.ai_gateway`) and the
+/// filter config attached to every targeted HTTPRoute is in fleet mode (else it
+/// writes no such key), with an `identity` header when a rule counts per value of
+/// a header other than the model's.
+fn check_rate_limit(d: &Value, docs: &[Value], p: &str, errs: &mut Vec<String>) {
+    let rl = &d["spec"]["rateLimit"];
+    if rl["type"] != "Global" || !rl["global"].is_object() {
+        errs.push(format!(
+            "{p}: rateLimit must be of type Global with global rules"
+        ));
+    }
+    let mut distinct = Vec::new();
+    for (i, rule) in rl["global"]["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let q = format!("{p}.rateLimit.global.rules[{i}]");
+        for (j, s) in rule["clientSelectors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let any = ["headers", "methods", "path", "sourceCIDR", "queryParams"]
+                .iter()
+                .any(|k| s.get(*k).is_some());
+            if !any {
+                errs.push(format!("{q}.clientSelectors[{j}]: at least one of headers, methods, path, sourceCIDR or queryParams must be specified"));
+            }
+            for h in s["headers"].as_array().into_iter().flatten() {
+                if h["type"] == "Distinct" {
+                    if h.get("value").is_some() || h.get("invert").is_some() {
+                        errs.push(format!(
+                            "{q}: a Distinct header takes no value and no invert"
+                        ));
+                    }
+                    distinct.push(h["name"].as_str().unwrap_or("").to_string());
+                } else if h.get("value").is_none() {
+                    errs.push(format!("{q}: header {} needs a value", h["name"]));
+                }
+            }
+        }
+        for side in ["request", "response"] {
+            let c = &rule["cost"][side];
+            if c.get("number").is_some() && c.get("metadata").is_some() {
+                errs.push(format!(
+                    "{q}.cost.{side}: only one of number or metadata can be specified"
+                ));
+            }
+            let from = c["from"].as_str();
+            if (from == Some("Metadata")) != c.get("metadata").is_some() {
+                errs.push(format!(
+                    "{q}.cost.{side}: metadata is set exactly when from is Metadata"
+                ));
+            }
+            if let Some(md) = c.get("metadata") {
+                let key = md["key"].as_str().unwrap_or("");
+                if md["namespace"] != "io.envoy.ai_gateway"
+                    || !["rl_tokens", "rl_cost"].contains(&key)
+                {
+                    errs.push(format!("{q}.cost.{side}: metadata {md} is not a charge the filter writes (io.envoy.ai_gateway rl_tokens or rl_cost)"));
+                }
+            }
+        }
+    }
+    // The filter configs attached to the targeted HTTPRoutes.
+    let ns = &d["metadata"]["namespace"];
+    for t in d["spec"]["targetRefs"].as_array().into_iter().flatten() {
+        let configs: Vec<&Value> = docs
+            .iter()
+            .filter(|e| e["kind"] == "EnvoyExtensionPolicy" && e["metadata"]["namespace"] == *ns)
+            .filter(|e| {
+                e["spec"]["targetRefs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r["kind"] == "HTTPRoute" && r["name"] == t["name"])
+            })
+            .flat_map(|e| {
+                e["spec"]["dynamicModule"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .chain(e["spec"]["wasm"].as_array().into_iter().flatten())
+                    .map(|m| &m["config"])
+            })
+            .collect();
+        if configs.is_empty() {
+            errs.push(format!(
+                "{p}: HTTPRoute {} runs no filter to write the charges",
+                t["name"]
+            ));
+        }
+        for c in configs {
+            if c["quota"]["mode"] != "fleet" {
+                errs.push(format!("{p}: the filter config on HTTPRoute {} is not in fleet mode, so it writes no rl_tokens or rl_cost", t["name"]));
+            }
+            for h in &distinct {
+                if c["identity"]["header"].as_str() != Some(h.as_str()) {
+                    errs.push(format!("{p}: a rule counts per header {h}, which is not the filter config's identity header"));
+                }
+            }
+        }
+    }
 }
 
 /// An EnvoyPatchPolicy against the documents it relies on: it targets a Gateway
@@ -812,20 +927,7 @@ fn check_token_cluster(
 }
 
 fn options(dir: &Path) -> Options {
-    let mut o = Options::default();
-    for line in std::fs::read_to_string(dir.join("options.txt"))
-        .unwrap_or_default()
-        .lines()
-    {
-        match line.split_once('=') {
-            Some(("wasm_url", v)) => o.wasm_url = Some(v.into()),
-            Some(("wasm_sha256", v)) => o.wasm_sha256 = Some(v.into()),
-            Some(("module_path", v)) => o.module_path = v.into(),
-            Some(("envoy_proxy_namespace", v)) => o.envoy_proxy_namespace = v.into(),
-            _ => {}
-        }
-    }
-    o
+    common::options(dir)
 }
 
 #[test]
@@ -991,6 +1093,76 @@ fn the_checker_rejects_broken_manifests() {
     ];
     assert_eq!(docs[0]["kind"], "EnvoyProxy");
     assert!(validate(&docs).is_empty());
+    for (want, broken) in &cases {
+        assert_rejected(&docs, want, broken);
+    }
+}
+
+/// The same for the rate limits of fleet mode.
+#[test]
+fn the_checker_rejects_broken_rate_limits() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/quota-fleet");
+    let text = std::fs::read_to_string(dir.join("input.yaml")).unwrap();
+    let (ms, _) = manifest::parse_yaml("input.yaml", &text);
+    let docs = compile_with(&ms, &options(&dir)).unwrap().envoy_gateway;
+    fn btp(d: &mut [Value]) -> &mut Value {
+        d.iter_mut()
+            .find(|d| d["kind"] == "BackendTrafficPolicy" && d["spec"]["rateLimit"].is_object())
+            .unwrap()
+    }
+    fn rule(d: &mut [Value]) -> &mut Value {
+        &mut btp(d)["spec"]["rateLimit"]["global"]["rules"][0]
+    }
+    let cases: Vec<(&str, Breaker)> = vec![
+        (
+            "unit: 'Fortnight' not in",
+            Box::new(|d| rule(d)["limit"]["unit"] = json!("Fortnight")),
+        ),
+        (
+            "requests: 4294967296 above maximum",
+            Box::new(|d| rule(d)["limit"]["requests"] = json!(4294967296u64)),
+        ),
+        (
+            "a Distinct header takes no value",
+            Box::new(|d| rule(d)["clientSelectors"][0]["headers"][1]["value"] = json!("x")),
+        ),
+        (
+            "at least one of headers",
+            Box::new(|d| rule(d)["clientSelectors"][0] = json!({})),
+        ),
+        (
+            "only one of number or metadata",
+            Box::new(|d| rule(d)["cost"]["response"]["number"] = json!(1)),
+        ),
+        (
+            "not a charge the filter writes",
+            Box::new(|d| rule(d)["cost"]["response"]["metadata"]["key"] = json!("llm_total_token")),
+        ),
+        (
+            "not in fleet mode",
+            Box::new(|d| {
+                for e in d.iter_mut().filter(|e| e["kind"] == "EnvoyExtensionPolicy") {
+                    e["spec"]["dynamicModule"][0]["config"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("quota");
+                }
+            }),
+        ),
+        (
+            "not the filter config's identity header",
+            Box::new(|d| rule(d)["clientSelectors"][0]["headers"][1]["name"] = json!("x-user")),
+        ),
+        (
+            "lmit: not in the schema",
+            Box::new(|d| {
+                let r = rule(d).as_object_mut().unwrap();
+                let v = r.remove("limit").unwrap();
+                r.insert("lmit".into(), v);
+            }),
+        ),
+    ];
+    assert!(validate(&docs).is_empty(), "{:?}", validate(&docs));
     for (want, broken) in &cases {
         assert_rejected(&docs, want, broken);
     }

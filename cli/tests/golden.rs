@@ -1,9 +1,13 @@
 //! Golden tests: each folder under `tests/golden/` holds an `input.yaml`, an
 //! optional `options.txt` (`key=value` lines: `wasm_url`, `wasm_sha256`,
-//! `module_path`, `wasm_path`, `envoy_proxy_namespace`) and the expected outputs: `config.json`,
+//! `module_path`, `wasm_path`, `envoy_proxy_namespace`, `identity_header`,
+//! `identity_no_hash`, `limits_per`, `quota`, `rate_limit_service`,
+//! `rate_limit_domain`, `rate_limit_failure`: see [`common::options`]) and the
+//! expected outputs: `config.json`,
 //! `bootstrap.yaml`, `bootstrap-wasm.yaml` (unless credentials come from files),
 //! `envoy-gateway.yaml`, `envoy-gateway-wasm.yaml` (with a wasm URL),
-//! `not-enforced.json` (when some field is not enforced) and `warnings.txt`
+//! `not-enforced.json` (when some field is not enforced), `ratelimit-config.yaml`
+//! and `limitador-limits.yaml` (fleet mode) and `warnings.txt`
 //! when it compiles, `errors.txt` (every diagnostic) when it does not.
 //! `UPDATE_GOLDEN=1 cargo test -p aigw-cli --test golden` rewrites them.
 
@@ -19,22 +23,7 @@ fn cases() -> Vec<PathBuf> {
 
 /// The case's compile options (`options.txt`).
 pub fn options(dir: &Path) -> Options {
-    let mut o = Options::default();
-    let Ok(text) = std::fs::read_to_string(dir.join("options.txt")) else {
-        return o;
-    };
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let (k, v) = line.split_once('=').unwrap();
-        match k.trim() {
-            "wasm_url" => o.wasm_url = Some(v.trim().into()),
-            "wasm_sha256" => o.wasm_sha256 = Some(v.trim().into()),
-            "module_path" => o.module_path = v.trim().into(),
-            "wasm_path" => o.wasm_path = v.trim().into(),
-            "envoy_proxy_namespace" => o.envoy_proxy_namespace = v.trim().into(),
-            other => panic!("{}: unknown option {other}", dir.display()),
-        }
-    }
-    o
+    common::options(dir)
 }
 
 /// Expected outputs of one case: (file name, contents); absent files are `None`.
@@ -54,6 +43,8 @@ fn outputs(dir: &Path) -> Vec<(&'static str, Option<String>)> {
                 ("envoy-gateway.yaml", Some(out.envoy_gateway_yaml)),
                 ("envoy-gateway-wasm.yaml", out.envoy_gateway_wasm_yaml),
                 ("not-enforced.json", not_enforced),
+                ("ratelimit-config.yaml", out.ratelimit_config_yaml),
+                ("limitador-limits.yaml", out.limitador_yaml),
                 ("warnings.txt", Some(diag::render(&diags))),
                 ("errors.txt", None),
             ]
@@ -70,6 +61,8 @@ fn outputs(dir: &Path) -> Vec<(&'static str, Option<String>)> {
                 ("envoy-gateway.yaml", None),
                 ("envoy-gateway-wasm.yaml", None),
                 ("not-enforced.json", None),
+                ("ratelimit-config.yaml", None),
+                ("limitador-limits.yaml", None),
                 ("warnings.txt", None),
                 ("errors.txt", Some(diag::render(&diags))),
             ]

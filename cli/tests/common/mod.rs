@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use aigw_cli::manifest::SecretEntry;
-use aigw_cli::{compile, Manifest};
+use aigw_cli::quota::{Quota, Scope};
+use aigw_cli::{compile, Manifest, Options};
 use serde_json::Value;
 
 /// The document of a parsed manifest with its Secret values put back (as
@@ -127,4 +128,38 @@ pub fn golden_cases() -> Vec<PathBuf> {
     dirs.sort();
     assert!(!dirs.is_empty(), "no golden cases under {}", root.display());
     dirs
+}
+
+/// A golden case's compile options: `options.txt` in `dir`, `key=value` lines.
+pub fn options(dir: &Path) -> Options {
+    let mut o = Options::default();
+    let Ok(text) = std::fs::read_to_string(dir.join("options.txt")) else {
+        return o;
+    };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (k, v) = line.split_once('=').unwrap();
+        let v = v.trim();
+        match k.trim() {
+            "wasm_url" => o.wasm_url = Some(v.into()),
+            "wasm_sha256" => o.wasm_sha256 = Some(v.into()),
+            "module_path" => o.module_path = v.into(),
+            "wasm_path" => o.wasm_path = v.into(),
+            "envoy_proxy_namespace" => o.envoy_proxy_namespace = v.into(),
+            "identity_header" => o.identity_header = Some(v.into()),
+            "identity_no_hash" => o.identity_hash = v != "true",
+            "limits_per" => o.limits_per = Scope::parse(v).unwrap(),
+            "quota" => {
+                o.quota = Some(match v {
+                    "fleet" => Quota::Fleet,
+                    "embedded" => Quota::Embedded,
+                    _ => panic!("{}: quota {v}", dir.display()),
+                })
+            }
+            "rate_limit_service" => o.rate_limit_service = Some(v.into()),
+            "rate_limit_domain" => o.rate_limit_domain = Some(v.into()),
+            "rate_limit_failure" => o.rate_limit_fail_closed = Some(v == "closed"),
+            other => panic!("{}: unknown option {other}", dir.display()),
+        }
+    }
+    o
 }
