@@ -165,6 +165,7 @@ class RateLimitService:
     proc: subprocess.Popen
     log: Path  # the service's own log (stderr)
     request_log: Path  # one JSON line per ShouldRateLimit call (rls/server.py)
+    cmd: list[str] = field(default_factory=list)
 
     @property
     def address(self) -> str:
@@ -176,12 +177,36 @@ class RateLimitService:
             return []
         return [json.loads(line) for line in self.request_log.read_text().splitlines() if line.strip()]
 
+    def stop(self) -> None:
+        _stop(self.proc)
+
+    def start(self) -> None:
+        """Starts the service again on its port (after `stop`)."""
+        if self.proc.poll() is None:
+            return
+        cmd = list(self.cmd)
+        cmd[cmd.index("--port") + 1] = str(self.port)
+        ready = Path(cmd[cmd.index("--ready-file") + 1])
+        ready.unlink(missing_ok=True)
+        for attempt in range(20):
+            with open(self.log, "a") as out:
+                self.proc = subprocess.Popen(cmd, cwd=HERE, stdout=out, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL)
+            try:
+                _wait(ready.exists, START_TIMEOUT, "rate-limit service", self.proc, self.log)
+                return
+            except RuntimeError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.25)  # the port is still held by the stopped one
+
 
 @contextlib.contextmanager
 def rate_limit_service(config: str | dict, redis_url: str, tmpdir: Path | str) -> Iterator[RateLimitService]:
     """The rate-limit service (rls/) with `config` (envoyproxy/ratelimit YAML text, or a
     dict dumped as such) on a free loopback port; yields it (`.port`, `.address`,
-    `.requests()`) once it serves; stopped on exit."""
+    `.requests()`, `.stop()`, `.start()` on the same port) once it serves; stopped on
+    exit."""
     workdir = Path(tmpdir) / f"rls-{os.getpid()}-{free_port()}"
     workdir.mkdir(parents=True)
     config_path = workdir / "config.yaml"
@@ -191,8 +216,10 @@ def rate_limit_service(config: str | dict, redis_url: str, tmpdir: Path | str) -
            "--ready-file", str(ready), "--request-log", str(request_log)]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=HERE, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    service = None
     try:
         _wait(ready.exists, START_TIMEOUT, "rate-limit service", proc, log)
-        yield RateLimitService(int(ready.read_text()), proc, log, request_log)
+        service = RateLimitService(int(ready.read_text()), proc, log, request_log, cmd)
+        yield service
     finally:
-        _stop(proc)
+        _stop(service.proc if service else proc)

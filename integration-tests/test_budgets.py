@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import running_gateway
+from conftest import running_gateway, validate_envoy_config
 
 # 1 micro-dollar per input token and 2 per output token: costs are easy to predict.
 PRICE = {"currency": "USD", "input": 1.0, "output": 2.0}
@@ -194,3 +194,27 @@ def test_a_daily_budget_starts_over_at_midnight(workdir, build):
         assert 0 < wait <= 121, wait
         time.sleep(wait + 1)
         assert ask(g, "daily", "heidi")[0].status_code == 200
+
+
+# A bad budget, the quota mode it is in, and the field Envoy's refusal must name.
+BAD_BUDGETS = {
+    "unknown-currency": ({"currency": "XYZ"}, "embedded", "routes[0].budgets[0].currency"),
+    "negative-limit": ({"limit": -5}, "embedded", "routes[0].budgets[0].limit"),
+    "hourly-period": ({"period": "hourly"}, "embedded", "routes[0].budgets[0].period"),
+    "named-time-zone": ({"utcOffset": "Europe/Paris"}, "embedded", "routes[0].budgets[0].utcOffset"),
+    # The rate-limit service cannot express these.
+    "fleet-throttle": ({"action": "throttle"}, "fleet", "routes[0].budgets[0].action"),
+    "fleet-alert-threshold": ({"action": "alert", "alertAtPercent": [80]}, "fleet",
+                              "routes[0].budgets[0].alertAtPercent"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_BUDGETS)
+def test_envoy_refuses_a_bad_budget_naming_its_field(tmp_path, build, name):
+    change, mode, path = BAD_BUDGETS[name]
+    cfg = {"version": "v1", "identity": {"header": "x-api-key"}, "quota": {"mode": mode},
+           "backends": [backend("openai")], "routes": [route("r", budgets=[{**budget("b", 1), **change}])]}
+    res = validate_envoy_config(json.dumps(cfg), tmp_path, build)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, f"Envoy accepted {name}:\n{out[-3000:]}"
+    assert path in out, f"the refusal does not name {path}:\n{out[-3000:]}"

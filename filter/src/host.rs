@@ -208,10 +208,14 @@ pub enum Counter {
     BudgetThrottled,
     /// A request reached a budget's alert threshold (`alert`).
     BudgetAlert,
+    /// Fleet mode: an answer passed without the rate-limit service's verdict (the
+    /// service could not be asked and the rate-limit filter fails open, or it has no
+    /// limit for the descriptors): unchecked, and its charge likely lost.
+    FleetUnchecked,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 9] = [
         Counter::RateLimited,
         Counter::RequestDenied,
         Counter::CacheHit,
@@ -220,6 +224,7 @@ impl Counter {
         Counter::BudgetBlocked,
         Counter::BudgetThrottled,
         Counter::BudgetAlert,
+        Counter::FleetUnchecked,
     ];
 
     pub fn name(self) -> &'static str {
@@ -232,6 +237,7 @@ impl Counter {
             Counter::BudgetBlocked => "aigw_budget_blocked",
             Counter::BudgetThrottled => "aigw_budget_throttled",
             Counter::BudgetAlert => "aigw_budget_alerts",
+            Counter::FleetUnchecked => "aigw_fleet_unchecked",
         }
     }
 }

@@ -39,7 +39,7 @@ pub const DEFAULT_MAX_RESPONSE_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The dynamic metadata keys the gateway writes (besides costs and fleet mode's
 /// `rl_period_<budget>`).
-pub const GATEWAY_METADATA_KEYS: [&str; 17] = [
+pub const GATEWAY_METADATA_KEYS: [&str; 18] = [
     "route_name",
     "request_model",
     "response_model",
@@ -57,6 +57,7 @@ pub const GATEWAY_METADATA_KEYS: [&str; 17] = [
     "rl_tenant",
     "rl_tokens",
     "rl_cost",
+    "rl_unchecked",
 ];
 
 /// A refused configuration: where, and why.

@@ -226,6 +226,8 @@ pub(crate) struct Response {
     pub cost: Option<Cost>,
     /// A plain-text error answer held to be rewritten: its status and body so far.
     pub plain_error: Option<(u16, Vec<u8>)>,
+    /// Fleet mode: the answer carries no verdict of the rate-limit service.
+    pub fleet_unchecked: bool,
 }
 
 /// One response chunk on its way through the steps: the host's bytes, or what a

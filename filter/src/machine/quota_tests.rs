@@ -460,3 +460,59 @@ fn a_failed_answer_is_charged_nothing() {
         .on_response_body(br#"{"error":{}}"#, true, t(3), &mut out);
     assert_eq!(c.counts().get(&name, month), 0);
 }
+
+#[test]
+fn fleet_mode_flags_an_answer_without_the_services_verdict() {
+    let c = config(
+        budget(json!({"action": "block"})),
+        json!({"tokensPerMinute": 10}),
+        "fleet",
+    );
+    let answer = |verdict: bool| {
+        let mut f = HttpFilter::new(c.clone(), FilterRole::Router);
+        f.set_unix_millis(NOW_MS);
+        let mut out = Vec::new();
+        let h = [(":method", "POST"), (":path", "/v1/chat/completions")];
+        let _ = f.on_request_headers(&h, false, t(0), &mut out);
+        let _ = f.on_request_body(BODY, true, t(1), &mut out);
+        let limit = if verdict {
+            "x-ratelimit-limit"
+        } else {
+            "x-other"
+        };
+        let rh = [
+            (":status", "200"),
+            ("content-type", "application/json"),
+            (limit, "10, 10;w=60"),
+        ];
+        let _ = f.on_response_headers(&rh, false, t(2), &mut out);
+        let body = json!({"model": "m", "choices": [],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}});
+        let _ = f.on_response_body(body.to_string().as_bytes(), true, t(3), &mut out);
+        Done {
+            status: Status::Continue,
+            out,
+            filter: f,
+        }
+    };
+    let checked = answer(true);
+    assert_eq!(metadata(&checked, "rl_unchecked"), None);
+    assert!(!checked
+        .out
+        .iter()
+        .any(|a| matches!(a, Action::Count(Counter::FleetUnchecked))));
+    let unchecked = answer(false);
+    assert_eq!(
+        metadata(&unchecked, "rl_unchecked"),
+        Some(&MetadataValue::String("true".into()))
+    );
+    assert!(unchecked
+        .out
+        .iter()
+        .any(|a| matches!(a, Action::Count(Counter::FleetUnchecked))));
+    // The charge is still written: the service may be back for the stream's end.
+    assert_eq!(
+        metadata(&unchecked, "rl_tokens"),
+        Some(&MetadataValue::Number(2.0))
+    );
+}
