@@ -136,6 +136,20 @@ bench: build venv
 	@test -f bench/run.sh || { echo "bench/run.sh is not written yet" >&2; exit 1; }
 	AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_ENVOY="$(ENVOY)" PYTHON=$(abspath $(VENV_PY)) bash bench/run.sh
 
+## ---- Soak -------------------------------------------------------------------------
+
+# Long run of both builds under a steady mix of JSON and streamed requests (translated
+# ones included) plus 1,000 streams held open (bench/soak.py, bench/README.md):
+# throughput, errors (goal 0) and the gateway's RSS every 10 s with its slope (goal:
+# under 1% growth over the second half). SOAK_SECONDS per build (default 600);
+# SOAK_BUILDS=native runs one build; the other SOAK_* settings are in bench/soak.py.
+SOAK_SECONDS ?= 600
+
+.PHONY: soak
+soak: build venv
+	SOAK_SECONDS=$(SOAK_SECONDS) AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_WASM=$(WASM) AIGW_ENVOY="$(ENVOY)" \
+		$(abspath $(VENV_PY)) bench/soak.py
+
 ## ---- Fuzz ---------------------------------------------------------------------------
 
 # Coverage-guided fuzzing of every parser and state machine (filter/fuzz/README.md),

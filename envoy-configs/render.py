@@ -24,16 +24,56 @@ next priority on 5xx, 429, resets and connect failures: fallback across provider
     render.py --config envoy-configs/example/config.json --out .run/envoy.yaml \
         [--listen 127.0.0.1:1975] [--admin-port 9901] [--upstream 127.0.0.1:8081] \
         [--backend-upstream NAME=HOST:PORT ...] [--access-log PATH] \
-        [--build native|wasm] [--wasm target/wasm32-wasip1/release/aigw.wasm]
+        [--build native|wasm] [--wasm target/wasm32-wasip1/release/aigw.wasm] \
+        [--xds-dir DIR [--xds-version V] [--xds-prune]]
+
+File-based xDS (optional, `--xds-dir`; `file_xds_bootstrap()` and `write_file_xds()`
+from Python): the same listener and clusters are written as Envoy discovery
+responses, `DIR/lds/lds.yaml` (the listener) and `DIR/cds/cds.yaml` (every cluster),
+and the bootstrap (--out) keeps only `admin` and a `node`, and points
+`dynamic_resources` at the two files (`path_config_source`, each with its own
+directory as `watched_directory`: Envoy reloads the file when an entry is renamed
+into that directory, and one directory for both would make every write reload both).
+Each file is written beside its final name and renamed over it (atomic: Envoy never
+reads half a file); running render.py again with a changed config document and the
+same DIR delivers the change to the running Envoy without a restart. Envoy reports
+the `version_info` it applied as the text stats `listener_manager.lds.version_text`
+and `cluster_manager.cds.version_text`. Order and lifetimes:
+
+- the clusters go first, the listener second: a listener whose routes name a
+  cluster Envoy does not have yet is rejected. From Python, `write_file_xds(...,
+  between=...)` runs a callable between the two writes (wait there until Envoy has
+  applied the clusters, e.g. its `cluster_manager.cds.update_success` counter);
+- a cluster the new document no longer has is kept (the old listener's connections
+  drain on the old routes, which still name it) unless `--xds-prune` (`prune=True`)
+  says to drop it: do that once the drain time (`envoy --drain-time-s`, 600 s by
+  default) has passed;
+- Envoy updates a listener whose filter chain alone changed in place: new
+  connections get the new chain, connections already open keep the old one (so a
+  request or stream already under way finishes on the old filter config) and are
+  drained: HTTP/1.1 answers get `connection: close`, more likely as the drain time
+  passes, and at its end Envoy closes what is left, a stream still under way
+  included: the drain time must exceed the longest stream;
+- the clusters' own filter instance (`aigw_upstream`, unless routerOnly) holds the
+  config document too: a cluster that changes is replaced at once, and a request of
+  the old listener that starts after that (a draining connection) gets the new
+  cluster's upstream work.
+
+Invalid documents: Envoy rejects the update (`listener_manager.lds.update_rejected`,
+`cluster_manager.cds.update_rejected`) and keeps serving the last good one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import hashlib
 import json
+import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -352,6 +392,97 @@ def dump(boot: dict) -> str:
     return yaml.safe_dump(boot, sort_keys=False, width=1 << 20)
 
 
+# ---- file-based xDS (optional) -------------------------------------------------------
+
+# Each in a directory of its own, which Envoy watches.
+LDS_FILE = "lds/lds.yaml"
+CDS_FILE = "cds/cds.yaml"
+LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+
+
+def file_xds_bootstrap(boot: dict, directory: str | Path, node_id: str = "aigw") -> dict:
+    """The bootstrap of `boot` (render()'s) for file-based xDS: its admin, a node, and
+    LDS and CDS read from DIR/lds/lds.yaml and DIR/cds/cds.yaml, each reloaded when an
+    entry is renamed into its directory. Write the files with write_file_xds() before
+    Envoy starts."""
+    d = Path(directory).resolve()
+
+    def source(name: str) -> dict:
+        path = d / name
+        return {
+            "resource_api_version": "V3",
+            "path_config_source": {"path": str(path), "watched_directory": {"path": str(path.parent)}},
+        }
+
+    out = {k: copy.deepcopy(v) for k, v in boot.items() if k != "static_resources"}
+    out["node"] = {"id": node_id, "cluster": node_id}
+    out["dynamic_resources"] = {"lds_config": source(LDS_FILE), "cds_config": source(CDS_FILE)}
+    return out
+
+
+def discovery_response(type_url: str, resources: list[dict], version: str) -> dict:
+    """A DiscoveryResponse as Envoy reads it from a file."""
+    return {"version_info": version, "resources": [dict({"@type": type_url}, **r) for r in resources]}
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Writes a temporary file beside `path`, then renames it over `path`: a reader
+    sees the old file or the new one, never part of one, and Envoy's watch on the
+    directory fires on the rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_resources(path: Path) -> list[dict]:
+    """The resources of a discovery-response file written before (none if absent)."""
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError:
+        return []
+    out = []
+    for r in doc.get("resources") or []:
+        r = dict(r)
+        r.pop("@type", None)
+        out.append(r)
+    return out
+
+
+def write_file_xds(boot: dict, directory: str | Path, version: str | None = None, *, prune: bool = False,
+                   between=None) -> dict:
+    """Writes the listeners and clusters of `boot` (render()'s) to DIR/cds/cds.yaml,
+    then DIR/lds/lds.yaml, each atomically. Clusters of an earlier cds.yaml that `boot` no
+    longer has are kept unless `prune` (old connections drain on routes naming them).
+    `between()`, when given, runs after the clusters are written and before the
+    listener is (to wait until Envoy has applied them). `version` defaults to a hash
+    of the resources. Returns {version, kept_clusters}."""
+    d = Path(directory)
+    for name in (LDS_FILE, CDS_FILE):
+        (d / name).parent.mkdir(parents=True, exist_ok=True)
+    listeners = copy.deepcopy(boot["static_resources"]["listeners"])
+    clusters = copy.deepcopy(boot["static_resources"]["clusters"])
+    names = {c["name"] for c in clusters}
+    kept = [] if prune else [c for c in read_resources(d / CDS_FILE) if c.get("name") not in names]
+    clusters += kept
+    if version is None:
+        digest = hashlib.sha256(json.dumps([listeners, clusters], sort_keys=True).encode()).hexdigest()
+        version = digest[:12]
+    write_atomically(d / CDS_FILE, dump(discovery_response(CLUSTER_TYPE, clusters, version)))
+    if between is not None:
+        between()
+    write_atomically(d / LDS_FILE, dump(discovery_response(LISTENER_TYPE, listeners, version)))
+    return {"version": version, "kept_clusters": [c["name"] for c in kept]}
+
+
 def _host_port(spec: str) -> tuple[str, int]:
     host, _, port = spec.rpartition(":")
     return host or "127.0.0.1", int(port)
@@ -368,6 +499,11 @@ def main() -> int:
     ap.add_argument("--access-log", default="/dev/stdout")
     ap.add_argument("--build", choices=BUILDS, default="native", help="filter build to load")
     ap.add_argument("--wasm", default=str(DEFAULT_WASM), help="path of aigw.wasm (--build wasm)")
+    ap.add_argument("--xds-dir", help="file-based xDS: write the listener and clusters to DIR/lds/lds.yaml and "
+                    "DIR/cds/cds.yaml (atomically, clusters first) and a bootstrap that watches them")
+    ap.add_argument("--xds-version", help="version_info of the xDS files (default: a hash of their resources)")
+    ap.add_argument("--xds-prune", action="store_true",
+                    help="drop clusters of the previous cds.yaml the config no longer has (after the drain time)")
     args = ap.parse_args()
 
     text = Path(args.config).read_text(encoding="utf-8")
@@ -376,19 +512,24 @@ def main() -> int:
     for spec in args.backend_upstream:
         name, _, addr = spec.partition("=")
         per_backend[name] = _host_port(addr)
-    out = dump(
-        render(
-            text,
-            listen_address=listen_host,
-            listen_port=listen_port,
-            admin_port=args.admin_port,
-            upstream=_host_port(args.upstream),
-            backend_upstreams=per_backend,
-            access_log_path=args.access_log,
-            build=args.build,
-            wasm_path=args.wasm,
-        )
+    boot = render(
+        text,
+        listen_address=listen_host,
+        listen_port=listen_port,
+        admin_port=args.admin_port,
+        upstream=_host_port(args.upstream),
+        backend_upstreams=per_backend,
+        access_log_path=args.access_log,
+        build=args.build,
+        wasm_path=args.wasm,
     )
+    if args.xds_dir:
+        written = write_file_xds(boot, args.xds_dir, args.xds_version, prune=args.xds_prune)
+        print(f"xds: version {written['version']} written to {args.xds_dir}"
+              + (f"; kept clusters {', '.join(written['kept_clusters'])}" if written["kept_clusters"] else ""),
+              file=sys.stderr)
+        boot = file_xds_bootstrap(boot, args.xds_dir)
+    out = dump(boot)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(out, encoding="utf-8")

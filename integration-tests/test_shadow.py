@@ -14,8 +14,8 @@ import uuid
 import pytest
 import yaml
 
-from conftest import HERE, WASM, free_port, selected_builds, sim_ports, start_envoy, stop, wait_for
-from test_examples import BOOTSTRAPS, CLI, to_simulator
+from conftest import HERE, WASM, environment, free_port, selected_builds, sim_ports, start_envoy, stop, wait_for
+from test_examples import BOOTSTRAPS, CLI, secrets_env, to_simulator
 
 ROUTE = """\
 name: shadowed
@@ -68,7 +68,9 @@ def shadowed(request, tmp_path_factory, build):
                 address="127.0.0.1", port_value=listen)
             return b
 
-        envoy, listen, _ = start_envoy(boot_for, work, build)
+        # The wasm build reads the compiled credentials from the environment.
+        with environment(secrets_env(work / "out") if build == "wasm" else {}):
+            envoy, listen, _ = start_envoy(boot_for, work, build)
         yield f"http://127.0.0.1:{listen}", f"http://127.0.0.1:{port}"
     finally:
         if envoy is not None:
