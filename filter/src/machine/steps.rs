@@ -131,19 +131,21 @@ pub(crate) struct RequestPeek<'a> {
     max_output_tokens: Option<u64>,
 }
 
-/// A token count when the value is a non-negative number, else `None`.
+/// A token count when the value is a non-negative number, else `None`. Read from the
+/// raw text: a number too large for any type (`1e400`) is no count, not a parse error
+/// of the whole body.
 fn count<'de, D>(d: D) -> Result<Option<u64>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
-    Ok(match serde::Deserialize::deserialize(d)? {
-        serde_json::Value::Number(n) => n.as_u64().or_else(|| {
-            n.as_f64()
-                .filter(|f| *f >= 0.0)
-                .map(|f| f.min(u64::MAX as f64) as u64)
-        }),
-        _ => None,
-    })
+    let raw: Box<serde_json::value::RawValue> = Deserialize::deserialize(d)?;
+    let text = raw.get();
+    Ok(text.parse::<u64>().ok().or_else(|| {
+        text.parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(|f| f.min(u64::MAX as f64) as u64)
+    }))
 }
 
 /// Tells a field sent as `null` from an absent one (`None` by `default`).
@@ -631,5 +633,26 @@ mod tests {
                 .as_deref(),
             Some("m")
         );
+    }
+
+    #[test]
+    fn a_token_count_that_is_no_number_is_none_not_a_parse_error() {
+        for (value, want) in [
+            ("10", Some(10)),
+            ("10.0", Some(10)),
+            ("1e3", Some(1000)),
+            ("1e400", None),
+            ("-5", None),
+            ("\"10\"", None),
+            ("null", None),
+            ("[1]", None),
+        ] {
+            let body = format!("{{\"model\":\"m\",\"max_tokens\":{value}}}");
+            let peek = parse_peek(body.as_bytes()).unwrap_or_else(|e| panic!("{value}: {e:?}"));
+            assert_eq!(peek.max_tokens, want, "{value}");
+        }
+        // The path-tracking parse (after a failed fast one) reads it too.
+        let peek = parse_peek(b"{\"model\":\"m\",\"max_tokens\":1e400,\"stream\":\"x\"}");
+        assert!(peek.is_err() || peek.unwrap().max_tokens.is_none());
     }
 }
