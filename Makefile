@@ -132,9 +132,10 @@ run: build-$(BUILD) build-cli venv
 
 ## ---- Bench ------------------------------------------------------------------------
 
-bench: build venv
+bench: build build-cli venv
 	@test -f bench/run.sh || { echo "bench/run.sh is not written yet" >&2; exit 1; }
-	AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_ENVOY="$(ENVOY)" PYTHON=$(abspath $(VENV_PY)) bash bench/run.sh
+	AIGW_MODULE_DIR=$(MODULE_DIR) AIGW_WASM=$(WASM) AIGW_CLI=$(CLI) AIGW_ENVOY="$(ENVOY)" \
+		PYTHON=$(abspath $(VENV_PY)) bash bench/run.sh
 
 ## ---- Soak -------------------------------------------------------------------------
 

@@ -1,8 +1,12 @@
 -- wrk script: POSTs one body file with the given headers, and prints a JSON summary
 -- line (prefixed "BENCH_JSON ") that bench/run.py parses instead of wrk's text.
 -- Usage: wrk ... -s post.lua <url> -- <body-file> [header=value ...]
+--        [@rotate=header=v1,v2,...]
+-- @rotate: each request carries the next value of that header, in turn (the requests
+-- are formatted once, in init; only then does wrk call request() for every request).
 
 function init(args)
+  local rotate_name, rotate_values
   local f = assert(io.open(args[1], "rb"))
   wrk.method = "POST"
   wrk.body = f:read("*a")
@@ -12,8 +16,27 @@ function init(args)
     local k, v = string.match(args[i], "^([^=]+)=(.*)$")
     if k == "@delay" then
       pause = tonumber(v) -- read by post-paced.lua
+    elseif k == "@rotate" then
+      rotate_name, v = string.match(v, "^([^=]+)=(.*)$")
+      rotate_values = {}
+      for value in string.gmatch(v, "[^,]+") do
+        rotate_values[#rotate_values + 1] = value
+      end
     elseif k then
       wrk.headers[k] = v
+    end
+  end
+  if rotate_name then
+    local reqs = {}
+    for i, value in ipairs(rotate_values) do
+      wrk.headers[rotate_name] = value
+      reqs[i] = wrk.format()
+    end
+    local n, i = #reqs, 0
+    -- A global request() makes wrk ask it for every request.
+    function request()
+      i = i % n + 1
+      return reqs[i]
     end
   end
 end

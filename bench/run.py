@@ -10,17 +10,32 @@ bench/out/latest.md. Then a second set of Envoy gateways in front of a paced SSE
 upstream (bench/sse_upstream.py) gives the time to first token at low concurrency,
 and a third set the gateway Envoy's resident memory while 1,000 streams are open.
 
-Python 3 standard library only. Settings come from the environment (see SETTINGS).
-To add a row, add a Gateway to GATEWAYS or a Workload to WORKLOADS; nothing else
-needs to change.
+Limits and budgets: the workload budget-1k goes to a route of aigw-config.json with a
+token limit and a budget per identity (embedded mode, set far above what the bench
+spends); the report gives each filter gateway's extra CPU per request over chat-1k,
+measured in the same rounds, against GOAL_LIMITS_US. With BENCH_FLEET=1 (run.sh sets it
+when redis-server is installed) three more gateways serve budget-1k in fleet mode:
+plain Envoy, Envoy + libaigw.so and Envoy + aigw.wasm, each with Envoy's rate-limit
+filter as `aigw compile --quota fleet` writes it, asking one rate-limit service
+(integration-tests/rls, Python, over one Redis) that the bench starts; plain Envoy takes
+its descriptors from generic keys and the x-api-key header instead of the filter's
+metadata (see the fleet section below).
+
+Python 3 standard library only (fleet mode: the rate-limit service runs with the repo's
+.venv Python, which also reads the compiler's YAML). Settings come from the environment
+(see SETTINGS). To add a row, add a Gateway to GATEWAYS or a Workload to WORKLOADS;
+nothing else needs to change.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
+import re
 import resource
 import secrets
 import shutil
@@ -33,6 +48,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
@@ -91,6 +107,16 @@ SETTINGS = {
     "memory_streams": env_int("BENCH_MEMORY_STREAMS", 1000),
     "memory_first_ms": env_int("BENCH_MEMORY_FIRST_MS", 200),
     "memory_gap_ms": env_int("BENCH_MEMORY_GAP_MS", 5000),
+    # Fleet mode (1: on; run.sh turns it on when redis-server is installed): the
+    # plain-fleet, native-fleet and wasm-fleet gateways on budget-1k, with one Redis and
+    # the Python rate-limit service. The service, not the gateway, limits throughput
+    # at saturation, so the latency that tells is at a rate well below its capacity:
+    # fleet_paced_connections connections, each pausing fleet_paced_delay_ms.
+    "fleet": env_int("BENCH_FLEET", 0),
+    "fleet_paced_connections": env_int("BENCH_FLEET_PACED_CONNECTIONS", 1),
+    "fleet_paced_delay_ms": env_int("BENCH_FLEET_PACED_DELAY_MS", 5),
+    # Threads of the rate-limit service's gRPC server.
+    "fleet_rls_workers": env_int("BENCH_FLEET_RLS_WORKERS", 8),
 }
 MEMORY = os.environ.get("BENCH_MEMORY", "1")
 ONLY_WORKLOADS = [w for w in os.environ.get("BENCH_WORKLOADS", "").split(",") if w]
@@ -103,6 +129,18 @@ GOAL_NATIVE_OVER_LITELLM = 10.0
 
 # What the canned upstream reports and what the bench's costs must turn it into.
 EXPECTED_USAGE = {"in": "212", "out": "38", "total": "250", "cel": str(212 + 4 * 38)}
+# Its cost in micro-USD at gpt-4o-mini's catalog price (0.15 and 0.60 USD per million
+# input and output tokens), as the filter writes it (llm_cost) and charges it in fleet
+# mode (rl_cost).
+EXPECTED_COST_MICRO = "55"
+
+# Limits and budgets (embedded mode): budget-1k may cost a filter gateway less than
+# this many CPU µs per request more than chat-1k, the same request to the same backend
+# on a route without limits, measured in the same round.
+GOAL_LIMITS_US = 2.0
+LIMITS_WORKLOAD, LIMITS_REFERENCE = "budget-1k", "chat-1k"
+# The identities budget-1k rotates through (x-api-key, one per request in turn).
+BENCH_KEYS = tuple(f"sk-bench-key-{i}" for i in range(1, 5))
 
 
 
@@ -112,7 +150,7 @@ def log_format(field: Callable[[str], str]) -> str:
     keys = [("model", "request_model"), ("route", "route_name"),
             ("backend", "backend_name"), ("in", "llm_input_token"),
             ("out", "llm_output_token"), ("total", "llm_total_token"),
-            ("cel", "llm_cel_cost")]
+            ("cel", "llm_cel_cost"), ("cost", "llm_cost"), ("identity", "identity")]
     return " ".join(["id=%REQ(X-BENCH-ID)%", "status=%RESPONSE_CODE%"]
                     + [f"{name}={field(key)}" for name, key in keys])
 
@@ -372,10 +410,12 @@ def write_bedrock_stream(path: Path) -> None:
 
 
 class Envoy:
-    """One Envoy process from a template in bench/envoy/, with --concurrency 1."""
+    """One Envoy process from a template in bench/envoy/, with --concurrency 1.
+    `edit`, when given, changes the bootstrap (parsed) before Envoy reads it."""
 
     def __init__(self, name: str, template: str, subs: dict, cpus: Optional[str],
-                 extra_env: Optional[dict] = None, ready_timeout: float = 20.0):
+                 extra_env: Optional[dict] = None, ready_timeout: float = 20.0,
+                 edit: Optional[Callable[[dict], None]] = None):
         self.name = name
         self.port = free_port()
         self.admin_port = free_port()
@@ -390,6 +430,10 @@ class Envoy:
             "RUN": RUN,
             **subs,
         })
+        if edit:
+            doc = load_yaml(cfg)
+            edit(doc)
+            cfg = json.dumps(doc, indent=1)  # JSON is YAML
         self.config = RUN / f"{name}.yaml"
         self.config.write_text(cfg)
         self.log = RUN / f"{name}.log"
@@ -512,9 +556,13 @@ class Gateway:
     requires: list[Path] = dataclasses.field(default_factory=list)
     env: Callable[[], dict] = dict
     subs: Callable[[], dict] = dict
-    # Its goals against the baseline (p50 None: no p50 goal).
-    goal_rps: float = 0.9
+    # Its goals against its baseline (None: no such goal).
+    goal_rps: Optional[float] = 0.9
     goal_p50: Optional[float] = 1.1
+    # The gateway its ratios are against.
+    baseline: str = "plain"
+    # Fleet mode: limits counted by the bench's rate-limit service (see FleetSetup).
+    fleet: bool = False
     # Seconds Envoy may take to get ready (V8 compiles aigw.wasm at startup).
     ready_timeout: float = 20.0
     # Not an Envoy: start(name, upstream_port, cpus) returns a process object with
@@ -537,6 +585,12 @@ class Workload:
     stream: bool
     # Off by default; run with BENCH_WORKLOADS.
     default: bool = True
+    # (header, values): each request under load carries the next value in turn; the
+    # check request carries the first (it is also in `headers`).
+    rotate: Optional[tuple[str, tuple[str, ...]]] = None
+    # Access-log fields a metered gateway must show for the check request, beyond
+    # the token counts (EXPECTED_USAGE).
+    expect_log: dict = dataclasses.field(default_factory=dict)
 
 
 def filter_config_literal() -> str:
@@ -572,6 +626,25 @@ GATEWAYS = [
             "", metered=False, start=LiteLLM, default=False,
             goal_rps=0.0, goal_p50=None,
             serves=lambda wl: not wl.stream and wl.name.startswith("chat")),
+    # Fleet mode (BENCH_FLEET=1): the same three Envoys with Envoy's rate-limit filter
+    # and the bench's rate-limit service (FleetSetup), on the limited route only.
+    Gateway("plain-fleet", "plain Envoy + Envoy's rate-limit filter, descriptors from "
+            "generic keys and the x-api-key header (the fleet baseline)",
+            "gateway-plain.yaml", metered=False, default=False, fleet=True,
+            goal_rps=None, goal_p50=None, baseline="plain-fleet",
+            start=lambda name, port, cpus: FLEET.envoy(name, "plain", port, cpus),
+            serves=lambda wl: wl.name == LIMITS_WORKLOAD),
+    Gateway("native-fleet", "Envoy + libaigw.so in fleet mode + Envoy's rate-limit filter",
+            "gateway-native.yaml", metered=True, requires=[aigw_so()], env=native_env,
+            default=False, fleet=True, goal_rps=None, goal_p50=None, baseline="plain-fleet",
+            start=lambda name, port, cpus: FLEET.envoy(name, "native", port, cpus),
+            serves=lambda wl: wl.name == LIMITS_WORKLOAD),
+    Gateway("wasm-fleet", "Envoy + aigw.wasm in fleet mode + Envoy's rate-limit filter",
+            "gateway-wasm.yaml", metered=True, requires=[aigw_wasm()], default=False,
+            fleet=True, goal_rps=None, goal_p50=None, baseline="plain-fleet",
+            ready_timeout=90.0,
+            start=lambda name, port, cpus: FLEET.envoy(name, "wasm", port, cpus),
+            serves=lambda wl: wl.name == LIMITS_WORKLOAD),
 ]
 BASELINE = "plain"
 
@@ -611,6 +684,16 @@ def chat_body(size: int, stream: bool, include_usage: bool = False,
 WORKLOADS = [
     Workload("chat-1k", "1 KiB chat request, JSON answer", chat_body(1024, False),
              {}, stream=False),
+    # chat-1k to a route with a token limit and a budget per identity (x-api-key, 4
+    # keys in turn), both far above what the bench spends. Plain Envoy proxies it
+    # unchanged. Also the fleet gateways' workload.
+    Workload("budget-1k", "1 KiB chat request, JSON answer, route with a token limit "
+             f"and a budget per identity (x-api-key, {len(BENCH_KEYS)} keys in turn)",
+             chat_body(1024, False, model="gpt-4o-mini-limited"),
+             {"x-api-key": BENCH_KEYS[0]}, stream=False,
+             rotate=("x-api-key", BENCH_KEYS),
+             expect_log={"identity": hashlib.sha256(BENCH_KEYS[0].encode()).hexdigest()[:32],
+                         "model": "gpt-4o-mini-limited", "cost": EXPECTED_COST_MICRO}),
     # No stream_options in the request: with costs configured the filter asks the
     # upstream for usage and strips the usage chunk again (the heavier path).
     Workload("chat-1k-stream", "1 KiB chat request, SSE answer (8 events + [DONE])",
@@ -667,6 +750,7 @@ def check(gw: Gateway, envoy: Envoy, wl: Workload) -> str:
     try:
         with HTTP.open(req, timeout=10) as r:
             status, ctype, body = r.status, r.headers.get("content-type", ""), r.read()
+            verdict = r.headers.get("x-ratelimit-limit")
     except urllib.error.HTTPError as e:
         raise BenchError(f"{gw.name}/{wl.name}: HTTP {e.code}: {e.read()[:300]!r}")
     except (urllib.error.URLError, OSError) as e:
@@ -686,6 +770,11 @@ def check(gw: Gateway, envoy: Envoy, wl: Workload) -> str:
             raise BenchError(f"{gw.name}/{wl.name}: answer is not JSON: {text[:200]!r}")
         if not doc.get("choices"):
             raise BenchError(f"{gw.name}/{wl.name}: answer has no choices: {text[:200]!r}")
+    # Envoy's rate-limit filter (enable_x_ratelimit_headers) puts x-ratelimit-limit on
+    # an answer the service gave a verdict for: without it the request was not checked.
+    if gw.fleet and not verdict:
+        raise BenchError(f"{gw.name}/{wl.name}: no x-ratelimit-limit on the answer: the "
+                         "rate-limit service gave no verdict (see its log in bench/out/run/)")
 
     if envoy.access_log is None:
         return "(no access log)"
@@ -699,6 +788,10 @@ def check(gw: Gateway, envoy: Envoy, wl: Workload) -> str:
             raise BenchError(
                 f"{gw.name}/{wl.name}: metering is not working: access log has {got}, "
                 f"expected {EXPECTED_USAGE}\n  line: {line}")
+        got = {k: fields.get(k) for k in wl.expect_log}
+        if got != wl.expect_log:
+            raise BenchError(f"{gw.name}/{wl.name}: access log has {got}, expected "
+                             f"{wl.expect_log}\n  line: {line}")
     return line
 
 
@@ -718,21 +811,26 @@ def wait_log_line(path: Path, req_id: str, timeout: float = 8.0) -> str:
 
 
 def wrk(url: str, wl: Workload, seconds: int, cpus: Optional[str],
-        extra: Optional[dict] = None, paced: bool = False) -> dict:
+        extra: Optional[dict] = None, paced: bool = False,
+        pace: Optional[tuple[int, int]] = None) -> dict:
     """Saturation (SETTINGS connections, back to back), or `paced`: the moderate
-    rate of the paced_* settings."""
+    rate of the paced_* settings, or `pace` (connections, pause in ms) when given."""
     body_file = RUN / f"{wl.name}.body"
     if not body_file.exists():
         body_file.write_bytes(wl.body)
-    conns = SETTINGS["paced_connections"] if paced else SETTINGS["connections"]
+    conns, delay = pace or (SETTINGS["paced_connections"], SETTINGS["paced_delay_ms"])
+    if not paced:
+        conns = SETTINGS["connections"]
     threads = min(SETTINGS["threads"], conns)
     script = "post-paced.lua" if paced else "post.lua"
     cmd = ["wrk", f"-t{threads}", f"-c{conns}",
            f"-d{seconds}s", "--latency", "--timeout", "5s", "-s", str(BENCH / script),
            f"{url}/v1/chat/completions", "--", str(body_file)]
     if paced:
-        cmd.append(f"@delay={SETTINGS['paced_delay_ms']}")
+        cmd.append(f"@delay={delay}")
     cmd += [f"{k}={v}" for k, v in {**wl.headers, **(extra or {})}.items()]
+    if wl.rotate:
+        cmd.append(f"@rotate={wl.rotate[0]}={','.join(wl.rotate[1])}")
     cmd = launcher(cpus) + cmd
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
     for line in res.stdout.splitlines():
@@ -742,12 +840,17 @@ def wrk(url: str, wl: Workload, seconds: int, cpus: Optional[str],
 
 
 def measure(url: str, wl: Workload, cpus: Optional[str], pid: Optional[int],
-            ours: list[int], extra: Optional[dict] = None) -> dict:
+            ours: list[int], extra: Optional[dict] = None,
+            pace: Optional[tuple[int, int]] = None,
+            counters: Optional[Callable[[], dict]] = None) -> dict:
     """Warm up, then one measured run. Reports the CPU per request of `pid` (the
     gateway) and how much CPU other work on the machine took meanwhile (`ours`: the
-    bench's own Envoys; wrk is counted as a child), which says how noisy it was."""
+    bench's own processes; wrk is counted as a child), which says how noisy it was.
+    `counters`: cumulative figures read before and after the measured run, reported
+    per request as `<name>_per_req`."""
     if SETTINGS["warmup_s"] > 0:
         wrk(url, wl, SETTINGS["warmup_s"], cpus, extra)
+    c0 = counters() if counters else {}
     cpu0 = proc_cpu_seconds(pid) if pid else 0.0
     busy0, ours0 = machine_busy_seconds(), sum(map(proc_cpu_seconds, ours))
     kids0, t0 = children_cpu_seconds(), time.monotonic()
@@ -755,12 +858,16 @@ def measure(url: str, wl: Workload, cpus: Optional[str], pid: Optional[int],
     busy1, ours1 = machine_busy_seconds(), sum(map(proc_cpu_seconds, ours))
     kids1, t1 = children_cpu_seconds(), time.monotonic()
     cpu1 = proc_cpu_seconds(pid) if pid else 0.0
+    c1 = counters() if counters else {}
     other = ((busy1 - busy0) - (ours1 - ours0) - (kids1 - kids0)) / (t1 - t0)
     # Latency at the moderate rate (nothing queues), measured after the rest.
-    p = wrk(url, wl, SETTINGS["paced_s"], cpus, extra, paced=True)
+    p = wrk(url, wl, SETTINGS["paced_s"], cpus, extra, paced=True, pace=pace)
     errors = sum(x[k] for x in (r, p) for k in x if k.startswith("err_"))
     reqs = max(r["requests"], 1)
+    counted = {k: c1[k] - c0[k] for k in c0}
     return {
+        **{f"{k}_per_req": v / reqs for k, v in counted.items()},
+        "counted": counted,
         "rps": r["requests"] / (r["duration_us"] / 1e6),
         "paced_rps": p["requests"] / (p["duration_us"] / 1e6),
         "p50_ms": p["lat_p50_us"] / 1000,
@@ -771,6 +878,347 @@ def measure(url: str, wl: Workload, cpus: Optional[str], pid: Optional[int],
         "errors": errors,
         "requests": r["requests"],
     }
+
+
+# --------------------------------------------------------------------------- fleet
+
+
+def fleet_python() -> str:
+    """The Python the rate-limit service runs with (grpcio, grpcio-tools, limits,
+    redis, PyYAML: integration-tests/requirements.txt): BENCH_FLEET_PYTHON, else the
+    repo's .venv, else this one."""
+    for cand in (os.environ.get("BENCH_FLEET_PYTHON"), REPO / ".venv/bin/python"):
+        if cand and Path(cand).exists():
+            return str(cand)
+    return sys.executable
+
+
+def load_yaml(text: str):
+    """YAML to Python objects: PyYAML when this Python has it, else the fleet Python."""
+    try:
+        import yaml
+    except ImportError:
+        res = subprocess.run(
+            [fleet_python(), "-c", "import json, sys, yaml; "
+             "json.dump(yaml.safe_load(sys.stdin), sys.stdout)"],
+            input=text, capture_output=True, text=True, timeout=60)
+        if res.returncode != 0:
+            raise BenchError(f"cannot read YAML (needs PyYAML: `make venv`): {res.stderr[-500:]}")
+        return json.loads(res.stdout)
+    return yaml.safe_load(text)
+
+
+def aigw_cli() -> Path:
+    """AIGW_CLI, else `aigw` next to libaigw.so (target/release)."""
+    return Path(os.environ.get("AIGW_CLI") or aigw_so().parent / "aigw").resolve()
+
+
+def limited_route(doc: dict) -> dict:
+    """The bench's route with limits and budgets (budget-1k's model)."""
+    model = json.loads(next(w for w in WORKLOADS if w.name == LIMITS_WORKLOAD).body)["model"]
+    return next(r for r in doc["routes"] if model in r["models"])
+
+
+def hcm_of(boot: dict) -> dict:
+    return boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"]
+
+
+def period_value(period: str) -> str:
+    """A budget's calendar period now, as the filter writes it (rl_period_<budget>)."""
+    pattern = {"daily": "%Y-%m-%d", "weekly": "%G-W%V", "monthly": "%Y-%m"}[period]
+    return time.strftime(pattern, time.gmtime())
+
+
+@dataclasses.dataclass
+class FleetPieces:
+    """What `aigw compile --quota fleet` wrote for the limited route, per build."""
+
+    filter_route: dict  # the route in the compiled filter config (name, limits, budgets)
+    identity: dict  # the compiled filter config's `identity`
+    quota: dict  # and its `quota`
+    ratelimit_filter: dict  # envoy.filters.http.ratelimit, from bootstrap.yaml
+    local_reply: Optional[dict]  # the listener's local-reply mappers
+    cluster: dict  # aigw_rate_limit_service
+    per_route: dict  # build -> the route's typed_per_filter_config
+    ratelimit_config: str  # ratelimit-config.yaml (envoyproxy/ratelimit format)
+
+
+def compile_fleet(out: Path) -> FleetPieces:
+    """Compiles the bench's limited route (its token limit and budget, per identity)
+    as a generic route with `aigw compile --quota fleet` and takes the pieces the
+    fleet gateways need from its bootstraps, exactly as written."""
+    cli = aigw_cli()
+    if not cli.exists():
+        raise BenchError(f"fleet: {cli} is missing (make build-cli, or set AIGW_CLI)")
+    doc = json.loads((BENCH / "aigw-config.json").read_text())
+    route = limited_route(doc)
+    limit, (budget,) = route["rateLimit"], route["budgets"]
+    if set(limit) - {"tokensPerMinute", "per"} or limit.get("per") != "identity" \
+            or budget.get("per") != "identity":
+        raise BenchError("fleet: the limited route of aigw-config.json must have "
+                         "rateLimit.tokensPerMinute and one budget, both per identity")
+    out.mkdir(parents=True, exist_ok=True)
+    src = out / "input.yaml"
+    src.write_text(json.dumps({  # JSON is YAML
+        "name": route["name"], "modelAlias": route["models"][0],
+        "backends": [{"provider": "openai", "model": "gpt-4o-mini",
+                      "credentialRef": "bench-openai"}],
+        "rateLimit": {"tokensPerMinute": limit["tokensPerMinute"]},
+        "budget": {k: budget[k] for k in ("currency", "limit", "period", "action")},
+    }) + "\n---\n" + json.dumps({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "bench-openai", "namespace": "default"},
+        "stringData": {"apiKey": "sk-bench-not-a-secret"}}) + "\n")
+    cmd = [str(cli), "compile", "-q", "-o", str(out), "--quota", "fleet",
+           "--rate-limit-service", "127.0.0.1:9", "--limits-per", "identity",
+           "--identity-header", doc["identity"]["header"],
+           "--wasm-path", str(aigw_wasm()), str(src)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if res.returncode != 0:
+        raise BenchError(f"fleet: {shlex.join(cmd)} failed:\n{res.stderr}")
+    config = json.loads((out / "config.json").read_text())
+    (froute,) = config["routes"]
+    pieces = FleetPieces(
+        filter_route=froute, identity=config["identity"], quota=config["quota"],
+        ratelimit_filter={}, local_reply=None, cluster={}, per_route={},
+        ratelimit_config=(out / "ratelimit-config.yaml").read_text())
+    for build, name in (("native", "bootstrap.yaml"), ("wasm", "bootstrap-wasm.yaml")):
+        boot = load_yaml((out / name).read_text())
+        hcm = hcm_of(boot)
+        (vhost,) = hcm["route_config"]["virtual_hosts"]
+        pieces.per_route[build] = next(r for r in vhost["routes"]
+                                       if r.get("name") == froute["name"])[
+            "typed_per_filter_config"]
+        if build == "native":
+            pieces.ratelimit_filter = next(f for f in hcm["http_filters"]
+                                           if f["name"] == "envoy.filters.http.ratelimit")
+            pieces.local_reply = hcm.get("local_reply_config")
+            pieces.cluster = next(c for c in boot["static_resources"]["clusters"]
+                                  if c["name"] == "aigw_rate_limit_service")
+    pieces.per_route["plain"] = plain_rate_limits(
+        pieces.per_route["native"], froute, doc["identity"]["header"])
+    return pieces
+
+
+def plain_rate_limits(per_route: dict, froute: dict, identity_header: str) -> dict:
+    """The compiled per-route rate limits for plain Envoy, which has no aigw metadata:
+    the same descriptors, checks and charges, each metadata action replaced by a
+    generic key (route, budget period) or the identity header (unhashed), and each
+    charge read from the metadata by the number the filter writes there for a
+    budget-1k answer (a constant is a `number`: Envoy wants a `format` to start with
+    a command operator)."""
+    out = copy.deepcopy(per_route)
+    ns = "io.envoy.ai_gateway"
+    periods = {f"rl_period_{b['name']}": period_value(b["period"])
+               for b in froute.get("budgets", [])}
+    charges = {"rl_tokens": EXPECTED_USAGE["total"], "rl_cost": EXPECTED_COST_MICRO}
+
+    def action(a: dict) -> dict:
+        if "metadata" not in a:
+            return a
+        md = a["metadata"]
+        key, dk = md["metadata_key"]["path"][0]["key"], md["descriptor_key"]
+        if md["metadata_key"]["key"] != ns:
+            raise BenchError(f"fleet: unexpected metadata action {a}")
+        if key == "rl_route":
+            return {"generic_key": {"descriptor_key": dk, "descriptor_value": froute["name"]}}
+        if key == "rl_identity":
+            return {"request_headers": {"header_name": identity_header, "descriptor_key": dk}}
+        if key in periods:
+            return {"generic_key": {"descriptor_key": dk, "descriptor_value": periods[key]}}
+        raise BenchError(f"fleet: no plain-Envoy equivalent of metadata key {key}")
+
+    for rl in out["envoy.filters.http.ratelimit"]["rate_limits"]:
+        rl["actions"] = [action(a) for a in rl["actions"]]
+        addend = rl.get("hits_addend", {}).get("format")
+        if addend is not None:
+            key = re.fullmatch(rf"%DYNAMIC_METADATA\({re.escape(ns)}:(\w+)\)%", addend)
+            if not key or key.group(1) not in charges:
+                raise BenchError(f"fleet: no plain-Envoy equivalent of hits_addend {addend}")
+            rl["hits_addend"] = {"number": int(charges[key.group(1)])}
+    return out
+
+
+def wait_port(port: int, probe: bytes, expect: bytes, proc: subprocess.Popen,
+              what: str, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"{what} exited with {proc.returncode}: {tail(log)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(probe)
+                if s.recv(64).startswith(expect):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise BenchError(f"{what} not ready after {timeout}s; log {log}")
+
+
+class RedisServer:
+    """Debian's redis-server on a free loopback port, nothing on disk."""
+
+    def __init__(self, cpus: Optional[str]):
+        exe = shutil.which("redis-server")
+        if not exe:
+            raise BenchError("fleet: redis-server is not installed (apt-get install "
+                             "redis-server), or run without BENCH_FLEET=1")
+        self.port = free_port()
+        workdir = RUN / "redis"
+        workdir.mkdir(exist_ok=True)
+        self.log = RUN / "redis.log"
+        cmd = launcher(cpus) + [exe, "--bind", "127.0.0.1", "--port", str(self.port),
+                                "--save", "", "--appendonly", "no", "--dir", str(workdir),
+                                "--protected-mode", "yes", "--daemonize", "no"]
+        self.proc = subprocess.Popen(cmd, stdout=self.log.open("wb"),
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            wait_port(self.port, b"PING\r\n", b"+PONG", self.proc, "redis-server", self.log)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        stop_process(self.proc, 5)
+
+
+class RateLimitService:
+    """integration-tests/rls (Envoy's RLS v3 API; `limits` fixed windows in Redis),
+    without its request log."""
+
+    def __init__(self, config: Path, redis_port: int, cpus: Optional[str]):
+        python = fleet_python()
+        probe = subprocess.run([python, "-c", "import grpc, grpc_tools, limits, redis, yaml"],
+                               capture_output=True, text=True)
+        if probe.returncode != 0:
+            raise BenchError(f"fleet: {python} lacks the rate-limit service's modules "
+                             f"(`make venv`, or BENCH_FLEET_PYTHON): {probe.stderr[-300:]}")
+        ready = RUN / "rls.port"
+        ready.unlink(missing_ok=True)
+        self.log = RUN / "rls.log"
+        cmd = launcher(cpus) + [
+            python, "-m", "rls", "--config", str(config),
+            "--redis", f"redis://127.0.0.1:{redis_port}/0", "--port", "0",
+            "--ready-file", str(ready), "--workers", str(SETTINGS["fleet_rls_workers"]),
+            "--log-level", "WARNING"]
+        self.proc = subprocess.Popen(cmd, cwd=REPO / "integration-tests",
+                                     stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60  # it compiles its protos at start-up
+        while not ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise BenchError(f"rate-limit service did not start: {tail(self.log)}")
+            time.sleep(0.1)
+        self.port = int(ready.read_text())
+
+    def stop(self) -> None:
+        stop_process(self.proc, 10)
+
+
+def envoy_stats(admin_port: int, pattern: str) -> dict[str, int]:
+    url = f"http://127.0.0.1:{admin_port}/stats?filter={urllib.parse.quote(pattern)}"
+    with HTTP.open(url, timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        if value.strip().isdigit():
+            out[name] = int(value)
+    return out
+
+
+class FleetSetup:
+    """Fleet mode for the bench: the compiled pieces (compile_fleet), one Redis and
+    one rate-limit service for all fleet gateways, and their Envoys: the bench's
+    templates, with the filter config in fleet mode (the limited route as compiled)
+    and the compiled rate-limit filter (before the router), local-reply mappers,
+    rate-limit cluster and the limited route's rate limits edited in."""
+
+    def __init__(self):
+        self.pieces: Optional[FleetPieces] = None
+        self.redis: Optional[RedisServer] = None
+        self.rls: Optional[RateLimitService] = None
+
+    def start(self, cpus: Optional[str], procs: list) -> None:
+        self.pieces = compile_fleet(RUN / "fleet-compiled")
+        config = RUN / "ratelimit-config.yaml"
+        config.write_text(self.pieces.ratelimit_config)
+        self.redis = RedisServer(cpus)
+        procs.append(self.redis)
+        self.rls = RateLimitService(config, self.redis.port, cpus)
+        procs.append(self.rls)
+        print(f"fleet: redis on {self.redis.port}, rate-limit service on {self.rls.port} "
+              f"({self.pieces.filter_route['name']}: {self.pieces.filter_route['rateLimit']}, "
+              f"{self.pieces.filter_route['budgets']})", flush=True)
+
+    def filter_config_literal(self) -> str:
+        doc = json.loads((BENCH / "aigw-config.json").read_text())
+        p = self.pieces
+        route = limited_route(doc)
+        route.update({k: p.filter_route[k] for k in ("name", "rateLimit", "budgets")})
+        doc.update(identity=p.identity, quota=p.quota)
+        return json.dumps(json.dumps(doc, separators=(",", ":")))
+
+    def edit(self, boot: dict, build: str) -> None:
+        p = self.pieces
+        hcm = hcm_of(boot)
+        filters = hcm["http_filters"]
+        router = next(i for i, f in enumerate(filters)
+                      if f["name"] == "envoy.filters.http.router")
+        filters.insert(router, copy.deepcopy(p.ratelimit_filter))
+        if p.local_reply:
+            hcm["local_reply_config"] = copy.deepcopy(p.local_reply)
+        cluster = copy.deepcopy(p.cluster)
+        for locality in cluster["load_assignment"]["endpoints"]:
+            for lb in locality["lb_endpoints"]:
+                lb["endpoint"]["address"]["socket_address"].update(
+                    address="127.0.0.1", port_value=self.rls.port)
+        boot["static_resources"]["clusters"].append(cluster)
+        (vhost,) = hcm["route_config"]["virtual_hosts"]
+        model = p.filter_route["models"][0]
+        # Plain Envoy has one route, which budget-1k takes; the filter gateways one per
+        # model, named after it.
+        routes = [r for r in vhost["routes"] if build == "plain" or r.get("name") == model]
+        if not routes:
+            raise BenchError(f"fleet: no route for {model} in the {build} bootstrap")
+        for r in routes:
+            r["typed_per_filter_config"] = copy.deepcopy(p.per_route[build])
+
+    def envoy(self, name: str, build: str, upstream_port: int, cpus: Optional[str]) -> Envoy:
+        g = next(g for g in GATEWAYS if g.name == build)
+        subs = {"UPSTREAM_PORT": upstream_port, **g.subs()}
+        if "AIGW_CONFIG" in subs:
+            subs["AIGW_CONFIG"] = self.filter_config_literal()
+        env = Envoy(name, g.template, subs, cpus, g.env(), g.ready_timeout,
+                    edit=lambda boot: self.edit(boot, build))
+        env.pace = (SETTINGS["fleet_paced_connections"], SETTINGS["fleet_paced_delay_ms"])
+        env.counters = lambda: self.counters(env)
+        return env
+
+    def counters(self, env: Envoy) -> dict:
+        """Cumulative: CPU µs of the service (rate-limit service and Redis), its calls
+        (gRPC requests on the rate-limit cluster) and the rate-limit filter's errors,
+        fail-open passes and refusals."""
+        stats = envoy_stats(env.admin_port,
+                            r"ratelimit|aigw_rate_limit_service\.upstream_rq_total")
+
+        def total(suffix: str) -> int:
+            return sum(v for k, v in stats.items() if k.endswith(suffix))
+
+        return {
+            "svc_cpu_us": (proc_cpu_seconds(self.rls.proc.pid)
+                           + proc_cpu_seconds(self.redis.proc.pid)) * 1e6,
+            "rls_calls": total("aigw_rate_limit_service.upstream_rq_total"),
+            "rls_failures": (total(".ratelimit.error")
+                             + total(".ratelimit.failure_mode_allowed")),
+            "rls_over_limit": total(".ratelimit.over_limit"),
+        }
+
+
+FLEET = FleetSetup()
 
 
 # --------------------------------------------------------------------------- ttft
@@ -1053,7 +1501,8 @@ def memory_only(gateways: list[Gateway]) -> int:
 # --------------------------------------------------------------------------- report
 
 
-METRICS = ("rps", "paced_rps", "p50_ms", "p99_ms", "cpu_us_per_req", "rss_mib", "other_cpu")
+METRICS = ("rps", "paced_rps", "p50_ms", "p99_ms", "cpu_us_per_req", "rss_mib", "other_cpu",
+           "svc_cpu_us_per_req", "rls_calls_per_req")
 
 
 def median_run(rs: list[dict]) -> dict:
@@ -1071,8 +1520,7 @@ def summarize(runs: dict, workloads: list[Workload], gateways: list[Gateway],
     runs of the same round, which were measured next to each other."""
     rows = []
     for wl in workloads:
-        base_runs = runs[(wl.name, BASELINE)]
-        base = median_run(base_runs)
+        base = median_run(runs[(wl.name, BASELINE)])
         up = median_run(runs[(wl.name, "upstream")])
         rows.append({"workload": wl.name, "gateway": "upstream", **up})
         if up["rps"] < 1.2 * base["rps"]:
@@ -1085,19 +1533,37 @@ def summarize(runs: dict, workloads: list[Workload], gateways: list[Gateway],
                 continue
             g_runs = runs[(wl.name, g.name)]
             r = dict(median_run(g_runs), workload=wl.name, gateway=g.name)
-            if g.name == BASELINE:
-                r["goals"] = "baseline"
+            if g.fleet:
+                r["rls_failures"] = sum(x["counted"]["rls_failures"] for x in g_runs)
+                r["rls_over_limit"] = sum(x["counted"]["rls_over_limit"] for x in g_runs)
+            goals = []
+            if g.name == g.baseline:
+                goals.append("baseline")
             else:
-                pairs = list(zip(g_runs, base_runs))
+                pairs = list(zip(g_runs, runs[(wl.name, g.baseline)]))
                 r["rps_ratio"] = statistics.median(a["rps"] / b["rps"] for a, b in pairs)
                 r["p50_ratio"] = statistics.median(a["p50_ms"] / b["p50_ms"] for a, b in pairs)
                 r["cpu_ratio"] = statistics.median(
                     a["cpu_us_per_req"] / b["cpu_us_per_req"] for a, b in pairs)
-                ok_rps = r["rps_ratio"] >= g.goal_rps
-                r["goals"] = f"req/s >= {g.goal_rps}: {'PASS' if ok_rps else 'FAIL'}"
+                if g.goal_rps is not None:
+                    ok_rps = r["rps_ratio"] >= g.goal_rps
+                    goals.append(f"req/s >= {g.goal_rps}: {'PASS' if ok_rps else 'FAIL'}")
                 if g.goal_p50 is not None:
                     ok_p50 = r["p50_ratio"] <= g.goal_p50
-                    r["goals"] += f", p50 <= {g.goal_p50}: {'PASS' if ok_p50 else 'FAIL'}"
+                    goals.append(f"p50 <= {g.goal_p50}: {'PASS' if ok_p50 else 'FAIL'}")
+            extra = limits_extra(runs, g, wl)
+            if extra is not None:
+                r["limits_extra_us"], r["limits_extra_rounds"] = extra
+                x = extra[0]
+                if g.metered:
+                    goals.append(f"{x:+.1f} µs/req over {LIMITS_REFERENCE}, goal < "
+                                 f"{GOAL_LIMITS_US:g}: {'PASS' if x < GOAL_LIMITS_US else 'FAIL'}")
+                else:
+                    goals.append(f"{x:+.1f} µs/req over {LIMITS_REFERENCE} (reference)")
+            if g.fleet and r["rls_failures"]:
+                goals.append(f"{r['rls_failures']} rate-limit calls failed "
+                             "(requests passed unchecked): void")
+            r["goals"] = ", ".join(goals)
             rows.append(r)
         by_gw = {r["gateway"]: r for r in rows if r["workload"] == wl.name}
         if "litellm" in by_gw and "native" in by_gw:
@@ -1106,6 +1572,22 @@ def summarize(runs: dict, workloads: list[Workload], gateways: list[Gateway],
                                          f"{GOAL_NATIVE_OVER_LITELLM}x: "
                                          f"{'PASS' if x >= GOAL_NATIVE_OVER_LITELLM else 'FAIL'}")
     return rows
+
+
+def limits_extra(runs: dict, g: Gateway, wl: Workload) -> Optional[tuple[float, list]]:
+    """Limits and budgets (embedded): CPU µs per request of LIMITS_WORKLOAD minus
+    LIMITS_REFERENCE on gateway `g`, per round (measured in the same round) and
+    their median; None unless both were measured on `g` (not a fleet gateway)."""
+    if wl.name != LIMITS_WORKLOAD or g.fleet:
+        return None
+    limited, reference = runs.get((LIMITS_WORKLOAD, g.name)), runs.get((LIMITS_REFERENCE, g.name))
+    if not limited or not reference:
+        return None
+    per_round = [a["cpu_us_per_req"] - b["cpu_us_per_req"] for a, b in zip(limited, reference)
+                 if a["cpu_us_per_req"] is not None and b["cpu_us_per_req"] is not None]
+    if not per_round:
+        return None
+    return statistics.median(per_round), per_round
 
 
 def fmt(v, spec: str) -> str:
@@ -1137,15 +1619,15 @@ def render(rows: list[dict], meta: dict, gateways: list[Gateway],
     for r in rows:
         out.append(
             f"| {r['workload']} | {r['gateway']} | {r['rps']:.0f} | {fmt(r['paced_rps'], '.0f')} "
-            f"| {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {fmt(r['cpu_us_per_req'], '.0f')} "
+            f"| {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {fmt(r['cpu_us_per_req'], '.1f')} "
             f"| {r['other_cpu']:.2f} "
             f"| {fmt(r.get('rps_ratio'), '.3f')} | {fmt(r.get('p50_ratio'), '.3f')} "
             f"| {fmt(r.get('cpu_ratio'), '.3f')} "
             f"| {r.get('goals', '')} |")
     out += [
         "",
-        f"Goals (ratios against `{BASELINE}` on the same workload) are in the goals "
-        "column. "
+        f"Goals (ratios against `{BASELINE}` on the same workload; fleet gateways "
+        "against `plain-fleet`) are in the goals column. "
         "`upstream` rows hit the canned upstream directly: the ceiling of the setup "
         "(it must be well above the `plain` row, or the upstream is the bottleneck). "
         f"`req/s` is at saturation ({SETTINGS['connections']} connections back to back). "
@@ -1158,6 +1640,8 @@ def render(rows: list[dict], meta: dict, gateways: list[Gateway],
         "during the measured run (the bench runs at a higher priority, so such work "
         "mostly fills idle time, but a high value means a noisier row).",
     ]
+    out += render_limits(rows)
+    out += render_fleet(rows)
     out.append("")
     out += [f"- gateway `{g.name}`: {g.describe}" for g in gateways]
     out += [f"- workload `{w.name}`: {w.describe} ({len(w.body)} B request)"
@@ -1165,6 +1649,98 @@ def render(rows: list[dict], meta: dict, gateways: list[Gateway],
     for note in meta["notes"]:
         out.append(f"\nNote: {note}")
     return "\n".join(out) + "\n"
+
+
+def render_limits(rows: list[dict]) -> list[str]:
+    """Limits and budgets in embedded mode: budget-1k against chat-1k per gateway."""
+    lines = [r for r in rows if r.get("limits_extra_us") is not None]
+    if not lines:
+        return []
+    by = {(r["workload"], r["gateway"]): r for r in rows}
+    out = [
+        "",
+        "## Limits and budgets (embedded mode)",
+        "",
+        f"`{LIMITS_WORKLOAD}` is `{LIMITS_REFERENCE}` sent to a route with a token limit "
+        "and a budget (block) per identity, both far above what the bench spends, with "
+        f"an x-api-key header ({len(BENCH_KEYS)} keys in turn), which the filter hashes "
+        f"into the identity. `extra` is its gateway CPU per request minus `{LIMITS_REFERENCE}`'s "
+        "on the same gateway, measured in the same round (median of the rounds; each "
+        "round's difference listed). Goal: a filter gateway's extra < "
+        f"{GOAL_LIMITS_US:g} µs. The `plain` row is the reference: what Envoy itself pays "
+        "for the other request (one more header to parse, the other model name); "
+        "its spread is the noise of the figure. `p50 added`: the difference of the "
+        "moderate-rate p50s.",
+        "",
+        f"| gateway | {LIMITS_REFERENCE} CPU µs/req | {LIMITS_WORKLOAD} CPU µs/req "
+        "| extra µs/req | per round | p50 added µs | goal |",
+        "| --- | ---: | ---: | ---: | --- | ---: | --- |",
+    ]
+    for r in lines:
+        ref = by[(LIMITS_REFERENCE, r["gateway"])]
+        x = r["limits_extra_us"]
+        goal = (f"< {GOAL_LIMITS_US:g}: {'PASS' if x < GOAL_LIMITS_US else 'FAIL'}"
+                if r["gateway"] != BASELINE else "reference")
+        out.append(f"| {r['gateway']} | {fmt(ref['cpu_us_per_req'], '.1f')} "
+                   f"| {fmt(r['cpu_us_per_req'], '.1f')} | {x:+.1f} "
+                   f"| {', '.join(format(v, '+.1f') for v in r['limits_extra_rounds'])} "
+                   f"| {(r['p50_ms'] - ref['p50_ms']) * 1000:+.0f} | {goal} |")
+    return out
+
+
+def render_fleet(rows: list[dict]) -> list[str]:
+    """Fleet mode: the fleet gateways' rows with the service's figures."""
+    lines = [r for r in rows if "rls_failures" in r]
+    if not lines:
+        return []
+    conns, delay = SETTINGS["fleet_paced_connections"], SETTINGS["fleet_paced_delay_ms"]
+    out = [
+        "",
+        "## Fleet mode: limits counted by a rate-limit service",
+        "",
+        f"`{LIMITS_WORKLOAD}` through Envoy's rate-limit filter asking one rate-limit "
+        "service (integration-tests/rls: Python, grpcio, `limits` fixed windows in one "
+        "Redis; started by the bench, pinned with the upstream and wrk) with the filter "
+        "config, rate-limit filter, cluster, per-route rate limits and local-reply "
+        "mappers `aigw compile --quota fleet` writes for the same limits. Per request "
+        "Envoy makes two calls: a check (hits_addend 0) before routing and a charge "
+        "(tokens and cost) when the answer ends. `plain-fleet` is plain Envoy with the "
+        "same filter, cluster and rate limits, its descriptors from generic keys and the "
+        "x-api-key header instead of the filter's metadata and its charges constant (250 "
+        f"tokens, {EXPECTED_COST_MICRO} micro-USD, as the filter charges). At saturation the "
+        "Python service is the bottleneck (see `service CPUs`: about one CPU means "
+        "saturated), so the req/s ratio mostly measures the service, not the gateway. "
+        f"p50/p99 are at a rate well below its capacity: {conns} connection(s), each "
+        f"pausing {delay} ms after every answer; `p50 added` is the difference to "
+        "`plain-fleet`'s, the filter's own latency in fleet mode. `gateway CPU µs/req` "
+        "is at the service's pace, a few hundred requests a second, where Envoy's "
+        "per-wake-up costs dominate: compare it between these rows only. "
+        "`service CPU µs/req`: the rate-limit service and Redis together. `RLS "
+        "calls/req`: gRPC calls on the rate-limit cluster per request (2 expected; a "
+        "little more when requests cut off at the end of a wrk run are charged too). "
+        "`failed calls`: rate-limit calls that failed or timed out (the compiled filter "
+        "fails open: those requests passed unchecked); any makes the row void.",
+        "",
+        "| gateway | req/s | paced req/s | p50 ms | p99 ms | p50 added ms "
+        "| gateway CPU µs/req | service CPU µs/req | service CPUs | RLS calls/req "
+        "| failed calls | req/s ratio | p50 ratio | CPU ratio |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: | ---: |",
+    ]
+    base = next((r for r in lines if r["gateway"] == "plain-fleet"), None)
+    for r in lines:
+        svc = r.get("svc_cpu_us_per_req")
+        busy = svc * r["rps"] / 1e6 if svc is not None else None
+        added = (f"{r['p50_ms'] - base['p50_ms']:+.3f}" if base and r is not base else "-")
+        out.append(
+            f"| {r['gateway']} | {r['rps']:.0f} | {fmt(r['paced_rps'], '.0f')} "
+            f"| {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {added} "
+            f"| {fmt(r['cpu_us_per_req'], '.1f')} "
+            f"| {fmt(svc, '.0f')} | {fmt(busy, '.2f')} "
+            f"| {fmt(r.get('rls_calls_per_req'), '.2f')} | {r['rls_failures']} "
+            f"| {fmt(r.get('rps_ratio'), '.3f')} | {fmt(r.get('p50_ratio'), '.3f')} "
+            f"| {fmt(r.get('cpu_ratio'), '.3f')} |")
+    return out
 
 
 def git_commit() -> str:
@@ -1200,12 +1776,25 @@ def run_ttft(gateways: list[Gateway], gw_cpus: Optional[str], load_cpus: Optiona
     return res
 
 
-def selected_gateways() -> list[Gateway]:
+def selected_gateways(workloads: Optional[list[Workload]] = None) -> list[Gateway]:
+    """BENCH_GATEWAYS (else the default ones) and the baseline; with BENCH_FLEET=1 the
+    fleet twin of each selected Envoy gateway (or a fleet gateway named in
+    BENCH_GATEWAYS) and their baseline; only gateways serving one of `workloads`."""
     with_litellm = os.environ.get("BENCH_LITELLM") == "1"
-    gateways = [g for g in GATEWAYS
-                if g.name in ONLY_GATEWAYS or g.name == BASELINE
+    gateways = [g for g in GATEWAYS if not g.fleet and (
+                g.name in ONLY_GATEWAYS or g.name == BASELINE
                 or (not ONLY_GATEWAYS and g.default)
-                or (g.name == "litellm" and with_litellm)]
+                or (g.name == "litellm" and with_litellm))]
+    names = {g.name for g in gateways}
+    fleet = [g for g in GATEWAYS if g.fleet and (
+             g.name in ONLY_GATEWAYS
+             or (SETTINGS["fleet"] == 1 and g.name.removesuffix("-fleet") in names))]
+    if fleet:
+        gateways += [g for g in GATEWAYS
+                     if g.fleet and (g in fleet or g.name == g.baseline)]
+    if workloads is not None:
+        gateways = [g for g in gateways
+                    if g.name == BASELINE or any(g.serves(w) for w in workloads)]
     for g in gateways:
         for p in g.requires:
             if not p.exists():
@@ -1228,11 +1817,11 @@ def main() -> int:
         shutil.rmtree(RUN)
     RUN.mkdir(parents=True)
 
-    gateways = selected_gateways()
     workloads = [w for w in WORKLOADS
                  if w.name in ONLY_WORKLOADS or (not ONLY_WORKLOADS and w.default)]
     if not workloads:
         raise BenchError(f"no workload selected; known: {[w.name for w in WORKLOADS]}")
+    gateways = selected_gateways(workloads)
 
     gw_cpus, load_cpus = cpu_sets()
     version = subprocess.run(ENVOY + ["--version"], capture_output=True,
@@ -1253,6 +1842,8 @@ def main() -> int:
         write_bedrock_stream(RUN / "bedrock-converse-stream.bin")
         upstream = Envoy("upstream", "upstream.yaml", {}, load_cpus)
         procs.append(upstream)
+        if any(g.fleet for g in gateways):
+            FLEET.start(load_cpus, procs)
         envoys = {}
         for g in gateways:
             subs = {"UPSTREAM_PORT": upstream.port, **g.subs()}
@@ -1269,7 +1860,7 @@ def main() -> int:
                 if not g.serves(wl):
                     continue
                 line = check(g, envoys[g.name], wl)
-                print(f"check ok  {g.name:8} {wl.name:16} {line}", flush=True)
+                print(f"check ok  {g.name:12} {wl.name:16} {line}", flush=True)
 
         pids = [p.proc.pid for p in procs]
         other = wait_quiet(SETTINGS["quiet_wait_s"], pids)
@@ -1280,7 +1871,7 @@ def main() -> int:
         for wl in workloads:
             r = measure(upstream.url, wl, load_cpus, None, pids)
             runs[(wl.name, "upstream")] = [r]
-            print(f"measured  {'upstream':8} {wl.name:16} {r['rps']:8.0f} req/s", flush=True)
+            print(f"measured  {'upstream':12} {wl.name:16} {r['rps']:8.0f} req/s", flush=True)
         for rnd in range(SETTINGS["rounds"]):
             wait_quiet(5, pids)
             order = gateways if rnd % 2 == 0 else list(reversed(gateways))
@@ -1290,10 +1881,16 @@ def main() -> int:
                         continue
                     env = envoys[g.name]
                     r = measure(env.url, wl, load_cpus, env.proc.pid, pids,
-                                getattr(env, "headers", None))
-                    print(f"round {rnd + 1}   {g.name:8} {wl.name:16} {r['rps']:8.0f} req/s "
+                                getattr(env, "headers", None), getattr(env, "pace", None),
+                                getattr(env, "counters", None))
+                    service = ""
+                    if "svc_cpu_us_per_req" in r:
+                        service = (f"service {r['svc_cpu_us_per_req']:.0f} us/req "
+                                   f"{r['rls_calls_per_req']:.2f} calls/req "
+                                   f"{r['counted']['rls_failures']} failed ")
+                    print(f"round {rnd + 1}   {g.name:12} {wl.name:16} {r['rps']:8.0f} req/s "
                           f"paced p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms "
-                          f"cpu {fmt(r['cpu_us_per_req'], '.0f')} us/req "
+                          f"cpu {fmt(r['cpu_us_per_req'], '.1f')} us/req {service}"
                           f"other {r['other_cpu']:.2f} CPUs "
                           f"errors {r['errors']}", flush=True)
                     if r["errors"]:

@@ -8,8 +8,11 @@
 # BENCH_ROUNDS, BENCH_QUIET_WAIT, BENCH_PIN, BENCH_NICE, BENCH_WORKLOADS,
 # BENCH_GATEWAYS, BENCH_TTFT*, BENCH_MEMORY* (see SETTINGS in bench/run.py; BENCH_MEMORY=0
 # skips the 1,000-stream memory table, =only runs it alone), BENCH_LITELLM=1 (adds
-# the LiteLLM gateway), BENCH_CHART=1 (bench/out/latest.png). aigw.wasm: AIGW_WASM, else target/wasm32-wasip1/release
-# (built when missing). Python 3 stdlib only (PYTHON).
+# the LiteLLM gateway), BENCH_CHART=1 (bench/out/latest.png), BENCH_FLEET (fleet mode:
+# on by default when redis-server is installed, BENCH_FLEET=0 turns it off; needs the
+# aigw CLI, AIGW_CLI else next to libaigw.so, built when missing, and the repo's .venv
+# for the rate-limit service), BENCH_FLEET_*. aigw.wasm: AIGW_WASM, else
+# target/wasm32-wasip1/release (built when missing). Python 3 stdlib only (PYTHON).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +31,21 @@ so="${AIGW_SO:-${AIGW_MODULE_DIR:-target/release}/libaigw.so}"
 if [ ! -f "$so" ]; then
   echo "bench: $so is missing, building it" >&2
   cargo build --release -p aigw-shim
+fi
+
+# Fleet mode (bench/README.md) needs redis-server: on when it is installed, unless set.
+if [ -z "${BENCH_FLEET:-}" ]; then
+  if command -v redis-server >/dev/null 2>&1; then
+    export BENCH_FLEET=1
+  else
+    echo "bench: redis-server is not installed: no fleet-mode rows (apt-get install redis-server)" >&2
+    export BENCH_FLEET=0
+  fi
+fi
+cli="${AIGW_CLI:-$(dirname "$so")/aigw}"
+if [ "$BENCH_FLEET" = 1 ] && [ ! -f "$cli" ]; then
+  echo "bench: $cli is missing, building it" >&2
+  cargo build --release -p aigw-cli
 fi
 
 wasm="${AIGW_WASM:-target/wasm32-wasip1/release/aigw.wasm}"
