@@ -24,8 +24,13 @@ use criterion::{Criterion, Throughput};
 const CONFIG: &str = r#"{
   "version": "v1",
   "backends": [{"name": "openai", "schema": {"name": "OpenAI"}}],
+  "identity": {"header": "x-api-key"},
   "routes": [
-    {"name": "gpt-4o-mini", "models": ["gpt-4o-mini"], "backends": [{"name": "openai"}]}
+    {"name": "gpt-4o-mini", "models": ["gpt-4o-mini"], "backends": [{"name": "openai"}]},
+    {"name": "limited", "models": ["gpt-4o-mini-limited"], "backends": [{"name": "openai"}],
+     "rateLimit": {"tokensPerMinute": 1000000000, "per": "identity"},
+     "budgets": [{"name": "monthly", "limit": 4000, "currency": "USD", "period": "monthly",
+                  "action": "block", "per": "identity"}]}
   ],
   "llmRequestCosts": [
     {"metadataKey": "llm_input_token", "type": "InputToken"},
@@ -81,6 +86,41 @@ fn route(config: &Arc<Config>, body: &[u8], out: &mut Vec<Action>) -> Status {
     let _ = f.on_request_headers(&HEADERS, false, Duration::ZERO, out);
     f.on_request_body(body, true, Duration::ZERO, out)
 }
+
+/// A whole exchange through a router instance: the request, then the JSON answer and
+/// the end of the stream; `limited` sends it to the route with a token limit and a
+/// budget per identity, from one of four API keys.
+fn exchange(
+    config: &Arc<Config>,
+    body: &[u8],
+    limited: Option<&str>,
+    out: &mut Vec<Action>,
+) -> Status {
+    out.clear();
+    let mut f = HttpFilter::new(config.clone(), FilterRole::Router);
+    f.set_unix_millis(1_796_000_000_000);
+    let mut headers = HEADERS.to_vec();
+    if let Some(key) = limited {
+        headers.push(("x-api-key", key));
+    }
+    let _ = f.on_request_headers(&headers.as_slice(), false, Duration::ZERO, out);
+    let status = f.on_request_body(body, true, Duration::ZERO, out);
+    let rh = [(":status", "200"), ("content-type", "application/json")];
+    let _ = f.on_response_headers(&rh, false, Duration::ZERO, out);
+    let _ = f.on_response_body(JSON_RESPONSE, true, Duration::ZERO, out);
+    f.on_stream_complete(Duration::ZERO, out);
+    status
+}
+
+/// The 1 KiB chat body sent to the limited route.
+fn limited_body() -> Vec<u8> {
+    let body = chat_body(1024);
+    let text =
+        String::from_utf8_lossy(&body).replacen("\"gpt-4o-mini\"", "\"gpt-4o-mini-limited\"", 1);
+    text.into_bytes()
+}
+
+const KEYS: [&str; 4] = ["sk-bench-1", "sk-bench-2", "sk-bench-3", "sk-bench-4"];
 
 /// Parse and translate, as the upstream filter does with a client's body.
 fn translate(body: &[u8]) -> usize {
@@ -153,6 +193,27 @@ fn cases(config: &Arc<Config>) -> Vec<Case> {
             }),
         });
     }
+    // Limits: the same exchange with and without a token limit and a budget per
+    // identity (the goal: under 2 µs more).
+    let (cfg, plain, limited) = (config.clone(), chat_body(1024), limited_body());
+    let next = std::cell::Cell::new(0usize);
+    cases.push(Case {
+        name: "exchange/limits".into(),
+        bytes: limited.len(),
+        op: Box::new(move || {
+            let mut out = Vec::new();
+            let key = KEYS[next.get() % KEYS.len()];
+            next.set(next.get() + 1);
+            let _ = black_box(exchange(&cfg, black_box(&limited), Some(key), &mut out));
+        }),
+        base: Box::new({
+            let cfg = config.clone();
+            move || {
+                let mut out = Vec::new();
+                let _ = black_box(exchange(&cfg, black_box(&plain), None, &mut out));
+            }
+        }),
+    });
     cases.push(Case {
         name: "response/meter-json".into(),
         bytes: JSON_RESPONSE.len(),
@@ -189,6 +250,16 @@ fn check(config: &Arc<Config>) {
         );
         assert!(translate(&body) > 0, "bedrock translation failed");
     }
+    let mut out = Vec::new();
+    assert_eq!(
+        exchange(config, &limited_body(), Some(KEYS[0]), &mut out),
+        Status::Continue
+    );
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::SetMetadata { key, .. } if key == "identity")),
+        "the limited route did not count: {out:?}"
+    );
     assert!(meter(BodyFormat::Json, JSON_RESPONSE).usage().is_some());
     assert!(meter(BodyFormat::EventStream, SSE_RESPONSE).content_events() > 0);
     assert!(parse_events(SSE_RESPONSE) > 0);
@@ -217,6 +288,7 @@ fn ratios(cases: &[Case], batch: Duration, rounds: usize) {
         "{:<22} {:>8} {:>12} {:>12} {:>7}",
         "case", "bytes", "ns/KiB", "base ns/KiB", "ratio"
     );
+    let mut limits = None;
     for c in cases {
         // Calibrate the batch size on the op.
         let one = time_ns(&*c.op, 3).max(1.0);
@@ -227,6 +299,9 @@ fn ratios(cases: &[Case], batch: Duration, rounds: usize) {
             base.push(time_ns(&*c.base, iters));
         }
         let (op, base) = (median(op), median(base));
+        if c.name.starts_with("exchange/") {
+            limits = Some((op, base));
+        }
         let kib = c.bytes as f64 / 1024.0;
         println!(
             "{:<22} {:>8} {:>12.0} {:>12.0} {:>7.2}",
@@ -235,6 +310,13 @@ fn ratios(cases: &[Case], batch: Duration, rounds: usize) {
             op / kib,
             base / kib,
             op / base
+        );
+    }
+    if let Some((op, base)) = limits {
+        println!(
+            "\nexchange with a token limit and a budget per identity: {op:.0} ns, without: \
+             {base:.0} ns, limits add {:.0} ns (goal: under 2000)",
+            op - base
         );
     }
 }
@@ -248,15 +330,20 @@ fn main() {
     let cases = cases(&config);
 
     let mut c = Criterion::default().configure_from_args();
-    for group in ["request", "response"] {
+    for group in ["request", "exchange", "response"] {
         let mut g = c.benchmark_group(group);
         for case in cases.iter().filter(|k| k.name.starts_with(group)) {
             g.throughput(Throughput::Bytes(case.bytes as u64));
             let id = &case.name[group.len() + 1..];
             g.bench_function(id, |b| b.iter(|| (case.op)()));
-            g.bench_function(format!("{id}/serde_json-baseline"), |b| {
-                b.iter(|| (case.base)())
-            });
+            // The exchange's baseline is the same exchange without limits; every
+            // other case's is a serde_json parse of the same bytes.
+            let base = if group == "exchange" {
+                "no-limits"
+            } else {
+                "serde_json-baseline"
+            };
+            g.bench_function(format!("{id}/{base}"), |b| b.iter(|| (case.base)()));
         }
         g.finish();
     }
