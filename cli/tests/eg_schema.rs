@@ -1,7 +1,7 @@
-//! Checks every generated Envoy Gateway manifest (each golden case that compiles,
-//! both variants) against the subset of the Envoy Gateway / Gateway API CRD
-//! schemas in `tests/schemas/envoy-gateway-subset.json`, plus the rules the CRDs
-//! state as CEL and the references between the generated documents.
+//! Checks every generated Envoy Gateway manifest (each golden case and example
+//! that compiles, both variants) against the upstream Envoy Gateway / Gateway API
+//! CRDs in `tests/crds/` (their OpenAPI schemas and CEL rules, see `crd/mod.rs`),
+//! and the references between the generated documents.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -11,185 +11,17 @@ use aigw_cli::{compile_with, manifest, Options};
 use serde_json::{json, Value};
 
 mod common;
+mod crd;
 
-fn schema() -> Value {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemas/envoy-gateway-subset.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn format_ok(format: &str, s: &str) -> bool {
-    let label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    match format {
-        "duration" => parse_duration(s).is_ok(),
-        "sha256" => s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
-        "dns1123label" => label(s),
-        "dns1123subdomain" => s.len() <= 253 && s.split('.').all(label),
-        // Gateway API's PreciseHostname (RFC 1123 labels, no port, no wildcard).
-        "precise-hostname" => s.len() <= 253 && s.split('.').all(label),
-        "eg-module-name" => {
-            let b = s.as_bytes();
-            !b.is_empty()
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b".-".contains(c))
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric()
-        }
-        "absolute-path" => s.starts_with('/'),
-        "relative-path" => !s.starts_with('/') && !s.split('/').any(|p| p == ".."),
-        "http-url" => {
-            let rest = s
-                .strip_prefix("https://")
-                .or_else(|| s.strip_prefix("http://"));
-            rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
-        }
-        "ip" => s.parse::<std::net::IpAddr>().is_ok(),
-        "json-pointer" => {
-            (s.is_empty() || s.starts_with('/'))
-                && s.split('~')
-                    .skip(1)
-                    .all(|t| t.starts_with('0') || t.starts_with('1'))
-        }
-        "header-name" => s
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)),
-        other => panic!("unknown format {other}"),
-    }
-}
-
-/// Validates `v` against schema node `node`; problems go to `errs` with paths.
-fn check(root: &Value, node: &Value, v: &Value, path: &str, errs: &mut Vec<String>) {
-    if let Some(r) = node.get("$ref").and_then(Value::as_str) {
-        return check(root, &root["defs"][r], v, path, errs);
-    }
-    let mut err = |m: String| errs.push(format!("{path}: {m}"));
-    match node["type"].as_str().unwrap() {
-        "any" => {}
-        "string" => {
-            let Some(s) = v.as_str() else {
-                return err(format!("expected a string, found {v}"));
-            };
-            if let Some(n) = node["minLength"].as_u64() {
-                if (s.len() as u64) < n {
-                    err(format!("shorter than {n}"));
-                }
-            }
-            if let Some(n) = node["maxLength"].as_u64() {
-                if s.len() as u64 > n {
-                    err(format!("longer than {n}"));
-                }
-            }
-            if let Some(e) = node["enum"].as_array() {
-                if !e.iter().any(|x| x == v) {
-                    err(format!("'{s}' not in {e:?}"));
-                }
-            }
-            if let Some(f) = node["format"].as_str() {
-                if !format_ok(f, s) {
-                    err(format!("'{s}' is not a valid {f}"));
-                }
-            }
-        }
-        "integer" => {
-            let Some(n) = v.as_i64() else {
-                return err(format!("expected an integer, found {v}"));
-            };
-            if node["minimum"].as_i64().is_some_and(|m| n < m) {
-                err(format!("{n} below minimum"));
-            }
-            if node["maximum"].as_i64().is_some_and(|m| n > m) {
-                err(format!("{n} above maximum"));
-            }
-        }
-        "boolean" => {
-            if !v.is_boolean() {
-                err(format!("expected a boolean, found {v}"));
-            }
-        }
-        "array" => {
-            let Some(items) = v.as_array() else {
-                return err(format!("expected a list, found {v}"));
-            };
-            if node["minItems"]
-                .as_u64()
-                .is_some_and(|m| (items.len() as u64) < m)
-            {
-                err(format!("fewer than {} items", node["minItems"]));
-            }
-            if node["maxItems"]
-                .as_u64()
-                .is_some_and(|m| items.len() as u64 > m)
-            {
-                err(format!("more than {} items", node["maxItems"]));
-            }
-            for (i, item) in items.iter().enumerate() {
-                check(root, &node["items"], item, &format!("{path}[{i}]"), errs);
-            }
-        }
-        "map" => {
-            let Some(map) = v.as_object() else {
-                return err(format!("expected a map, found {v}"));
-            };
-            for (k, x) in map {
-                check(root, &node["values"], x, &format!("{path}.{k}"), errs);
-            }
-        }
-        "object" => {
-            let Some(map) = v.as_object() else {
-                return err(format!("expected an object, found {v}"));
-            };
-            let props = node["properties"].as_object().unwrap();
-            for k in node["required"].as_array().into_iter().flatten() {
-                if !map.contains_key(k.as_str().unwrap()) {
-                    errs.push(format!("{path}.{}: required", k.as_str().unwrap()));
-                }
-            }
-            for (k, x) in map {
-                match props.get(k) {
-                    Some(p) => check(root, p, x, &format!("{path}.{k}"), errs),
-                    None => errs.push(format!("{path}.{k}: not in the schema")),
-                }
-            }
-            for group in node["oneOfRequired"].as_array().into_iter().flatten() {
-                let set = group
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter(|k| map.contains_key(k.as_str().unwrap()))
-                    .count();
-                if set != 1 {
-                    errs.push(format!("{path}: exactly one of {group} must be set"));
-                }
-            }
-            // Unions: the discriminator's member must be set, and no other member.
-            if let Some(u) = node.get("union") {
-                let disc = map
-                    .get(u["discriminator"].as_str().unwrap())
-                    .or(u.get("default"))
-                    .and_then(Value::as_str);
-                for (d, field) in u["members"].as_object().unwrap() {
-                    let f = field.as_str().unwrap();
-                    let wanted = disc == Some(d.as_str());
-                    if wanted != map.contains_key(f) {
-                        errs.push(format!("{path}.{f}: must be set exactly when type is {d}"));
-                    }
-                }
-            }
-        }
-        t => panic!("unknown type {t}"),
-    }
-}
-
-/// Schema, CEL-equivalent and cross-document checks of one output variant.
+/// Schema, CEL and cross-document checks of one output variant.
 fn validate(docs: &[Value]) -> Vec<String> {
-    let root = schema();
+    validate_report(docs, &mut crd::Report::default())
+}
+
+/// [`validate`], adding what the CRD checks found (the CEL rules evaluated) to
+/// `report`. A CEL rule the evaluator could not evaluate is an error.
+fn validate_report(docs: &[Value], report: &mut crd::Report) -> Vec<String> {
+    let crds = crd::crds();
     let mut errs = Vec::new();
     let mut present: HashSet<(String, String, String)> = HashSet::new();
     let mut modules: HashSet<String> = HashSet::new();
@@ -206,29 +38,14 @@ fn validate(docs: &[Value]) -> Vec<String> {
             d["kind"].as_str().unwrap_or("")
         );
         let p = format!("doc[{i}] {key}");
-        let Some(spec_schema) = root["kinds"].get(&key) else {
-            errs.push(format!("{p}: kind not in the schema subset"));
-            continue;
-        };
-        for k in d.as_object().unwrap().keys() {
-            if !["apiVersion", "kind", "metadata", "spec"].contains(&k.as_str()) {
-                errs.push(format!("{p}.{k}: not a top-level field"));
-            }
-        }
-        check(
-            &root,
-            &root["metadata"],
-            &d["metadata"],
-            &format!("{p}.metadata"),
-            &mut errs,
+        let r = crds.check(d, &p);
+        errs.extend(r.errors.iter().cloned());
+        errs.extend(
+            r.unevaluable
+                .iter()
+                .map(|u| format!("CEL rule not evaluated: {u}")),
         );
-        check(
-            &root,
-            spec_schema,
-            &d["spec"],
-            &format!("{p}.spec"),
-            &mut errs,
-        );
+        report.merge(r);
         let ns = d["metadata"]["namespace"]
             .as_str()
             .unwrap_or("")
@@ -247,8 +64,23 @@ fn validate(docs: &[Value]) -> Vec<String> {
             let volumes = volumes.unwrap_or_default();
             let mut names = HashSet::new();
             for v in &volumes {
-                if !names.insert(v["name"].as_str().unwrap_or("")) {
-                    errs.push(format!("{p}: volume {} listed twice", v["name"]));
+                let name = v["name"].as_str().unwrap_or("");
+                if !names.insert(name) {
+                    errs.push(format!("{p}: volume {name} listed twice"));
+                }
+                // The CRD takes any string; the Deployment Envoy Gateway makes
+                // from it is refused unless it is a DNS-1123 label.
+                let label = !name.is_empty()
+                    && name.len() <= 63
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !name.starts_with('-')
+                    && !name.ends_with('-');
+                if !label {
+                    errs.push(format!(
+                        "{p}: volume {name}: a pod volume name must be a DNS-1123 label"
+                    ));
                 }
             }
             for m in deployment["container"]["volumeMounts"]
@@ -930,18 +762,52 @@ fn options(dir: &Path) -> Options {
     common::options(dir)
 }
 
+/// Every input set this crate's tests compile: the golden cases and the
+/// examples under `envoy-configs/examples/` (each folder's YAML files in name
+/// order), with their options.
+fn inputs() -> Vec<(String, Vec<aigw_cli::Manifest>, Options)> {
+    let mut out = Vec::new();
+    for dir in common::golden_cases() {
+        let text = std::fs::read_to_string(dir.join("input.yaml")).unwrap();
+        let (ms, _) = manifest::parse_yaml("input.yaml", &text);
+        out.push((dir.display().to_string(), ms, options(&dir)));
+    }
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../envoy-configs/examples");
+    let mut dirs: Vec<_> = std::fs::read_dir(&examples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty(), "no examples under {}", examples.display());
+    for dir in dirs {
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.sort();
+        let mut ms = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            ms.extend(manifest::parse_yaml(&f.display().to_string(), &text).0);
+        }
+        out.push((dir.display().to_string(), ms, Options::default()));
+    }
+    out
+}
+
 #[test]
 fn generated_manifests_match_the_crd_schemas() {
     let mut checked = 0;
     let mut wasm_checked = 0;
-    for dir in common::golden_cases() {
-        let text = std::fs::read_to_string(dir.join("input.yaml")).unwrap();
-        let (ms, _) = manifest::parse_yaml("input.yaml", &text);
-        let Ok(out) = compile_with(&ms, &options(&dir)) else {
+    let mut report = crd::Report::default();
+    for (name, ms, opts) in inputs() {
+        let Ok(out) = compile_with(&ms, &opts) else {
             continue;
         };
-        let errs = validate(&out.envoy_gateway);
-        assert!(errs.is_empty(), "{}:\n{}", dir.display(), errs.join("\n"));
+        let errs = validate_report(&out.envoy_gateway, &mut report);
+        assert!(errs.is_empty(), "{name}:\n{}", errs.join("\n"));
         // The YAML file holds exactly these documents.
         let (back, diags) = manifest::parse_yaml("eg.yaml", &out.envoy_gateway_yaml);
         assert!(diags.is_empty());
@@ -951,13 +817,8 @@ fn generated_manifests_match_the_crd_schemas() {
         );
         checked += 1;
         if let Some(w) = &out.envoy_gateway_wasm {
-            let errs = validate(w);
-            assert!(
-                errs.is_empty(),
-                "{} (wasm):\n{}",
-                dir.display(),
-                errs.join("\n")
-            );
+            let errs = validate_report(w, &mut report);
+            assert!(errs.is_empty(), "{name} (wasm):\n{}", errs.join("\n"));
             // Its EnvoyProxy, if any, only sets credential variables.
             for proxy in w.iter().filter(|d| d["kind"] == "EnvoyProxy") {
                 let deployment = &proxy["spec"]["provider"]["kubernetes"]["envoyDeployment"];
@@ -975,6 +836,37 @@ fn generated_manifests_match_the_crd_schemas() {
     assert!(
         checked >= 2 && wasm_checked >= 1,
         "{checked} {wasm_checked}"
+    );
+    // The CEL rules that apply to the generated manifests, each evaluated at
+    // least once: `tests/crds/rules-evaluated.txt` lists them (UPDATE_GOLDEN=1
+    // rewrites it), so that a change in what applies shows in review.
+    let mut listing = String::from(
+        "# CEL rules (x-kubernetes-validations) of the upstream CRDs on nodes present in the\n\
+         # generated Envoy Gateway manifests, all evaluated by tests/eg_schema.rs with the cel\n\
+         # crate: FILE KIND SCHEMA.PATH: RULE ([] an item, {} a map value). Written by\n\
+         # UPDATE_GOLDEN=1 cargo test -p aigw-cli --test eg_schema.\n",
+    );
+    for r in &report.evaluated {
+        listing.push_str(r);
+        listing.push('\n');
+    }
+    if !report.transition.is_empty() {
+        listing.push_str("# transition rules (oldSelf), which do not apply to a create:\n");
+        for r in &report.transition {
+            listing.push_str("# ");
+            listing.push_str(r);
+            listing.push('\n');
+        }
+    }
+    let file = crd::dir().join("rules-evaluated.txt");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&file, &listing).unwrap();
+    }
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap_or_default(),
+        listing,
+        "{} is stale: UPDATE_GOLDEN=1 rewrites it",
+        file.display()
     );
 }
 
@@ -1003,7 +895,7 @@ fn the_checker_rejects_broken_manifests() {
     let docs = out.envoy_gateway;
     let cases: Vec<(&str, Breaker)> = vec![
         (
-            "dynamicModule[0].filterName: expected a string",
+            "spec.dynamicModule[0].filterName: 1 is not of type \"string\"",
             Box::new(move |d| {
                 let i = d
                     .iter()
@@ -1013,7 +905,7 @@ fn the_checker_rejects_broken_manifests() {
             }),
         ),
         (
-            "dynamicModules[0].nme: not in the schema",
+            "spec.dynamicModules[0]: Additional properties are not allowed ('nme' was unexpected)",
             Box::new(move |d| {
                 let m = d[0]["spec"]["dynamicModules"][0].as_object_mut().unwrap();
                 let v = m.remove("name").unwrap();
@@ -1027,13 +919,13 @@ fn the_checker_rejects_broken_manifests() {
             }),
         ),
         (
-            "local: must be set exactly when type is Local",
+            "spec.dynamicModules[0].source: If type is Remote, remote field needs to be set. (rule: self.type == 'Remote' ? has(self.remote) : !has(self.remote))",
             Box::new(move |d| {
                 d[0]["spec"]["dynamicModules"][0]["source"]["type"] = json!("Remote");
             }),
         ),
         (
-            "timeouts.request: '2 minutes' is not a valid duration",
+            "spec.rules[0].timeouts.request: \"2 minutes\" does not match",
             Box::new(move |d| {
                 let i = d.iter().position(|d| d["kind"] == "HTTPRoute").unwrap();
                 d[i]["spec"]["rules"][0]["timeouts"]["request"] = json!("2 minutes");
@@ -1065,7 +957,7 @@ fn the_checker_rejects_broken_manifests() {
             }),
         ),
         (
-            "triggers[0]: '5xxx' not in",
+            "spec.retry.retryOn.triggers[0]: \"5xxx\" is not one of",
             Box::new(move |d| {
                 let i = d
                     .iter()
@@ -1115,11 +1007,11 @@ fn the_checker_rejects_broken_rate_limits() {
     }
     let cases: Vec<(&str, Breaker)> = vec![
         (
-            "unit: 'Fortnight' not in",
+            "limit.unit: \"Fortnight\" is not one of",
             Box::new(|d| rule(d)["limit"]["unit"] = json!("Fortnight")),
         ),
         (
-            "requests: 4294967296 above maximum",
+            "limit.requests: 4294967296 is greater than the maximum of 4294967295",
             Box::new(|d| rule(d)["limit"]["requests"] = json!(4294967296u64)),
         ),
         (
@@ -1154,7 +1046,7 @@ fn the_checker_rejects_broken_rate_limits() {
             Box::new(|d| rule(d)["clientSelectors"][0]["headers"][1]["name"] = json!("x-user")),
         ),
         (
-            "lmit: not in the schema",
+            "Additional properties are not allowed ('lmit' was unexpected)",
             Box::new(|d| {
                 let r = rule(d).as_object_mut().unwrap();
                 let v = r.remove("limit").unwrap();
@@ -1218,7 +1110,7 @@ fn the_checker_rejects_broken_mounts_and_router_only_configs() {
             }),
         ),
         (
-            "volumes[0].name: 'aigw.key' is not a valid dns1123label",
+            "volume aigw.key: a pod volume name must be a DNS-1123 label",
             &docs,
             Box::new(|d| {
                 let deployment = &mut d[0]["spec"]["provider"]["kubernetes"]["envoyDeployment"];
@@ -1274,7 +1166,7 @@ fn the_checker_rejects_broken_mounts_and_router_only_configs() {
             }),
         ),
         (
-            "exactly one of [\"caCertificateRefs\",\"wellKnownCACertificates\"]",
+            "spec.validation: must specify either CACertificateRefs or WellKnownCACertificates",
             &generic,
             Box::new(|d| {
                 let i = d
@@ -1320,21 +1212,21 @@ fn the_checker_rejects_broken_patch_policies() {
     }
     let cases: Vec<(&str, Breaker)> = vec![
         (
-            "operation.op: 'merge' not in",
+            "spec.jsonPatches[1].operation.op: \"merge\" is not one of",
             Box::new(move |d| {
                 let i = epp(d);
                 d[i]["spec"]["jsonPatches"][1]["operation"]["op"] = json!("merge");
             }),
         ),
         (
-            "operation.path: 'load_assignment' is not a valid json-pointer",
+            "unexpected path load_assignment",
             Box::new(move |d| {
                 let i = epp(d);
                 d[i]["spec"]["jsonPatches"][1]["operation"]["path"] = json!("load_assignment");
             }),
         ),
         (
-            "spec.targetRef.name: required",
+            "spec.targetRef: \"name\" is a required property",
             Box::new(move |d| {
                 let i = epp(d);
                 d[i]["spec"]["targetRef"]
@@ -1589,5 +1481,112 @@ fn the_checker_rejects_broken_token_clusters() {
     }
     for (want, base, broken) in &cases {
         assert_rejected(base, want, broken);
+    }
+}
+
+/// The CRD checker's own Kubernetes semantics: defaults applied before the CEL
+/// rules, reserved property names escaped (`namespace` is `__namespace__` to CEL),
+/// list types, metadata, and a rule the evaluator cannot evaluate reported.
+#[test]
+fn the_crd_checker_follows_the_api_server() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/multi");
+    let text = std::fs::read_to_string(dir.join("input.yaml")).unwrap();
+    let (ms, _) = manifest::parse_yaml("input.yaml", &text);
+    let docs = compile_with(&ms, &options(&dir)).unwrap().envoy_gateway;
+    let crds = crd::crds();
+    let errors = |d: &Value| {
+        let r = crds.check(d, "doc");
+        assert!(r.unevaluable.is_empty(), "{:#?}", r.unevaluable);
+        r.errors
+    };
+    let proxy = docs.iter().find(|d| d["kind"] == "EnvoyProxy").unwrap();
+    assert_eq!(errors(proxy), Vec::<String>::new());
+    // `source.type` defaults to Local, whose rule then wants `local`.
+    let mut p = proxy.clone();
+    let source = p["spec"]["dynamicModules"][0]["source"]
+        .as_object_mut()
+        .unwrap();
+    source.remove("type");
+    assert_eq!(errors(&p), Vec::<String>::new());
+    p["spec"]["dynamicModules"][0]["source"]
+        .as_object_mut()
+        .unwrap()
+        .remove("local");
+    let e = errors(&p);
+    assert!(
+        e.iter()
+            .any(|e| e.contains("self.type != 'Local' || has(self.local)")),
+        "{e:#?}"
+    );
+    // A list of type map with a repeated key.
+    let mut p = proxy.clone();
+    let m = p["spec"]["dynamicModules"][0].clone();
+    p["spec"]["dynamicModules"].as_array_mut().unwrap().push(m);
+    let e = errors(&p);
+    assert!(
+        e.iter().any(|e| e.contains("in a list of type map")),
+        "{e:#?}"
+    );
+    // Two parentRefs that differ only in their namespace are distinct: the rule
+    // reads `__namespace__`, which must be the field.
+    let mut route = docs
+        .iter()
+        .find(|d| d["kind"] == "HTTPRoute")
+        .unwrap()
+        .clone();
+    let mut other = route["spec"]["parentRefs"][0].clone();
+    other["namespace"] = json!("elsewhere");
+    route["spec"]["parentRefs"]
+        .as_array_mut()
+        .unwrap()
+        .push(other);
+    assert_eq!(errors(&route), Vec::<String>::new());
+    let same = route["spec"]["parentRefs"][0].clone();
+    route["spec"]["parentRefs"]
+        .as_array_mut()
+        .unwrap()
+        .push(same);
+    let e = errors(&route);
+    assert!(e.iter().any(|e| e.contains("spec.parentRefs: ")), "{e:#?}");
+    // Metadata the CRD leaves open.
+    let mut route2 = docs
+        .iter()
+        .find(|d| d["kind"] == "HTTPRoute")
+        .unwrap()
+        .clone();
+    route2["metadata"]["name"] = json!("Not_A_Name");
+    route2["metadata"]["labels"] = json!({"app": "-x"});
+    let e = errors(&route2);
+    assert!(
+        e.iter().any(|e| e.contains("not a DNS-1123 subdomain")),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter().any(|e| e.contains("is not a label value")),
+        "{e:#?}"
+    );
+    // Integers and strings where the schema says int-or-string; a kind no CRD
+    // here serves.
+    assert!(crd::eval("self.size() == 2", &json!({}), &json!({"a": 1, "b": "x"})).unwrap());
+    let unknown = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}});
+    assert!(errors(&unknown)[0].contains("no CRD here serves v1 Pod"));
+    // A rule the evaluator cannot evaluate is an error, not a pass.
+    assert!(crd::eval("self.noSuchFunction()", &json!({}), &json!("x")).is_err());
+    assert!(crd::eval("self.size(", &json!({}), &json!("x")).is_err());
+}
+
+/// `tests/crds/` holds verbatim copies of the files of the shared reference
+/// folder (`../shared/crds` beside the repository), when that folder is there.
+#[test]
+fn the_crd_copies_are_verbatim() {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/crds");
+    if !shared.is_dir() {
+        eprintln!("{} not found: copies not compared", shared.display());
+        return;
+    }
+    for f in crd::FILES {
+        let ours = std::fs::read(crd::dir().join(f)).unwrap();
+        let theirs = std::fs::read(shared.join(f)).unwrap();
+        assert!(ours == theirs, "{f} differs from {}", shared.display());
     }
 }
