@@ -315,8 +315,105 @@ fn read_host(o: &Obj<'_, '_>, r: &mut Reporter<'_>) -> Option<Host> {
 
 /// `provider` of an AI backend: `type` plus exactly the matching sub-object.
 fn read_provider(o: &Obj<'_, '_>, ns: &str, r: &mut Reporter<'_>) -> Option<Provider> {
-    let p = o.path("provider");
-    let Some(v) = o.get("provider") else {
+    read_provider_at(o, "provider", ns, r)
+}
+
+/// kgateway's CRD shape of `Backend.spec.ai` (`gateway.kgateway.dev/v1alpha1`
+/// as of kgateway `e575ec75`, the last version with AI backends): `llm` with
+/// exactly one of `openai`, `azureopenai`, `anthropic`, `gemini`, `vertexai`,
+/// `bedrock`, and `host` + `port` (together), `path.full`, `authHeader`,
+/// `routes`; or `priorityGroups`. Read as the seed's `provider` with the same
+/// fields (`host`/`port` as `hostOverride`, with TLS on port 443; `path.full` as
+/// `pathOverride.fullPath`).
+fn read_llm(o: &Obj<'_, '_>, ns: &str, r: &mut Reporter<'_>) -> Option<Provider> {
+    const LLM: &[&str] = &[
+        "openai",
+        "azureopenai",
+        "anthropic",
+        "gemini",
+        "vertexai",
+        "bedrock",
+    ];
+    if o.has("provider") as u8 + o.has("llm") as u8 + o.has("priorityGroups") as u8 > 1 {
+        r.error(
+            o.path("llm"),
+            "exactly one of provider (the seed's), llm or priorityGroups must be set",
+        );
+        return None;
+    }
+    if o.has("priorityGroups") {
+        r.error(
+            o.path("priorityGroups"),
+            "not compiled yet: give one provider as `llm`, and priorities as an AIBackend's `groups` over such Backends",
+        );
+        return None;
+    }
+    let p = o.path("llm");
+    let mut known = vec!["host", "port", "path", "authHeader", "routes"];
+    known.extend(LLM);
+    let l = Obj::new(o.get("llm")?, &p, &known, r)?;
+    let set: Vec<&str> = LLM.iter().copied().filter(|k| l.has(k)).collect();
+    let [kind] = set[..] else {
+        r.error(
+            p,
+            format!("exactly one of the fields in {LLM:?} must be set, found {set:?}"),
+        );
+        return None;
+    };
+    if kind == "bedrock" {
+        r.error(
+            l.path("bedrock"),
+            "not compiled: Bedrock needs AWS credentials; use an Envoy AI Gateway AIServiceBackend",
+        );
+        return None;
+    }
+    for k in ["authHeader", "routes"] {
+        if l.has(k) {
+            r.warn(
+                l.path(k),
+                "not mapped: the filter sets the provider's own header and routes by the API called",
+            );
+        }
+    }
+    let mut provider = Map::new();
+    provider.insert("type".into(), json!(kind));
+    provider.insert(kind.into(), l.get(kind)?.clone());
+    match (l.get("host"), l.get("port")) {
+        (None, None) => {}
+        (Some(h), Some(port)) => {
+            let mut host = json!({"host": h, "port": port});
+            if port.as_i64() == Some(443) {
+                host["tls"] = json!({});
+            }
+            provider.insert("hostOverride".into(), host);
+        }
+        _ => {
+            r.error(p, "both host and port must be set together");
+            return None;
+        }
+    }
+    if let Some(path) = l.get("path") {
+        let pp = l.path("path");
+        let po = Obj::new(path, &pp, &["full"], r)?;
+        let full = po.str_req("full", r)?;
+        provider.insert("pathOverride".into(), json!({"fullPath": full}));
+    }
+    let wrapped = json!({"llm": provider});
+    let base = o.path("");
+    let w = Obj::new(&wrapped, base.trim_end_matches('.'), &["llm"], r)?;
+    read_provider_at(&w, "llm", ns, r)
+}
+
+/// `provider` (or `key`) of an AI backend: `type` plus exactly the matching
+/// sub-object.
+fn read_provider_at(
+    o: &Obj<'_, '_>,
+    key: &str,
+    ns: &str,
+    r: &mut Reporter<'_>,
+) -> Option<Provider> {
+    let p = o.path(key);
+    let Some(v) = o.get(key) else {
         r.error(p, "is required");
         return None;
     };
@@ -640,6 +737,66 @@ fn duration(o: &Obj<'_, '_>, key: &str, r: &mut Reporter<'_>) -> Option<u64> {
     }
 }
 
+/// A kgateway CRD `allowOrigins` entry as Envoy's origin match: `*` matches
+/// any origin, `SCHEME://*.HOST[:PORT]` any subdomain of HOST, anything else
+/// exactly (the CRD's pattern: http or https, a host whose labels are letters,
+/// digits and `-`, an optional port).
+fn cors_origin(origin: &str) -> Result<Value, String> {
+    if origin == "*" {
+        return Ok(json!({"safe_regex": {"regex": ".*"}}));
+    }
+    let bad = || format!("'{origin}' is not `*` or an http(s) origin (scheme://host[:port])");
+    let (scheme, rest) = origin.split_once("://").ok_or_else(bad)?;
+    if scheme != "http" && scheme != "https" {
+        return Err(bad());
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (rest, None),
+    };
+    if port.is_some_and(|p| p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(bad());
+    }
+    let (wild, host) = match host.strip_prefix("*.") {
+        Some(h) => (true, h),
+        None => (false, host),
+    };
+    let label_ok =
+        |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if host != "*" && !host.split('.').all(label_ok) || (wild && host == "*") {
+        return Err(bad());
+    }
+    if host == "*" {
+        // `scheme://*` (with an optional port): any host.
+        let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+        let re = format!("{}://[^/:]+{}", scheme, regex_escape(&port));
+        return Ok(json!({"safe_regex": {"regex": re}}));
+    }
+    if wild {
+        let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+        let re = format!(
+            "{}://[^/:]+\\.{}{}",
+            scheme,
+            regex_escape(host),
+            regex_escape(&port)
+        );
+        return Ok(json!({"safe_regex": {"regex": re}}));
+    }
+    Ok(json!({"exact": origin}))
+}
+
+/// `s` with RE2's metacharacters escaped.
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Reads one kgateway resource into `kg`; `r.resource` is set.
 pub(crate) fn read(
     kind: &str,
@@ -740,10 +897,21 @@ pub(crate) fn read(
                     BackendKind::Aws
                 }
                 _ => {
-                    let Some(s) = Obj::new(sub, &p, &["provider"], r) else {
+                    let Some(s) = Obj::new(sub, &p, &["provider", "llm", "priorityGroups"], r)
+                    else {
                         return;
                     };
-                    BackendKind::Ai(read_provider(&s, &ns, r).map(Box::new))
+                    // The seed's `provider`, else kgateway's CRD's `llm`.
+                    let provider = if s.has("provider") && !s.has("llm") && !s.has("priorityGroups")
+                    {
+                        read_provider(&s, &ns, r)
+                    } else if !s.has("provider") && !s.has("llm") && !s.has("priorityGroups") {
+                        r.error(s.path("llm"), "is required (or the seed's `provider`)");
+                        None
+                    } else {
+                        read_llm(&s, &ns, r)
+                    };
+                    BackendKind::Ai(provider.map(Box::new))
                 }
             };
             kg.backends.push(Backend { meta, kind });
@@ -921,16 +1089,35 @@ pub(crate) fn read(
             let Some(o) = Obj::new(
                 &Value::Object(spec.map.clone()),
                 "spec",
-                &["statusCode", "body"],
+                &["status", "statusCode", "body", "bodyFormat"],
                 r,
             )
             .map(|_| spec) else {
                 return;
             };
-            if !o.has("statusCode") {
-                r.error(o.path("statusCode"), "is required");
+            // kgateway's CRD names the code `status`; the seed, `statusCode`.
+            let key = match (o.has("status"), o.has("statusCode")) {
+                (true, true) => {
+                    r.error(
+                        o.path("statusCode"),
+                        "set `status` (kgateway's CRD) or `statusCode` (the seed's), not both",
+                    );
+                    return;
+                }
+                (true, false) => "status",
+                (false, true) => "statusCode",
+                (false, false) => {
+                    r.error(o.path("status"), "is required");
+                    return;
+                }
+            };
+            if o.has("bodyFormat") {
+                r.error(
+                    o.path("bodyFormat"),
+                    "not compiled: give the answer as `body`",
+                );
             }
-            let status = o.int_opt("statusCode", 200, 599, r);
+            let status = o.int_opt(key, 200, 599, r);
             let body = o.str_opt("body", r).map(str::to_string);
             if let Some(s) = status {
                 kg.direct.push(DirectResponse {
@@ -1170,6 +1357,16 @@ fn read_traffic(meta: Meta, spec: Obj<'_, '_>, kg: &mut Inputs, r: &mut Reporter
                 .enumerate()
             {
                 let op = at(&c.path("allowOrigins"), i);
+                // kgateway's CRD: an origin string, `*` or a scheme, host and
+                // optional port whose host may start with `*.`.
+                if let Some(origin) = o.as_str() {
+                    match cors_origin(origin) {
+                        Ok(m) => origins.push(m),
+                        Err(e) => r.error(op, e),
+                    }
+                    continue;
+                }
+                // The seed's: `{type: Exact | Prefix | Regex, value}`.
                 let Some(oo) = Obj::new(o, &op, &["type", "value"], r) else {
                     continue;
                 };
@@ -1204,8 +1401,15 @@ fn read_traffic(meta: Meta, spec: Obj<'_, '_>, kg: &mut Inputs, r: &mut Reporter
                     policy.insert(envoy.into(), json!(items.join(",")));
                 }
             }
-            if let Some(ms) = duration(&c, "maxAge", r) {
-                policy.insert("max_age".into(), json!((ms / 1000).to_string()));
+            // kgateway's CRD: integer seconds (1 and up); the seed's: a duration.
+            let max_age = match c.get("maxAge") {
+                Some(Value::Number(_)) => c
+                    .int_opt("maxAge", 1, i64::from(i32::MAX), r)
+                    .map(|s| s as u64),
+                _ => duration(&c, "maxAge", r).map(|ms| ms / 1000),
+            };
+            if let Some(secs) = max_age {
+                policy.insert("max_age".into(), json!(secs.to_string()));
             }
             if let Some(b) = c.bool_opt("allowCredentials", r) {
                 policy.insert("allow_credentials".into(), json!(b));

@@ -7,6 +7,7 @@ use aigw_cli::{compile, Manifest};
 use serde_json::{json, Value};
 
 mod common;
+mod crd;
 use common::{edit, push, remove, ErrorCase};
 
 const ROUTE: usize = 0;
@@ -645,8 +646,29 @@ fn each_rule_reports_its_field() {
         (
             remove(DR, "/spec/statusCode"),
             "DirectResponse",
-            "spec.statusCode",
+            "spec.status",
             "is required",
+        ),
+        (
+            edit(DR, "/spec/status", json!(418)),
+            "DirectResponse",
+            "spec.statusCode",
+            "not both",
+        ),
+        (
+            Box::new(|d: &mut Vec<Value>| {
+                common::set(&mut d[DR], "/spec/statusCode", None);
+                common::set(&mut d[DR], "/spec/status", Some(json!(999)));
+            }),
+            "DirectResponse",
+            "spec.status",
+            "between 200 and 599",
+        ),
+        (
+            edit(DR, "/spec/bodyFormat", json!({"text": "x"})),
+            "DirectResponse",
+            "spec.bodyFormat",
+            "not compiled",
         ),
         (
             edit(DR, "/spec/body", json!(3)),
@@ -898,4 +920,163 @@ fn gateway_target_applies_to_every_kgateway_route() {
     docs[TP]["spec"]["targetRefs"] = json!([{"kind": "Gateway", "name": "kgateway"}]);
     let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
     assert_eq!(out.bootstrap_yaml.matches("timeout: 45s").count(), 2);
+}
+
+const KG_MAIN: &str = "kgateway/gateway.kgateway.dev_";
+const KG_AI: &str = "kgateway/historical/e575ec754390/gateway.kgateway.dev_backends.yaml";
+const KG_LISTENER: &str =
+    "kgateway/historical/36a5c7cb50c7/gateway.kgateway.dev_httplistenerpolicies.yaml";
+
+/// Where the seeds (`golden/kgateway` is written in their shapes) and kgateway's
+/// CRDs differ, the compiler takes both, to the same result: CORS origins as
+/// strings and `maxAge` in integer seconds, DirectResponse `status`,
+/// HTTPListenerPolicy targetRefs with `group`, a Backend of type AI as `ai.llm`.
+/// The CRD-shaped documents are checked against those CRDs (current kgateway,
+/// or its last version with the kind or field).
+#[test]
+fn seed_and_crd_shapes_compile_alike() {
+    let seed = compile(&manifests(base())).unwrap_or_else(|d| panic!("{d:#?}"));
+    let mut docs = base();
+    common::set(
+        &mut docs[TP],
+        "/spec/cors/allowOrigins",
+        Some(json!(["https://app.example.com"])),
+    );
+    common::set(&mut docs[TP], "/spec/cors/maxAge", Some(json!(3600)));
+    common::set(&mut docs[DR], "/spec/statusCode", None);
+    common::set(&mut docs[DR], "/spec/status", Some(json!(200)));
+    common::set(
+        &mut docs[LP],
+        "/spec/targetRefs/0/group",
+        Some(json!("gateway.networking.k8s.io")),
+    );
+    common::set(
+        &mut docs[COMPAT],
+        "/spec/ai",
+        Some(json!({"llm": {"openai": {"model": "gpt-4o"}, "host": "127.0.0.1", "port": 8081}})),
+    );
+    let crd_shaped = compile(&manifests(docs.clone())).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert_eq!(crd_shaped.config, seed.config);
+    assert_eq!(crd_shaped.bootstrap_yaml, seed.bootstrap_yaml);
+    assert_eq!(crd_shaped.warnings.len(), seed.warnings.len());
+
+    // The CRD-shaped documents against kgateway's CRDs. The seed's Backend has
+    // no authToken, which kgateway requires: Passthrough says the same.
+    let crds = crd::crds();
+    common::set(
+        &mut docs[COMPAT],
+        "/spec/ai/llm/openai/authToken",
+        Some(json!({"kind": "Passthrough"})),
+    );
+    // Fields in the seeds' shape only, which kgateway's CRDs do not have (or
+    // name otherwise): left out of this check; the compiler reads the seeds'.
+    for f in [
+        "timeout",
+        "retries",
+        "requestHeaderModifier",
+        "responseHeaderModifier",
+    ] {
+        docs[TP]["spec"].as_object_mut().unwrap().remove(f);
+    }
+    for f in ["buffer", "basicAuth", "celValidation"] {
+        docs[LP]["spec"].as_object_mut().unwrap().remove(f);
+    }
+    let mut errors = Vec::new();
+    for (i, file) in [
+        (TP, format!("{KG_MAIN}trafficpolicies.yaml")),
+        (DR, format!("{KG_MAIN}directresponses.yaml")),
+        (GP, format!("{KG_MAIN}gatewayparameters.yaml")),
+        (SIM, format!("{KG_MAIN}backends.yaml")),
+        (COMPAT, KG_AI.to_string()),
+        (LP, KG_LISTENER.to_string()),
+    ] {
+        let r = crds.check_in(&docs[i], &format!("doc {i}"), Some(&file));
+        errors.extend(r.errors);
+        errors.extend(r.unevaluable);
+    }
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+/// The CRD shapes' own cases: origin strings (`*`, a wildcard subdomain, a bad
+/// one), `maxAge` seconds out of range, and `ai.llm` (another provider, host
+/// without port, priorityGroups, both shapes at once).
+#[test]
+fn crd_shapes_map_and_report_their_fields() {
+    let mut docs = base();
+    common::set(
+        &mut docs[TP],
+        "/spec/cors/allowOrigins",
+        Some(json!(["*", "https://*.example.com:8443"])),
+    );
+    let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert!(
+        out.bootstrap_yaml.contains("regex: .*"),
+        "{}",
+        out.bootstrap_yaml
+    );
+    assert!(out
+        .bootstrap_yaml
+        .contains(r"regex: https://[^/:]+\.example\.com:8443"));
+    let mut docs = base();
+    common::set(
+        &mut docs[COMPAT],
+        "/spec/ai",
+        Some(
+            json!({"llm": {"azureopenai": {"endpoint": "my.openai.azure.com",
+            "deploymentName": "gpt-4o", "apiVersion": "2024-10-21",
+            "authToken": {"kind": "Passthrough"}}}}),
+        ),
+    );
+    let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert!(out.config.to_string().contains("my.openai.azure.com"));
+    let llm = |v: Value| edit(COMPAT, "/spec/ai", v);
+    let cases: Vec<ErrorCase> = vec![
+        (
+            edit(
+                TP,
+                "/spec/cors/allowOrigins",
+                json!(["ftp://x.example.com"]),
+            ),
+            "TrafficPolicy",
+            "spec.cors.allowOrigins[0]",
+            "not `*` or an http(s) origin",
+        ),
+        (
+            edit(TP, "/spec/cors/maxAge", json!(0)),
+            "TrafficPolicy",
+            "spec.cors.maxAge",
+            "between 1 and",
+        ),
+        (
+            llm(json!({"llm": {"openai": {"model": "m"}, "host": "h.example.com"}})),
+            "Backend",
+            "spec.ai.llm",
+            "host and port",
+        ),
+        (
+            llm(json!({"llm": {"model": "m"}})),
+            "Backend",
+            "spec.ai.llm",
+            "exactly one of the fields",
+        ),
+        (
+            llm(json!({"priorityGroups": [{"providers": [{"name": "a", "openai": {}}]}]})),
+            "Backend",
+            "spec.ai.priorityGroups",
+            "not compiled yet",
+        ),
+        (
+            llm(json!({"llm": {"openai": {}}, "provider": {"type": "openai", "openai": {}}})),
+            "Backend",
+            "spec.ai.llm",
+            "exactly one of provider",
+        ),
+        (
+            llm(json!({"llm": {"bedrock": {"model": "m"}}})),
+            "Backend",
+            "spec.ai.llm.bedrock",
+            "not compiled",
+        ),
+    ];
+    common::assert_error_cases(&cases, base, manifests, "not-a-real");
 }

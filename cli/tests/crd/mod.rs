@@ -242,10 +242,20 @@ impl Crds {
     /// Checks one document (`label` names it in messages) against every CRD
     /// serving its apiVersion and kind.
     pub fn check(&self, doc: &Value, label: &str) -> Report {
+        self.check_in(doc, label, None)
+    }
+
+    /// [`Crds::check`] against the CRD of one file only (`tests/crds/` path),
+    /// where several versions of a project serve the same kind.
+    pub fn check_in(&self, doc: &Value, label: &str, file: Option<&str>) -> Report {
         let mut rep = Report::default();
         let api_version = doc["apiVersion"].as_str().unwrap_or("");
         let kind = doc["kind"].as_str().unwrap_or("");
-        let schemas = self.schemas(api_version, kind);
+        let schemas: Vec<&Schema> = self
+            .schemas(api_version, kind)
+            .iter()
+            .filter(|s| file.is_none_or(|f| s.file == f))
+            .collect();
         if schemas.is_empty() {
             rep.errors
                 .push(format!("{label}: no CRD here serves {api_version} {kind}"));
