@@ -248,6 +248,16 @@ impl Crds {
     /// [`Crds::check`] against the CRD of one file only (`tests/crds/` path),
     /// where several versions of a project serve the same kind.
     pub fn check_in(&self, doc: &Value, label: &str, file: Option<&str>) -> Report {
+        self.check_doc(doc, label, file, false)
+    }
+
+    /// [`Crds::check_in`] for a document read back from a cluster (an input):
+    /// the fields the API server sets in `metadata` are allowed.
+    pub fn check_input(&self, doc: &Value, label: &str, file: Option<&str>) -> Report {
+        self.check_doc(doc, label, file, true)
+    }
+
+    fn check_doc(&self, doc: &Value, label: &str, file: Option<&str>, input: bool) -> Report {
         let mut rep = Report::default();
         let api_version = doc["apiVersion"].as_str().unwrap_or("");
         let kind = doc["kind"].as_str().unwrap_or("");
@@ -261,7 +271,17 @@ impl Crds {
                 .push(format!("{label}: no CRD here serves {api_version} {kind}"));
             return rep;
         }
-        check_metadata(&doc["metadata"], label, &mut rep.errors);
+        if input {
+            let mut m = doc["metadata"].clone();
+            if let Some(o) = m.as_object_mut() {
+                for k in SERVER_SET {
+                    o.remove(*k);
+                }
+            }
+            check_metadata(&m, label, &mut rep.errors);
+        } else {
+            check_metadata(&doc["metadata"], label, &mut rep.errors);
+        }
         for s in schemas {
             let mut d = doc.clone();
             let mut walk = Walk {
@@ -282,6 +302,16 @@ impl Crds {
         rep
     }
 }
+
+/// ObjectMeta fields the API server sets, which `kubectl get -o yaml` shows.
+const SERVER_SET: &[&str] = &[
+    "creationTimestamp",
+    "generation",
+    "resourceVersion",
+    "uid",
+    "managedFields",
+    "selfLink",
+];
 
 fn dns_label(s: &str) -> bool {
     !s.is_empty()
