@@ -9,8 +9,9 @@ Envoy (its active-request gauges are back to 0) and the next request is served.
 
 The gateway is test_hostile.py's (routerOnly; OpenAI passthrough, Bedrock
 Converse/ConverseStream with SigV4, Anthropic), with one more route per backend
-whose route timeout is 2 s (the `bootstrap` hook of `running_gateway`): the models
-`gpt-slow`, `bedrock-slow` and `claude-slow`."""
+whose route timeout is 2 s (the `bootstrap` hook of `running_gateway`) and whose
+`streamIdleTimeout` is 1 s: the models `gpt-slow`, `bedrock-slow` and
+`claude-slow`."""
 
 from __future__ import annotations
 
@@ -22,11 +23,15 @@ import pytest
 import requests
 
 from sim.faults import GZIP_GARBAGE, GZIP_HEADER
-from conftest import metadata_number, sse_chunks, sse_events
-from test_hostile import (APIS, BACKENDS, MIB, MODELS, PATHS, PROVIDERS, assert_serving, chat_body, client_error,
-                          connect, error_event, gauges, refused, reset, send, settle, start_gateway, wait_upstream)
+from conftest import metadata_number, metadata_string, running_gateway, sse_chunks, sse_events
+from test_hostile import (APIS, BACKENDS, MIB, MODELS, PATHS, PROVIDERS, SIM_ARGS, assert_serving, chat_body,
+                          client_error, connect, error_event, gateway_config, gauges, refused, reset, send, settle,
+                          wait_upstream)
 
 ROUTE_TIMEOUT = 2.0
+# The slow routes' `streamIdleTimeout`: below their route timeout, so that it is the
+# gateway, not Envoy's reset, that ends a stalled stream (native build).
+IDLE_TIMEOUT = 1.0
 SLOW = {"openai": "gpt-slow", "bedrock": "bedrock-slow", "anthropic": "claude-slow"}
 ROUTES = [(api, backend) for api in APIS for backend in BACKENDS]
 IDS = [f"{api}-client-{backend}" for api, backend in ROUTES]
@@ -45,9 +50,19 @@ def route_timeouts(rendered: dict, ports: dict) -> dict:
     return rendered
 
 
+def faults_config() -> dict:
+    """test_hostile.py's gateway, plus the slow routes with their idle timeout."""
+    cfg = gateway_config({SLOW[b]: b for b in BACKENDS})
+    for r in cfg["routes"]:
+        if r["name"] in SLOW.values():
+            r["streamIdleTimeout"] = f"{int(IDLE_TIMEOUT * 1000)}ms"
+    return cfg
+
+
 @pytest.fixture(scope="module")
 def gw(workdir, build):
-    with start_gateway(workdir, build, "faults", {SLOW[b]: b for b in BACKENDS}, route_timeouts) as g:
+    with running_gateway(faults_config(), BACKENDS, workdir / f"faults-{build}", build, SIM_ARGS,
+                         bootstrap=route_timeouts) as g:
         yield g
 
 
@@ -142,24 +157,59 @@ def test_provider_stalls_before_its_headers(gw, api, backend):
 
 @pytest.mark.parametrize("api,backend", ROUTES, ids=IDS)
 def test_provider_stalls_mid_stream(gw, api, backend):
-    """The provider sends two events, then nothing, forever. At the route timeout
-    Envoy gives up on it; the answer's headers are out, so Envoy resets the
-    client's stream (as for a reset mid-stream: no filter may write after that, so
-    no error event can be added): a clean reset at the timeout, never a hang, the
-    events before it whole."""
+    """The provider sends two events, then nothing, forever.
+
+    Native: after the route's `streamIdleTimeout` (1 s, below the 2 s route timeout)
+    without a byte, the gateway ends the stream itself: the events so far, whole and
+    in the client's schema, then an error event in that schema, then a clean end.
+    Envoy then abandons the provider's request (the simulator sees its connection
+    go), the metadata says what was seen, and the stall is counted.
+
+    wasm: the same timeout is configured but cannot act. proxy-wasm has timers only
+    for the root context, and no call that adds response bytes and ends the response
+    outside the response-body hook, which Envoy does not call while the provider is
+    quiet (`send_local_response` once the headers are out, and `close_stream`, reset
+    the stream). So Envoy's route timeout gives up on the provider; the answer's
+    headers are out, so Envoy resets the client's stream (no filter may write after
+    that): a clean reset at the route timeout, never a hang, the events before it
+    whole."""
+    counted = gw.counter("aigw_stream_idle_timeouts")
     t0 = time.monotonic()
     r, rid = send(gw, api, chat_body(api, SLOW[backend], stream=True), stream=True,
                   headers={"x-sim-stall-after": "2"})
-    assert r.status_code == 200
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     body, ended = read_stream(r)
     took = time.monotonic() - t0
-    assert isinstance(ended, requests.exceptions.ChunkedEncodingError), (ended, body[-300:])
-    # Envoy closes an HTTP/1 connection it resets after its delayed-close timeout (1 s).
-    assert ROUTE_TIMEOUT - 0.1 < took < ROUTE_TIMEOUT + 3, took
-    assert sse_events(body), body
+    events = sse_events(body)
+    if gw.build == "native":
+        assert ended is None, (ended, body[-300:])
+        assert body.endswith(b"\n\n"), body[-300:]
+        assert IDLE_TIMEOUT - 0.1 < took < ROUTE_TIMEOUT - 0.3, took
+        err = error_event(api, body)
+        want = ("the provider sent nothing for 1s in the middle of the stream: "
+                "the gateway ended it (streamIdleTimeout)")
+        if api == "openai":
+            assert err == {"message": want, "type": "server_error", "param": None, "code": "stream_idle_timeout"}
+        else:
+            assert err == {"type": "timeout_error", "message": want}
+        before = events[:-1]
+        assert before and not any("error" in ev.split("\n", 1)[0] for ev in before), events
+        assert gw.counter("aigw_stream_idle_timeouts") == counted + 1
+    else:
+        assert isinstance(ended, requests.exceptions.ChunkedEncodingError), (ended, body[-300:])
+        # Envoy closes an HTTP/1 connection it resets after its delayed-close timeout (1 s).
+        assert ROUTE_TIMEOUT - 0.1 < took < ROUTE_TIMEOUT + 3, took
+        before = events
+        assert before, body
+        assert gw.counter("aigw_stream_idle_timeouts") == counted
     if api == "openai":
-        assert all(c["object"] == "chat.completion.chunk" for c in sse_chunks(body))
+        assert all(c["object"] == "chat.completion.chunk" for c in sse_chunks("\n\n".join(before)))
+    else:
+        assert before[0].startswith("event: message_start"), before
     wait_upstream(gw, rid, lambda rec: rec.get("client_disconnected") is True)
+    if gw.build == "native":
+        entry = gw.log_entry(rid)
+        assert metadata_string(entry, "route_name") == SLOW[backend], entry
     assert_serving(gw, backend, api)
 
 

@@ -12,6 +12,10 @@
 //! ([`Action::Park`], ended by `HttpFilter::on_wake`). Either way the hook returns a
 //! stop status and the host holds the request; the later hook's actions apply to it,
 //! and a [`Status::Continue`] from that hook means "resume the request now".
+//!
+//! A stream can also ask to be called back later ([`Action::Timer`], answered by
+//! `HttpFilter::on_timer`): a streamed answer whose provider goes quiet is ended by
+//! the core from that hook ([`Action::EndResponse`]).
 
 use std::time::Duration;
 
@@ -122,6 +126,17 @@ pub enum Action {
     /// host gives the core a waker for this stream (`HttpFilter::set_waker`) and,
     /// when it is woken, calls `HttpFilter::on_wake` on the stream's own thread.
     Park,
+    /// Call `HttpFilter::on_timer` on the stream's own thread once, no sooner than
+    /// this long from now. It replaces a timer the stream has pending (the core asks
+    /// for one at a time). A call that comes early or late is harmless: the core
+    /// checks its own deadline and asks again. A host without timers ignores it.
+    Timer(Duration),
+    /// The answer's headers (and part of its body) are with the client: send these
+    /// bytes after what the client has, then end the response there. Always the last
+    /// action of a call; the host may find the stream completed (and gone) once it
+    /// is applied, and ignores what it still gets from the provider. Envoy abandons
+    /// the upstream request when the downstream stream completes.
+    EndResponse(Vec<u8>),
 }
 
 /// An HTTP call to an Envoy cluster, made by the host for the core.
@@ -212,10 +227,13 @@ pub enum Counter {
     /// service could not be asked and the rate-limit filter fails open, or it has no
     /// limit for the descriptors): unchecked, and its charge likely lost.
     FleetUnchecked,
+    /// A streamed answer's provider sent nothing for the route's
+    /// `streamIdleTimeout`: the gateway ended the stream with an error event.
+    StreamIdleTimeout,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 9] = [
+    pub const ALL: [Counter; 10] = [
         Counter::RateLimited,
         Counter::RequestDenied,
         Counter::CacheHit,
@@ -225,6 +243,7 @@ impl Counter {
         Counter::BudgetThrottled,
         Counter::BudgetAlert,
         Counter::FleetUnchecked,
+        Counter::StreamIdleTimeout,
     ];
 
     pub fn name(self) -> &'static str {
@@ -238,6 +257,7 @@ impl Counter {
             Counter::BudgetThrottled => "aigw_budget_throttled",
             Counter::BudgetAlert => "aigw_budget_alerts",
             Counter::FleetUnchecked => "aigw_fleet_unchecked",
+            Counter::StreamIdleTimeout => "aigw_stream_idle_timeouts",
         }
     }
 }

@@ -262,6 +262,15 @@ extern "C" {
         body: ModuleBuffer<'_>,
         details: ModuleBuffer<'_>,
     );
+    // Older headers spell the data as `(const char* ptr, size_t length)`, 1.40's
+    // implementation as `envoy_dynamic_module_type_module_buffer data` (a `{ptr,
+    // length}` struct by value): the C calling conventions of x86-64 and aarch64 pass
+    // both the same way, in two registers.
+    fn envoy_dynamic_module_callback_http_send_response_data(
+        filter: RawFilter,
+        data: ModuleBuffer<'_>,
+        end_stream: bool,
+    );
     fn envoy_dynamic_module_callback_http_filter_reset_stream(
         filter: RawFilter,
         reason: u32,
@@ -723,6 +732,23 @@ impl HttpFilterHandle<'_> {
                 headers.len(),
                 ModuleBuffer::new(body),
                 ModuleBuffer::str(details),
+            )
+        }
+    }
+
+    /// Sends response body bytes to the client, after what it already has, and ends
+    /// the response with them if `end_stream`. Envoy runs them through the encoder
+    /// filters from the first one, this filter included (its response-body hook is
+    /// called again, re-entrantly, with these bytes). Ending the stream may complete
+    /// it during this call: stream-complete and destroy hooks may have run when it
+    /// returns, after which neither this handle nor the stream may be used.
+    pub fn send_response_data(&mut self, data: &[u8], end_stream: bool) {
+        // SAFETY: `raw` is live for this hook; Envoy copies the bytes during the call.
+        unsafe {
+            envoy_dynamic_module_callback_http_send_response_data(
+                self.raw,
+                ModuleBuffer::new(data),
+                end_stream,
             )
         }
     }

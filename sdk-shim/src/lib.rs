@@ -13,6 +13,8 @@ mod native;
 mod secret_env;
 #[cfg(not(target_arch = "wasm32"))]
 mod secret_files;
+#[cfg(not(target_arch = "wasm32"))]
+mod timers;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;

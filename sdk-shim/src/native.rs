@@ -10,7 +10,7 @@
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,8 @@ pub struct Root {
 
 /// Scheduler event of a stream: the shared work it waits on ended.
 const EVENT_WAKE: u64 = 1;
+/// Scheduler event of a stream: the timer the core asked for is due.
+const EVENT_TIMER: u64 = 2;
 /// Scheduler event of a config: background exchanges are queued.
 const EVENT_RUN_EXCHANGES: u64 = 1;
 
@@ -100,10 +102,21 @@ impl Drop for Root {
 }
 
 /// Wakes one stream from any thread: commits to its scheduler, which Envoy turns
-/// into `on_http_filter_scheduled` on the stream's worker.
+/// into `on_http_filter_scheduled` on the stream's worker. Also the target of the
+/// stream's timers ([`crate::timers`]).
 #[derive(Default)]
 struct StreamWaker {
     scheduler: Mutex<Option<Scheduler>>,
+}
+
+impl crate::timers::Due for StreamWaker {
+    /// From the timer thread. The stream takes its scheduler out under this lock
+    /// when it is destroyed, so this commits to a live one or to none.
+    fn due(&self) {
+        if let Some(s) = lock(&self.scheduler).as_ref() {
+            s.commit(EVENT_TIMER);
+        }
+    }
 }
 
 impl Wake for StreamWaker {
@@ -445,21 +458,31 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     resume_if(&mut envoy, &stream, status);
 }
 
-/// The shared work a stream waited on ended.
+/// The shared work a stream waited on ended, or its timer is due.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
     mut envoy: HttpFilterHandle<'_>,
     stream: ModulePtr<RefCell<Stream>>,
     event_id: u64,
 ) {
-    if event_id != EVENT_WAKE {
-        return;
+    match event_id {
+        EVENT_WAKE => {
+            let status = run(&mut envoy, &stream, Direction::Request, |s, _, out| {
+                s.core.set_unix_millis(unix_millis());
+                s.core.on_wake(now(), out)
+            });
+            resume_if(&mut envoy, &stream, status);
+        }
+        EVENT_TIMER => {
+            // The core may end the response here (`EndResponse`), which can complete
+            // and destroy the stream before `run` returns: nothing may touch it after.
+            run(&mut envoy, &stream, Direction::Response, |s, _, out| {
+                s.core.on_timer(now(), out);
+                Status::Continue
+            });
+        }
+        _ => {}
     }
-    let status = run(&mut envoy, &stream, Direction::Request, |s, _, out| {
-        s.core.set_unix_millis(unix_millis());
-        s.core.on_wake(now(), out)
-    });
-    resume_if(&mut envoy, &stream, status);
 }
 
 /// A held request the core let go of continues (unless it was answered).
@@ -749,8 +772,12 @@ fn run(
             drop(s);
             let mut after = Vec::new();
             for action in actions.drain(..) {
-                if let Some(a) = apply(envoy, dir, &counters, action) {
-                    after.push(a);
+                match apply(envoy, dir, &counters, action) {
+                    // The last action: the stream may be gone now (Envoy completed
+                    // and destroyed it during the call). Touch nothing of it.
+                    Some(After::Ended) => return Some(status),
+                    Some(a) => after.push(a),
+                    None => {}
                 }
             }
             let Ok(again) = cell.try_borrow_mut() else {
@@ -778,6 +805,19 @@ fn run(
                             ),
                         }
                     }
+                    After::Timer(delay) => {
+                        let armed = s.waker(envoy).is_some_and(|w| {
+                            let weak: Weak<StreamWaker> = Arc::downgrade(&w);
+                            crate::timers::after(delay, weak)
+                        });
+                        if !armed {
+                            abi::log(
+                                LogLevel::Error,
+                                "aigw: no timer for a stream (streamIdleTimeout does not apply to it)",
+                            );
+                        }
+                    }
+                    After::Ended => {}
                 }
             }
             let Some((id, e)) = refused else {
@@ -804,6 +844,10 @@ enum After {
         envoy_id: Result<u64, CalloutInit>,
     },
     Park,
+    /// Call the core's `on_timer` after this long.
+    Timer(Duration),
+    /// The response was ended: the stream may be gone.
+    Ended,
 }
 
 impl Stream {
@@ -921,6 +965,11 @@ fn apply(
             return Some(After::Called { id, envoy_id });
         }
         Action::Park => return Some(After::Park),
+        Action::Timer(delay) => return Some(After::Timer(delay)),
+        Action::EndResponse(bytes) => {
+            envoy.send_response_data(&bytes, true);
+            return Some(After::Ended);
+        }
     }
     None
 }

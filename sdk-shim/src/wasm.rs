@@ -31,6 +31,9 @@
 //!   request body and Envoy answers 413 itself past it.
 //! - Clearing the route cache goes through Envoy's foreign function
 //!   `clear_route_cache`.
+//! - Stream idle timeout (`streamIdleTimeout`): none; [`CoreAction::Timer`] is
+//!   ignored. A stalled stream ends at Envoy's route timeout with a reset, as it
+//!   would without the gateway (see the comment where the action is applied).
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
@@ -802,6 +805,19 @@ impl StreamCore {
                     if let Some(f) = self.filter.as_mut() {
                         f.set_waker(Waker::from(Arc::new(WasmWake(self.id))));
                     }
+                }
+                // No stream idle timeout in this build: proxy-wasm has timers only
+                // for the root context (ticks), and no call that adds response bytes
+                // and ends the response outside the response-body hook, which Envoy
+                // does not call while the provider is quiet (`send_local_response`
+                // once the headers are out, and `close_stream`, reset the stream;
+                // the body buffer is writable only during that hook, and resuming
+                // a paused body does not end it). A stalled stream ends at Envoy's
+                // route timeout, with a reset, as before.
+                CoreAction::Timer(_) => {}
+                // Only `on_timer` ends a response, and this build never calls it.
+                CoreAction::EndResponse(_) => {
+                    host::log(LogLevel::Warn, "ending a response is not possible here")
                 }
             }
         }

@@ -37,6 +37,14 @@ pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 8 * 1024 * 1024;
 /// Default limit of a non-streamed response body buffered to read its usage.
 pub const DEFAULT_MAX_RESPONSE_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Default `streamIdleTimeout`: how long a streamed answer may go without a byte from
+/// the provider before the gateway ends it with an error event. Half the route timeout
+/// `aigw compile` (and Envoy AI Gateway) give a rule by default (60 s), so a stall in
+/// the first half of such an answer still ends with an error event the client can
+/// read, not with Envoy's reset at the route timeout; and long enough for the quiet
+/// spells of a model that reasons before it writes.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The dynamic metadata keys the gateway writes (besides costs and fleet mode's
 /// `rl_period_<budget>`).
 pub const GATEWAY_METADATA_KEYS: [&str; 18] = [
@@ -125,6 +133,10 @@ pub struct Route {
     /// The route's tenant (its `metadata.tenant`), which limits and budgets may
     /// count per.
     pub tenant: Option<String>,
+    /// How long a streamed answer may go without a byte from the provider (the
+    /// route's `streamIdleTimeout`, else the document's, else the default); `None`:
+    /// no limit (`0s`).
+    pub stream_idle_timeout: Option<Duration>,
 }
 
 /// Size limits.
@@ -168,6 +180,9 @@ pub struct Config {
     pub quota: QuotaMode,
     /// The document's prices, then the built-in catalog (normalized names).
     prices: Vec<(String, Price)>,
+    /// The document's `streamIdleTimeout` (else the default), for routes that set
+    /// none; `None`: no limit.
+    pub stream_idle_timeout: Option<Duration>,
 }
 
 impl Config {
@@ -347,6 +362,8 @@ struct RawConfig {
     prices: Vec<RawPrice>,
     #[serde(default)]
     quota: Option<RawQuota>,
+    #[serde(default)]
+    stream_idle_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -395,6 +412,8 @@ struct RawRoute {
     metadata: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     budgets: Vec<RawBudget>,
+    #[serde(default)]
+    stream_idle_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -529,6 +548,10 @@ impl RawConfig {
             )?,
         };
 
+        let stream_idle_timeout = match &self.stream_idle_timeout {
+            Some(d) => idle_timeout(d, "streamIdleTimeout")?,
+            None => Some(DEFAULT_STREAM_IDLE_TIMEOUT),
+        };
         let identity = match self.identity {
             Some(i) => Some(i.compile("identity")?),
             None => None,
@@ -680,6 +703,10 @@ impl RawConfig {
                 budgets.push(budget);
             }
             let tenant = r.metadata.get("tenant").cloned();
+            let route_idle = match &r.stream_idle_timeout {
+                Some(d) => idle_timeout(d, &format!("{p}.streamIdleTimeout"))?,
+                None => stream_idle_timeout,
+            };
             let per = [rate_limit.per]
                 .into_iter()
                 .chain(budgets.iter().map(|b| b.scope));
@@ -717,6 +744,7 @@ impl RawConfig {
                 client_credentials_reach_provider,
                 budgets,
                 tenant,
+                stream_idle_timeout: route_idle,
             });
         }
 
@@ -798,6 +826,7 @@ impl RawConfig {
             exchanges: Registry::new(),
             identity,
             quota,
+            stream_idle_timeout,
             prices,
         };
         config.share_exchanges(&Registry::new());
@@ -807,6 +836,54 @@ impl RawConfig {
 
 fn default_owner() -> String {
     "Envoy AI Gateway".to_string()
+}
+
+/// A `streamIdleTimeout`: a Gateway API duration (GEP-2257, as in the CRDs: one to
+/// four `<1-5 digits><h|m|s|ms>` groups, `30s`, `1m30s`, `500ms`); `0s` turns the
+/// limit off (`None`).
+fn idle_timeout(value: &str, path: &str) -> Result<Option<Duration>, ConfigError> {
+    let d = parse_duration(value).ok_or_else(|| {
+        err(
+            path,
+            format!(
+                "'{}' is not a duration (e.g. 30s, 1m30s, 500ms; 0s for no limit)",
+                crate::error::clip_quoted(value, 64)
+            ),
+        )
+    })?;
+    Ok((!d.is_zero()).then_some(d))
+}
+
+/// Parses a Gateway API duration (GEP-2257): one to four `<1-5 digits><h|m|s|ms>`
+/// groups.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let b = s.as_bytes();
+    let (mut i, mut groups, mut ms) = (0usize, 0usize, 0u64);
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start || i - start > 5 {
+            return None;
+        }
+        let n: u64 = s[start..i].parse().ok()?;
+        let unit = if b[i..].starts_with(b"ms") {
+            i += 1;
+            1
+        } else {
+            match b.get(i)? {
+                b'h' => 3_600_000,
+                b'm' => 60_000,
+                b's' => 1_000,
+                _ => return None,
+            }
+        };
+        i += 1;
+        ms += n * unit;
+        groups += 1;
+    }
+    (1..=4).contains(&groups).then(|| Duration::from_millis(ms))
 }
 
 fn positive(value: Option<u64>, default: u64, path: &str) -> Result<u64, ConfigError> {

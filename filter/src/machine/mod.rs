@@ -206,6 +206,17 @@ impl HttpFilter {
         }
     }
 
+    /// The timer the machine asked for ([`Action::Timer`]) is due. A streamed answer
+    /// whose provider stayed quiet for its `streamIdleTimeout` is ended here: an
+    /// error event in the client's schema ([`Action::EndResponse`], after the
+    /// metadata of what was seen); else the timer is asked for again, or nothing
+    /// (the answer ended). Calls that come early, late or after the end are harmless.
+    pub fn on_timer(&mut self, now: Duration, out: &mut Vec<Action>) {
+        if let Machine::Router(r) = &mut self.machine {
+            r.on_timer(&self.config, now, out);
+        }
+    }
+
     /// The call `id` ([`Action::Call`]) ended. A `Continue` means "resume the held
     /// request"; a stop, that it still waits (or was answered: see the actions).
     /// An id the machine no longer waits for is ignored.
@@ -298,3 +309,6 @@ mod wait_tests;
 
 #[cfg(test)]
 mod quota_tests;
+
+#[cfg(test)]
+mod idle_tests;

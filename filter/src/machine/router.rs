@@ -11,7 +11,8 @@ use super::{begin_body, buffer_body, replace_request_body, Edited, WaitFor};
 use crate::config::Config;
 use crate::endpoint::Endpoint;
 use crate::error::{ClientSchema, GatewayError};
-use crate::host::{Action, CalloutResult, Headers, Status};
+use crate::host::{Action, CalloutResult, Counter, Headers, LogLevel, Status};
+use crate::translate::{stream_error_event, ProviderError};
 
 pub use super::FilterRole;
 pub use super::HttpFilter;
@@ -41,6 +42,41 @@ pub(crate) struct Router {
     resp: Response,
     unix_ms: u64,
     wait: Option<WaitFor>,
+    /// A streamed answer under the route's `streamIdleTimeout`.
+    idle: Option<Idle>,
+}
+
+/// The idle limit of a streamed answer: when the provider last sent something, and
+/// how the bytes the client has so far end (to close an event cut in the middle).
+#[derive(Debug)]
+struct Idle {
+    timeout: Duration,
+    last: Duration,
+    /// The last few bytes sent on to the client.
+    tail: Vec<u8>,
+}
+
+impl Idle {
+    fn sent(&mut self, bytes: &[u8]) {
+        self.tail
+            .extend_from_slice(&bytes[bytes.len().saturating_sub(4)..]);
+        let extra = self.tail.len().saturating_sub(4);
+        self.tail.drain(..extra);
+    }
+
+    /// What closes the event the client has half of, if any: an SSE event ends at
+    /// an empty line.
+    fn closing(&self) -> &'static [u8] {
+        let t = self.tail.as_slice();
+        if t.is_empty() || t.ends_with(b"\n\n") || t.ends_with(b"\r\n\r\n") || t.ends_with(b"\r\r")
+        {
+            b""
+        } else if t.ends_with(b"\n") || t.ends_with(b"\r") {
+            b"\n"
+        } else {
+            b"\n\n"
+        }
+    }
 }
 
 impl Router {
@@ -51,6 +87,7 @@ impl Router {
             resp: Response::default(),
             unix_ms: 0,
             wait: None,
+            idle: None,
         }
     }
 
@@ -246,11 +283,100 @@ impl Router {
                 status = s;
             }
         }
+        let idle = match status == Status::Continue && !end_of_stream {
+            true => self.idle_timeout(
+                config,
+                &Edited {
+                    base: headers,
+                    edits: &edits,
+                },
+            ),
+            false => None,
+        };
         out.extend(edits);
+        if let Some(timeout) = idle {
+            self.idle = Some(Idle {
+                timeout,
+                last: now,
+                tail: Vec::new(),
+            });
+            out.push(Action::Timer(timeout));
+        }
         if status == Status::Continue && end_of_stream {
             self.end(config, true, now, out);
         }
         status
+    }
+
+    /// The idle limit of this answer as the client gets it: a 2xx event stream the
+    /// client asked for, on a route with a `streamIdleTimeout`.
+    fn idle_timeout(&self, config: &Config, headers: &dyn Headers) -> Option<Duration> {
+        let ok = headers
+            .get(":status")
+            .and_then(|s| s.parse::<u16>().ok())
+            .is_some_and(|s| (200..300).contains(&s));
+        let sse = headers.get("content-type").is_some_and(|t| {
+            t.trim_start()
+                .get(..17)
+                .is_some_and(|p| p.eq_ignore_ascii_case("text/event-stream"))
+        });
+        if !(self.req.stream && ok && sse) {
+            return None;
+        }
+        match self.req.route {
+            Some(i) => config.routes[i].stream_idle_timeout,
+            None => config.stream_idle_timeout,
+        }
+    }
+
+    /// The timer asked for by [`Action::Timer`]: the answer went quiet for its
+    /// `streamIdleTimeout`, or not yet (then the timer is asked for again, for the
+    /// rest). Quiet: the client gets an error event in its schema and the end of the
+    /// stream; the metadata says what was seen. Nothing after the answer's end.
+    pub(crate) fn on_timer(&mut self, config: &Config, now: Duration, out: &mut Vec<Action>) {
+        let Some(idle) = self.idle.as_ref() else {
+            return;
+        };
+        if self.phase != Phase::Response {
+            self.idle = None;
+            return;
+        }
+        let quiet = now.saturating_sub(idle.last);
+        if quiet < idle.timeout {
+            out.push(Action::Timer(idle.timeout - quiet));
+            return;
+        }
+        let Some(idle) = self.idle.take() else {
+            return;
+        };
+        let schema = self
+            .req
+            .endpoint
+            .map_or(ClientSchema::OpenAI, Endpoint::client_schema);
+        let e = ProviderError::new(
+            504,
+            Some("stream_idle_timeout".into()),
+            format!(
+                "the provider sent nothing for {:?} in the middle of the stream: the gateway ended it (streamIdleTimeout)",
+                idle.timeout
+            ),
+        );
+        let mut bytes = idle.closing().to_vec();
+        bytes.extend(stream_error_event(schema, &e));
+        let route = self
+            .req
+            .route
+            .map_or("", |i| config.routes[i].name.as_str());
+        out.push(Action::Log {
+            level: LogLevel::Warn,
+            message: format!(
+                "route '{route}': the provider sent nothing for {quiet:?} mid-stream (streamIdleTimeout {:?}); ended the client's stream with an error event",
+                idle.timeout
+            ),
+        });
+        out.push(Action::Count(Counter::StreamIdleTimeout));
+        self.end(config, false, now, out);
+        out.push(Action::EndResponse(bytes));
     }
 
     pub(crate) fn on_response_body(
@@ -264,6 +390,9 @@ impl Router {
         if self.phase != Phase::Response {
             return Status::Continue;
         }
+        if let Some(idle) = self.idle.as_mut() {
+            idle.last = now;
+        }
         let mut piece = Chunk::new(chunk, end_of_stream);
         let mut cx = self.cx(config, now);
         for step in ON_RESPONSE {
@@ -271,6 +400,9 @@ impl Router {
             if status != Status::Continue {
                 return status;
             }
+        }
+        if let Some(idle) = self.idle.as_mut() {
+            idle.sent(piece.bytes());
         }
         if let Some(bytes) = piece.into_replaced() {
             out.push(Action::ReplaceBody(bytes));
@@ -292,6 +424,7 @@ impl Router {
         if self.phase == Phase::Response {
             self.end(config, false, now, out);
         }
+        self.idle = None;
         if let Some(u) = self.resp.inline.as_mut() {
             u.on_stream_complete();
         }
@@ -302,6 +435,7 @@ impl Router {
 
     fn end(&mut self, config: &Config, complete: bool, now: Duration, out: &mut Vec<Action>) {
         self.phase = Phase::Done;
+        self.idle = None;
         let mut cx = self.cx(config, now);
         for step in ON_RESPONSE {
             step.on_end(&mut cx, complete, out);

@@ -358,6 +358,18 @@ pub fn encode_openai_sse(item: &StreamItem, out: &mut Vec<u8>) {
     }
 }
 
+/// The event that ends a client's stream with an error, in its schema: OpenAI's
+/// `data: {"error": {...}}` (as [`encode_openai_sse`] writes a failed stream),
+/// Anthropic's `event: error`. Nothing is to follow it.
+pub fn stream_error_event(schema: ClientSchema, e: &ProviderError) -> Vec<u8> {
+    let mut out = Vec::new();
+    match schema {
+        ClientSchema::OpenAI => encode_openai_sse(&StreamItem::Error(e.clone()), &mut out),
+        ClientSchema::Anthropic => anthropic::write_error_event(&mut out, e),
+    }
+    out
+}
+
 /// The function tools of a hub request, each with its field path (`tools[2]`). A
 /// tool of another type has no counterpart at `provider`: refused (422).
 pub(crate) fn function_tools<'a>(

@@ -37,6 +37,7 @@ mod tests;
 
 pub use request::{chat_request, client_request, messages_request};
 pub use response::{chat_response, client_response, error, finish_reason};
+pub(crate) use stream::write_error_event;
 pub use stream::{ChatStream, ClientStream, Framing, MessagesStream};
 
 use serde_json::{json, Value};

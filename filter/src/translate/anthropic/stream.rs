@@ -570,6 +570,11 @@ fn forward_event(json: &[u8], out: &mut Vec<u8>) -> Result<String, ProviderError
     Ok(kind)
 }
 
+/// Appends Anthropic's `event: error` carrying `e`.
+pub(crate) fn write_error_event(out: &mut Vec<u8>, e: &ProviderError) {
+    write_event(out, "error", &e.anthropic_body());
+}
+
 fn write_event(out: &mut Vec<u8>, name: &str, json: &[u8]) {
     out.reserve(name.len() + json.len() + 16);
     out.extend_from_slice(b"event: ");
