@@ -1275,9 +1275,17 @@ fn header_mod(
             .enumerate()
         {
             let ip = at(&h.path(field), i);
-            let Some(io) = Obj::new(v, &ip, &["name", "value"], r) else {
+            let Some(io) = Obj::new(v, &ip, &["name", "value", "secretRef"], r) else {
                 continue;
             };
+            // kgateway's CRD may take the value from a Secret.
+            if io.has("secretRef") {
+                r.error(
+                    io.path("secretRef"),
+                    "not compiled: give the header's `value`",
+                );
+                continue;
+            }
             let (Some(n), Some(val)) = (io.str_req("name", r), io.str_opt("value", r)) else {
                 if !io.has("value") {
                     r.error(io.path("value"), "is required");
@@ -1319,7 +1327,24 @@ fn read_traffic(meta: Meta, spec: Obj<'_, '_>, kg: &mut Inputs, r: &mut Reporter
         "retries",
         "requestHeaderModifier",
         "responseHeaderModifier",
+        "timeouts",
+        "retry",
+        "headerModifiers",
     ];
+    // The seed's field and kgateway's CRD's for the same thing: one of them.
+    for (seed, crd) in [
+        ("timeout", "timeouts"),
+        ("retries", "retry"),
+        ("requestHeaderModifier", "headerModifiers"),
+        ("responseHeaderModifier", "headerModifiers"),
+    ] {
+        if spec.has(seed) && spec.has(crd) {
+            r.error(
+                spec.path(crd),
+                format!("set `{crd}` (kgateway's CRD) or `{seed}` (the seed's), not both"),
+            );
+        }
+    }
     for k in spec.map.keys() {
         if !known.contains(&k.as_str()) {
             r.warn(spec.path(k), "unknown field, ignored");
@@ -1473,6 +1498,32 @@ fn read_traffic(meta: Meta, spec: Obj<'_, '_>, kg: &mut Inputs, r: &mut Reporter
             extra.idle_timeout_ms = duration(&t, "idle", r);
         }
     }
+    // kgateway's CRD: `timeouts.request`, `timeouts.streamIdle`.
+    if let Some(v) = spec.get("timeouts").filter(|_| !spec.has("timeout")) {
+        let p = spec.path("timeouts");
+        if let Some(t) = Obj::new(v, &p, &["request", "streamIdle"], r) {
+            extra.timeout_ms = duration(&t, "request", r);
+            extra.idle_timeout_ms = duration(&t, "streamIdle", r);
+        }
+    }
+    // kgateway's CRD: `retry` with a list of conditions and status codes.
+    if let Some(v) = spec.get("retry").filter(|_| !spec.has("retries")) {
+        let p = spec.path("retry");
+        if let Some(t) = Obj::new(
+            v,
+            &p,
+            &[
+                "attempts",
+                "perTryTimeout",
+                "retryOn",
+                "statusCodes",
+                "backoffBaseInterval",
+            ],
+            r,
+        ) {
+            extra.retry = read_crd_retry(&t, r).map(Value::Object);
+        }
+    }
     if let Some(v) = spec.get("retries") {
         let p = spec.path("retries");
         if let Some(t) = Obj::new(
@@ -1542,6 +1593,27 @@ fn read_traffic(meta: Meta, spec: Obj<'_, '_>, kg: &mut Inputs, r: &mut Reporter
         extra.response_add = a;
         extra.response_remove = rm;
     }
+    // kgateway's CRD: `headerModifiers.request` / `.response`.
+    if let Some(v) = spec.get("headerModifiers") {
+        let p = spec.path("headerModifiers");
+        if let Some(h) = Obj::new(v, &p, &["request", "response"], r) {
+            if !h.has("request") && !h.has("response") {
+                r.error(p.clone(), "at least one of request, response must be set");
+            }
+            if !spec.has("requestHeaderModifier") {
+                if let Some((a, rm)) = header_mod(&h, "request", r) {
+                    extra.request_add = a;
+                    extra.request_remove = rm;
+                }
+            }
+            if !spec.has("responseHeaderModifier") {
+                if let Some((a, rm)) = header_mod(&h, "response", r) {
+                    extra.response_add = a;
+                    extra.response_remove = rm;
+                }
+            }
+        }
+    }
     kg.traffic.push(TrafficPolicy {
         meta,
         targets,
@@ -1550,6 +1622,92 @@ fn read_traffic(meta: Meta, spec: Obj<'_, '_>, kg: &mut Inputs, r: &mut Reporter
         ext,
         rl_actions,
     });
+}
+
+/// Retry conditions kgateway's CRD takes beside [`RETRY_ON`]: gRPC statuses,
+/// which Envoy's `retry_on` takes too.
+const RETRY_ON_GRPC: &[&str] = &[
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// kgateway's CRD `TrafficPolicy.retry` as Envoy's route `retry_policy`:
+/// `attempts` (default 1), `retryOn` (a list) and/or `statusCodes` (400..599,
+/// one of the two required), `perTryTimeout`, `backoffBaseInterval` (at least
+/// 1ms).
+fn read_crd_retry(t: &Obj<'_, '_>, r: &mut Reporter<'_>) -> Option<Map<String, Value>> {
+    let mut retry = Map::new();
+    let attempts = t.int_opt("attempts", 0, 100, r).unwrap_or(1);
+    let mut on: Vec<String> = Vec::new();
+    for (i, c) in t
+        .list_opt("retryOn", 64, r)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        match c.as_str() {
+            Some(c) if RETRY_ON.contains(&c) || RETRY_ON_GRPC.contains(&c) => {
+                if !on.iter().any(|o| o == c) {
+                    on.push(c.to_string());
+                }
+            }
+            _ => r.error(
+                at(&t.path("retryOn"), i),
+                format!(
+                    "unknown retry condition {c}, expected any of: {}, {}",
+                    RETRY_ON.join(", "),
+                    RETRY_ON_GRPC.join(", ")
+                ),
+            ),
+        }
+    }
+    let mut codes = Vec::new();
+    for (i, c) in t
+        .list_opt("statusCodes", 64, r)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        match c.as_i64() {
+            Some(c) if (400..=599).contains(&c) => codes.push(c),
+            _ => r.error(
+                at(&t.path("statusCodes"), i),
+                "must be an integer between 400 and 599",
+            ),
+        }
+    }
+    if on.is_empty() && codes.is_empty() {
+        r.error(t.path("retryOn"), "retryOn or statusCodes must be set");
+        return None;
+    }
+    if !codes.is_empty() && !on.iter().any(|o| o == "retriable-status-codes") {
+        on.push("retriable-status-codes".into());
+    }
+    retry.insert("retry_on".into(), json!(on.join(",")));
+    retry.insert("num_retries".into(), json!(attempts));
+    if !codes.is_empty() {
+        retry.insert("retriable_status_codes".into(), json!(codes));
+    }
+    if let Some(ms) = duration(t, "perTryTimeout", r) {
+        if ms < 1 {
+            r.error(t.path("perTryTimeout"), "must be at least 1ms");
+        }
+        retry.insert("per_try_timeout".into(), json!(envoy_duration(ms)));
+    }
+    if let Some(ms) = duration(t, "backoffBaseInterval", r) {
+        if ms < 1 {
+            r.error(t.path("backoffBaseInterval"), "must be at least 1ms");
+        } else {
+            retry.insert(
+                "retry_back_off".into(),
+                json!({"base_interval": envoy_duration(ms)}),
+            );
+        }
+    }
+    Some(retry)
 }
 
 /// kgateway's `rateLimit` (`global`: descriptors and the GatewayExtension of the

@@ -930,13 +930,42 @@ const KG_LISTENER: &str =
 /// Where the seeds (`golden/kgateway` is written in their shapes) and kgateway's
 /// CRDs differ, the compiler takes both, to the same result: CORS origins as
 /// strings and `maxAge` in integer seconds, DirectResponse `status`,
-/// HTTPListenerPolicy targetRefs with `group`, a Backend of type AI as `ai.llm`.
+/// HTTPListenerPolicy targetRefs with `group`, a Backend of type AI as `ai.llm`,
+/// TrafficPolicy `timeouts`, `retry` and `headerModifiers`.
 /// The CRD-shaped documents are checked against those CRDs (current kgateway,
 /// or its last version with the kind or field).
 #[test]
 fn seed_and_crd_shapes_compile_alike() {
-    let seed = compile(&manifests(base())).unwrap_or_else(|d| panic!("{d:#?}"));
-    let mut docs = base();
+    // kgateway's retry has no maximum back-off interval.
+    let seed_docs = || {
+        let mut d = base();
+        common::set(&mut d[TP], "/spec/retries/backOff/maxInterval", None);
+        d
+    };
+    let seed = compile(&manifests(seed_docs())).unwrap_or_else(|d| panic!("{d:#?}"));
+    let mut docs = seed_docs();
+    let spec = docs[TP]["spec"].as_object_mut().unwrap();
+    for k in [
+        "timeout",
+        "retries",
+        "requestHeaderModifier",
+        "responseHeaderModifier",
+    ] {
+        spec.remove(k);
+    }
+    spec.insert("timeouts".into(), json!({"request": "45s"}));
+    spec.insert(
+        "retry".into(),
+        json!({"attempts": 2, "perTryTimeout": "20s",
+               "retryOn": ["connect-failure", "refused-stream", "5xx"],
+               "backoffBaseInterval": "100ms"}),
+    );
+    spec.insert(
+        "headerModifiers".into(),
+        json!({"request": {"set": [{"name": "x-gateway", "value": "kgateway"}],
+                           "remove": ["x-debug"]},
+               "response": {"add": [{"name": "x-served-by", "value": "aigw"}]}}),
+    );
     common::set(
         &mut docs[TP],
         "/spec/cors/allowOrigins",
@@ -970,14 +999,6 @@ fn seed_and_crd_shapes_compile_alike() {
     );
     // Fields in the seeds' shape only, which kgateway's CRDs do not have (or
     // name otherwise): left out of this check; the compiler reads the seeds'.
-    for f in [
-        "timeout",
-        "retries",
-        "requestHeaderModifier",
-        "responseHeaderModifier",
-    ] {
-        docs[TP]["spec"].as_object_mut().unwrap().remove(f);
-    }
     for f in ["buffer", "basicAuth", "celValidation"] {
         docs[LP]["spec"].as_object_mut().unwrap().remove(f);
     }
@@ -1029,6 +1050,23 @@ fn crd_shapes_map_and_report_their_fields() {
     );
     let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
     assert!(out.config.to_string().contains("my.openai.azure.com"));
+    let mut docs = base();
+    common::set(&mut docs[TP], "/spec/retries", None);
+    common::set(
+        &mut docs[TP],
+        "/spec/retry",
+        Some(json!({"statusCodes": [429, 503]})),
+    );
+    let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert!(out
+        .bootstrap_yaml
+        .contains("retry_on: retriable-status-codes"));
+    assert!(
+        out.bootstrap_yaml.contains("- 429"),
+        "{}",
+        out.bootstrap_yaml
+    );
+    assert!(out.bootstrap_yaml.contains("num_retries: 1"));
     let llm = |v: Value| edit(COMPAT, "/spec/ai", v);
     let cases: Vec<ErrorCase> = vec![
         (
@@ -1070,6 +1108,47 @@ fn crd_shapes_map_and_report_their_fields() {
             "Backend",
             "spec.ai.llm",
             "exactly one of provider",
+        ),
+        (
+            edit(TP, "/spec/timeouts", json!({"request": "1s"})),
+            "TrafficPolicy",
+            "spec.timeouts",
+            "not both",
+        ),
+        (
+            Box::new(|d: &mut Vec<Value>| {
+                common::set(&mut d[TP], "/spec/retries", None);
+                common::set(&mut d[TP], "/spec/retry", Some(json!({"attempts": 1})));
+            }),
+            "TrafficPolicy",
+            "spec.retry.retryOn",
+            "retryOn or statusCodes must be set",
+        ),
+        (
+            Box::new(|d: &mut Vec<Value>| {
+                common::set(&mut d[TP], "/spec/retries", None);
+                common::set(
+                    &mut d[TP],
+                    "/spec/retry",
+                    Some(json!({"retryOn": ["5xx", "sometimes"]})),
+                );
+            }),
+            "TrafficPolicy",
+            "spec.retry.retryOn[1]",
+            "unknown retry condition",
+        ),
+        (
+            Box::new(|d: &mut Vec<Value>| {
+                common::set(&mut d[TP], "/spec/requestHeaderModifier", None);
+                common::set(
+                    &mut d[TP],
+                    "/spec/headerModifiers",
+                    Some(json!({"request": {"set": [{"name": "x", "secretRef": {"name": "s"}}]}})),
+                );
+            }),
+            "TrafficPolicy",
+            "spec.headerModifiers.request.set[0].secretRef",
+            "not compiled",
         ),
         (
             llm(json!({"llm": {"bedrock": {"model": "m"}}})),
