@@ -830,7 +830,9 @@ impl HttpFilterHandle<'_> {
 ///
 /// Envoy never calls two hooks of one stream at once, but a callback such as
 /// `send_response` may re-enter another hook of the same stream, so `get` hands out
-/// shared references only; per-stream state uses a `RefCell`.
+/// shared references only; per-stream state uses a `RefCell`. Such a callback may
+/// also complete the stream and run its destroy hook before returning: the owner
+/// must then defer `destroy` until its outer hook is done (`native.rs` does).
 #[repr(transparent)]
 pub struct ModulePtr<T> {
     raw: *const c_void,
@@ -857,8 +859,9 @@ impl<T> ModulePtr<T> {
     /// The boxed value, or `None` for a null pointer.
     pub fn get(&self) -> Option<&T> {
         // SAFETY: a non-null `raw` came from `Box::into_raw` in `new` (Envoy only hands
-        // back pointers we returned, to hooks of the same object type), and Envoy does
-        // not call `destroy` while another hook of this object runs.
+        // back pointers we returned, to hooks of the same object type), and `destroy`
+        // does not run while a hook of this object runs (for streams, `native.rs`
+        // defers it past the outermost hook).
         unsafe { (self.raw as *const T).as_ref() }
     }
 

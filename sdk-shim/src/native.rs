@@ -7,7 +7,7 @@
 //! reset otherwise), is logged and counted, and leaves the stream dead: its later
 //! hooks just let traffic pass.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -322,9 +322,50 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
     })
 }
 
+/// Frees the stream, unless one of its hooks is under way on this thread: a call
+/// into Envoy that completes the stream (a local reply, the end of a response) runs
+/// the stream-complete and destroy hooks before it returns, and the hook that made
+/// it still holds the stream. Then the outermost hook frees it as it returns.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: ModulePtr<RefCell<Stream>>) {
-    guard("filter_destroy", (), || stream.destroy())
+    guard("filter_destroy", (), || {
+        if HOOK_DEPTH.with(Cell::get) > 0 {
+            DOOMED.with(|d| d.borrow_mut().push(stream));
+        } else {
+            stream.destroy();
+        }
+    })
+}
+
+thread_local! {
+    /// Stream hooks under way on this thread (nested when a callback into Envoy
+    /// runs another hook).
+    static HOOK_DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// Streams Envoy destroyed during a hook, freed when the outermost one returns.
+    static DOOMED: RefCell<Vec<ModulePtr<RefCell<Stream>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs a stream hook's body, counted in [`HOOK_DEPTH`]; the outermost frees the
+/// streams destroyed meanwhile (see the destroy hook).
+fn in_hook<R>(body: impl FnOnce() -> R) -> R {
+    struct Depth;
+    impl Drop for Depth {
+        fn drop(&mut self) {
+            let outermost = HOOK_DEPTH.with(|d| {
+                let n = d.get().saturating_sub(1);
+                d.set(n);
+                n == 0
+            });
+            if outermost {
+                for stream in DOOMED.with(|d| std::mem::take(&mut *d.borrow_mut())) {
+                    stream.destroy();
+                }
+            }
+        }
+    }
+    HOOK_DEPTH.with(|d| d.set(d.get() + 1));
+    let _depth = Depth;
+    body()
 }
 
 #[no_mangle]
@@ -446,16 +487,18 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
         headers.as_slice(headers_size),
         body_chunks.as_slice(body_chunks_size),
     );
-    let status = run(&mut envoy, &stream, Direction::Request, |s, _, out| {
-        // An id the stream does not know (answered before Envoy said its id, or
-        // for a call already given up) is ignored.
-        let Some(i) = s.calls.iter().position(|(e, _)| *e == callout_id) else {
-            return Status::StopIteration;
-        };
-        let (_, id) = s.calls.swap_remove(i);
-        s.core.on_callout_done(id, outcome, now(), out)
-    });
-    resume_if(&mut envoy, &stream, status);
+    in_hook(|| {
+        let status = run(&mut envoy, &stream, Direction::Request, |s, _, out| {
+            // An id the stream does not know (answered before Envoy said its id, or
+            // for a call already given up) is ignored.
+            let Some(i) = s.calls.iter().position(|(e, _)| *e == callout_id) else {
+                return Status::StopIteration;
+            };
+            let (_, id) = s.calls.swap_remove(i);
+            s.core.on_callout_done(id, outcome, now(), out)
+        });
+        resume_if(&mut envoy, &stream, status);
+    })
 }
 
 /// The shared work a stream waited on ended, or its timer is due.
@@ -465,7 +508,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
     stream: ModulePtr<RefCell<Stream>>,
     event_id: u64,
 ) {
-    match event_id {
+    in_hook(|| match event_id {
         EVENT_WAKE => {
             let status = run(&mut envoy, &stream, Direction::Request, |s, _, out| {
                 s.core.set_unix_millis(unix_millis());
@@ -475,14 +518,15 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
         }
         EVENT_TIMER => {
             // The core may end the response here (`EndResponse`), which can complete
-            // and destroy the stream before `run` returns: nothing may touch it after.
+            // the stream (Envoy runs its stream-complete and destroy hooks) before
+            // `run` returns.
             run(&mut envoy, &stream, Direction::Response, |s, _, out| {
                 s.core.on_timer(now(), out);
                 Status::Continue
             });
         }
         _ => {}
-    }
+    })
 }
 
 /// A held request the core let go of continues (unless it was answered).
@@ -748,6 +792,15 @@ fn run(
     dir: Direction,
     step: impl FnOnce(&mut Stream, &HttpFilterHandle<'_>, &mut Vec<Action>) -> Status,
 ) -> Option<Status> {
+    in_hook(|| run_hook(envoy, stream, dir, step))
+}
+
+fn run_hook(
+    envoy: &mut HttpFilterHandle<'_>,
+    stream: &ModulePtr<RefCell<Stream>>,
+    dir: Direction,
+    step: impl FnOnce(&mut Stream, &HttpFilterHandle<'_>, &mut Vec<Action>) -> Status,
+) -> Option<Status> {
     let Some(cell) = stream.get() else {
         return PASS;
     };
@@ -773,8 +826,8 @@ fn run(
             let mut after = Vec::new();
             for action in actions.drain(..) {
                 match apply(envoy, dir, &counters, action) {
-                    // The last action: the stream may be gone now (Envoy completed
-                    // and destroyed it during the call). Touch nothing of it.
+                    // The last action: the stream is complete (and destroyed, its
+                    // memory kept until the outermost hook returns).
                     Some(After::Ended) => return Some(status),
                     Some(a) => after.push(a),
                     None => {}
