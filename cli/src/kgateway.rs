@@ -16,7 +16,7 @@ use crate::compile::{Plan, PlanBackend, PlanModel, PlanRoute, PlanRouteBackend};
 use crate::credentials::{authority, Auth, SecretSource, Secrets};
 use crate::diag::{Diagnostic, Reporter, ResourceId, Source};
 use crate::manifest::SecretValue;
-use crate::read::{at, Obj};
+use crate::read::{at, join, Obj};
 use crate::resources::{
     enum_value, is_dns_subdomain, Address, Endpoint, Meta, Tls, KGATEWAY_GROUP, MODEL_HEADER,
 };
@@ -95,6 +95,17 @@ pub enum BackendKind {
     Aws,
     /// `None`: the provider is refused (already reported).
     Ai(Option<Box<Provider>>),
+    /// kgateway's CRD `ai.priorityGroups`: providers with their group's index
+    /// as priority.
+    AiGroups(Vec<GroupProvider>),
+}
+
+#[derive(Debug)]
+pub struct GroupProvider {
+    pub priority: u32,
+    pub name: String,
+    /// `None`: refused (already reported).
+    pub provider: Option<Provider>,
 }
 
 #[derive(Debug)]
@@ -319,13 +330,35 @@ fn read_provider(o: &Obj<'_, '_>, ns: &str, r: &mut Reporter<'_>) -> Option<Prov
 }
 
 /// kgateway's CRD shape of `Backend.spec.ai` (`gateway.kgateway.dev/v1alpha1`
-/// as of kgateway `e575ec75`, the last version with AI backends): `llm` with
-/// exactly one of `openai`, `azureopenai`, `anthropic`, `gemini`, `vertexai`,
-/// `bedrock`, and `host` + `port` (together), `path.full`, `authHeader`,
-/// `routes`; or `priorityGroups`. Read as the seed's `provider` with the same
-/// fields (`host`/`port` as `hostOverride`, with TLS on port 443; `path.full` as
-/// `pathOverride.fullPath`).
+/// as of kgateway `e575ec75`, the last version with AI backends): `llm`, one
+/// provider, or `priorityGroups` (read by [`read_priority_groups`]).
 fn read_llm(o: &Obj<'_, '_>, ns: &str, r: &mut Reporter<'_>) -> Option<Provider> {
+    if o.has("provider") as u8 + o.has("llm") as u8 + o.has("priorityGroups") as u8 > 1 {
+        r.error(
+            o.path("llm"),
+            "exactly one of provider (the seed's), llm or priorityGroups must be set",
+        );
+        return None;
+    }
+    let base = o.path("");
+    llm_provider(o.get("llm")?, base.trim_end_matches('.'), "llm", &[], ns, r)
+}
+
+/// One kgateway CRD LLM provider (`llm`, or a member of a priority group, whose
+/// own fields are `extra`): exactly one of `openai`, `azureopenai`,
+/// `anthropic`, `gemini`, `vertexai`, `bedrock`, and `host` + `port`
+/// (together), `path.full`, `authHeader`, `routes`. Read as the seed's
+/// `provider` with the same fields (`host`/`port` as `hostOverride`, with TLS
+/// on port 443; `path.full` as `pathOverride.fullPath`). `base` + `key` is its
+/// path.
+fn llm_provider(
+    v: &Value,
+    base: &str,
+    key: &str,
+    extra: &[&str],
+    ns: &str,
+    r: &mut Reporter<'_>,
+) -> Option<Provider> {
     const LLM: &[&str] = &[
         "openai",
         "azureopenai",
@@ -334,24 +367,11 @@ fn read_llm(o: &Obj<'_, '_>, ns: &str, r: &mut Reporter<'_>) -> Option<Provider>
         "vertexai",
         "bedrock",
     ];
-    if o.has("provider") as u8 + o.has("llm") as u8 + o.has("priorityGroups") as u8 > 1 {
-        r.error(
-            o.path("llm"),
-            "exactly one of provider (the seed's), llm or priorityGroups must be set",
-        );
-        return None;
-    }
-    if o.has("priorityGroups") {
-        r.error(
-            o.path("priorityGroups"),
-            "not compiled yet: give one provider as `llm`, and priorities as an AIBackend's `groups` over such Backends",
-        );
-        return None;
-    }
-    let p = o.path("llm");
+    let p = join(base, key);
     let mut known = vec!["host", "port", "path", "authHeader", "routes"];
     known.extend(LLM);
-    let l = Obj::new(o.get("llm")?, &p, &known, r)?;
+    known.extend(extra);
+    let l = Obj::new(v, &p, &known, r)?;
     let set: Vec<&str> = LLM.iter().copied().filter(|k| l.has(k)).collect();
     let [kind] = set[..] else {
         r.error(
@@ -398,10 +418,67 @@ fn read_llm(o: &Obj<'_, '_>, ns: &str, r: &mut Reporter<'_>) -> Option<Provider>
         let full = po.str_req("full", r)?;
         provider.insert("pathOverride".into(), json!({"fullPath": full}));
     }
-    let wrapped = json!({"llm": provider});
-    let base = o.path("");
-    let w = Obj::new(&wrapped, base.trim_end_matches('.'), &["llm"], r)?;
-    read_provider_at(&w, "llm", ns, r)
+    let mut wrapped = Map::new();
+    wrapped.insert(key.to_string(), Value::Object(provider));
+    let wrapped = Value::Object(wrapped);
+    let w = Obj::new(&wrapped, base, &[key], r)?;
+    read_provider_at(&w, key, ns, r)
+}
+
+/// kgateway's CRD `Backend.spec.ai.priorityGroups` (kgateway `e575ec75`): groups
+/// in priority order (1..32), each 1..32 providers with a `name` unique in the
+/// group, balanced with equal weights.
+fn read_priority_groups(o: &Obj<'_, '_>, ns: &str, r: &mut Reporter<'_>) -> Vec<GroupProvider> {
+    let mut out = Vec::new();
+    if o.has("provider") || o.has("llm") {
+        r.error(
+            o.path("priorityGroups"),
+            "exactly one of provider (the seed's), llm or priorityGroups must be set",
+        );
+        return out;
+    }
+    let gp = o.path("priorityGroups");
+    let groups = o.list_opt("priorityGroups", 32, r).unwrap_or_default();
+    if groups.is_empty() {
+        r.error(gp.clone(), "must have at least 1 item");
+    }
+    for (i, g) in groups.iter().enumerate() {
+        let ip = at(&gp, i);
+        let Some(go) = Obj::new(g, &ip, &["providers"], r) else {
+            continue;
+        };
+        let members = go.list_opt("providers", 32, r).unwrap_or_default();
+        if members.is_empty() {
+            r.error(go.path("providers"), "must have at least 1 item");
+        }
+        let mut names: Vec<String> = Vec::new();
+        for (j, m) in members.iter().enumerate() {
+            let key = format!("providers[{j}]");
+            let mp = join(&ip, &key);
+            if !m.is_object() {
+                r.error(mp, "must be an object");
+                continue;
+            }
+            let Some(name) = m.get("name").and_then(Value::as_str) else {
+                r.error(join(&mp, "name"), "is required (a string)");
+                continue;
+            };
+            if names.iter().any(|n| n == name) {
+                r.error(
+                    join(&mp, "name"),
+                    format!("provider names must be unique within a group: '{name}' twice"),
+                );
+                continue;
+            }
+            names.push(name.to_string());
+            out.push(GroupProvider {
+                priority: i as u32,
+                name: name.to_string(),
+                provider: llm_provider(m, &ip, &key, &["name"], ns, r),
+            });
+        }
+    }
+    out
 }
 
 /// `provider` (or `key`) of an AI backend: `type` plus exactly the matching
@@ -901,17 +978,21 @@ pub(crate) fn read(
                     else {
                         return;
                     };
-                    // The seed's `provider`, else kgateway's CRD's `llm`.
-                    let provider = if s.has("provider") && !s.has("llm") && !s.has("priorityGroups")
-                    {
-                        read_provider(&s, &ns, r)
-                    } else if !s.has("provider") && !s.has("llm") && !s.has("priorityGroups") {
-                        r.error(s.path("llm"), "is required (or the seed's `provider`)");
-                        None
+                    // The seed's `provider`, else kgateway's CRD's `llm` or
+                    // `priorityGroups`.
+                    if s.has("priorityGroups") {
+                        BackendKind::AiGroups(read_priority_groups(&s, &ns, r))
                     } else {
-                        read_llm(&s, &ns, r)
-                    };
-                    BackendKind::Ai(provider.map(Box::new))
+                        let provider = if s.has("provider") && !s.has("llm") {
+                            read_provider(&s, &ns, r)
+                        } else if !s.has("provider") && !s.has("llm") {
+                            r.error(s.path("llm"), "is required (or the seed's `provider`)");
+                            None
+                        } else {
+                            read_llm(&s, &ns, r)
+                        };
+                        BackendKind::Ai(provider.map(Box::new))
+                    }
                 }
             };
             kg.backends.push(Backend { meta, kind });
@@ -2114,6 +2195,21 @@ pub(crate) fn plan(
             _ => (None, false),
         })
         .collect();
+    // The creds of each member of a Backend's priority groups.
+    let group_creds: Vec<Vec<Creds>> = kg
+        .backends
+        .iter()
+        .map(|b| match &b.kind {
+            BackendKind::AiGroups(members) => members
+                .iter()
+                .map(|m| match &m.provider {
+                    Some(p) => provider_creds(p, &b.meta, secrets, diags),
+                    None => (None, false),
+                })
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect();
     let ai_creds: Vec<Creds> = kg
         .ai_backends
         .iter()
@@ -2136,6 +2232,10 @@ pub(crate) fn plan(
                 Some(&i) if matches!(kg.backends[i].kind, BackendKind::Aws) => r.error(
                     format!("{}.name", g.path),
                     "an AWS Lambda backend cannot serve an AI provider group",
+                ),
+                Some(&i) if matches!(kg.backends[i].kind, BackendKind::AiGroups(_)) => r.error(
+                    format!("{}.name", g.path),
+                    "a Backend with priorityGroups has its own providers: route to it directly",
                 ),
                 _ => {}
             }
@@ -2222,6 +2322,24 @@ pub(crate) fn plan(
                                 add(idx, 1, 0, &mut r);
                             }
                             BackendKind::Ai(None) => {}
+                            BackendKind::AiGroups(members) => {
+                                let origin = (b.meta.source.clone(), b.meta.id.clone());
+                                for (j, m) in members.iter().enumerate() {
+                                    let Some(p) = &m.provider else { continue };
+                                    if let Some(model) = &p.model {
+                                        configured.push((model.clone(), p.model_path.clone()));
+                                    }
+                                    let bname = format!(
+                                        "{}.{}/{}{}",
+                                        b.meta.id.name,
+                                        b.meta.id.namespace,
+                                        m.name,
+                                        p.model.as_ref().map(|m| format!("@{m}")).unwrap_or_default()
+                                    );
+                                    let idx = push_backend(plan, bname, p, &p.hosts, &group_creds[bi][j], &origin);
+                                    add(idx, 1, m.priority, &mut r);
+                                }
+                            }
                             _ => r.error(format!("{}.name", rf.path), "not an AI backend: the filter routes by model, so kgateway routes must point at type AI backends or AIBackends"),
                         }
                     }

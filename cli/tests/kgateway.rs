@@ -1067,6 +1067,53 @@ fn crd_shapes_map_and_report_their_fields() {
         out.bootstrap_yaml
     );
     assert!(out.bootstrap_yaml.contains("num_retries: 1"));
+    // Priority groups: each provider a backend of the rule, its group's index
+    // as priority, equal weights.
+    let mut docs = base();
+    let member = |name: &str, port: u16| {
+        json!({"name": name, "openai": {"model": "gpt-4o", "authToken": {"kind": "Passthrough"}},
+               "host": "127.0.0.1", "port": port})
+    };
+    common::set(
+        &mut docs[COMPAT],
+        "/spec/ai",
+        Some(json!({"priorityGroups": [
+            {"providers": [member("a", 8081), member("b", 8082)]},
+            {"providers": [member("c", 8083)]}]})),
+    );
+    let r = crd::crds().check_in(&docs[COMPAT], "priorityGroups", Some(KG_AI));
+    assert!(
+        r.errors.is_empty() && r.unevaluable.is_empty(),
+        "{:#?}",
+        r.errors
+    );
+    let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
+    let route = out.config["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["models"] == json!(["gpt-4o"]))
+        .unwrap();
+    let got: Vec<(String, i64)> = route["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap().to_string(),
+                b["priority"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("openai-compatible.default/a@gpt-4o".to_string(), 0),
+            ("openai-compatible.default/b@gpt-4o".to_string(), 0),
+            ("openai-compatible.default/c@gpt-4o".to_string(), 1),
+        ]
+    );
+    assert!(out.bootstrap_yaml.contains("port_value: 8083"));
     let llm = |v: Value| edit(COMPAT, "/spec/ai", v);
     let cases: Vec<ErrorCase> = vec![
         (
@@ -1098,10 +1145,32 @@ fn crd_shapes_map_and_report_their_fields() {
             "exactly one of the fields",
         ),
         (
-            llm(json!({"priorityGroups": [{"providers": [{"name": "a", "openai": {}}]}]})),
+            llm(json!({"priorityGroups": [{"providers": [
+                {"name": "a", "openai": {"model": "m"}},
+                {"name": "a", "openai": {"model": "m"}}]}]})),
+            "Backend",
+            "spec.ai.priorityGroups[0].providers[1].name",
+            "unique within a group",
+        ),
+        (
+            llm(json!({"priorityGroups": [{"providers": [{"openai": {"model": "m"}}]}]})),
+            "Backend",
+            "spec.ai.priorityGroups[0].providers[0].name",
+            "is required",
+        ),
+        (
+            llm(
+                json!({"priorityGroups": [{"providers": [{"name": "a", "gemini": {"model": "m"}, "port": 1}]}]}),
+            ),
+            "Backend",
+            "spec.ai.priorityGroups[0].providers[0]",
+            "host and port",
+        ),
+        (
+            llm(json!({"priorityGroups": []})),
             "Backend",
             "spec.ai.priorityGroups",
-            "not compiled yet",
+            "at least 1 item",
         ),
         (
             llm(json!({"llm": {"openai": {}}, "provider": {"type": "openai", "openai": {}}})),
