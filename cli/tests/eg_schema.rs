@@ -1591,267 +1591,46 @@ fn the_crd_copies_are_verbatim() {
     }
 }
 
-/// Input fields that the upstream CRDs here do not have, and why: the shapes
-/// of the seeds the compiler was written from (kgateway's API description;
-/// Envoy AI Gateway v0.2's v1alpha1 Go API), which the compiler reads beside the
-/// current ones. (kind, schema path, field).
-const OLDER_FIELDS: &[(&str, &str, &str, &str)] = &[
-    (
-        "AIServiceBackend",
-        "spec",
-        "backendSecurityPolicyRef",
-        "Envoy AI Gateway v0.2 (v1.1.0: the policy's targetRefs)",
-    ),
-    (
-        "AIGatewayRoute",
-        "spec",
-        "schema",
-        "Envoy AI Gateway v0.2 (v1.1.0: no route schema)",
-    ),
-    (
-        "AIGatewayRoute",
-        "spec",
-        "targetRefs",
-        "Envoy AI Gateway v0.2 (v1.1.0: parentRefs)",
-    ),
-    (
-        "BackendSecurityPolicy",
-        "spec.gcpCredentials",
-        "isPassthrough",
-        "not in Envoy AI Gateway v1.1.0",
-    ),
-    (
-        "Backend",
-        "spec.ai",
-        "provider",
-        "the seed's AI Backend (kgateway e575ec75: ai.llm)",
-    ),
-    (
-        "Backend",
-        "spec.static.hosts[]",
-        "tls",
-        "the seed's static host TLS",
-    ),
-    (
-        "TrafficPolicy",
-        "spec",
-        "timeout",
-        "the seed's TrafficPolicy",
-    ),
-    (
-        "TrafficPolicy",
-        "spec",
-        "retries",
-        "the seed's TrafficPolicy",
-    ),
-    (
-        "TrafficPolicy",
-        "spec",
-        "requestHeaderModifier",
-        "the seed's TrafficPolicy",
-    ),
-    (
-        "TrafficPolicy",
-        "spec",
-        "responseHeaderModifier",
-        "the seed's TrafficPolicy",
-    ),
-    (
-        "TrafficPolicy",
-        "spec.rateLimit",
-        "extensionRef",
-        "the seed's rate limit",
-    ),
-    (
-        "HTTPListenerPolicy",
-        "spec",
-        "buffer",
-        "the seed's HTTPListenerPolicy",
-    ),
-    (
-        "HTTPListenerPolicy",
-        "spec",
-        "basicAuth",
-        "the seed's HTTPListenerPolicy",
-    ),
-    (
-        "HTTPListenerPolicy",
-        "spec",
-        "celValidation",
-        "the seed's HTTPListenerPolicy",
-    ),
-    (
-        "DirectResponse",
-        "spec",
-        "statusCode",
-        "the seed's DirectResponse (kgateway: status)",
-    ),
-];
-
-/// Other differences the seeds' shapes make: (kind, schema path, message part).
-const OLDER_VALUES: &[(&str, &str, &str)] = &[
-    (
-        "Backend",
-        "spec.ai",
-        "exactly one of the fields in [llm priorityGroups]",
-    ),
-    (
-        "TrafficPolicy",
-        "spec.cors.allowOrigins[]",
-        "is not of type \"string\"",
-    ),
-    (
-        "TrafficPolicy",
-        "spec.cors.maxAge",
-        "is not of type \"integer\"",
-    ),
-    ("TrafficPolicy", "spec.cors.maxAge", "is not a \"int32\""),
-    (
-        "HTTPListenerPolicy",
-        "spec.targetRefs[]",
-        "\"group\" is a required property",
-    ),
-    (
-        "DirectResponse",
-        "spec",
-        "\"status\" is a required property",
-    ),
-];
-
-/// An error of [`crd::Crds::check_input`] as (schema path, fields) for an
-/// unknown-fields error, else (schema path, message).
-fn parse_error(e: &str) -> (String, Vec<String>, String) {
-    // "LABEL (FILE): PATH: MESSAGE" or "LABEL (FILE) ...: PATH: MESSAGE (rule: ...)"
-    let rest = e.split_once("): ").map_or(e, |(_, r)| r);
-    let (path, msg) = rest.split_once(": ").unwrap_or(("", rest));
-    let mut spath = String::new();
-    let mut in_index = false;
-    for c in path.chars() {
-        match c {
-            '[' => {
-                in_index = true;
-                spath.push_str("[]");
-            }
-            ']' => in_index = false,
-            _ if in_index => {}
-            c => spath.push(c),
-        }
-    }
-    let fields = msg
-        .strip_prefix("Additional properties are not allowed (")
-        .map(|l| {
-            l.split(" was unexpected")
-                .next()
-                .unwrap()
-                .split(" were unexpected")
-                .next()
-                .unwrap()
-                .split(", ")
-                .map(|f| f.trim_matches('\'').to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    (spath, fields, msg.to_string())
-}
-
 /// The inputs of every golden case and example that compiles, against the
-/// upstream CRDs of their kinds (kgateway's AI Backends against its last
-/// version with them; HTTPListenerPolicy against its last version). Only the
-/// differences listed in `OLDER_FIELDS` and `OLDER_VALUES` are allowed, and each
-/// is seen at least once.
+/// upstream CRDs of their kinds (see [`crd::Crds::check_input_doc`]). Only the
+/// differences listed in `crd::OLDER_FIELDS` and `crd::OLDER_VALUES` are
+/// allowed, and each is seen at least once.
 #[test]
 fn inputs_match_the_upstream_crds() {
-    const KG_AI: &str = "kgateway/historical/e575ec754390/gateway.kgateway.dev_backends.yaml";
-    const KG_BACKEND: &str = "kgateway/gateway.kgateway.dev_backends.yaml";
     let crds = crd::crds();
-    let mut errs = Vec::new();
-    let mut seen = HashSet::new();
-    let mut kinds = std::collections::BTreeSet::new();
+    let mut check = crd::InputCheck::default();
     for (name, ms, opts) in inputs() {
         if compile_with(&ms, &opts).is_err() {
             continue;
         }
         for (i, m) in ms.iter().enumerate() {
-            let d = &m.value;
-            let (Some(av), Some(kind)) = (d["apiVersion"].as_str(), d["kind"].as_str()) else {
-                continue;
-            };
-            if (av, kind) == ("v1", "Secret") {
-                // A core kind: no CRD; its shape as the API server takes it.
-                let v = common::unredacted(m.clone());
-                let label = format!("{name}#{i} Secret");
-                crd::check_metadata(&v["metadata"], &label, &mut errs);
-                for (k, x) in v.as_object().unwrap() {
-                    let ok = match k.as_str() {
-                        "apiVersion" | "kind" | "metadata" => true,
-                        "type" => x.is_string(),
-                        "immutable" => x.is_boolean(),
-                        "stringData" | "data" => x
-                            .as_object()
-                            .is_some_and(|o| o.values().all(Value::is_string)),
-                        _ => false,
-                    };
-                    if !ok {
-                        errs.push(format!("{label}: {k}: not a Secret field of that type"));
-                    }
-                }
-                kinds.insert("v1 Secret".to_string());
-                continue;
-            }
-            if !crds.serves(av, kind) {
-                kinds.insert(format!("no CRD: {av} {kind}"));
-                continue;
-            }
-            kinds.insert(format!("{av} {kind}"));
-            let file = match (av, kind) {
-                ("gateway.kgateway.dev/v1alpha1", "Backend") if d["spec"].get("ai").is_some() => {
-                    Some(KG_AI)
-                }
-                ("gateway.kgateway.dev/v1alpha1", "Backend") => Some(KG_BACKEND),
-                _ => None,
-            };
-            let r = crds.check_input(d, &format!("{name}#{i} {kind}"), file);
-            errs.extend(r.unevaluable);
-            for e in r.errors {
-                let (spath, fields, msg) = parse_error(&e);
-                let known = if fields.is_empty() {
-                    OLDER_VALUES
-                        .iter()
-                        .position(|(k, p, m)| *k == kind && *p == spath && msg.contains(m))
-                        .map(|j| vec![j + OLDER_FIELDS.len()])
-                } else {
-                    fields
-                        .iter()
-                        .map(|f| {
-                            OLDER_FIELDS
-                                .iter()
-                                .position(|(k, p, g, _)| *k == kind && *p == spath && g == f)
-                        })
-                        .collect::<Option<Vec<usize>>>()
-                };
-                match known {
-                    Some(js) => seen.extend(js),
-                    None => errs.push(e),
-                }
-            }
+            let d = common::unredacted(m.clone());
+            crds.check_input_doc(&d, &format!("{name}#{i}"), &mut check);
         }
     }
-    assert!(errs.is_empty(), "{}", errs.join("\n"));
-    for (j, f) in OLDER_FIELDS.iter().enumerate() {
-        assert!(seen.contains(&j), "no input has {f:?} any more: drop it");
-    }
-    for (j, v) in OLDER_VALUES.iter().enumerate() {
+    assert!(check.errors.is_empty(), "{}", check.errors.join("\n"));
+    for (j, f) in crd::OLDER_FIELDS.iter().enumerate() {
         assert!(
-            seen.contains(&(j + OLDER_FIELDS.len())),
+            check.seen.contains(&j),
+            "no input has {f:?} any more: drop it"
+        );
+    }
+    for (j, v) in crd::OLDER_VALUES.iter().enumerate() {
+        assert!(
+            check.seen.contains(&(j + crd::OLDER_FIELDS.len())),
             "no input has {v:?} any more: drop it"
         );
     }
     // Every input kind but the seed's AIBackend (and the generic routes, which
     // are no Kubernetes resources) has a CRD here, or is a Secret.
-    let no_crd: Vec<_> = kinds.iter().filter(|k| k.starts_with("no CRD")).collect();
+    let no_crd: Vec<_> = check
+        .kinds
+        .iter()
+        .filter(|k| k.starts_with("no CRD"))
+        .collect();
     assert!(
         no_crd.iter().all(|k| k.ends_with(" AIBackend")),
         "{no_crd:#?}"
     );
-    assert!(kinds.len() >= 15, "{kinds:#?}");
+    assert!(check.kinds.len() >= 15, "{:#?}", check.kinds);
 }

@@ -5,6 +5,7 @@ use aigw_cli::{compile, Manifest, Source};
 use serde_json::{json, Value};
 
 mod common;
+mod crd;
 use common::{edit, push, remove, set, Edit, ErrorCase};
 
 /// A valid input: route, backend, policy, Envoy Gateway Backend, TLS policy, Secret.
@@ -2011,4 +2012,25 @@ fn single_backend_rules_run_inline_unless_a_match_reads_a_header_the_filter_sets
     // The upstream instance sets and signs Host per attempt: no route rewrites it.
     assert!(!out.bootstrap_yaml.contains("auto_host_rewrite"));
     assert!(!out.bootstrap_yaml.contains("host_rewrite_literal"));
+}
+
+/// The base input and the Envoy Gateway manifests it compiles to, against the
+/// upstream CRDs (as `tests/eg_schema.rs` checks the golden cases).
+#[test]
+fn base_and_its_manifests_match_the_crds() {
+    let docs = base();
+    let out = compile(&manifests(docs.clone())).unwrap_or_else(|d| panic!("{d:#?}"));
+    let crds = crd::crds();
+    let mut check = crd::InputCheck::default();
+    for (i, d) in docs.iter().enumerate() {
+        crds.check_input_doc(d, &format!("input#{i}"), &mut check);
+    }
+    let mut errors = check.errors;
+    for (i, d) in out.envoy_gateway.iter().enumerate() {
+        let r = crds.check(d, &format!("output#{i}"));
+        errors.extend(r.errors);
+        errors.extend(r.unevaluable);
+    }
+    assert!(!out.envoy_gateway.is_empty());
+    assert!(errors.is_empty(), "{errors:#?}");
 }

@@ -646,3 +646,247 @@ pub fn eval(src: &str, node: &Value, v: &Value) -> Result<bool, String> {
         Err(e) => Err(format!("evaluation: {e}")),
     }
 }
+
+/// Input fields that the upstream CRDs here do not have, and why: the shapes
+/// of the seeds the compiler was written from (kgateway's API description;
+/// Envoy AI Gateway v0.2's v1alpha1 Go API), which the compiler reads beside the
+/// current ones. (kind, schema path, field).
+pub const OLDER_FIELDS: &[(&str, &str, &str, &str)] = &[
+    (
+        "AIServiceBackend",
+        "spec",
+        "backendSecurityPolicyRef",
+        "Envoy AI Gateway v0.2 (v1.1.0: the policy's targetRefs)",
+    ),
+    (
+        "AIGatewayRoute",
+        "spec",
+        "schema",
+        "Envoy AI Gateway v0.2 (v1.1.0: no route schema)",
+    ),
+    (
+        "AIGatewayRoute",
+        "spec",
+        "targetRefs",
+        "Envoy AI Gateway v0.2 (v1.1.0: parentRefs)",
+    ),
+    (
+        "BackendSecurityPolicy",
+        "spec.gcpCredentials",
+        "isPassthrough",
+        "not in Envoy AI Gateway v1.1.0",
+    ),
+    (
+        "Backend",
+        "spec.ai",
+        "provider",
+        "the seed's AI Backend (kgateway e575ec75: ai.llm)",
+    ),
+    (
+        "Backend",
+        "spec.static.hosts[]",
+        "tls",
+        "the seed's static host TLS",
+    ),
+    (
+        "TrafficPolicy",
+        "spec",
+        "timeout",
+        "the seed's TrafficPolicy",
+    ),
+    (
+        "TrafficPolicy",
+        "spec",
+        "retries",
+        "the seed's TrafficPolicy",
+    ),
+    (
+        "TrafficPolicy",
+        "spec",
+        "requestHeaderModifier",
+        "the seed's TrafficPolicy",
+    ),
+    (
+        "TrafficPolicy",
+        "spec",
+        "responseHeaderModifier",
+        "the seed's TrafficPolicy",
+    ),
+    (
+        "TrafficPolicy",
+        "spec.rateLimit",
+        "extensionRef",
+        "the seed's rate limit",
+    ),
+    (
+        "HTTPListenerPolicy",
+        "spec",
+        "buffer",
+        "the seed's HTTPListenerPolicy",
+    ),
+    (
+        "HTTPListenerPolicy",
+        "spec",
+        "basicAuth",
+        "the seed's HTTPListenerPolicy",
+    ),
+    (
+        "HTTPListenerPolicy",
+        "spec",
+        "celValidation",
+        "the seed's HTTPListenerPolicy",
+    ),
+    (
+        "DirectResponse",
+        "spec",
+        "statusCode",
+        "the seed's DirectResponse (kgateway: status)",
+    ),
+];
+
+/// Other differences the seeds' shapes make: (kind, schema path, message part).
+pub const OLDER_VALUES: &[(&str, &str, &str)] = &[
+    (
+        "Backend",
+        "spec.ai",
+        "exactly one of the fields in [llm priorityGroups]",
+    ),
+    (
+        "TrafficPolicy",
+        "spec.cors.allowOrigins[]",
+        "is not of type \"string\"",
+    ),
+    (
+        "TrafficPolicy",
+        "spec.cors.maxAge",
+        "is not of type \"integer\"",
+    ),
+    ("TrafficPolicy", "spec.cors.maxAge", "is not a \"int32\""),
+    (
+        "HTTPListenerPolicy",
+        "spec.targetRefs[]",
+        "\"group\" is a required property",
+    ),
+    (
+        "DirectResponse",
+        "spec",
+        "\"status\" is a required property",
+    ),
+];
+
+/// An error of [`Crds::check_input`] as (schema path, fields) for an
+/// unknown-fields error, else (schema path, message).
+fn parse_error(e: &str) -> (String, Vec<String>, String) {
+    // "LABEL (FILE): PATH: MESSAGE" or "LABEL (FILE) ...: PATH: MESSAGE (rule: ...)"
+    let rest = e.split_once("): ").map_or(e, |(_, r)| r);
+    let (path, msg) = rest.split_once(": ").unwrap_or(("", rest));
+    let mut spath = String::new();
+    let mut in_index = false;
+    for c in path.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                spath.push_str("[]");
+            }
+            ']' => in_index = false,
+            _ if in_index => {}
+            c => spath.push(c),
+        }
+    }
+    let fields = msg
+        .strip_prefix("Additional properties are not allowed (")
+        .map(|l| {
+            l.split(" was unexpected")
+                .next()
+                .unwrap()
+                .split(" were unexpected")
+                .next()
+                .unwrap()
+                .split(", ")
+                .map(|f| f.trim_matches('\'').to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    (spath, fields, msg.to_string())
+}
+
+/// What checking inputs found: errors the differences above do not explain,
+/// the differences seen (indices: `OLDER_FIELDS`, then `OLDER_VALUES`), the
+/// kinds checked.
+#[derive(Default)]
+pub struct InputCheck {
+    pub errors: Vec<String>,
+    pub seen: HashSet<usize>,
+    pub kinds: BTreeSet<String>,
+}
+
+impl Crds {
+    /// An input document (Secrets with their values, see
+    /// `common::unredacted`) against the CRD of its kind: kgateway's AI Backends
+    /// against its last version with them, its other Backends against `main`;
+    /// a Secret, a core kind, by its fields.
+    pub fn check_input_doc(&self, d: &Value, label: &str, out: &mut InputCheck) {
+        const KG_AI: &str = "kgateway/historical/e575ec754390/gateway.kgateway.dev_backends.yaml";
+        const KG_BACKEND: &str = "kgateway/gateway.kgateway.dev_backends.yaml";
+        let (Some(av), Some(kind)) = (d["apiVersion"].as_str(), d["kind"].as_str()) else {
+            return;
+        };
+        let label = format!("{label} {kind}");
+        if (av, kind) == ("v1", "Secret") {
+            check_metadata(&d["metadata"], &label, &mut out.errors);
+            for (k, x) in d.as_object().unwrap() {
+                let ok = match k.as_str() {
+                    "apiVersion" | "kind" | "metadata" => true,
+                    "type" => x.is_string(),
+                    "immutable" => x.is_boolean(),
+                    "stringData" | "data" => x
+                        .as_object()
+                        .is_some_and(|o| o.values().all(Value::is_string)),
+                    _ => false,
+                };
+                if !ok {
+                    out.errors
+                        .push(format!("{label}: {k}: not a Secret field of that type"));
+                }
+            }
+            out.kinds.insert("v1 Secret".to_string());
+            return;
+        }
+        if !self.serves(av, kind) {
+            out.kinds.insert(format!("no CRD: {av} {kind}"));
+            return;
+        }
+        out.kinds.insert(format!("{av} {kind}"));
+        let file = match (av, kind) {
+            ("gateway.kgateway.dev/v1alpha1", "Backend") if d["spec"].get("ai").is_some() => {
+                Some(KG_AI)
+            }
+            ("gateway.kgateway.dev/v1alpha1", "Backend") => Some(KG_BACKEND),
+            _ => None,
+        };
+        let r = self.check_input(d, &label, file);
+        out.errors.extend(r.unevaluable);
+        for e in r.errors {
+            let (spath, fields, msg) = parse_error(&e);
+            let known = if fields.is_empty() {
+                OLDER_VALUES
+                    .iter()
+                    .position(|(k, p, m)| *k == kind && *p == spath && msg.contains(m))
+                    .map(|j| vec![j + OLDER_FIELDS.len()])
+            } else {
+                fields
+                    .iter()
+                    .map(|f| {
+                        OLDER_FIELDS
+                            .iter()
+                            .position(|(k, p, g, _)| *k == kind && *p == spath && g == f)
+                    })
+                    .collect::<Option<Vec<usize>>>()
+            };
+            match known {
+                Some(js) => out.seen.extend(js),
+                None => out.errors.push(e),
+            }
+        }
+    }
+}
