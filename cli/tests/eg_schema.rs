@@ -1518,6 +1518,16 @@ fn the_crd_checker_follows_the_api_server() {
             .any(|e| e.contains("self.type != 'Local' || has(self.local)")),
         "{e:#?}"
     );
+    // An int32 field beyond its Go type's range.
+    let mut btp = docs
+        .iter()
+        .find(|d| d["kind"] == "BackendTrafficPolicy")
+        .unwrap()
+        .clone();
+    assert_eq!(errors(&btp), Vec::<String>::new());
+    btp["spec"]["retry"]["numRetries"] = json!(3_000_000_000u64);
+    let e = errors(&btp);
+    assert!(e.iter().any(|e| e.contains("is not a int32")), "{e:#?}");
     // A list of type map with a repeated key.
     let mut p = proxy.clone();
     let m = p["spec"]["dynamicModules"][0].clone();

@@ -121,8 +121,12 @@ fn load() -> Crds {
                 let validator = jsonschema::options()
                     .with_draft(jsonschema::Draft::Draft4)
                     .should_validate_formats(true)
-                    .with_format("int32", |s: &str| s.parse::<i32>().is_ok())
-                    .with_format("int64", |s: &str| s.parse::<i64>().is_ok())
+                    // Formats the API server checks that draft 4 does not know.
+                    .with_format("byte", |s: &str| {
+                        use base64::Engine;
+                        base64::engine::general_purpose::STANDARD.decode(s).is_ok()
+                    })
+                    .with_format("cidr", cidr)
                     .build(&to_json_schema(&root))
                     .unwrap_or_else(|e| panic!("{file}: {e}"));
                 by_kind
@@ -313,6 +317,21 @@ const SERVER_SET: &[&str] = &[
     "selfLink",
 ];
 
+/// An IPv4 or IPv6 CIDR (`ADDRESS/PREFIX`), as Go's `net.ParseCIDR` takes it.
+fn cidr(s: &str) -> bool {
+    let Some((ip, bits)) = s.split_once('/') else {
+        return false;
+    };
+    let Ok(bits) = bits.parse::<u8>() else {
+        return false;
+    };
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => bits <= 32,
+        Ok(std::net::IpAddr::V6(_)) => bits <= 128,
+        Err(_) => false,
+    }
+}
+
 fn dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -444,6 +463,22 @@ impl Walk<'_> {
         }
         if let Some(list) = v.as_array() {
             self.list_type(node, list, path);
+        }
+        // Integer formats: the Go field's range.
+        if let (Some(f), Some(n)) = (node["format"].as_str(), v.as_number()) {
+            let fits = match f {
+                "int32" => n.as_i64().is_some_and(|i| i32::try_from(i).is_ok()),
+                "uint32" => n.as_u64().is_some_and(|i| u32::try_from(i).is_ok()),
+                "int64" => n.as_i64().is_some(),
+                _ => true,
+            };
+            if !fits {
+                self.rep.errors.push(format!(
+                    "{}: {}: {n} is not a {f}",
+                    self.label,
+                    display(path)
+                ));
+            }
         }
         for rule in node["x-kubernetes-validations"]
             .as_array()
@@ -761,7 +796,6 @@ pub const OLDER_VALUES: &[(&str, &str, &str)] = &[
         "spec.cors.maxAge",
         "is not of type \"integer\"",
     ),
-    ("TrafficPolicy", "spec.cors.maxAge", "is not a \"int32\""),
     (
         "HTTPListenerPolicy",
         "spec.targetRefs[]",
