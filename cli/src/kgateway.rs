@@ -1,6 +1,11 @@
 //! kgateway resources (`gateway.kgateway.dev/v1alpha1`: Backend, AIBackend,
 //! TrafficPolicy, HTTPListenerPolicy, DirectResponse, GatewayExtension,
 //! GatewayParameters) and the Gateway API `HTTPRoute`s that route to them.
+//! Each kind is read in the seeds' shape (the kgateway API description the
+//! compiler was written from) and, where kgateway's CRDs differ, in theirs too
+//! (`Backend.spec.ai.llm`/`priorityGroups`, CORS origin strings and `maxAge`
+//! seconds, `timeouts`, `retry`, `headerModifiers`, DirectResponse `status`):
+//! see `cli/README.md` for which version each follows.
 //!
 //! AI backends with the `openai` provider become filter backends; the HTTPRoutes
 //! whose backendRefs point at them are the routing source (models from their
