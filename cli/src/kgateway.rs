@@ -1495,6 +1495,14 @@ fn read_traffic(meta: Meta, spec: Obj<'_, '_>, kg: &mut Inputs, r: &mut Reporter
             if origins.is_empty() {
                 r.error(c.path("allowOrigins"), "must have at least 1 item");
             }
+            // kgateway's CRD rule for its string origins.
+            let strings = c.get("allowOrigins").and_then(Value::as_array);
+            if strings.is_some_and(|l| l.len() > 1 && l.iter().any(|o| o == "*")) {
+                r.error(
+                    c.path("allowOrigins"),
+                    "AllowOrigins cannot contain '*' alongside other origins",
+                );
+            }
             policy.insert("allow_origin_string_match".into(), Value::Array(origins));
             for (k, envoy) in [
                 ("allowMethods", "allow_methods"),

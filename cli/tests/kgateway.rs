@@ -1023,21 +1023,18 @@ fn seed_and_crd_shapes_compile_alike() {
 /// without port, priorityGroups, both shapes at once).
 #[test]
 fn crd_shapes_map_and_report_their_fields() {
-    let mut docs = base();
-    common::set(
-        &mut docs[TP],
-        "/spec/cors/allowOrigins",
-        Some(json!(["*", "https://*.example.com:8443"])),
-    );
-    let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
-    assert!(
-        out.bootstrap_yaml.contains("regex: .*"),
-        "{}",
-        out.bootstrap_yaml
-    );
-    assert!(out
-        .bootstrap_yaml
-        .contains(r"regex: https://[^/:]+\.example\.com:8443"));
+    for (origins, want) in [
+        (json!(["*"]), "regex: .*"),
+        (
+            json!(["https://*.example.com:8443", "http://localhost:3000"]),
+            r"regex: https://[^/:]+\.example\.com:8443",
+        ),
+    ] {
+        let mut docs = base();
+        common::set(&mut docs[TP], "/spec/cors/allowOrigins", Some(origins));
+        let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
+        assert!(out.bootstrap_yaml.contains(want), "{}", out.bootstrap_yaml);
+    }
     let mut docs = base();
     common::set(
         &mut docs[COMPAT],
@@ -1125,6 +1122,16 @@ fn crd_shapes_map_and_report_their_fields() {
             "TrafficPolicy",
             "spec.cors.allowOrigins[0]",
             "not `*` or an http(s) origin",
+        ),
+        (
+            edit(
+                TP,
+                "/spec/cors/allowOrigins",
+                json!(["*", "https://a.example.com"]),
+            ),
+            "TrafficPolicy",
+            "spec.cors.allowOrigins",
+            "cannot contain '*' alongside other origins",
         ),
         (
             edit(TP, "/spec/cors/maxAge", json!(0)),
