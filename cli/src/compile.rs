@@ -1735,6 +1735,9 @@ pub(crate) fn config_document(
         if let Some(c) = &r.cache {
             o.insert("cache".into(), c.clone());
         }
+        if let Some(ms) = stream_idle_timeout_ms(r) {
+            o.insert("streamIdleTimeout".into(), json!(format!("{ms}ms")));
+        }
         if !r.metadata.is_empty() {
             let m: Map<String, Value> = r
                 .metadata
@@ -1772,6 +1775,20 @@ pub(crate) fn config_document(
         doc["quota"] = json!({"mode": "fleet"});
     }
     (doc, origins)
+}
+
+/// The filter ends a stream whose provider went quiet with an error event only if
+/// it does so before Envoy's route timeout or stream idle timeout resets the stream:
+/// a route whose shortest timeout is under twice the filter's default gets half of it.
+fn stream_idle_timeout_ms(r: &PlanRoute) -> Option<u64> {
+    let route = r.extra.timeout_ms.unwrap_or(r.timeout_ms);
+    let shortest = [Some(route), r.extra.idle_timeout_ms]
+        .into_iter()
+        .flatten()
+        .filter(|&ms| ms > 0)
+        .min()?;
+    let default = aigw_filter::config::DEFAULT_STREAM_IDLE_TIMEOUT.as_millis() as u64;
+    (shortest / 2 < default).then_some((shortest / 2).max(1))
 }
 
 /// Points a filter validation error at the resource field it came from.
