@@ -1,41 +1,12 @@
 //! Gateway API durations and RFC 3339 timestamps, parsed without a clock.
 
 /// Parses a Gateway API duration (GEP-2257): one to four `<1-5 digits><h|m|s|ms>`
-/// groups, e.g. `30s`, `1h30m`, `500ms`. Returns milliseconds.
+/// groups, e.g. `30s`, `1h30m`, `500ms`. Returns milliseconds. The filter's own
+/// parser, so that what the compiler accepts the filter loads.
 pub fn parse_duration(s: &str) -> Result<u64, String> {
-    let bad = || format!("'{s}' is not a Gateway API duration (e.g. 30s, 1m30s, 500ms)");
-    let b = s.as_bytes();
-    let (mut i, mut groups, mut total) = (0usize, 0usize, 0u64);
-    while i < b.len() {
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        let digits = &s[start..i];
-        if digits.is_empty() || digits.len() > 5 {
-            return Err(bad());
-        }
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        let unit_ms = if s[i..].starts_with("ms") {
-            i += 2;
-            1
-        } else {
-            let u = match b.get(i) {
-                Some(b'h') => 3_600_000,
-                Some(b'm') => 60_000,
-                Some(b's') => 1_000,
-                _ => return Err(bad()),
-            };
-            i += 1;
-            u
-        };
-        total += n * unit_ms;
-        groups += 1;
-    }
-    if groups == 0 || groups > 4 {
-        return Err(bad());
-    }
-    Ok(total)
+    aigw_filter::config::parse_duration(s)
+        .map(|d| d.as_millis() as u64)
+        .ok_or_else(|| format!("'{s}' is not a Gateway API duration (e.g. 30s, 1m30s, 500ms)"))
 }
 
 /// Renders milliseconds as a protobuf JSON duration (`60s`, `1.500s`).
