@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import json
 import os
 import subprocess
@@ -347,6 +348,30 @@ def test_example_serves_chat(served):
     upstream = gw.upstream(rid)
     assert len(upstream) == 1, upstream
     assert upstream[0]["response"]["usage"]["prompt_tokens"] == resp.usage.prompt_tokens
+
+
+def test_aigateway_example_limits_tokens_per_user(served):
+    """`make run`'s example carries a BackendTrafficPolicy limiting chat tokens per
+    `x-user-id`: compiled into a token limit per identity, it counts each user apart,
+    and the access log names the user by hash, never by value."""
+    name, local, gw = served
+    if name != "aigateway":
+        pytest.skip(f"{name} has no limits")
+    assert gw.config["identity"] == {"header": "x-user-id"}, gw.config.get("identity")
+    chat = [r for r in gw.config["routes"] if r["name"].startswith("default/chat/")]
+    assert chat and all(r["rateLimit"] == {"tokensPerMinute": 20000, "per": "identity"} for r in chat), chat
+    ids = {}
+    for user in ("alice", "bob"):
+        rid = str(uuid.uuid4())
+        client(gw).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-request-id": rid, "x-user-id": user})
+        entry = gw.log_entry(rid)
+        assert entry["status"] == 200, entry
+        ids[user] = entry["identity"]
+        assert ids[user] == hashlib.sha256(user.encode()).hexdigest()[:32], entry
+        assert user not in json.dumps(entry), entry
+    assert ids["alice"] != ids["bob"]
 
 
 def test_example_serves_streamed_chat(served):
