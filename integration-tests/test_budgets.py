@@ -4,7 +4,7 @@ budgets that block (429 in the client's schema with retry-after), throttle or al
 (a header, a counter, metadata); one identity's spent budget leaving another's
 alone; a burst of concurrent streams against a nearly spent budget overshooting by
 at most one request's estimate; a daily budget starting over when its day ends
-(the calendar's midnight put a minute away with a UTC offset)."""
+(the calendar's midnight put one to two minutes away with a UTC offset)."""
 
 from __future__ import annotations
 
@@ -35,11 +35,13 @@ def budget(name: str, limit: float, **extra) -> dict:
     return {"name": name, "limit": limit, "currency": "USD", "period": "monthly", "per": "identity", **extra}
 
 
-def midnight_in_a_minute() -> str:
-    """A UTC offset whose local midnight is less than two minutes away."""
+def midnight_soon() -> str:
+    """A UTC offset whose local midnight is one to two minutes away: local time is
+    23:58 now, so a gateway that takes its time to start (the wasm build on a
+    loaded machine) still spends its budget before the day turns."""
     now = datetime.datetime.now(datetime.timezone.utc)
     minutes = now.hour * 60 + now.minute
-    offset = (23 * 60 + 59) - minutes  # local time 23:59 now
+    offset = (23 * 60 + 58) - minutes  # local time 23:58 now
     if offset > 14 * 60:
         offset -= 24 * 60
     if offset < -12 * 60:
@@ -181,10 +183,10 @@ def test_token_limits_per_identity(gw):
 
 
 def test_a_daily_budget_starts_over_at_midnight(workdir, build):
-    # A gateway of its own, started now: its calendar's midnight is a minute away.
+    # A gateway of its own, started now: its calendar's midnight is one to two minutes away.
     cfg = {"version": "v1", "identity": {"header": "x-api-key"}, "backends": [backend("openai")],
            "routes": [route("daily", budgets=[budget("d", 0.00003, period="daily",
-                                                      utcOffset=midnight_in_a_minute())])]}
+                                                      utcOffset=midnight_soon())])]}
     with running_gateway(cfg, ["openai"], workdir / f"budgets-daily-{build}", build) as g:
         # 30 micro-dollars a day: spent after 3 answers (0, 14, 28 admitted).
         assert spend(g, "daily", "heidi", 3) == [200] * 3
