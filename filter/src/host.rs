@@ -29,6 +29,20 @@ pub trait Headers {
     /// Every header in the map, in order, a repeated name once per value. A map
     /// that keeps only some headers lists those.
     fn for_each(&self, f: &mut dyn FnMut(&str, &str));
+
+    /// Every header name, as [`Headers::for_each`] lists them: for steps that look
+    /// at names only, so that a host need not check every value's UTF-8.
+    fn for_each_name(&self, f: &mut dyn FnMut(&str)) {
+        self.for_each(&mut |name, _| f(name));
+    }
+}
+
+/// Whether `name` (any case) is one of the gateway's internal headers.
+pub(crate) fn is_internal_header(name: &str) -> bool {
+    let prefix = crate::INTERNAL_HEADER_PREFIX.as_bytes();
+    name.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
 }
 
 /// A header map for tests and for hosts that copy headers out before calling in.

@@ -773,6 +773,13 @@ impl Headers for HostHeaders<'_> {
             );
         }
     }
+
+    fn for_each_name(&self, f: &mut dyn FnMut(&str)) {
+        let all = self.all.get_or_init(|| self.envoy.headers(self.kind));
+        for h in all {
+            f(&String::from_utf8_lossy(h.name.as_bytes()));
+        }
+    }
 }
 
 /// What a stream hook answers when it does nothing (dead stream, re-entered, null).

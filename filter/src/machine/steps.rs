@@ -30,12 +30,16 @@ pub(crate) struct InternalHeaders;
 impl HeaderStep for InternalHeaders {
     fn on_headers(&self, _cx: &mut Cx<'_>, headers: &dyn Headers, out: &mut Vec<Action>) -> Flow {
         let mut sent: Vec<String> = Vec::new();
-        headers.for_each(&mut |name, _| {
-            let lower = name.to_ascii_lowercase();
-            let internal = CLIENT_FORBIDDEN_HEADERS.contains(&lower.as_str())
-                || lower.starts_with(crate::INTERNAL_HEADER_PREFIX);
-            if internal && !sent.contains(&lower) {
-                sent.push(lower);
+        headers.for_each_name(&mut |name| {
+            let internal = crate::host::is_internal_header(name)
+                || CLIENT_FORBIDDEN_HEADERS
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(name));
+            if internal {
+                let lower = name.to_ascii_lowercase();
+                if !sent.contains(&lower) {
+                    sent.push(lower);
+                }
             }
         });
         for name in CLIENT_FORBIDDEN_HEADERS {
@@ -519,11 +523,13 @@ impl ResponseStep for Attribution {
             }
         }
         let mut others: Vec<String> = Vec::new();
-        headers.for_each(&mut |name, _| {
+        headers.for_each_name(&mut |name| {
+            if !crate::host::is_internal_header(name) {
+                return;
+            }
             let lower = name.to_ascii_lowercase();
             let known = lower == BACKEND_HEADER || lower == MODEL_OVERRIDE_HEADER;
-            let internal = lower.starts_with(crate::INTERNAL_HEADER_PREFIX);
-            if internal && !known && !others.contains(&lower) {
+            if !known && !others.contains(&lower) {
                 others.push(lower);
             }
         });
