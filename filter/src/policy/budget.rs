@@ -19,7 +19,7 @@ use crate::error::GatewayError;
 use crate::host::{Action, Counter, Headers, MetadataValue, Status};
 use crate::machine::pipeline::{BodyStep, Cx, Flow, ResponseStep};
 use crate::policy::identity::ANONYMOUS;
-use crate::policy::ratelimit::CountStore;
+use crate::policy::ratelimit::{change, CountStore};
 
 /// A calendar period.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -305,7 +305,7 @@ impl BodyStep for BudgetStep {
 /// Gives back what a refused request reserved.
 fn release(store: &dyn CountStore, reserved: &[Reservation]) {
     for r in reserved {
-        store.adjust(&r.name, r.window, -(r.reserved as i64));
+        store.adjust(&r.name, r.window, change(r.reserved, 0));
     }
 }
 
@@ -352,8 +352,10 @@ impl ResponseStep for BudgetStep {
                 Some(c) if c.currency == budget.currency => c.micro,
                 Some(_) | None => continue,
             };
-            let delta = actual as i64 - r.reserved as i64;
-            cx.config.counts().adjust(&r.name, r.window, delta);
+            if actual != r.reserved {
+                let delta = change(r.reserved, actual);
+                cx.config.counts().adjust(&r.name, r.window, delta);
+            }
         }
         if !cx.req.budget_alerts.is_empty() {
             out.push(Action::SetMetadata {

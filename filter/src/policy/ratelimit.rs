@@ -52,6 +52,12 @@ pub fn add_signed(count: u64, delta: i64) -> u64 {
     }
 }
 
+/// `to - from` as a count change, within `i64`'s range.
+pub fn change(from: u64, to: u64) -> i64 {
+    let d = i128::from(to) - i128::from(from);
+    d.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
 /// How many counts [`LocalCounts`] keeps before it forgets the least recently used
 /// half (counts per identity grow with the clients).
 pub const LOCAL_CAPACITY: usize = if cfg!(test) { 1_000 } else { 200_000 };
@@ -257,8 +263,15 @@ impl RateLimit {
             format!("{base}/tokens"),
             format!("{base}/in-flight"),
         );
+        // Checked and reserved in one update (one round trip to a shared store); a
+        // refusal by a later limit gives the reservation back.
         if let Some(max) = self.tokens_per_minute {
-            if store.get(&tokens, window) >= max {
+            if store
+                .update(&tokens, window, &|n| {
+                    (n < max).then(|| n.saturating_add(estimate))
+                })
+                .is_none()
+            {
                 return Err(Refusal {
                     limit: Limit::TokensPerMinute,
                     value: max,
@@ -266,11 +279,17 @@ impl RateLimit {
                 });
             }
         }
+        let give_back_tokens = || {
+            if self.tokens_per_minute.is_some() {
+                store.adjust(&tokens, window, change(estimate, 0));
+            }
+        };
         if let Some(max) = self.requests_per_minute {
             if store
                 .update(&requests, window, &|n| (n < max).then_some(n + 1))
                 .is_none()
             {
+                give_back_tokens();
                 return Err(Refusal {
                     limit: Limit::RequestsPerMinute,
                     value: max,
@@ -287,6 +306,7 @@ impl RateLimit {
                     // Refused after all: the request does not count.
                     store.adjust(&requests, window, -1);
                 }
+                give_back_tokens();
                 return Err(Refusal {
                     limit: Limit::Concurrency,
                     value: max,
@@ -294,10 +314,7 @@ impl RateLimit {
                 });
             }
         }
-        let tokens = self.tokens_per_minute.map(|_| {
-            store.update(&tokens, window, &|n| Some(n.saturating_add(estimate)));
-            (window, estimate)
-        });
+        let tokens = self.tokens_per_minute.map(|_| (window, estimate));
         Ok(Admission {
             base,
             tokens,
@@ -309,8 +326,11 @@ impl RateLimit {
     /// reservation stays as its count).
     pub fn settle(&self, store: &dyn CountStore, admission: &mut Admission, tokens: Option<u64>) {
         if let (Some((window, reserved)), Some(actual)) = (admission.tokens.take(), tokens) {
+            if actual == reserved {
+                return;
+            }
             let name = format!("{}/tokens", admission.base);
-            store.adjust(&name, window, actual as i64 - reserved as i64);
+            store.adjust(&name, window, change(reserved, actual));
         }
     }
 
@@ -452,6 +472,25 @@ mod tests {
         // The refusal took back its request count: 2 of 10 used; none in flight.
         assert_eq!(s.get("r//requests", 0), 2);
         assert_eq!(s.get("r//in-flight", ALWAYS), 0);
+    }
+
+    #[test]
+    fn a_request_refused_by_another_limit_reserves_no_tokens() {
+        let (rl, s) = (limit(Some(1), Some(1000), Some(1)), LocalCounts::default());
+        let mut a = rl.admit(&s, at(0), "", 40).unwrap();
+        // Refused by requests per minute, then (a new minute) by requests in flight.
+        assert_eq!(
+            rl.admit(&s, at(1), "", 50).unwrap_err().limit,
+            Limit::RequestsPerMinute
+        );
+        assert_eq!(s.get("r//tokens", 0), 40);
+        assert_eq!(
+            rl.admit(&s, at(60), "", 70).unwrap_err().limit,
+            Limit::Concurrency
+        );
+        assert_eq!(s.get("r//tokens", 1), 0);
+        assert_eq!(s.get("r//requests", 1), 0);
+        rl.release(&s, &mut a);
     }
 
     #[test]
