@@ -10,6 +10,9 @@ pub enum Endpoint {
     Embeddings,
     /// Anthropic's Messages API, `POST /anthropic/v1/messages`.
     Messages,
+    /// OpenAI's Responses API, `POST /v1/responses` (stateless use and OpenAI-schema
+    /// backends for now).
+    Responses,
 }
 
 impl Endpoint {
@@ -24,6 +27,7 @@ impl Endpoint {
             "/v1/completions" => Some(Endpoint::Completions),
             "/v1/embeddings" => Some(Endpoint::Embeddings),
             "/anthropic/v1/messages" => Some(Endpoint::Messages),
+            "/v1/responses" => Some(Endpoint::Responses),
             _ => None,
         }
     }
@@ -36,6 +40,7 @@ impl Endpoint {
             Endpoint::Completions => "/v1/completions",
             Endpoint::Embeddings => "/v1/embeddings",
             Endpoint::Messages => "/anthropic/v1/messages",
+            Endpoint::Responses => "/v1/responses",
         }
     }
 
@@ -43,7 +48,10 @@ impl Endpoint {
     pub fn can_stream(self) -> bool {
         matches!(
             self,
-            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Messages
+            Endpoint::ChatCompletions
+                | Endpoint::Completions
+                | Endpoint::Messages
+                | Endpoint::Responses
         )
     }
 
@@ -83,6 +91,12 @@ mod tests {
             Endpoint::classify("/anthropic/v1/messages"),
             Some(Endpoint::Messages)
         );
+        assert_eq!(
+            Endpoint::classify("/v1/responses/"),
+            Some(Endpoint::Responses)
+        );
+        // Retrieving a stored response is not an AI endpoint the gateway serves.
+        assert_eq!(Endpoint::classify("/v1/responses/resp_1"), None);
         assert_eq!(Endpoint::classify("/v1/messages"), None);
         assert_eq!(Endpoint::classify("/v1/chat/completionsX"), None);
         assert_eq!(Endpoint::classify("/healthz"), None);

@@ -221,3 +221,117 @@ def _stream(ctx: Ctx, ans: Answer, chat: bool, azure: bool, ident: str, created:
     resp = st.response("text/event-stream; charset=utf-8", ctx.knobs)
     resp.usage = full_usage if include_usage else None
     return resp
+
+
+# ---- the Responses API (/v1/responses; Azure /openai/v1/responses) -----------------
+
+def responses_words(doc: dict) -> int:
+    """Words of `instructions` and of every text in `input` (a string, or items whose
+    content is a string or input_text parts)."""
+    texts: list[str] = []
+    if isinstance(doc.get("instructions"), str):
+        texts.append(doc["instructions"])
+    items = doc.get("input")
+    for it in items if isinstance(items, list) else [items]:
+        if isinstance(it, str):
+            texts.append(it)
+        elif isinstance(it, dict):
+            c = it.get("content")
+            if isinstance(c, str):
+                texts.append(c)
+            elif isinstance(c, list):
+                texts += [p.get("text") for p in c if isinstance(p, dict) and isinstance(p.get("text"), str)]
+            elif isinstance(it.get("output"), str):
+                texts.append(it["output"])
+    return count_words(texts)
+
+
+def check_responses(ctx: Ctx, doc: dict, azure: bool) -> None:
+    if not isinstance(doc.get("model"), str) or not doc.get("model"):
+        # Azure's v1 path names the deployment in the body too.
+        ctx.fail("simulator: you must provide a model parameter")
+    items = doc.get("input")
+    if not isinstance(items, (str, list)) or not items:
+        ctx.fail("simulator: 'input' must be a non-empty string or array")
+    for bad in ("messages", "stream_options"):
+        if bad in doc and not (bad == "stream_options" and set(doc[bad] or {}) <= {"include_obfuscation"}):
+            ctx.fail(f"simulator: Unknown parameter: '{bad}'.", 400)
+
+
+def handle_responses(ctx: Ctx, azure: bool, counter: int) -> Response:
+    doc = ctx.req.json()
+    check_responses(ctx, doc, azure)
+    ctx.reject_if_failed()
+    model = doc["model"]
+    ctx.record["model"] = model
+    knobs = ctx.knobs
+    if knobs.tool_call:
+        raise Reject(400, "simulator: x-sim-tool-call is not simulated on /responses")
+    ans = make_answer(knobs=knobs, listener=ctx.req.listener, words=responses_words(doc), tools=None,
+                      thinking_requested=False, max_tokens=doc.get("max_output_tokens"), tool_id_prefix="fc_",
+                      id_seed=ctx.req.body, reasoning_always=True)
+    reasoning = max(0, knobs.reasoning or 0)
+    usage = {"input_tokens": ans.usage.prompt, "input_tokens_details": {"cached_tokens": ans.usage.cached},
+             "output_tokens": ans.usage.output, "output_tokens_details": {"reasoning_tokens": reasoning},
+             "total_tokens": ans.usage.prompt + ans.usage.output}
+    rid, mid = f"resp_sim{counter:08d}", f"msg_sim{counter:08d}"
+    text = ans.full_text
+    incomplete = ans.stop == "length"
+
+    def message(status: str, content: list) -> dict:
+        return {"id": mid, "type": "message", "status": status, "role": "assistant", "content": content}
+
+    def part(t: str) -> dict:
+        return {"type": "output_text", "text": t, "annotations": [], "logprobs": []}
+
+    def response(status: str, output: list, u: dict | None) -> dict:
+        return {"id": rid, "object": "response", "created_at": int(time.time()), "status": status,
+                "background": False, "error": None,
+                "incomplete_details": {"reason": "max_output_tokens"} if incomplete and u else None,
+                "instructions": doc.get("instructions"), "max_output_tokens": doc.get("max_output_tokens"),
+                "model": model, "output": output, "parallel_tool_calls": True,
+                "previous_response_id": doc.get("previous_response_id"),
+                "reasoning": {"effort": None, "summary": None}, "store": doc.get("store", True),
+                "temperature": doc.get("temperature", 1.0), "text": {"format": {"type": "text"}},
+                "tool_choice": "auto", "tools": [], "top_p": doc.get("top_p", 1.0), "truncation": "disabled",
+                "usage": u, "user": None, "metadata": doc.get("metadata") or {}}
+
+    final_status = "incomplete" if incomplete else "completed"
+    if doc.get("stream") is not True:
+        body = response(final_status, [message("completed", [part(text)])], usage)
+        resp = json_response(200, body, gzip_body=knobs.gzip)
+        resp.usage = usage
+        resp.sent = ans.sent(usage)
+        return resp
+
+    st = Stream()
+    seq = 0
+
+    def event(etype: str, snap: dict | None = None, **fields) -> None:
+        nonlocal seq
+        data = {"type": etype, "sequence_number": seq, **fields}
+        seq += 1
+        st.add(f"event: {etype}\ndata: ".encode() + json.dumps(data).encode() + b"\n\n", **(snap or {}))
+
+    event("response.created", response=response("in_progress", [], None))
+    event("response.in_progress", response=response("in_progress", [], None))
+    event("response.output_item.added", output_index=0, item=message("in_progress", []))
+    where = {"item_id": mid, "output_index": 0, "content_index": 0}
+    event("response.content_part.added", **where, part=part(""))
+    for w in ans.text:
+        event("response.output_text.delta", {"text": w}, **where, delta=w, logprobs=[])
+    event("response.output_text.done", **where, text=text, logprobs=[])
+    event("response.content_part.done", **where, part=part(text))
+    event("response.output_item.done", output_index=0, item=message("completed", [part(text)]))
+    event(f"response.{final_status}", {"usage": usage},
+          response=response(final_status, [message("completed", [part(text)])], usage))
+
+    def err(etype: str) -> bytes:
+        data = {"type": "error", "sequence_number": seq, "code": etype,
+                "message": f"simulated stream error {etype}", "param": None}
+        return b"event: error\ndata: " + json.dumps(data).encode() + b"\n\n"
+
+    st.cut_with_error(knobs, err)
+    resp = st.response("text/event-stream; charset=utf-8", knobs)
+    resp.usage = usage
+    return resp

@@ -49,14 +49,18 @@ _VERTEX = re.compile(r"^/v1(?:beta1)?/projects/([^/]+)/locations/([^/]+)/publish
                      r"([^/:]+):([A-Za-z]+)$")
 _STUDIO = re.compile(r"^/v1(?:beta|alpha)?/models/([^/:]+):([A-Za-z]+)$")
 _BEDROCK = re.compile(r"^/model/([^/]+)/(converse|converse-stream|invoke|invoke-with-response-stream)$")
-_OPENAI = re.compile(r"^(.*?)/(chat/completions|completions|embeddings)$")
-OPS = {"chat/completions": "chat", "completions": "completions", "embeddings": "embeddings"}
+_OPENAI = re.compile(r"^(.*?)/(chat/completions|completions|embeddings|responses)$")
+OPS = {"chat/completions": "chat", "completions": "completions", "embeddings": "embeddings",
+       "responses": "responses"}
 
 
 def route(path: str) -> Route | None:
     m = _AZURE.match(path)
     if m:
         return Route("azure-openai", "azure", OPS[m.group(2)], unquote(m.group(1)))
+    if path == "/openai/v1/responses":
+        # Azure's v1 API: no deployment in the path, no api-version.
+        return Route("azure-openai", "azure", "responses")
     m = _VERTEX.match(path)
     if m:
         project, region, publisher, model, verb = m.groups()
@@ -266,7 +270,9 @@ def shape_check(ctx: Ctx, rt: Route) -> None:
     doc = ctx.req.json()
     if not isinstance(doc, dict):
         return
-    if rt.family in ("openai", "azure"):
+    if rt.family in ("openai", "azure") and rt.operation == "responses":
+        openai.check_responses(ctx, doc, rt.family == "azure")
+    elif rt.family in ("openai", "azure"):
         openai.check(ctx, rt.operation, doc, rt.family == "azure")
     elif rt.family == "anthropic":
         anthropic.check(ctx, doc, "vertex" if rt.vertex else "anthropic")
@@ -439,7 +445,7 @@ class Simulator:
                     ctx.fail(msg)
             if req.json() is None or not isinstance(req.json(), dict):
                 ctx.fail("simulator: the body is not a JSON object")
-        if rt.family == "azure" and not req.query1("api-version"):
+        if rt.family == "azure" and rt.operation != "responses" and not req.query1("api-version"):
             ctx.fail("The api-version query parameter (?api-version=) is required for all requests.", 400,
                      "MissingApiVersionParameter")
         if rt.family == "anthropic" and not rt.vertex and not req.header("anthropic-version"):
@@ -457,6 +463,8 @@ class Simulator:
 
     def generate(self, ctx: Ctx, rt: Route) -> Response:
         n = self.counter
+        if rt.family in ("openai", "azure") and rt.operation == "responses":
+            return openai.handle_responses(ctx, rt.family == "azure", n)
         if rt.family in ("openai", "azure"):
             return openai.handle(ctx, rt.operation, rt.model, rt.family == "azure", n)
         if rt.family == "anthropic":

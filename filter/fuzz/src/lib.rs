@@ -60,11 +60,12 @@ pub const SCHEMAS: [(&str, &str); 9] = [
 ];
 
 /// The client endpoints that take a body.
-pub const ENDPOINTS: [&str; 4] = [
+pub const ENDPOINTS: [&str; 5] = [
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/embeddings",
     "/anthropic/v1/messages",
+    "/v1/responses",
 ];
 
 /// Models the route serves: the ones the seeds (fixtures, cassettes) name, so

@@ -241,10 +241,11 @@ impl BodyStep for IncludeUsage {
             return Flow::Next;
         };
         let wants_usage = !route.costs.is_empty() || route.rate_limit.tokens_per_minute.is_some();
+        // The Responses API reports usage in its last event unasked.
         let openai = cx
             .req
             .endpoint
-            .is_some_and(|e| e.client_schema() == ClientSchema::OpenAI);
+            .is_some_and(|e| e.client_schema() == ClientSchema::OpenAI && e != Endpoint::Responses);
         if !(openai && cx.req.stream && wants_usage && !cx.req.include_usage) {
             return Flow::Next;
         }

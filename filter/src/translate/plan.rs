@@ -22,6 +22,8 @@ pub enum ClientApi {
     Embeddings,
     /// Anthropic Messages (`/anthropic/v1/messages`).
     Messages,
+    /// OpenAI Responses (`/v1/responses`).
+    Responses,
 }
 
 impl ClientApi {
@@ -31,6 +33,7 @@ impl ClientApi {
             Endpoint::Completions => Some(ClientApi::Completions),
             Endpoint::Embeddings => Some(ClientApi::Embeddings),
             Endpoint::Messages => Some(ClientApi::Messages),
+            Endpoint::Responses => Some(ClientApi::Responses),
             Endpoint::Models => None,
         }
     }
@@ -48,6 +51,7 @@ impl ClientApi {
             ClientApi::Chat | ClientApi::Messages => "/chat/completions",
             ClientApi::Completions => "/completions",
             ClientApi::Embeddings => "/embeddings",
+            ClientApi::Responses => "/responses",
         }
     }
 }
@@ -129,11 +133,14 @@ pub fn needs_body(api: ClientApi, backend: &Backend) -> bool {
         backend.auth,
         Some(crate::config::backend::Auth::AwsSigV4 { .. })
     );
-    let passthrough = api != ClientApi::Messages
-        && matches!(
+    let passthrough = match api {
+        ClientApi::Messages => false,
+        ClientApi::Responses => matches!(backend.schema, BackendSchema::OpenAI { .. }),
+        _ => matches!(
             backend.schema,
             BackendSchema::OpenAI { .. } | BackendSchema::Mistral
-        );
+        ),
+    };
     !(passthrough && untouched && !signed)
 }
 
@@ -162,18 +169,24 @@ pub fn prepare(a: &Attempt<'_>, body: &[u8]) -> Result<Prepared, TranslateError>
         ClientApi::Chat | ClientApi::Completions | ClientApi::Embeddings
             if schema.is_openai_family() =>
         {
-            let body = match &a.backend.model_name_override {
-                Some(m) => Some(edit_object(body, |o| {
-                    o.insert("model".into(), Value::String(m.clone()));
-                })?),
-                None => None,
-            };
-            Prepared {
-                path: openai_path(a, &model),
-                body,
-                headers: Vec::new(),
-                response: ResponsePlan::passthrough(a, peek.stream),
-            }
+            same_api(a, body, &model, peek.stream)?
+        }
+        ClientApi::Responses
+            if matches!(
+                schema,
+                BackendSchema::OpenAI { .. } | BackendSchema::AzureOpenAI { .. }
+            ) =>
+        {
+            same_api(a, body, &model, peek.stream)?
+        }
+        ClientApi::Responses => {
+            return Err(TranslateError::unsupported(
+                "model",
+                format!(
+                    "the Responses API is served by OpenAI and Azure OpenAI backends only so far, not {}",
+                    schema_name(schema)
+                ),
+            ))
         }
         ClientApi::Completions => {
             return Err(TranslateError::unsupported(
@@ -410,10 +423,40 @@ fn schema_name(s: &BackendSchema) -> &'static str {
 
 /// The path on an OpenAI-schema server: the client's path with `/v1` replaced by the
 /// backend's prefix (query kept), or Azure's deployment path.
+/// The client's API on a backend that speaks it: only the model and the path change.
+fn same_api(
+    a: &Attempt<'_>,
+    body: &[u8],
+    model: &str,
+    stream: bool,
+) -> Result<Prepared, TranslateError> {
+    let body = match &a.backend.model_name_override {
+        Some(m) => Some(edit_object(body, |o| {
+            o.insert("model".into(), Value::String(m.clone()));
+        })?),
+        None => None,
+    };
+    Ok(Prepared {
+        path: openai_path(a, model),
+        body,
+        headers: Vec::new(),
+        response: ResponsePlan::passthrough(a, stream),
+    })
+}
+
 fn openai_path(a: &Attempt<'_>, model: &str) -> String {
     let (_, query) = split_query(a.path);
     let suffix = a.api.openai_suffix();
     match &a.backend.schema {
+        // Azure serves the Responses API on its v1 path only, with the deployment
+        // named by the body's model and no api-version.
+        BackendSchema::AzureOpenAI { .. } if a.api == ClientApi::Responses => {
+            let query: Vec<&str> = query
+                .split('&')
+                .filter(|p| !p.is_empty() && !p.starts_with("api-version="))
+                .collect();
+            with_query(format!("/openai/v1{suffix}"), &query.join("&"))
+        }
         BackendSchema::AzureOpenAI { api_version } => {
             let mut path = format!(
                 "/openai/deployments/{}{suffix}?api-version={}",
@@ -764,6 +807,44 @@ mod tests {
         );
         assert!(p.body.is_none());
         assert!(p.response.is_passthrough());
+    }
+
+    #[test]
+    fn responses_go_as_they_are_to_openai_and_azure_and_nowhere_else_yet() {
+        let body = br#"{"model":"gpt-4.1","input":"hi","stream":true}"#;
+        let plain = backend(serde_json::json!({"name": "o", "schema": {"name": "OpenAI"}}));
+        assert!(!needs_body(ClientApi::Responses, &plain));
+        let p = prepare_without_body(&attempt(ClientApi::Responses, &plain, "/v1/responses"));
+        assert_eq!(p.path, "/v1/responses");
+        assert!(p.response.is_passthrough());
+
+        let azure = backend(
+            serde_json::json!({"name": "a", "schema": {"name": "AzureOpenAI", "version": "2024-10-21"},
+                "modelNameOverride": "my-deployment"}),
+        );
+        let p = prepare(
+            &attempt(
+                ClientApi::Responses,
+                &azure,
+                "/v1/responses?api-version=x&foo=1",
+            ),
+            body,
+        )
+        .unwrap();
+        assert_eq!(p.path, "/openai/v1/responses?foo=1");
+        let sent: Value = serde_json::from_slice(p.body.as_deref().unwrap()).unwrap();
+        assert_eq!(sent["model"], "my-deployment");
+        assert_eq!(sent["input"], "hi");
+        assert!(p.response.is_passthrough() && p.response.is_stream());
+
+        for schema in ["Anthropic", "AWSBedrock", "GCPVertexAI", "Mistral"] {
+            let b = backend(serde_json::json!({"name": "x", "schema": {"name": schema},
+                "region": "us-east-1", "project": "p"}));
+            assert!(needs_body(ClientApi::Responses, &b), "{schema}");
+            let e = prepare(&attempt(ClientApi::Responses, &b, "/v1/responses"), body).unwrap_err();
+            assert_eq!(e.status(), 422, "{schema}");
+            assert!(e.to_string().contains("Responses API"), "{schema}: {e}");
+        }
     }
 
     #[test]
