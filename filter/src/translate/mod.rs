@@ -4,9 +4,9 @@
 //! (`bedrock`, `anthropic`, `gemini`, `openai`) turns a hub request
 //! ([`ChatCompletionRequest`]) into its own body, and its answer back into a hub
 //! answer ([`ChatCompletion`]) or, for streams, into hub [`StreamItem`]s through a
-//! [`ChunkSource`]. A client that speaks another API (Anthropic Messages) is
-//! translated to the hub on the way in and from it on the way out (`anthropic`), so
-//! every client reaches every provider. Where client and provider speak the same
+//! [`ChunkSource`]. A client that speaks another API (Anthropic Messages, OpenAI
+//! Responses) is translated to the hub on the way in and from it on the way out
+//! (`anthropic`, `responses`), so every client reaches every provider. Where client and provider speak the same
 //! API, bodies pass through with only the edits the provider needs.
 //!
 //! All pure: bytes and parsed values in, bytes or values out; ids and timestamps the
@@ -18,6 +18,7 @@ pub mod bedrock;
 pub mod gemini;
 pub mod openai;
 pub mod plan;
+pub mod responses;
 #[cfg(test)]
 pub(crate) mod testing;
 

@@ -10,7 +10,7 @@ use crate::error::ClientSchema;
 use crate::host::Headers;
 use crate::schema::openai::{ChatCompletion, ChatCompletionRequest, EmbeddingsRequest};
 use crate::translate::{
-    anthropic, bedrock, encode_openai_sse, gemini, openai, ChunkSource, ProviderError,
+    anthropic, bedrock, encode_openai_sse, gemini, openai, responses, ChunkSource, ProviderError,
     ResponseMeta, StreamItem, TranslateError, UpstreamRequest,
 };
 
@@ -93,6 +93,8 @@ pub struct ResponsePlan {
     /// The backend's schema: which provider's errors and embeddings to read.
     schema: BackendSchema,
     client: ClientSchema,
+    /// The client's API: which form a translated answer takes.
+    api: ClientApi,
     stream: bool,
     include_usage: bool,
     meta: ResponseMeta,
@@ -179,14 +181,10 @@ pub fn prepare(a: &Attempt<'_>, body: &[u8]) -> Result<Prepared, TranslateError>
         {
             same_api(a, body, &model, peek.stream)?
         }
+        // Every other backend: through the hub, stateless.
         ClientApi::Responses => {
-            return Err(TranslateError::unsupported(
-                "model",
-                format!(
-                    "the Responses API is served by OpenAI and Azure OpenAI backends only so far, not {}",
-                    schema_name(schema)
-                ),
-            ))
+            let hub = responses::client_request(body, &model)?;
+            chat(a, &hub, &model)?
         }
         ClientApi::Completions => {
             return Err(TranslateError::unsupported(
@@ -269,7 +267,7 @@ fn chat(
         .unwrap_or(false);
     let schema = &a.backend.schema;
     let (up, reader) = if schema.is_openai_family() {
-        // Reached from an Anthropic client only: the hub is OpenAI's own body.
+        // Reached from an Anthropic or Responses client only: the hub is OpenAI's own body.
         let body =
             serde_json::to_vec(hub).map_err(|e| TranslateError::invalid("body", e.to_string()))?;
         let path = openai_path(
@@ -550,6 +548,7 @@ impl ResponsePlan {
             kind,
             schema: a.backend.schema.clone(),
             client: a.api.schema(),
+            api: a.api,
             stream,
             include_usage,
             meta: ResponseMeta {
@@ -651,9 +650,12 @@ impl ResponsePlan {
                 Box::new(anthropic::ChatStream::new(framing, meta, usage, max))
             }
         };
-        let client = match self.client {
-            ClientSchema::OpenAI => ClientEncoder::OpenAi,
-            ClientSchema::Anthropic => {
+        let client = match (self.api, self.client) {
+            (ClientApi::Responses, _) => {
+                ClientEncoder::Responses(Box::new(responses::ClientStream::new(&self.meta)))
+            }
+            (_, ClientSchema::OpenAI) => ClientEncoder::OpenAi,
+            (_, ClientSchema::Anthropic) => {
                 ClientEncoder::Anthropic(Box::new(anthropic::ClientStream::new(&self.meta.model)))
             }
         };
@@ -665,9 +667,10 @@ impl ResponsePlan {
     }
 
     fn write_completion(&self, c: &ChatCompletion) -> Vec<u8> {
-        match self.client {
-            ClientSchema::OpenAI => serde_json::to_vec(c).unwrap_or_default(),
-            ClientSchema::Anthropic => anthropic::client_response(c),
+        match (self.api, self.client) {
+            (ClientApi::Responses, _) => responses::client_response(c, &self.meta),
+            (_, ClientSchema::OpenAI) => serde_json::to_vec(c).unwrap_or_default(),
+            (_, ClientSchema::Anthropic) => anthropic::client_response(c),
         }
     }
 
@@ -699,6 +702,7 @@ pub enum StreamTranslator {
 pub enum ClientEncoder {
     OpenAi,
     Anthropic(Box<anthropic::ClientStream>),
+    Responses(Box<responses::ClientStream>),
 }
 
 impl StreamTranslator {
@@ -717,6 +721,7 @@ impl StreamTranslator {
                     match client {
                         ClientEncoder::OpenAi => encode_openai_sse(item, out),
                         ClientEncoder::Anthropic(c) => c.encode(item, out),
+                        ClientEncoder::Responses(c) => c.encode(item, out),
                     }
                 }
                 if end_of_stream {
@@ -810,7 +815,7 @@ mod tests {
     }
 
     #[test]
-    fn responses_go_as_they_are_to_openai_and_azure_and_nowhere_else_yet() {
+    fn responses_go_as_they_are_to_openai_and_azure_and_through_the_hub_elsewhere() {
         let body = br#"{"model":"gpt-4.1","input":"hi","stream":true}"#;
         let plain = backend(serde_json::json!({"name": "o", "schema": {"name": "OpenAI"}}));
         assert!(!needs_body(ClientApi::Responses, &plain));
@@ -837,13 +842,29 @@ mod tests {
         assert_eq!(sent["input"], "hi");
         assert!(p.response.is_passthrough() && p.response.is_stream());
 
-        for schema in ["Anthropic", "AWSBedrock", "GCPVertexAI", "Mistral"] {
+        // Every other schema: through the hub, stateless only.
+        let stateful = br#"{"model":"m","input":"hi","previous_response_id":"resp_1"}"#;
+        for (schema, path) in [
+            ("Anthropic", "/v1/messages"),
+            ("AWSBedrock", "/model/gpt-4.1/converse-stream"),
+            ("Mistral", "/v1/chat/completions"),
+        ] {
             let b = backend(serde_json::json!({"name": "x", "schema": {"name": schema},
                 "region": "us-east-1", "project": "p"}));
             assert!(needs_body(ClientApi::Responses, &b), "{schema}");
-            let e = prepare(&attempt(ClientApi::Responses, &b, "/v1/responses"), body).unwrap_err();
+            let p = prepare(&attempt(ClientApi::Responses, &b, "/v1/responses"), body).unwrap();
+            assert_eq!(p.path, path, "{schema}");
+            assert!(!p.response.is_passthrough() && p.response.stream().is_some());
+            let e = prepare(
+                &attempt(ClientApi::Responses, &b, "/v1/responses"),
+                stateful,
+            )
+            .unwrap_err();
             assert_eq!(e.status(), 422, "{schema}");
-            assert!(e.to_string().contains("Responses API"), "{schema}: {e}");
+            assert!(
+                e.to_string().contains("previous_response_id"),
+                "{schema}: {e}"
+            );
         }
     }
 
