@@ -65,6 +65,8 @@ TOKEN_KEYS = {
     "llm_reasoning_token": "ReasoningToken",
 }
 BACKENDS = ["primary", "secondary", "pinned"]
+# Image and audio models, served by the main route (OpenAI).
+MEDIA_MODELS = ["gpt-image-1", "gpt-4o-mini-tts", "gpt-4o-transcribe", "whisper-1"]
 
 # ---- provider backends: one simulator listener each, credentials it checks -----------
 
@@ -271,7 +273,7 @@ def make_test_config() -> dict:
     the upstream), plus routes for the override, weighted and routing tests."""
     cassette_models = sorted({c.model for c in CASSETTE_LIST if c.model})
     main_models = sorted(set(cassette_models) | {"gpt-4o-mini", "gpt-5-nano", "babbage-002",
-                                                 "text-embedding-3-small"})
+                                                 "text-embedding-3-small"} | set(MEDIA_MODELS))
     return {
         "version": "v1",
         "backends": [

@@ -10,11 +10,13 @@ this file; this is its entry point.
 Every listener serves every provider, chosen by path (POST only):
 
     OpenAI          {any prefix}/chat/completions | /completions | /embeddings
-                    | /responses (/v1/..., /api/v1/..., /v1beta/openai/...; a prefix
-                    holding /projects/ is Vertex's OpenAI endpoint: bearer auth)
+                    | /responses | /images/generations | /images/edits | /audio/speech
+                    | /audio/transcriptions | /audio/translations (uploads as
+                    multipart/form-data) (/v1/..., /api/v1/..., /v1beta/openai/...; a
+                    prefix holding /projects/ is Vertex's OpenAI endpoint: bearer auth)
     Azure OpenAI    /openai/deployments/{deployment}/chat/completions | /completions
-                    | /embeddings ?api-version=... (required; the body model is
-                    optional, the deployment names it); /openai/v1/responses (the
+                    | /embeddings | /images/... | /audio/... ?api-version=... (required;
+                    the body model is optional, the deployment names it); /openai/v1/responses (the
                     v1 API: the body's model names the deployment, no api-version)
     Anthropic       /v1/messages (anthropic-version header; model, max_tokens,
                     messages; SSE when "stream": true)

@@ -10,9 +10,18 @@ pub enum Endpoint {
     Embeddings,
     /// Anthropic's Messages API, `POST /anthropic/v1/messages`.
     Messages,
-    /// OpenAI's Responses API, `POST /v1/responses` (stateless use and OpenAI-schema
-    /// backends for now).
+    /// OpenAI's Responses API, `POST /v1/responses`.
     Responses,
+    /// Image generation, `POST /v1/images/generations` (JSON).
+    ImagesGenerations,
+    /// Image edits, `POST /v1/images/edits` (a form upload, or JSON).
+    ImagesEdits,
+    /// Text to speech, `POST /v1/audio/speech` (JSON in, audio out).
+    AudioSpeech,
+    /// Speech to text, `POST /v1/audio/transcriptions` (a form upload).
+    AudioTranscriptions,
+    /// Speech to English text, `POST /v1/audio/translations` (a form upload).
+    AudioTranslations,
 }
 
 impl Endpoint {
@@ -28,6 +37,11 @@ impl Endpoint {
             "/v1/embeddings" => Some(Endpoint::Embeddings),
             "/anthropic/v1/messages" => Some(Endpoint::Messages),
             "/v1/responses" => Some(Endpoint::Responses),
+            "/v1/images/generations" => Some(Endpoint::ImagesGenerations),
+            "/v1/images/edits" => Some(Endpoint::ImagesEdits),
+            "/v1/audio/speech" => Some(Endpoint::AudioSpeech),
+            "/v1/audio/transcriptions" => Some(Endpoint::AudioTranscriptions),
+            "/v1/audio/translations" => Some(Endpoint::AudioTranslations),
             _ => None,
         }
     }
@@ -41,6 +55,11 @@ impl Endpoint {
             Endpoint::Embeddings => "/v1/embeddings",
             Endpoint::Messages => "/anthropic/v1/messages",
             Endpoint::Responses => "/v1/responses",
+            Endpoint::ImagesGenerations => "/v1/images/generations",
+            Endpoint::ImagesEdits => "/v1/images/edits",
+            Endpoint::AudioSpeech => "/v1/audio/speech",
+            Endpoint::AudioTranscriptions => "/v1/audio/transcriptions",
+            Endpoint::AudioTranslations => "/v1/audio/translations",
         }
     }
 
@@ -52,6 +71,17 @@ impl Endpoint {
                 | Endpoint::Completions
                 | Endpoint::Messages
                 | Endpoint::Responses
+                | Endpoint::ImagesGenerations
+                | Endpoint::ImagesEdits
+                | Endpoint::AudioTranscriptions
+        )
+    }
+
+    /// Whether the body may be a `multipart/form-data` upload.
+    pub fn takes_forms(self) -> bool {
+        matches!(
+            self,
+            Endpoint::ImagesEdits | Endpoint::AudioTranscriptions | Endpoint::AudioTranslations
         )
     }
 
@@ -94,6 +124,14 @@ mod tests {
         assert_eq!(
             Endpoint::classify("/v1/responses/"),
             Some(Endpoint::Responses)
+        );
+        assert_eq!(
+            Endpoint::classify("/v1/audio/transcriptions"),
+            Some(Endpoint::AudioTranscriptions)
+        );
+        assert_eq!(
+            Endpoint::classify("/v1/images/generations?x=1"),
+            Some(Endpoint::ImagesGenerations)
         );
         // Retrieving a stored response is not an AI endpoint the gateway serves.
         assert_eq!(Endpoint::classify("/v1/responses/resp_1"), None);

@@ -1,9 +1,12 @@
-"""OpenAI (and OpenAI-compatible servers under any path prefix) and Azure OpenAI."""
+"""OpenAI (and OpenAI-compatible servers under any path prefix) and Azure OpenAI: chat,
+completions, embeddings, responses, images and audio."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import re
 import struct
 import time
 from typing import Any
@@ -334,4 +337,122 @@ def handle_responses(ctx: Ctx, azure: bool, counter: int) -> Response:
     st.cut_with_error(knobs, err)
     resp = st.response("text/event-stream; charset=utf-8", knobs)
     resp.usage = usage
+    return resp
+
+
+# ---- images and audio (/v1/images/..., /v1/audio/...; Azure under deployments) -----
+
+MEDIA_OPS = {"images/generations", "images/edits", "audio/speech", "audio/transcriptions",
+             "audio/translations"}
+FORM_OPS = {"images/edits", "audio/transcriptions", "audio/translations"}
+# A 1x1 PNG: what every generated or edited image is.
+PNG_1X1 = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+
+
+def parse_form(body: bytes, content_type: str) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]] | None:
+    """multipart/form-data: (text fields, files by field name: (filename, bytes))."""
+    m = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not m:
+        return None
+    delim = b"--" + m.group(1).encode()
+    if not body.startswith(delim):
+        return None
+    fields: dict[str, str] = {}
+    files: dict[str, tuple[str, bytes]] = {}
+    sections = body.split(delim)
+    if sections[0] != b"":
+        return None
+    for sec in sections[1:]:
+        if sec.startswith(b"--"):
+            break
+        if not sec.startswith(b"\r\n") or not sec.endswith(b"\r\n"):
+            return None
+        head, sep, value = sec[2:-2].partition(b"\r\n\r\n")
+        if not sep:
+            return None
+        disp = next((h for h in head.decode("utf-8", "replace").split("\r\n")
+                     if h.lower().startswith("content-disposition:")), "")
+        name = re.search(r'\bname="([^"]*)"', disp)
+        fname = re.search(r'\bfilename="([^"]*)"', disp)
+        if not name:
+            return None
+        if fname:
+            files[name.group(1)] = (fname.group(1), value)
+        else:
+            fields[name.group(1)] = value.decode("utf-8", "replace")
+    else:
+        return None  # no closing delimiter
+    return fields, files
+
+
+def media_fields(ctx: Ctx, op: str, deployment: str | None) -> dict[str, Any] | None:
+    """The request's fields (JSON or form), checked as OpenAI checks them; files under
+    "_files"."""
+    req = ctx.req
+    if op in FORM_OPS and (req.header("content-type") or "").startswith("multipart/form-data"):
+        parsed = parse_form(req.body, req.header("content-type") or "")
+        if parsed is None:
+            ctx.fail("simulator: malformed multipart/form-data body")
+            return None
+        fields, files = parsed
+        doc: dict[str, Any] = dict(fields)
+        doc["_files"] = {k: {"filename": f, "bytes": len(b)} for k, (f, b) in files.items()}
+        ctx.record["form"] = doc
+        need_file = "image" if op == "images/edits" else "file"
+        if not any(k == need_file or k.startswith(need_file + "[") for k in files):
+            ctx.fail(f"simulator: the {need_file!r} file is required")
+    elif op in FORM_OPS and op != "images/edits":
+        ctx.fail("simulator: this endpoint takes multipart/form-data")
+        return None
+    else:
+        doc = req.json()
+        if not isinstance(doc, dict):
+            ctx.fail("simulator: the body is not a JSON object")
+            return None
+    if not doc.get("model") and deployment is None:
+        ctx.fail("simulator: you must provide a model parameter")
+    for field in {"images/generations": ["prompt"], "images/edits": ["prompt"],
+                  "audio/speech": ["input", "voice"]}.get(op, []):
+        if not doc.get(field):
+            ctx.fail(f"simulator: '{field}' is required")
+    return doc
+
+
+def handle_media(ctx: Ctx, op: str, deployment: str | None, counter: int) -> Response:
+    doc = media_fields(ctx, op, deployment)
+    ctx.reject_if_failed()
+    model = doc.get("model") or deployment
+    ctx.record["model"] = model
+    words = count_words([doc.get("prompt") or doc.get("input") or ""])
+    if op.startswith("images/"):
+        n = int(doc.get("n") or 1)
+        images_in = len(doc.get("_files") or {})
+        usage = {"input_tokens": words + 65 * images_in, "output_tokens": 272 * n,
+                 "input_tokens_details": {"text_tokens": words, "image_tokens": 65 * images_in}}
+        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+        data = [{"b64_json": base64.b64encode(PNG_1X1).decode()} for _ in range(n)]
+        resp = json_response(200, {"created": int(time.time()), "data": data, "usage": usage})
+        resp.usage = usage
+        resp.sent = {"sent_text": "", "sent_reasoning": "", "sent_tool_calls": [], "sent_usage": usage}
+        return resp
+    if op == "audio/speech":
+        # Bytes that look like an MP3 frame, fixed per input.
+        audio = b"ID3\x04\x00\x00\x00\x00\x00\x00" + hashlib.sha256(doc["input"].encode()).digest() * 8
+        resp = Response(200, "audio/mpeg", audio)
+        resp.sent = {"sent_text": "", "sent_reasoning": "", "sent_tool_calls": [], "sent_usage": None,
+                     "sent_audio_sha256": hashlib.sha256(audio).hexdigest()}
+        return resp
+    audio_bytes = sum(f["bytes"] for f in (doc.get("_files") or {}).values())
+    text = f"Transcript {counter} of {audio_bytes} bytes."
+    body: dict[str, Any] = {"text": text}
+    usage = None
+    if op == "audio/transcriptions" and model != "whisper-1":
+        usage = {"type": "tokens", "input_tokens": 10 + audio_bytes // 100,
+                 "input_token_details": {"text_tokens": 0, "audio_tokens": 10 + audio_bytes // 100},
+                 "output_tokens": len(text.split())}
+        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+        body["usage"] = usage
+    resp = json_response(200, body)
+    resp.usage = usage
+    resp.sent = {"sent_text": text, "sent_reasoning": "", "sent_tool_calls": [], "sent_usage": usage}
     return resp

@@ -172,6 +172,8 @@ pub(crate) struct Request {
     pub identity: Option<String>,
     /// `max_tokens`, `max_completion_tokens` or `max_output_tokens`.
     pub max_output_tokens: Option<u64>,
+    /// The body is a form upload (audio, images): its bytes are no prompt.
+    pub form: bool,
     /// The body's size (kept once the body is gone).
     pub body_len: usize,
     /// What the budgets reserved, settled when the answer ends.
@@ -206,7 +208,8 @@ impl Request {
 
     /// Tokens to reserve before the answer.
     pub fn token_estimate(&self) -> u64 {
-        estimate_tokens(self.body_len, self.max_output_tokens)
+        let prompt = if self.form { 0 } else { self.body_len };
+        estimate_tokens(prompt, self.max_output_tokens)
     }
 }
 

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::pipeline::{BodyStep, Chunk, Cx, Flow, HeaderStep, ResponseStep};
 use super::upstream::{SavedRequest, Upstream, CLIENT_CREDENTIAL_HEADERS};
 use super::{BACKEND_HEADER, MODEL_OVERRIDE_HEADER};
+use crate::codec::multipart::Form;
 use crate::endpoint::Endpoint;
 use crate::error::{ClientSchema, GatewayError};
 use crate::host::{Action, CalloutResult, Headers, Status};
@@ -172,6 +173,10 @@ pub(crate) struct Parse;
 
 impl BodyStep for Parse {
     fn on_body(&self, cx: &mut Cx<'_>, _out: &mut Vec<Action>) -> Flow {
+        let endpoint = cx.req.endpoint.unwrap_or(Endpoint::ChatCompletions);
+        if endpoint.takes_forms() && cx.req.body.starts_with(b"--") {
+            return parse_form(cx, endpoint);
+        }
         let peek = match parse_peek(&cx.req.body) {
             Ok(p) => p,
             Err(e) => return Flow::Reply(e),
@@ -185,7 +190,6 @@ impl BodyStep for Parse {
                 })
             }
         };
-        let endpoint = cx.req.endpoint.unwrap_or(Endpoint::ChatCompletions);
         cx.req.stream = endpoint.can_stream() && peek.stream == Some(true);
         cx.req.stream_options_sent = peek.stream_options.is_some();
         cx.req.include_usage = peek
@@ -200,6 +204,26 @@ impl BodyStep for Parse {
             .or(peek.max_output_tokens);
         Flow::Next
     }
+}
+
+/// An upload's `model` and `stream` fields.
+fn parse_form(cx: &mut Cx<'_>, endpoint: Endpoint) -> Flow {
+    let Some(form) = Form::parse(&cx.req.body) else {
+        return Flow::Reply(GatewayError::InvalidField {
+            field: "body".into(),
+            reason: "not a well-formed multipart/form-data body".into(),
+        });
+    };
+    let Some(model) = form.text("model").filter(|m| !m.is_empty()) else {
+        return Flow::Reply(GatewayError::InvalidField {
+            field: "model".into(),
+            reason: "a non-empty model field is required".into(),
+        });
+    };
+    cx.req.model = model.to_string();
+    cx.req.stream = endpoint.can_stream() && form.text("stream") == Some("true");
+    cx.req.form = true;
+    Flow::Next
 }
 
 /// The route that serves the model.

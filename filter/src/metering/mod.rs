@@ -30,9 +30,17 @@ impl ResponseStep for Meter {
         if !(200..300).contains(&cx.resp.status) {
             return Status::Continue;
         }
-        let event_stream = headers
-            .get("content-type")
+        let content_type = headers.get("content-type");
+        let event_stream = content_type
+            .as_deref()
             .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+        // Audio, images, plain text: bytes with no usage in them, not kept to parse.
+        let json = content_type
+            .as_deref()
+            .is_none_or(|ct| ct.to_ascii_lowercase().contains("json"));
+        if !(event_stream || json) {
+            return Status::Continue;
+        }
         let gzip = headers
             .get("content-encoding")
             .is_some_and(|ce| ce.to_ascii_lowercase().contains("gzip"));

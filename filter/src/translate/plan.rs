@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::codec::multipart::Form;
 use crate::config::backend::{Backend, BackendSchema, BodyMutation};
 use crate::endpoint::Endpoint;
 use crate::error::ClientSchema;
@@ -24,6 +25,9 @@ pub enum ClientApi {
     Messages,
     /// OpenAI Responses (`/v1/responses`).
     Responses,
+    /// Images and audio (`/v1/images/...`, `/v1/audio/...`): OpenAI's and Azure's
+    /// own APIs, served as they are by those backends only.
+    Media(Endpoint),
 }
 
 impl ClientApi {
@@ -34,6 +38,11 @@ impl ClientApi {
             Endpoint::Embeddings => Some(ClientApi::Embeddings),
             Endpoint::Messages => Some(ClientApi::Messages),
             Endpoint::Responses => Some(ClientApi::Responses),
+            Endpoint::ImagesGenerations
+            | Endpoint::ImagesEdits
+            | Endpoint::AudioSpeech
+            | Endpoint::AudioTranscriptions
+            | Endpoint::AudioTranslations => Some(ClientApi::Media(e)),
             Endpoint::Models => None,
         }
     }
@@ -52,6 +61,7 @@ impl ClientApi {
             ClientApi::Completions => "/completions",
             ClientApi::Embeddings => "/embeddings",
             ClientApi::Responses => "/responses",
+            ClientApi::Media(e) => e.path().strip_prefix("/v1").unwrap_or(e.path()),
         }
     }
 }
@@ -137,7 +147,9 @@ pub fn needs_body(api: ClientApi, backend: &Backend) -> bool {
     );
     let passthrough = match api {
         ClientApi::Messages => false,
-        ClientApi::Responses => matches!(backend.schema, BackendSchema::OpenAI { .. }),
+        ClientApi::Responses | ClientApi::Media(_) => {
+            matches!(backend.schema, BackendSchema::OpenAI { .. })
+        }
         _ => matches!(
             backend.schema,
             BackendSchema::OpenAI { .. } | BackendSchema::Mistral
@@ -180,6 +192,24 @@ pub fn prepare(a: &Attempt<'_>, body: &[u8]) -> Result<Prepared, TranslateError>
             ) =>
         {
             same_api(a, body, &model, peek.stream)?
+        }
+        ClientApi::Media(_)
+            if matches!(
+                schema,
+                BackendSchema::OpenAI { .. } | BackendSchema::AzureOpenAI { .. }
+            ) =>
+        {
+            same_api(a, body, &model, peek.stream)?
+        }
+        ClientApi::Media(e) => {
+            return Err(TranslateError::unsupported(
+                "model",
+                format!(
+                    "{} is served by OpenAI and Azure OpenAI backends only, not {}",
+                    e.path(),
+                    schema_name(schema)
+                ),
+            ))
         }
         // Every other backend: through the hub, stateless.
         ClientApi::Responses => {
@@ -428,12 +458,18 @@ fn same_api(
     model: &str,
     stream: bool,
 ) -> Result<Prepared, TranslateError> {
-    let body = match &a.backend.model_name_override {
-        Some(m) => Some(edit_object(body, |o| {
-            o.insert("model".into(), Value::String(m.clone()));
-        })?),
-        None => None,
-    };
+    let body =
+        match &a.backend.model_name_override {
+            None => None,
+            Some(m) => match Form::parse(body) {
+                Some(form) => Some(form.with_text("model", m).ok_or_else(|| {
+                    TranslateError::invalid("model", "the form has no model field")
+                })?),
+                None => Some(edit_object(body, |o| {
+                    o.insert("model".into(), Value::String(m.clone()));
+                })?),
+            },
+        };
     Ok(Prepared {
         path: openai_path(a, model),
         body,
@@ -498,6 +534,15 @@ struct Peek {
 
 impl Peek {
     fn of(body: &[u8]) -> Result<PeekFacts, TranslateError> {
+        if let Some(form) = Form::parse(body) {
+            return Ok(PeekFacts {
+                model: form
+                    .text("model")
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string),
+                stream: form.text("stream") == Some("true"),
+            });
+        }
         let p: Peek = serde_json::from_slice(body)
             .map_err(|e| TranslateError::invalid("body", e.to_string()))?;
         Ok(PeekFacts {
@@ -866,6 +911,41 @@ mod tests {
                 "{schema}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn images_and_audio_go_as_they_are_to_openai_and_azure_only() {
+        let api = ClientApi::Media(Endpoint::AudioTranscriptions);
+        let form = b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF\r\n--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--B--\r\n";
+        let plain = backend(serde_json::json!({"name": "o", "schema": {"name": "OpenAI"}}));
+        assert!(!needs_body(api, &plain));
+        let p = prepare_without_body(&attempt(api, &plain, "/v1/audio/transcriptions"));
+        assert_eq!(p.path, "/v1/audio/transcriptions");
+
+        let azure = backend(serde_json::json!({"name": "a",
+            "schema": {"name": "AzureOpenAI", "version": "2025-04-01-preview"},
+            "modelNameOverride": "my-whisper"}));
+        let p = prepare(&attempt(api, &azure, "/v1/audio/transcriptions"), form).unwrap();
+        assert_eq!(
+            p.path,
+            "/openai/deployments/my-whisper/audio/transcriptions?api-version=2025-04-01-preview"
+        );
+        let sent = p.body.unwrap();
+        assert_eq!(
+            Form::parse(&sent).unwrap().text("model"),
+            Some("my-whisper")
+        );
+        assert!(sent.windows(4).any(|w| w == b"RIFF"));
+
+        let images = ClientApi::Media(Endpoint::ImagesGenerations);
+        let claude = backend(serde_json::json!({"name": "c", "schema": {"name": "Anthropic"}}));
+        let e = prepare(
+            &attempt(images, &claude, "/v1/images/generations"),
+            br#"{"model":"gpt-image-1","prompt":"a cat"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.status(), 422);
+        assert!(e.to_string().contains("/v1/images/generations"), "{e}");
     }
 
     #[test]
