@@ -60,12 +60,15 @@ pub const SCHEMAS: [(&str, &str); 9] = [
 ];
 
 /// The client endpoints that take a body.
-pub const ENDPOINTS: [&str; 5] = [
+pub const ENDPOINTS: [&str; 7] = [
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/embeddings",
     "/anthropic/v1/messages",
     "/v1/responses",
+    // Form uploads (a body starting with `--` is read as one) and JSON.
+    "/v1/audio/transcriptions",
+    "/v1/images/generations",
 ];
 
 /// Models the route serves: the ones the seeds (fixtures, cassettes) name, so
