@@ -122,6 +122,8 @@ MEMORY = os.environ.get("BENCH_MEMORY", "1")
 ONLY_WORKLOADS = [w for w in os.environ.get("BENCH_WORKLOADS", "").split(",") if w]
 ONLY_GATEWAYS = [g for g in os.environ.get("BENCH_GATEWAYS", "").split(",") if g]
 
+# The Responses API translated to Bedrock: at least this share of chat's ratio.
+GOAL_RESPONSES_SHARE = 0.95
 # A filter gateway may add less than this to the median time to first token.
 GOAL_TTFT_MS = 1.0
 # The native gateway against LiteLLM on the same upstream: throughput at least this much.
@@ -591,6 +593,11 @@ class Workload:
     # Access-log fields a metered gateway must show for the check request, beyond
     # the token counts (EXPECTED_USAGE).
     expect_log: dict = dataclasses.field(default_factory=dict)
+    # The client API's path.
+    path: str = "/v1/chat/completions"
+    # A filter gateway's req/s ratio must be at least this share of its ratio on
+    # the workload named (the same request in another client API).
+    ratio_like: Optional[tuple[str, float]] = None
 
 
 def filter_config_literal() -> str:
@@ -647,6 +654,19 @@ GATEWAYS = [
             serves=lambda wl: wl.name == LIMITS_WORKLOAD),
 ]
 BASELINE = "plain"
+
+
+def responses_body(size: int, model: str) -> bytes:
+    """The Responses API form of chat_body's request, padded to exactly `size` bytes."""
+    chat = json.loads(chat_body(size, False, model=model))
+    doc = {"model": model, "instructions": chat["messages"][0]["content"],
+           "input": [{"role": "user", "content": [{"type": "input_text", "text": ""}]}],
+           "temperature": 0.2, "max_output_tokens": 256, "store": False}
+    base = len(json.dumps(doc, separators=(",", ":")).encode())
+    doc["input"][0]["content"][0]["text"] = chat["messages"][1]["content"][:size - base]
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    assert len(body) == size, len(body)
+    return body
 
 
 def chat_body(size: int, stream: bool, include_usage: bool = False,
@@ -710,6 +730,11 @@ WORKLOADS = [
     # Envoy proxies the request as it is and gets the canned OpenAI answer.
     Workload("bedrock-1k", "1 KiB chat request, OpenAI → Bedrock Converse, JSON answer",
              chat_body(1024, False, model="bedrock-claude"), {}, stream=False),
+    # The Responses API translated to Converse: the same work as bedrock-1k plus the
+    # Responses request and answer shapes. Plain Envoy gets the canned chat answer.
+    Workload("responses-bedrock-1k", "1 KiB Responses API request, → Bedrock Converse, "
+             "JSON answer", responses_body(1024, model="bedrock-claude"), {}, stream=False,
+             path="/v1/responses", ratio_like=("bedrock-1k", GOAL_RESPONSES_SHARE)),
     Workload("bedrock-1k-stream", "1 KiB chat request, OpenAI → Bedrock ConverseStream "
              "(event-stream → SSE)", chat_body(1024, True, model="bedrock-claude"),
              {"x-bench-stream": "1"}, stream=True),
@@ -745,7 +770,7 @@ def check(gw: Gateway, envoy: Envoy, wl: Workload) -> str:
     req_id = f"{gw.name}-{wl.name}-{time.monotonic_ns()}"
     headers = {"content-type": "application/json", "x-bench-log": "1",
                "x-bench-id": req_id, **wl.headers, **getattr(envoy, "headers", {})}
-    req = urllib.request.Request(f"{envoy.url}/v1/chat/completions", data=wl.body,
+    req = urllib.request.Request(f"{envoy.url}{wl.path}", data=wl.body,
                                  headers=headers, method="POST")
     try:
         with HTTP.open(req, timeout=10) as r:
@@ -768,8 +793,10 @@ def check(gw: Gateway, envoy: Envoy, wl: Workload) -> str:
             doc = json.loads(text)
         except ValueError:
             raise BenchError(f"{gw.name}/{wl.name}: answer is not JSON: {text[:200]!r}")
-        if not doc.get("choices"):
-            raise BenchError(f"{gw.name}/{wl.name}: answer has no choices: {text[:200]!r}")
+        # A Responses API answer has output items (plain Envoy's canned answer is chat).
+        if not (doc.get("choices") or doc.get("output")):
+            raise BenchError(f"{gw.name}/{wl.name}: answer has no choices or output: "
+                             f"{text[:200]!r}")
     # Envoy's rate-limit filter (enable_x_ratelimit_headers) puts x-ratelimit-limit on
     # an answer the service gave a verdict for: without it the request was not checked.
     if gw.fleet and not verdict:
@@ -825,7 +852,7 @@ def wrk(url: str, wl: Workload, seconds: int, cpus: Optional[str],
     script = "post-paced.lua" if paced else "post.lua"
     cmd = ["wrk", f"-t{threads}", f"-c{conns}",
            f"-d{seconds}s", "--latency", "--timeout", "5s", "-s", str(BENCH / script),
-           f"{url}/v1/chat/completions", "--", str(body_file)]
+           f"{url}{wl.path}", "--", str(body_file)]
     if paced:
         cmd.append(f"@delay={delay}")
     cmd += [f"{k}={v}" for k, v in {**wl.headers, **(extra or {})}.items()]
@@ -1551,6 +1578,15 @@ def summarize(runs: dict, workloads: list[Workload], gateways: list[Gateway],
                 if g.goal_p50 is not None:
                     ok_p50 = r["p50_ratio"] <= g.goal_p50
                     goals.append(f"p50 <= {g.goal_p50}: {'PASS' if ok_p50 else 'FAIL'}")
+            if wl.ratio_like and g.metered and "rps_ratio" in r:
+                other, share = wl.ratio_like
+                ref = next((x for x in rows if x["workload"] == other and x["gateway"] == g.name
+                            and "rps_ratio" in x), None)
+                if ref is not None:
+                    ok = r["rps_ratio"] >= share * ref["rps_ratio"]
+                    goals.append(f"req/s ratio {r['rps_ratio']:.2f} vs {other} "
+                                 f"{ref['rps_ratio']:.2f}, goal >= {share:g}x: "
+                                 f"{'PASS' if ok else 'FAIL'}")
             extra = limits_extra(runs, g, wl)
             if extra is not None:
                 r["limits_extra_us"], r["limits_extra_rounds"] = extra
