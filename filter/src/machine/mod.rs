@@ -312,3 +312,6 @@ mod quota_tests;
 
 #[cfg(test)]
 mod idle_tests;
+
+#[cfg(test)]
+mod guardrail_tests;
