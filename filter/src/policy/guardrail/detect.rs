@@ -4,8 +4,9 @@
 //! one included: no backtracking blow-up on hostile input.
 //!
 //! Built-in patterns use ASCII classes (`[0-9]`, not `\d`, which would take other
-//! scripts' digits); a candidate then passes a check ([`super::checks`]) before it
-//! counts.
+//! scripts' digits) and ASCII word boundaries (`(?-u:\b)`: a Unicode one makes the
+//! fast lazy DFA give up on any non-ASCII text); a candidate then passes a check
+//! ([`super::checks`]) before it counts.
 
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
@@ -92,21 +93,27 @@ impl Kind {
     /// The built-in pattern; `None` for custom patterns and words.
     fn pattern(&self) -> Option<&'static str> {
         Some(match self {
+            // Any letters in the local part (the longest run before the `@`, so no
+            // boundary before it); an ASCII domain.
             Kind::Email => {
-                r"\b[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}\b"
+                r"[\w.%+-]+@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?-u:\b)"
             }
             // International (`+` and 7 to 15 digits) or North American (3-3-4).
             Kind::Phone => {
-                r"\+[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,4}\)?){2,6}\b|(?:\b1[ .-]?)?(?:\([2-9][0-9]{2}\)|\b[2-9][0-9]{2})[ .-]?[2-9][0-9]{2}[ .-]?[0-9]{4}\b"
+                r"\+[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,4}\)?){2,6}(?-u:\b)|(?:(?-u:\b)1[ .-]?)?(?:\([2-9][0-9]{2}\)|(?-u:\b)[2-9][0-9]{2})[ .-]?[2-9][0-9]{2}[ .-]?[0-9]{4}(?-u:\b)"
             }
             // 13 to 19 digits, single spaces or dashes between them.
-            Kind::Card => r"\b[0-9](?:[ -]?[0-9]){12,18}\b",
-            Kind::Ssn => r"\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b|\b[0-9]{3} [0-9]{2} [0-9]{4}\b",
-            Kind::Iban => r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}\b",
-            Kind::Ip => {
-                r"\b(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\b|\b[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{0,4}){2,7}\b|::(?:[0-9A-Fa-f]{1,4}:){0,6}[0-9A-Fa-f]{1,4}\b"
+            Kind::Card => r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)",
+            Kind::Ssn => {
+                r"(?-u:\b)[0-9]{3}-[0-9]{2}-[0-9]{4}(?-u:\b)|(?-u:\b)[0-9]{3} [0-9]{2} [0-9]{4}(?-u:\b)"
             }
-            Kind::AwsAccessKey => r"\b(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}\b",
+            Kind::Iban => r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}(?-u:\b)",
+            Kind::Ip => {
+                r"(?-u:\b)(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(?-u:\b)|(?-u:\b)[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?-u:\b)|::(?:[0-9A-Fa-f]{1,4}:){0,6}[0-9A-Fa-f]{1,4}(?-u:\b)"
+            }
+            Kind::AwsAccessKey => {
+                r"(?-u:\b)(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}(?-u:\b)"
+            }
             // A whole PEM block; without its end, the header and what follows it.
             Kind::PrivateKey => {
                 r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s:,-]*)"
@@ -114,7 +121,7 @@ impl Kind {
             // OpenAI and Anthropic (`sk-...`), GitHub, Slack, Google, Stripe keys, and
             // JSON Web Tokens.
             Kind::ApiKey => {
-                r"\bsk-(?:[A-Za-z0-9]+-)*[A-Za-z0-9_-]{20,}|\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|[rs]k_(?:live|test)_[0-9A-Za-z]{16,}|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})"
+                r"(?-u:\b)sk-(?:[A-Za-z0-9]+-)*[A-Za-z0-9_-]{20,}|(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|[rs]k_(?:live|test)_[0-9A-Za-z]{16,}|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})"
             }
             Kind::Custom(_) | Kind::Words => return None,
         })
@@ -214,10 +221,23 @@ impl Detectors {
         })
     }
 
-    /// The case-insensitive whole-word pattern of a word list.
+    /// The case-insensitive whole-word pattern of a word list. An edge that is an
+    /// ASCII character gets an ASCII boundary, which keeps the lazy DFA on non-ASCII
+    /// text; only a word that begins or ends with another letter needs Unicode's.
     pub fn words_pattern(words: &[String]) -> String {
-        let alternatives: Vec<String> = words.iter().map(|w| regex::escape(w.trim())).collect();
-        format!(r"(?i)\b(?:{})\b", alternatives.join("|"))
+        let edge = |c: Option<char>| match c {
+            Some(c) if c.is_ascii() => r"(?-u:\b)",
+            _ => r"\b",
+        };
+        let alternatives: Vec<String> = words
+            .iter()
+            .map(|w| w.trim())
+            .map(|w| {
+                let (l, r) = (edge(w.chars().next()), edge(w.chars().last()));
+                format!("{l}{}{r}", regex::escape(w))
+            })
+            .collect();
+        format!("(?i)(?:{})", alternatives.join("|"))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -440,6 +460,21 @@ mod tests {
             ]
         );
         assert!(found(&d, "zetas and falcon").is_empty());
+    }
+
+    #[test]
+    fn non_ascii_text_around_findings() {
+        let d = builtin(&[Kind::Email, Kind::Card]);
+        let text = "écrivez à zoë@example.fr — carte 4111111111111111€";
+        assert_eq!(
+            found(&d, text),
+            [
+                ("email".to_string(), "zoë@example.fr".to_string()),
+                ("card".to_string(), "4111111111111111".to_string()),
+            ]
+        );
+        let hits = d.find(text);
+        assert_eq!(mask(text, &hits, &d), "écrivez à [EMAIL] — carte [CARD]€");
     }
 
     #[test]
