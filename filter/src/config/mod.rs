@@ -188,7 +188,7 @@ pub struct Config {
     /// The document's `streamIdleTimeout` (else the default), for routes that set
     /// none; `None`: no limit.
     pub stream_idle_timeout: Option<Duration>,
-    /// Guardrail policies, which routes name (by index in [`Route::guardrails`]).
+    /// Guardrail policies; a route's [`Route::guardrails`] point into them.
     pub guardrails: Vec<GuardrailPolicy>,
 }
 

@@ -179,7 +179,8 @@ pub(crate) struct StreamOptions {
     include_usage: Option<bool>,
 }
 
-/// Reads `model`, `stream` and `stream_options`.
+/// Reads `model`, `stream`, `stream_options` and the token caps, and notes where
+/// the prompt text is.
 pub(crate) struct Parse;
 
 impl BodyStep for Parse {
