@@ -175,6 +175,18 @@ def main():
     else:
         print(f"seed.py: no cassettes at {CASSETTES}; seeding from the fixtures only", file=sys.stderr)
 
+    # Prompts the fuzz config's guardrails find something in (every detector, escapes,
+    # non-ASCII text around the findings), for each client schema.
+    pii = ("mail jane.doe@example.com or zo\u00eb@example.fr, card 4111 1111 1111 1111, "
+           "iban DE89 3704 0044 0532 0130 00, ssn 123-45-6789, +44 20 7946 0958, 10.0.0.1, "
+           "2001:db8::1, AKIAIOSFODNN7EXAMPLE, sk-proj-abcdefghijklmnopqrstuvwx, secret \"hello\" 12345 "
+           "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----")
+    requests.append((0, ('{"model":"gpt-4o-mini","messages":[{"role":"system","content":"%s"},'
+                         '{"role":"user","content":[{"type":"text","text":"%s"}]}]}' % (pii, pii)).encode()))
+    requests.append((3, ('{"model":"gpt-4o-mini","max_tokens":5,"system":[{"type":"text","text":"%s"}],'
+                         '"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t",'
+                         '"content":"%s"}]}]}' % (pii, pii)).encode()))
+
     # request_body: [selector][4 sizes][body]; selector = endpoint + 4*schema + 36*routerOnly.
     for ep, body in requests:
         for schema in range(N_SCHEMAS):

@@ -64,6 +64,9 @@ pub enum GatewayError {
     RateLimited(Refusal),
     /// A spent budget refuses the request (blocked, or throttled past its rate).
     BudgetSpent(BudgetRefusal),
+    /// A guardrail policy (by name) refused the request's content. The message
+    /// names the policy, never what it found.
+    GuardrailBlocked { policy: String },
     /// The upstream answered in a way the gateway could not process.
     BadUpstreamResponse(String),
     /// The filter itself failed (a bug); the stream is answered, Envoy keeps running.
@@ -74,7 +77,7 @@ impl GatewayError {
     /// HTTP status of the answer.
     pub fn status(&self) -> u16 {
         match self {
-            Self::InvalidJson(_) | Self::InvalidField { .. } => 400,
+            Self::InvalidJson(_) | Self::InvalidField { .. } | Self::GuardrailBlocked { .. } => 400,
             Self::BodyTooLarge { .. } => 413,
             Self::Denied { .. } => 403,
             Self::RateLimited(_) | Self::BudgetSpent(_) => 429,
@@ -95,6 +98,7 @@ impl GatewayError {
             Self::Denied { .. } => "request_denied",
             Self::RateLimited(_) => "rate_limit_exceeded",
             Self::BudgetSpent(_) => "insufficient_quota",
+            Self::GuardrailBlocked { .. } => "content_policy_violation",
             Self::UnknownModel(_) => "model_not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::BadUpstreamResponse(_) => "bad_upstream_response",
@@ -144,6 +148,10 @@ impl GatewayError {
                 )
             }
             Self::BudgetSpent(r) => r.message(),
+            Self::GuardrailBlocked { policy } => format!(
+                "The request was blocked by the gateway's guardrail policy '{}'",
+                clip_quoted(policy, MAX_QUOTED_NAME)
+            ),
             Self::BadUpstreamResponse(why) => format!("The upstream response was invalid: {why}"),
             Self::Internal => "The gateway failed to process the request".to_string(),
         }

@@ -244,10 +244,16 @@ pub enum Counter {
     /// A streamed answer's provider sent nothing for the route's
     /// `streamIdleTimeout`: the gateway ended the stream with an error event.
     StreamIdleTimeout,
+    /// A guardrail policy whose action is `block` refused a request.
+    GuardrailBlocked,
+    /// A guardrail policy whose action is `mask` rewrote a request.
+    GuardrailMasked,
+    /// A guardrail policy whose action is `log` found something and let it pass.
+    GuardrailLogged,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 13] = [
         Counter::RateLimited,
         Counter::RequestDenied,
         Counter::CacheHit,
@@ -258,6 +264,9 @@ impl Counter {
         Counter::BudgetAlert,
         Counter::FleetUnchecked,
         Counter::StreamIdleTimeout,
+        Counter::GuardrailBlocked,
+        Counter::GuardrailMasked,
+        Counter::GuardrailLogged,
     ];
 
     pub fn name(self) -> &'static str {
@@ -272,6 +281,9 @@ impl Counter {
             Counter::BudgetAlert => "aigw_budget_alerts",
             Counter::FleetUnchecked => "aigw_fleet_unchecked",
             Counter::StreamIdleTimeout => "aigw_stream_idle_timeouts",
+            Counter::GuardrailBlocked => "aigw_guardrail_blocked",
+            Counter::GuardrailMasked => "aigw_guardrail_masked",
+            Counter::GuardrailLogged => "aigw_guardrail_logged",
         }
     }
 }

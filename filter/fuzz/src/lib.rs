@@ -95,15 +95,18 @@ pub const MODELS: &[&str] = &[
 ];
 
 /// A configuration routing every model of [`MODELS`] to one backend `b` of schema
-/// `SCHEMAS[schema]`, metering every token kind and a CEL cost; `router_only`
-/// makes the router-level instance translate itself (Envoy Gateway's mode).
+/// `SCHEMAS[schema]`, metering every token kind and a CEL cost, with request
+/// guardrails (every detector, masking; a logging one with a size cap) on route `r`;
+/// `router_only` makes the router-level instance translate itself (Envoy Gateway's
+/// mode).
 pub fn config_doc(schema: usize, router_only: bool) -> String {
     let models: Vec<String> = MODELS.iter().map(|m| format!("\"{m}\"")).collect();
     format!(
         r#"{{"version": "v1", "routerOnly": {router_only},
         "backends": [{{"name": "b", {}}}, {{"name": "pinned", {}, "modelNameOverride": "pinned-model"}}],
         "routes": [
-          {{"name": "r", "models": [{}], "backends": [{{"name": "b"}}]}},
+          {{"name": "r", "models": [{}], "backends": [{{"name": "b"}}],
+            "guardrails": [{{"policy": "log", "stage": "request"}}, {{"policy": "mask", "stage": "request"}}]}},
           {{"name": "two", "models": ["two"], "backends": [{{"name": "b", "priority": 0}}, {{"name": "pinned", "priority": 1}}]}}
         ],
         "llmRequestCosts": [
@@ -113,6 +116,13 @@ pub fn config_doc(schema: usize, router_only: bool) -> String {
           {{"metadataKey": "cached", "type": "CachedInputToken"}},
           {{"metadataKey": "reasoning", "type": "ReasoningToken"}},
           {{"metadataKey": "cost", "type": "CEL", "cel": "input_tokens * 3 + output_tokens * 15 + (model == 'm' ? 1 : 0)"}}
+        ],
+        "guardrails": [
+          {{"name": "mask", "action": "mask", "detectors": {{
+            "pii": ["email", "phone", "card", "ssn", "iban", "ip"],
+            "secrets": ["awsAccessKey", "privateKey", "apiKey"],
+            "regex": [{{"name": "digits", "pattern": "[0-9]{{4,}}"}}], "words": ["secret", "zoë"]}}}},
+          {{"name": "log", "action": "log", "detectors": {{"words": ["hello"], "maxPromptBytes": 64}}}}
         ],
         "limits": {{"maxRequestBodyBytes": 1048576, "maxResponseBodyBytes": 1048576}}}}"#,
         SCHEMAS[schema].1,

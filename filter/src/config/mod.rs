@@ -7,6 +7,7 @@
 
 pub mod backend;
 mod exchange;
+mod guardrail;
 pub mod quota;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use crate::metering::cost::RequestCost;
 use crate::metering::prices::{self, ModelPrice, Price};
 use crate::policy::budget::Budget;
 use crate::policy::cache::{self, AnswerCache};
+use crate::policy::guardrail::{GuardrailPolicy, RouteGuardrail};
 use crate::policy::identity::IdentitySource;
 use crate::policy::ratelimit::{CountStore, LocalCounts, RateLimit};
 use crate::policy::validation::{RequestRules, RuleAction};
@@ -47,7 +49,7 @@ pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The dynamic metadata keys the gateway writes (besides costs and fleet mode's
 /// `rl_period_<budget>`).
-pub const GATEWAY_METADATA_KEYS: [&str; 18] = [
+pub const GATEWAY_METADATA_KEYS: [&str; 19] = [
     "route_name",
     "request_model",
     "response_model",
@@ -66,6 +68,7 @@ pub const GATEWAY_METADATA_KEYS: [&str; 18] = [
     "rl_tokens",
     "rl_cost",
     "rl_unchecked",
+    crate::policy::guardrail::METADATA_KEY,
 ];
 
 /// A refused configuration: where, and why.
@@ -137,6 +140,8 @@ pub struct Route {
     /// route's `streamIdleTimeout`, else the document's, else the default); `None`:
     /// no limit (`0s`).
     pub stream_idle_timeout: Option<Duration>,
+    /// The guardrail policies the route runs, in order.
+    pub guardrails: Vec<RouteGuardrail>,
 }
 
 /// Size limits.
@@ -183,6 +188,8 @@ pub struct Config {
     /// The document's `streamIdleTimeout` (else the default), for routes that set
     /// none; `None`: no limit.
     pub stream_idle_timeout: Option<Duration>,
+    /// Guardrail policies; a route's [`Route::guardrails`] point into them.
+    pub guardrails: Vec<GuardrailPolicy>,
 }
 
 impl Config {
@@ -364,6 +371,8 @@ struct RawConfig {
     quota: Option<RawQuota>,
     #[serde(default)]
     stream_idle_timeout: Option<String>,
+    #[serde(default)]
+    guardrails: Vec<guardrail::RawGuardrail>,
 }
 
 #[derive(Deserialize)]
@@ -414,6 +423,8 @@ struct RawRoute {
     budgets: Vec<RawBudget>,
     #[serde(default)]
     stream_idle_timeout: Option<String>,
+    #[serde(default)]
+    guardrails: Vec<guardrail::RawRouteGuardrail>,
 }
 
 #[derive(Deserialize)]
@@ -602,6 +613,8 @@ impl RawConfig {
             }
         };
 
+        let (guardrails, guardrail_index) = guardrail::compile_policies(self.guardrails)?;
+
         let mut routes = Vec::with_capacity(self.routes.len());
         let mut model_to_route: HashMap<String, usize> = HashMap::new();
         let mut route_names = HashMap::new();
@@ -733,6 +746,11 @@ impl RawConfig {
                     ),
                 ));
             }
+            let route_guardrails = guardrail::compile_route(
+                &r.guardrails,
+                &guardrail_index,
+                &format!("{p}.guardrails"),
+            )?;
             routes.push(Route {
                 name: r.name,
                 models: r.models,
@@ -745,6 +763,7 @@ impl RawConfig {
                 budgets,
                 tenant,
                 stream_idle_timeout: route_idle,
+                guardrails: route_guardrails,
             });
         }
 
@@ -828,6 +847,7 @@ impl RawConfig {
             quota,
             stream_idle_timeout,
             prices,
+            guardrails,
         };
         config.share_exchanges(&Registry::new());
         Ok(config)

@@ -10,8 +10,8 @@
 //!
 //! Two roles share the facade:
 //! - [`FilterRole::Router`], before Envoy's router ([`router`]): the request and
-//!   response pipelines ([`pipeline`]): validation, routing, limits, cache,
-//!   metering, metadata.
+//!   response pipelines ([`pipeline`]): validation, routing, guardrails, limits,
+//!   cache, metering, metadata.
 //! - [`FilterRole::Upstream`], in a backend cluster's upstream filters, once per
 //!   attempt ([`upstream`]): prepares the request for the backend Envoy picked and
 //!   turns the answer back into the client's schema.
@@ -312,3 +312,6 @@ mod quota_tests;
 
 #[cfg(test)]
 mod idle_tests;
+
+#[cfg(test)]
+mod guardrail_tests;

@@ -19,6 +19,7 @@ use crate::metering::{Meter, Report};
 use crate::policy::budget::{BudgetStep, Reservation};
 use crate::policy::cache::{self, CacheCapture, CacheDigests, ExactCache};
 use crate::policy::fleet::FleetDescriptors;
+use crate::policy::guardrail::{text::PromptSpans, GuardrailStep};
 use crate::policy::identity::Identify;
 use crate::policy::ratelimit::{estimate_tokens, Admission, RateLimitStep};
 use crate::policy::validation::Validation;
@@ -42,9 +43,10 @@ pub(crate) static ON_REQUEST_HEADERS: [&dyn HeaderStep; 7] = [
 ];
 
 /// Once the whole body is in.
-pub(crate) static ON_REQUEST_BODY: [&dyn BodyStep; 9] = [
+pub(crate) static ON_REQUEST_BODY: [&dyn BodyStep; 10] = [
     &Parse,            // model, stream, stream_options, max tokens (borrowing the body)
     &PickRoute,        // the route that serves the model
+    &GuardrailStep,    // block or mask before anything is spent or cached
     &ExactCache,       // answer from the cache, or note where the answer goes
     &RateLimitStep,    // requests, tokens (reserved), requests in flight
     &BudgetStep,       // spend budgets: block, throttle, alert (cost reserved)
@@ -190,6 +192,8 @@ pub(crate) struct Request {
     pub variant: Option<cache::Key>,
     /// routerOnly: the request headers the inline upstream work reads.
     pub saved: Option<SavedRequest>,
+    /// Where the body's prompt text is (guardrails read it).
+    pub prompt_spans: PromptSpans,
 }
 
 impl Response {

@@ -186,7 +186,8 @@ impl BodyStep for ExactCache {
             endpoint.path().as_bytes(),
             variant,
             credentials,
-            &cx.req.body,
+            // A masked prompt is what was asked (guardrails run before the cache).
+            cx.req.body_as_sent(),
         ]);
         let Some(answer) = cache.get(&key, cx.now) else {
             out.push(Action::Count(Counter::CacheMiss));

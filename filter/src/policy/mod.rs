@@ -3,6 +3,7 @@
 pub mod budget;
 pub mod cache;
 pub mod fleet;
+pub mod guardrail;
 pub mod identity;
 pub mod ratelimit;
 pub mod validation;
