@@ -187,3 +187,32 @@ def test_a_streamed_prompt_is_masked_too(gw, openai_client):
         extra_headers=h)
     assert list(stream)
     assert gw.one_upstream(rid)["body_json"]["messages"][0]["content"] == "mail [EMAIL]"
+
+
+def test_responses_api_prompts_are_masked_as_is_and_translated(gw, openai_client):
+    """The Responses API carries prompt text in `instructions` and input items: both
+    are read, whether the backend takes the body as is (OpenAI) or translated
+    (Anthropic)."""
+    for model in ("gpt-guarded", "claude-guarded"):
+        rid, h = rid_headers()
+        resp = openai_client.responses.create(
+            model=model, instructions=f"Answer {EMAIL}", extra_headers=h,
+            input=[{"role": "user", "content": [{"type": "input_text", "text": f"card {CARD}"}]},
+                   {"type": "function_call", "call_id": "c1", "name": "lookup", "arguments": "{}"},
+                   {"type": "function_call_output", "call_id": "c1", "output": f"iban {IBAN}"}])
+        assert resp.output_text
+        body = gw.one_upstream(rid)["body"]
+        assert EMAIL not in body and CARD not in body and IBAN not in body, model
+        assert "[EMAIL]" in body and "[CARD]" in body and "[IBAN]" in body, model
+        assert gw.log_entry(rid, raw=True)["guardrail"] == "pii:mask:request:email,card,iban"
+
+
+def test_responses_api_blocked_prompt_never_reaches_the_provider(gw, openai_client):
+    import openai
+
+    rid, h = rid_headers()
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client.responses.create(model="claude-guarded", input=[{"role": "user", "content": AWS_KEY}],
+                                       extra_headers=h)
+    assert caught.value.code == "content_policy_violation"
+    assert gw.upstream(rid) == []

@@ -146,6 +146,8 @@ pub(crate) struct RequestPeek<'a> {
     prompt: Option<&'a RawValue>,
     #[serde(borrow, default)]
     input: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    instructions: Option<&'a RawValue>,
 }
 
 /// A token count when the value is a non-negative number, else `None`. Read from the
@@ -222,6 +224,7 @@ impl BodyStep for Parse {
             system: at(peek.system),
             prompt: at(peek.prompt),
             input: at(peek.input),
+            instructions: at(peek.instructions),
         };
         Flow::Next
     }

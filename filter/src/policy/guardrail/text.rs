@@ -10,7 +10,11 @@
 //!   a part of type `text` gives its `text`, a `tool_result` block its `content`
 //!   (a string or text blocks). Every role (system, developer, tool).
 //! - Anthropic `system`: a string or text blocks.
-//! - OpenAI completions' `prompt` and embeddings' `input`: a string or strings.
+//! - OpenAI completions' `prompt`, embeddings' and speech's `input`: a string or
+//!   strings; image prompts (`prompt`).
+//! - OpenAI Responses: `instructions`, and `input` as a string or items: a message's
+//!   `content` (a string or `input_text`/`output_text` parts) and a function call's
+//!   `output`.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -27,6 +31,7 @@ pub(crate) struct PromptSpans {
     pub system: Option<Range<usize>>,
     pub prompt: Option<Range<usize>>,
     pub input: Option<Range<usize>>,
+    pub instructions: Option<Range<usize>>,
 }
 
 /// Where `raw`, borrowed from `body`, sits in it.
@@ -49,6 +54,15 @@ pub(crate) struct TextField {
 struct MessageView<'a> {
     #[serde(borrow, default)]
     content: Option<&'a RawValue>,
+}
+
+/// A Responses API input item: a message's `content`, a function call's `output`.
+#[derive(Deserialize)]
+struct ItemView<'a> {
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    output: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -79,7 +93,11 @@ pub(crate) fn read(body: &[u8], spans: &PromptSpans) -> Result<Vec<TextField>, G
         let raw: &RawValue = parse_raw(body, r).map_err(|e| invalid("system", &e))?;
         content(body, raw, 0, &mut out).map_err(|e| invalid("system", &e))?;
     }
-    for (field, r) in [("prompt", &spans.prompt), ("input", &spans.input)] {
+    for (field, r) in [
+        ("prompt", &spans.prompt),
+        ("input", &spans.input),
+        ("instructions", &spans.instructions),
+    ] {
         if let Some(r) = r {
             let raw = parse_raw(body, r).map_err(|e| invalid(field, &e))?;
             strings(body, raw, &mut out).map_err(|e| invalid(field, &e))?;
@@ -118,7 +136,7 @@ fn content(
             let parts: Vec<PartView> = serde_json::from_str(raw.get())?;
             for p in parts {
                 match p.kind.as_deref() {
-                    Some("text") => {
+                    Some("text" | "input_text" | "output_text") => {
                         if let Some(t) = p.text.filter(|t| first_byte(t) == b'"') {
                             string(body, t, out)?;
                         }
@@ -137,13 +155,26 @@ fn content(
     }
 }
 
-/// A string or a list of them (token arrays are not text and are skipped).
+/// A string or a list of strings or Responses input items (token arrays are not
+/// text and are skipped).
 fn strings(body: &[u8], raw: &RawValue, out: &mut Vec<TextField>) -> serde_json::Result<()> {
     match first_byte(raw) {
         b'[' => {
             let items: Vec<&RawValue> = serde_json::from_str(raw.get())?;
-            for item in items.into_iter().filter(|i| first_byte(i) == b'"') {
-                string(body, item, out)?;
+            for item in items {
+                match first_byte(item) {
+                    b'"' => string(body, item, out)?,
+                    b'{' => {
+                        let i: ItemView = serde_json::from_str(item.get())?;
+                        if let Some(c) = i.content {
+                            content(body, c, 0, out)?;
+                        }
+                        if let Some(o) = i.output {
+                            content(body, o, 0, out)?;
+                        }
+                    }
+                    _ => {}
+                }
             }
             Ok(())
         }
@@ -202,6 +233,8 @@ mod tests {
             prompt: Option<&'a RawValue>,
             #[serde(borrow, default)]
             input: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            instructions: Option<&'a RawValue>,
         }
         let t: Top = serde_json::from_slice(body).unwrap();
         let s = |r: Option<&RawValue>| r.and_then(|r| span_of(body, r));
@@ -210,7 +243,27 @@ mod tests {
             system: s(t.system),
             prompt: s(t.prompt),
             input: s(t.input),
+            instructions: s(t.instructions),
         }
+    }
+
+    #[test]
+    fn responses_instructions_and_input_items() {
+        let body = r#"{"model":"m","instructions":"be kind","input":[
+            "plain",
+            {"role":"user","content":"item text"},
+            {"type":"message","role":"user","content":[{"type":"input_text","text":"part"},
+                {"type":"input_image","image_url":"data:x"}]},
+            {"type":"message","role":"assistant","content":[{"type":"output_text","text":"said"}]},
+            {"type":"function_call","call_id":"c","name":"f","arguments":"{}"},
+            {"type":"function_call_output","call_id":"c","output":"tool out"}
+        ]}"#;
+        let mut got = texts(body);
+        got.sort();
+        assert_eq!(
+            got,
+            ["be kind", "item text", "part", "plain", "said", "tool out"]
+        );
     }
 
     fn texts(body: &str) -> Vec<String> {
