@@ -19,7 +19,7 @@ use crate::metering::{Meter, Report};
 use crate::policy::budget::{BudgetStep, Reservation};
 use crate::policy::cache::{self, CacheCapture, CacheDigests, ExactCache};
 use crate::policy::fleet::FleetDescriptors;
-use crate::policy::guardrail::{text::PromptSpans, GuardrailStep};
+use crate::policy::guardrail::GuardrailStep;
 use crate::policy::identity::Identify;
 use crate::policy::ratelimit::{estimate_tokens, Admission, RateLimitStep};
 use crate::policy::validation::Validation;
@@ -192,8 +192,6 @@ pub(crate) struct Request {
     pub variant: Option<cache::Key>,
     /// routerOnly: the request headers the inline upstream work reads.
     pub saved: Option<SavedRequest>,
-    /// Where the body's prompt text is (guardrails read it).
-    pub prompt_spans: PromptSpans,
 }
 
 impl Response {

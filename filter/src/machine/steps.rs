@@ -6,7 +6,6 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use super::pipeline::{BodyStep, Chunk, Cx, Flow, HeaderStep, ResponseStep};
 use super::upstream::{SavedRequest, Upstream, CLIENT_CREDENTIAL_HEADERS};
@@ -15,7 +14,6 @@ use crate::codec::multipart::Form;
 use crate::endpoint::Endpoint;
 use crate::error::{ClientSchema, GatewayError};
 use crate::host::{Action, CalloutResult, Headers, Status};
-use crate::policy::guardrail::text::{span_of, PromptSpans};
 use crate::MODEL_HEADER;
 
 /// Headers a client may not send: the gateway alone sets them.
@@ -136,18 +134,6 @@ pub(crate) struct RequestPeek<'a> {
     max_completion_tokens: Option<u64>,
     #[serde(default, deserialize_with = "count")]
     max_output_tokens: Option<u64>,
-    /// The members that carry prompt text, kept as raw slices of the body (no
-    /// more work than skipping them): guardrails read them, and only them.
-    #[serde(borrow, default)]
-    messages: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    system: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    prompt: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    input: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    instructions: Option<&'a RawValue>,
 }
 
 /// A token count when the value is a non-negative number, else `None`. Read from the
@@ -182,8 +168,8 @@ pub(crate) struct StreamOptions {
     include_usage: Option<bool>,
 }
 
-/// Reads `model`, `stream`, `stream_options` and the token caps, and notes where
-/// the prompt text is.
+/// Reads `model`, `stream`, `stream_options` and the token caps; nothing else of
+/// the body is looked into here (a passthrough body's bytes are the provider's).
 pub(crate) struct Parse;
 
 impl BodyStep for Parse {
@@ -217,15 +203,6 @@ impl BodyStep for Parse {
             .max_completion_tokens
             .or(peek.max_tokens)
             .or(peek.max_output_tokens);
-        let body = &cx.req.body;
-        let at = |raw: Option<&RawValue>| raw.and_then(|r| span_of(body, r));
-        cx.req.prompt_spans = PromptSpans {
-            messages: at(peek.messages),
-            system: at(peek.system),
-            prompt: at(peek.prompt),
-            input: at(peek.input),
-            instructions: at(peek.instructions),
-        };
         Flow::Next
     }
 }

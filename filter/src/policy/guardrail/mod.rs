@@ -148,7 +148,10 @@ impl BodyStep for GuardrailStep {
         if policies.peek().is_none() {
             return Flow::Next;
         }
-        let mut fields = match text::read(&cx.req.body, &cx.req.prompt_spans) {
+        // Read here, on guarded routes only: other routes never look into the text
+        // (a passthrough body's bytes are the provider's to judge).
+        let fields = text::spans(&cx.req.body).and_then(|s| text::read(&cx.req.body, &s));
+        let mut fields = match fields {
             Ok(f) => f,
             Err(e) => return Flow::Reply(e),
         };

@@ -3,8 +3,8 @@
 //! literal sits in the body, so that a masked text replaces exactly that literal and
 //! every other byte of the body stays as the client sent it.
 //!
-//! `Parse` notes where the top-level members that carry text are
-//! ([`PromptSpans`]); only those slices are read again, only on a guarded route.
+//! On a guarded route only, the top-level members that carry text are found
+//! ([`PromptSpans`]) and only those slices are read.
 //!
 //! - OpenAI chat and Anthropic messages: `messages[].content`, a string or parts;
 //!   a part of type `text` gives its `text`, a `tool_result` block its `content`
@@ -32,6 +32,46 @@ pub(crate) struct PromptSpans {
     pub prompt: Option<Range<usize>>,
     pub input: Option<Range<usize>>,
     pub instructions: Option<Range<usize>>,
+}
+
+/// The body's top-level members that carry prompt text, as raw slices.
+#[derive(Deserialize)]
+struct Top<'a> {
+    #[serde(borrow, default)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    system: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    prompt: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    instructions: Option<&'a RawValue>,
+}
+
+/// Where the members that carry prompt text are in the body.
+pub(crate) fn spans(body: &[u8]) -> Result<PromptSpans, GatewayError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let top: Top = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            GatewayError::InvalidJson(inner.to_string())
+        } else {
+            GatewayError::InvalidField {
+                field: path,
+                reason: inner.to_string(),
+            }
+        }
+    })?;
+    let at = |raw: Option<&RawValue>| raw.and_then(|r| span_of(body, r));
+    Ok(PromptSpans {
+        messages: at(top.messages),
+        system: at(top.system),
+        prompt: at(top.prompt),
+        input: at(top.input),
+        instructions: at(top.instructions),
+    })
 }
 
 /// Where `raw`, borrowed from `body`, sits in it.
@@ -221,30 +261,12 @@ pub(crate) fn rewrite(body: &[u8], fields: &[TextField]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    /// The spans `Parse` would note, found here the same way.
-    fn spans(body: &[u8]) -> PromptSpans {
-        #[derive(Deserialize)]
-        struct Top<'a> {
-            #[serde(borrow, default)]
-            messages: Option<&'a RawValue>,
-            #[serde(borrow, default)]
-            system: Option<&'a RawValue>,
-            #[serde(borrow, default)]
-            prompt: Option<&'a RawValue>,
-            #[serde(borrow, default)]
-            input: Option<&'a RawValue>,
-            #[serde(borrow, default)]
-            instructions: Option<&'a RawValue>,
-        }
-        let t: Top = serde_json::from_slice(body).unwrap();
-        let s = |r: Option<&RawValue>| r.and_then(|r| span_of(body, r));
-        PromptSpans {
-            messages: s(t.messages),
-            system: s(t.system),
-            prompt: s(t.prompt),
-            input: s(t.input),
-            instructions: s(t.instructions),
-        }
+    fn texts(body: &str) -> Vec<String> {
+        read(body.as_bytes(), &spans(body.as_bytes()).unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|f| f.text)
+            .collect()
     }
 
     #[test]
@@ -264,14 +286,6 @@ mod tests {
             got,
             ["be kind", "item text", "part", "plain", "said", "tool out"]
         );
-    }
-
-    fn texts(body: &str) -> Vec<String> {
-        read(body.as_bytes(), &spans(body.as_bytes()))
-            .unwrap()
-            .into_iter()
-            .map(|f| f.text)
-            .collect()
     }
 
     #[test]
@@ -308,7 +322,7 @@ mod tests {
     #[test]
     fn a_content_that_is_no_content_is_refused() {
         let body = br#"{"messages":[{"role":"user","content":5}]}"#;
-        let e = read(body, &spans(body)).unwrap_err();
+        let e = read(body, &spans(body).unwrap()).unwrap_err();
         assert!(
             matches!(&e, GatewayError::InvalidField { field, .. } if field == "messages[0].content"),
             "{e:?}"
@@ -318,7 +332,7 @@ mod tests {
     #[test]
     fn rewrite_replaces_only_the_changed_literals_and_stays_json() {
         let body = br#"{"a":1.50,"messages":[{"role":"user","content":"mail me: x@y.com"},{"role":"user","content":[{"type":"text","text":"keep\n"}]}],"z":"\u0041"}"#;
-        let mut fields = read(body, &spans(body)).unwrap();
+        let mut fields = read(body, &spans(body).unwrap()).unwrap();
         fields[0].text = "mail me: [EMAIL] \"\\ \u{1}".into();
         fields[0].changed = true;
         let out = rewrite(body, &fields);
