@@ -35,9 +35,11 @@ impl ResponseStep for Meter {
             .as_deref()
             .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
         // Audio, images, plain text: bytes with no usage in them, not kept to parse.
-        let json = content_type
-            .as_deref()
-            .is_none_or(|ct| ct.to_ascii_lowercase().contains("json"));
+        let json = content_type.as_deref().is_none_or(|ct| {
+            ct.as_bytes()
+                .windows(4)
+                .any(|w| w.eq_ignore_ascii_case(b"json"))
+        });
         if !(event_stream || json) {
             return Status::Continue;
         }

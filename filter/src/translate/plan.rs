@@ -102,8 +102,7 @@ pub struct ResponsePlan {
     kind: Reader,
     /// The backend's schema: which provider's errors and embeddings to read.
     schema: BackendSchema,
-    client: ClientSchema,
-    /// The client's API: which form a translated answer takes.
+    /// The client's API: which form a translated answer and its errors take.
     api: ClientApi,
     stream: bool,
     include_usage: bool,
@@ -185,15 +184,8 @@ pub fn prepare(a: &Attempt<'_>, body: &[u8]) -> Result<Prepared, TranslateError>
         {
             same_api(a, body, &model, peek.stream)?
         }
-        ClientApi::Responses
-            if matches!(
-                schema,
-                BackendSchema::OpenAI { .. } | BackendSchema::AzureOpenAI { .. }
-            ) =>
-        {
-            same_api(a, body, &model, peek.stream)?
-        }
-        ClientApi::Media(_)
+        // OpenAI's own APIs, which Azure serves too.
+        ClientApi::Responses | ClientApi::Media(_)
             if matches!(
                 schema,
                 BackendSchema::OpenAI { .. } | BackendSchema::AzureOpenAI { .. }
@@ -592,7 +584,6 @@ impl ResponsePlan {
         ResponsePlan {
             kind,
             schema: a.backend.schema.clone(),
-            client: a.api.schema(),
             api: a.api,
             stream,
             include_usage,
@@ -695,14 +686,14 @@ impl ResponsePlan {
                 Box::new(anthropic::ChatStream::new(framing, meta, usage, max))
             }
         };
-        let client = match (self.api, self.client) {
-            (ClientApi::Responses, _) => {
+        let client = match self.api {
+            ClientApi::Responses => {
                 ClientEncoder::Responses(Box::new(responses::ClientStream::new(&self.meta)))
             }
-            (_, ClientSchema::OpenAI) => ClientEncoder::OpenAi,
-            (_, ClientSchema::Anthropic) => {
+            ClientApi::Messages => {
                 ClientEncoder::Anthropic(Box::new(anthropic::ClientStream::new(&self.meta.model)))
             }
+            _ => ClientEncoder::OpenAi,
         };
         Some(StreamTranslator::Hub {
             source,
@@ -712,20 +703,21 @@ impl ResponsePlan {
     }
 
     fn write_completion(&self, c: &ChatCompletion) -> Vec<u8> {
-        match (self.api, self.client) {
-            (ClientApi::Responses, _) => responses::client_response(c, &self.meta),
-            (_, ClientSchema::OpenAI) => serde_json::to_vec(c).unwrap_or_default(),
-            (_, ClientSchema::Anthropic) => anthropic::client_response(c),
+        match self.api {
+            ClientApi::Responses => responses::client_response(c, &self.meta),
+            ClientApi::Messages => anthropic::client_response(c),
+            _ => serde_json::to_vec(c).unwrap_or_default(),
         }
     }
 
     fn write_error(&self, e: &ProviderError) -> (u16, Vec<u8>) {
         // OpenAI clients know no 529.
-        let status = match (self.client, e.status) {
+        let client = self.api.schema();
+        let status = match (client, e.status) {
             (ClientSchema::OpenAI, 529) => 503,
             (_, s) => s,
         };
-        (status, e.body(self.client))
+        (status, e.body(client))
     }
 }
 

@@ -23,7 +23,7 @@ pub fn client_request(body: &[u8], model: &str) -> Result<ChatCompletionRequest,
         ("prompt", "prompt templates are stored by OpenAI"),
     ] {
         if doc.get(field).is_some_and(|v| !v.is_null()) {
-            return Err(unsupported(field, why));
+            return Err(TranslateError::unsupported(field, why));
         }
     }
     for (field, why) in [
@@ -34,7 +34,7 @@ pub fn client_request(body: &[u8], model: &str) -> Result<ChatCompletionRequest,
         ("background", "background responses are run by OpenAI only"),
     ] {
         if doc.get(field) == Some(&Value::Bool(true)) {
-            return Err(unsupported(field, why));
+            return Err(TranslateError::unsupported(field, why));
         }
     }
 
@@ -101,10 +101,6 @@ pub fn client_request(body: &[u8], model: &str) -> Result<ChatCompletionRequest,
     }
     serde_json::from_value(Value::Object(hub))
         .map_err(|e| TranslateError::invalid("input", e.to_string()))
-}
-
-fn unsupported(field: &str, why: &str) -> TranslateError {
-    TranslateError::unsupported(field, why)
 }
 
 /// One item of `input`, appended to the hub's messages.
@@ -175,15 +171,15 @@ fn input_item(item: &Value, i: usize, messages: &mut Vec<Value>) -> Result<(), T
         // backend cannot take another's encrypted reasoning.
         Some("reasoning") => {}
         Some("item_reference") => {
-            return Err(unsupported(
-                &at("type"),
+            return Err(TranslateError::unsupported(
+                at("type"),
                 "item references name stored items: send the items themselves",
             ))
         }
         Some(other) => {
-            return Err(unsupported(
-                &at("type"),
-                &format!("input items of type {other} are served by OpenAI only"),
+            return Err(TranslateError::unsupported(
+                at("type"),
+                format!("input items of type {other} are served by OpenAI only"),
             ))
         }
     }
@@ -206,8 +202,8 @@ fn content_parts(parts: &[Value], role: &str, at: &str) -> Result<Value, Transla
             }
             Some("input_image") => {
                 let Some(url) = p.get("image_url").and_then(Value::as_str) else {
-                    return Err(unsupported(
-                        &format!("{at}[{j}].file_id"),
+                    return Err(TranslateError::unsupported(
+                        format!("{at}[{j}].file_id"),
                         "images by file id are stored by OpenAI: send image_url (a data URL or an http URL)",
                     ));
                 };
@@ -218,9 +214,9 @@ fn content_parts(parts: &[Value], role: &str, at: &str) -> Result<Value, Transla
                 out.push(json!({"type": "image_url", "image_url": image}));
             }
             other => {
-                return Err(unsupported(
-                    &format!("{at}[{j}].type"),
-                    &format!(
+                return Err(TranslateError::unsupported(
+                    format!("{at}[{j}].type"),
+                    format!(
                         "content parts of type {} are served by OpenAI only",
                         other.unwrap_or("(none)")
                     ),
@@ -257,9 +253,9 @@ fn tool(t: &Value, i: usize) -> Result<Value, TranslateError> {
             }
             Ok(json!({"type": "function", "function": function}))
         }
-        other => Err(unsupported(
-            &format!("tools[{i}].type"),
-            &format!(
+        other => Err(TranslateError::unsupported(
+            format!("tools[{i}].type"),
+            format!(
                 "built-in tools ({}) are run by OpenAI only; function tools work with every backend",
                 other.unwrap_or("(none)")
             ),
@@ -278,7 +274,7 @@ fn tool_choice(choice: &Value) -> Result<Value, TranslateError> {
                 None => Err(TranslateError::invalid("tool_choice.name", "is required")),
             }
         }
-        _ => Err(unsupported(
+        _ => Err(TranslateError::unsupported(
             "tool_choice",
             "only auto, none, required and a function by name work with this backend",
         )),
