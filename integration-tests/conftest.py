@@ -74,7 +74,7 @@ AWS_CREDS = ("AKIDAIGWTEST0001", "aigw-test-secret-not-real", "aigw-test-session
 AWS_SIGV4 = {"awsSigV4": {"accessKeyId": AWS_CREDS[0], "secretAccessKey": AWS_CREDS[1],
                           "sessionToken": AWS_CREDS[2]}}
 API_KEYS = {"anthropic": "sk-ant-test-key", "gemini": "gemini-test-key", "azure": "azure-test-key",
-            "mistral": "mistral-test-key", "compat": "compat-test-key"}
+            "mistral": "mistral-test-key", "compat": "compat-test-key", "cohere": "cohere-test-key"}
 GCP_TOKEN = "ya29.vertex-test-token"
 BEDROCK_MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 BEDROCK_CLAUDE_MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -103,6 +103,7 @@ PROVIDER_BACKENDS = [
      "auth": {"apiKey": {"value": API_KEYS["compat"]}},
      "headerMutation": {"set": [{"name": "x-tenant", "value": "blue"}], "remove": ["x-debug"]},
      "bodyMutation": {"set": [{"field": "service_tier", "value": "flex"}], "remove": ["user"]}},
+    {"name": "cohere", "schema": {"name": "Cohere"}, "auth": {"apiKey": {"value": API_KEYS["cohere"]}}},
     # Bring your own key: only a per-request credential.
     {"name": "byok", "schema": {"name": "OpenAI"}, "credentialOverride": {"header": "x-upstream-api-key"}},
     # Nothing listens there: connections are refused.
@@ -127,6 +128,13 @@ EMBEDDING_ROUTES = [
     ("text-embedding-005", "vertex-gemini", "vertex-gemini"),
     ("azure-embedding", "azure", "azure-openai"),
 ]
+# Rerank: Cohere's API, and an OpenAI-compatible server (vLLM) serving the same body.
+RERANK_ROUTES = [
+    ("rerank-v3.5", "cohere", "cohere"),
+    ("bge-reranker-v2-m3", "compat", "openai"),
+]
+# Other APIs the compat backend's route passes through with its credentials.
+PASSTHROUGH = {"compat": ["/v1/files", "/v1/fim"]}
 # Fallback: the first backend fails (the test says how), the second answers.
 FALLBACK_ROUTES = {
     "fallback-5xx": ("primary", "bedrock"),
@@ -137,10 +145,14 @@ FALLBACK_ROUTES = {
 
 def provider_routes() -> list[dict]:
     by_backend: dict[str, list[str]] = {}
-    for model, backend, _ in PROVIDER_ROUTES + EMBEDDING_ROUTES:
+    for model, backend, _ in PROVIDER_ROUTES + EMBEDDING_ROUTES + RERANK_ROUTES:
         by_backend.setdefault(backend, []).append(model)
     routes = [{"name": f"p-{b}", "models": models, "backends": [{"name": b}]}
               for b, models in by_backend.items()]
+    for r in routes:
+        prefixes = PASSTHROUGH.get(r["name"][2:])
+        if prefixes:
+            r["passthrough"] = prefixes
     routes.append({"name": "p-byok", "models": ["byok-model"], "backends": [{"name": "byok"}]})
     for model, (first, second) in FALLBACK_ROUTES.items():
         routes.append({"name": model, "models": [model],

@@ -967,13 +967,6 @@ fn read_service_backend(meta: Meta, spec: Obj<'_, '_>, r: &mut Reporter<'_>) -> 
         None => {}
         Some(s) => {
             schema_name = enum_value(&s, "name", SCHEMAS, true, r);
-            if schema_name.as_deref() == Some("Cohere") {
-                r.error(
-                    "spec.schema.name",
-                    "schema 'Cohere' is not supported by the filter",
-                );
-                schema_name = None;
-            }
             let version = s.str_opt("version", r).filter(|v| !v.is_empty());
             let prefix = s.str_opt("prefix", r).filter(|v| !v.is_empty());
             schema_version = match schema_name.as_deref() {
@@ -984,7 +977,7 @@ fn read_service_backend(meta: Meta, spec: Obj<'_, '_>, r: &mut Reporter<'_>) -> 
                     }
                     prefix.or(version).map(openai_prefix)
                 }
-                Some(n @ ("AzureOpenAI" | "AWSAnthropic" | "GCPAnthropic")) => {
+                Some(n @ ("AzureOpenAI" | "AWSAnthropic" | "GCPAnthropic" | "Cohere")) => {
                     if prefix.is_some() {
                         r.warn("spec.schema.prefix", format!("ignored for schema {n}"));
                     }

@@ -743,12 +743,6 @@ fn each_rule_reports_its_field() {
             "is required",
         ),
         (
-            edit(ASB, "/spec/schema/name", json!("Cohere")),
-            "AIServiceBackend",
-            "spec.schema.name",
-            "not supported by the filter",
-        ),
-        (
             edit(ASB, "/spec/schema/name", json!("Carrier")),
             "AIServiceBackend",
             "spec.schema.name",
@@ -1828,10 +1822,21 @@ fn warnings_do_not_block_and_unknown_fields_are_named() {
 }
 
 #[test]
+fn a_cohere_backend_compiles_with_its_path_version() {
+    let mut docs = base();
+    docs[ASB]["spec"]["schema"] = json!({"name": "Cohere", "version": "v2"});
+    let out = compile(&manifests(docs)).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert_eq!(
+        out.config["backends"][0]["schema"],
+        json!({"name": "Cohere", "version": "v2"})
+    );
+}
+
+#[test]
 fn all_errors_are_reported_in_one_run() {
     let mut docs = base();
     docs[ROUTE]["spec"]["rules"][0]["backendRefs"][0]["weight"] = json!(-5);
-    docs[ASB]["spec"]["schema"]["name"] = json!("Cohere");
+    docs[ASB]["spec"]["schema"]["name"] = json!("Carrier");
     docs[BE]["spec"]["endpoints"][0]["fqdn"]["port"] = json!(99999);
     let diags = compile(&manifests(docs)).unwrap_err();
     let errors: Vec<&str> = diags

@@ -22,6 +22,15 @@ pub enum Endpoint {
     AudioTranscriptions,
     /// Speech to English text, `POST /v1/audio/translations` (a form upload).
     AudioTranslations,
+    /// Cohere's rerank API, `POST /v1/rerank` (also `/v2/rerank`, Cohere's own path,
+    /// and `/cohere/v2/rerank`, Envoy AI Gateway's).
+    Rerank,
+    /// Anthropic's token counting, `POST /anthropic/v1/messages/count_tokens`: no
+    /// tokens generated, none metered or reserved.
+    CountTokens,
+    /// Any other path a route passes to its backend (`routes[].passthrough`): found
+    /// from the configuration, never from the path alone.
+    Passthrough,
 }
 
 impl Endpoint {
@@ -42,6 +51,8 @@ impl Endpoint {
             "/v1/audio/speech" => Some(Endpoint::AudioSpeech),
             "/v1/audio/transcriptions" => Some(Endpoint::AudioTranscriptions),
             "/v1/audio/translations" => Some(Endpoint::AudioTranslations),
+            "/v1/rerank" | "/v2/rerank" | "/cohere/v2/rerank" => Some(Endpoint::Rerank),
+            "/anthropic/v1/messages/count_tokens" => Some(Endpoint::CountTokens),
             _ => None,
         }
     }
@@ -60,6 +71,9 @@ impl Endpoint {
             Endpoint::AudioSpeech => "/v1/audio/speech",
             Endpoint::AudioTranscriptions => "/v1/audio/transcriptions",
             Endpoint::AudioTranslations => "/v1/audio/translations",
+            Endpoint::Rerank => "/v1/rerank",
+            Endpoint::CountTokens => "/anthropic/v1/messages/count_tokens",
+            Endpoint::Passthrough => "passthrough",
         }
     }
 
@@ -85,10 +99,16 @@ impl Endpoint {
         )
     }
 
+    /// Whether answers carry generated tokens: the ones limits reserve and budgets
+    /// estimate before the answer (a passthrough's are counted only once reported).
+    pub fn generates_tokens(self) -> bool {
+        !matches!(self, Endpoint::CountTokens | Endpoint::Passthrough)
+    }
+
     /// The API schema its clients speak (and get errors in).
     pub fn client_schema(self) -> crate::error::ClientSchema {
         match self {
-            Endpoint::Messages => crate::error::ClientSchema::Anthropic,
+            Endpoint::Messages | Endpoint::CountTokens => crate::error::ClientSchema::Anthropic,
             _ => crate::error::ClientSchema::OpenAI,
         }
     }
@@ -132,6 +152,11 @@ mod tests {
         assert_eq!(
             Endpoint::classify("/v1/images/generations?x=1"),
             Some(Endpoint::ImagesGenerations)
+        );
+        assert_eq!(Endpoint::classify("/v2/rerank"), Some(Endpoint::Rerank));
+        assert_eq!(
+            Endpoint::classify("/anthropic/v1/messages/count_tokens"),
+            Some(Endpoint::CountTokens)
         );
         // Retrieving a stored response is not an AI endpoint the gateway serves.
         assert_eq!(Endpoint::classify("/v1/responses/resp_1"), None);

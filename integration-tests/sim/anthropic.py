@@ -289,3 +289,29 @@ def handle(ctx: Ctx, transport: str, model: str, stream: bool, counter: int) -> 
     st.cut_with_error(ctx.knobs, lambda t: sse("error", error_body(529 if t == "overloaded_error" else 500,
                                                                     f"simulated stream error {t}", t)))
     return st.response("text/event-stream; charset=utf-8", ctx.knobs, extra_headers=headers)
+
+
+def count_tokens(ctx: Ctx, transport: str, doc: Any) -> Response:
+    """`count_tokens` (native, Vertex: the body names the model; Bedrock: the InvokeModel
+    body bedrock.py unwrapped): the prompt's words, and one per tool, as input tokens."""
+    if not isinstance(doc, dict):
+        ctx.fail("simulator: the body is not a JSON object")
+        ctx.reject_if_failed()
+    if transport in ("anthropic", "vertex"):
+        if not isinstance(doc.get("model"), str) or not doc.get("model"):
+            ctx.fail("model: Field required")
+        counted = dict(doc)
+        counted.pop("model", None)
+        counted.setdefault("max_tokens", 1)  # counting takes none; check() wants one
+        if transport == "vertex":
+            check(ctx, counted, "vertex")
+        else:
+            check(ctx, dict(counted, model=doc.get("model")), "anthropic")
+    else:
+        check(ctx, doc, "bedrock")
+    ctx.reject_if_failed()
+    tokens = max(1, prompt_words(doc)) + len(doc.get("tools") or [])
+    key = "inputTokens" if transport == "bedrock" else "input_tokens"
+    resp = json_response(200, {key: tokens})
+    resp.sent = {"sent_count": tokens}
+    return resp

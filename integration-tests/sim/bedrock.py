@@ -346,3 +346,24 @@ def invoke(ctx: Ctx, model: str, stream: bool, counter: int) -> Response:
         return invoke_anthropic(ctx, model, stream, counter)
     raise Reject(400, f"simulator: no InvokeModel body schema for model {model!r} "
                       f"(Anthropic models and titan-embed only)")
+
+
+def count_tokens(ctx: Ctx, model: str) -> Response:
+    """CountTokens: `{"input": {"invokeModel": {"body": <base64 InvokeModel body>}}}`
+    (or `converse`) for an Anthropic model; answers `{"inputTokens": n}`."""
+    doc = ctx.req.json()
+    inner: Any = None
+    if isinstance(doc, dict) and set(doc) == {"input"} and isinstance(doc["input"], dict):
+        invoke = doc["input"].get("invokeModel")
+        if isinstance(invoke, dict) and isinstance(invoke.get("body"), str):
+            try:
+                inner = json.loads(base64.b64decode(invoke["body"], validate=True))
+            except ValueError:
+                inner = None
+    if inner is None:
+        ctx.fail("1 validation error detected: Value at 'input' failed to satisfy constraint: "
+                 "an invokeModel body (base64 JSON) is required", 400, "ValidationException")
+        ctx.reject_if_failed()
+    if "anthropic" not in model:
+        ctx.fail(f"The provided model {model} doesn't support counting tokens.", 400, "ValidationException")
+    return anthropic.count_tokens(ctx, "bedrock", inner)

@@ -456,3 +456,55 @@ def handle_media(ctx: Ctx, op: str, deployment: str | None, counter: int) -> Res
     resp.usage = usage
     resp.sent = {"sent_text": text, "sent_reasoning": "", "sent_tool_calls": [], "sent_usage": usage}
     return resp
+
+
+# ---- APIs the gateway passes through (a route's `passthrough`) ----------------------
+
+def handle_files(ctx: Ctx, store: dict[str, dict], file_id: str | None) -> Response:
+    """A small Files API: upload (multipart), list, retrieve, content, delete."""
+    req = ctx.req
+    if file_id is None and req.method == "GET":
+        return json_response(200, {"object": "list", "data": list(store.values()), "has_more": False})
+    if file_id is None and req.method == "POST":
+        parsed = parse_form(req.body, req.header("content-type") or "")
+        if parsed is None:
+            raise Reject(400, "simulator: a multipart/form-data upload is required")
+        fields, files = parsed
+        if "file" not in files or not fields.get("purpose"):
+            raise Reject(400, "simulator: the upload needs a file and a purpose")
+        name, data = files["file"]
+        ident = f"file-sim{len(store) + 1}"
+        store[ident] = {"id": ident, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                        "filename": name, "purpose": fields["purpose"], "status": "processed",
+                        "_sha256": hashlib.sha256(data).hexdigest()}
+        ctx.record["uploaded"] = {"filename": name, "bytes": len(data)}
+        return json_response(200, {k: v for k, v in store[ident].items() if not k.startswith("_")})
+    obj = store.get(file_id or "")
+    if obj is None:
+        raise Reject(404, f"No such File object: {file_id}")
+    public = {k: v for k, v in obj.items() if not k.startswith("_")}
+    if req.method == "GET":
+        return json_response(200, public)
+    if req.method == "DELETE":
+        del store[file_id]
+        return json_response(200, {"id": file_id, "object": "file", "deleted": True})
+    raise Reject(405, f"simulator: {req.method} not allowed on {req.path}")
+
+
+def handle_fim(ctx: Ctx, counter: int) -> Response:
+    """Mistral's fill-in-the-middle (`/v1/fim/completions`): a chat-completion-shaped
+    answer with usage, for an API the gateway does not know."""
+    doc = ctx.req.json()
+    if not isinstance(doc, dict) or not isinstance(doc.get("prompt"), str) or not doc.get("model"):
+        raise Reject(422, "simulator: fim needs a model and a prompt")
+    prompt = max(1, count_words([doc["prompt"], doc.get("suffix") or ""]))
+    text = "return a + b"
+    usage = {"prompt_tokens": prompt, "completion_tokens": 4, "total_tokens": prompt + 4}
+    body = {"id": f"fim-sim-{counter}", "object": "chat.completion", "model": doc["model"],
+            "created": int(time.time()),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": usage}
+    resp = json_response(200, body)
+    resp.usage = dict(usage)
+    resp.sent = {"sent_text": text}
+    return resp

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import unquote
 
-from . import anthropic, bedrock, faults, gemini, openai
+from . import anthropic, bedrock, cohere, faults, gemini, openai
 from .core import BadRequest, Ctx, Knobs, Reject, Request, Response, is_json_content_type, json_response, opt_int
 from .issued import ENTRA, GOOGLE, Issued, IssuedStore
 from .sigv4 import AwsCredentials, SigError, verify
@@ -49,10 +49,14 @@ _AZURE = re.compile(rf"^/openai/deployments/([^/]+)/(chat/completions|completion
 _VERTEX = re.compile(r"^/v1(?:beta1)?/projects/([^/]+)/locations/([^/]+)/publishers/(anthropic|google)/models/"
                      r"([^/:]+):([A-Za-z]+)$")
 _STUDIO = re.compile(r"^/v1(?:beta|alpha)?/models/([^/:]+):([A-Za-z]+)$")
-_BEDROCK = re.compile(r"^/model/([^/]+)/(converse|converse-stream|invoke|invoke-with-response-stream)$")
-_OPENAI = re.compile(rf"^(.*?)/(chat/completions|completions|embeddings|responses|{MEDIA})$")
+_BEDROCK = re.compile(r"^/model/([^/]+)/(converse|converse-stream|invoke|invoke-with-response-stream|count-tokens)$")
+_OPENAI = re.compile(rf"^(.*?)/(chat/completions|completions|embeddings|responses|rerank|fim/completions|{MEDIA})$")
+_FILES = re.compile(r"^(.*?)/files(?:/([^/]+))?$")
 OPS = {"chat/completions": "chat", "completions": "completions", "embeddings": "embeddings",
-       "responses": "responses", **{m: m for m in MEDIA.split("|")}}
+       "responses": "responses", "rerank": "rerank", "fim/completions": "fim",
+       **{m: m for m in MEDIA.split("|")}}
+# Operations that are not a JSON POST.
+ANY_METHOD = {"files"}
 
 
 def route(path: str) -> Route | None:
@@ -66,6 +70,8 @@ def route(path: str) -> Route | None:
     if m:
         project, region, publisher, model, verb = m.groups()
         params = {"project": project, "location": region}
+        if publisher == "anthropic" and model == "count-tokens" and verb == "rawPredict":
+            return Route("vertex-anthropic", "anthropic", "count_tokens", vertex=True, params=params)
         if publisher == "anthropic":
             return Route("vertex-anthropic", "anthropic", verb, unquote(model), vertex=True, params=params)
         return Route("vertex-gemini", "google", verb, unquote(model), vertex=True, params=params)
@@ -75,7 +81,9 @@ def route(path: str) -> Route | None:
     m = _BEDROCK.match(path)
     if m:
         verb, model = m.group(2), unquote(m.group(1))
-        if verb.startswith("converse"):
+        if verb == "count-tokens":
+            provider = "bedrock-count-tokens"
+        elif verb.startswith("converse"):
             provider = "bedrock-converse"
         elif "titan-embed" in model:
             provider = "bedrock-titan"
@@ -85,6 +93,13 @@ def route(path: str) -> Route | None:
         return Route(provider, "bedrock", verb, model)
     if path == "/v1/messages":
         return Route("anthropic", "anthropic", "messages")
+    if path == "/v1/messages/count_tokens":
+        return Route("anthropic", "anthropic", "count_tokens")
+    if path == "/v2/rerank":
+        return Route("cohere", "cohere", "rerank")
+    m = _FILES.match(path)
+    if m:
+        return Route("openai", "openai", "files", params={"prefix": m.group(1), "id": m.group(2)})
     m = _OPENAI.match(path)
     if m:
         # An OpenAI-compatible endpoint on Vertex takes Google bearer tokens.
@@ -100,6 +115,8 @@ def provider_error(rt: Route | None, status: int, message: str, etype: str | Non
         return gemini.error(status, message, etype if etype in gemini.CODES else None)
     if family == "azure":
         return openai.azure_error(status, message, etype)
+    if family == "cohere":
+        return cohere.error(status, message)
     if family == "anthropic":
         return anthropic.error(status, message, etype)
     if family == "bedrock":
@@ -211,6 +228,12 @@ def check_auth(req: Request, rt: Route, exp: Expectations, store: IssuedStore | 
         if (keys and api_key in keys) or (bearers and bearer in bearers):
             return None
         raise Reject(401, AZURE_TOKEN_INVALID if bearer is not None and require else AZURE_KEY_INVALID, "401")
+    if rt.family == "cohere":
+        if keys is None:
+            return None
+        if _bearer(req) not in keys:
+            raise Reject(401, "invalid api token")
+        return None
     if rt.family == "anthropic" and not rt.vertex:
         if keys is None:
             return None
@@ -298,6 +321,8 @@ class Simulator:
         self.counter = 0
         self.expect = expectations or Expectations()
         self.tokens = tokens or TokenServices()
+        # The Files API's uploads (a passthrough the tests drive).
+        self.files: dict[str, dict] = {}
 
     # ---- cassettes -------------------------------------------------------
 
@@ -417,7 +442,7 @@ class Simulator:
             if knobs.status is None and not req.header("x-sim-cassette"):
                 raise Reject(404, f"simulator: unknown path {req.path}")
         if rt is not None:
-            if req.method != "POST":
+            if req.method != "POST" and rt.operation not in ANY_METHOD:
                 raise Reject(405, f"simulator: {req.method} not allowed on {req.path}")
             cred = check_auth(req, rt, self.expect, self.tokens.store)
             if cred is not None:
@@ -439,6 +464,8 @@ class Simulator:
         req = ctx.req
         if rt.operation in openai.FORM_OPS and (req.header("content-type") or "").startswith("multipart/"):
             pass  # a form upload: sim/openai.py reads and checks it
+        elif rt.operation in ANY_METHOD:
+            pass  # not a JSON API: its handler checks what it takes
         elif not req.header("x-sim-cassette"):
             # InvokeModel's contentType defaults to application/json: it may be absent.
             absent_ok = rt.family == "bedrock" and rt.operation.startswith("invoke")
@@ -468,6 +495,16 @@ class Simulator:
 
     def generate(self, ctx: Ctx, rt: Route) -> Response:
         n = self.counter
+        if rt.family == "cohere" or rt.operation == "rerank":
+            return cohere.rerank(ctx, openai_compatible=rt.family != "cohere")
+        if rt.operation == "files":
+            return openai.handle_files(ctx, self.files, rt.params.get("id"))
+        if rt.operation == "fim":
+            return openai.handle_fim(ctx, n)
+        if rt.operation == "count_tokens":
+            return anthropic.count_tokens(ctx, "vertex" if rt.vertex else "anthropic", ctx.req.json())
+        if rt.operation == "count-tokens":
+            return bedrock.count_tokens(ctx, rt.model)
         if rt.family in ("openai", "azure") and rt.operation == "responses":
             return openai.handle_responses(ctx, rt.family == "azure", n)
         if rt.family in ("openai", "azure") and rt.operation in openai.MEDIA_OPS:

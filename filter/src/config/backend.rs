@@ -48,6 +48,8 @@ pub enum BackendSchema {
     },
     /// Gemini on Google AI Studio (`generativelanguage.googleapis.com`).
     Gemini { version: Option<String> },
+    /// Cohere's own API (`api.cohere.com`): rerank, `/{version}/rerank` (default `v2`).
+    Cohere { version: String },
 }
 
 /// The schema names a configuration may use.
@@ -61,6 +63,7 @@ pub const SCHEMA_NAMES: &[&str] = &[
     "GCPAnthropic",
     "GCPVertexAI",
     "Gemini",
+    "Cohere",
 ];
 
 /// Default Azure OpenAI `api-version` (a GA version).
@@ -102,6 +105,7 @@ impl BackendSchema {
                 format!("{region}-aiplatform.googleapis.com")
             }),
             BackendSchema::Gemini { .. } => Some("generativelanguage.googleapis.com".into()),
+            BackendSchema::Cohere { .. } => Some("api.cohere.com".into()),
             BackendSchema::OpenAI { .. } | BackendSchema::AzureOpenAI { .. } => None,
         }
     }
@@ -515,6 +519,9 @@ impl RawBackend {
                 }
             }
             "Mistral" => BackendSchema::Mistral,
+            "Cohere" => BackendSchema::Cohere {
+                version: version.map_or_else(|| "v2".into(), |v| v.trim_matches('/').to_string()),
+            },
             "AzureOpenAI" => BackendSchema::AzureOpenAI {
                 api_version: version.unwrap_or_else(|| DEFAULT_AZURE_API_VERSION.into()),
             },

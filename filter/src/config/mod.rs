@@ -142,6 +142,9 @@ pub struct Route {
     pub stream_idle_timeout: Option<Duration>,
     /// The guardrail policies the route runs, in order.
     pub guardrails: Vec<RouteGuardrail>,
+    /// Path prefixes of other APIs the route passes to its backend as they are, with
+    /// the backend's credentials (`passthrough`).
+    pub passthrough: Vec<String>,
 }
 
 /// Size limits.
@@ -161,6 +164,8 @@ pub struct Config {
     /// `GET /v1/models` answer, built once.
     models_body: Vec<u8>,
     model_to_route: HashMap<String, usize>,
+    /// No route passes other paths (the common case: nothing to look up).
+    passthrough_none: bool,
     backend_index: HashMap<String, usize>,
     /// Contents of credential files, written by the host.
     secrets: SecretStore,
@@ -214,6 +219,22 @@ impl Config {
     /// Index in [`Config::routes`] of the route serving `model`.
     pub fn route_index(&self, model: &str) -> Option<usize> {
         self.model_to_route.get(model).copied()
+    }
+
+    /// The route that passes `path` (query ignored) to its backend: the first whose
+    /// `passthrough` has a prefix of it, ending at a `/` or the path's end.
+    pub fn passthrough_route(&self, path: &str) -> Option<usize> {
+        if self.passthrough_none {
+            return None;
+        }
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        self.routes.iter().position(|r| {
+            r.passthrough.iter().any(|prefix| {
+                path.strip_prefix(prefix.as_str()).is_some_and(|rest| {
+                    rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/')
+                })
+            })
+        })
     }
 
     /// The backend named `name`, if configured.
@@ -425,6 +446,8 @@ struct RawRoute {
     stream_idle_timeout: Option<String>,
     #[serde(default)]
     guardrails: Vec<guardrail::RawRouteGuardrail>,
+    #[serde(default)]
+    passthrough: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -480,6 +503,42 @@ struct RawRouteBackend {
     weight: u32,
     #[serde(default)]
     priority: u32,
+}
+
+/// A route's passthrough prefixes: absolute paths, not one of the gateway's own
+/// endpoints, not already passed by an earlier route.
+fn compile_passthrough(
+    prefixes: Vec<String>,
+    earlier: &[Route],
+    p: &str,
+) -> Result<Vec<String>, ConfigError> {
+    for (j, prefix) in prefixes.iter().enumerate() {
+        let fp = format!("{p}[{j}]");
+        let well_formed = prefix.starts_with('/')
+            && prefix.len() > 1
+            && !prefix.contains(['?', '#', ' '])
+            && !prefix.contains("/../")
+            && !prefix.ends_with("/..");
+        if !well_formed {
+            return Err(err(
+                fp,
+                "must be an absolute path prefix such as /v1/files (no query, no ..)",
+            ));
+        }
+        if let Some(e) = crate::endpoint::Endpoint::classify(prefix) {
+            return Err(err(
+                fp,
+                format!("{} is an endpoint the gateway serves itself", e.path()),
+            ));
+        }
+        if let Some(r) = earlier.iter().find(|r| r.passthrough.contains(prefix)) {
+            return Err(err(
+                fp,
+                format!("route '{}' already passes {prefix}", r.name),
+            ));
+        }
+    }
+    Ok(prefixes)
 }
 
 fn default_weight() -> u32 {
@@ -751,6 +810,8 @@ impl RawConfig {
                 &guardrail_index,
                 &format!("{p}.guardrails"),
             )?;
+            let passthrough =
+                compile_passthrough(r.passthrough, &routes, &format!("{p}.passthrough"))?;
             routes.push(Route {
                 name: r.name,
                 models: r.models,
@@ -764,6 +825,7 @@ impl RawConfig {
                 tenant,
                 stream_idle_timeout: route_idle,
                 guardrails: route_guardrails,
+                passthrough,
             });
         }
 
@@ -827,6 +889,7 @@ impl RawConfig {
         }
 
         let any_cache = routes.iter().any(|r| r.cache.is_some());
+        let passthrough_none = routes.iter().all(|r| r.passthrough.is_empty());
         let mut config = Config {
             models,
             backends,
@@ -834,6 +897,7 @@ impl RawConfig {
             limits,
             models_body,
             model_to_route,
+            passthrough_none,
             backend_index,
             secrets: SecretStore::default(),
             touched_headers,

@@ -314,4 +314,6 @@ mod quota_tests;
 mod idle_tests;
 
 #[cfg(test)]
+mod endpoint_tests;
+#[cfg(test)]
 mod guardrail_tests;

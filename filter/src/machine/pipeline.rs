@@ -21,7 +21,7 @@ use crate::policy::cache::{self, CacheCapture, CacheDigests, ExactCache};
 use crate::policy::fleet::FleetDescriptors;
 use crate::policy::guardrail::GuardrailStep;
 use crate::policy::identity::Identify;
-use crate::policy::ratelimit::{estimate_tokens, Admission, RateLimitStep};
+use crate::policy::ratelimit::{Admission, RateLimitStep};
 use crate::policy::validation::Validation;
 
 use super::steps::{
@@ -208,10 +208,25 @@ impl Request {
         self.rewritten.as_deref().unwrap_or(&self.body)
     }
 
-    /// Tokens to reserve before the answer.
+    /// Input and output tokens to reserve before the answer: the prompt at about
+    /// four bytes a token (an upload's bytes are no prompt) and the most it may get
+    /// back. None for token counting, which generates none, nor for a passthrough,
+    /// charged only what its answer reports.
+    pub fn token_estimate_parts(&self) -> (u64, u64) {
+        if !self.endpoint.is_none_or(Endpoint::generates_tokens) {
+            return (0, 0);
+        }
+        let prompt = if self.form { 0 } else { self.body_len as u64 };
+        let output = self
+            .max_output_tokens
+            .unwrap_or(crate::policy::budget::DEFAULT_MAX_OUTPUT_TOKENS);
+        (prompt.div_ceil(4), output)
+    }
+
+    /// Tokens to reserve before the answer, in all.
     pub fn token_estimate(&self) -> u64 {
-        let prompt = if self.form { 0 } else { self.body_len };
-        estimate_tokens(prompt, self.max_output_tokens)
+        let (input, output) = self.token_estimate_parts();
+        input.saturating_add(output)
     }
 }
 

@@ -137,6 +137,10 @@ impl Router {
             }
         }
         if end_of_stream {
+            if self.req.endpoint == Some(Endpoint::Passthrough) {
+                // A GET of another API: the body steps run on no body.
+                return self.run_body_steps(config, 0, None, now, out);
+            }
             return self.reply(GatewayError::InvalidJson("the body is empty".into()), out);
         }
         match begin_body(config, headers, &mut self.req.body, out) {

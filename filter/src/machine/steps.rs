@@ -60,12 +60,17 @@ impl HeaderStep for Classify {
     fn on_headers(&self, cx: &mut Cx<'_>, headers: &dyn Headers, _out: &mut Vec<Action>) -> Flow {
         let path = headers.get(":path").unwrap_or_default();
         cx.req.endpoint = Endpoint::classify(&path);
+        if cx.req.endpoint.is_none() {
+            cx.req.route = cx.config.passthrough_route(&path);
+            cx.req.endpoint = cx.req.route.map(|_| Endpoint::Passthrough);
+        }
         cx.req.method = headers.get(":method").unwrap_or_default();
         Flow::Next
     }
 }
 
-/// Lets other paths pass, answers `GET /v1/models`, refuses the wrong method.
+/// Lets other paths pass, answers `GET /v1/models`, refuses the wrong method (a
+/// route's passthrough takes any).
 pub(crate) struct Gateway;
 
 impl HeaderStep for Gateway {
@@ -90,7 +95,7 @@ impl HeaderStep for Gateway {
             });
             return Flow::Replied;
         }
-        if method != "POST" {
+        if method != "POST" && endpoint != Endpoint::Passthrough {
             return Flow::Reply(GatewayError::MethodNotAllowed {
                 method: method.clone(),
                 path: endpoint.path(),
@@ -175,6 +180,10 @@ pub(crate) struct Parse;
 impl BodyStep for Parse {
     fn on_body(&self, cx: &mut Cx<'_>, _out: &mut Vec<Action>) -> Flow {
         let endpoint = cx.req.endpoint.unwrap_or(Endpoint::ChatCompletions);
+        if endpoint == Endpoint::Passthrough {
+            // Another API's body: not the gateway's to read.
+            return Flow::Next;
+        }
         if endpoint.takes_forms() && cx.req.body.starts_with(b"--") {
             return parse_form(cx, endpoint);
         }
@@ -227,11 +236,14 @@ fn parse_form(cx: &mut Cx<'_>, endpoint: Endpoint) -> Flow {
     Flow::Next
 }
 
-/// The route that serves the model.
+/// The route that serves the model (a passthrough's was found by its path).
 pub(crate) struct PickRoute;
 
 impl BodyStep for PickRoute {
     fn on_body(&self, cx: &mut Cx<'_>, _out: &mut Vec<Action>) -> Flow {
+        if cx.req.endpoint == Some(Endpoint::Passthrough) {
+            return Flow::Next;
+        }
         match cx.config.route_index(&cx.req.model) {
             Some(i) => {
                 cx.req.route = Some(i);
@@ -242,14 +254,20 @@ impl BodyStep for PickRoute {
     }
 }
 
-/// Sets the routing header; Envoy picks the route again on it.
+/// Sets the routing header; Envoy picks the route again on it. A passthrough goes
+/// where its route's first model goes, so every route table the compiler writes
+/// routes it with no rule of its own.
 pub(crate) struct Routing;
 
 impl BodyStep for Routing {
     fn on_body(&self, cx: &mut Cx<'_>, out: &mut Vec<Action>) -> Flow {
+        let value = match (cx.req.endpoint, cx.route()) {
+            (Some(Endpoint::Passthrough), Some(route)) => route.models[0].clone(),
+            _ => cx.req.model.clone(),
+        };
         out.push(Action::SetHeader {
             name: MODEL_HEADER.to_string(),
-            value: cx.req.model.clone(),
+            value,
         });
         out.push(Action::ClearRouteCache);
         Flow::Next

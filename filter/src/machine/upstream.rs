@@ -246,7 +246,14 @@ impl Upstream {
             None => live,
         };
         let path = headers.get(":path").unwrap_or_default();
-        let Some(api) = Endpoint::classify(&path).and_then(ClientApi::from_endpoint) else {
+        let Some(api) = Endpoint::classify(&path)
+            .or_else(|| {
+                config
+                    .passthrough_route(&path)
+                    .map(|_| Endpoint::Passthrough)
+            })
+            .and_then(ClientApi::from_endpoint)
+        else {
             self.phase = Phase::PassThrough;
             return Status::Continue;
         };

@@ -379,6 +379,17 @@ struct Chunk<'a> {
     message: Option<Nested<'a>>,
     #[serde(borrow, default)]
     response: Option<Nested<'a>>,
+    /// Cohere's counts (rerank, chat): `meta.tokens`, else `meta.billed_units`.
+    #[serde(default)]
+    meta: Option<CohereMeta>,
+}
+
+#[derive(Deserialize)]
+struct CohereMeta {
+    #[serde(default)]
+    tokens: Option<RawUsage>,
+    #[serde(default)]
+    billed_units: Option<RawUsage>,
 }
 
 #[derive(Deserialize)]
@@ -402,7 +413,8 @@ impl Chunk<'_> {
 
     fn record(self, seen: &mut Seen) {
         let nested = self.message.into_iter().chain(self.response);
-        for (model, usage) in [(self.model, self.usage)]
+        let cohere = self.meta.and_then(|m| m.tokens.or(m.billed_units));
+        for (model, usage) in [(self.model, self.usage.or(cohere))]
             .into_iter()
             .chain(nested.map(|n| (n.model, n.usage)))
         {
@@ -798,6 +810,30 @@ mod tests {
                 assert_eq!(m.first_event_at(), None);
             }
         }
+    }
+
+    #[test]
+    fn cohere_meta_counts_and_no_usage_in_a_token_count() {
+        let rerank = br#"{"id":"r1","results":[{"index":0,"relevance_score":0.9}],
+            "meta":{"api_version":{"version":"2"},"billed_units":{"search_units":1},
+            "tokens":{"input_tokens":57}}}"#;
+        let mut m = ResponseMeter::new(opts(BodyFormat::Json));
+        run(&mut m, &[rerank]);
+        assert_eq!(
+            m.usage().map(|u| (u.input_tokens, u.total_tokens)),
+            Some((57, 57))
+        );
+        // Only billed units, search units only: nothing to count as tokens.
+        let mut m = ResponseMeter::new(opts(BodyFormat::Json));
+        run(
+            &mut m,
+            &[br#"{"results":[],"meta":{"billed_units":{"search_units":1}}}"#],
+        );
+        assert_eq!(m.usage(), None);
+        // Anthropic's count_tokens answer is a count, not usage.
+        let mut m = ResponseMeter::new(opts(BodyFormat::Json));
+        run(&mut m, &[br#"{"input_tokens":42}"#]);
+        assert_eq!(m.usage(), None);
     }
 
     #[test]

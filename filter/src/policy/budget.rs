@@ -214,11 +214,7 @@ impl BodyStep for BudgetStep {
         }
         let now = cx.unix_ms / 1000;
         let price = config.request_price(route, &cx.req.model);
-        let input = (cx.req.body.len() as u64).div_ceil(4);
-        let output = cx
-            .req
-            .max_output_tokens
-            .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
+        let (input, output) = cx.req.token_estimate_parts();
         let store = config.counts();
         let scope =
             |b: &Budget| scope_value(b.scope, route.tenant.as_deref(), cx.req.identity.as_deref());

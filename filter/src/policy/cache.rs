@@ -174,7 +174,7 @@ impl BodyStep for ExactCache {
         let (Some(cache), Some(endpoint)) = (route.cache.as_ref(), cx.req.endpoint) else {
             return Flow::Next;
         };
-        if cx.req.stream {
+        if cx.req.stream || endpoint == crate::endpoint::Endpoint::Passthrough {
             return Flow::Next;
         }
         let credentials: &[u8] = match &cx.req.credentials {

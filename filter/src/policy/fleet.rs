@@ -37,7 +37,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::host::{Action, Counter, Headers, LogLevel, MetadataValue, Status};
 use crate::machine::pipeline::{BodyStep, Cx, Flow, ResponseStep};
 use crate::policy::budget::{scope_value, Scope};
-use crate::policy::ratelimit::estimate_tokens;
 
 /// Pipeline step (fleet mode): the descriptors' values.
 pub(crate) struct FleetDescriptors;
@@ -80,15 +79,11 @@ impl BodyStep for FleetDescriptors {
                 MetadataValue::String(at.key),
             );
         }
-        let estimate = cx.req.token_estimate();
-        let output = cx
-            .req
-            .max_output_tokens
-            .unwrap_or(crate::policy::budget::DEFAULT_MAX_OUTPUT_TOKENS);
+        let (input, output) = cx.req.token_estimate_parts();
         cx.req.cost_estimate = cx
             .config
             .request_price(route, &cx.req.model)
-            .map(|p| p.estimate(estimate.saturating_sub(output), output));
+            .map(|p| p.estimate(input, output));
         cx.req.fleet = true;
         Flow::Next
     }
@@ -127,7 +122,7 @@ impl ResponseStep for FleetDescriptors {
         // A failed answer (the rate-limit service's own 429 among them) costs
         // nothing: a zero charge counts nothing.
         let failed = cx.resp.failed();
-        let estimate = estimate_tokens(cx.req.body_len, cx.req.max_output_tokens);
+        let estimate = cx.req.token_estimate();
         let tokens = match cx.resp.meter.as_ref().and_then(|m| m.usage()) {
             _ if failed => 0,
             Some(u) => u.total_tokens,

@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::error::GatewayError;
 use crate::host::{Action, Counter};
 use crate::machine::pipeline::{BodyStep, Cx, Flow, ResponseStep};
-use crate::policy::budget::{scope_value, Scope, DEFAULT_MAX_OUTPUT_TOKENS};
+use crate::policy::budget::{scope_value, Scope};
 
 /// Counts shared by every stream of a config, each kept with the window it counts.
 pub trait CountStore: Send + Sync + fmt::Debug {
@@ -389,12 +389,6 @@ impl ResponseStep for RateLimitStep {
             limit.settle(cx.config.counts(), admission, tokens);
         }
     }
-}
-
-/// A request's tokens before its answer: its prompt at about four bytes a token,
-/// plus the most it may get back.
-pub(crate) fn estimate_tokens(body_len: usize, max_output: Option<u64>) -> u64 {
-    (body_len as u64).div_ceil(4) + max_output.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)
 }
 
 #[cfg(test)]

@@ -28,6 +28,12 @@ pub enum ClientApi {
     /// Images and audio (`/v1/images/...`, `/v1/audio/...`): OpenAI's and Azure's
     /// own APIs, served as they are by those backends only.
     Media(Endpoint),
+    /// Cohere-shaped rerank: to Cohere, or as is to an OpenAI-schema server.
+    Rerank,
+    /// Anthropic's token counting, to Anthropic models only.
+    CountTokens,
+    /// Another API a route passes as is (`routes[].passthrough`).
+    Passthrough,
 }
 
 impl ClientApi {
@@ -43,13 +49,16 @@ impl ClientApi {
             | Endpoint::AudioSpeech
             | Endpoint::AudioTranscriptions
             | Endpoint::AudioTranslations => Some(ClientApi::Media(e)),
+            Endpoint::Rerank => Some(ClientApi::Rerank),
+            Endpoint::CountTokens => Some(ClientApi::CountTokens),
+            Endpoint::Passthrough => Some(ClientApi::Passthrough),
             Endpoint::Models => None,
         }
     }
 
     pub fn schema(self) -> ClientSchema {
         match self {
-            ClientApi::Messages => ClientSchema::Anthropic,
+            ClientApi::Messages | ClientApi::CountTokens => ClientSchema::Anthropic,
             _ => ClientSchema::OpenAI,
         }
     }
@@ -61,7 +70,10 @@ impl ClientApi {
             ClientApi::Completions => "/completions",
             ClientApi::Embeddings => "/embeddings",
             ClientApi::Responses => "/responses",
+            ClientApi::Rerank => "/rerank",
             ClientApi::Media(e) => e.path().strip_prefix("/v1").unwrap_or(e.path()),
+            // Not sent to OpenAI-schema servers (refused, or the client's own path).
+            ClientApi::CountTokens | ClientApi::Passthrough => "",
         }
     }
 }
@@ -133,6 +145,8 @@ enum Reader {
         model: String,
         base64: bool,
     },
+    /// Bedrock's CountTokens answer, for an Anthropic client.
+    BedrockCountTokens,
 }
 
 /// Whether the request body must be read before the request can go: always, except
@@ -145,10 +159,16 @@ pub fn needs_body(api: ClientApi, backend: &Backend) -> bool {
         Some(crate::config::backend::Auth::AwsSigV4 { .. })
     );
     let passthrough = match api {
-        ClientApi::Messages => false,
+        ClientApi::Messages | ClientApi::CountTokens => false,
+        // Bodies of other APIs are never edited: only a signature needs them.
+        ClientApi::Passthrough => return signed,
         ClientApi::Responses | ClientApi::Media(_) => {
             matches!(backend.schema, BackendSchema::OpenAI { .. })
         }
+        ClientApi::Rerank => matches!(
+            backend.schema,
+            BackendSchema::OpenAI { .. } | BackendSchema::Cohere { .. }
+        ),
         _ => matches!(
             backend.schema,
             BackendSchema::OpenAI { .. } | BackendSchema::Mistral
@@ -160,7 +180,7 @@ pub fn needs_body(api: ClientApi, backend: &Backend) -> bool {
 /// The request when the body is not needed ([`needs_body`] is false).
 pub fn prepare_without_body(a: &Attempt<'_>) -> Prepared {
     Prepared {
-        path: openai_path(a, a.client_model),
+        path: same_api_path(a, a.client_model),
         body: None,
         headers: Vec::new(),
         response: ResponsePlan::passthrough(a, false),
@@ -169,6 +189,10 @@ pub fn prepare_without_body(a: &Attempt<'_>) -> Prepared {
 
 /// Translates the request body for the backend.
 pub fn prepare(a: &Attempt<'_>, body: &[u8]) -> Result<Prepared, TranslateError> {
+    if a.api == ClientApi::Passthrough {
+        // Read only to be signed: neither the body nor the answer is touched.
+        return Ok(prepare_without_body(a));
+    }
     let peek = Peek::of(body)?;
     let model = a
         .backend
@@ -193,6 +217,25 @@ pub fn prepare(a: &Attempt<'_>, body: &[u8]) -> Result<Prepared, TranslateError>
         {
             same_api(a, body, &model, peek.stream)?
         }
+        ClientApi::Rerank
+            if matches!(
+                schema,
+                BackendSchema::OpenAI { .. } | BackendSchema::Cohere { .. }
+            ) =>
+        {
+            same_api(a, body, &model, false)?
+        }
+        ClientApi::Rerank => {
+            return Err(TranslateError::unsupported(
+                "model",
+                format!(
+                    "rerank is served by Cohere and OpenAI-schema backends only, not {}",
+                    schema_name(schema)
+                ),
+            ))
+        }
+        ClientApi::CountTokens => count_tokens(a, body, &model)?,
+        ClientApi::Passthrough => unreachable!("answered above"),
         ClientApi::Media(e) => {
             return Err(TranslateError::unsupported(
                 "model",
@@ -320,10 +363,7 @@ fn chat(
     } else {
         return Err(TranslateError::unsupported(
             "model",
-            format!(
-                "{} backends are not supported by this build",
-                schema_name(schema)
-            ),
+            format!("{} backends serve rerank only", schema_name(schema)),
         ));
     };
     Ok(Prepared {
@@ -401,6 +441,30 @@ fn messages(
     chat(a, &hub, model)
 }
 
+/// Anthropic's token counting, on an Anthropic-family backend only.
+fn count_tokens(a: &Attempt<'_>, body: &[u8], model: &str) -> Result<Prepared, TranslateError> {
+    let Some(target) = anthropic_target(&a.backend.schema, model, false, false) else {
+        return Err(TranslateError::unsupported(
+            "model",
+            format!(
+                "token counting is served by Anthropic, GCPAnthropic and AWSAnthropic backends only, not {}",
+                schema_name(&a.backend.schema)
+            ),
+        ));
+    };
+    let reader = match target.flavor {
+        anthropic::Flavor::Bedrock => Reader::BedrockCountTokens,
+        _ => Reader::AnthropicMessages { eventstream: false },
+    };
+    let up = anthropic::count_tokens_request(body, &target)?;
+    Ok(Prepared {
+        path: up.path,
+        body: Some(up.body),
+        headers: up.headers,
+        response: ResponsePlan::new(a, reader, false, false),
+    })
+}
+
 /// Where an Anthropic-family backend takes a request.
 fn anthropic_target<'a>(
     schema: &'a BackendSchema,
@@ -438,6 +502,7 @@ fn schema_name(s: &BackendSchema) -> &'static str {
         BackendSchema::GcpAnthropic { .. } => "GCPAnthropic",
         BackendSchema::GcpVertexAi { .. } => "GCPVertexAI",
         BackendSchema::Gemini { .. } => "Gemini",
+        BackendSchema::Cohere { .. } => "Cohere",
     }
 }
 
@@ -463,11 +528,32 @@ fn same_api(
             },
         };
     Ok(Prepared {
-        path: openai_path(a, model),
+        path: same_api_path(a, model),
         body,
         headers: Vec::new(),
         response: ResponsePlan::passthrough(a, stream),
     })
+}
+
+/// The path of a request that goes as the client sent it: a passthrough's own path
+/// (an OpenAI-schema backend's prefix in place of `/v1`), Cohere's rerank path, or
+/// the OpenAI-schema path.
+fn same_api_path(a: &Attempt<'_>, model: &str) -> String {
+    match (&a.backend.schema, a.api) {
+        (BackendSchema::OpenAI { prefix }, ClientApi::Passthrough) => {
+            match a.path.strip_prefix("/v1") {
+                Some(rest) if rest.is_empty() || rest.starts_with(['/', '?']) => {
+                    format!("{prefix}{rest}")
+                }
+                _ => a.path.to_string(),
+            }
+        }
+        (_, ClientApi::Passthrough) => a.path.to_string(),
+        (BackendSchema::Cohere { version }, _) => {
+            with_query(format!("/{version}/rerank"), split_query(a.path).1)
+        }
+        _ => openai_path(a, model),
+    }
 }
 
 fn openai_path(a: &Attempt<'_>, model: &str) -> String {
@@ -640,6 +726,10 @@ impl ResponsePlan {
     /// A whole (non-streamed) answer for the client.
     pub fn body(&self, body: &[u8]) -> Result<Vec<u8>, (u16, Vec<u8>)> {
         let completion = match &self.kind {
+            Reader::BedrockCountTokens => {
+                return anthropic::bedrock_count_response(body)
+                    .map_err(|e| self.write_error(&ProviderError::from_translate(&e)))
+            }
             Reader::Passthrough | Reader::AnthropicMessages { .. } => return Ok(body.to_vec()),
             Reader::OpenAi => openai::chat_response(body),
             Reader::Anthropic { .. } => anthropic::chat_response(body, &self.meta),
@@ -668,6 +758,7 @@ impl ResponsePlan {
         let source: Box<dyn ChunkSource> = match self.kind {
             Reader::Passthrough
             | Reader::Embeddings { .. }
+            | Reader::BedrockCountTokens
             | Reader::AnthropicMessages { eventstream: false } => return None,
             Reader::AnthropicMessages { eventstream: true } => {
                 return Some(StreamTranslator::Messages(Box::new(
@@ -849,6 +940,123 @@ mod tests {
         );
         assert!(p.body.is_none());
         assert!(p.response.is_passthrough());
+    }
+
+    #[test]
+    fn rerank_goes_to_cohere_and_openai_schema_servers_only() {
+        let body = br#"{"model":"rerank-v3.5","query":"q","documents":["a","b"]}"#;
+        let cohere = backend(serde_json::json!({"name": "c", "schema": {"name": "Cohere"}}));
+        assert!(!needs_body(ClientApi::Rerank, &cohere));
+        let p = prepare_without_body(&attempt(ClientApi::Rerank, &cohere, "/v1/rerank"));
+        assert_eq!(p.path, "/v2/rerank");
+        assert!(p.response.is_passthrough());
+        let renamed = backend(
+            serde_json::json!({"name": "c", "schema": {"name": "Cohere"}, "modelNameOverride": "rerank-english-v3.0"}),
+        );
+        let p = prepare(&attempt(ClientApi::Rerank, &renamed, "/v2/rerank"), body).unwrap();
+        assert_eq!(p.path, "/v2/rerank");
+        let sent: Value = serde_json::from_slice(p.body.as_deref().unwrap()).unwrap();
+        assert_eq!(sent["model"], "rerank-english-v3.0");
+        assert_eq!(sent["documents"][1], "b");
+
+        let vllm = backend(serde_json::json!({"name": "o", "schema": {"name": "OpenAI"}}));
+        let p = prepare_without_body(&attempt(ClientApi::Rerank, &vllm, "/v2/rerank"));
+        assert_eq!(p.path, "/v1/rerank");
+
+        let bedrock = backend(
+            serde_json::json!({"name": "b", "schema": {"name": "AWSBedrock"}, "region": "us-east-1"}),
+        );
+        let e = prepare(&attempt(ClientApi::Rerank, &bedrock, "/v1/rerank"), body).unwrap_err();
+        assert_eq!(e.status(), 422);
+        // A Cohere backend serves nothing else.
+        let chat = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        let e = prepare(
+            &attempt(ClientApi::Chat, &cohere, "/v1/chat/completions"),
+            chat,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, TranslateError::Unsupported { reason, .. } if reason.contains("rerank only"))
+        );
+    }
+
+    #[test]
+    fn token_counts_go_to_anthropic_models_and_bedrock_answers_are_read_back() {
+        let body = br#"{"model":"claude-sonnet","messages":[{"role":"user","content":"hi"}]}"#;
+        let native = backend(serde_json::json!({"name": "a", "schema": {"name": "Anthropic"}}));
+        assert!(needs_body(ClientApi::CountTokens, &native));
+        let a = attempt(
+            ClientApi::CountTokens,
+            &native,
+            "/anthropic/v1/messages/count_tokens",
+        );
+        let p = prepare(&a, body).unwrap();
+        assert_eq!(p.path, "/v1/messages/count_tokens");
+        assert!(p.response.answer_passes(false));
+
+        let bedrock = backend(
+            serde_json::json!({"name": "b", "schema": {"name": "AWSAnthropic"},
+            "region": "us-east-1", "modelNameOverride": "anthropic.claude-3-5-haiku-20241022-v1:0"}),
+        );
+        let a = attempt(
+            ClientApi::CountTokens,
+            &bedrock,
+            "/anthropic/v1/messages/count_tokens",
+        );
+        let p = prepare(&a, body).unwrap();
+        assert_eq!(
+            p.path,
+            "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/count-tokens"
+        );
+        assert!(!p.response.answer_passes(false));
+        assert_eq!(
+            p.response.body(br#"{"inputTokens":9}"#).unwrap(),
+            br#"{"input_tokens":9}"#
+        );
+        let (status, err) = p.response.body(b"not json").unwrap_err();
+        assert_eq!(status, 502);
+        assert!(String::from_utf8_lossy(&err).contains("\"type\":\"error\""));
+
+        let openai = backend(serde_json::json!({"name": "o", "schema": {"name": "OpenAI"}}));
+        let a = attempt(
+            ClientApi::CountTokens,
+            &openai,
+            "/anthropic/v1/messages/count_tokens",
+        );
+        assert_eq!(prepare(&a, body).unwrap_err().status(), 422);
+    }
+
+    #[test]
+    fn a_passthrough_keeps_its_path_under_the_backends_prefix_and_its_body() {
+        let compat = backend(
+            serde_json::json!({"name": "o", "schema": {"name": "OpenAI", "version": "v1beta/openai"},
+                "modelNameOverride": "ignored", "bodyMutation": {"set": [{"field": "x", "value": 1}]}}),
+        );
+        assert!(!needs_body(ClientApi::Passthrough, &compat));
+        let a = attempt(
+            ClientApi::Passthrough,
+            &compat,
+            "/v1/files/file-1/content?x=1",
+        );
+        let p = prepare_without_body(&a);
+        assert_eq!(p.path, "/v1beta/openai/files/file-1/content?x=1");
+        assert!(p.body.is_none() && p.response.is_passthrough());
+        let a = attempt(ClientApi::Passthrough, &compat, "/v1beta2/things");
+        assert_eq!(prepare_without_body(&a).path, "/v1beta2/things");
+
+        let signed = backend(
+            serde_json::json!({"name": "b", "schema": {"name": "AWSBedrock"},
+            "region": "us-east-1", "auth": {"awsSigV4": {"accessKeyId": "AKID", "secretAccessKey": "s"}}}),
+        );
+        assert!(needs_body(ClientApi::Passthrough, &signed));
+        let a = attempt(
+            ClientApi::Passthrough,
+            &signed,
+            "/guardrail/g1/version/1/apply",
+        );
+        let p = prepare(&a, b"not json at all").unwrap();
+        assert_eq!(p.path, "/guardrail/g1/version/1/apply");
+        assert!(p.body.is_none());
     }
 
     #[test]

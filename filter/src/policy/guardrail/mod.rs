@@ -139,6 +139,10 @@ impl BodyStep for GuardrailStep {
         let Some(route) = cx.req.route.map(|i| &config.routes[i]) else {
             return Flow::Next;
         };
+        if cx.req.endpoint == Some(crate::endpoint::Endpoint::Passthrough) {
+            // Another API's body: no prompt the gateway knows how to read.
+            return Flow::Next;
+        }
         let mut policies = route
             .guardrails
             .iter()

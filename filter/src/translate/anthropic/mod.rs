@@ -27,14 +27,17 @@
 //! refused (422). `json_object` becomes a system instruction, as it carries no schema.
 //!
 //! Request bodies are translated in `request`, whole answers and errors in
-//! `response`, streams (framing and translators) in `stream`.
+//! `response`, streams (framing and translators) in `stream`; token counting in
+//! `count_tokens`.
 
+mod count_tokens;
 mod request;
 mod response;
 mod stream;
 #[cfg(test)]
 mod tests;
 
+pub use count_tokens::{bedrock_count_response, count_tokens_request};
 pub use request::{chat_request, client_request, messages_request};
 pub use response::{chat_response, client_response, error, finish_reason};
 pub(crate) use stream::write_error_event;
