@@ -228,6 +228,10 @@ impl Config {
             return None;
         }
         let path = path.split(['?', '#']).next().unwrap_or(path);
+        if !is_plain_path(path) {
+            // `/v1/files/../admin` must not carry the backend's credentials elsewhere.
+            return None;
+        }
         self.routes.iter().position(|r| {
             r.passthrough.iter().any(|prefix| {
                 path.strip_prefix(prefix.as_str()).is_some_and(|rest| {
@@ -503,6 +507,17 @@ struct RawRouteBackend {
     weight: u32,
     #[serde(default)]
     priority: u32,
+}
+
+/// A path with no dot segments, encoded dots or slashes, or backslashes: one that
+/// names the same resource before and after any server normalizes it.
+fn is_plain_path(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    !(lower.contains("%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || path.contains('\\'))
+        && path.split('/').all(|seg| seg != "." && seg != "..")
 }
 
 /// A route's passthrough prefixes: absolute paths, not one of the gateway's own

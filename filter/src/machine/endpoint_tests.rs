@@ -70,7 +70,17 @@ fn a_passthrough_is_routed_by_its_path_whatever_the_method() {
     assert_eq!(set(&out, MODEL_HEADER), Some("gpt-4o-mini"));
 
     // Not a prefix match at a path segment, and not configured: untouched.
-    for path in ["/v1/filesystem", "/v1/vector_stores", "/v1/models/x"] {
+    for path in [
+        "/v1/filesystem",
+        "/v1/vector_stores",
+        "/v1/models/x",
+        // Nothing that a server could normalize out of the prefix gets credentials.
+        "/v1/files/../admin",
+        "/v1/files/%2e%2e/admin",
+        "/v1/files/x%2F..%2Fadmin",
+        "/v1/files/./x",
+        "/v1/files\\..\\admin",
+    ] {
         let mut f = HttpFilter::new(config.clone(), FilterRole::Router);
         let mut out = Vec::new();
         let h = [(":method", "GET"), (":path", path)];
