@@ -75,6 +75,9 @@ pub struct Options {
     pub rate_limit_fail_closed: Option<bool>,
     /// What the generic routes' `rateLimit` and `budget` count per (`--limits-per`).
     pub limits_per: Scope,
+    /// Guardrail policies in the filter's `guardrails[]` shape (`--guardrails FILE`),
+    /// which generic routes' `guardrails[].policyRef` name.
+    pub guardrails: Vec<Value>,
 }
 
 impl Default for Options {
@@ -99,6 +102,7 @@ impl Default for Options {
             rate_limit_domain: None,
             rate_limit_fail_closed: None,
             limits_per: Scope::Route,
+            guardrails: Vec::new(),
         }
     }
 }
@@ -707,6 +711,8 @@ pub struct PlanRoute {
     pub rl_actions: Vec<Value>,
     pub cache: Option<Value>,
     pub metadata: Vec<(String, String)>,
+    /// The filter route's `guardrails` (generic routes).
+    pub guardrails: Vec<Value>,
     /// Balance the rule's cluster by least requests (else round robin).
     pub least_request: bool,
     /// Backends that get a copy of each request, their answers dropped (a generic
@@ -764,6 +770,8 @@ pub struct Plan {
     pub quota: quota::QuotaPlan,
     /// The config's `identity`.
     pub identity: Option<quota::Identity>,
+    /// The config's `guardrails` policies (`--guardrails`).
+    pub guardrails: Vec<Value>,
 }
 
 pub(crate) fn reporter<'a>(meta: &'a Meta, out: &'a mut Vec<Diagnostic>) -> Reporter<'a> {
@@ -1161,6 +1169,7 @@ fn plan(inputs: &Inputs, options: &Options, diags: &mut Vec<Diagnostic>) -> Plan
                 rl_actions: Vec::new(),
                 cache: None,
                 metadata: Vec::new(),
+                guardrails: Vec::new(),
                 least_request: false,
                 mirrors: Vec::new(),
             });
@@ -1181,6 +1190,7 @@ fn plan(inputs: &Inputs, options: &Options, diags: &mut Vec<Diagnostic>) -> Plan
     }
     crate::eaig_quota::plan(inputs, &mut plan, diags);
     quota::finish(&plan, diags);
+    plan.guardrails = options.guardrails.clone();
 
     for (i, b) in inputs.service_backends.iter().enumerate() {
         let key = (b.meta.id.namespace.clone(), b.meta.id.name.clone());
@@ -1529,6 +1539,7 @@ fn plan_generic(
                 .iter()
                 .map(|t| ("tenant".to_string(), t.clone()))
                 .collect(),
+            guardrails: route_guardrails(g, options, &mut r),
             least_request: g.least_request,
             mirrors,
         });
@@ -1545,6 +1556,39 @@ pub(crate) struct Origin {
     resource: ResourceId,
     path: String,
 }
+/// A generic route's guardrails as the filter route's: each names a policy of
+/// `--guardrails`.
+fn route_guardrails(
+    g: &crate::generic::GenericRoute,
+    options: &Options,
+    r: &mut crate::diag::Reporter<'_>,
+) -> Vec<Value> {
+    let known: Vec<&str> = options
+        .guardrails
+        .iter()
+        .filter_map(|p| p.get("name")?.as_str())
+        .collect();
+    let mut out = Vec::new();
+    for (policy, path) in &g.guardrails {
+        if known.contains(&policy.as_str()) {
+            out.push(json!({"policy": policy, "stage": "request"}));
+        } else if options.guardrails.is_empty() {
+            r.error(
+                path.as_str(),
+                format!(
+                    "names guardrail policy '{policy}': give the policies with --guardrails FILE"
+                ),
+            );
+        } else {
+            r.error(
+                path.as_str(),
+                format!("names guardrail policy '{policy}', which --guardrails does not define"),
+            );
+        }
+    }
+    out
+}
+
 /// A filter config with `routerOnly: true` (after `version`): the router-level
 /// instance does the upstream work of the routes with one backend.
 pub(crate) fn with_router_only(doc: Value) -> Value {
@@ -1735,6 +1779,9 @@ pub(crate) fn config_document(
         if let Some(c) = &r.cache {
             o.insert("cache".into(), c.clone());
         }
+        if !r.guardrails.is_empty() {
+            o.insert("guardrails".into(), Value::Array(r.guardrails.clone()));
+        }
         if let Some(ms) = stream_idle_timeout_ms(r) {
             o.insert("streamIdleTimeout".into(), json!(format!("{ms}ms")));
         }
@@ -1773,6 +1820,9 @@ pub(crate) fn config_document(
     }
     if plan.quota.fleet() {
         doc["quota"] = json!({"mode": "fleet"});
+    }
+    if !plan.guardrails.is_empty() {
+        doc["guardrails"] = Value::Array(plan.guardrails.clone());
     }
     (doc, origins)
 }

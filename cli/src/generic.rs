@@ -95,6 +95,9 @@ pub struct GenericRoute {
     pub least_request: bool,
     /// `strategy: shadow`: the first backend answers, the others get copies.
     pub shadow: bool,
+    /// `guardrails[]` whose request stage the filter runs: the policy
+    /// (`policyRef`, else `name`) and the field it came from.
+    pub guardrails: Vec<(String, String)>,
 }
 
 /// Whether a document is a generic AIGatewayRoute.
@@ -463,25 +466,40 @@ pub(crate) fn read(
     if let Some(b) = sub("budget", &["currency", "limit", "period", "action"], r) {
         budget = read_budget(&b, r);
     }
+    let mut guardrails = Vec::new();
     if let Some(list) = top.list_opt("guardrails", 64, r) {
         for (i, g) in list.iter().enumerate() {
             let p = at("guardrails", i);
-            if let Some(o) = Obj::new(g, &p, &["name", "stage", "policyRef"], r) {
-                o.str_req("name", r);
-                if o.has("stage") {
-                    enum_opt(&o, "stage", &["request", "response", "both"], r);
-                } else {
-                    r.error(o.path("stage"), "is required");
-                }
-                o.str_opt("policyRef", r);
+            let Some(o) = Obj::new(g, &p, &["name", "stage", "policyRef"], r) else {
+                continue;
+            };
+            let name = o.str_req("name", r).map(str::to_string);
+            let stage = if o.has("stage") {
+                enum_opt(&o, "stage", &["request", "response", "both"], r)
+            } else {
+                r.error(o.path("stage"), "is required");
+                None
+            };
+            let policy = match o.str_opt("policyRef", r) {
+                Some(p) => Some((p.to_string(), o.path("policyRef"))),
+                None => name.map(|n| (n, o.path("name"))),
+            };
+            let (Some(stage), Some(policy)) = (stage, policy) else {
+                continue;
+            };
+            if stage != "request" {
+                // The filter checks prompts only: the answer's half is carried.
+                carry(
+                    o.path("stage"),
+                    g,
+                    "the filter checks prompts (the request stage) only, not answers",
+                    r,
+                );
+            }
+            if stage != "response" {
+                guardrails.push(policy);
             }
         }
-        carry(
-            "guardrails".into(),
-            top.map.get("guardrails").unwrap_or(&Value::Null),
-            "the filter runs no guardrails",
-            r,
-        );
     }
     let (mut num_retries, mut per_try_timeout_ms) = (None, None);
     if let Some(rt) = sub("retries", &["attempts", "perTryTimeout"], r) {
@@ -525,5 +543,6 @@ pub(crate) fn read(
         tenant,
         least_request,
         shadow,
+        guardrails,
     })
 }

@@ -2492,6 +2492,7 @@ pub(crate) fn plan(
                 rl_actions: Vec::new(),
                 cache: None,
                 metadata: Vec::new(),
+                guardrails: Vec::new(),
                 least_request: false,
                 mirrors: Vec::new(),
             });

@@ -65,6 +65,12 @@ Limits and budgets:
                               fleet mode: let requests through (open) or answer
                               503 (closed) when the service cannot be asked
                               [default: open]
+Guardrails:
+      --guardrails <FILE>     guardrail policies (YAML or JSON: a list of the filter
+                              config's guardrails[] entries, {name, detectors,
+                              action}) that generic routes' guardrails[].policyRef
+                              (else name) refer to
+
   -q, --quiet                 do not print warnings
   -h, --help                  print this help
   -V, --version               print the version
@@ -165,6 +171,7 @@ fn parse_args(argv: &[String]) -> Result<Command, String> {
                     v => return Err(format!("{arg}: '{v}' is not open or closed")),
                 })
             }
+            "--guardrails" => a.options.guardrails = read_guardrails(&value(arg)?)?,
             "-" => a.paths.push(arg.clone()),
             s if s.starts_with('-') => return Err(format!("unknown option '{s}'")),
             s => a.paths.push(s.to_string()),
@@ -174,6 +181,30 @@ fn parse_args(argv: &[String]) -> Result<Command, String> {
         return Err("no input: give at least one file or folder".into());
     }
     Ok(Command::Compile(Box::new(a)))
+}
+
+/// `--guardrails FILE`: a list of policies (or a document holding one under
+/// `guardrails`), checked by the filter with the rest of the config.
+fn read_guardrails(path: &str) -> Result<Vec<serde_json::Value>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--guardrails {path}: {e}"))?;
+    let doc: serde_json::Value =
+        serde_norway::from_str(&text).map_err(|e| format!("--guardrails {path}: {e}"))?;
+    let list = match doc {
+        serde_json::Value::Object(mut o) => o.remove("guardrails").unwrap_or_default(),
+        other => other,
+    };
+    match list {
+        serde_json::Value::Array(items)
+            if items
+                .iter()
+                .all(|i| i.get("name").is_some_and(|n| n.is_string())) =>
+        {
+            Ok(items)
+        }
+        _ => Err(format!(
+            "--guardrails {path}: expected a list of policies, each with a name"
+        )),
+    }
 }
 
 fn is_manifest_file(p: &Path) -> bool {

@@ -158,6 +158,11 @@ pub fn options(dir: &Path) -> Options {
             "rate_limit_service" => o.rate_limit_service = Some(v.into()),
             "rate_limit_domain" => o.rate_limit_domain = Some(v.into()),
             "rate_limit_failure" => o.rate_limit_fail_closed = Some(v == "closed"),
+            "guardrails" => {
+                let text = std::fs::read_to_string(dir.join(v)).unwrap();
+                let doc: serde_json::Value = serde_norway::from_str(&text).unwrap();
+                o.guardrails = doc.as_array().unwrap().clone();
+            }
             other => panic!("{}: unknown option {other}", dir.display()),
         }
     }
