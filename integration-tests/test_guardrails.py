@@ -22,9 +22,9 @@ AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 
 
 def config() -> dict:
-    def route(name: str, backend: str, *policies: str) -> dict:
+    def route(name: str, backend: str, *policies: str, stage: str = "request") -> dict:
         return {"name": name, "models": [name], "backends": [{"name": backend}],
-                "guardrails": [{"policy": p, "stage": "request"} for p in policies]}
+                "guardrails": [{"policy": p, "stage": stage} for p in policies]}
 
     return {
         "version": "v1",
@@ -43,6 +43,8 @@ def config() -> dict:
             route("gpt-logged", "openai", "tickets"),
             route("claude-guarded", "anthropic", "no-secrets", "pii"),
             route("gpt-plain", "openai"),
+            route("gpt-answers", "openai", "no-secrets", "pii", stage="both"),
+            route("claude-answers", "anthropic", "no-secrets", "pii", stage="response"),
         ],
     }
 
@@ -215,4 +217,65 @@ def test_responses_api_blocked_prompt_never_reaches_the_provider(gw, openai_clie
         openai_client.responses.create(model="claude-guarded", input=[{"role": "user", "content": AWS_KEY}],
                                        extra_headers=h)
     assert caught.value.code == "content_policy_violation"
+    assert gw.upstream(rid) == []
+
+
+# ---- the response stage --------------------------------------------------------------
+
+def canned(body: dict) -> dict:
+    """The simulator answers 200 with exactly this body."""
+    import json
+
+    return {"x-sim-status": "200", "x-sim-body": json.dumps(body)}
+
+
+def chat_answer(text: str) -> dict:
+    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-answers",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}
+
+
+def test_an_answer_reaches_the_client_masked(gw, openai_client):
+    rid, h = rid_headers()
+    resp = openai_client.chat.completions.create(
+        model="gpt-answers", messages=[{"role": "user", "content": "who do I write to?"}],
+        extra_headers={**h, **canned(chat_answer(f"write to {EMAIL} or pay with {CARD}"))})
+    assert resp.choices[0].message.content == "write to [EMAIL] or pay with [CARD]"
+    assert resp.usage.total_tokens == 12
+    entry = gw.log_entry(rid)
+    assert entry["guardrail"] == "pii:mask:response:email,card"
+
+
+def test_an_answer_a_policy_blocks_never_reaches_the_client(gw, openai_client, anthropic_client):
+    import anthropic
+    import openai
+
+    before = gw.counter("aigw_guardrail_blocked")
+    rid, h = rid_headers()
+    with pytest.raises(openai.BadRequestError) as e:
+        openai_client.chat.completions.create(
+            model="gpt-answers", messages=[{"role": "user", "content": "a key please"}],
+            extra_headers={**h, **canned(chat_answer(f"here: {AWS_KEY}"))})
+    assert e.value.code == "content_policy_violation"
+    assert AWS_KEY not in str(e.value.body)
+    assert gw.log_entry(rid)["guardrail"] == "no-secrets:block:response:awsAccessKey"
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-answers",
+               "content": [{"type": "text", "text": f"the key is {AWS_KEY}"}], "stop_reason": "end_turn",
+               "usage": {"input_tokens": 3, "output_tokens": 6}}
+    with pytest.raises(anthropic.BadRequestError) as e:
+        anthropic_client.messages.create(model="claude-answers", max_tokens=50,
+                                         messages=[{"role": "user", "content": "a key please"}],
+                                         extra_headers=canned(message))
+    assert e.value.body["error"]["type"] == "invalid_request_error"
+    assert gw.counter("aigw_guardrail_blocked") == before + 2
+
+
+def test_a_route_that_checks_answers_refuses_a_stream_before_the_provider(gw, openai_client):
+    import openai
+
+    rid, h = rid_headers()
+    with pytest.raises(openai.BadRequestError) as e:
+        openai_client.chat.completions.create(model="gpt-answers", stream=True, extra_headers=h,
+                                              messages=[{"role": "user", "content": "hi"}])
+    assert "stream" in str(e.value)
     assert gw.upstream(rid) == []

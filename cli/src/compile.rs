@@ -1569,9 +1569,9 @@ fn route_guardrails(
         .filter_map(|p| p.get("name")?.as_str())
         .collect();
     let mut out = Vec::new();
-    for (policy, path) in &g.guardrails {
+    for (policy, stage, path) in &g.guardrails {
         if known.contains(&policy.as_str()) {
-            out.push(json!({"policy": policy, "stage": "request"}));
+            out.push(json!({"policy": policy, "stage": stage}));
         } else if options.guardrails.is_empty() {
             r.error(
                 path.as_str(),

@@ -95,9 +95,9 @@ pub struct GenericRoute {
     pub least_request: bool,
     /// `strategy: shadow`: the first backend answers, the others get copies.
     pub shadow: bool,
-    /// `guardrails[]` whose request stage the filter runs: the policy
-    /// (`policyRef`, else `name`) and the field it came from.
-    pub guardrails: Vec<(String, String)>,
+    /// `guardrails[]`: the policy (`policyRef`, else `name`), the stage and the
+    /// field the policy came from.
+    pub guardrails: Vec<(String, String, String)>,
 }
 
 /// Whether a document is a generic AIGatewayRoute.
@@ -484,20 +484,8 @@ pub(crate) fn read(
                 Some(p) => Some((p.to_string(), o.path("policyRef"))),
                 None => name.map(|n| (n, o.path("name"))),
             };
-            let (Some(stage), Some(policy)) = (stage, policy) else {
-                continue;
-            };
-            if stage != "request" {
-                // The filter checks prompts only: the answer's half is carried.
-                carry(
-                    o.path("stage"),
-                    g,
-                    "the filter checks prompts (the request stage) only, not answers",
-                    r,
-                );
-            }
-            if stage != "response" {
-                guardrails.push(policy);
+            if let (Some(stage), Some((policy, path))) = (stage, policy) {
+                guardrails.push((policy, stage, path));
             }
         }
     }

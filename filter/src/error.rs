@@ -66,7 +66,8 @@ pub enum GatewayError {
     BudgetSpent(BudgetRefusal),
     /// A guardrail policy (by name) refused the request's content. The message
     /// names the policy, never what it found.
-    GuardrailBlocked { policy: String },
+    /// `answer`: the provider's answer was blocked, not the prompt.
+    GuardrailBlocked { policy: String, answer: bool },
     /// The upstream answered in a way the gateway could not process.
     BadUpstreamResponse(String),
     /// The filter itself failed (a bug); the stream is answered, Envoy keeps running.
@@ -148,8 +149,9 @@ impl GatewayError {
                 )
             }
             Self::BudgetSpent(r) => r.message(),
-            Self::GuardrailBlocked { policy } => format!(
-                "The request was blocked by the gateway's guardrail policy '{}'",
+            Self::GuardrailBlocked { policy, answer } => format!(
+                "The {} was blocked by the gateway's guardrail policy '{}'",
+                if *answer { "answer" } else { "request" },
                 clip_quoted(policy, MAX_QUOTED_NAME)
             ),
             Self::BadUpstreamResponse(why) => format!("The upstream response was invalid: {why}"),

@@ -228,31 +228,29 @@ pub(crate) fn compile_route(
                 ),
             ));
         };
-        let stage = match g.stage.as_str() {
-            "request" => Stage::Request,
-            "response" | "both" => {
-                return Err(err(
-                    format!("{gp}.stage"),
-                    "the response stage is not implemented yet: only request",
-                ))
-            }
+        let stages: &[Stage] = match g.stage.as_str() {
+            "request" => &[Stage::Request],
+            "response" => &[Stage::Response],
+            "both" => &[Stage::Request, Stage::Response],
             other => {
                 return Err(err(
                     format!("{gp}.stage"),
                     format!(
-                        "'{}' is not a stage: request (response and both are not implemented yet)",
+                        "'{}' is not a stage: request, response or both",
                         crate::error::clip_quoted(other, 64)
                     ),
                 ))
             }
         };
-        if out.iter().any(|o| o.policy == policy && o.stage == stage) {
-            return Err(err(
-                format!("{gp}.policy"),
-                format!("policy '{}' is attached twice at this stage", g.policy),
-            ));
+        for &stage in stages {
+            if out.iter().any(|o| o.policy == policy && o.stage == stage) {
+                return Err(err(
+                    format!("{gp}.policy"),
+                    format!("policy '{}' is attached twice at this stage", g.policy),
+                ));
+            }
+            out.push(RouteGuardrail { policy, stage });
         }
-        out.push(RouteGuardrail { policy, stage });
     }
     Ok(out)
 }
@@ -372,12 +370,12 @@ mod tests {
             ),
             (
                 pii(),
-                json!([{"policy": "pii", "stage": "response"}]),
-                "routes[0].guardrails[0].stage",
+                json!([{"policy": "pii", "stage": "both"}, {"policy": "pii", "stage": "response"}]),
+                "routes[0].guardrails[1].policy",
             ),
             (
                 pii(),
-                json!([{"policy": "pii", "stage": "both"}]),
+                json!([{"policy": "pii", "stage": "answers"}]),
                 "routes[0].guardrails[0].stage",
             ),
             (pii(), json!([{"policy": "pii"}]), "routes[0].guardrails[0]"),
@@ -387,7 +385,15 @@ mod tests {
                 .expect_err(&format!("{policies} {attached}"));
             assert_eq!(e.path, path, "{e}");
         }
-        let e = load(pii(), json!([{"policy": "pii", "stage": "both"}])).unwrap_err();
-        assert!(e.message.contains("not implemented yet"), "{e}");
+        let c = load(pii(), json!([{"policy": "pii", "stage": "both"}])).unwrap();
+        let stages: Vec<crate::policy::guardrail::Stage> =
+            c.routes[0].guardrails.iter().map(|g| g.stage).collect();
+        assert_eq!(
+            stages,
+            [
+                crate::policy::guardrail::Stage::Request,
+                crate::policy::guardrail::Stage::Response
+            ]
+        );
     }
 }

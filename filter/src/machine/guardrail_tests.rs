@@ -241,3 +241,140 @@ fn a_content_of_the_wrong_shape_is_refused_on_a_guarded_route() {
     assert_eq!(status, 400);
     assert_eq!(err["error"]["param"], "messages[0].content");
 }
+
+/// Route `r` (model `m`) runs `pii` (mask) and `secrets` (block) on answers too.
+fn answer_config() -> Arc<Config> {
+    let doc = json!({
+        "version": "v1",
+        "guardrails": [
+            {"name": "pii", "action": "mask", "detectors": {"pii": ["email"]}},
+            {"name": "secrets", "action": "block", "detectors": {"secrets": ["awsAccessKey"]}}
+        ],
+        "backends": [{"name": "b", "schema": {"name": "OpenAI"}}],
+        "routes": [{"name": "r", "models": ["m"], "backends": [{"name": "b"}],
+                    "cache": {"ttlSeconds": 60},
+                    "guardrails": [{"policy": "pii", "stage": "both"},
+                                   {"policy": "secrets", "stage": "response"}]}]
+    });
+    Arc::new(Config::from_json(doc.to_string().as_bytes()).unwrap())
+}
+
+/// A request to `path` answered 200 with `answer` cut in `pieces`: the request's
+/// actions, then each answer call's status and actions.
+fn answered(
+    path: &str,
+    request: &str,
+    answer: &str,
+    pieces: usize,
+) -> (Vec<Action>, Vec<(Status, Vec<Action>)>) {
+    let mut f = HttpFilter::new(answer_config(), FilterRole::Router);
+    let mut req = Vec::new();
+    let h = [(":method", "POST"), (":path", path)];
+    let _ = f.on_request_headers(&h, false, Duration::ZERO, &mut req);
+    if f.on_request_body(request.as_bytes(), true, Duration::ZERO, &mut req) != Status::Continue {
+        return (req, Vec::new());
+    }
+    let mut calls = Vec::new();
+    let mut out = Vec::new();
+    let rh = [(":status", "200"), ("content-type", "application/json")];
+    let s = f.on_response_headers(&rh, false, Duration::ZERO, &mut out);
+    calls.push((s, out));
+    let size = answer.len().div_ceil(pieces);
+    let chunks: Vec<&[u8]> = answer.as_bytes().chunks(size).collect();
+    for (i, c) in chunks.iter().enumerate() {
+        let mut out = Vec::new();
+        let s = f.on_response_body(c, i + 1 == chunks.len(), Duration::ZERO, &mut out);
+        calls.push((s, out));
+    }
+    (req, calls)
+}
+
+fn header_set<'a>(out: &'a [Action], name: &str) -> Option<&'a str> {
+    out.iter().rev().find_map(|a| match a {
+        Action::SetHeader { name: n, value } if n == name => Some(value.as_str()),
+        _ => None,
+    })
+}
+
+fn body_of(out: &[Action]) -> Value {
+    out.iter()
+        .find_map(|a| match a {
+            Action::ReplaceBody(b) => Some(serde_json::from_slice(b).unwrap()),
+            _ => None,
+        })
+        .expect("a replaced body")
+}
+
+const CHAT: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+
+#[test]
+fn an_answer_is_held_whole_then_masked() {
+    let answer = r#"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"write to bob@example.com"}}],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#;
+    let (req, calls) = answered("/v1/chat/completions", CHAT, answer, 3);
+    // The answer must come uncompressed to be read.
+    assert!(req
+        .iter()
+        .any(|a| matches!(a, Action::RemoveHeader { name } if name == "accept-encoding")));
+    assert_eq!(calls[0].0, Status::StopIteration, "headers held");
+    assert_eq!(calls[1].0, Status::StopAndBuffer);
+    assert_eq!(calls[2].0, Status::StopAndBuffer);
+    let (status, last) = &calls[3];
+    assert_eq!(*status, Status::Continue);
+    let body = body_of(last);
+    assert_eq!(body["choices"][0]["message"]["content"], "write to [EMAIL]");
+    assert_eq!(body["usage"]["total_tokens"], 8);
+    let len = header_set(last, "content-length").unwrap();
+    assert_eq!(
+        len.parse::<usize>().unwrap(),
+        serde_json::to_vec(&body).unwrap().len()
+    );
+    let outcome = last.iter().find_map(|a| match a {
+        Action::SetMetadata {
+            key,
+            value: MetadataValue::String(v),
+        } if key == "guardrail" => Some(v.clone()),
+        _ => None,
+    });
+    assert_eq!(outcome.as_deref(), Some("pii:mask:response:email"));
+}
+
+#[test]
+fn an_answer_a_policy_blocks_is_a_400_in_the_clients_schema() {
+    let request = r#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"keys?"}]}"#;
+    let answer = r#"{"type":"message","content":[{"type":"text","text":"use AKIAIOSFODNN7EXAMPLE"}],"usage":{"input_tokens":3,"output_tokens":4}}"#;
+    let (_, calls) = answered("/anthropic/v1/messages", request, answer, 1);
+    let last = &calls[1].1;
+    assert_eq!(header_set(last, ":status"), Some("400"));
+    let body = body_of(last);
+    assert_eq!(body["type"], "error");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("answer") && message.contains("'secrets'"),
+        "{message}"
+    );
+    assert!(!message.contains("AKIA"));
+}
+
+#[test]
+fn a_route_that_checks_answers_refuses_streams_and_unreadable_answers() {
+    let stream = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (req, calls) = answered("/v1/chat/completions", stream, "", 1);
+    assert!(calls.is_empty());
+    match req.last() {
+        Some(Action::SendLocalReply { status, body, .. }) => {
+            assert_eq!(*status, 400);
+            assert!(String::from_utf8_lossy(body).contains("stream"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let (_, calls) = answered("/v1/chat/completions", CHAT, "<html>oops</html>", 1);
+    assert_eq!(header_set(&calls[1].1, ":status"), Some("502"));
+    // Embeddings carry no generated text: they pass untouched.
+    let (_, calls) = answered(
+        "/v1/embeddings",
+        r#"{"model":"m","input":"x"}"#,
+        r#"{"data":[]}"#,
+        1,
+    );
+    assert_eq!(calls[0].0, Status::Continue);
+}

@@ -19,7 +19,7 @@ use crate::metering::{Meter, Report};
 use crate::policy::budget::{BudgetStep, Reservation};
 use crate::policy::cache::{self, CacheCapture, CacheDigests, ExactCache};
 use crate::policy::fleet::FleetDescriptors;
-use crate::policy::guardrail::GuardrailStep;
+use crate::policy::guardrail::{GuardrailAnswer, GuardrailStep};
 use crate::policy::identity::Identify;
 use crate::policy::ratelimit::{Admission, RateLimitStep};
 use crate::policy::validation::Validation;
@@ -57,11 +57,12 @@ pub(crate) static ON_REQUEST_BODY: [&dyn BodyStep; 10] = [
 ];
 
 /// The answer, as it streams back.
-pub(crate) static ON_RESPONSE: [&dyn ResponseStep; 9] = [
+pub(crate) static ON_RESPONSE: [&dyn ResponseStep; 10] = [
     &TranslateBack,    // routerOnly: the provider's answer into the client's schema
     &PlainErrors,      // Envoy's own plain-text errors (timeouts, resets) in it too
     &Attribution,      // which backend answered (from the upstream instance)
     &Meter,            // token usage, whatever the chunk boundaries; its cost
+    &GuardrailAnswer,  // response-stage guardrails (the meter saw the answer as sent)
     &CacheCapture,     // keep a cacheable answer; store it when it ends well
     &RateLimitStep,    // settle the tokens the answer used
     &BudgetStep,       // settle the cost; the alert header
@@ -192,6 +193,8 @@ pub(crate) struct Request {
     pub variant: Option<cache::Key>,
     /// routerOnly: the request headers the inline upstream work reads.
     pub saved: Option<SavedRequest>,
+    /// What the request-stage guardrails did (`policy:action:stage:detectors`).
+    pub guardrail_outcomes: Vec<String>,
 }
 
 impl Response {
@@ -248,6 +251,8 @@ pub(crate) struct Response {
     pub plain_error: Option<(u16, Vec<u8>)>,
     /// Fleet mode: the answer carries no verdict of the rate-limit service.
     pub fleet_unchecked: bool,
+    /// The answer held for the response-stage guardrails, so far.
+    pub guarded: Option<Vec<u8>>,
 }
 
 /// One response chunk on its way through the steps: the host's bytes, or what a

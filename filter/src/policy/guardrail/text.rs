@@ -237,6 +237,60 @@ fn string(body: &[u8], raw: &RawValue, out: &mut Vec<TextField>) -> serde_json::
     Ok(())
 }
 
+/// The answer's members that carry generated text.
+#[derive(Deserialize)]
+struct AnswerTop<'a> {
+    /// OpenAI chat (`message.content`) and completions (`text`).
+    #[serde(borrow, default)]
+    choices: Option<&'a RawValue>,
+    /// Anthropic: text blocks.
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    /// OpenAI Responses: message items' `output_text` parts.
+    #[serde(borrow, default)]
+    output: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceView<'a> {
+    #[serde(borrow, default)]
+    message: Option<MessageView<'a>>,
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+}
+
+/// Every text field of an answer (chat, completions, Anthropic messages,
+/// Responses), in body order. An answer that is no JSON object is an error: what
+/// cannot be read cannot be let through a guardrail.
+pub(crate) fn read_answer(body: &[u8]) -> serde_json::Result<Vec<TextField>> {
+    let top: AnswerTop = serde_json::from_slice(body)?;
+    let mut out = Vec::new();
+    if let Some(choices) = top.choices.filter(|c| first_byte(c) == b'[') {
+        let choices: Vec<ChoiceView> = serde_json::from_str(choices.get())?;
+        for c in choices {
+            if let Some(content_raw) = c.message.and_then(|m| m.content) {
+                content(body, content_raw, 0, &mut out)?;
+            }
+            if let Some(t) = c.text.filter(|t| first_byte(t) == b'"') {
+                string(body, t, &mut out)?;
+            }
+        }
+    }
+    if let Some(c) = top.content.filter(|c| first_byte(c) == b'[') {
+        content(body, c, 0, &mut out)?;
+    }
+    if let Some(items) = top.output.filter(|o| first_byte(o) == b'[') {
+        let items: Vec<ItemView> = serde_json::from_str(items.get())?;
+        for i in items {
+            if let Some(c) = i.content {
+                content(body, c, 0, &mut out)?;
+            }
+        }
+    }
+    out.sort_by_key(|f| f.span.start);
+    Ok(out)
+}
+
 /// `body` with each changed field's literal replaced by its new text's.
 pub(crate) fn rewrite(body: &[u8], fields: &[TextField]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len());
@@ -317,6 +371,29 @@ mod tests {
         assert_eq!(texts(r#"{"prompt":["a","b",[1,2]]}"#), ["a", "b"]);
         assert_eq!(texts(r#"{"input":"x"}"#), ["x"]);
         assert_eq!(texts(r#"{"input":[[1,2]]}"#), Vec::<String>::new());
+    }
+
+    #[test]
+    fn answer_text_of_every_schema() {
+        let read = |b: &str| -> Vec<String> {
+            read_answer(b.as_bytes())
+                .unwrap()
+                .into_iter()
+                .map(|f| f.text)
+                .collect()
+        };
+        let chat = r#"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"one"}},
+            {"index":1,"message":{"role":"assistant","content":null,"tool_calls":[]}}],"usage":{}}"#;
+        assert_eq!(read(chat), ["one"]);
+        assert_eq!(read(r#"{"choices":[{"text":"done"}]}"#), ["done"]);
+        let anthropic = r#"{"type":"message","content":[{"type":"thinking","thinking":"hm"},
+            {"type":"text","text":"hello"},{"type":"tool_use","id":"t","name":"f","input":{}}]}"#;
+        assert_eq!(read(anthropic), ["hello"]);
+        let responses = r#"{"object":"response","output":[{"type":"reasoning","summary":[]},
+            {"type":"message","content":[{"type":"output_text","text":"hi","annotations":[]}]},
+            {"type":"function_call","arguments":"{}"}]}"#;
+        assert_eq!(read(responses), ["hi"]);
+        assert!(read_answer(b"not json").is_err());
     }
 
     #[test]
