@@ -141,6 +141,13 @@ EXPECTED_COST_MICRO = "55"
 # on a route without limits, measured in the same round.
 GOAL_LIMITS_US = 2.0
 LIMITS_WORKLOAD, LIMITS_REFERENCE = "budget-1k", "chat-1k"
+# Guardrails: a PII policy (every detector, mask) on both stages of a route may cost a
+# filter gateway less than this many CPU µs per KiB of request more than the same
+# request on a route without it (measured in the same round), and the guarded 1 KiB
+# route keeps at least GOAL_GUARDRAILS_RATIO of plain Envoy's throughput.
+GOAL_GUARDRAILS_US_PER_KIB = 1.0
+GOAL_GUARDRAILS_RATIO = 0.8
+GUARDRAIL_WORKLOADS = {"guardrails-1k": ("chat-1k", 1), "guardrails-64k": ("chat-64k", 64)}
 # The identities budget-1k rotates through (x-api-key, one per request in turn).
 BENCH_KEYS = tuple(f"sk-bench-key-{i}" for i in range(1, 5))
 
@@ -714,6 +721,14 @@ WORKLOADS = [
              rotate=("x-api-key", BENCH_KEYS),
              expect_log={"identity": hashlib.sha256(BENCH_KEYS[0].encode()).hexdigest()[:32],
                          "model": "gpt-4o-mini-limited", "cost": EXPECTED_COST_MICRO}),
+    # chat-1k and chat-64k to a route whose PII policy masks prompts and answers: the
+    # prompt text is read and checked, the answer held whole and checked.
+    Workload("guardrails-1k", "1 KiB chat request, JSON answer, PII policy (mask) on "
+             "prompt and answer", chat_body(1024, False, model="gpt-4o-mini-guarded"),
+             {}, stream=False),
+    Workload("guardrails-64k", "64 KiB chat request, JSON answer, PII policy (mask) on "
+             "prompt and answer", chat_body(65536, False, model="gpt-4o-mini-guarded"),
+             {}, stream=False),
     # No stream_options in the request: with costs configured the filter asks the
     # upstream for usage and strips the usage chunk again (the heavier path).
     Workload("chat-1k-stream", "1 KiB chat request, SSE answer (8 events + [DONE])",
@@ -1587,6 +1602,16 @@ def summarize(runs: dict, workloads: list[Workload], gateways: list[Gateway],
                     goals.append(f"req/s ratio {r['rps_ratio']:.2f} vs {other} "
                                  f"{ref['rps_ratio']:.2f}, goal >= {share:g}x: "
                                  f"{'PASS' if ok else 'FAIL'}")
+            guard = guardrails_extra(runs, g, wl)
+            if guard is not None and g.metered:
+                per_kib, _ = guard
+                r["guardrails_us_per_kib"] = per_kib
+                goals.append(f"{per_kib:+.2f} µs per KiB over {GUARDRAIL_WORKLOADS[wl.name][0]}, "
+                             f"goal < {GOAL_GUARDRAILS_US_PER_KIB:g}: "
+                             f"{'PASS' if per_kib < GOAL_GUARDRAILS_US_PER_KIB else 'FAIL'}")
+            if wl.name == "guardrails-1k" and g.metered and "rps_ratio" in r:
+                ok = r["rps_ratio"] >= GOAL_GUARDRAILS_RATIO
+                goals.append(f"req/s >= {GOAL_GUARDRAILS_RATIO:g} of plain: {'PASS' if ok else 'FAIL'}")
             extra = limits_extra(runs, g, wl)
             if extra is not None:
                 r["limits_extra_us"], r["limits_extra_rounds"] = extra
@@ -1620,6 +1645,22 @@ def limits_extra(runs: dict, g: Gateway, wl: Workload) -> Optional[tuple[float, 
     if not limited or not reference:
         return None
     per_round = [a["cpu_us_per_req"] - b["cpu_us_per_req"] for a, b in zip(limited, reference)
+                 if a["cpu_us_per_req"] is not None and b["cpu_us_per_req"] is not None]
+    if not per_round:
+        return None
+    return statistics.median(per_round), per_round
+
+
+def guardrails_extra(runs: dict, g: Gateway, wl: Workload) -> Optional[tuple[float, list]]:
+    """Guardrails: CPU µs per request of a guarded workload minus its unguarded twin on
+    gateway `g`, per KiB of request, per round and their median."""
+    if wl.name not in GUARDRAIL_WORKLOADS or g.fleet:
+        return None
+    twin, kib = GUARDRAIL_WORKLOADS[wl.name]
+    guarded, reference = runs.get((wl.name, g.name)), runs.get((twin, g.name))
+    if not guarded or not reference:
+        return None
+    per_round = [(a["cpu_us_per_req"] - b["cpu_us_per_req"]) / kib for a, b in zip(guarded, reference)
                  if a["cpu_us_per_req"] is not None and b["cpu_us_per_req"] is not None]
     if not per_round:
         return None
