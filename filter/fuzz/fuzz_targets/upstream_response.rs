@@ -2,7 +2,8 @@
 //! endpoint goes to a backend of each schema (through an upstream instance, or
 //! inline with `routerOnly`), and the backend answers arbitrary bytes, with an
 //! arbitrary status and content type (JSON, SSE, AWS event stream), cut anywhere.
-//! The router-level instance then meters what the client gets.
+//! The router-level instance then meters what the client gets (and, on the route
+//! with response-stage guardrails, holds and masks it).
 //!
 //! Invariants: no panic; an answer the gateway rewrote into JSON is JSON, and a
 //! stream it rewrote is SSE whose every `data:` is JSON or `[DONE]`.
@@ -67,7 +68,13 @@ fuzz_target!(|input: &[u8]| {
     let schema = (sel / ENDPOINTS.len()) % SCHEMAS.len();
     let stream = sel / (ENDPOINTS.len() * SCHEMAS.len()) % 2 == 1;
     let router_only = sel / (ENDPOINTS.len() * SCHEMAS.len() * 2) % 2 == 1;
-    let request = canned_request(endpoint, stream);
+    let mut request = canned_request(endpoint, stream);
+    if !stream && sizes[3] & 1 == 1 {
+        // To the route whose guardrails hold, read and mask the whole answer.
+        request = String::from_utf8_lossy(&request)
+            .replacen(r#""model":"m""#, r#""model":"answers""#, 1)
+            .into_bytes();
+    }
     let Some(sent) = route_request(
         config(schema, router_only),
         ENDPOINTS[endpoint],

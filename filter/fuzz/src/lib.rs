@@ -107,7 +107,9 @@ pub fn config_doc(schema: usize, router_only: bool) -> String {
         "routes": [
           {{"name": "r", "models": [{}], "backends": [{{"name": "b"}}],
             "guardrails": [{{"policy": "log", "stage": "request"}}, {{"policy": "mask", "stage": "request"}}]}},
-          {{"name": "two", "models": ["two"], "backends": [{{"name": "b", "priority": 0}}, {{"name": "pinned", "priority": 1}}]}}
+          {{"name": "two", "models": ["two"], "backends": [{{"name": "b", "priority": 0}}, {{"name": "pinned", "priority": 1}}]}},
+          {{"name": "answers", "models": ["answers"], "backends": [{{"name": "b"}}],
+            "guardrails": [{{"policy": "mask", "stage": "both"}}]}}
         ],
         "llmRequestCosts": [
           {{"metadataKey": "in", "type": "InputToken"}},
