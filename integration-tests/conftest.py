@@ -504,6 +504,19 @@ _INTEGER = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 
 
+def rid_headers(**extra: str) -> tuple[str, dict]:
+    """A fresh request id, and the headers that send it (plus `extra`)."""
+    rid = str(uuid.uuid4())
+    return rid, {"x-request-id": rid, **extra}
+
+
+def checked(gateway: "Gateway", rid: str) -> dict:
+    """The one request the simulator got for `rid`, which passed all its checks."""
+    up = gateway.one_upstream(rid)
+    assert up["checks"] == [], up["checks"]
+    return up
+
+
 def metadata_number(entry: dict, key: str) -> float | None:
     """A numeric metadata field of a (normalized) access-log line; None when absent.
     The value must be a JSON number: a string here is a bug in the filter's output."""

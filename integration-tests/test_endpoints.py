@@ -6,27 +6,19 @@ simulator), what the client gets, and what is metered."""
 from __future__ import annotations
 
 import json
-import uuid
 
 import anthropic
 import cohere
 import pytest
 import requests
 
-from conftest import API_KEYS, metadata_number, metadata_string
+from conftest import API_KEYS, checked, metadata_number, metadata_string, rid_headers
 
 DOCUMENTS = ["the cat sat on the mat", "stock prices rose today", "a cat and a dog"]
 
 
-def rid_headers() -> tuple[str, dict]:
-    rid = str(uuid.uuid4())
-    return rid, {"x-request-id": rid}
 
 
-def checked(gateway, rid: str) -> dict:
-    up = gateway.one_upstream(rid)
-    assert up["checks"] == [], up["checks"]
-    return up
 
 
 def headers_of(up: dict) -> dict:

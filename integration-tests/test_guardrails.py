@@ -8,11 +8,10 @@ the aigw_guardrail_* counters."""
 
 from __future__ import annotations
 
-import uuid
 
 import pytest
 
-from conftest import running_gateway
+from conftest import rid_headers, running_gateway
 
 EMAIL = "jane.doe@example.com"
 CARD = "4111 1111 1111 1111"  # a test card: passes Luhn
@@ -70,9 +69,6 @@ def anthropic_client(gw):
                                max_retries=0, timeout=30)
 
 
-def rid_headers() -> tuple[str, dict]:
-    rid = str(uuid.uuid4())
-    return rid, {"x-request-id": rid}
 
 
 def test_openai_prompt_reaches_the_provider_masked(gw, openai_client):

@@ -13,7 +13,7 @@ import uuid
 import openai
 import pytest
 
-from conftest import API_KEYS, OVERRIDE_MODEL, metadata_number
+from conftest import API_KEYS, OVERRIDE_MODEL, checked, metadata_number, rid_headers
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
 # A few KiB of bytes that stand for audio (the gateway never looks into them); one of
@@ -21,15 +21,8 @@ PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4
 WAV = b"RIFF" + bytes(range(256)) * 16 + b"\r\n--not-the-boundary\r\n" + bytes(64)
 
 
-def rid_headers() -> tuple[str, dict]:
-    rid = str(uuid.uuid4())
-    return rid, {"x-request-id": rid}
 
 
-def checked(gateway, rid: str) -> dict:
-    up = gateway.one_upstream(rid)
-    assert up["checks"] == [], up["checks"]
-    return up
 
 
 def test_image_generation_is_metered(gateway, openai_client):

@@ -8,18 +8,14 @@ called."""
 from __future__ import annotations
 
 import json
-import uuid
 
 import openai
 import pytest
 
-from conftest import API_KEYS, metadata_number
+from conftest import API_KEYS, metadata_number, rid_headers
 from test_providers import route, sent_counts
 
 
-def rid_headers(**extra: str) -> tuple[str, dict]:
-    rid = str(uuid.uuid4())
-    return rid, {"x-request-id": rid, **extra}
 
 
 def test_responses(gateway, openai_client):

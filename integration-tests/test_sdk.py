@@ -3,14 +3,10 @@ provider sent."""
 
 from __future__ import annotations
 
-import uuid
 
-from conftest import metadata_number
+from conftest import metadata_number, rid_headers
 
 
-def rid_headers() -> tuple[str, dict]:
-    rid = str(uuid.uuid4())
-    return rid, {"x-request-id": rid}
 
 
 def test_chat(gateway, openai_client):

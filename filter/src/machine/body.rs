@@ -51,6 +51,29 @@ pub(crate) fn replace_request_body(body: Vec<u8>, out: &mut Vec<Action>) {
     out.push(Action::ReplaceBody(body));
 }
 
+/// The headers of a whole JSON answer that replaces the provider's while its
+/// headers are still held: the new status (`None`: unchanged), its type, no
+/// encoding, its length. The caller puts the bytes in place.
+pub(crate) fn json_answer_headers(status: Option<u16>, len: usize, out: &mut Vec<Action>) {
+    if let Some(status) = status {
+        out.push(Action::SetHeader {
+            name: ":status".into(),
+            value: status.to_string(),
+        });
+    }
+    out.push(Action::SetHeader {
+        name: "content-type".into(),
+        value: "application/json".into(),
+    });
+    out.push(Action::RemoveHeader {
+        name: "content-encoding".into(),
+    });
+    out.push(Action::SetHeader {
+        name: "content-length".into(),
+        value: len.to_string(),
+    });
+}
+
 /// A header map with a call's header edits applied, as the next filter will see it.
 pub(crate) struct Edited<'a> {
     pub base: &'a dyn Headers,

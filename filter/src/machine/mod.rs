@@ -35,7 +35,7 @@ use std::time::Duration;
 use crate::auth::exchange::WaitCell;
 use crate::config::Config;
 use crate::host::{Action, Callout, CalloutResult, Headers, Status};
-pub(crate) use body::{begin_body, buffer_body, replace_request_body, Edited};
+pub(crate) use body::{begin_body, buffer_body, json_answer_headers, replace_request_body, Edited};
 use router::Router;
 use upstream::Upstream;
 

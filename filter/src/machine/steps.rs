@@ -519,17 +519,7 @@ impl ResponseStep for PlainErrors {
             .endpoint
             .map_or(ClientSchema::OpenAI, Endpoint::client_schema);
         let bytes = err.body(schema);
-        out.push(Action::SetHeader {
-            name: "content-type".into(),
-            value: "application/json".into(),
-        });
-        out.push(Action::RemoveHeader {
-            name: "content-encoding".into(),
-        });
-        out.push(Action::SetHeader {
-            name: "content-length".into(),
-            value: bytes.len().to_string(),
-        });
+        crate::machine::json_answer_headers(None, bytes.len(), out);
         chunk.replace(bytes);
         Status::Continue
     }

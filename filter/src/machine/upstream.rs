@@ -681,23 +681,8 @@ impl Upstream {
     }
 
     fn write_answer(&mut self, status: u16, body: Vec<u8>, out: &mut Vec<Action>) -> Status {
-        if status != self.status {
-            out.push(Action::SetHeader {
-                name: ":status".into(),
-                value: status.to_string(),
-            });
-        }
-        out.push(Action::SetHeader {
-            name: "content-type".into(),
-            value: "application/json".into(),
-        });
-        out.push(Action::RemoveHeader {
-            name: "content-encoding".into(),
-        });
-        out.push(Action::SetHeader {
-            name: "content-length".into(),
-            value: body.len().to_string(),
-        });
+        let changed = (status != self.status).then_some(status);
+        crate::machine::json_answer_headers(changed, body.len(), out);
         out.push(Action::ReplaceBody(body));
         Status::Continue
     }

@@ -226,25 +226,13 @@ pub fn prepare(a: &Attempt<'_>, body: &[u8]) -> Result<Prepared, TranslateError>
             same_api(a, body, &model, false)?
         }
         ClientApi::Rerank => {
-            return Err(TranslateError::unsupported(
-                "model",
-                format!(
-                    "rerank is served by Cohere and OpenAI-schema backends only, not {}",
-                    schema_name(schema)
-                ),
-            ))
+            return Err(served_only_by("rerank", "Cohere and OpenAI-schema", schema))
         }
         ClientApi::CountTokens => count_tokens(a, body, &model)?,
-        ClientApi::Passthrough => unreachable!("answered above"),
+        // Answered before the body is peeked at; never here.
+        ClientApi::Passthrough => return Ok(prepare_without_body(a)),
         ClientApi::Media(e) => {
-            return Err(TranslateError::unsupported(
-                "model",
-                format!(
-                    "{} is served by OpenAI and Azure OpenAI backends only, not {}",
-                    e.path(),
-                    schema_name(schema)
-                ),
-            ))
+            return Err(served_only_by(e.path(), "OpenAI and Azure OpenAI", schema))
         }
         // Every other backend: through the hub, stateless.
         ClientApi::Responses => {
@@ -252,12 +240,10 @@ pub fn prepare(a: &Attempt<'_>, body: &[u8]) -> Result<Prepared, TranslateError>
             chat(a, &hub, &model)?
         }
         ClientApi::Completions => {
-            return Err(TranslateError::unsupported(
-                "model",
-                format!(
-                    "legacy completions are served by OpenAI-schema backends only, not {}",
-                    schema_name(schema)
-                ),
+            return Err(served_only_by(
+                "legacy completions",
+                "OpenAI-schema",
+                schema,
             ))
         }
         ClientApi::Embeddings => embeddings(a, body, &model)?,
@@ -444,12 +430,10 @@ fn messages(
 /// Anthropic's token counting, on an Anthropic-family backend only.
 fn count_tokens(a: &Attempt<'_>, body: &[u8], model: &str) -> Result<Prepared, TranslateError> {
     let Some(target) = anthropic_target(&a.backend.schema, model, false, false) else {
-        return Err(TranslateError::unsupported(
-            "model",
-            format!(
-                "token counting is served by Anthropic, GCPAnthropic and AWSAnthropic backends only, not {}",
-                schema_name(&a.backend.schema)
-            ),
+        return Err(served_only_by(
+            "token counting",
+            "Anthropic, GCPAnthropic and AWSAnthropic",
+            &a.backend.schema,
         ));
     };
     let reader = match target.flavor {
@@ -489,6 +473,17 @@ fn anthropic_target<'a>(
         include_usage,
         version: version.as_deref(),
     })
+}
+
+/// A 422: `what` is an API only `by` serve.
+fn served_only_by(what: &str, by: &str, schema: &BackendSchema) -> TranslateError {
+    TranslateError::unsupported(
+        "model",
+        format!(
+            "{what} is served by {by} backends only, not {}",
+            schema_name(schema)
+        ),
+    )
 }
 
 fn schema_name(s: &BackendSchema) -> &'static str {

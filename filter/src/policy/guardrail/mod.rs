@@ -357,17 +357,6 @@ impl ResponseStep for GuardrailAnswer {
 
 /// The whole answer becomes `body`, with `status` (headers are still held).
 fn replace_answer(status: u16, body: Vec<u8>, chunk: &mut Chunk<'_>, out: &mut Vec<Action>) {
-    out.push(Action::SetHeader {
-        name: ":status".into(),
-        value: status.to_string(),
-    });
-    out.push(Action::SetHeader {
-        name: "content-type".into(),
-        value: "application/json".into(),
-    });
-    out.push(Action::SetHeader {
-        name: "content-length".into(),
-        value: body.len().to_string(),
-    });
+    crate::machine::json_answer_headers(Some(status), body.len(), out);
     chunk.replace(body);
 }
