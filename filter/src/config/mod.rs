@@ -1041,6 +1041,77 @@ mod tests {
     }
 
     #[test]
+    fn lambda_backends_are_checked_at_load() {
+        let lambda = |extra: serde_json::Value| {
+            let mut b = serde_json::json!({"name": "fn", "schema": {"name": "OpenAI"},
+                "region": "us-east-1", "lambda": {"functionName": "chat-fn"}});
+            for (k, v) in extra.as_object().unwrap() {
+                b[k] = v.clone();
+            }
+            let doc = serde_json::json!({"version": "v1", "backends": [b]});
+            Config::from_json(&serde_json::to_vec(&doc).unwrap())
+        };
+        let c = lambda(serde_json::json!({
+            "auth": {"awsSigV4": {"accessKeyId": "a", "secretAccessKey": "s"}}}))
+        .unwrap();
+        let b = &c.backends[0];
+        assert_eq!(b.host.as_deref(), Some("lambda.us-east-1.amazonaws.com"));
+        assert!(
+            matches!(&b.auth, Some(crate::config::backend::Auth::AwsSigV4 { service, .. }) if service == "lambda")
+        );
+        let f = b.lambda.as_ref().unwrap();
+        assert_eq!(f.invocation, crate::config::backend::InvocationMode::Sync);
+        let bad: Vec<(serde_json::Value, &str)> = vec![
+            (
+                serde_json::json!({"lambda": {"functionName": "a/b"}}),
+                "backends[0].lambda.functionName",
+            ),
+            (
+                serde_json::json!({"lambda": {"functionName": ""}}),
+                "backends[0].lambda.functionName",
+            ),
+            (
+                serde_json::json!({"lambda": {"functionName": "f", "qualifier": "v 1"}}),
+                "backends[0].lambda.qualifier",
+            ),
+            (
+                serde_json::json!({"lambda": {"functionName": "f", "invocationMode": "Later"}}),
+                "backends[0].lambda.invocationMode",
+            ),
+            (
+                serde_json::json!({"lambda": {"functionName": "f", "extra": 1}}),
+                "backends[0].lambda.extra",
+            ),
+            (
+                serde_json::json!({"schema": {"name": "AWSBedrock"}}),
+                "backends[0].schema.name",
+            ),
+            (serde_json::json!({"region": null}), "backends[0].region"),
+            (
+                serde_json::json!({"auth": {"apiKey": {"value": "k"}}}),
+                "backends[0].auth",
+            ),
+            (
+                serde_json::json!({"credentialOverride": {"header": "x-key"}}),
+                "backends[0].credentialOverride",
+            ),
+        ];
+        for (extra, path) in bad {
+            let e = lambda(extra.clone()).unwrap_err();
+            assert_eq!(e.path, path, "{extra}: {e}");
+        }
+        // ARNs, aliases, $LATEST and asynchronous invocation are fine.
+        let c = lambda(serde_json::json!({"lambda": {
+            "functionName": "arn:aws:lambda:us-east-1:123456789012:function:chat-fn",
+            "qualifier": "$LATEST", "invocationMode": "Async"}}))
+        .unwrap();
+        assert_eq!(
+            c.backends[0].lambda.as_ref().unwrap().invocation,
+            crate::config::backend::InvocationMode::Async
+        );
+    }
+
+    #[test]
     fn error_paths_name_the_field() {
         let cases: Vec<(serde_json::Value, &str)> = vec![
             (serde_json::json!({"version": "v9"}), "version"),

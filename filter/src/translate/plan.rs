@@ -11,8 +11,8 @@ use crate::error::ClientSchema;
 use crate::host::Headers;
 use crate::schema::openai::{ChatCompletion, ChatCompletionRequest, EmbeddingsRequest};
 use crate::translate::{
-    anthropic, bedrock, encode_openai_sse, gemini, openai, responses, ChunkSource, ProviderError,
-    ResponseMeta, StreamItem, TranslateError, UpstreamRequest,
+    anthropic, bedrock, encode_openai_sse, gemini, lambda, openai, responses, ChunkSource,
+    ProviderError, ResponseMeta, StreamItem, TranslateError, UpstreamRequest,
 };
 
 /// The API a client called, as far as the upstream instance cares.
@@ -120,6 +120,8 @@ pub struct ResponsePlan {
     include_usage: bool,
     meta: ResponseMeta,
     max_event_bytes: usize,
+    /// The answer is an AWS Lambda invocation's (see [`lambda`]).
+    lambda: bool,
 }
 
 /// Which reader the provider's answer needs.
@@ -174,7 +176,7 @@ pub fn needs_body(api: ClientApi, backend: &Backend) -> bool {
             BackendSchema::OpenAI { .. } | BackendSchema::Mistral
         ),
     };
-    !(passthrough && untouched && !signed)
+    !(passthrough && untouched && !signed && backend.lambda.is_none())
 }
 
 /// The request when the body is not needed ([`needs_body`] is false).
@@ -202,6 +204,13 @@ pub fn prepare(a: &Attempt<'_>, body: &[u8]) -> Result<Prepared, TranslateError>
         .to_string();
     let schema = &a.backend.schema;
     let mut prepared = match a.api {
+        // Uploads and binary answers are not a function's payload.
+        ClientApi::Media(e) if a.backend.lambda.is_some() => {
+            return Err(TranslateError::unsupported(
+                "model",
+                format!("{} is not served by AWS Lambda backends", e.path()),
+            ))
+        }
         // Same API on both sides: only the model and the path change.
         ClientApi::Chat | ClientApi::Completions | ClientApi::Embeddings
             if schema.is_openai_family() =>
@@ -271,7 +280,10 @@ pub fn prepare(a: &Attempt<'_>, body: &[u8]) -> Result<Prepared, TranslateError>
         let current = prepared.body.as_deref().unwrap_or(body);
         prepared.body = Some(mutate(current, &a.backend.body_mutation)?);
     }
-    Ok(prepared)
+    match &a.backend.lambda {
+        None => Ok(prepared),
+        Some(f) => lambda::invoke(f, prepared),
+    }
 }
 
 /// A request body read whole; an error names the offending field by its path.
@@ -679,12 +691,25 @@ impl ResponsePlan {
                 created: a.unix_seconds,
             },
             max_event_bytes: a.max_event_bytes,
+            lambda: false,
         }
     }
 
-    /// The answer passes as the provider sent it.
+    /// The answer comes from an AWS Lambda invocation: a failed function and
+    /// Lambda's own errors are read as such.
+    pub(crate) fn via_lambda(&mut self) {
+        self.lambda = true;
+    }
+
+    /// The answer passes as the provider sent it (errors included).
     pub fn is_passthrough(&self) -> bool {
-        self.kind == Reader::Passthrough
+        self.kind == Reader::Passthrough && !self.lambda
+    }
+
+    /// Whether an answer with this status and these headers is a success (a 2xx,
+    /// but not a failed Lambda function's).
+    pub fn succeeded(&self, status: u16, headers: &dyn Headers) -> bool {
+        (200..300).contains(&status) && !(self.lambda && lambda::is_function_error(headers))
     }
 
     /// Whether a successful answer reaches the client as the provider sent it
@@ -706,6 +731,9 @@ impl ResponsePlan {
     /// A provider error answer in the client's schema: the status and body to send.
     /// `None` for a passthrough: the client understands the provider's own errors.
     pub fn error(&self, status: u16, headers: &dyn Headers, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+        if self.lambda {
+            return Some(self.write_error(&lambda::error(status, headers, body)));
+        }
         if self.kind == Reader::Passthrough {
             return None;
         }
