@@ -378,6 +378,20 @@ impl RawLambda {
     }
 }
 
+/// A Lambda backend's invocation type is the gateway's to set (`invocationMode`),
+/// and is signed with the request.
+fn lambda_owned(lambda: bool, name: &str, path: &str) -> Result<(), ConfigError> {
+    if lambda && name == crate::translate::lambda::INVOCATION_TYPE_HEADER {
+        return Err(err(
+            path,
+            format!(
+                "'{name}' is set by the gateway for a Lambda backend: use lambda.invocationMode"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn lambda_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
@@ -757,6 +771,7 @@ impl RawBackend {
                     ));
                 }
                 header_value(&h.value, &format!("{path}.value"))?;
+                lambda_owned(lambda.is_some(), &name, &format!("{path}.name"))?;
                 header_mutation.set.push((name, h.value));
             }
             for (i, h) in m.remove.into_iter().enumerate() {
@@ -765,6 +780,7 @@ impl RawBackend {
                 if reserved_header(&name) {
                     return Err(err(path, format!("'{name}' is needed by the gateway")));
                 }
+                lambda_owned(lambda.is_some(), &name, &path)?;
                 header_mutation.remove.push(name);
             }
         }

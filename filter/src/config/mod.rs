@@ -1095,6 +1095,10 @@ mod tests {
                 serde_json::json!({"credentialOverride": {"header": "x-key"}}),
                 "backends[0].credentialOverride",
             ),
+            (
+                serde_json::json!({"headerMutation": {"set": [{"name": "X-Amz-Invocation-Type", "value": "Event"}]}}),
+                "backends[0].headerMutation.set[0].name",
+            ),
         ];
         for (extra, path) in bad {
             let e = lambda(extra.clone()).unwrap_err();
