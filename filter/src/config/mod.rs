@@ -827,6 +827,22 @@ impl RawConfig {
             )?;
             let passthrough =
                 compile_passthrough(r.passthrough, &routes, &format!("{p}.passthrough"))?;
+            if !passthrough.is_empty() {
+                // Another path to Lambda's API, signed with the gateway's keys, would
+                // be any call a client likes (list, update, invoke another function).
+                if let Some(rb) = rbs
+                    .iter()
+                    .find(|rb| backends[backend_index[&rb.name]].lambda.is_some())
+                {
+                    return Err(err(
+                        format!("{p}.passthrough"),
+                        format!(
+                            "backend '{}' is an AWS Lambda function: it takes invocations only",
+                            rb.name
+                        ),
+                    ));
+                }
+            }
             routes.push(Route {
                 name: r.name,
                 models: r.models,
@@ -1104,6 +1120,14 @@ mod tests {
             let e = lambda(extra.clone()).unwrap_err();
             assert_eq!(e.path, path, "{extra}: {e}");
         }
+        // No passthrough of other paths to Lambda's API.
+        let doc = serde_json::json!({"version": "v1",
+            "backends": [{"name": "fn", "schema": {"name": "OpenAI"}, "region": "us-east-1",
+                          "lambda": {"functionName": "f"}}],
+            "routes": [{"name": "r", "models": ["m"], "backends": [{"name": "fn"}],
+                        "passthrough": ["/v2/things"]}]});
+        let e = Config::from_json(&serde_json::to_vec(&doc).unwrap()).unwrap_err();
+        assert_eq!(e.path, "routes[0].passthrough", "{e}");
         // ARNs, aliases, $LATEST and asynchronous invocation are fine.
         let c = lambda(serde_json::json!({"lambda": {
             "functionName": "arn:aws:lambda:us-east-1:123456789012:function:chat-fn",

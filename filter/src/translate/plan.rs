@@ -204,12 +204,26 @@ pub fn prepare(a: &Attempt<'_>, body: &[u8]) -> Result<Prepared, TranslateError>
         .to_string();
     let schema = &a.backend.schema;
     let mut prepared = match a.api {
-        // Uploads and binary answers are not a function's payload.
-        ClientApi::Media(e) if a.backend.lambda.is_some() => {
+        // A function sees the body, not the path: it is given chat requests only
+        // (its schema's), which no other endpoint's body can be taken for.
+        ClientApi::Completions
+        | ClientApi::Embeddings
+        | ClientApi::Rerank
+        | ClientApi::CountTokens
+        | ClientApi::Media(_)
+            if a.backend.lambda.is_some() =>
+        {
             return Err(TranslateError::unsupported(
                 "model",
-                format!("{} is not served by AWS Lambda backends", e.path()),
+                format!(
+                    "{} is not served by AWS Lambda backends: a function is given chat requests only",
+                    split_query(a.path).0
+                ),
             ))
+        }
+        ClientApi::Responses if a.backend.lambda.is_some() => {
+            let hub = responses::client_request(body, &model)?;
+            chat(a, &hub, &model)?
         }
         // Same API on both sides: only the model and the path change.
         ClientApi::Chat | ClientApi::Completions | ClientApi::Embeddings
@@ -1467,6 +1481,50 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.status(), 400);
         assert!(e.message().contains("messages[0].role"), "{}", e.message());
+    }
+
+    #[test]
+    fn lambda_functions_are_given_chat_requests_only() {
+        let b = backend(serde_json::json!({
+            "name": "fn", "schema": {"name": "OpenAI"}, "region": "us-east-1",
+            "lambda": {"functionName": "chat-fn"}
+        }));
+        assert!(needs_body(ClientApi::Chat, &b));
+        let e = prepare(
+            &attempt(ClientApi::Embeddings, &b, "/v1/embeddings"),
+            br#"{"model":"m","input":"hi"}"#,
+        )
+        .unwrap_err();
+        assert_eq!((e.status(), e.code()), (422, "unsupported_by_provider"));
+        assert!(e.message().contains("/v1/embeddings"), "{}", e.message());
+        // The Responses API through the hub: the function gets a chat body.
+        let p = prepare(
+            &attempt(ClientApi::Responses, &b, "/v1/responses"),
+            br#"{"model":"m","input":"hi"}"#,
+        )
+        .unwrap();
+        assert_eq!(p.path, "/2015-03-31/functions/chat-fn/invocations");
+        let sent: Value = serde_json::from_slice(p.body.as_deref().unwrap()).unwrap();
+        assert_eq!(sent["messages"][0]["content"], "hi");
+        assert!(p
+            .headers
+            .contains(&("x-amz-invocation-type", "RequestResponse".into())));
+        let answer = br#"{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hey"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
+        let v: Value = serde_json::from_slice(&p.response.body(answer).unwrap()).unwrap();
+        assert_eq!(v["object"], "response");
+        // An Anthropic client of an Anthropic function: Messages as they are.
+        let a = backend(serde_json::json!({
+            "name": "fa", "schema": {"name": "Anthropic"}, "region": "us-east-1",
+            "lambda": {"functionName": "claude-fn"}
+        }));
+        let p = prepare(
+            &attempt(ClientApi::Messages, &a, "/anthropic/v1/messages"),
+            br#"{"model":"claude","max_tokens":9,"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.path, "/2015-03-31/functions/claude-fn/invocations");
+        let sent: Value = serde_json::from_slice(p.body.as_deref().unwrap()).unwrap();
+        assert_eq!(sent["max_tokens"], 9);
     }
 
     #[test]
