@@ -271,6 +271,10 @@ def default_host(b: dict) -> str | None:
     """The filter's default `host` for a backend without one (the provider's)."""
     schema = (b.get("schema") or {}).get("name")
     region = b.get("region")
+    if isinstance(b.get("lambda"), dict):
+        sigv4 = (b.get("auth") or {}).get("awsSigV4") or {}
+        region = sigv4.get("region") or region
+        return f"lambda.{region}.amazonaws.com" if region else None
     if schema == "Mistral":
         return "api.mistral.ai"
     if schema in ("AWSBedrock", "AWSAnthropic") and region:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A provider simulator: OpenAI, Azure OpenAI, Anthropic, Bedrock and Gemini upstreams for `make run` and the tests.
+"""A provider simulator: OpenAI, Azure OpenAI, Anthropic, Bedrock, Gemini and AWS Lambda upstreams for `make run` and the tests.
 
 Standard library only (PyYAML is needed for cassette replay, botocore for SigV4
 checks, cryptography for the token services' RSA keys and JWTs). One asyncio process serves HTTP/1.1 with keep-alive on one or more
@@ -34,6 +34,11 @@ Every listener serves every provider, chosen by path (POST only):
                     array) | :batchEmbedContents | :embedContent
     Vertex Gemini   /v1/projects/{p}/locations/{r}/publishers/google/models/{m}
                     :generateContent | :streamGenerateContent | :predict (embeddings)
+    AWS Lambda      /2015-03-31/functions/{name or ARN}/invocations[?Qualifier=] on
+                    Host lambda.{region}.amazonaws.com (sim/awslambda.py): a function
+                    implementing an OpenAI chat model; X-Amz-Invocation-Type
+                    RequestResponse, Event (202) or DryRun (204);
+                    x-sim-function-error: TYPE makes the function raise
 
 Bedrock streams are application/vnd.amazon.eventstream frames, sent in chunks cut at
 odd places (7 bytes into a frame, across frame ends, mid-payload) unless
@@ -153,8 +158,8 @@ Auth expectations (repeatable; LABEL "*" means every listener):
                              403).
     --expect-bearer LABEL=TOKEN  Authorization: Bearer TOKEN on Vertex paths (and
                              Azure AD on Azure paths, either this or api-key).
-    --aws-credentials LABEL=AKID:SECRET[:SESSION_TOKEN]  Bedrock paths need a valid
-                             SigV4 signature (service bedrock, any region), recomputed
+    --aws-credentials LABEL=AKID:SECRET[:SESSION_TOKEN]  Bedrock and Lambda paths need a valid
+                             SigV4 signature (service bedrock or lambda, any region), recomputed
                              with botocore over the received method, path, query,
                              SignedHeaders and body; x-amz-content-sha256 must match
                              the body when present, x-amz-security-token the session

@@ -585,6 +585,40 @@ def test_sigv4_session_token_and_stream(sim):
     assert r.status_code == 403 and r.headers["x-amzn-errortype"].startswith("UnrecognizedClientException:")
 
 
+def test_lambda_invoke_signed_for_lambda(sim):
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    path = "/2015-03-31/functions/chat-fn/invocations?Qualifier=live"
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+    def headers(service: str = "lambda", host: str = "lambda.eu-west-1.amazonaws.com", **extra) -> dict:
+        req = AWSRequest(method="POST", url=f"http://{host}{path}", data=body,
+                         headers={"content-type": "application/json", "x-amz-invocation-type": "RequestResponse",
+                                  **extra})
+        SigV4Auth(Credentials(AKID, SECRET), service, "eu-west-1").add_auth(req)
+        return {**dict(req.headers.items()), "host": host}  # signed for that host, sent to the simulator
+
+    r, rec = sim.post(path, data=body, headers=headers(), listener="auth")
+    assert r.status_code == 200 and rec["checks"] == [], r.text
+    assert rec["provider"] == "lambda" and rec["lambda"]["qualifier"] == "live"
+    assert r.json()["object"] == "chat.completion" and r.json()["usage"]["total_tokens"] > 0
+    # Signed for Bedrock, or for another host: refused as Lambda refuses them.
+    r, _ = sim.post(path, data=body, headers=headers(service="bedrock"), listener="auth")
+    assert r.status_code == 403 and r.headers["x-amzn-errortype"] == "InvalidSignatureException"
+    assert "Message" in r.json()
+    r, rec = sim.post(path, data=body, headers=headers(host="bedrock-runtime.eu-west-1.amazonaws.com"),
+                      listener="auth")
+    assert r.status_code == 400 and rec["checks"], rec
+    # The function raising: 200 with X-Amz-Function-Error; asynchronous: 202.
+    r, _ = sim.post(path, data=body, headers=headers(**{"x-sim-function-error": "KeyError"}), listener="auth")
+    assert r.status_code == 200 and r.headers["x-amz-function-error"] == "Unhandled"
+    assert r.json()["errorType"] == "KeyError"
+    r, rec = sim.post(path, data=body, headers=headers(**{"x-amz-invocation-type": "Event"}), listener="auth")
+    assert r.status_code == 202 and r.content == b"" and rec["lambda"]["invocation_type"] == "Event"
+
+
 def test_unknown_path_and_control(sim):
     r = sim.session.get(sim.urls["open"] + "/healthz", timeout=5)
     assert r.status_code == 405 and "simulator" in r.json()["error"]["message"]

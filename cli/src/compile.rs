@@ -585,6 +585,8 @@ pub struct PlanBackend {
     pub credential_override: Option<String>,
     pub forward_client_credentials: bool,
     pub mutations: crate::credentials::Mutations,
+    /// `lambda`: the AWS Lambda function the backend invokes.
+    pub lambda: Option<Value>,
     pub endpoints: Vec<Endpoint>,
     pub tls: Option<Tls>,
     /// The Envoy Gateway `Backend` (namespace, name) the endpoints come from, and
@@ -618,6 +620,7 @@ impl PlanBackend {
             credential_override: None,
             forward_client_credentials: false,
             mutations: Default::default(),
+            lambda: None,
             endpoints,
             tls,
             eg_backend: None,
@@ -664,6 +667,9 @@ impl PlanBackend {
         }
         if let Some(b) = self.mutations.body_json() {
             o.insert("bodyMutation".into(), b);
+        }
+        if let Some(l) = &self.lambda {
+            o.insert("lambda".into(), l.clone());
         }
         Value::Object(o)
     }

@@ -79,6 +79,66 @@ pub enum AwsKeys {
     /// Temporary keys the filter obtains from STS for an OIDC token
     /// (`webIdentity`).
     WebIdentity(Box<WebIdentity>),
+    /// Temporary keys the filter obtains from STS `AssumeRole` for `role_arn`,
+    /// signed with `base` (static keys, a file or a variable; `assumeRole`).
+    AssumeRole {
+        base: Box<AwsKeys>,
+        role_arn: String,
+        sts: Callout,
+    },
+}
+
+impl AwsKeys {
+    /// The keys' fields of an `awsSigV4` block, into `m`.
+    fn write_json(&self, m: &mut Map<String, Value>) {
+        match self {
+            AwsKeys::Static {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => {
+                m.insert("accessKeyId".into(), json!(access_key_id.expose()));
+                m.insert("secretAccessKey".into(), json!(secret_access_key.expose()));
+                if let Some(t) = session_token {
+                    m.insert("sessionToken".into(), json!(t.expose()));
+                }
+            }
+            AwsKeys::File { path, profile } => {
+                m.insert("credentialsFile".into(), json!(path));
+                if let Some(p) = profile {
+                    m.insert("profile".into(), json!(p));
+                }
+            }
+            AwsKeys::Env { name, profile } => {
+                m.insert("credentialsEnv".into(), json!(name));
+                if let Some(p) = profile {
+                    m.insert("profile".into(), json!(p));
+                }
+            }
+            AwsKeys::WebIdentity(w) => {
+                m.insert(
+                    "webIdentity".into(),
+                    json!({
+                        "roleArn": w.role_arn,
+                        "sessionName": w.session_name,
+                        "token": w.token.to_json(),
+                        "sts": w.sts.to_json(),
+                    }),
+                );
+            }
+            AwsKeys::AssumeRole {
+                base,
+                role_arn,
+                sts,
+            } => {
+                base.write_json(m);
+                m.insert(
+                    "assumeRole".into(),
+                    json!({"roleArn": role_arn, "sts": sts.to_json()}),
+                );
+            }
+        }
+    }
 }
 
 /// `awsSigV4.webIdentity`: STS `AssumeRoleWithWebIdentity` with a token from an
@@ -427,42 +487,7 @@ impl Auth {
                 if let Some(r) = region {
                     m.insert("region".into(), json!(r));
                 }
-                match keys {
-                    AwsKeys::Static {
-                        access_key_id,
-                        secret_access_key,
-                        session_token,
-                    } => {
-                        m.insert("accessKeyId".into(), json!(access_key_id.expose()));
-                        m.insert("secretAccessKey".into(), json!(secret_access_key.expose()));
-                        if let Some(t) = session_token {
-                            m.insert("sessionToken".into(), json!(t.expose()));
-                        }
-                    }
-                    AwsKeys::File { path, profile } => {
-                        m.insert("credentialsFile".into(), json!(path));
-                        if let Some(p) = profile {
-                            m.insert("profile".into(), json!(p));
-                        }
-                    }
-                    AwsKeys::Env { name, profile } => {
-                        m.insert("credentialsEnv".into(), json!(name));
-                        if let Some(p) = profile {
-                            m.insert("profile".into(), json!(p));
-                        }
-                    }
-                    AwsKeys::WebIdentity(w) => {
-                        m.insert(
-                            "webIdentity".into(),
-                            json!({
-                                "roleArn": w.role_arn,
-                                "sessionName": w.session_name,
-                                "token": w.token.to_json(),
-                                "sts": w.sts.to_json(),
-                            }),
-                        );
-                    }
-                }
+                keys.write_json(&mut m);
                 json!({"awsSigV4": m})
             }
             Auth::Exchange(x) => x.to_json(),
@@ -478,6 +503,10 @@ impl Auth {
                 keys: AwsKeys::WebIdentity(w),
                 ..
             } => vec![w.token.host(), &w.sts.host],
+            Auth::AwsSigV4 {
+                keys: AwsKeys::AssumeRole { sts, .. },
+                ..
+            } => vec![&sts.host],
             _ => Vec::new(),
         }
     }
@@ -516,15 +545,26 @@ impl Auth {
                     ..(**w).clone()
                 })),
             },
-            Auth::AwsSigV4 { region, .. } => Auth::AwsSigV4 {
-                region: region.clone(),
-                keys: match source {
+            Auth::AwsSigV4 { region, keys } => {
+                let read = match source {
                     SecretSource::Env(name) => AwsKeys::Env { name, profile },
                     SecretSource::File(path) => AwsKeys::File { path, profile },
                     // Not a place the filter reads from: keep the keys as they were.
                     SecretSource::Value(_) => return self.clone(),
-                },
-            },
+                };
+                Auth::AwsSigV4 {
+                    region: region.clone(),
+                    keys: match keys {
+                        // The role's base keys are what is read.
+                        AwsKeys::AssumeRole { role_arn, sts, .. } => AwsKeys::AssumeRole {
+                            base: Box::new(read),
+                            role_arn: role_arn.clone(),
+                            sts: sts.clone(),
+                        },
+                        _ => read,
+                    },
+                }
+            }
         }
     }
 
@@ -544,6 +584,14 @@ impl Auth {
                 keys: AwsKeys::WebIdentity(w),
                 ..
             } => value(&w.token.client_secret),
+            Auth::AwsSigV4 {
+                keys: AwsKeys::AssumeRole { base, .. },
+                region,
+            } => Auth::AwsSigV4 {
+                region: region.clone(),
+                keys: (**base).clone(),
+            }
+            .secret_text(),
             Auth::AwsSigV4 {
                 keys:
                     AwsKeys::Static {
@@ -579,6 +627,13 @@ impl Auth {
                 keys: AwsKeys::File { path: f, .. },
                 ..
             } => Some(f),
+            Auth::AwsSigV4 {
+                keys: AwsKeys::AssumeRole { base, .. },
+                ..
+            } => match &**base {
+                AwsKeys::File { path, .. } => Some(path),
+                _ => None,
+            },
             Auth::Exchange(x) => match x.secret() {
                 SecretSource::File(f) => Some(f),
                 _ => None,

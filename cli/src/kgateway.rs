@@ -7,7 +7,8 @@
 //! seconds, `timeouts`, `retry`, `headerModifiers`, DirectResponse `status`):
 //! see `cli/README.md` for which version each follows.
 //!
-//! AI backends with the `openai` provider become filter backends; the HTTPRoutes
+//! AI backends become filter backends, and so do AWS Backends (Lambda functions,
+//! invoked by the filter: see [`read_aws`] and [`lambda_creds`]); the HTTPRoutes
 //! whose backendRefs point at them are the routing source (models from their
 //! `x-ai-eg-model` matches, else the backend's configured model). Policies map
 //! to native Envoy where Envoy has the feature; every field that is not mapped is
@@ -18,7 +19,9 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use crate::compile::{Plan, PlanBackend, PlanModel, PlanRoute, PlanRouteBackend};
-use crate::credentials::{authority, Auth, SecretSource, Secrets};
+use crate::credentials::{
+    authority, Auth, AwsKeys, Callout, SecretSource, Secrets, CREDENTIALS_FILE_ANNOTATION,
+};
 use crate::diag::{Diagnostic, Reporter, ResourceId, Source};
 use crate::manifest::SecretValue;
 use crate::read::{at, join, Obj};
@@ -94,10 +97,41 @@ pub enum AuthToken {
     Passthrough,
 }
 
+/// An AWS Lambda function (`Backend` type `AWS`, `spec.aws.lambda`, or the seed's
+/// `spec.aws.lambdaFunctionName`), invoked by the filter as a backend of schema
+/// OpenAI.
+#[derive(Clone, Debug)]
+pub struct Lambda {
+    pub region: String,
+    /// The function's ARN when the account is known, else its name.
+    pub function: String,
+    pub qualifier: Option<String>,
+    /// `Async`, or `None` for Sync.
+    pub invocation_mode: Option<String>,
+    /// `endpointURL`, else Lambda's public endpoint of the region.
+    pub host: Host,
+    pub auth: LambdaAuth,
+    /// `spec.aws` and the field the function name came from.
+    pub path: String,
+    pub name_path: String,
+}
+
+/// How a Lambda backend's invocations are signed.
+#[derive(Clone, Debug)]
+pub enum LambdaAuth {
+    /// The default credential chain (no `auth`).
+    Default,
+    /// `auth.secretRef`: keys `accessKey`, `secretKey`, `sessionToken`.
+    Secret(SecretRef),
+    /// `auth.assumeRole.roleArn` (or the seed's `roleArn`), with the ambient keys.
+    AssumeRole { role_arn: String, path: String },
+}
+
 #[derive(Debug)]
 pub enum BackendKind {
     Static(Vec<Host>),
-    Aws,
+    /// `None`: refused (already reported).
+    Aws(Option<Box<Lambda>>),
     /// `None`: the provider is refused (already reported).
     Ai(Option<Box<Provider>>),
     /// kgateway's CRD `ai.priorityGroups`: providers with their group's index
@@ -326,6 +360,200 @@ fn read_host(o: &Obj<'_, '_>, r: &mut Reporter<'_>) -> Option<Host> {
             port: port?,
         },
         tls,
+    })
+}
+
+/// `spec.aws` of a Backend of type AWS: kgateway's CRD (`lambda`, `auth`,
+/// deprecated `accountId`) or the seed's (`lambdaFunctionName`, `roleArn`,
+/// `accountId`). EC2 discovery is not compiled.
+fn read_aws(s: &Obj<'_, '_>, ns: &str, r: &mut Reporter<'_>) -> Option<Lambda> {
+    if s.has("ec2") {
+        r.error(
+            s.path("ec2"),
+            "not compiled: EC2 instance discovery is not a model backend; the filter invokes Lambda functions",
+        );
+        return None;
+    }
+    let region = s.str_opt("region", r).unwrap_or("us-east-1").to_string();
+    if !region
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        || region.is_empty()
+    {
+        r.error(s.path("region"), "must be an AWS region such as us-east-1");
+        return None;
+    }
+    let mut account = s.str_opt("accountId", r).map(str::to_string);
+    let (mut qualifier, mut invocation_mode, mut endpoint) = (None, None, None);
+    let (name, name_path) = match (s.get("lambda"), s.has("lambdaFunctionName")) {
+        (Some(_), true) => {
+            r.error(
+                s.path("lambdaFunctionName"),
+                "give lambda.functionName or the seed's lambdaFunctionName, not both",
+            );
+            return None;
+        }
+        (None, false) => {
+            r.error(
+                s.path("lambda"),
+                "is required (or the seed's lambdaFunctionName)",
+            );
+            return None;
+        }
+        (None, true) => (
+            s.str_req("lambdaFunctionName", r).map(str::to_string),
+            s.path("lambdaFunctionName"),
+        ),
+        (Some(v), false) => {
+            let lp = s.path("lambda");
+            let l = Obj::new(
+                v,
+                &lp,
+                &[
+                    "functionName",
+                    "qualifier",
+                    "invocationMode",
+                    "endpointURL",
+                    "accountId",
+                    "payloadTransformMode",
+                ],
+                r,
+            )?;
+            let name = l.str_req("functionName", r).map(str::to_string);
+            if let Some(a) = l.str_opt("accountId", r) {
+                account = Some(a.to_string());
+            }
+            qualifier = l.str_opt("qualifier", r).map(str::to_string);
+            invocation_mode = enum_value(&l, "invocationMode", &["Sync", "Async"], false, r)
+                .filter(|m| m == "Async");
+            if let Some(url) = l.str_opt("endpointURL", r) {
+                match crate::credentials::Callout::parse(url) {
+                    Ok(c) => endpoint = Some((c.host, l.path("endpointURL"))),
+                    Err(e) => {
+                        r.error(l.path("endpointURL"), e);
+                        return None;
+                    }
+                }
+            }
+            if enum_value(&l, "payloadTransformMode", &["None", "Envoy"], false, r).as_deref()
+                != Some("None")
+            {
+                r.warn(
+                    l.path("payloadTransformMode"),
+                    "not mapped: the function gets the request's body itself (an OpenAI request) and its payload is the answer, as with payloadTransformMode None",
+                );
+            }
+            (name, l.path("functionName"))
+        }
+    };
+    let name = name?;
+    if name.is_empty()
+        || name.len() > 140
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        r.error(
+            name_path.as_str(),
+            "must be a function name: 1 to 140 letters, digits, '-' or '_'",
+        );
+        return None;
+    }
+    if let Some(q) = &qualifier {
+        let ok = q == "$LATEST"
+            || (!q.is_empty()
+                && q.len() <= 128
+                && q.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        if !ok {
+            r.error(
+                s.path("lambda.qualifier"),
+                "must be a version, an alias or $LATEST",
+            );
+            return None;
+        }
+    }
+    let function = match &account {
+        Some(a) if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) => {
+            let partition = if region.starts_with("cn-") {
+                "aws-cn"
+            } else if region.starts_with("us-gov-") {
+                "aws-us-gov"
+            } else {
+                "aws"
+            };
+            format!("arn:{partition}:lambda:{region}:{a}:function:{name}")
+        }
+        Some(_) => {
+            r.error(
+                s.path("lambda.accountId"),
+                "must be a 12-digit AWS account id",
+            );
+            return None;
+        }
+        None => name,
+    };
+    let host = match endpoint {
+        Some((h, _)) => Host {
+            endpoint: Endpoint {
+                address: host_of(&h.host),
+                port: h.port,
+            },
+            tls: h.tls.then(Tls::default),
+        },
+        None => Host {
+            endpoint: Endpoint {
+                address: Address::Fqdn(aigw_filter::translate::lambda::default_host(&region)),
+                port: 443,
+            },
+            tls: Some(Tls::default()),
+        },
+    };
+    let mut auth = LambdaAuth::Default;
+    if let Some(role) = s.str_opt("roleArn", r) {
+        auth = LambdaAuth::AssumeRole {
+            role_arn: role.to_string(),
+            path: s.path("roleArn"),
+        };
+    }
+    if let Some(v) = s.get("auth") {
+        let ap = s.path("auth");
+        let a = Obj::new(v, &ap, &["type", "secretRef", "assumeRole"], r)?;
+        if s.has("roleArn") {
+            r.error(ap.as_str(), "give auth or the seed's roleArn, not both");
+            return None;
+        }
+        match enum_value(&a, "type", &["Secret", "AssumeRole"], true, r)?.as_str() {
+            "Secret" => {
+                if !a.has("secretRef") {
+                    r.error(a.path("secretRef"), "is required with type Secret");
+                    return None;
+                }
+                auth = LambdaAuth::Secret(secret_ref(&a, "secretRef", ns, r)?);
+            }
+            _ => {
+                let rp = a.path("assumeRole");
+                let Some(rv) = a.get("assumeRole") else {
+                    r.error(rp, "is required with type AssumeRole");
+                    return None;
+                };
+                let ro = Obj::new(rv, &rp, &["roleArn"], r)?;
+                auth = LambdaAuth::AssumeRole {
+                    role_arn: ro.str_req("roleArn", r)?.to_string(),
+                    path: ro.path("roleArn"),
+                };
+            }
+        }
+    }
+    Some(Lambda {
+        region,
+        function,
+        qualifier,
+        invocation_mode,
+        host,
+        auth,
+        path: s.path("").trim_end_matches('.').to_string(),
+        name_path,
     })
 }
 
@@ -967,16 +1195,20 @@ pub(crate) fn read(
                     let Some(s) = Obj::new(
                         sub,
                         &p,
-                        &["region", "lambdaFunctionName", "accountId", "roleArn"],
+                        &[
+                            "region",
+                            "lambdaFunctionName",
+                            "accountId",
+                            "roleArn",
+                            "lambda",
+                            "ec2",
+                            "auth",
+                        ],
                         r,
                     ) else {
                         return;
                     };
-                    s.str_req("region", r);
-                    s.str_req("lambdaFunctionName", r);
-                    s.str_opt("accountId", r);
-                    s.str_opt("roleArn", r);
-                    BackendKind::Aws
+                    BackendKind::Aws(read_aws(&s, &ns, r).map(Box::new))
                 }
                 _ => {
                     let Some(s) = Obj::new(sub, &p, &["provider", "llm", "priorityGroups"], r)
@@ -2150,6 +2382,109 @@ fn provider_creds(
     }
 }
 
+/// How the filter signs a Lambda backend's invocations: keys from the Secret, or
+/// a role assumed with base keys from the file the Backend's
+/// [`CREDENTIALS_FILE_ANNOTATION`] names (the ambient credentials kgateway would
+/// use are not available to the filter: without it, a not-enforced warning).
+fn lambda_creds(
+    l: &Lambda,
+    meta: &Meta,
+    secrets: &Secrets<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Auth> {
+    let mut r = crate::compile::reporter(meta, diags);
+    let file = meta
+        .annotations
+        .get(CREDENTIALS_FILE_ANNOTATION)
+        .map(|path| AwsKeys::File {
+            path: path.clone(),
+            profile: None,
+        });
+    let keys = match &l.auth {
+        LambdaAuth::Secret(s) => {
+            let value = |key: &str| secrets.value(&s.namespace, &s.name, key);
+            match (value("accessKey"), value("secretKey")) {
+                (Ok(id), Ok(secret)) => AwsKeys::Static {
+                    access_key_id: id,
+                    secret_access_key: secret,
+                    session_token: value("sessionToken").ok(),
+                },
+                (Err(e), _) | (_, Err(e)) => {
+                    r.error(s.path.as_str(), e);
+                    return None;
+                }
+            }
+        }
+        LambdaAuth::AssumeRole { role_arn, path } => {
+            let Some(base) = file else {
+                r.warn(path.as_str(), format!("not enforced: the role is assumed with the AWS default credential chain, which is not available to the filter, so invocations of {} are not signed; set the {CREDENTIALS_FILE_ANNOTATION} annotation to a credentials file with the base keys, or auth type Secret", l.function));
+                return None;
+            };
+            let sts = format!("https://sts.{}.amazonaws.com/", l.region);
+            match Callout::parse(&sts) {
+                Ok(sts) => AwsKeys::AssumeRole {
+                    base: Box::new(base),
+                    role_arn: role_arn.clone(),
+                    sts,
+                },
+                Err(e) => {
+                    r.error(path.as_str(), e);
+                    return None;
+                }
+            }
+        }
+        LambdaAuth::Default => match file {
+            Some(keys) => keys,
+            None => {
+                r.warn(format!("{}.auth", l.path), format!("not enforced: the AWS default credential chain is not available to the filter, so invocations of {} are not signed; set auth type Secret or the {CREDENTIALS_FILE_ANNOTATION} annotation", l.function));
+                return None;
+            }
+        },
+    };
+    Some(Auth::AwsSigV4 { region: None, keys })
+}
+
+/// A Lambda Backend as a filter backend of schema OpenAI invoking its function.
+fn push_lambda(
+    plan: &mut Plan,
+    name: String,
+    l: &Lambda,
+    auth: &Option<Auth>,
+    origin: &(Source, ResourceId),
+) -> usize {
+    if let Some(i) = plan.backends.iter().position(|b| b.name == name) {
+        return i;
+    }
+    let h = &l.host;
+    let mut b = PlanBackend::new(
+        name,
+        "OpenAI",
+        vec![h.endpoint.clone()],
+        h.tls.clone(),
+        origin.clone(),
+    );
+    b.region = Some(l.region.clone());
+    b.host = Some(match &h.endpoint.address {
+        Address::Fqdn(n) => authority(n, h.endpoint.port, h.tls.is_some()),
+        Address::Ip(a) => authority(a, h.endpoint.port, h.tls.is_some()),
+    });
+    b.auth = auth.clone();
+    let mut lambda = json!({"functionName": l.function});
+    if let Some(q) = &l.qualifier {
+        lambda["qualifier"] = json!(q);
+    }
+    if let Some(m) = &l.invocation_mode {
+        lambda["invocationMode"] = json!(m);
+    }
+    b.lambda = Some(lambda);
+    b.part_origins
+        .push(("auth".into(), origin.clone(), format!("{}.auth", l.path)));
+    b.part_origins
+        .push(("lambda".into(), origin.clone(), l.path.clone()));
+    plan.backends.push(b);
+    plan.backends.len() - 1
+}
+
 fn push_backend(
     plan: &mut Plan,
     name: String,
@@ -2205,6 +2540,7 @@ pub(crate) fn plan(
         .iter()
         .map(|b| match &b.kind {
             BackendKind::Ai(Some(p)) => provider_creds(p, &b.meta, secrets, diags),
+            BackendKind::Aws(Some(l)) => (lambda_creds(l, &b.meta, secrets, diags), false),
             _ => (None, false),
         })
         .collect();
@@ -2242,7 +2578,7 @@ pub(crate) fn plan(
                         g.namespace, g.name
                     ),
                 ),
-                Some(&i) if matches!(kg.backends[i].kind, BackendKind::Aws) => r.error(
+                Some(&i) if matches!(kg.backends[i].kind, BackendKind::Aws(_)) => r.error(
                     format!("{}.name", g.path),
                     "an AWS Lambda backend cannot serve an AI provider group",
                 ),
@@ -2334,7 +2670,16 @@ pub(crate) fn plan(
                                 let idx = push_backend(plan, bname, p, &p.hosts, &be_creds[bi], &(b.meta.source.clone(), b.meta.id.clone()));
                                 add(idx, 1, 0, &mut r);
                             }
-                            BackendKind::Ai(None) => {}
+                            BackendKind::Ai(None) | BackendKind::Aws(None) => {}
+                            BackendKind::Aws(Some(l)) => {
+                                // A function serves no named model: the rule's model
+                                // matches, else its name.
+                                let short = l.function.rsplit(':').next().unwrap_or(&l.function);
+                                configured.push((short.to_string(), l.name_path.clone()));
+                                let bname = format!("{}.{}", b.meta.id.name, b.meta.id.namespace);
+                                let idx = push_lambda(plan, bname, l, &be_creds[bi].0, &(b.meta.source.clone(), b.meta.id.clone()));
+                                add(idx, 1, 0, &mut r);
+                            }
                             BackendKind::AiGroups(members) => {
                                 let origin = (b.meta.source.clone(), b.meta.id.clone());
                                 for (j, m) in members.iter().enumerate() {
@@ -2513,12 +2858,10 @@ pub(crate) fn plan(
     }
     for (i, b) in kg.backends.iter().enumerate() {
         if !used_be[i] && be_ix.get(&key(&b.meta)) == Some(&i) {
-            let why = if matches!(b.kind, BackendKind::Aws) {
-                "AWS Lambda backends are not compiled (the filter serves OpenAI-compatible routes)"
-            } else {
-                "not referenced by any HTTPRoute or AIBackend; not compiled"
-            };
-            crate::compile::reporter(&b.meta, diags).warn("", why);
+            crate::compile::reporter(&b.meta, diags).warn(
+                "",
+                "not referenced by any HTTPRoute or AIBackend; not compiled",
+            );
         }
     }
     for (i, b) in kg.ai_backends.iter().enumerate() {

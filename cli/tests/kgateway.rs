@@ -122,7 +122,43 @@ fn each_rule_reports_its_field() {
                 json!({"type": "AWS", "aws": {"region": "us-east-1"}}),
             ),
             "Backend",
-            "spec.aws.lambdaFunctionName",
+            "spec.aws.lambda",
+            "is required",
+        ),
+        (
+            edit(SIM, "/spec", json!({"type": "AWS", "aws": {"ec2": {}}})),
+            "Backend",
+            "spec.aws.ec2",
+            "EC2",
+        ),
+        (
+            edit(
+                SIM,
+                "/spec",
+                json!({"type": "AWS", "aws": {"lambda": {"functionName": "a/b"}}}),
+            ),
+            "Backend",
+            "spec.aws.lambda.functionName",
+            "function name",
+        ),
+        (
+            edit(
+                SIM,
+                "/spec",
+                json!({"type": "AWS", "aws": {"accountId": "12", "lambda": {"functionName": "f"}}}),
+            ),
+            "Backend",
+            "spec.aws.lambda.accountId",
+            "12-digit",
+        ),
+        (
+            edit(
+                SIM,
+                "/spec",
+                json!({"type": "AWS", "aws": {"lambda": {"functionName": "f"}, "auth": {"type": "Secret"}}}),
+            ),
+            "Backend",
+            "spec.aws.auth.secretRef",
             "is required",
         ),
         (
@@ -1234,4 +1270,48 @@ fn crd_shapes_map_and_report_their_fields() {
         ),
     ];
     common::assert_error_cases(&cases, base, manifests, "not-a-real");
+}
+
+#[test]
+fn lambda_seed_and_crd_shapes_compile_alike() {
+    let route = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "r", "namespace": "ai"},
+        "spec": {"parentRefs": [{"name": "kgateway"}], "rules": [{
+            "matches": [{"headers": [{"type": "Exact", "name": "x-ai-eg-model", "value": "fn-model"}]}],
+            "backendRefs": [{"group": "gateway.kgateway.dev", "kind": "Backend", "name": "fn"}]}]}});
+    let backend = |aws: Value| {
+        json!({"apiVersion": "gateway.kgateway.dev/v1alpha1", "kind": "Backend",
+            "metadata": {"name": "fn", "namespace": "ai",
+                         "annotations": {"aigw.io/credentials-file": "/var/run/aws/credentials"}},
+            "spec": {"type": "AWS", "aws": aws}})
+    };
+    let seed = backend(
+        json!({"region": "eu-central-1", "lambdaFunctionName": "chat",
+        "accountId": "123456789012", "roleArn": "arn:aws:iam::123456789012:role/invoker"}),
+    );
+    let crd = backend(json!({"region": "eu-central-1",
+        "lambda": {"functionName": "chat", "accountId": "123456789012", "payloadTransformMode": "None"},
+        "auth": {"type": "AssumeRole", "assumeRole": {"roleArn": "arn:aws:iam::123456789012:role/invoker"}}}));
+    let seed = compile(&manifests(vec![route.clone(), seed])).unwrap_or_else(|d| panic!("{d:#?}"));
+    let crd = compile(&manifests(vec![route, crd])).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert_eq!(seed.config, crd.config);
+    assert_eq!(seed.bootstrap_yaml, crd.bootstrap_yaml);
+    let b = &crd.config["backends"][0];
+    assert_eq!(
+        b["lambda"],
+        json!({"functionName": "arn:aws:lambda:eu-central-1:123456789012:function:chat"})
+    );
+    assert_eq!(b["host"], "lambda.eu-central-1.amazonaws.com");
+    assert_eq!(
+        b["auth"]["awsSigV4"]["assumeRole"]["sts"]["url"],
+        "https://sts.eu-central-1.amazonaws.com/"
+    );
+    assert_eq!(crd.config["routes"][0]["models"], json!(["fn-model"]));
+    assert!(
+        !crd.warnings.iter().any(|w| w.message.contains("Lambda")),
+        "{:?}",
+        crd.warnings
+    );
+    // The filter loads what the compiler wrote.
+    aigw_filter::config::Config::from_json(crd.config_json.as_bytes()).unwrap();
 }

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import unquote
 
-from . import anthropic, bedrock, cohere, faults, gemini, openai
+from . import anthropic, awslambda, bedrock, cohere, faults, gemini, openai
 from .core import BadRequest, Ctx, Knobs, Reject, Request, Response, is_json_content_type, json_response, opt_int
 from .issued import ENTRA, GOOGLE, Issued, IssuedStore
 from .sigv4 import AwsCredentials, SigError, verify
@@ -37,7 +37,7 @@ REASONS = {
 @dataclass
 class Route:
     provider: str         # recorded as `provider`
-    family: str           # error format and auth: openai azure anthropic bedrock google
+    family: str           # error format and auth: openai azure anthropic bedrock google lambda
     operation: str
     model: str | None = None
     vertex: bool = False  # Google auth (bearer) for the google and anthropic families
@@ -60,6 +60,9 @@ ANY_METHOD = {"files"}
 
 
 def route(path: str) -> Route | None:
+    function = awslambda.function_name(path)
+    if function is not None:
+        return Route("lambda", "lambda", "invoke", function)
     m = _AZURE.match(path)
     if m:
         return Route("azure-openai", "azure", OPS[m.group(2)], unquote(m.group(1)))
@@ -121,6 +124,8 @@ def provider_error(rt: Route | None, status: int, message: str, etype: str | Non
         return anthropic.error(status, message, etype)
     if family == "bedrock":
         return bedrock.error(status, message, etype)
+    if family == "lambda":
+        return awslambda.error(status, message, etype)
     if family == "google":
         return gemini.error(status, message, etype)
     if etype == "invalid_api_key":
@@ -263,13 +268,14 @@ def check_auth(req: Request, rt: Route, exp: Expectations, store: IssuedStore | 
                          "Please use API Key or other form of API consumer identity to call this API.",
                          "UNAUTHENTICATED")
         return None
-    if rt.family == "bedrock":
+    if rt.family in ("bedrock", "lambda"):
+        service = rt.family
         m = _SIGV4_AKID.search(req.header("authorization") or "")
         tok = store.aws_key(m.group(1) if m else None)
         if tok is not None:
             if tok.expired():
                 raise SigError("ExpiredTokenException", "The security token included in the request is expired")
-            verify(req, [tok.aws_credentials()])
+            verify(req, [tok.aws_credentials()], service)
             return tok
         creds = exp.aws_creds(label)
         if creds is None and keys is None and not require:
@@ -281,7 +287,7 @@ def check_auth(req: Request, rt: Route, exp: Expectations, store: IssuedStore | 
             raise SigError("UnrecognizedClientException", "Invalid API Key format: the key is not known.")
         if creds is None and not require:
             raise SigError("MissingAuthenticationTokenException", "Missing Authentication Token")
-        verify(req, creds or [])
+        verify(req, creds or [], service)
     return None
 
 
@@ -308,6 +314,8 @@ def shape_check(ctx: Ctx, rt: Route) -> None:
         anthropic.check(ctx, doc, "bedrock")
     elif rt.family == "google" and rt.operation in ("generateContent", "streamGenerateContent"):
         gemini.check(ctx, doc)
+    elif rt.family == "lambda":
+        openai.check(ctx, "chat", doc, False)
 
 
 # ---- the simulator ------------------------------------------------------------------
@@ -428,6 +436,9 @@ class Simulator:
             if resp.status >= 400 and not any(k == "x-amzn-errortype" for k, _ in resp.extra_headers):
                 resp.extra_headers.append(bedrock.errortype_header(knobs.error_type or
                                                                   bedrock.error_type(resp.status)))
+        if rt is not None and rt.family == "lambda":
+            if not any(k == "x-amzn-requestid" for k, _ in resp.extra_headers):
+                resp.extra_headers.append(bedrock.request_id(self.counter))
         if resp.sent is not None:
             record.update(resp.sent)
         record["response"] = {"status": resp.status, "usage": resp.usage}
@@ -524,6 +535,8 @@ class Simulator:
             if rt.operation.startswith("converse"):
                 return bedrock.converse(ctx, rt.model, rt.operation == "converse-stream", n)
             return bedrock.invoke(ctx, rt.model, rt.operation == "invoke-with-response-stream", n)
+        if rt.family == "lambda":
+            return awslambda.invoke(ctx, n)
         if rt.family == "google":
             if rt.operation in ("generateContent", "streamGenerateContent"):
                 return gemini.generate(ctx, rt.model, rt.operation == "streamGenerateContent", rt.vertex, n)

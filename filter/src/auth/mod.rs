@@ -25,6 +25,8 @@ pub struct Outgoing<'a> {
     /// `:path` with its query string, as sent.
     pub path: &'a str,
     pub content_type: Option<&'a str>,
+    /// Further headers SigV4 signs, as sent (Lambda's `x-amz-invocation-type`).
+    pub signed: &'a [(&'a str, &'a str)],
     pub body: &'a [u8],
     /// Wall-clock time, seconds since the Unix epoch (SigV4).
     pub unix_seconds: u64,
@@ -147,6 +149,7 @@ pub fn headers(
             if let Some(ct) = req.content_type {
                 signed.push(("content-type", ct));
             }
+            signed.extend_from_slice(req.signed);
             let out = sigv4::sign(
                 &SignableRequest {
                     method: req.method,
@@ -277,6 +280,7 @@ mod tests {
             authority: "bedrock-runtime.us-east-1.amazonaws.com",
             path: "/model/m/converse",
             content_type: Some("application/json"),
+            signed: &[],
             body,
             unix_seconds: 1_700_000_000,
         }

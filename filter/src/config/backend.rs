@@ -183,6 +183,26 @@ impl BodyMutation {
     }
 }
 
+/// An AWS Lambda function a backend's requests invoke (`backends[].lambda`): the
+/// function gets the request body for the backend's schema and answers for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LambdaFunction {
+    /// A name, a partial ARN (`123456789012:function:name`) or a full ARN.
+    pub function_name: String,
+    /// A version or alias (`Qualifier` query parameter).
+    pub qualifier: Option<String>,
+    pub invocation: InvocationMode,
+}
+
+/// How a Lambda function is invoked (`X-Amz-Invocation-Type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvocationMode {
+    /// `RequestResponse`: the function's answer is the client's.
+    Sync,
+    /// `Event`: queued; the client gets Lambda's 202 with no body.
+    Async,
+}
+
 /// One provider endpoint the gateway can send a request to.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Backend {
@@ -202,6 +222,8 @@ pub struct Backend {
     pub body_mutation: BodyMutation,
     /// What its answers cost, before the document's and the catalog's prices.
     pub prices: Vec<ModelPrice>,
+    /// Reached by invoking this AWS Lambda function (SigV4, service `lambda`).
+    pub lambda: Option<LambdaFunction>,
 }
 
 impl Backend {
@@ -294,6 +316,84 @@ pub(crate) struct RawBackend {
     body_mutation: Option<RawBodyMutation>,
     #[serde(default)]
     prices: Vec<RawPrice>,
+    #[serde(default)]
+    lambda: Option<RawLambda>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawLambda {
+    function_name: String,
+    #[serde(default)]
+    qualifier: Option<String>,
+    #[serde(default)]
+    invocation_mode: Option<String>,
+}
+
+impl RawLambda {
+    fn compile(self, p: &str) -> Result<LambdaFunction, ConfigError> {
+        // Lambda's own limits: a name of letters, digits, '-' and '_', up to 64
+        // characters, or an ARN (':'-separated) of one, up to 170 in all.
+        let name = &self.function_name;
+        let ok = !name.is_empty()
+            && name.len() <= 170
+            && name.split(':').all(|part| {
+                !part.is_empty() && part.bytes().all(lambda_name_byte) || part == "$LATEST"
+            });
+        if !ok {
+            return Err(err(
+                format!("{p}.functionName"),
+                "must be a function name (letters, digits, '-', '_') or its ARN",
+            ));
+        }
+        let qualifier = match self.qualifier {
+            None => None,
+            Some(q) => {
+                let ok = q == "$LATEST"
+                    || (!q.is_empty() && q.len() <= 128 && q.bytes().all(lambda_name_byte));
+                if !ok {
+                    return Err(err(
+                        format!("{p}.qualifier"),
+                        "must be a version, an alias (letters, digits, '-', '_') or $LATEST",
+                    ));
+                }
+                Some(q)
+            }
+        };
+        let invocation = match self.invocation_mode.as_deref() {
+            None | Some("Sync") => InvocationMode::Sync,
+            Some("Async") => InvocationMode::Async,
+            Some(other) => {
+                return Err(err(
+                    format!("{p}.invocationMode"),
+                    format!("unsupported mode '{other}', expected Sync or Async"),
+                ))
+            }
+        };
+        Ok(LambdaFunction {
+            function_name: self.function_name,
+            qualifier,
+            invocation,
+        })
+    }
+}
+
+/// A Lambda backend's invocation type is the gateway's to set (`invocationMode`),
+/// and is signed with the request.
+fn lambda_owned(lambda: bool, name: &str, path: &str) -> Result<(), ConfigError> {
+    if lambda && name == crate::translate::lambda::INVOCATION_TYPE_HEADER {
+        return Err(err(
+            path,
+            format!(
+                "'{name}' is set by the gateway for a Lambda backend: use lambda.invocationMode"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn lambda_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
 
 #[derive(Deserialize)]
@@ -568,17 +668,70 @@ impl RawBackend {
                 ));
             }
         }
-        let host = self.host.or_else(|| schema.default_host(region.as_deref()));
-
+        let lambda = match self.lambda {
+            None => None,
+            Some(l) => {
+                let lp = format!("{p}.lambda");
+                if !matches!(
+                    schema,
+                    BackendSchema::OpenAI { .. } | BackendSchema::Anthropic { .. }
+                ) {
+                    return Err(err(
+                        sp,
+                        "a Lambda function is given the request of an OpenAI or Anthropic schema: use one of those",
+                    ));
+                }
+                Some(l.compile(&lp)?)
+            }
+        };
         let auth = match self.auth {
             None => None,
             Some(a) => Some(compile_auth(
                 a,
                 &schema,
                 region.as_deref(),
+                if lambda.is_some() {
+                    "lambda"
+                } else {
+                    "bedrock"
+                },
                 &format!("{p}.auth"),
             )?),
         };
+        let host = match (self.host, &lambda) {
+            (Some(h), _) => Some(h),
+            (None, Some(_)) => {
+                // The signing region, else the backend's.
+                let signing = match &auth {
+                    Some(Auth::AwsSigV4 { region, .. }) => Some(region.as_str()),
+                    _ => None,
+                };
+                signing
+                    .or(region.as_deref())
+                    .map(crate::translate::lambda::default_host)
+            }
+            (None, None) => schema.default_host(region.as_deref()),
+        };
+        if lambda.is_some() {
+            if matches!(&auth, Some(a) if !matches!(a, Auth::AwsSigV4 { .. })) {
+                return Err(err(
+                    format!("{p}.auth"),
+                    "a Lambda backend is signed with SigV4: use awsSigV4",
+                ));
+            }
+            if host.is_none() {
+                return Err(err(
+                    format!("{p}.region"),
+                    "a Lambda backend needs 'region' (or 'host') to know where to send requests",
+                ));
+            }
+            if self.credential_override.is_some() {
+                return Err(err(
+                    format!("{p}.credentialOverride"),
+                    "a per-request credential cannot invoke a Lambda function",
+                ));
+            }
+        }
         if matches!(
             schema,
             BackendSchema::AwsBedrock | BackendSchema::AwsAnthropic { .. }
@@ -618,6 +771,7 @@ impl RawBackend {
                     ));
                 }
                 header_value(&h.value, &format!("{path}.value"))?;
+                lambda_owned(lambda.is_some(), &name, &format!("{path}.name"))?;
                 header_mutation.set.push((name, h.value));
             }
             for (i, h) in m.remove.into_iter().enumerate() {
@@ -626,6 +780,7 @@ impl RawBackend {
                 if reserved_header(&name) {
                     return Err(err(path, format!("'{name}' is needed by the gateway")));
                 }
+                lambda_owned(lambda.is_some(), &name, &path)?;
                 header_mutation.remove.push(name);
             }
         }
@@ -665,6 +820,7 @@ impl RawBackend {
             header_mutation,
             body_mutation,
             prices,
+            lambda,
         })
     }
 }
@@ -673,6 +829,7 @@ fn compile_auth(
     a: RawAuth,
     schema: &BackendSchema,
     region: Option<&str>,
+    default_service: &str,
     p: &str,
 ) -> Result<Auth, ConfigError> {
     let given = [
@@ -750,7 +907,7 @@ fn compile_auth(
     let service = s
         .service
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "bedrock".into());
+        .unwrap_or_else(|| default_service.into());
     let shared = match (s.credentials_file, s.credentials_env) {
         (Some(f), None) if !f.is_empty() => Some(Secret::File(f)),
         (Some(_), None) => return Err(err(format!("{path}.credentialsFile"), "must not be empty")),

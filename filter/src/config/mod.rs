@@ -827,6 +827,22 @@ impl RawConfig {
             )?;
             let passthrough =
                 compile_passthrough(r.passthrough, &routes, &format!("{p}.passthrough"))?;
+            if !passthrough.is_empty() {
+                // Another path to Lambda's API, signed with the gateway's keys, would
+                // be any call a client likes (list, update, invoke another function).
+                if let Some(rb) = rbs
+                    .iter()
+                    .find(|rb| backends[backend_index[&rb.name]].lambda.is_some())
+                {
+                    return Err(err(
+                        format!("{p}.passthrough"),
+                        format!(
+                            "backend '{}' is an AWS Lambda function: it takes invocations only",
+                            rb.name
+                        ),
+                    ));
+                }
+            }
             routes.push(Route {
                 name: r.name,
                 models: r.models,
@@ -1038,6 +1054,89 @@ mod tests {
     fn syntax_error_is_refused() {
         let e = Config::from_json(b"{\"version\": ").unwrap_err();
         assert!(e.message.contains("EOF"), "{e}");
+    }
+
+    #[test]
+    fn lambda_backends_are_checked_at_load() {
+        let lambda = |extra: serde_json::Value| {
+            let mut b = serde_json::json!({"name": "fn", "schema": {"name": "OpenAI"},
+                "region": "us-east-1", "lambda": {"functionName": "chat-fn"}});
+            for (k, v) in extra.as_object().unwrap() {
+                b[k] = v.clone();
+            }
+            let doc = serde_json::json!({"version": "v1", "backends": [b]});
+            Config::from_json(&serde_json::to_vec(&doc).unwrap())
+        };
+        let c = lambda(serde_json::json!({
+            "auth": {"awsSigV4": {"accessKeyId": "a", "secretAccessKey": "s"}}}))
+        .unwrap();
+        let b = &c.backends[0];
+        assert_eq!(b.host.as_deref(), Some("lambda.us-east-1.amazonaws.com"));
+        assert!(
+            matches!(&b.auth, Some(crate::config::backend::Auth::AwsSigV4 { service, .. }) if service == "lambda")
+        );
+        let f = b.lambda.as_ref().unwrap();
+        assert_eq!(f.invocation, crate::config::backend::InvocationMode::Sync);
+        let bad: Vec<(serde_json::Value, &str)> = vec![
+            (
+                serde_json::json!({"lambda": {"functionName": "a/b"}}),
+                "backends[0].lambda.functionName",
+            ),
+            (
+                serde_json::json!({"lambda": {"functionName": ""}}),
+                "backends[0].lambda.functionName",
+            ),
+            (
+                serde_json::json!({"lambda": {"functionName": "f", "qualifier": "v 1"}}),
+                "backends[0].lambda.qualifier",
+            ),
+            (
+                serde_json::json!({"lambda": {"functionName": "f", "invocationMode": "Later"}}),
+                "backends[0].lambda.invocationMode",
+            ),
+            (
+                serde_json::json!({"lambda": {"functionName": "f", "extra": 1}}),
+                "backends[0].lambda.extra",
+            ),
+            (
+                serde_json::json!({"schema": {"name": "AWSBedrock"}}),
+                "backends[0].schema.name",
+            ),
+            (serde_json::json!({"region": null}), "backends[0].region"),
+            (
+                serde_json::json!({"auth": {"apiKey": {"value": "k"}}}),
+                "backends[0].auth",
+            ),
+            (
+                serde_json::json!({"credentialOverride": {"header": "x-key"}}),
+                "backends[0].credentialOverride",
+            ),
+            (
+                serde_json::json!({"headerMutation": {"set": [{"name": "X-Amz-Invocation-Type", "value": "Event"}]}}),
+                "backends[0].headerMutation.set[0].name",
+            ),
+        ];
+        for (extra, path) in bad {
+            let e = lambda(extra.clone()).unwrap_err();
+            assert_eq!(e.path, path, "{extra}: {e}");
+        }
+        // No passthrough of other paths to Lambda's API.
+        let doc = serde_json::json!({"version": "v1",
+            "backends": [{"name": "fn", "schema": {"name": "OpenAI"}, "region": "us-east-1",
+                          "lambda": {"functionName": "f"}}],
+            "routes": [{"name": "r", "models": ["m"], "backends": [{"name": "fn"}],
+                        "passthrough": ["/v2/things"]}]});
+        let e = Config::from_json(&serde_json::to_vec(&doc).unwrap()).unwrap_err();
+        assert_eq!(e.path, "routes[0].passthrough", "{e}");
+        // ARNs, aliases, $LATEST and asynchronous invocation are fine.
+        let c = lambda(serde_json::json!({"lambda": {
+            "functionName": "arn:aws:lambda:us-east-1:123456789012:function:chat-fn",
+            "qualifier": "$LATEST", "invocationMode": "Async"}}))
+        .unwrap();
+        assert_eq!(
+            c.backends[0].lambda.as_ref().unwrap().invocation,
+            crate::config::backend::InvocationMode::Async
+        );
     }
 
     #[test]

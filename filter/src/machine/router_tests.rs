@@ -1036,3 +1036,126 @@ fn envoys_plain_text_errors_reach_the_client_in_its_schema() {
         );
     }
 }
+
+#[test]
+fn lambda_backends_invoke_the_function_signed_and_read_its_failures() {
+    let config = Arc::new(
+        Config::from_json(
+            br#"{"version": "v1", "routerOnly": true,
+            "backends": [{"name": "fn", "schema": {"name": "OpenAI"}, "region": "eu-west-1",
+              "lambda": {"functionName": "chat-fn", "qualifier": "live"},
+              "auth": {"awsSigV4": {"accessKeyId": "AKID", "secretAccessKey": "s"}}}],
+            "routes": [{"name": "r", "models": ["fn-model"], "backends": [{"name": "fn"}]}],
+            "llmRequestCosts": [{"metadataKey": "out", "type": "OutputToken"}]}"#,
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        config.backends[0].host.as_deref(),
+        Some("lambda.eu-west-1.amazonaws.com")
+    );
+    let send = |f: &mut HttpFilter, body: &[u8]| {
+        let mut out = Vec::new();
+        let h = [
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            (":authority", "gw"),
+            ("x-amz-log-type", "Tail"),
+        ];
+        assert_eq!(
+            f.on_request_headers(&h, false, t(0), &mut out),
+            Status::StopIteration
+        );
+        let _ = f.on_request_body(body, true, t(1), &mut out);
+        out
+    };
+    let set = |out: &[Action], name: &str| {
+        out.iter().rev().find_map(|a| match a {
+            Action::SetHeader { name: n, value } if n == name => Some(value.clone()),
+            _ => None,
+        })
+    };
+    let body = br#"{"model":"fn-model","messages":[{"role":"user","content":"hi"}]}"#;
+    let mut f = HttpFilter::new(config.clone(), FilterRole::Router);
+    f.set_unix_millis(1_700_000_000_000);
+    let out = send(&mut f, body);
+    assert_eq!(
+        set(&out, ":path").as_deref(),
+        Some("/2015-03-31/functions/chat-fn/invocations?Qualifier=live")
+    );
+    assert_eq!(
+        set(&out, "x-amz-invocation-type").as_deref(),
+        Some("RequestResponse")
+    );
+    let auth = set(&out, "authorization").unwrap();
+    assert!(
+        auth.contains("/eu-west-1/lambda/aws4_request")
+            && auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-invocation-type"),
+        "{auth}"
+    );
+    assert!(out.contains(&Action::RemoveHeader {
+        name: "x-amz-log-type".into()
+    }));
+
+    // The function's payload is the answer, metered.
+    let mut out = Vec::new();
+    let rh = [(":status", "200"), ("content-type", "application/json")];
+    let _ = f.on_response_headers(&rh, false, t(2), &mut out);
+    let answer = br#"{"id":"c","object":"chat.completion","created":1,"model":"fn-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+    let _ = f.on_response_body(answer, true, t(3), &mut out);
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::SetHeader { name, .. } if name == ":status")),
+        "{out:?}"
+    );
+    assert!(out.contains(&Action::SetMetadata {
+        key: "out".into(),
+        value: MetadataValue::Number(2.0)
+    }));
+
+    // A failed function: Lambda's 200 becomes a 502 in the client's schema, without
+    // the function's message or trace.
+    let mut f = HttpFilter::new(config.clone(), FilterRole::Router);
+    f.set_unix_millis(1_700_000_000_000);
+    let _ = send(&mut f, body);
+    let mut out = Vec::new();
+    let rh = [
+        (":status", "200"),
+        ("content-type", "application/json"),
+        ("x-amz-function-error", "Unhandled"),
+    ];
+    assert_eq!(
+        f.on_response_headers(&rh, false, t(2), &mut out),
+        Status::StopIteration
+    );
+    let failed = br#"{"errorMessage":"db password wrong","errorType":"RuntimeError","stackTrace":["app.py:1"]}"#;
+    out.clear();
+    let _ = f.on_response_body(failed, true, t(3), &mut out);
+    assert_eq!(set(&out, ":status").as_deref(), Some("502"));
+    let sent: Vec<u8> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::ReplaceBody(b) => Some(b.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let v: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+    assert_eq!(v["error"]["code"], "lambda_function_error");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("RuntimeError"));
+    assert!(!String::from_utf8_lossy(&sent).contains("password"));
+
+    // A stream is refused before anything is sent.
+    let mut f = HttpFilter::new(config, FilterRole::Router);
+    let out = send(
+        &mut f,
+        br#"{"model":"fn-model","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    assert!(f.replied());
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::SendLocalReply { status: 422, .. })));
+}

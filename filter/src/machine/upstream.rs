@@ -52,6 +52,9 @@ pub(crate) const TOUCHED_HEADERS: &[&str] = &[
     "x-amz-date",
     "x-amz-security-token",
     "x-amz-content-sha256",
+    "x-amz-invocation-type",
+    "x-amz-log-type",
+    "x-amz-client-context",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,6 +297,13 @@ impl Upstream {
             self.request.override_value = headers.get(name);
             out.push(Action::RemoveHeader { name: name.clone() });
         }
+        if backend.lambda.is_some() {
+            for name in crate::translate::lambda::CLIENT_HEADERS_REMOVED {
+                if headers.get(name).is_some() {
+                    out.push(Action::RemoveHeader { name: name.into() });
+                }
+            }
+        }
         if !backend.forward_client_credentials {
             for name in CLIENT_CREDENTIAL_HEADERS {
                 if headers.get(name).is_some() {
@@ -486,6 +496,13 @@ impl Upstream {
             (None, Some(b)) => b,
             (None, None) => &[],
         };
+        // The API's own `x-amz-*` headers are signed with the request.
+        let amz: Vec<(&str, &str)> = prepared
+            .headers
+            .iter()
+            .filter(|(n, _)| n.starts_with("x-amz-"))
+            .map(|(n, v)| (*n, v.as_str()))
+            .collect();
         let outgoing = Outgoing {
             method: &self.request.method,
             authority: &authority,
@@ -493,6 +510,7 @@ impl Upstream {
             content_type: content_type
                 .as_deref()
                 .or(original.map(|_| "application/json")),
+            signed: &amz,
             body,
             unix_seconds: self.unix_ms / 1000,
         };
@@ -565,7 +583,7 @@ impl Upstream {
             self.phase = Phase::Done;
             return Status::Continue;
         }
-        let ok = (200..300).contains(&self.status);
+        let ok = plan.succeeded(self.status, headers);
         let streamed = is_stream_content(headers);
         if ok && plan.answer_passes(streamed) {
             self.phase = Phase::Done;
@@ -813,7 +831,11 @@ impl Original<'_> {
 struct SavedHeaders(Vec<(&'static str, String)>);
 
 impl SavedHeaders {
-    const NAMES: [&'static str; 2] = ["content-type", "x-amzn-errortype"];
+    const NAMES: [&'static str; 3] = [
+        "content-type",
+        "x-amzn-errortype",
+        crate::translate::lambda::FUNCTION_ERROR_HEADER,
+    ];
 
     fn of(headers: &dyn Headers) -> Self {
         SavedHeaders(

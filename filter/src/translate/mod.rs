@@ -16,6 +16,7 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod gemini;
+pub mod lambda;
 pub mod openai;
 pub mod plan;
 pub mod responses;

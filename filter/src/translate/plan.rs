@@ -11,8 +11,8 @@ use crate::error::ClientSchema;
 use crate::host::Headers;
 use crate::schema::openai::{ChatCompletion, ChatCompletionRequest, EmbeddingsRequest};
 use crate::translate::{
-    anthropic, bedrock, encode_openai_sse, gemini, openai, responses, ChunkSource, ProviderError,
-    ResponseMeta, StreamItem, TranslateError, UpstreamRequest,
+    anthropic, bedrock, encode_openai_sse, gemini, lambda, openai, responses, ChunkSource,
+    ProviderError, ResponseMeta, StreamItem, TranslateError, UpstreamRequest,
 };
 
 /// The API a client called, as far as the upstream instance cares.
@@ -120,6 +120,8 @@ pub struct ResponsePlan {
     include_usage: bool,
     meta: ResponseMeta,
     max_event_bytes: usize,
+    /// The answer is an AWS Lambda invocation's (see [`lambda`]).
+    lambda: bool,
 }
 
 /// Which reader the provider's answer needs.
@@ -174,7 +176,7 @@ pub fn needs_body(api: ClientApi, backend: &Backend) -> bool {
             BackendSchema::OpenAI { .. } | BackendSchema::Mistral
         ),
     };
-    !(passthrough && untouched && !signed)
+    !(passthrough && untouched && !signed && backend.lambda.is_none())
 }
 
 /// The request when the body is not needed ([`needs_body`] is false).
@@ -202,6 +204,27 @@ pub fn prepare(a: &Attempt<'_>, body: &[u8]) -> Result<Prepared, TranslateError>
         .to_string();
     let schema = &a.backend.schema;
     let mut prepared = match a.api {
+        // A function sees the body, not the path: it is given chat requests only
+        // (its schema's), which no other endpoint's body can be taken for.
+        ClientApi::Completions
+        | ClientApi::Embeddings
+        | ClientApi::Rerank
+        | ClientApi::CountTokens
+        | ClientApi::Media(_)
+            if a.backend.lambda.is_some() =>
+        {
+            return Err(TranslateError::unsupported(
+                "model",
+                format!(
+                    "{} is not served by AWS Lambda backends: a function is given chat requests only",
+                    split_query(a.path).0
+                ),
+            ))
+        }
+        ClientApi::Responses if a.backend.lambda.is_some() => {
+            let hub = responses::client_request(body, &model)?;
+            chat(a, &hub, &model)?
+        }
         // Same API on both sides: only the model and the path change.
         ClientApi::Chat | ClientApi::Completions | ClientApi::Embeddings
             if schema.is_openai_family() =>
@@ -257,7 +280,10 @@ pub fn prepare(a: &Attempt<'_>, body: &[u8]) -> Result<Prepared, TranslateError>
         let current = prepared.body.as_deref().unwrap_or(body);
         prepared.body = Some(mutate(current, &a.backend.body_mutation)?);
     }
-    Ok(prepared)
+    match &a.backend.lambda {
+        None => Ok(prepared),
+        Some(f) => lambda::invoke(f, prepared),
+    }
 }
 
 /// A request body read whole; an error names the offending field by its path.
@@ -674,12 +700,25 @@ impl ResponsePlan {
                 created: a.unix_seconds,
             },
             max_event_bytes: a.max_event_bytes,
+            lambda: false,
         }
     }
 
-    /// The answer passes as the provider sent it.
+    /// The answer comes from an AWS Lambda invocation: a failed function and
+    /// Lambda's own errors are read as such.
+    pub(crate) fn via_lambda(&mut self) {
+        self.lambda = true;
+    }
+
+    /// The answer passes as the provider sent it (errors included).
     pub fn is_passthrough(&self) -> bool {
-        self.kind == Reader::Passthrough
+        self.kind == Reader::Passthrough && !self.lambda
+    }
+
+    /// Whether an answer with this status and these headers is a success (a 2xx,
+    /// but not a failed Lambda function's).
+    pub fn succeeded(&self, status: u16, headers: &dyn Headers) -> bool {
+        (200..300).contains(&status) && !(self.lambda && lambda::is_function_error(headers))
     }
 
     /// Whether a successful answer reaches the client as the provider sent it
@@ -701,6 +740,9 @@ impl ResponsePlan {
     /// A provider error answer in the client's schema: the status and body to send.
     /// `None` for a passthrough: the client understands the provider's own errors.
     pub fn error(&self, status: u16, headers: &dyn Headers, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+        if self.lambda {
+            return Some(self.write_error(&lambda::error(status, headers, body)));
+        }
         if self.kind == Reader::Passthrough {
             return None;
         }
@@ -1434,6 +1476,50 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.status(), 400);
         assert!(e.message().contains("messages[0].role"), "{}", e.message());
+    }
+
+    #[test]
+    fn lambda_functions_are_given_chat_requests_only() {
+        let b = backend(serde_json::json!({
+            "name": "fn", "schema": {"name": "OpenAI"}, "region": "us-east-1",
+            "lambda": {"functionName": "chat-fn"}
+        }));
+        assert!(needs_body(ClientApi::Chat, &b));
+        let e = prepare(
+            &attempt(ClientApi::Embeddings, &b, "/v1/embeddings"),
+            br#"{"model":"m","input":"hi"}"#,
+        )
+        .unwrap_err();
+        assert_eq!((e.status(), e.code()), (422, "unsupported_by_provider"));
+        assert!(e.message().contains("/v1/embeddings"), "{}", e.message());
+        // The Responses API through the hub: the function gets a chat body.
+        let p = prepare(
+            &attempt(ClientApi::Responses, &b, "/v1/responses"),
+            br#"{"model":"m","input":"hi"}"#,
+        )
+        .unwrap();
+        assert_eq!(p.path, "/2015-03-31/functions/chat-fn/invocations");
+        let sent: Value = serde_json::from_slice(p.body.as_deref().unwrap()).unwrap();
+        assert_eq!(sent["messages"][0]["content"], "hi");
+        assert!(p
+            .headers
+            .contains(&("x-amz-invocation-type", "RequestResponse".into())));
+        let answer = br#"{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hey"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
+        let v: Value = serde_json::from_slice(&p.response.body(answer).unwrap()).unwrap();
+        assert_eq!(v["object"], "response");
+        // An Anthropic client of an Anthropic function: Messages as they are.
+        let a = backend(serde_json::json!({
+            "name": "fa", "schema": {"name": "Anthropic"}, "region": "us-east-1",
+            "lambda": {"functionName": "claude-fn"}
+        }));
+        let p = prepare(
+            &attempt(ClientApi::Messages, &a, "/anthropic/v1/messages"),
+            br#"{"model":"claude","max_tokens":9,"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.path, "/2015-03-31/functions/claude-fn/invocations");
+        let sent: Value = serde_json::from_slice(p.body.as_deref().unwrap()).unwrap();
+        assert_eq!(sent["max_tokens"], 9);
     }
 
     #[test]

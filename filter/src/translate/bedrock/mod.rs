@@ -43,6 +43,7 @@ mod stream;
 mod tests;
 
 pub use request::{chat_request, embeddings_request};
+pub(crate) use response::exception_name;
 pub use response::{chat_response, embeddings_response, error, finish_reason};
 pub use stream::ChatStream;
 

@@ -220,7 +220,7 @@ fn generic_message(status: u16, name: Option<&str>, non_json: bool, body: &[u8])
 
 /// `ThrottlingException:http://...`, `com.amazon.coral#ThrottlingException` or a
 /// stream's `throttlingException`, as `ThrottlingException`.
-pub(super) fn exception_name(raw: &str) -> String {
+pub(crate) fn exception_name(raw: &str) -> String {
     let raw = raw.rsplit('#').next().unwrap_or(raw);
     let raw = raw.split(':').next().unwrap_or(raw).trim();
     let mut chars = raw.chars();
