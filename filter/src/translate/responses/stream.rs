@@ -5,14 +5,12 @@
 //! A failed stream ends with `error` and `response.failed`. Every event carries a
 //! `sequence_number`; nothing is written after the end.
 
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::schema::openai::{ChatCompletionChunk, Usage};
 use crate::translate::{ProviderError, ResponseMeta, StreamItem};
 
-use super::response::{
-    function_call, message_item, output_text, reasoning_item, response_object, status_of, Ids,
-};
+use super::response::{status_of, ErrorObject, Id, Ids, Null, OutputItem, Part, ResponseObject};
 
 #[derive(Debug)]
 pub struct ClientStream {
@@ -24,7 +22,7 @@ pub struct ClientStream {
     started: bool,
     ended: bool,
     /// Finished output items, for the final response.
-    output: Vec<Value>,
+    output: Vec<Done>,
     open: Option<Open>,
     /// Messages opened so far (a second one gets its own id).
     messages: usize,
@@ -47,6 +45,85 @@ enum Open {
         name: String,
         arguments: String,
     },
+}
+
+/// A finished output item.
+#[derive(Debug)]
+enum Done {
+    Text {
+        id: String,
+        text: String,
+    },
+    Reasoning {
+        text: String,
+    },
+    Call {
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
+}
+
+impl Done {
+    fn item<'a>(&'a self, reasoning_id: &'a str) -> OutputItem<'a> {
+        match self {
+            Done::Text { id, text } => OutputItem::message(Id("", id), "completed", text),
+            Done::Reasoning { text } => OutputItem::reasoning(Id("", reasoning_id), text),
+            Done::Call {
+                call_id,
+                name,
+                arguments,
+            } => OutputItem::function_call(call_id, name, arguments, "completed"),
+        }
+    }
+}
+
+/// The members of one event besides its `type` and `sequence_number`, which come
+/// last; each kind of event has its own few, always in this order.
+#[derive(Default, Serialize)]
+struct Event<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<ResponseObject<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    param: Option<Null>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    item_id: Option<Id<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_index: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary_index: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    part: Option<Part<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    item: Option<OutputItem<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<[(); 0]>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    sequence_number: u64,
+}
+
+/// An event about a place in the output: `item_id` and `output_index`.
+fn at(id: Id<'_>, index: usize) -> Event<'_> {
+    Event {
+        item_id: Some(id),
+        output_index: Some(index),
+        ..Event::default()
+    }
 }
 
 impl ClientStream {
@@ -83,39 +160,55 @@ impl ClientStream {
                 } else {
                     "response.incomplete"
                 };
-                let response = response_object(
-                    &self.response_id,
-                    &self.meta,
-                    status,
-                    std::mem::take(&mut self.output),
-                    self.usage.as_ref(),
-                );
-                self.event(kind, json!({"response": response}), out);
+                self.finished(kind, status, None, out);
                 self.ended = true;
             }
             StreamItem::Error(e) => self.fail(e, out),
         }
     }
 
-    fn fail(&mut self, e: &ProviderError, out: &mut Vec<u8>) {
-        let code = e
-            .code
-            .clone()
-            .unwrap_or_else(|| e.kind.openai_type().to_string());
-        self.event(
-            "error",
-            json!({"code": code, "message": e.message, "param": null}),
-            out,
-        );
-        let mut response = response_object(
-            &self.response_id,
+    /// The last event: the whole response, its output items and usage.
+    fn finished(
+        &mut self,
+        kind: &'static str,
+        status: (&str, Option<&str>),
+        error: Option<ErrorObject<'_>>,
+        out: &mut Vec<u8>,
+    ) {
+        let output: Vec<OutputItem<'_>> = self
+            .output
+            .iter()
+            .map(|d| d.item(&self.reasoning_id))
+            .collect();
+        let mut response = ResponseObject::new(
+            Id("", &self.response_id),
             &self.meta,
-            ("failed", None),
-            std::mem::take(&mut self.output),
+            status,
+            &output,
             self.usage.as_ref(),
         );
-        response["error"] = json!({"code": code, "message": e.message});
-        self.event("response.failed", json!({"response": response}), out);
+        response.error = error;
+        let event = Event {
+            response: Some(response),
+            ..Event::default()
+        };
+        write(&mut self.seq, kind, event, out);
+    }
+
+    fn fail(&mut self, e: &ProviderError, out: &mut Vec<u8>) {
+        let code = e.code.as_deref().unwrap_or_else(|| e.kind.openai_type());
+        let event = Event {
+            code: Some(code),
+            message: Some(&e.message),
+            param: Some(Null),
+            ..Event::default()
+        };
+        write(&mut self.seq, "error", event, out);
+        let error = ErrorObject {
+            code,
+            message: &e.message,
+        };
+        self.finished("response.failed", ("failed", None), Some(error), out);
         self.ended = true;
     }
 
@@ -125,14 +218,18 @@ impl ClientStream {
         }
         self.started = true;
         for kind in ["response.created", "response.in_progress"] {
-            let r = response_object(
-                &self.response_id,
+            let r = ResponseObject::new(
+                Id("", &self.response_id),
                 &self.meta,
                 ("in_progress", None),
-                Vec::new(),
+                &[],
                 None,
             );
-            self.event(kind, json!({"response": r}), out);
+            let event = Event {
+                response: Some(r),
+                ..Event::default()
+            };
+            write(&mut self.seq, kind, event, out);
         }
     }
 
@@ -152,11 +249,15 @@ impl ClientStream {
             if let Some(Open::Reasoning { text }) = &mut self.open {
                 text.push_str(r);
             }
-            let index = self.output.len();
-            let id = self.reasoning_id.clone();
-            self.event(
+            let event = Event {
+                summary_index: Some(0),
+                delta: Some(r),
+                ..at(Id("", &self.reasoning_id), self.output.len())
+            };
+            write(
+                &mut self.seq,
                 "response.reasoning_summary_text.delta",
-                json!({"item_id": id, "output_index": index, "summary_index": 0, "delta": r}),
+                event,
                 out,
             );
         }
@@ -165,17 +266,18 @@ impl ClientStream {
                 self.close(out);
                 self.open_text(out);
             }
+            let index = self.output.len();
             let Some(Open::Text { id, text }) = &mut self.open else {
                 return;
             };
             text.push_str(t);
-            let id = id.clone();
-            let index = self.output.len();
-            self.event(
-                "response.output_text.delta",
-                json!({"item_id": id, "output_index": index, "content_index": 0, "delta": t, "logprobs": []}),
-                out,
-            );
+            let event = Event {
+                content_index: Some(0),
+                delta: Some(t),
+                logprobs: Some([]),
+                ..at(Id("", id), index)
+            };
+            write(&mut self.seq, "response.output_text.delta", event, out);
         }
         for tc in d.tool_calls.iter().flatten() {
             let same =
@@ -187,13 +289,17 @@ impl ClientStream {
                     .clone()
                     .unwrap_or_else(|| format!("call_{}", tc.index));
                 let name = tc.function.name.clone().unwrap_or_default();
-                let item = function_call(&call_id, &name, "", "in_progress");
-                let index = self.output.len();
-                self.event(
-                    "response.output_item.added",
-                    json!({"output_index": index, "item": item}),
-                    out,
-                );
+                let event = Event {
+                    output_index: Some(self.output.len()),
+                    item: Some(OutputItem::function_call(
+                        &call_id,
+                        &name,
+                        "",
+                        "in_progress",
+                    )),
+                    ..Event::default()
+                };
+                write(&mut self.seq, "response.output_item.added", event, out);
                 self.open = Some(Open::Call {
                     hub_index: tc.index,
                     call_id,
@@ -211,10 +317,14 @@ impl ClientStream {
             }) = &mut self.open
             {
                 arguments.push_str(piece);
-                let id = format!("fc_{call_id}");
-                self.event(
+                let event = Event {
+                    delta: Some(piece),
+                    ..at(Id("fc_", call_id), index)
+                };
+                write(
+                    &mut self.seq,
                     "response.function_call_arguments.delta",
-                    json!({"item_id": id, "output_index": index, "delta": piece}),
+                    event,
                     out,
                 );
             }
@@ -232,16 +342,18 @@ impl ClientStream {
         };
         self.messages += 1;
         let index = self.output.len();
-        self.event(
-            "response.output_item.added",
-            json!({"output_index": index, "item": message_item(&id, "in_progress", "")}),
-            out,
-        );
-        self.event(
-            "response.content_part.added",
-            json!({"item_id": id, "output_index": index, "content_index": 0, "part": output_text("")}),
-            out,
-        );
+        let event = Event {
+            output_index: Some(index),
+            item: Some(OutputItem::message(Id("", &id), "in_progress", "")),
+            ..Event::default()
+        };
+        write(&mut self.seq, "response.output_item.added", event, out);
+        let event = Event {
+            content_index: Some(0),
+            part: Some(Part::output_text("")),
+            ..at(Id("", &id), index)
+        };
+        write(&mut self.seq, "response.content_part.added", event, out);
         self.open = Some(Open::Text {
             id,
             text: String::new(),
@@ -249,16 +361,22 @@ impl ClientStream {
     }
 
     fn open_reasoning(&mut self, out: &mut Vec<u8>) {
-        let (id, index) = (self.reasoning_id.clone(), self.output.len());
-        self.event(
-            "response.output_item.added",
-            json!({"output_index": index, "item": reasoning_item(&id, "")}),
-            out,
-        );
-        self.event(
+        let (id, index) = (Id("", &self.reasoning_id), self.output.len());
+        let event = Event {
+            output_index: Some(index),
+            item: Some(OutputItem::reasoning(id, "")),
+            ..Event::default()
+        };
+        write(&mut self.seq, "response.output_item.added", event, out);
+        let event = Event {
+            summary_index: Some(0),
+            part: Some(Part::summary_text("")),
+            ..at(id, index)
+        };
+        write(
+            &mut self.seq,
             "response.reasoning_summary_part.added",
-            json!({"item_id": id, "output_index": index, "summary_index": 0,
-                "part": {"type": "summary_text", "text": ""}}),
+            event,
             out,
         );
         self.open = Some(Open::Reasoning {
@@ -272,35 +390,39 @@ impl ClientStream {
             return;
         };
         let index = self.output.len();
-        let item = match open {
+        let seq = &mut self.seq;
+        let done = match open {
             Open::Text { id, text } => {
-                let at = json!({"item_id": id, "output_index": index, "content_index": 0});
-                self.event(
-                    "response.output_text.done",
-                    with(&at, json!({"text": text, "logprobs": []})),
-                    out,
-                );
-                self.event(
-                    "response.content_part.done",
-                    with(&at, json!({"part": output_text(&text)})),
-                    out,
-                );
-                message_item(&id, "completed", &text)
+                let event = Event {
+                    content_index: Some(0),
+                    text: Some(&text),
+                    logprobs: Some([]),
+                    ..at(Id("", &id), index)
+                };
+                write(seq, "response.output_text.done", event, out);
+                let event = Event {
+                    content_index: Some(0),
+                    part: Some(Part::output_text(&text)),
+                    ..at(Id("", &id), index)
+                };
+                write(seq, "response.content_part.done", event, out);
+                Done::Text { id, text }
             }
             Open::Reasoning { text } => {
-                let id = self.reasoning_id.clone();
-                let at = json!({"item_id": id, "output_index": index, "summary_index": 0});
-                self.event(
-                    "response.reasoning_summary_text.done",
-                    with(&at, json!({"text": text})),
-                    out,
-                );
-                self.event(
-                    "response.reasoning_summary_part.done",
-                    with(&at, json!({"part": {"type": "summary_text", "text": text}})),
-                    out,
-                );
-                reasoning_item(&id, &text)
+                let id = Id("", &self.reasoning_id);
+                let event = Event {
+                    summary_index: Some(0),
+                    text: Some(&text),
+                    ..at(id, index)
+                };
+                write(seq, "response.reasoning_summary_text.done", event, out);
+                let event = Event {
+                    summary_index: Some(0),
+                    part: Some(Part::summary_text(&text)),
+                    ..at(id, index)
+                };
+                write(seq, "response.reasoning_summary_part.done", event, out);
+                Done::Reasoning { text }
             }
             Open::Call {
                 call_id,
@@ -308,44 +430,39 @@ impl ClientStream {
                 arguments,
                 ..
             } => {
-                self.event(
-                    "response.function_call_arguments.done",
-                    json!({"item_id": format!("fc_{call_id}"), "output_index": index,
-                        "name": name, "arguments": arguments}),
-                    out,
-                );
-                function_call(&call_id, &name, &arguments, "completed")
+                let event = Event {
+                    name: Some(&name),
+                    arguments: Some(&arguments),
+                    ..at(Id("fc_", &call_id), index)
+                };
+                write(seq, "response.function_call_arguments.done", event, out);
+                Done::Call {
+                    call_id,
+                    name,
+                    arguments,
+                }
             }
         };
-        self.event(
-            "response.output_item.done",
-            json!({"output_index": index, "item": item}),
-            out,
-        );
-        self.output.push(item);
-    }
-
-    fn event(&mut self, kind: &str, mut data: Value, out: &mut Vec<u8>) {
-        if let Value::Object(o) = &mut data {
-            o.insert("type".into(), Value::String(kind.to_string()));
-            o.insert("sequence_number".into(), Value::from(self.seq));
-        }
-        self.seq += 1;
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(kind.as_bytes());
-        out.extend_from_slice(b"\ndata: ");
-        if serde_json::to_writer(&mut *out, &data).is_err() {
-            out.extend_from_slice(b"{}");
-        }
-        out.extend_from_slice(b"\n\n");
+        let event = Event {
+            output_index: Some(index),
+            item: Some(done.item(&self.reasoning_id)),
+            ..Event::default()
+        };
+        write(seq, "response.output_item.done", event, out);
+        self.output.push(done);
     }
 }
 
-/// `base`'s fields and `more`'s, in one object.
-fn with(base: &Value, more: Value) -> Value {
-    let mut v = base.clone();
-    if let (Value::Object(a), Value::Object(b)) = (&mut v, more) {
-        a.extend(b);
+/// Writes one event of kind `kind` with the next sequence number.
+fn write(seq: &mut u64, kind: &'static str, mut event: Event<'_>, out: &mut Vec<u8>) {
+    event.kind = kind;
+    event.sequence_number = *seq;
+    *seq += 1;
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    if serde_json::to_writer(&mut *out, &event).is_err() {
+        out.extend_from_slice(b"{}");
     }
-    v
+    out.extend_from_slice(b"\n\n");
 }
