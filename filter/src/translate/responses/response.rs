@@ -1,10 +1,11 @@
 //! A hub answer as a Responses API `response` object, and the pieces the stream's
-//! events share with it: written by serde from structs that borrow the hub's strings
-//! (members in OpenAI's order), no JSON tree in between.
+//! events share with it. Written straight into the output buffer: the constant runs
+//! of OpenAI's shape as they are, the hub's strings escaped, no JSON tree and no
+//! member-by-member serializer in between (members in OpenAI's order).
 
 use std::fmt;
 
-use serde::ser::{Serialize, Serializer};
+use serde::Serializer as _;
 
 use crate::schema::openai::{ChatCompletion, ToolCall, Usage};
 use crate::translate::ResponseMeta;
@@ -37,30 +38,43 @@ pub fn client_response(c: &ChatCompletion, meta: &ResponseMeta) -> Vec<u8> {
     let rid = request_id(meta);
     let mut output = Vec::new();
     let choice = c.choices.first();
+    let mut size = 512;
     if let Some(m) = choice.map(|c| &c.message) {
         if let Some(r) = m.reasoning_content.as_deref().filter(|r| !r.is_empty()) {
-            output.push(OutputItem::reasoning(Id("rs_", rid), r));
+            output.push(OutputItem::Reasoning {
+                id: Id("rs_", rid),
+                summary: r,
+            });
+            size += r.len();
         }
         let calls = m.tool_calls.as_deref().unwrap_or_default();
         let text = m.content.as_deref().unwrap_or_default();
         if !text.is_empty() || calls.is_empty() {
-            output.push(OutputItem::message(Id("msg_", rid), "completed", text));
+            output.push(OutputItem::Message {
+                id: Id("msg_", rid),
+                status: "completed",
+                text,
+            });
+            size += text.len();
         }
-        output.extend(
-            calls
-                .iter()
-                .map(|t| OutputItem::function_call_of(t, "completed")),
-        );
+        for t in calls {
+            output.push(OutputItem::function_call_of(t, "completed"));
+            size += t.function.arguments.len() + 128;
+        }
     }
     let finish = choice.and_then(|c| c.finish_reason.as_deref());
-    let body = ResponseObject::new(
-        Id("resp_", rid),
+    // Escapes aside, the answer fits: one allocation.
+    let mut body = Vec::with_capacity(size + output.len() * 96);
+    ResponseObject {
+        id: Id("resp_", rid),
         meta,
-        status_of(finish),
-        &output,
-        c.usage.as_ref(),
-    );
-    serde_json::to_vec(&body).unwrap_or_default()
+        status: status_of(finish),
+        output: &output,
+        usage: c.usage.as_ref(),
+        error: None,
+    }
+    .write(&mut Out(&mut body));
+    body
 }
 
 /// `completed`, or `incomplete` for an answer cut by its token limit or a filter.
@@ -69,6 +83,34 @@ pub(crate) fn status_of(finish: Option<&str>) -> (&'static str, Option<&'static 
         Some("length") => ("incomplete", Some("max_output_tokens")),
         Some("content_filter") => ("incomplete", Some("content_filter")),
         _ => ("completed", None),
+    }
+}
+
+/// A JSON writer over the output buffer.
+pub(crate) struct Out<'a>(pub &'a mut Vec<u8>);
+
+impl Out<'_> {
+    /// JSON text as it is (the caller's constants).
+    pub fn raw(&mut self, json: &str) {
+        self.0.extend_from_slice(json.as_bytes());
+    }
+
+    /// A string, quoted and escaped.
+    pub fn str(&mut self, s: &str) {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::Serializer::new(&mut *self.0).serialize_str(s);
+    }
+
+    pub fn id(&mut self, id: Id<'_>) {
+        if id.0.is_empty() {
+            self.str(id.1);
+        } else {
+            let _ = serde_json::Serializer::new(&mut *self.0).collect_str(&id);
+        }
+    }
+
+    pub fn num(&mut self, n: u64) {
+        let _ = serde_json::Serializer::new(&mut *self.0).serialize_u64(n);
     }
 }
 
@@ -83,263 +125,185 @@ impl fmt::Display for Id<'_> {
     }
 }
 
-impl Serialize for Id<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// `[]`, always.
-type Empty = [(); 0];
-
-/// `{}`.
-#[derive(serde::Serialize)]
-struct EmptyObject {}
-
-/// `null`.
-#[derive(serde::Serialize)]
-pub(crate) struct Null;
-
 /// The `response` object.
-#[derive(serde::Serialize)]
 pub(crate) struct ResponseObject<'a> {
-    id: Id<'a>,
-    object: &'static str,
-    created_at: u64,
-    status: &'a str,
-    /// Set on a failed stream.
-    pub error: Option<ErrorObject<'a>>,
-    incomplete_details: Option<Incomplete<'a>>,
-    model: &'a str,
-    output: &'a [OutputItem<'a>],
-    parallel_tool_calls: bool,
-    previous_response_id: Option<Null>,
-    store: bool,
-    text: TextConfig,
-    tool_choice: &'static str,
-    tools: Empty,
-    usage: Option<ResponsesUsage>,
-    metadata: EmptyObject,
+    pub id: Id<'a>,
+    pub meta: &'a ResponseMeta,
+    /// `status` and `incomplete_details.reason`.
+    pub status: (&'a str, Option<&'a str>),
+    pub output: &'a [OutputItem<'a>],
+    pub usage: Option<&'a Usage>,
+    /// `error`'s `code` and `message`, on a failed stream.
+    pub error: Option<(&'a str, &'a str)>,
 }
 
-impl<'a> ResponseObject<'a> {
-    pub fn new(
-        id: Id<'a>,
-        meta: &'a ResponseMeta,
-        (status, incomplete): (&'a str, Option<&'a str>),
-        output: &'a [OutputItem<'a>],
-        usage: Option<&Usage>,
-    ) -> Self {
-        ResponseObject {
-            id,
-            object: "response",
-            created_at: meta.created,
-            status,
-            error: None,
-            incomplete_details: incomplete.map(|reason| Incomplete { reason }),
-            model: &meta.model,
-            output,
-            parallel_tool_calls: true,
-            previous_response_id: None,
-            store: false,
-            text: TextConfig {
-                format: Format { kind: "text" },
-            },
-            tool_choice: "auto",
-            tools: [],
-            usage: usage.map(ResponsesUsage::of),
-            metadata: EmptyObject {},
+impl ResponseObject<'_> {
+    pub fn write(&self, out: &mut Out<'_>) {
+        out.raw(r#"{"id":"#);
+        out.id(self.id);
+        out.raw(r#","object":"response","created_at":"#);
+        out.num(self.meta.created);
+        out.raw(r#","status":"#);
+        out.str(self.status.0);
+        out.raw(r#","error":"#);
+        match self.error {
+            Some((code, message)) => {
+                out.raw(r#"{"code":"#);
+                out.str(code);
+                out.raw(r#","message":"#);
+                out.str(message);
+                out.raw("}");
+            }
+            None => out.raw("null"),
         }
+        out.raw(r#","incomplete_details":"#);
+        match self.status.1 {
+            Some(reason) => {
+                out.raw(r#"{"reason":"#);
+                out.str(reason);
+                out.raw("}");
+            }
+            None => out.raw("null"),
+        }
+        out.raw(r#","model":"#);
+        out.str(&self.meta.model);
+        out.raw(r#","output":["#);
+        for (i, item) in self.output.iter().enumerate() {
+            if i > 0 {
+                out.raw(",");
+            }
+            item.write(out);
+        }
+        out.raw(
+            r#"],"parallel_tool_calls":true,"previous_response_id":null,"store":false,"text":{"format":{"type":"text"}},"tool_choice":"auto","tools":[],"usage":"#,
+        );
+        match self.usage {
+            Some(u) => write_usage(u, out),
+            None => out.raw("null"),
+        }
+        out.raw(r#","metadata":{}}"#);
     }
-}
-
-#[derive(serde::Serialize)]
-pub(crate) struct ErrorObject<'a> {
-    pub code: &'a str,
-    pub message: &'a str,
-}
-
-#[derive(serde::Serialize)]
-struct Incomplete<'a> {
-    reason: &'a str,
-}
-
-#[derive(serde::Serialize)]
-struct TextConfig {
-    format: Format,
-}
-
-#[derive(serde::Serialize)]
-struct Format {
-    #[serde(rename = "type")]
-    kind: &'static str,
 }
 
 /// Hub usage in the Responses API's names (input counts include cached tokens on
 /// both sides).
-#[derive(serde::Serialize)]
-struct ResponsesUsage {
-    input_tokens: u64,
-    input_tokens_details: CachedTokens,
-    output_tokens: u64,
-    output_tokens_details: ReasoningTokens,
-    total_tokens: u64,
+fn write_usage(u: &Usage, out: &mut Out<'_>) {
+    let cached = u
+        .prompt_tokens_details
+        .as_ref()
+        .and_then(|d| d.cached_tokens)
+        .unwrap_or(0);
+    let reasoning = u
+        .completion_tokens_details
+        .as_ref()
+        .and_then(|d| d.reasoning_tokens)
+        .unwrap_or(0);
+    out.raw(r#"{"input_tokens":"#);
+    out.num(u.prompt_tokens);
+    out.raw(r#","input_tokens_details":{"cached_tokens":"#);
+    out.num(cached);
+    out.raw(r#"},"output_tokens":"#);
+    out.num(u.completion_tokens);
+    out.raw(r#","output_tokens_details":{"reasoning_tokens":"#);
+    out.num(reasoning);
+    out.raw(r#"},"total_tokens":"#);
+    out.num(u.total_tokens);
+    out.raw("}");
 }
 
-#[derive(serde::Serialize)]
-struct CachedTokens {
-    cached_tokens: u64,
-}
-
-#[derive(serde::Serialize)]
-struct ReasoningTokens {
-    reasoning_tokens: u64,
-}
-
-impl ResponsesUsage {
-    fn of(u: &Usage) -> Self {
-        let cached = u
-            .prompt_tokens_details
-            .as_ref()
-            .and_then(|d| d.cached_tokens)
-            .unwrap_or(0);
-        let reasoning = u
-            .completion_tokens_details
-            .as_ref()
-            .and_then(|d| d.reasoning_tokens)
-            .unwrap_or(0);
-        ResponsesUsage {
-            input_tokens: u.prompt_tokens,
-            input_tokens_details: CachedTokens {
-                cached_tokens: cached,
-            },
-            output_tokens: u.completion_tokens,
-            output_tokens_details: ReasoningTokens {
-                reasoning_tokens: reasoning,
-            },
-            total_tokens: u.total_tokens,
-        }
-    }
-}
-
-/// One output item: a message, a reasoning summary or a function call (the members
-/// each kind has, in this order).
-#[derive(serde::Serialize)]
-pub(crate) struct OutputItem<'a> {
-    id: Id<'a>,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<Parts<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    summary: Option<Parts<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    call_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    arguments: Option<&'a str>,
-}
-
-impl<'a> OutputItem<'a> {
-    const NONE: Self = OutputItem {
-        id: Id("", ""),
-        kind: "",
-        status: None,
-        role: None,
-        content: None,
-        summary: None,
-        call_id: None,
-        name: None,
-        arguments: None,
-    };
-
+/// One output item.
+#[derive(Clone, Copy)]
+pub(crate) enum OutputItem<'a> {
     /// An assistant message; its text is written once it is `completed`.
-    pub fn message(id: Id<'a>, status: &'a str, text: &'a str) -> Self {
-        let part = (status == "completed").then(|| Part::output_text(text));
-        OutputItem {
-            id,
-            kind: "message",
-            status: Some(status),
-            role: Some("assistant"),
-            content: Some(Parts(part)),
-            ..Self::NONE
-        }
-    }
-
-    pub fn reasoning(id: Id<'a>, summary: &'a str) -> Self {
-        let part = (!summary.is_empty()).then(|| Part::summary_text(summary));
-        OutputItem {
-            id,
-            kind: "reasoning",
-            summary: Some(Parts(part)),
-            ..Self::NONE
-        }
-    }
-
-    pub fn function_call_of(t: &'a ToolCall, status: &'a str) -> Self {
-        Self::function_call(&t.id, &t.function.name, &t.function.arguments, status)
-    }
-
-    pub fn function_call(
+    Message {
+        id: Id<'a>,
+        status: &'a str,
+        text: &'a str,
+    },
+    /// A reasoning summary (none while empty).
+    Reasoning { id: Id<'a>, summary: &'a str },
+    FunctionCall {
         call_id: &'a str,
         name: &'a str,
         arguments: &'a str,
         status: &'a str,
-    ) -> Self {
-        OutputItem {
-            id: Id("fc_", call_id),
-            kind: "function_call",
-            status: Some(status),
-            call_id: Some(call_id),
-            name: Some(name),
-            arguments: Some(arguments),
-            ..Self::NONE
+    },
+}
+
+impl<'a> OutputItem<'a> {
+    pub fn function_call_of(t: &'a ToolCall, status: &'a str) -> Self {
+        OutputItem::FunctionCall {
+            call_id: &t.id,
+            name: &t.function.name,
+            arguments: &t.function.arguments,
+            status,
+        }
+    }
+
+    pub fn write(&self, out: &mut Out<'_>) {
+        match *self {
+            OutputItem::Message { id, status, text } => {
+                out.raw(r#"{"id":"#);
+                out.id(id);
+                out.raw(r#","type":"message","status":"#);
+                out.str(status);
+                out.raw(r#","role":"assistant","content":["#);
+                if status == "completed" {
+                    Part::OutputText(text).write(out);
+                }
+                out.raw("]}");
+            }
+            OutputItem::Reasoning { id, summary } => {
+                out.raw(r#"{"id":"#);
+                out.id(id);
+                out.raw(r#","type":"reasoning","summary":["#);
+                if !summary.is_empty() {
+                    Part::SummaryText(summary).write(out);
+                }
+                out.raw("]}");
+            }
+            OutputItem::FunctionCall {
+                call_id,
+                name,
+                arguments,
+                status,
+            } => {
+                out.raw(r#"{"id":"#);
+                out.id(Id("fc_", call_id));
+                out.raw(r#","type":"function_call","status":"#);
+                out.str(status);
+                out.raw(r#","call_id":"#);
+                out.str(call_id);
+                out.raw(r#","name":"#);
+                out.str(name);
+                out.raw(r#","arguments":"#);
+                out.str(arguments);
+                out.raw("}");
+            }
         }
     }
 }
 
 /// A content part or a summary part.
-#[derive(serde::Serialize)]
-pub(crate) struct Part<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    text: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    annotations: Option<Empty>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    logprobs: Option<Empty>,
+#[derive(Clone, Copy)]
+pub(crate) enum Part<'a> {
+    OutputText(&'a str),
+    SummaryText(&'a str),
 }
 
-impl<'a> Part<'a> {
-    pub fn output_text(text: &'a str) -> Self {
-        Part {
-            kind: "output_text",
-            text,
-            annotations: Some([]),
-            logprobs: Some([]),
+impl Part<'_> {
+    pub fn write(&self, out: &mut Out<'_>) {
+        match *self {
+            Part::OutputText(text) => {
+                out.raw(r#"{"type":"output_text","text":"#);
+                out.str(text);
+                out.raw(r#","annotations":[],"logprobs":[]}"#);
+            }
+            Part::SummaryText(text) => {
+                out.raw(r#"{"type":"summary_text","text":"#);
+                out.str(text);
+                out.raw("}");
+            }
         }
-    }
-
-    pub fn summary_text(text: &'a str) -> Self {
-        Part {
-            kind: "summary_text",
-            text,
-            annotations: None,
-            logprobs: None,
-        }
-    }
-}
-
-/// A list of at most one part.
-pub(crate) struct Parts<'a>(Option<Part<'a>>);
-
-impl Serialize for Parts<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter())
     }
 }

@@ -5,12 +5,10 @@
 //! A failed stream ends with `error` and `response.failed`. Every event carries a
 //! `sequence_number`; nothing is written after the end.
 
-use serde::Serialize;
-
 use crate::schema::openai::{ChatCompletionChunk, Usage};
 use crate::translate::{ProviderError, ResponseMeta, StreamItem};
 
-use super::response::{status_of, ErrorObject, Id, Ids, Null, OutputItem, Part, ResponseObject};
+use super::response::{status_of, Id, Ids, Out, OutputItem, Part, ResponseObject};
 
 #[derive(Debug)]
 pub struct ClientStream {
@@ -67,63 +65,71 @@ enum Done {
 impl Done {
     fn item<'a>(&'a self, reasoning_id: &'a str) -> OutputItem<'a> {
         match self {
-            Done::Text { id, text } => OutputItem::message(Id("", id), "completed", text),
-            Done::Reasoning { text } => OutputItem::reasoning(Id("", reasoning_id), text),
+            Done::Text { id, text } => OutputItem::Message {
+                id: Id("", id),
+                status: "completed",
+                text,
+            },
+            Done::Reasoning { text } => OutputItem::Reasoning {
+                id: Id("", reasoning_id),
+                summary: text,
+            },
             Done::Call {
                 call_id,
                 name,
                 arguments,
-            } => OutputItem::function_call(call_id, name, arguments, "completed"),
+            } => OutputItem::FunctionCall {
+                call_id,
+                name,
+                arguments,
+                status: "completed",
+            },
         }
     }
 }
 
-/// The members of one event besides its `type` and `sequence_number`, which come
-/// last; each kind of event has its own few, always in this order.
-#[derive(Default, Serialize)]
-struct Event<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    response: Option<ResponseObject<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    param: Option<Null>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    item_id: Option<Id<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    output_index: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content_index: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    summary_index: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    delta: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    text: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    arguments: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    part: Option<Part<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    item: Option<OutputItem<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    logprobs: Option<[(); 0]>,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    sequence_number: u64,
+/// Events written one by one: `event: KIND`, then the data object's own members,
+/// then its `type` and `sequence_number`.
+struct Events<'a> {
+    out: Out<'a>,
+    seq: &'a mut u64,
 }
 
-/// An event about a place in the output: `item_id` and `output_index`.
-fn at(id: Id<'_>, index: usize) -> Event<'_> {
-    Event {
-        item_id: Some(id),
-        output_index: Some(index),
-        ..Event::default()
+impl<'a> Events<'a> {
+    fn new(seq: &'a mut u64, out: &'a mut Vec<u8>) -> Self {
+        Events { out: Out(out), seq }
     }
+
+    /// Writes one event: `members` writes the data's members before `type`.
+    fn event(&mut self, kind: &str, members: impl FnOnce(&mut Out<'_>)) {
+        let out = &mut self.out;
+        out.raw("event: ");
+        out.raw(kind);
+        out.raw("\ndata: {");
+        members(out);
+        out.raw(r#","type":""#);
+        out.raw(kind);
+        out.raw(r#"","sequence_number":"#);
+        out.num(*self.seq);
+        out.raw("}\n\n");
+        *self.seq += 1;
+    }
+}
+
+/// `"item_id"` and `"output_index"`, the place an event is about.
+fn at(out: &mut Out<'_>, id: Id<'_>, index: usize) {
+    out.raw(r#""item_id":"#);
+    out.id(id);
+    out.raw(r#","output_index":"#);
+    out.num(index as u64);
+}
+
+/// `"output_index"` and `"item"`.
+fn item(out: &mut Out<'_>, index: usize, item: OutputItem<'_>) {
+    out.raw(r#""output_index":"#);
+    out.num(index as u64);
+    out.raw(r#","item":"#);
+    item.write(out);
 }
 
 impl ClientStream {
@@ -170,9 +176,9 @@ impl ClientStream {
     /// The last event: the whole response, its output items and usage.
     fn finished(
         &mut self,
-        kind: &'static str,
+        kind: &str,
         status: (&str, Option<&str>),
-        error: Option<ErrorObject<'_>>,
+        error: Option<(&str, &str)>,
         out: &mut Vec<u8>,
     ) {
         let output: Vec<OutputItem<'_>> = self
@@ -180,35 +186,31 @@ impl ClientStream {
             .iter()
             .map(|d| d.item(&self.reasoning_id))
             .collect();
-        let mut response = ResponseObject::new(
-            Id("", &self.response_id),
-            &self.meta,
+        let response = ResponseObject {
+            id: Id("", &self.response_id),
+            meta: &self.meta,
             status,
-            &output,
-            self.usage.as_ref(),
-        );
-        response.error = error;
-        let event = Event {
-            response: Some(response),
-            ..Event::default()
+            output: &output,
+            usage: self.usage.as_ref(),
+            error,
         };
-        write(&mut self.seq, kind, event, out);
+        Events::new(&mut self.seq, out).event(kind, |out| {
+            out.raw(r#""response":"#);
+            response.write(out);
+        });
     }
 
     fn fail(&mut self, e: &ProviderError, out: &mut Vec<u8>) {
         let code = e.code.as_deref().unwrap_or_else(|| e.kind.openai_type());
-        let event = Event {
-            code: Some(code),
-            message: Some(&e.message),
-            param: Some(Null),
-            ..Event::default()
-        };
-        write(&mut self.seq, "error", event, out);
-        let error = ErrorObject {
-            code,
-            message: &e.message,
-        };
-        self.finished("response.failed", ("failed", None), Some(error), out);
+        Events::new(&mut self.seq, out).event("error", |out| {
+            out.raw(r#""code":"#);
+            out.str(code);
+            out.raw(r#","message":"#);
+            out.str(&e.message);
+            out.raw(r#","param":null"#);
+        });
+        let error = Some((code, e.message.as_str()));
+        self.finished("response.failed", ("failed", None), error, out);
         self.ended = true;
     }
 
@@ -217,19 +219,20 @@ impl ClientStream {
             return;
         }
         self.started = true;
+        let response = ResponseObject {
+            id: Id("", &self.response_id),
+            meta: &self.meta,
+            status: ("in_progress", None),
+            output: &[],
+            usage: None,
+            error: None,
+        };
+        let mut events = Events::new(&mut self.seq, out);
         for kind in ["response.created", "response.in_progress"] {
-            let r = ResponseObject::new(
-                Id("", &self.response_id),
-                &self.meta,
-                ("in_progress", None),
-                &[],
-                None,
-            );
-            let event = Event {
-                response: Some(r),
-                ..Event::default()
-            };
-            write(&mut self.seq, kind, event, out);
+            events.event(kind, |out| {
+                out.raw(r#""response":"#);
+                response.write(out);
+            });
         }
     }
 
@@ -249,17 +252,12 @@ impl ClientStream {
             if let Some(Open::Reasoning { text }) = &mut self.open {
                 text.push_str(r);
             }
-            let event = Event {
-                summary_index: Some(0),
-                delta: Some(r),
-                ..at(Id("", &self.reasoning_id), self.output.len())
-            };
-            write(
-                &mut self.seq,
-                "response.reasoning_summary_text.delta",
-                event,
-                out,
-            );
+            let (id, index) = (Id("", &self.reasoning_id), self.output.len());
+            Events::new(&mut self.seq, out).event("response.reasoning_summary_text.delta", |out| {
+                at(out, id, index);
+                out.raw(r#","summary_index":0,"delta":"#);
+                out.str(r);
+            });
         }
         if let Some(t) = d.content.as_deref().filter(|t| !t.is_empty()) {
             if !matches!(self.open, Some(Open::Text { .. })) {
@@ -271,13 +269,12 @@ impl ClientStream {
                 return;
             };
             text.push_str(t);
-            let event = Event {
-                content_index: Some(0),
-                delta: Some(t),
-                logprobs: Some([]),
-                ..at(Id("", id), index)
-            };
-            write(&mut self.seq, "response.output_text.delta", event, out);
+            Events::new(&mut self.seq, out).event("response.output_text.delta", |out| {
+                at(out, Id("", id), index);
+                out.raw(r#","content_index":0,"delta":"#);
+                out.str(t);
+                out.raw(r#","logprobs":[]"#);
+            });
         }
         for tc in d.tool_calls.iter().flatten() {
             let same =
@@ -289,17 +286,15 @@ impl ClientStream {
                     .clone()
                     .unwrap_or_else(|| format!("call_{}", tc.index));
                 let name = tc.function.name.clone().unwrap_or_default();
-                let event = Event {
-                    output_index: Some(self.output.len()),
-                    item: Some(OutputItem::function_call(
-                        &call_id,
-                        &name,
-                        "",
-                        "in_progress",
-                    )),
-                    ..Event::default()
+                let index = self.output.len();
+                let added = OutputItem::FunctionCall {
+                    call_id: &call_id,
+                    name: &name,
+                    arguments: "",
+                    status: "in_progress",
                 };
-                write(&mut self.seq, "response.output_item.added", event, out);
+                Events::new(&mut self.seq, out)
+                    .event("response.output_item.added", |out| item(out, index, added));
                 self.open = Some(Open::Call {
                     hub_index: tc.index,
                     call_id,
@@ -317,15 +312,13 @@ impl ClientStream {
             }) = &mut self.open
             {
                 arguments.push_str(piece);
-                let event = Event {
-                    delta: Some(piece),
-                    ..at(Id("fc_", call_id), index)
-                };
-                write(
-                    &mut self.seq,
+                Events::new(&mut self.seq, out).event(
                     "response.function_call_arguments.delta",
-                    event,
-                    out,
+                    |out| {
+                        at(out, Id("fc_", call_id), index);
+                        out.raw(r#","delta":"#);
+                        out.str(piece);
+                    },
                 );
             }
         }
@@ -342,18 +335,18 @@ impl ClientStream {
         };
         self.messages += 1;
         let index = self.output.len();
-        let event = Event {
-            output_index: Some(index),
-            item: Some(OutputItem::message(Id("", &id), "in_progress", "")),
-            ..Event::default()
+        let mut events = Events::new(&mut self.seq, out);
+        let added = OutputItem::Message {
+            id: Id("", &id),
+            status: "in_progress",
+            text: "",
         };
-        write(&mut self.seq, "response.output_item.added", event, out);
-        let event = Event {
-            content_index: Some(0),
-            part: Some(Part::output_text("")),
-            ..at(Id("", &id), index)
-        };
-        write(&mut self.seq, "response.content_part.added", event, out);
+        events.event("response.output_item.added", |out| item(out, index, added));
+        events.event("response.content_part.added", |out| {
+            at(out, Id("", &id), index);
+            out.raw(r#","content_index":0,"part":"#);
+            Part::OutputText("").write(out);
+        });
         self.open = Some(Open::Text {
             id,
             text: String::new(),
@@ -362,23 +355,14 @@ impl ClientStream {
 
     fn open_reasoning(&mut self, out: &mut Vec<u8>) {
         let (id, index) = (Id("", &self.reasoning_id), self.output.len());
-        let event = Event {
-            output_index: Some(index),
-            item: Some(OutputItem::reasoning(id, "")),
-            ..Event::default()
-        };
-        write(&mut self.seq, "response.output_item.added", event, out);
-        let event = Event {
-            summary_index: Some(0),
-            part: Some(Part::summary_text("")),
-            ..at(id, index)
-        };
-        write(
-            &mut self.seq,
-            "response.reasoning_summary_part.added",
-            event,
-            out,
-        );
+        let mut events = Events::new(&mut self.seq, out);
+        let added = OutputItem::Reasoning { id, summary: "" };
+        events.event("response.output_item.added", |out| item(out, index, added));
+        events.event("response.reasoning_summary_part.added", |out| {
+            at(out, id, index);
+            out.raw(r#","summary_index":0,"part":"#);
+            Part::SummaryText("").write(out);
+        });
         self.open = Some(Open::Reasoning {
             text: String::new(),
         });
@@ -390,38 +374,34 @@ impl ClientStream {
             return;
         };
         let index = self.output.len();
-        let seq = &mut self.seq;
+        let mut events = Events::new(&mut self.seq, out);
         let done = match open {
             Open::Text { id, text } => {
-                let event = Event {
-                    content_index: Some(0),
-                    text: Some(&text),
-                    logprobs: Some([]),
-                    ..at(Id("", &id), index)
-                };
-                write(seq, "response.output_text.done", event, out);
-                let event = Event {
-                    content_index: Some(0),
-                    part: Some(Part::output_text(&text)),
-                    ..at(Id("", &id), index)
-                };
-                write(seq, "response.content_part.done", event, out);
+                events.event("response.output_text.done", |out| {
+                    at(out, Id("", &id), index);
+                    out.raw(r#","content_index":0,"text":"#);
+                    out.str(&text);
+                    out.raw(r#","logprobs":[]"#);
+                });
+                events.event("response.content_part.done", |out| {
+                    at(out, Id("", &id), index);
+                    out.raw(r#","content_index":0,"part":"#);
+                    Part::OutputText(&text).write(out);
+                });
                 Done::Text { id, text }
             }
             Open::Reasoning { text } => {
                 let id = Id("", &self.reasoning_id);
-                let event = Event {
-                    summary_index: Some(0),
-                    text: Some(&text),
-                    ..at(id, index)
-                };
-                write(seq, "response.reasoning_summary_text.done", event, out);
-                let event = Event {
-                    summary_index: Some(0),
-                    part: Some(Part::summary_text(&text)),
-                    ..at(id, index)
-                };
-                write(seq, "response.reasoning_summary_part.done", event, out);
+                events.event("response.reasoning_summary_text.done", |out| {
+                    at(out, id, index);
+                    out.raw(r#","summary_index":0,"text":"#);
+                    out.str(&text);
+                });
+                events.event("response.reasoning_summary_part.done", |out| {
+                    at(out, id, index);
+                    out.raw(r#","summary_index":0,"part":"#);
+                    Part::SummaryText(&text).write(out);
+                });
                 Done::Reasoning { text }
             }
             Open::Call {
@@ -430,12 +410,13 @@ impl ClientStream {
                 arguments,
                 ..
             } => {
-                let event = Event {
-                    name: Some(&name),
-                    arguments: Some(&arguments),
-                    ..at(Id("fc_", &call_id), index)
-                };
-                write(seq, "response.function_call_arguments.done", event, out);
+                events.event("response.function_call_arguments.done", |out| {
+                    at(out, Id("fc_", &call_id), index);
+                    out.raw(r#","name":"#);
+                    out.str(&name);
+                    out.raw(r#","arguments":"#);
+                    out.str(&arguments);
+                });
                 Done::Call {
                     call_id,
                     name,
@@ -443,26 +424,10 @@ impl ClientStream {
                 }
             }
         };
-        let event = Event {
-            output_index: Some(index),
-            item: Some(done.item(&self.reasoning_id)),
-            ..Event::default()
-        };
-        write(seq, "response.output_item.done", event, out);
+        let finished = done.item(&self.reasoning_id);
+        events.event("response.output_item.done", |out| {
+            item(out, index, finished)
+        });
         self.output.push(done);
     }
-}
-
-/// Writes one event of kind `kind` with the next sequence number.
-fn write(seq: &mut u64, kind: &'static str, mut event: Event<'_>, out: &mut Vec<u8>) {
-    event.kind = kind;
-    event.sequence_number = *seq;
-    *seq += 1;
-    out.extend_from_slice(b"event: ");
-    out.extend_from_slice(kind.as_bytes());
-    out.extend_from_slice(b"\ndata: ");
-    if serde_json::to_writer(&mut *out, &event).is_err() {
-        out.extend_from_slice(b"{}");
-    }
-    out.extend_from_slice(b"\n\n");
 }
