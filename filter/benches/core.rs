@@ -1,7 +1,9 @@
 //! Micro-benchmarks of the core's hot paths, per KiB of input, each set against a bare
 //! `serde_json::from_slice::<serde_json::Value>` of the same bytes: parsing the body
 //! once is the least any JSON-aware gateway does, so the ratio says what the filter
-//! costs on top of that.
+//! costs on top of that. The `bedrock` group is the exception: a Responses API
+//! request translated to Bedrock Converse (and its answer back) against the same work
+//! for the same chat request, so its ratio is what the Responses API costs more.
 //!
 //! Run: `cargo bench -p aigw-filter --bench core -- --quick` (see bench/README.md).
 //! After criterion's groups the binary prints its own ratio table, timed with
@@ -18,6 +20,7 @@ use aigw_filter::machine::router::{FilterRole, HttpFilter};
 use aigw_filter::metering::usage::{BodyFormat, MeterOptions, ResponseMeter};
 use aigw_filter::schema::openai::ChatCompletionRequest;
 use aigw_filter::translate::bedrock;
+use aigw_filter::translate::plan::{self, Attempt, ClientApi};
 use criterion::{Criterion, Throughput};
 
 /// The bench gateway's configuration (bench/aigw-config.json): one route, four costs.
@@ -41,6 +44,15 @@ const CONFIG: &str = r#"{
   "limits": {"maxRequestBodyBytes": 1048576}
 }"#;
 
+/// One Bedrock backend (bench/aigw-config.json's), for the translation cases.
+const BEDROCK: &str = r#"{
+  "version": "v1",
+  "backends": [{"name": "bedrock", "schema": {"name": "AWSBedrock"}, "region": "us-east-1",
+    "modelNameOverride": "anthropic.claude-3-5-haiku-20241022-v1:0",
+    "auth": {"awsSigV4": {"accessKeyId": "AKIDBENCHEXAMPLE",
+                          "secretAccessKey": "bench-secret-not-real"}}}]
+}"#;
+
 const HEADERS: [(&str, &str); 3] = [
     (":method", "POST"),
     (":path", "/v1/chat/completions"),
@@ -49,6 +61,9 @@ const HEADERS: [(&str, &str); 3] = [
 
 const JSON_RESPONSE: &[u8] = include_bytes!("../testdata/chat-basic.json");
 const SSE_RESPONSE: &[u8] = include_bytes!("../testdata/chat-streaming.sse");
+/// A Converse answer and a ConverseStream answer (AWS event-stream framing).
+const BEDROCK_JSON: &[u8] = include_bytes!("../testdata/bedrock/response_text.bedrock.json");
+const BEDROCK_STREAM: &[u8] = include_bytes!("../testdata/bedrock/stream_text.bin");
 
 /// A chat request padded with user text to exactly `size` bytes (as bench/run.py's
 /// `chat_body`, non-streaming).
@@ -77,6 +92,76 @@ fn chat_body(size: usize) -> Vec<u8> {
     let body = serde_json::to_vec(&doc).unwrap_or_default();
     assert_eq!(body.len(), size);
     body
+}
+
+/// The Responses API form of `chat_body(size)` (as bench/run.py's `responses_body`):
+/// the system message as `instructions`, the user text as one `input_text` part.
+fn responses_body(size: usize) -> Vec<u8> {
+    let chat: serde_json::Value = serde_json::from_slice(&chat_body(size)).unwrap_or_default();
+    let mut doc = serde_json::json!({
+        "model": "gpt-4o-mini",
+        "instructions": chat["messages"][0]["content"],
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": ""}]}],
+        "temperature": 0.2,
+        "max_output_tokens": 256,
+        "store": false
+    });
+    let base = serde_json::to_vec(&doc).map_or(0, |v| v.len());
+    let text = chat["messages"][1]["content"].as_str().unwrap_or_default();
+    doc["input"][0]["content"][0]["text"] = text[..size - base].into();
+    let body = serde_json::to_vec(&doc).unwrap_or_default();
+    assert_eq!(body.len(), size);
+    body
+}
+
+/// The streamed forms of both.
+fn streamed(body: &[u8]) -> Vec<u8> {
+    let mut doc: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    doc["stream"] = true.into();
+    serde_json::to_vec(&doc).unwrap_or_default()
+}
+
+/// What the upstream instance does with one attempt to Bedrock, in the client's API
+/// (`Chat` or `Responses`): the request translated, then the answer, whole or
+/// streamed, translated back. Returns the bytes written both ways.
+fn attempt(bedrock: &Config, api: ClientApi, body: &[u8], answer: Answer) -> usize {
+    let a = Attempt {
+        api,
+        backend: &bedrock.backends[0],
+        path: if api == ClientApi::Chat {
+            "/v1/chat/completions"
+        } else {
+            "/v1/responses"
+        },
+        client_model: "gpt-4o-mini",
+        request_id: "0f3c2a8e-bench",
+        unix_seconds: 1_796_000_000,
+        max_event_bytes: 1 << 20,
+        anthropic_beta: None,
+    };
+    let Ok(p) = plan::prepare(&a, body) else {
+        return 0;
+    };
+    let sent = p.body.as_ref().map_or(0, Vec::len);
+    let back = match answer {
+        Answer::None => 0,
+        Answer::Json => p.response.body(BEDROCK_JSON).map_or(0, |b| b.len()),
+        Answer::Stream => {
+            let mut out = Vec::new();
+            if let Some(mut s) = p.response.stream() {
+                s.feed(BEDROCK_STREAM, true, &mut out);
+            }
+            out.len()
+        }
+    };
+    sent + back
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Answer {
+    None,
+    Json,
+    Stream,
 }
 
 /// One request through a router instance, headers then the whole body.
@@ -162,6 +247,37 @@ struct Case {
     base: Box<dyn Fn()>,
 }
 
+/// The translation cases: the same 1 KiB request to Bedrock sent as a Responses API
+/// request (the op) and as a chat request (its baseline), through the upstream
+/// instance's plan: the request alone, then with its JSON or streamed answer.
+fn bedrock_cases(cases: &mut Vec<Case>) {
+    let bedrock = match Config::from_json(BEDROCK.as_bytes()) {
+        Ok(c) => Arc::new(c),
+        Err(e) => panic!("bedrock config: {e}"),
+    };
+    for (kind, answer) in [
+        ("request", Answer::None),
+        ("json", Answer::Json),
+        ("stream", Answer::Stream),
+    ] {
+        let (mut chat, mut resp) = (chat_body(1024), responses_body(1024));
+        if answer == Answer::Stream {
+            (chat, resp) = (streamed(&chat), streamed(&resp));
+        }
+        let (b, cfg) = (bedrock.clone(), bedrock.clone());
+        cases.push(Case {
+            name: format!("bedrock/{kind}"),
+            bytes: resp.len(),
+            op: Box::new(move || {
+                black_box(attempt(&b, ClientApi::Responses, black_box(&resp), answer));
+            }),
+            base: Box::new(move || {
+                black_box(attempt(&cfg, ClientApi::Chat, black_box(&chat), answer));
+            }),
+        });
+    }
+}
+
 fn cases(config: &Arc<Config>) -> Vec<Case> {
     let mut cases = Vec::new();
     for size in [1024, 64 * 1024] {
@@ -234,6 +350,7 @@ fn cases(config: &Arc<Config>) -> Vec<Case> {
             black_box(parse_events(black_box(SSE_RESPONSE)));
         }),
     });
+    bedrock_cases(&mut cases);
     cases
 }
 
@@ -263,6 +380,26 @@ fn check(config: &Arc<Config>) {
     assert!(meter(BodyFormat::Json, JSON_RESPONSE).usage().is_some());
     assert!(meter(BodyFormat::EventStream, SSE_RESPONSE).content_events() > 0);
     assert!(parse_events(SSE_RESPONSE) > 0);
+    let bedrock = match Config::from_json(BEDROCK.as_bytes()) {
+        Ok(c) => c,
+        Err(e) => panic!("bedrock config: {e}"),
+    };
+    let (chat, resp) = (chat_body(1024), responses_body(1024));
+    for api in [ClientApi::Chat, ClientApi::Responses] {
+        let body = if api == ClientApi::Chat { &chat } else { &resp };
+        let sent = attempt(&bedrock, api, body, Answer::None);
+        assert!(sent > 0, "{api:?} to Bedrock was not translated");
+        assert!(
+            attempt(&bedrock, api, body, Answer::Json) > sent,
+            "{api:?} JSON answer"
+        );
+        let s = streamed(body);
+        let sent = attempt(&bedrock, api, &s, Answer::None);
+        assert!(
+            attempt(&bedrock, api, &s, Answer::Stream) > sent,
+            "{api:?} stream"
+        );
+    }
 }
 
 /// Nanoseconds per call of `f`, over `iters` calls.
@@ -289,6 +426,7 @@ fn ratios(cases: &[Case], batch: Duration, rounds: usize) {
         "case", "bytes", "ns/KiB", "base ns/KiB", "ratio"
     );
     let mut limits = None;
+    let mut bedrock = Vec::new();
     for c in cases {
         // Calibrate the batch size on the op.
         let one = time_ns(&*c.op, 3).max(1.0);
@@ -301,6 +439,9 @@ fn ratios(cases: &[Case], batch: Duration, rounds: usize) {
         let (op, base) = (median(op), median(base));
         if c.name.starts_with("exchange/") {
             limits = Some((op, base));
+        }
+        if let Some(kind) = c.name.strip_prefix("bedrock/") {
+            bedrock.push((kind, op, base));
         }
         let kib = c.bytes as f64 / 1024.0;
         println!(
@@ -319,6 +460,39 @@ fn ratios(cases: &[Case], batch: Duration, rounds: usize) {
             op - base
         );
     }
+    if !bedrock.is_empty() {
+        println!("\n1 KiB to Bedrock Converse, Responses API against chat (goal: ratio <= 1.05)");
+        println!(
+            "{:<22} {:>12} {:>12} {:>7}",
+            "work", "responses ns", "chat ns", "ratio"
+        );
+        for (kind, op, base) in bedrock {
+            println!("{kind:<22} {op:>12.0} {base:>12.0} {:>7.2}", op / base);
+        }
+    }
+}
+
+/// `--count CASE op|base N`: only runs one side of one case N times, for counting
+/// instructions on a busy machine, where time is too noisy to compare:
+/// `perf stat -e instructions:u core --count bedrock/json op 20000`, the same with
+/// `base`, and with `0` for the setup to subtract.
+fn count_run(cases: &[Case]) -> Option<Box<dyn FnOnce() + '_>> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == "--count")?;
+    let (name, side, n) = match &args[at + 1..] {
+        [name, side, n, ..] => (name, side, n.parse::<u32>().unwrap_or(0)),
+        _ => panic!("--count CASE op|base N"),
+    };
+    let case = cases
+        .iter()
+        .find(|c| &c.name == name)
+        .unwrap_or_else(|| panic!("no case {name}"));
+    let f = if side == "base" { &case.base } else { &case.op };
+    Some(Box::new(move || {
+        for _ in 0..n {
+            f();
+        }
+    }))
 }
 
 fn main() {
@@ -328,20 +502,29 @@ fn main() {
     };
     check(&config);
     let cases = cases(&config);
+    if let Some(run) = count_run(&cases) {
+        return run();
+    }
 
     let mut c = Criterion::default().configure_from_args();
-    for group in ["request", "exchange", "response"] {
+    for group in ["request", "exchange", "response", "bedrock"] {
         let mut g = c.benchmark_group(group);
         for case in cases.iter().filter(|k| k.name.starts_with(group)) {
             g.throughput(Throughput::Bytes(case.bytes as u64));
             let id = &case.name[group.len() + 1..];
-            g.bench_function(id, |b| b.iter(|| (case.op)()));
-            // The exchange's baseline is the same exchange without limits; every
-            // other case's is a serde_json parse of the same bytes.
-            let base = if group == "exchange" {
-                "no-limits"
+            let op = if group == "bedrock" {
+                format!("{id}/responses")
             } else {
-                "serde_json-baseline"
+                id.to_string()
+            };
+            g.bench_function(op, |b| b.iter(|| (case.op)()));
+            // The exchange's baseline is the same exchange without limits, a
+            // Responses translation's the same work for a chat request; every
+            // other case's is a serde_json parse of the same bytes.
+            let base = match group {
+                "exchange" => "no-limits",
+                "bedrock" => "chat",
+                _ => "serde_json-baseline",
             };
             g.bench_function(format!("{id}/{base}"), |b| b.iter(|| (case.base)()));
         }
@@ -349,6 +532,10 @@ fn main() {
     }
     c.final_summary();
 
+    // Profiling one case (`--profile-time`) wants that case alone.
+    if std::env::args().any(|a| a == "--profile-time") {
+        return;
+    }
     // `cargo bench` passes --bench; `cargo test --benches` does not and only wants a
     // smoke run.
     let (batch, rounds) = if std::env::args().any(|a| a == "--bench") {

@@ -5,14 +5,10 @@
 //! A failed stream ends with `error` and `response.failed`. Every event carries a
 //! `sequence_number`; nothing is written after the end.
 
-use serde_json::{json, Value};
-
 use crate::schema::openai::{ChatCompletionChunk, Usage};
 use crate::translate::{ProviderError, ResponseMeta, StreamItem};
 
-use super::response::{
-    function_call, message_item, output_text, reasoning_item, response_object, status_of, Ids,
-};
+use super::response::{status_of, Id, Ids, Out, OutputItem, Part, ResponseObject};
 
 #[derive(Debug)]
 pub struct ClientStream {
@@ -24,7 +20,7 @@ pub struct ClientStream {
     started: bool,
     ended: bool,
     /// Finished output items, for the final response.
-    output: Vec<Value>,
+    output: Vec<Done>,
     open: Option<Open>,
     /// Messages opened so far (a second one gets its own id).
     messages: usize,
@@ -47,6 +43,93 @@ enum Open {
         name: String,
         arguments: String,
     },
+}
+
+/// A finished output item.
+#[derive(Debug)]
+enum Done {
+    Text {
+        id: String,
+        text: String,
+    },
+    Reasoning {
+        text: String,
+    },
+    Call {
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
+}
+
+impl Done {
+    fn item<'a>(&'a self, reasoning_id: &'a str) -> OutputItem<'a> {
+        match self {
+            Done::Text { id, text } => OutputItem::Message {
+                id: Id("", id),
+                status: "completed",
+                text,
+            },
+            Done::Reasoning { text } => OutputItem::Reasoning {
+                id: Id("", reasoning_id),
+                summary: text,
+            },
+            Done::Call {
+                call_id,
+                name,
+                arguments,
+            } => OutputItem::FunctionCall {
+                call_id,
+                name,
+                arguments,
+                status: "completed",
+            },
+        }
+    }
+}
+
+/// Events written one by one: `event: KIND`, then the data object's own members,
+/// then its `type` and `sequence_number`.
+struct Events<'a> {
+    out: Out<'a>,
+    seq: &'a mut u64,
+}
+
+impl<'a> Events<'a> {
+    fn new(seq: &'a mut u64, out: &'a mut Vec<u8>) -> Self {
+        Events { out: Out(out), seq }
+    }
+
+    /// Writes one event: `members` writes the data's members before `type`.
+    fn event(&mut self, kind: &str, members: impl FnOnce(&mut Out<'_>)) {
+        let out = &mut self.out;
+        out.raw("event: ");
+        out.raw(kind);
+        out.raw("\ndata: {");
+        members(out);
+        out.raw(r#","type":""#);
+        out.raw(kind);
+        out.raw(r#"","sequence_number":"#);
+        out.num(*self.seq);
+        out.raw("}\n\n");
+        *self.seq += 1;
+    }
+}
+
+/// `"item_id"` and `"output_index"`, the place an event is about.
+fn at(out: &mut Out<'_>, id: Id<'_>, index: usize) {
+    out.raw(r#""item_id":"#);
+    out.id(id);
+    out.raw(r#","output_index":"#);
+    out.num(index as u64);
+}
+
+/// `"output_index"` and `"item"`.
+fn item(out: &mut Out<'_>, index: usize, item: OutputItem<'_>) {
+    out.raw(r#""output_index":"#);
+    out.num(index as u64);
+    out.raw(r#","item":"#);
+    item.write(out);
 }
 
 impl ClientStream {
@@ -83,39 +166,51 @@ impl ClientStream {
                 } else {
                     "response.incomplete"
                 };
-                let response = response_object(
-                    &self.response_id,
-                    &self.meta,
-                    status,
-                    std::mem::take(&mut self.output),
-                    self.usage.as_ref(),
-                );
-                self.event(kind, json!({"response": response}), out);
+                self.finished(kind, status, None, out);
                 self.ended = true;
             }
             StreamItem::Error(e) => self.fail(e, out),
         }
     }
 
+    /// The last event: the whole response, its output items and usage.
+    fn finished(
+        &mut self,
+        kind: &str,
+        status: (&str, Option<&str>),
+        error: Option<(&str, &str)>,
+        out: &mut Vec<u8>,
+    ) {
+        let output: Vec<OutputItem<'_>> = self
+            .output
+            .iter()
+            .map(|d| d.item(&self.reasoning_id))
+            .collect();
+        let response = ResponseObject {
+            id: Id("", &self.response_id),
+            meta: &self.meta,
+            status,
+            output: &output,
+            usage: self.usage.as_ref(),
+            error,
+        };
+        Events::new(&mut self.seq, out).event(kind, |out| {
+            out.raw(r#""response":"#);
+            response.write(out);
+        });
+    }
+
     fn fail(&mut self, e: &ProviderError, out: &mut Vec<u8>) {
-        let code = e
-            .code
-            .clone()
-            .unwrap_or_else(|| e.kind.openai_type().to_string());
-        self.event(
-            "error",
-            json!({"code": code, "message": e.message, "param": null}),
-            out,
-        );
-        let mut response = response_object(
-            &self.response_id,
-            &self.meta,
-            ("failed", None),
-            std::mem::take(&mut self.output),
-            self.usage.as_ref(),
-        );
-        response["error"] = json!({"code": code, "message": e.message});
-        self.event("response.failed", json!({"response": response}), out);
+        let code = e.code.as_deref().unwrap_or_else(|| e.kind.openai_type());
+        Events::new(&mut self.seq, out).event("error", |out| {
+            out.raw(r#""code":"#);
+            out.str(code);
+            out.raw(r#","message":"#);
+            out.str(&e.message);
+            out.raw(r#","param":null"#);
+        });
+        let error = Some((code, e.message.as_str()));
+        self.finished("response.failed", ("failed", None), error, out);
         self.ended = true;
     }
 
@@ -124,15 +219,20 @@ impl ClientStream {
             return;
         }
         self.started = true;
+        let response = ResponseObject {
+            id: Id("", &self.response_id),
+            meta: &self.meta,
+            status: ("in_progress", None),
+            output: &[],
+            usage: None,
+            error: None,
+        };
+        let mut events = Events::new(&mut self.seq, out);
         for kind in ["response.created", "response.in_progress"] {
-            let r = response_object(
-                &self.response_id,
-                &self.meta,
-                ("in_progress", None),
-                Vec::new(),
-                None,
-            );
-            self.event(kind, json!({"response": r}), out);
+            events.event(kind, |out| {
+                out.raw(r#""response":"#);
+                response.write(out);
+            });
         }
     }
 
@@ -152,30 +252,29 @@ impl ClientStream {
             if let Some(Open::Reasoning { text }) = &mut self.open {
                 text.push_str(r);
             }
-            let index = self.output.len();
-            let id = self.reasoning_id.clone();
-            self.event(
-                "response.reasoning_summary_text.delta",
-                json!({"item_id": id, "output_index": index, "summary_index": 0, "delta": r}),
-                out,
-            );
+            let (id, index) = (Id("", &self.reasoning_id), self.output.len());
+            Events::new(&mut self.seq, out).event("response.reasoning_summary_text.delta", |out| {
+                at(out, id, index);
+                out.raw(r#","summary_index":0,"delta":"#);
+                out.str(r);
+            });
         }
         if let Some(t) = d.content.as_deref().filter(|t| !t.is_empty()) {
             if !matches!(self.open, Some(Open::Text { .. })) {
                 self.close(out);
                 self.open_text(out);
             }
+            let index = self.output.len();
             let Some(Open::Text { id, text }) = &mut self.open else {
                 return;
             };
             text.push_str(t);
-            let id = id.clone();
-            let index = self.output.len();
-            self.event(
-                "response.output_text.delta",
-                json!({"item_id": id, "output_index": index, "content_index": 0, "delta": t, "logprobs": []}),
-                out,
-            );
+            Events::new(&mut self.seq, out).event("response.output_text.delta", |out| {
+                at(out, Id("", id), index);
+                out.raw(r#","content_index":0,"delta":"#);
+                out.str(t);
+                out.raw(r#","logprobs":[]"#);
+            });
         }
         for tc in d.tool_calls.iter().flatten() {
             let same =
@@ -187,13 +286,15 @@ impl ClientStream {
                     .clone()
                     .unwrap_or_else(|| format!("call_{}", tc.index));
                 let name = tc.function.name.clone().unwrap_or_default();
-                let item = function_call(&call_id, &name, "", "in_progress");
                 let index = self.output.len();
-                self.event(
-                    "response.output_item.added",
-                    json!({"output_index": index, "item": item}),
-                    out,
-                );
+                let added = OutputItem::FunctionCall {
+                    call_id: &call_id,
+                    name: &name,
+                    arguments: "",
+                    status: "in_progress",
+                };
+                Events::new(&mut self.seq, out)
+                    .event("response.output_item.added", |out| item(out, index, added));
                 self.open = Some(Open::Call {
                     hub_index: tc.index,
                     call_id,
@@ -211,11 +312,13 @@ impl ClientStream {
             }) = &mut self.open
             {
                 arguments.push_str(piece);
-                let id = format!("fc_{call_id}");
-                self.event(
+                Events::new(&mut self.seq, out).event(
                     "response.function_call_arguments.delta",
-                    json!({"item_id": id, "output_index": index, "delta": piece}),
-                    out,
+                    |out| {
+                        at(out, Id("fc_", call_id), index);
+                        out.raw(r#","delta":"#);
+                        out.str(piece);
+                    },
                 );
             }
         }
@@ -232,16 +335,18 @@ impl ClientStream {
         };
         self.messages += 1;
         let index = self.output.len();
-        self.event(
-            "response.output_item.added",
-            json!({"output_index": index, "item": message_item(&id, "in_progress", "")}),
-            out,
-        );
-        self.event(
-            "response.content_part.added",
-            json!({"item_id": id, "output_index": index, "content_index": 0, "part": output_text("")}),
-            out,
-        );
+        let mut events = Events::new(&mut self.seq, out);
+        let added = OutputItem::Message {
+            id: Id("", &id),
+            status: "in_progress",
+            text: "",
+        };
+        events.event("response.output_item.added", |out| item(out, index, added));
+        events.event("response.content_part.added", |out| {
+            at(out, Id("", &id), index);
+            out.raw(r#","content_index":0,"part":"#);
+            Part::OutputText("").write(out);
+        });
         self.open = Some(Open::Text {
             id,
             text: String::new(),
@@ -249,18 +354,15 @@ impl ClientStream {
     }
 
     fn open_reasoning(&mut self, out: &mut Vec<u8>) {
-        let (id, index) = (self.reasoning_id.clone(), self.output.len());
-        self.event(
-            "response.output_item.added",
-            json!({"output_index": index, "item": reasoning_item(&id, "")}),
-            out,
-        );
-        self.event(
-            "response.reasoning_summary_part.added",
-            json!({"item_id": id, "output_index": index, "summary_index": 0,
-                "part": {"type": "summary_text", "text": ""}}),
-            out,
-        );
+        let (id, index) = (Id("", &self.reasoning_id), self.output.len());
+        let mut events = Events::new(&mut self.seq, out);
+        let added = OutputItem::Reasoning { id, summary: "" };
+        events.event("response.output_item.added", |out| item(out, index, added));
+        events.event("response.reasoning_summary_part.added", |out| {
+            at(out, id, index);
+            out.raw(r#","summary_index":0,"part":"#);
+            Part::SummaryText("").write(out);
+        });
         self.open = Some(Open::Reasoning {
             text: String::new(),
         });
@@ -272,35 +374,35 @@ impl ClientStream {
             return;
         };
         let index = self.output.len();
-        let item = match open {
+        let mut events = Events::new(&mut self.seq, out);
+        let done = match open {
             Open::Text { id, text } => {
-                let at = json!({"item_id": id, "output_index": index, "content_index": 0});
-                self.event(
-                    "response.output_text.done",
-                    with(&at, json!({"text": text, "logprobs": []})),
-                    out,
-                );
-                self.event(
-                    "response.content_part.done",
-                    with(&at, json!({"part": output_text(&text)})),
-                    out,
-                );
-                message_item(&id, "completed", &text)
+                events.event("response.output_text.done", |out| {
+                    at(out, Id("", &id), index);
+                    out.raw(r#","content_index":0,"text":"#);
+                    out.str(&text);
+                    out.raw(r#","logprobs":[]"#);
+                });
+                events.event("response.content_part.done", |out| {
+                    at(out, Id("", &id), index);
+                    out.raw(r#","content_index":0,"part":"#);
+                    Part::OutputText(&text).write(out);
+                });
+                Done::Text { id, text }
             }
             Open::Reasoning { text } => {
-                let id = self.reasoning_id.clone();
-                let at = json!({"item_id": id, "output_index": index, "summary_index": 0});
-                self.event(
-                    "response.reasoning_summary_text.done",
-                    with(&at, json!({"text": text})),
-                    out,
-                );
-                self.event(
-                    "response.reasoning_summary_part.done",
-                    with(&at, json!({"part": {"type": "summary_text", "text": text}})),
-                    out,
-                );
-                reasoning_item(&id, &text)
+                let id = Id("", &self.reasoning_id);
+                events.event("response.reasoning_summary_text.done", |out| {
+                    at(out, id, index);
+                    out.raw(r#","summary_index":0,"text":"#);
+                    out.str(&text);
+                });
+                events.event("response.reasoning_summary_part.done", |out| {
+                    at(out, id, index);
+                    out.raw(r#","summary_index":0,"part":"#);
+                    Part::SummaryText(&text).write(out);
+                });
+                Done::Reasoning { text }
             }
             Open::Call {
                 call_id,
@@ -308,44 +410,24 @@ impl ClientStream {
                 arguments,
                 ..
             } => {
-                self.event(
-                    "response.function_call_arguments.done",
-                    json!({"item_id": format!("fc_{call_id}"), "output_index": index,
-                        "name": name, "arguments": arguments}),
-                    out,
-                );
-                function_call(&call_id, &name, &arguments, "completed")
+                events.event("response.function_call_arguments.done", |out| {
+                    at(out, Id("fc_", &call_id), index);
+                    out.raw(r#","name":"#);
+                    out.str(&name);
+                    out.raw(r#","arguments":"#);
+                    out.str(&arguments);
+                });
+                Done::Call {
+                    call_id,
+                    name,
+                    arguments,
+                }
             }
         };
-        self.event(
-            "response.output_item.done",
-            json!({"output_index": index, "item": item}),
-            out,
-        );
-        self.output.push(item);
+        let finished = done.item(&self.reasoning_id);
+        events.event("response.output_item.done", |out| {
+            item(out, index, finished)
+        });
+        self.output.push(done);
     }
-
-    fn event(&mut self, kind: &str, mut data: Value, out: &mut Vec<u8>) {
-        if let Value::Object(o) = &mut data {
-            o.insert("type".into(), Value::String(kind.to_string()));
-            o.insert("sequence_number".into(), Value::from(self.seq));
-        }
-        self.seq += 1;
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(kind.as_bytes());
-        out.extend_from_slice(b"\ndata: ");
-        if serde_json::to_writer(&mut *out, &data).is_err() {
-            out.extend_from_slice(b"{}");
-        }
-        out.extend_from_slice(b"\n\n");
-    }
-}
-
-/// `base`'s fields and `more`'s, in one object.
-fn with(base: &Value, more: Value) -> Value {
-    let mut v = base.clone();
-    if let (Value::Object(a), Value::Object(b)) = (&mut v, more) {
-        a.extend(b);
-    }
-    v
 }

@@ -263,3 +263,61 @@ fn a_failed_stream_ends_with_error_and_failed() {
     assert_eq!(ev.last().unwrap().1["response"]["status"], "failed");
     assert_eq!(ev[ev.len() - 2].1["message"], "overloaded");
 }
+
+#[test]
+fn escaped_strings_and_duplicate_members_read_as_a_json_tree_would() {
+    let body = br#"{"model":"m","in\u0070ut":"a\"b","instructions":"x","instructions":"be \u00e9",
+        "store":true,"store":false,"tools":{"not":"a list"}}"#;
+    let h = serde_json::to_value(client_request(body, "m").unwrap()).unwrap();
+    assert_eq!(
+        h["messages"],
+        json!([{"role": "system", "content": "be é"}, {"role": "user", "content": "a\"b"}])
+    );
+    assert!(h.get("tools").is_none());
+    // An item or part that is no object is an empty one.
+    let (status, message) = refused(json!({"model": "m", "input": [5]}));
+    assert_eq!(status, 400);
+    assert!(message.contains("input[0].role"), "{message}");
+    let h =
+        hub(json!({"model": "m", "input": [{"role": "assistant", "content": [7, {"text": "t"}]}]}));
+    assert_eq!(h["messages"][0]["content"], "t");
+}
+
+#[test]
+fn the_hubs_own_type_errors_come_after_the_requests() {
+    let (status, message) = refused(json!({"model": "m", "input": "x", "temperature": "hot"}));
+    assert_eq!(status, 400);
+    assert!(message.contains("expected f64"), "{message}");
+    let (status, _) = refused(json!({"model": "m", "input": "x", "temperature": "hot",
+        "tools": [{"type": "web_search"}]}));
+    assert_eq!(status, 422);
+    // Not JSON, or not an object: the parse error, with its place.
+    let e = client_request(b"{\"input\": [1,}", "m").unwrap_err();
+    assert_eq!(e.status(), 400);
+    assert!(client_request(b"[1]", "m").is_err());
+    assert!(client_request(b"{\"input\":\"a\",\"x\":\"\xff\"}", "m").is_err());
+}
+
+#[test]
+fn a_whole_answer_is_written_in_openais_order() {
+    let c: ChatCompletion = serde_json::from_value(json!({
+        "id": "x", "object": "chat.completion", "created": 1, "model": "claude",
+        "choices": [{"index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "Hi \"you\""}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    }))
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(client_response(&c, &meta())).unwrap(),
+        concat!(
+            r#"{"id":"resp_r1","object":"response","created_at":7,"status":"completed","error":null,"#,
+            r#""incomplete_details":null,"model":"claude-x","output":[{"id":"msg_r1","type":"message","#,
+            r#""status":"completed","role":"assistant","content":[{"type":"output_text","#,
+            r#""text":"Hi \"you\"","annotations":[],"logprobs":[]}]}],"parallel_tool_calls":true,"#,
+            r#""previous_response_id":null,"store":false,"text":{"format":{"type":"text"}},"#,
+            r#""tool_choice":"auto","tools":[],"usage":{"input_tokens":3,"input_tokens_details":"#,
+            r#"{"cached_tokens":0},"output_tokens":2,"output_tokens_details":{"reasoning_tokens":0},"#,
+            r#""total_tokens":5},"metadata":{}}"#
+        )
+    );
+}
