@@ -21,7 +21,7 @@ use serde::Deserialize;
 use crate::auth::sigv4::encode_path_segment;
 use crate::config::backend::{InvocationMode, LambdaFunction};
 use crate::host::Headers;
-use crate::translate::bedrock::exception_name;
+use crate::translate::bedrock::{common_exception_status, exception_name};
 use crate::translate::openai::{clip, plain_reason, MAX_MESSAGE_CHARS};
 use crate::translate::plan::Prepared;
 use crate::translate::{ProviderError, TranslateError};
@@ -185,14 +185,10 @@ fn service_error(status: u16, headers: &dyn Headers, body: &[u8]) -> ProviderErr
 /// - A payload Lambda refuses (`RequestTooLargeException`, 413) keeps its status.
 fn exception_status(name: &str) -> Option<u16> {
     let lower = name.to_ascii_lowercase();
+    if let Some(status) = common_exception_status(&lower) {
+        return Some(status);
+    }
     Some(match lower.as_str() {
-        "unrecognizedclientexception"
-        | "invalidsignatureexception"
-        | "expiredtokenexception"
-        | "incompletesignatureexception"
-        | "missingauthenticationtokenexception"
-        | "invalidclienttokenid" => 401,
-        "accessdeniedexception" => 403,
         "resourcenotfoundexception" => 404,
         "requesttoolargeexception" => 413,
         "toomanyrequestsexception" => 429,

@@ -30,7 +30,7 @@ pub fn count_tokens_request(
         // Vertex counts with a publisher model of its own; the body names the model.
         Flavor::Vertex { project, region } => {
             map.insert("model".into(), Value::String(model.to_string()));
-            insert_version(&mut map, target);
+            target.set_body_version(&mut map);
             let path = format!(
                 "/v1/projects/{}/locations/{}/publishers/anthropic/models/count-tokens:rawPredict",
                 encode_path_segment(project),
@@ -40,7 +40,7 @@ pub fn count_tokens_request(
         }
         Flavor::Bedrock => {
             map.shift_remove("model");
-            insert_version(&mut map, target);
+            target.set_body_version(&mut map);
             map.entry("max_tokens")
                 .or_insert_with(|| Value::from(BEDROCK_MAX_TOKENS));
             let invoke = base64::engine::general_purpose::STANDARD.encode(to_vec(&map)?);
@@ -69,16 +69,6 @@ pub fn bedrock_count_response(body: &[u8]) -> Result<Vec<u8>, TranslateError> {
     Ok(json!({"input_tokens": c.input_tokens})
         .to_string()
         .into_bytes())
-}
-
-fn insert_version(map: &mut Map<String, Value>, target: &Target<'_>) {
-    if let Some(version) = target.body_version() {
-        let keep =
-            target.version.is_none() && map.get("anthropic_version").is_some_and(Value::is_string);
-        if !keep {
-            map.insert("anthropic_version".into(), Value::String(version));
-        }
-    }
 }
 
 fn to_vec(v: &impl serde::Serialize) -> Result<Vec<u8>, TranslateError> {

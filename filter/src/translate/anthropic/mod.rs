@@ -128,6 +128,19 @@ impl Target<'_> {
         h
     }
 
+    /// Puts the clouds' `anthropic_version` into a body: the route's, else a
+    /// version the client chose, else the flavor's default. The native API takes
+    /// it in a header instead.
+    fn set_body_version(&self, map: &mut serde_json::Map<String, Value>) {
+        if let Some(version) = self.body_version() {
+            let keep = self.version.is_none()
+                && map.get("anthropic_version").is_some_and(Value::is_string);
+            if !keep {
+                map.insert("anthropic_version".into(), Value::String(version));
+            }
+        }
+    }
+
     /// `anthropic_version` for the clouds' bodies.
     fn body_version(&self) -> Option<String> {
         let default = match self.flavor {

@@ -815,14 +815,7 @@ pub fn messages_request(body: &[u8], target: &Target) -> Result<UpstreamRequest,
             map.shift_remove("stream");
         }
     }
-    if let Some(version) = target.body_version() {
-        // A version the client chose stays unless the route sets one.
-        let keep =
-            target.version.is_none() && map.get("anthropic_version").is_some_and(Value::is_string);
-        if !keep {
-            map.insert("anthropic_version".into(), Value::String(version));
-        }
-    }
+    target.set_body_version(&mut map);
     let bytes =
         serde_json::to_vec(&map).map_err(|e| TranslateError::invalid("body", e.to_string()))?;
     Ok(UpstreamRequest {

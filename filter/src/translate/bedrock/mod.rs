@@ -43,8 +43,8 @@ mod stream;
 mod tests;
 
 pub use request::{chat_request, embeddings_request};
-pub(crate) use response::exception_name;
 pub use response::{chat_response, embeddings_response, error, finish_reason};
+pub(crate) use response::{common_exception_status, exception_name};
 pub use stream::ChatStream;
 
 use serde::Deserialize;

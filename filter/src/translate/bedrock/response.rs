@@ -241,15 +241,12 @@ pub(crate) fn exception_name(raw: &str) -> String {
 ///   `ExpiredTokenException`, ...; Bedrock: 403) become 401: they are authentication
 ///   failures, not permission ones; the code names the exception.
 pub(super) fn exception_status(name: &str) -> Option<u16> {
-    Some(match name.to_ascii_lowercase().as_str() {
+    let lower = name.to_ascii_lowercase();
+    if let Some(status) = common_exception_status(&lower) {
+        return Some(status);
+    }
+    Some(match lower.as_str() {
         "validationexception" => 400,
-        "unrecognizedclientexception"
-        | "invalidsignatureexception"
-        | "expiredtokenexception"
-        | "incompletesignatureexception"
-        | "missingauthenticationtokenexception"
-        | "invalidclienttokenid" => 401,
-        "accessdeniedexception" => 403,
         "resourcenotfoundexception" => 404,
         "modeltimeoutexception" => 408,
         "conflictexception" => 409,
@@ -259,6 +256,23 @@ pub(super) fn exception_status(name: &str) -> Option<u16> {
         "serviceunavailableexception" => 503,
         _ => return None,
     })
+}
+
+/// The client status of an error every AWS service answers alike (`lower`: the
+/// exception's name, lower-cased): its credentials or signature (401: an
+/// authentication failure, whatever status the service gave) and its permissions
+/// (403). `None` for every other exception.
+pub(crate) fn common_exception_status(lower: &str) -> Option<u16> {
+    match lower {
+        "unrecognizedclientexception"
+        | "invalidsignatureexception"
+        | "expiredtokenexception"
+        | "incompletesignatureexception"
+        | "missingauthenticationtokenexception"
+        | "invalidclienttokenid" => Some(401),
+        "accessdeniedexception" => Some(403),
+        _ => None,
+    }
 }
 
 // ---------------------------------------------------------------------------------
