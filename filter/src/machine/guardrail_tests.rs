@@ -378,3 +378,38 @@ fn a_route_that_checks_answers_refuses_streams_and_unreadable_answers() {
     );
     assert_eq!(calls[0].0, Status::Continue);
 }
+
+#[test]
+fn an_answer_over_the_limit_is_a_502_even_when_its_tail_reads_as_one() {
+    let doc = json!({
+        "version": "v1",
+        "guardrails": [{"name": "pii", "action": "mask", "detectors": {"pii": ["email"]}}],
+        "backends": [{"name": "b", "schema": {"name": "OpenAI"}}],
+        "routes": [{"name": "r", "models": ["m"], "backends": [{"name": "b"}],
+                    "guardrails": [{"policy": "pii", "stage": "response"}]}],
+        "limits": {"maxResponseBodyBytes": 64}
+    });
+    let config = Arc::new(Config::from_json(doc.to_string().as_bytes()).unwrap());
+    let mut f = HttpFilter::new(config, FilterRole::Router);
+    let mut out = Vec::new();
+    let h = [(":method", "POST"), (":path", "/v1/chat/completions")];
+    let _ = f.on_request_headers(&h, false, Duration::ZERO, &mut out);
+    assert_eq!(
+        f.on_request_body(CHAT.as_bytes(), true, Duration::ZERO, &mut out),
+        Status::Continue
+    );
+    let rh = [(":status", "200"), ("content-type", "application/json")];
+    let _ = f.on_response_headers(&rh, false, Duration::ZERO, &mut out);
+    let mut out = Vec::new();
+    let head = format!("{{\"pad\":\"{}\",", "x".repeat(80));
+    assert_eq!(
+        f.on_response_body(head.as_bytes(), false, Duration::ZERO, &mut out),
+        Status::StopAndBuffer
+    );
+    // A last chunk that, alone, is an answer: it must not be taken for the whole.
+    let tail = br#"{"choices":[{"message":{"content":"a@b.co"}}]}"#;
+    let mut out = Vec::new();
+    let _ = f.on_response_body(tail, true, Duration::ZERO, &mut out);
+    assert_eq!(header_set(&out, ":status"), Some("502"));
+    assert_eq!(body_of(&out)["error"]["code"], "bad_upstream_response");
+}

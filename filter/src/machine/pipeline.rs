@@ -253,6 +253,8 @@ pub(crate) struct Response {
     pub fleet_unchecked: bool,
     /// The answer held for the response-stage guardrails, so far.
     pub guarded: Option<Vec<u8>>,
+    /// ... which outgrew `limits.maxResponseBodyBytes`: what is left is no answer.
+    pub guarded_too_large: bool,
 }
 
 /// One response chunk on its way through the steps: the host's bytes, or what a

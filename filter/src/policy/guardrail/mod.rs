@@ -294,11 +294,13 @@ impl ResponseStep for GuardrailAnswer {
             return Status::Continue;
         };
         let limit = cx.config.limits.max_response_body_bytes as usize;
-        if held.len() + chunk.bytes().len() <= limit {
+        if cx.resp.guarded_too_large {
+            // Past the limit: nothing more is kept (a tail is no answer to check).
+        } else if held.len() + chunk.bytes().len() <= limit {
             held.extend_from_slice(chunk.bytes());
         } else {
-            held.clear();
-            held.shrink_to_fit();
+            cx.resp.guarded_too_large = true;
+            *held = Vec::new();
         }
         if !chunk.end_of_stream {
             return Status::StopAndBuffer;
@@ -314,7 +316,11 @@ impl ResponseStep for GuardrailAnswer {
         let Some(route) = cx.req.route.map(|i| &config.routes[i]) else {
             return Status::Continue;
         };
-        let mut fields = match text::read_answer(&body) {
+        let read = match cx.resp.guarded_too_large {
+            true => Err(format!("over limits.maxResponseBodyBytes ({limit})")),
+            false => text::read_answer(&body).map_err(|e| e.to_string()),
+        };
+        let mut fields = match read {
             Ok(f) => f,
             Err(e) => {
                 out.push(Action::Log {
