@@ -529,15 +529,15 @@ fn compile_passthrough(
 ) -> Result<Vec<String>, ConfigError> {
     for (j, prefix) in prefixes.iter().enumerate() {
         let fp = format!("{p}[{j}]");
+        // A prefix no plain path can have would never match: refused, not kept.
         let well_formed = prefix.starts_with('/')
             && prefix.len() > 1
             && !prefix.contains(['?', '#', ' '])
-            && !prefix.contains("/../")
-            && !prefix.ends_with("/..");
+            && is_plain_path(prefix);
         if !well_formed {
             return Err(err(
                 fp,
-                "must be an absolute path prefix such as /v1/files (no query, no ..)",
+                "must be an absolute path prefix such as /v1/files (no query, no dot segments, encoded dots or slashes, or backslashes)",
             ));
         }
         if let Some(e) = crate::endpoint::Endpoint::classify(prefix) {
@@ -1024,6 +1024,61 @@ mod tests {
             "routes": [{"name": "r0", "models": ["gpt-4o-mini"], "backends": [{"name": "openai"}]}],
             "llmRequestCosts": [{"metadataKey": "in", "type": "InputToken"}]
         })
+    }
+
+    #[test]
+    fn passthrough_prefixes_are_checked_at_load() {
+        let with = |first: serde_json::Value, second: serde_json::Value| {
+            let mut v = base();
+            v["routes"][0]["passthrough"] = first;
+            v["routes"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({"name": "r1", "models": ["m1"],
+                    "backends": [{"name": "openai"}], "passthrough": second}));
+            Config::from_json(&serde_json::to_vec(&v).unwrap())
+        };
+        let ok = with(
+            serde_json::json!(["/v1/files", "/v1/batches/"]),
+            serde_json::json!(["/v1/fim"]),
+        )
+        .unwrap();
+        assert_eq!(ok.passthrough_route("/v1/fim/completions"), Some(1));
+        for (first, second, path) in [
+            (
+                serde_json::json!(["v1/files"]),
+                serde_json::json!([]),
+                "routes[0].passthrough[0]",
+            ),
+            (
+                serde_json::json!(["/v1/chat/completions"]),
+                serde_json::json!([]),
+                "routes[0].passthrough[0]",
+            ),
+            (
+                serde_json::json!(["/v1/files/../x"]),
+                serde_json::json!([]),
+                "routes[0].passthrough[0]",
+            ),
+            (
+                serde_json::json!(["/v1/%2E%2E/x"]),
+                serde_json::json!([]),
+                "routes[0].passthrough[0]",
+            ),
+            (
+                serde_json::json!(["/v1/files?x=1"]),
+                serde_json::json!([]),
+                "routes[0].passthrough[0]",
+            ),
+            (
+                serde_json::json!(["/v1/files"]),
+                serde_json::json!(["/v1/x", "/v1/files"]),
+                "routes[1].passthrough[1]",
+            ),
+        ] {
+            let e = with(first.clone(), second).expect_err(&first.to_string());
+            assert_eq!(e.path, path, "{e}");
+        }
     }
 
     /// Fuzzing (config_json): a document followed by more bytes loaded, the rest
